@@ -1,0 +1,1 @@
+"""worldwalk.runtime.sana_wm."""
