@@ -1,0 +1,332 @@
+"""`Session`: one player's walk through one world, run chunk by chunk on its own model thread.
+
+The session owns the world, the model thread, the `FrameQueue` and the generation counter.
+The UI side (window, browser channel) writes intent into `session.inputs` (an `InputBox`) and
+takes frames from `session.frames`; those two objects are the only meeting points. Commands
+(reset, rewind) bump the generation at once, so stale frames vanish from the queue immediately,
+and are carried out by the model thread, which is the only code that touches the world.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worldwalk.controls import InputBox, InputState, PoseIntegrator, intrinsics_from_fov
+
+from .chunk import Chunk, Frame
+from .frame_queue import FrameQueue, Policy, QueueClosed
+from .world import ModelSpec, WorldModel
+
+log = logging.getLogger(__name__)
+
+ChunkListener = Callable[[Chunk, InputState, list[Frame]], None]
+
+
+@dataclass
+class SessionConfig:
+    seed: int = 0
+    prompt: str | None = None
+    fov_x_deg: float = 70.0  # used when no intrinsics are given
+    queue_capacity: int = 0  # frames; 0 = the largest chunk plus a few frames of slack
+    queue_policy: Policy = "block"  # block: the model waits for the player (back-pressure)
+    max_snapshots: int = 16  # chunk boundaries kept for rewind
+    start_paused: bool = False
+
+
+@dataclass
+class _Boundary:
+    """Everything needed to resume generation at the start of chunk `chunk_index`."""
+
+    chunk_index: int
+    world: object
+    integrator: dict[str, Any]
+
+
+@dataclass
+class SessionStats:
+    chunks: int = 0
+    frames: int = 0
+    chunk_index: int = -1
+    last_chunk_s: float = 0.0
+    gen_fps: float = 0.0  # frames / seconds spent generating, over the recent chunks
+    recent: deque = field(default_factory=lambda: deque(maxlen=8))  # (frames, seconds)
+    error: str | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        world: WorldModel,
+        cfg: SessionConfig | None = None,
+        integrator: PoseIntegrator | None = None,
+        inputs: InputBox | None = None,
+        intrinsics: np.ndarray | None = None,
+        first_frame: np.ndarray | None = None,
+    ) -> None:
+        self.world = world
+        self.cfg = cfg or SessionConfig()
+        self.spec: ModelSpec = world.spec
+        self.inputs = inputs or InputBox()
+        self.integrator = integrator or PoseIntegrator()
+        self.first_frame = first_frame
+        K = intrinsics if intrinsics is not None else intrinsics_from_fov(
+            self.spec.width, self.spec.height, self.cfg.fov_x_deg
+        )
+        self.intrinsics = np.asarray(K, dtype=np.float64)  # (3, 3)
+        if self.intrinsics.shape != (3, 3):
+            raise ValueError(f"session intrinsics must be (3, 3), got {self.intrinsics.shape}")
+        largest_chunk = max(self.spec.first_chunk_frames, self.spec.frames_per_chunk)
+        capacity = self.cfg.queue_capacity or largest_chunk + 4
+        self.frames = FrameQueue(capacity, self.cfg.queue_policy)
+
+        self._lock = threading.Lock()  # guards integrator, generation, commands, stats
+        self._wake = threading.Condition(self._lock)
+        self._generation = 0
+        self._commands: deque[tuple[str, int]] = deque()  # (name, rewind target chunk)
+        self._paused = self.cfg.start_paused
+        self._stop = False
+        self._boundaries: deque[_Boundary] = deque(maxlen=max(1, self.cfg.max_snapshots))
+        self._start_pose = self.integrator.pose.copy()
+        self._chunk_index = 0
+        self._frame_index = 0
+        self._listeners: list[ChunkListener] = []
+        self._stats = SessionStats()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---- control, from any thread -------------------------------------------------------------
+
+    def start(self) -> Session:
+        if self._thread is not None:
+            raise RuntimeError("session already started")
+        self._thread = threading.Thread(target=self._run, name=f"model-{self.spec.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def add_listener(self, cb: ChunkListener) -> None:
+        """`cb(chunk, input_state, frames)` runs on the model thread after each chunk is queued."""
+        self._listeners.append(cb)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_paused(self, paused: bool) -> None:
+        with self._wake:
+            self._paused = paused
+            self._wake.notify_all()
+
+    def reset(self) -> None:
+        """Back to the first frame; queued frames of the old walk are dropped at once."""
+        self._command("reset")
+
+    def rewind(self) -> bool:
+        """Back to the boundary before the chunk on screen; False when there is nothing to rewind."""
+        with self._lock:
+            if not self._boundaries:
+                return False
+            target = max(self._shown_chunk() - 1, 0)
+        self._command("rewind", target)
+        return True
+
+    def _command(self, name: str, target: int = 0) -> None:
+        with self._wake:
+            self._generation += 1
+            self._commands.append((name, target))
+            self._wake.notify_all()
+        self.frames.flush(self._generation)
+
+    def held_pose(self) -> np.ndarray:
+        """The pose the player holds right now (commanded look applied): for timewarp."""
+        state = self.inputs.peek()
+        with self._lock:
+            return self.integrator.preview(state)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            s = self._stats
+            pose = self.integrator.pose.copy()
+            return {
+                "world": self.spec.name,
+                "label": self.spec.label,
+                "chunks": s.chunks,
+                "frames": s.frames,
+                "chunk_index": s.chunk_index,
+                "chunk_ms": 1000.0 * s.last_chunk_s,
+                "gen_fps": s.gen_fps,
+                "pose": pose,
+                "paused": self._paused,
+                "generation": self._generation,
+                "queued": len(self.frames),
+                "dropped": self.frames.stats.dropped_full,
+                "error": s.error,
+            }
+
+    @property
+    def error(self) -> str | None:
+        return self._stats.error
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End the model thread and free the world. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        self.frames.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("model thread did not stop within %.1f s (a chunk is still running)", timeout)
+                return  # the thread frees the world itself when its chunk ends
+        self._free_world()
+
+    def _free_world(self) -> None:
+        with contextlib.suppress(Exception):
+            self.world.close()
+        self._boundaries.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the model thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._reset_world()
+            while self._next_chunk():
+                pass
+        except QueueClosed:
+            pass
+        except Exception as e:  # surfaced to sinks through stats()/error; never a silent hang
+            log.exception("model thread failed")
+            with self._lock:
+                self._stats.error = f"{type(e).__name__}: {e}"
+        finally:
+            if self._closed and self._thread is not None and threading.current_thread() is self._thread:
+                # close() may have timed out waiting for us; free the world here then
+                self._free_world()
+
+    def _reset_world(self) -> None:
+        self.world.reset(self.first_frame, self.cfg.prompt, self.cfg.seed)
+        with self._lock:
+            self.integrator.reset(self._start_pose.copy())
+            self._boundaries.clear()
+            self._chunk_index = 0
+
+    def _rewind_world(self, target: int) -> None:
+        with self._lock:
+            while len(self._boundaries) > 1 and self._boundaries[-1].chunk_index > target:
+                self._boundaries.pop()
+            b = self._boundaries[-1] if self._boundaries else None
+            if b is not None:
+                self._boundaries.pop()  # the boundary is pushed again when its chunk is redone
+                self.integrator.set_state(b.integrator)
+                self._chunk_index = b.chunk_index
+        if b is not None:
+            self.world.restore(b.world)
+
+    def _shown_chunk(self) -> int:
+        """The chunk the player is looking at: the last one a sink took, else the oldest queued."""
+        seen = self.frames.last_taken
+        if seen is not None and seen.generation == self._generation:
+            return seen.chunk_index
+        head = self.frames.peek()
+        return head.chunk_index if head is not None else self._chunk_index - 1
+
+    def _next_chunk(self) -> bool:
+        """Generate one chunk. Returns False when the session stops."""
+        # 1. Wait while paused; carry out pending commands on this thread.
+        with self._wake:
+            while (self._paused and not self._commands) and not self._stop:
+                self._wake.wait()
+            if self._stop:
+                return False
+            commands = list(self._commands)
+            self._commands.clear()
+            generation = self._generation
+        for command, target in commands:
+            if command == "reset":
+                self._reset_world()
+                self._frame_index = 0
+            elif command == "rewind":
+                self._rewind_world(target)
+
+        # 2. Remember this chunk boundary, so a rewind can come back to it.
+        with self._lock:
+            k = self._chunk_index
+            self._boundaries.append(_Boundary(k, self.world.snapshot(), self.integrator.get_state()))
+
+        # 3. Plan the chunk's camera path: the current intent held over the chunk.
+        n = self.spec.chunk_frames(k)
+        dt = 1.0 / self.spec.fps
+        state = self.inputs.take()
+        with self._lock:
+            if k == 0:
+                # the first frame is the start pose itself (SANA-WM: the first image)
+                poses = np.concatenate([self.integrator.pose[None], self.integrator.plan(state, n - 1, dt)])
+            else:
+                poses = self.integrator.plan(state, n, dt)  # (n, 4, 4)
+        intrinsics = np.broadcast_to(self.intrinsics, (n, 3, 3)).copy()
+
+        # 4. Generate.
+        t0 = time.perf_counter()
+        chunk = self.world.generate_chunk(poses, intrinsics)
+        elapsed = time.perf_counter() - t0
+        if len(chunk) != n:
+            raise RuntimeError(f"world {self.spec.name!r} returned {len(chunk)} frames for a {n}-frame chunk")
+
+        # 5. A command arrived meanwhile: this chunk belongs to the old walk; drop it.
+        if generation != self._generation:
+            with self._lock:
+                self._chunk_index = k  # redo this boundary under the new command
+                self._boundaries.pop()
+            return True
+
+        # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
+        now = time.monotonic()
+        frames = []
+        for i in range(n):
+            idx = self._frame_index + i
+            frames.append(Frame(
+                image=chunk.frames[i], pose=chunk.poses[i], intrinsics=chunk.intrinsics[i],
+                index=idx, pts=idx / self.spec.fps, chunk_index=k, generation=generation,
+                created=now, input_time=state.timestamp if state.timestamp > 0 else None,
+            ))
+        self._frame_index += n
+        with self._lock:
+            self._chunk_index = k + 1
+            s = self._stats
+            s.chunks += 1
+            s.frames += n
+            s.chunk_index = k
+            s.last_chunk_s = elapsed
+            s.recent.append((n, elapsed))
+            s.gen_fps = sum(f for f, _ in s.recent) / max(1e-9, sum(t for _, t in s.recent))
+        for cb in self._listeners:
+            cb(chunk, state, frames)
+        for frame in frames:
+            while not self._stop:
+                try:
+                    self.frames.put(frame, timeout=0.1)
+                    break
+                except TimeoutError:
+                    continue
+        return not self._stop
