@@ -76,7 +76,9 @@ def checkerboard(w: int, h: int, square: int) -> np.ndarray:
     return np.where(white, np.uint8(230), np.uint8(40)).repeat(3, axis=2).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("target", "rect"), [((200, 200), (0, 50, 200, 100)), ((300, 100), (50, 0, 200, 100))])
+@pytest.mark.parametrize(
+    ("target", "rect"), [((200, 200), (0, 50, 200, 100)), ((300, 100), (50, 0, 200, 100))]
+)
 def test_upscale_letterboxes_and_keeps_aspect(ctx, target, rect):
     image = checkerboard(32, 16, 4)
     assert content_rect((32, 16), target) == rect
