@@ -1,1 +1,49 @@
-"""worldwalk.controls."""
+"""worldwalk.controls: devices -> InputState -> PoseIntegrator -> camera-to-world poses.
+
+numpy only (no GL, no torch), so the window, the browser path and the tests share it. The camera
+convention is stated once, in camera.py.
+"""
+
+from .action_string import ActionConfig, ActionStringError, action_string_to_poses, parse_action_string
+from .bindings import Bindings, BindingsError
+from .camera import (
+    fov_degrees,
+    intrinsics_from_fov,
+    pose_matrix,
+    rot_x,
+    rot_y,
+    rot_z,
+    rotation,
+    yaw_pitch_roll,
+)
+from .gamepad import GamepadConfig, axis_dead_zone, gamepad_to_intent, radial_dead_zone
+from .input_state import InputBox, InputState, Intent, key_name
+from .pose_integrator import IntegratorConfig, IntegratorState, PoseIntegrator
+
+__all__ = [
+    "ActionConfig",
+    "ActionStringError",
+    "Bindings",
+    "BindingsError",
+    "GamepadConfig",
+    "InputBox",
+    "InputState",
+    "IntegratorConfig",
+    "IntegratorState",
+    "Intent",
+    "PoseIntegrator",
+    "action_string_to_poses",
+    "axis_dead_zone",
+    "fov_degrees",
+    "gamepad_to_intent",
+    "intrinsics_from_fov",
+    "key_name",
+    "parse_action_string",
+    "pose_matrix",
+    "radial_dead_zone",
+    "rot_x",
+    "rot_y",
+    "rot_z",
+    "rotation",
+    "yaw_pitch_roll",
+]
