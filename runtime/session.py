@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from worldwalk.controls import InputBox, InputState, PoseIntegrator, intrinsics_from_fov
+from worldwalk.controls import InputBox, InputState, IntegratorState, PoseIntegrator, intrinsics_from_fov
 
 from .chunk import Chunk, Frame
 from .frame_queue import FrameQueue, Policy, QueueClosed
@@ -48,7 +48,7 @@ class _Boundary:
 
     chunk_index: int
     world: object
-    integrator: dict[str, Any]
+    integrator: IntegratorState
 
 
 @dataclass

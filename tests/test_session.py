@@ -1,0 +1,173 @@
+"""The session engine on a world that takes a controlled time per chunk."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from worldwalk.runtime.frame_queue import FrameQueue
+from worldwalk.runtime.pacer import FramePacer
+from worldwalk.runtime.session import Session, SessionConfig
+
+from .timed_world import TimedWorld
+
+
+def drain(session: Session, count: int, timeout: float = 10.0) -> list:
+    frames, deadline = [], time.monotonic() + timeout
+    while len(frames) < count and time.monotonic() < deadline:
+        f = session.frames.get(timeout=0.1)
+        if f is not None:
+            frames.append(f)
+    assert len(frames) == count, f"got {len(frames)} of {count} frames; error: {session.error}"
+    return frames
+
+
+def test_frames_arrive_in_order_with_increasing_timestamps():
+    world = TimedWorld(chunk_seconds=0.005)
+    with Session(world).start() as session:
+        frames = drain(session, 5 + 4 * 5)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert [f.chunk_index for f in frames[:6]] == [0, 0, 0, 0, 0, 1]
+    assert all(f.image.shape == (6, 8, 3) for f in frames)
+    # the first frame is the start pose; the model thread, not the caller, ran the world
+    np.testing.assert_allclose(frames[0].pose, np.eye(4))
+    assert world.threads == {"model-timed"}
+
+
+def test_holding_forward_moves_the_planned_poses():
+    world = TimedWorld(chunk_seconds=0.001)
+    with Session(world).start() as session:
+        session.inputs.press("w")
+        frames = drain(session, 30)
+    z = [f.pose[2, 3] for f in frames]
+    assert z[-1] > z[0] + 1e-3
+    assert all(b >= a - 1e-12 for a, b in zip(z, z[1:]))
+
+
+def test_reset_drops_stale_frames_at_once():
+    world = TimedWorld(chunk_seconds=0.02)
+    session = Session(world, SessionConfig(queue_capacity=64)).start()
+    try:
+        drain(session, 9)
+        time.sleep(0.1)  # let a few chunks pile up in the queue
+        assert len(session.frames) > 0
+        old_generation = session.generation
+        session.reset()
+        # nothing of the old walk may come out after the reset returns
+        assert session.frames.peek() is None or session.frames.peek().generation > old_generation
+        after = drain(session, 6)
+        assert all(f.generation > old_generation for f in after)
+        assert after[0].index == 0 and after[0].chunk_index == 0
+        assert world.resets == 2
+    finally:
+        session.close()
+
+
+def test_slow_consumer_never_grows_the_queue_beyond_its_bound():
+    for policy in ("block", "drop_oldest"):
+        world = TimedWorld(chunk_seconds=0.0)
+        session = Session(world, SessionConfig(queue_capacity=7, queue_policy=policy)).start()
+        try:
+            peak = 0
+            for _ in range(40):
+                peak = max(peak, len(session.frames))
+                time.sleep(0.005)
+            assert peak <= 7
+            if policy == "drop_oldest":
+                assert session.frames.stats.dropped_full > 0
+            else:
+                assert world.chunk <= 4  # back-pressure: the model waited for the player
+        finally:
+            session.close()
+
+
+def test_close_leaves_no_thread_behind_and_frees_the_world():
+    before = set(threading.enumerate())
+    world = TimedWorld(chunk_seconds=0.05)
+    session = Session(world).start()
+    drain(session, 3)
+    session.close()
+    assert set(threading.enumerate()) <= before
+    assert world.closed
+    session.close()  # twice is fine
+
+
+def test_close_unblocks_a_producer_waiting_on_a_full_queue():
+    world = TimedWorld(chunk_seconds=0.0)
+    session = Session(world, SessionConfig(queue_capacity=2)).start()
+    time.sleep(0.1)  # the model thread is now blocked on the full queue
+    t0 = time.monotonic()
+    session.close()
+    assert time.monotonic() - t0 < 2.0
+    assert not any(t.name == "model-timed" for t in threading.enumerate())
+
+
+def test_rewind_restores_an_earlier_boundary():
+    world = TimedWorld(chunk_seconds=0.001)
+    session = Session(world, SessionConfig(queue_capacity=6)).start()
+    try:
+        frames = drain(session, 5 + 4 * 3)  # chunks 0..3 seen
+        shown = frames[-1].chunk_index
+        assert session.rewind()
+        after = drain(session, 4)
+        assert after[0].chunk_index == shown - 1
+        assert after[0].generation > frames[-1].generation
+        # poses continue from the restored boundary: equal to the first walk's poses there
+        first_walk = {f.chunk_index: f.pose for f in frames}
+        np.testing.assert_allclose(after[0].pose, first_walk[shown - 1])
+    finally:
+        session.close()
+
+
+def test_pause_stops_generation():
+    world = TimedWorld(chunk_seconds=0.0)
+    session = Session(world, SessionConfig(start_paused=True)).start()
+    try:
+        time.sleep(0.1)
+        assert world.chunk == 0 and len(session.frames) == 0
+        session.set_paused(False)
+        drain(session, 5)
+    finally:
+        session.close()
+
+
+def test_a_failing_world_is_reported_not_hung():
+    world = TimedWorld()
+
+    def boom(poses, intrinsics):
+        raise RuntimeError("out of memory in the decoder")
+
+    world.generate_chunk = boom
+    with Session(world).start() as session:
+        deadline = time.monotonic() + 5
+        while session.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "out of memory" in (session.error or "")
+
+
+def test_frame_queue_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="capacity"):
+        FrameQueue(0)
+    with pytest.raises(ValueError, match="policy"):
+        FrameQueue(4, "newest")  # type: ignore[arg-type]
+
+
+def test_pacer_shows_frames_at_the_content_rate():
+    world = TimedWorld(chunk_seconds=0.0, fps=50.0)
+    with Session(world).start() as session:
+        pacer = FramePacer(session.frames, fps=50.0)
+        t0 = time.monotonic()
+        shown = []
+        while len(shown) < 20 and time.monotonic() - t0 < 5:
+            f = pacer.poll(time.monotonic())
+            if f is not None:
+                shown.append((time.monotonic(), f))
+            time.sleep(0.002)
+    assert [f.index for _, f in shown] == list(range(20))
+    span = shown[-1][0] - shown[0][0]
+    assert 19 / 50 * 0.8 < span < 19 / 50 * 1.5  # about 0.38 s: paced, not bursted
