@@ -1,0 +1,390 @@
+"""The recorder sink: frames the player sees -> a video file, on its own encode thread.
+
+    session (model thread) --log_chunk--> <name>.jsonl   (one line per chunk, flushed per line)
+    presenting sink        --write------> bounded queue --> encode thread (PyAV) --> <name>.mp4
+
+`write(frame)` only puts the frame in a queue and returns; the encode thread converts, encodes
+and muxes. The queue is generous (`max_queue_mb`, a few seconds of video at any size) so a
+recording loses nothing while the encoder catches up with a burst. If the encoder falls behind
+for longer than that, the newest frame is dropped rather than stalling the player (or, with
+`block_when_full`, as `worldwalk render` uses, `write` waits); drops are counted, and the
+video shows the previous frame for longer because each frame keeps its own timestamp.
+
+Timestamps: pts = Frame.pts in a time base of 1/fps (or 1001/30000-style rationals for NTSC
+rates), relative to the first frame. After a rewind or reset the session's pts can go back; the
+recording keeps running forward (the player saw the frames one after another), so a frame whose
+pts would not advance is placed one frame after the previous one and later ones follow it.
+
+Crash safety: MP4 is written fragmented (`frag_keyframe+empty_moov+default_base_moof`) with a
+keyframe every `keyframe_seconds`, and every packet is flushed to the OS (`flush_packets`): a
+process killed with SIGKILL leaves a file that plays up to its last complete fragment. WebM
+(VP9) clusters are flushed the same way. `close()` (also on KeyboardInterrupt through `with`, or
+at interpreter exit) drains the queue, flushes the encoder and finalizes the file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .session_log import SessionHeader, SessionLogWriter
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class RecorderError(RuntimeError):
+    pass
+
+
+@dataclass
+class RecorderConfig:
+    codec: str = "auto"  # "h264" (libx264 in MP4), "vp9" (libvpx-vp9 in WebM); auto: by suffix
+    crf: int | None = None  # quality; None: 20 for H.264, 32 for VP9 (lower is better, bigger)
+    preset: str = "veryfast"  # libx264 speed preset (ultrafast ... veryslow)
+    tune: str | None = "zerolatency"  # libx264: no lookahead, so packets leave as frames arrive
+    vp9_cpu_used: int = 8  # libvpx speed (deadline=realtime); 5..8 are realtime settings
+    keyframe_seconds: float = 1.0  # GOP length = fragment length: what a SIGKILL can cost
+    threads: int = 1  # encoder threads; 0 = auto. One keeps the encoder off the model's cores
+    max_queue_mb: float = 256.0  # frames waiting for the encoder, in MiB of RGB
+    min_queue_frames: int = 32
+    block_when_full: bool = False  # False: drop (and count) frames; True: write() waits
+    write_log: bool = True  # the session log <name>.jsonl beside the video
+
+
+@dataclass
+class RecorderStats:
+    frames_written: int
+    frames_dropped: int
+    frames_queued: int
+    chunks_logged: int
+    path: str
+    log_path: str | None
+
+
+def _codec_for(path: Path, codec: str) -> tuple[str, str]:
+    """(container format, encoder name)."""
+    if codec == "auto":
+        codec = "vp9" if path.suffix.lower() == ".webm" else "h264"
+    if codec in ("h264", "libx264"):
+        fmt = "matroska" if path.suffix.lower() == ".mkv" else "mp4"
+        return fmt, "libx264"
+    if codec in ("vp9", "libvpx-vp9"):
+        return "webm", "libvpx-vp9"
+    raise ValueError(f"unknown recorder codec {codec!r}; use 'h264' (MP4) or 'vp9' (WebM)")
+
+
+def _rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+class Recorder:
+    """Records frames to a video file and chunks to the session log beside it.
+
+    `start(header)` opens both; `write(frame)` from the presenting sink (any thread, never
+    blocks unless `block_when_full`); `log_chunk(chunk, input_state)` from the session listener;
+    `close()` finalizes. Usable as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike, cfg: RecorderConfig | None = None) -> None:
+        self.cfg = cfg or RecorderConfig()
+        self.path = Path(path)
+        self.format, self.encoder = _codec_for(self.path, self.cfg.codec)
+        self.log_path = self.path.with_suffix(".jsonl") if self.cfg.write_log else None
+        self.frames_written = 0
+        self.frames_dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._log: SessionLogWriter | None = None
+        self._closed = False
+        self._started = False
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(
+        self, header: SessionHeader | dict[str, Any], first_image: np.ndarray | None = None
+    ) -> Recorder:
+        """Open the video and the log. `header`: a SessionHeader (see session_log), or a dict
+        with at least fps, width and height (then no log header is written from it)."""
+        if self._started:
+            raise RecorderError("Recorder.start() called twice; make one Recorder per recording")
+        h = header if isinstance(header, dict) else {
+            "fps": header.fps, "width": header.width, "height": header.height
+        }
+        self.fps = float(h["fps"])
+        self.width, self.height = int(h["width"]), int(h["height"])
+        if self.width % 2 or self.height % 2:
+            raise ValueError(
+                f"recording needs an even frame size for yuv420p, got {self.width}x{self.height}; "
+                "choose an even width and height"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame_bytes = self.width * self.height * 3
+        capacity = max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // frame_bytes))
+        self._queue = queue.Queue(maxsize=capacity)
+        self._open_container()  # in the caller's thread: a bad path or codec fails here, loudly
+        if not isinstance(header, SessionHeader):
+            self.log_path = None  # a bare dict says too little for a replayable log
+        if self.log_path is not None:
+            assert isinstance(header, SessionHeader)
+            self._log = SessionLogWriter(self.log_path)
+            header.video = self.path.name
+            header.settings = {**header.settings, "recorder": self.cfg}
+            self._log.write_header(header, first_image)
+        self._thread = threading.Thread(target=self._encode_loop, name="recorder-encode", daemon=True)
+        self._started = True
+        self._thread.start()
+        _open_recorders.add(self)
+        return self
+
+    def close(self, timeout: float | None = None) -> RecorderStats:
+        """Drain the queue, flush the encoder, finalize the file and the log. Idempotent."""
+        with self._lock:
+            if self._closed or not self._started:
+                self._closed = True
+                return self.stats()
+            self._closed = True
+        assert self._queue is not None and self._thread is not None
+        self._queue.put(_STOP)  # blocks only while the queue is full: the encoder is draining it
+        self._thread.join(timeout)
+        if self._log is not None:
+            self._log.close(frames_written=self.frames_written, frames_dropped=self.frames_dropped)
+        _open_recorders.discard(self)
+        if self.error is not None:
+            raise RecorderError(f"recording to {self.path} failed: {self.error}") from self.error
+        return self.stats()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- hot path --------------------------------------------------------------------------
+
+    def write(self, frame: Any) -> bool:
+        """Queue a frame (a runtime.chunk.Frame) for encoding. Never blocks (unless
+        `block_when_full`); returns False when the frame was dropped. The frame's image must not
+        be changed afterwards (frames are immutable by convention; nothing is copied here)."""
+        if self._closed or not self._started or self.error is not None:
+            self.frames_dropped += 1
+            return False
+        assert self._queue is not None
+        try:
+            self._queue.put(frame, block=self.cfg.block_when_full)
+            return True
+        except queue.Full:
+            self.frames_dropped += 1
+            if self.frames_dropped == 1 or self.frames_dropped % 100 == 0:
+                log.warning("recorder: encoder behind, %d frame(s) dropped so far", self.frames_dropped)
+            return False
+
+    def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None) -> None:
+        """The session listener `(chunk, input_state, frames)`: one log line for the chunk
+        (called on the model thread; `frames` is unused: the video takes presented frames)."""
+        if self._log is not None and not self._closed:
+            self._log.write_chunk(chunk, input_state)
+
+    def log_event(self, kind: str, **data: Any) -> None:
+        """A session event for the replay: "reset" or "rewind" (to_chunk=k)."""
+        if self._log is not None and not self._closed:
+            self._log.write_event(kind, **data)
+
+    def stats(self) -> RecorderStats:
+        return RecorderStats(
+            frames_written=self.frames_written,
+            frames_dropped=self.frames_dropped,
+            frames_queued=self._queue.qsize() if self._queue is not None else 0,
+            chunks_logged=self._log.chunks if self._log is not None else 0,
+            path=str(self.path),
+            log_path=str(self.log_path) if self.log_path else None,
+        )
+
+    # -- encode thread ---------------------------------------------------------------------
+
+    def _open_container(self) -> None:
+        import av
+
+        cfg = self.cfg
+        options = {"flush_packets": "1"}
+        if self.format == "mp4":
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+        self._container = av.open(str(self.path), "w", format=self.format, options=options)
+        rate = _rate(self.fps)
+        if self.encoder == "libx264":
+            opts = {"crf": str(20 if cfg.crf is None else cfg.crf), "preset": cfg.preset}
+            if cfg.tune:
+                opts["tune"] = cfg.tune
+        else:
+            opts = {
+                "crf": str(32 if cfg.crf is None else cfg.crf),
+                "b": "0",
+                "deadline": "realtime",
+                "cpu-used": str(cfg.vp9_cpu_used),
+                "lag-in-frames": "0",
+                "row-mt": "1",
+            }
+        stream = self._container.add_stream(self.encoder, rate=rate, options=opts)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        self._time_base = 1 / rate
+        stream.codec_context.time_base = self._time_base
+        stream.codec_context.gop_size = max(1, round(cfg.keyframe_seconds * self.fps))
+        stream.codec_context.thread_count = cfg.threads
+        self._stream = stream
+        self._pts0: float | None = None
+        self._last_pts = -1
+
+    def _pts(self, frame: Any) -> int:
+        """Frame.pts (s) -> stream ticks, relative to the first frame, strictly increasing."""
+        t = float(getattr(frame, "pts", self.frames_written / self.fps))
+        if self._pts0 is None:
+            self._pts0 = t
+        pts = round((t - self._pts0) / self._time_base)
+        if pts <= self._last_pts:  # rewind/reset: continue one frame after the previous
+            pts = self._last_pts + max(1, round(1 / (self.fps * self._time_base)))
+            self._pts0 = t - pts * float(self._time_base)
+        self._last_pts = pts
+        return pts
+
+    def _encode(self, frame: Any) -> None:
+        import av
+
+        image = getattr(frame, "image", frame)  # (H, W, 3) uint8 RGB
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        if (vf.width, vf.height) != (self.width, self.height):
+            vf = vf.reformat(width=self.width, height=self.height)
+        vf.pts = self._pts(frame)
+        vf.time_base = self._time_base
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def _encode_loop(self) -> None:
+        assert self._queue is not None
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                if self.error is None:
+                    try:
+                        self._encode(item)
+                    except Exception as e:  # keep draining so writers and close() never hang
+                        self.error = e
+                        log.error("recorder: encoding to %s failed: %s", self.path, e)
+        finally:
+            try:
+                if self.error is None:
+                    for packet in self._stream.encode(None):
+                        self._container.mux(packet)
+            except Exception as e:
+                self.error = self.error or e
+            finally:
+                self._container.close()
+
+
+# Recorders still open at interpreter exit are finalized (an uncaught exception, sys.exit).
+_open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    for r in list(_open_recorders):
+        try:
+            r.close(timeout=30)
+        except Exception as e:
+            log.error("recorder: closing %s at exit failed: %s", r.path, e)
+
+
+# -- wiring into a session ------------------------------------------------------------------
+
+
+def attach_recorder(
+    session: Any,
+    path: str | os.PathLike,
+    cfg: RecorderConfig | None = None,
+    *,
+    world_cfg: Any = None,
+    header: SessionHeader | None = None,
+    first_image: np.ndarray | None = None,
+    consume: bool = False,
+) -> Recorder:
+    """Start a Recorder for a session: registers the chunk listener (the log) and returns it.
+
+    Frames: the presenting sink (window, WebRTC track) calls `recorder.write(frame)` for each
+    new frame it presents, once per content frame, so the video is exactly what the player saw.
+    With `consume=True` (headless: no window), a pump thread takes frames from
+    `session.frames` itself and writes them all; do not combine that with another consumer.
+    Call `recorder.close()` when the session ends (Ctrl-C included: put it in a `finally`).
+    Pass `world_cfg` (the WorldConfig the world was made from) so the log names the registered
+    world, its checkpoint and options; attach before `session.start()` so no chunk is missed.
+    """
+    if header is None:
+        header, first_image = session_header(session, world_cfg)
+    rec = Recorder(path, cfg).start(header, first_image)
+    session.add_listener(rec.log_chunk)
+    if consume:
+        threading.Thread(target=_pump, args=(session, rec), name="recorder-pump", daemon=True).start()
+    return rec
+
+
+def session_header(session: Any, world_cfg: Any = None) -> tuple[SessionHeader, np.ndarray | None]:
+    """The log header for a Session: its world (name, checkpoint and options from `world_cfg`,
+    the WorldConfig it was created with, else `world.cfg`), seed, prompt, first image,
+    intrinsics and the session/integrator settings."""
+    from .session_log import header_from_world
+
+    world = session.world
+    cfg = getattr(session, "cfg", None)
+    world_cfg = world_cfg or getattr(world, "cfg", None)
+    seed = getattr(cfg, "seed", None)
+    if seed is None:
+        seed = getattr(world_cfg, "seed", 0)
+    intrinsics = getattr(session, "intrinsics", None)
+    if intrinsics is None:
+        from worldwalk.controls.camera import intrinsics_from_fov
+
+        intrinsics = intrinsics_from_fov(world.spec.width, world.spec.height)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    if intrinsics.ndim == 3:
+        intrinsics = intrinsics[0]
+    name = getattr(world_cfg, "name", None) or world.spec.name
+    settings: dict[str, Any] = {}
+    if cfg is not None:
+        settings["session"] = cfg
+    integrator = getattr(session, "integrator", None)
+    if integrator is not None and hasattr(integrator, "cfg"):
+        settings["integrator"] = integrator.cfg
+    return header_from_world(
+        world,
+        name,
+        int(seed),
+        intrinsics,
+        checkpoint=getattr(world_cfg, "checkpoint", None),
+        prompt=getattr(cfg, "prompt", None),
+        first_image=getattr(session, "first_frame", None),
+        world_options=getattr(world_cfg, "options", None),
+        settings=settings,
+    )
+
+
+def _pump(session: Any, rec: Recorder) -> None:
+    """Headless: take every frame from the session's queue and record it."""
+    frames = session.frames
+    while not rec._closed and not frames.closed:
+        frame = frames.get(timeout=0.1)  # None on timeout or when the queue closes
+        if frame is not None:
+            rec.write(frame)

@@ -1,0 +1,335 @@
+"""The session log: `<name>.jsonl` beside a recording, from which `worldwalk render` replays it.
+
+One JSON object per line, written line-buffered and flushed per line so a killed process leaves
+every finished line on disk:
+
+    {"type": "header", "format": "worldwalk-session", "format_version": 1,
+     "worldwalk_version": "0.1.0", "world": "reference", "model": "reference", "label": "...",
+     "checkpoint": null, "checkpoint_hash": null, "seed": 0, "width": 256, "height": 144,
+     "fps": 16.0, "frames_per_chunk": 4, "first_chunk_frames": 4, "device": "cpu",
+     "dtype": "float32", "intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+     "prompt": null, "first_image": null, "first_image_hash": null,
+     "world_options": {}, "settings": {...}, "video": "out.mp4", "created": "2025-...Z"}
+    {"type": "chunk", "index": 0, "t": 0.41, "input": {"keys": ["w"], "mouse_dx": 0.0, ...},
+     "poses": [[[r00, r01, r02, tx], ...], ...], "timings": {"total": 0.02}}
+    {"type": "event", "kind": "reset", "t": 3.2}
+    ...
+    {"type": "end", "t": 9.7, "chunks": 40, "frames_written": 160, "frames_dropped": 0}
+
+Poses are camera-to-world 4x4 float64; Python's JSON writes floats with `repr`, which reads back
+to the same float64, so a replay feeds the world exactly the poses the live session did. A
+chunk line carries `intrinsics` only when they differ from the header's. The `end` line is
+missing when the process was killed; readers accept that, and a torn last line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "worldwalk-session"
+FORMAT_VERSION = 1
+
+# Checkpoints at most this big are hashed in full; bigger ones are fingerprinted (see below).
+FULL_HASH_LIMIT = 256 * 2**20
+_SAMPLE = 2**20
+
+
+class SessionLogError(ValueError):
+    """A session log that cannot be read: names the file, the line and the fix."""
+
+
+def worldwalk_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("worldwalk")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def image_hash(image: np.ndarray) -> str:
+    """sha256 of an image's shape, dtype and bytes."""
+    a = np.ascontiguousarray(image)
+    h = hashlib.sha256(f"{a.shape}{a.dtype.str}".encode())
+    h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def checkpoint_hash(path: str | os.PathLike | None) -> str | None:
+    """A hash of a checkpoint file or folder (file names and contents, in sorted order).
+
+    Up to FULL_HASH_LIMIT bytes in total it is the sha256 of everything ("sha256:..."). Bigger
+    checkpoints (multi-GB SANA-WM folders) would take many seconds to hash at every start, so
+    they get a fingerprint of each file's name, size, first and last MiB ("sampled-sha256:...").
+    """
+    if path is None:
+        return None
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"checkpoint {root} does not exist; pass an existing file or folder")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    full = total <= FULL_HASH_LIMIT
+    h = hashlib.sha256()
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root) if p != root else p.name}\0{size}\0".encode())
+        with open(p, "rb") as f:
+            if full or size <= 2 * _SAMPLE:
+                for block in iter(lambda f=f: f.read(2**20), b""):
+                    h.update(block)
+            else:
+                h.update(f.read(_SAMPLE))
+                f.seek(size - _SAMPLE)
+                h.update(f.read(_SAMPLE))
+    return ("sha256:" if full else "sampled-sha256:") + h.hexdigest()
+
+
+def _jsonable(v: Any) -> Any:
+    """Settings and input states as plain JSON values (dataclasses, paths, arrays, sets)."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (frozenset, set)):
+        return sorted(_jsonable(x) for x in v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return repr(v)
+
+
+def input_state_to_dict(state: Any) -> dict | None:
+    """An `InputState` (or a dict, or None) as a JSON object; key names sorted."""
+    if state is None:
+        return None
+    return _jsonable(state)
+
+
+@dataclass
+class SessionHeader:
+    """What the header line records. `settings` is free-form (session, integrator, sink configs)."""
+
+    world: str  # registered world name (the `worldwalk.worlds` entry point)
+    model: str  # ModelSpec.name
+    fps: float
+    width: int
+    height: int
+    frames_per_chunk: int
+    first_chunk_frames: int
+    seed: int
+    intrinsics: np.ndarray  # (3, 3)
+    label: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    checkpoint: str | None = None
+    checkpoint_hash: str | None = None
+    prompt: str | None = None
+    first_image: str | None = None  # file name of the first image (.npy) beside the log
+    first_image_hash: str | None = None
+    world_options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    video: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = {
+            "type": "header",
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "worldwalk_version": worldwalk_version(),
+        }
+        d.update({k: _jsonable(v) for k, v in dataclasses.asdict(self).items()})
+        d["intrinsics"] = np.asarray(self.intrinsics, dtype=np.float64).tolist()
+        d["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        return d
+
+
+def header_from_world(
+    world: Any,
+    world_name: str,
+    seed: int,
+    intrinsics: np.ndarray,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    prompt: str | None = None,
+    first_image: np.ndarray | None = None,
+    world_options: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> tuple[SessionHeader, np.ndarray | None]:
+    """A header from a world (anything with a `spec: ModelSpec`). Returns it with the first image,
+    which the writer saves beside the log so a replay can feed the world the same one."""
+    spec = world.spec
+    header = SessionHeader(
+        world=world_name,
+        model=spec.name,
+        label=spec.label,
+        fps=float(spec.fps),
+        width=int(spec.width),
+        height=int(spec.height),
+        frames_per_chunk=int(spec.frames_per_chunk),
+        first_chunk_frames=int(spec.first_chunk_frames),
+        device=str(spec.device),
+        dtype=str(spec.dtype),
+        seed=int(seed),
+        intrinsics=np.asarray(intrinsics, dtype=np.float64).reshape(3, 3),
+        checkpoint=os.fspath(checkpoint) if checkpoint is not None else None,
+        checkpoint_hash=checkpoint_hash(checkpoint),
+        prompt=prompt,
+        first_image_hash=image_hash(first_image) if first_image is not None else None,
+        world_options=dict(world_options or {}),
+        settings=dict(settings or {}),
+    )
+    return header, first_image
+
+
+class SessionLogWriter:
+    """Writes a session log. Thread-safe: chunks arrive on the model thread, the end on close."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", buffering=1, encoding="utf-8")  # line-buffered
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._intrinsics: np.ndarray | None = None
+        self.chunks = 0
+
+    def _line(self, obj: Mapping[str, Any]) -> None:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        with self._lock:
+            if self._file.closed:
+                return
+            self._file.write(text + "\n")
+            self._file.flush()
+
+    def write_header(self, header: SessionHeader, first_image: np.ndarray | None = None) -> None:
+        if first_image is not None:
+            name = self.path.with_suffix(".first.npy")
+            np.save(name, np.ascontiguousarray(first_image))
+            header.first_image = name.name
+            header.first_image_hash = image_hash(first_image)
+        self._intrinsics = np.asarray(header.intrinsics, dtype=np.float64).reshape(3, 3)
+        self._line(header.to_json())
+
+    def write_chunk(self, chunk: Any, input_state: Any = None, **extra: Any) -> None:
+        """One chunk: its index, the input state it was made with, its poses and timings."""
+        poses = np.asarray(chunk.poses, dtype=np.float64)  # (F, 4, 4)
+        line: dict[str, Any] = {
+            "type": "chunk",
+            "index": int(chunk.index),
+            "t": round(time.monotonic() - self._t0, 6),
+            "input": input_state_to_dict(input_state),
+            "poses": poses.tolist(),
+            "timings": {k: float(v) for k, v in dict(chunk.timings).items()},
+        }
+        k = np.asarray(chunk.intrinsics, dtype=np.float64)  # (F, 3, 3)
+        if self._intrinsics is None or not np.array_equal(k, np.broadcast_to(self._intrinsics, k.shape)):
+            line["intrinsics"] = k.tolist()
+        line.update({key: _jsonable(v) for key, v in extra.items()})
+        self._line(line)
+        self.chunks += 1
+
+    def write_event(self, kind: str, **data: Any) -> None:
+        """A session event a replay must follow: "reset" (world.reset, same seed unless `seed`
+        given) or "rewind" (`to_chunk`: the next chunk index after restoring)."""
+        line = {"type": "event", "kind": kind, "t": round(time.monotonic() - self._t0, 6)}
+        line.update({key: _jsonable(v) for key, v in data.items()})
+        self._line(line)
+
+    def close(self, **summary: Any) -> None:
+        if self._file.closed:
+            return
+        line = {"type": "end", "t": round(time.monotonic() - self._t0, 6), "chunks": self.chunks}
+        line.update({key: _jsonable(v) for key, v in summary.items()})
+        self._line(line)
+        with self._lock:
+            self._file.close()
+
+
+@dataclass
+class SessionLog:
+    """A log as read back: the header, then chunk and event lines in order, and the end line."""
+
+    path: Path
+    header: dict[str, Any]
+    records: list[dict[str, Any]]  # "chunk" and "event" lines, in file order
+    end: dict[str, Any] | None  # None when the recording was cut off (killed)
+    truncated: bool = False  # the last line was torn (process killed mid-write)
+
+    @property
+    def chunks(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["type"] == "chunk"]
+
+
+def read_log(path: str | os.PathLike) -> SessionLog:
+    """Read and check the structure of a session log. Raises SessionLogError naming the line."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"session log {p} does not exist; pass the .jsonl written beside a recording")
+    if p.suffix in (".mp4", ".webm", ".mkv"):
+        raise SessionLogError(f"{p} is a video; pass its session log instead: {p.with_suffix('.jsonl')}")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise SessionLogError(f"{p} is empty; it is not a worldwalk session log")
+    objs: list[tuple[int, dict[str, Any]]] = []  # (line number, object)
+    truncated = False
+    for n, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            if n == len(lines) and n > 1:  # torn last line: the process was killed mid-write
+                truncated = True
+                break
+            raise SessionLogError(f"{p}:{n}: not JSON ({e.msg}); is this a worldwalk session log?") from None
+        if not isinstance(obj, dict) or "type" not in obj:
+            raise SessionLogError(f"{p}:{n}: expected a JSON object with a 'type'")
+        objs.append((n, obj))
+    header = objs[0][1]
+    if header.get("type") != "header" or header.get("format") != FORMAT:
+        raise SessionLogError(f"{p}:1: not a worldwalk session log (its first line is no '{FORMAT}' header)")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise SessionLogError(
+            f"{p}: log format version {header.get('format_version')}, this worldwalk reads "
+            f"version {FORMAT_VERSION}; render it with the worldwalk that wrote it "
+            f"({header.get('worldwalk_version')})"
+        )
+    for key in ("world", "model", "fps", "width", "height", "seed", "intrinsics"):
+        if key not in header:
+            raise SessionLogError(f"{p}:1: the header lacks '{key}'")
+    records: list[dict[str, Any]] = []
+    end = None
+    for n, obj in objs[1:]:
+        kind = obj["type"]
+        if kind == "chunk":
+            for key in ("index", "poses"):
+                if key not in obj:
+                    raise SessionLogError(f"{p}:{n}: chunk line lacks '{key}'")
+            records.append(obj)
+        elif kind == "event":
+            records.append(obj)
+        elif kind == "end":
+            end = obj
+        else:
+            raise SessionLogError(f"{p}:{n}: unknown line type {kind!r}")
+    return SessionLog(path=p, header=header, records=records, end=end, truncated=truncated)
