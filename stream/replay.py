@@ -1,0 +1,441 @@
+"""Replay: a session log, an action string or a camera path -> a plan -> the world's frames.
+
+A `ReplayPlan` says which world to build (name, checkpoint, seed, size, intrinsics, first image,
+prompt) and which chunks to ask it for. From a session log the chunks are the session's own,
+with its resets and rewinds: chunk k following chunk j >= k means the session went back (index
+0: reset; otherwise a rewind to the boundary before chunk k, which the replay restores from a
+snapshot it took there). A free camera path (an action string, a .npy or a .json file) is cut
+into chunks of the world's size at render time; the last chunk is padded by holding the final
+pose and its extra frames are not kept.
+
+    plan = plan_from_log("walk.jsonl")            # checks version, world, checkpoint
+    frames = render_frames(plan)                  # (N, H, W, 3) uint8, the raw frames
+    render_to_file(plan, "walk-again.mp4")        # video + its own log, progress bar with ETA
+
+With the same world, checkpoint, seed and device a log replays to the same raw frames as the
+live session generated (bit-identical on the CPU for the reference world).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .session_log import SessionLogError, checkpoint_hash, header_from_world, image_hash, read_log, worldwalk_version
+
+
+class ReplayError(ValueError):
+    """A plan that cannot be replayed as asked: names the mismatch and the fix."""
+
+
+class LogMismatchError(ReplayError):
+    """The log was made by another world, model, checkpoint or worldwalk version (`--force`)."""
+
+
+@dataclass
+class ReplayStep:
+    kind: Literal["reset", "restore", "chunk"]
+    chunk_index: int
+    poses: np.ndarray | None = None  # (F, 4, 4) camera-to-world, for "chunk"
+    intrinsics: np.ndarray | None = None  # (F, 3, 3); None: the plan's intrinsics
+    keep: int | None = None  # frames of the chunk that belong to the output (None: all)
+    input: dict[str, Any] | None = None  # the input state the session made the chunk with
+
+
+@dataclass
+class ReplayPlan:
+    world: str = "reference"  # registered world name
+    seed: int = 0
+    width: int = 256
+    height: int = 144
+    fps: float = 16.0
+    intrinsics: np.ndarray | None = None  # (3, 3) at width x height; None: 70 degree fov
+    checkpoint: str | None = None
+    device: str = "cpu"
+    prompt: str | None = None
+    first_image: np.ndarray | None = None  # (H, W, 3) uint8
+    world_options: dict[str, Any] = field(default_factory=dict)
+    steps: list[ReplayStep] | None = None  # from a log: the session's chunks
+    poses: np.ndarray | None = None  # (N, 4, 4) a free camera path, chunked at render time
+    source: str = ""  # what the plan came from, for logs and messages
+    header: dict[str, Any] | None = None  # the source log's header
+    force: bool = False  # render a log on a world that differs from the one that recorded it
+
+    def world_config(self) -> Any:
+        from worldwalk.runtime.world import WorldConfig
+
+        return WorldConfig(
+            name=self.world, width=self.width, height=self.height, fps=self.fps, seed=self.seed,
+            checkpoint=self.checkpoint, device=self.device, options=dict(self.world_options),
+        )
+
+    def camera(self) -> np.ndarray:
+        """(3, 3) pixel intrinsics at the plan's size."""
+        if self.intrinsics is not None:
+            return np.asarray(self.intrinsics, dtype=np.float64)
+        from worldwalk.controls.camera import intrinsics_from_fov
+
+        return intrinsics_from_fov(self.width, self.height)
+
+    def chunked(self, spec: Any) -> list[ReplayStep]:
+        """The steps for a world with this ModelSpec."""
+        path = self.poses
+        if self.steps is not None:
+            bad = [s for s in self.steps if s.kind == "chunk" and len(s.poses) != spec.chunk_frames(s.chunk_index)]
+            if not bad:
+                return self.steps
+            if not self.force:
+                s = bad[0]
+                raise LogMismatchError(
+                    f"{self.source}: chunk {s.chunk_index} has {len(s.poses)} poses but world "
+                    f"{spec.name!r} makes {spec.chunk_frames(s.chunk_index)}-frame chunks there; "
+                    "render with the world that recorded it, or --force to re-cut its camera path"
+                )
+            # another world cuts chunks differently: replay the final walk's camera path
+            path = np.concatenate([s.poses[: s.keep] for s in _live_chunks(self.steps)])
+        assert path is not None
+        steps, start, k = [], 0, 0
+        while start < len(path):
+            n = spec.chunk_frames(k)
+            poses = path[start:start + n]
+            keep = len(poses)
+            if keep < n:  # hold the final pose; those frames are rendered, not kept
+                poses = np.concatenate([poses, np.repeat(poses[-1:], n - keep, axis=0)])
+            steps.append(ReplayStep("chunk", k, poses, keep=keep if keep < n else None))
+            start += n
+            k += 1
+        return steps
+
+
+# -- plans ----------------------------------------------------------------------------------
+
+
+def check_poses(poses: Any, source: str) -> np.ndarray:
+    """A camera path as (F, 4, 4) float64, or a ReplayError saying what is wrong with it."""
+    try:
+        a = np.asarray(poses, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ReplayError(f"{source}: camera path is not a numeric array; expected shape (F, 4, 4)") from None
+    if a.ndim != 3 or a.shape[1:] != (4, 4) or a.shape[0] < 1:
+        raise ReplayError(
+            f"{source}: camera path has shape {a.shape}; expected (F, 4, 4) camera-to-world "
+            "matrices (F >= 1): a .npy of shape (F, 4, 4) or a JSON list of 4x4 lists"
+        )
+    if not np.all(np.isfinite(a)):
+        bad = int(np.argwhere(~np.isfinite(a).all(axis=(1, 2)))[0, 0])
+        raise ReplayError(f"{source}: pose {bad} contains NaN or infinity")
+    bottom = np.abs(a[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=1)
+    if (bottom > 1e-6).any():
+        bad = int(np.argmax(bottom > 1e-6))
+        raise ReplayError(f"{source}: pose {bad} is not a rigid 4x4 (its last row must be 0 0 0 1)")
+    return a
+
+
+def load_camera_path(path: str | os.PathLike) -> np.ndarray:
+    """Read a camera path: .npy of shape (F, 4, 4), or JSON: a list of 4x4 lists (or an object
+    with such a list under "poses")."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"camera path {p} does not exist; pass a .npy (F, 4, 4) or a .json list of 4x4")
+    if p.suffix.lower() == ".npy":
+        try:
+            data = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise ReplayError(f"{p}: not a plain .npy array ({e}); save it with np.save(path, poses)") from None
+    elif p.suffix.lower() == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ReplayError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(data, dict):
+            if "poses" not in data:
+                raise ReplayError(f"{p}: a JSON object needs a 'poses' list of 4x4 matrices")
+            data = data["poses"]
+    else:
+        raise ReplayError(f"{p}: unknown camera path type {p.suffix!r}; use .npy (F, 4, 4) or .json")
+    return check_poses(data, str(p))
+
+
+def plan_from_poses(poses: Any, source: str = "camera path", **kw: Any) -> ReplayPlan:
+    """A plan for a free camera path (F, 4, 4); `kw` sets ReplayPlan fields (world, seed, ...)."""
+    return ReplayPlan(poses=check_poses(poses, source), source=source, **kw)
+
+
+def plan_from_path(path: str | os.PathLike, **kw: Any) -> ReplayPlan:
+    return plan_from_poses(load_camera_path(path), str(path), **kw)
+
+
+def plan_from_actions(actions: str, **kw: Any) -> ReplayPlan:
+    """A plan for a SANA-WM action string ("w-24,jw-12"); the first pose is the start (identity).
+    A bad token raises controls' ActionStringError naming it."""
+    from worldwalk.controls.action_string import action_string_to_poses
+
+    return plan_from_poses(action_string_to_poses(actions), f"actions {actions!r}", **kw)
+
+
+def plan_from_log(
+    path: str | os.PathLike,
+    *,
+    world: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    seed: int | None = None,
+    size: tuple[int, int] | None = None,
+    device: str | None = None,
+    force: bool = False,
+) -> ReplayPlan:
+    """Read a session log into a plan, checking it against this worldwalk and the world asked
+    for (`world`, `checkpoint`: None = the log's own). A mismatch raises LogMismatchError
+    naming it, unless `force`. `seed`/`size` override the log's (the frames will differ)."""
+    log = read_log(path)
+    h = log.header
+    src = str(log.path)
+    problems = []
+    ours = worldwalk_version()
+    if h.get("worldwalk_version") != ours:
+        problems.append(f"it was written by worldwalk {h.get('worldwalk_version')}, this is worldwalk {ours}")
+    if world is not None and world != h["world"]:
+        problems.append(f"it was recorded with world {h['world']!r} (model {h.get('model')!r}), not {world!r}")
+    ckpt = os.fspath(checkpoint) if checkpoint is not None else h.get("checkpoint")
+    if ckpt is not None:
+        if not Path(ckpt).exists():
+            raise ReplayError(
+                f"{src}: checkpoint {ckpt} does not exist; pass --checkpoint DIR with the checkpoint "
+                f"the session used (hash {h.get('checkpoint_hash')})"
+            )
+        want = h.get("checkpoint_hash")
+        got = checkpoint_hash(ckpt)
+        if want is not None and got != want:
+            problems.append(f"checkpoint {ckpt} hashes to {got}, the log's checkpoint to {want}")
+        elif want is None and checkpoint is not None:
+            problems.append(f"it was recorded without a checkpoint, not with {ckpt}")
+    if problems and not force:
+        raise LogMismatchError(
+            f"{src} does not match: " + "; ".join(problems)
+            + ". Render with the matching world/checkpoint, or pass --force to render anyway "
+            "(the frames may differ)."
+        )
+
+    first_image = None
+    if h.get("first_image"):
+        img_path = log.path.parent / h["first_image"]
+        if not img_path.exists():
+            raise ReplayError(f"{src}: its first image {img_path} is missing; keep it beside the log")
+        first_image = np.load(img_path, allow_pickle=False)
+        if h.get("first_image_hash") and image_hash(first_image) != h["first_image_hash"] and not force:
+            raise LogMismatchError(f"{img_path} is not the first image the session used (hash differs); "
+                                   "restore the original or pass --force")
+
+    K = np.asarray(h["intrinsics"], dtype=np.float64)
+    width, height = int(h["width"]), int(h["height"])
+    if size is not None and tuple(size) != (width, height):
+        sx, sy = size[0] / width, size[1] / height
+        K = np.diag([sx, sy, 1.0]) @ K  # same field of view at the new size
+        width, height = size
+    steps = _steps_from_records(log.records, src, K)
+    plan = ReplayPlan(
+        world=world or h["world"], seed=int(h["seed"]) if seed is None else seed,
+        width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
+        device=device or h.get("device", "cpu"), prompt=h.get("prompt"), first_image=first_image,
+        world_options=dict(h.get("world_options") or {}), steps=steps, source=src, header=h,
+        force=force,
+    )
+    return plan
+
+
+def _live_chunks(steps: list[ReplayStep]) -> list[ReplayStep]:
+    """The chunks of the final walk: those no later reset or rewind went back over."""
+    out: list[ReplayStep] = []
+    for s in steps:
+        if s.kind == "reset":
+            out = []
+        elif s.kind == "restore":
+            out = [c for c in out if c.chunk_index < s.chunk_index]
+        else:
+            out.append(s)
+    return out
+
+
+def _steps_from_records(records: list[dict[str, Any]], src: str, K: np.ndarray) -> list[ReplayStep]:
+    steps: list[ReplayStep] = []
+    done: set[int] = set()  # chunk indices made since the last reset (rewind targets)
+    prev = -1
+    for r in records:
+        if r["type"] != "chunk":
+            continue  # events are informational: chunk indices say what happened
+        k = int(r["index"])
+        if prev < 0 and k != 0:
+            raise ReplayError(f"{src}: the log starts at chunk {k}, not 0; the recorder was attached "
+                              "after the session started, so it cannot be replayed")
+        if prev >= 0 and k != prev + 1:
+            if k == 0:
+                steps.append(ReplayStep("reset", 0))
+                done.clear()
+            elif k in done:
+                steps.append(ReplayStep("restore", k))
+                done = {i for i in done if i < k}
+            else:
+                raise ReplayError(f"{src}: chunk {k} follows chunk {prev}; chunks in between are "
+                                  "missing, so the log cannot be replayed")
+        poses = check_poses(r["poses"], f"{src}: chunk {k}")
+        n = len(poses)
+        Ks = np.asarray(r["intrinsics"], dtype=np.float64) if "intrinsics" in r else None
+        if Ks is not None and Ks.shape != (n, 3, 3):
+            raise ReplayError(f"{src}: chunk {k} intrinsics have shape {Ks.shape}, expected ({n}, 3, 3)")
+        keep = r.get("keep")
+        steps.append(ReplayStep("chunk", k, poses, Ks, keep=int(keep) if keep is not None else None,
+                                input=r.get("input")))
+        done.add(k)
+        prev = k
+    if not any(s.kind == "chunk" for s in steps):
+        raise ReplayError(f"{src}: the log has no chunks to replay")
+    return steps
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def open_world(plan: ReplayPlan) -> Any:
+    """Build the plan's world (its entry point) and check it is the model the log names."""
+    from worldwalk.runtime.world import create_world
+
+    world = create_world(plan.world_config())
+    h = plan.header
+    if h is not None and not plan.force and world.spec.name != h.get("model"):
+        world.close()
+        raise LogMismatchError(
+            f"{plan.source} was recorded with model {h.get('model')!r}, world {plan.world!r} now builds "
+            f"{world.spec.name!r}; render with the matching checkpoint or pass --force"
+        )
+    return world
+
+
+def iter_render(plan: ReplayPlan, world: Any) -> Iterator[tuple[ReplayStep, Any]]:
+    """Run the plan on a world; yields (step, Chunk) per generated chunk, in order."""
+    steps = plan.chunked(world.spec)
+    targets = {s.chunk_index for s in steps if s.kind == "restore"}
+    K = plan.camera()
+    snapshots: dict[int, object] = {}
+    world.reset(plan.first_image, plan.prompt, plan.seed)
+    for step in steps:
+        if step.kind == "reset":
+            world.reset(plan.first_image, plan.prompt, plan.seed)
+            snapshots.clear()
+        elif step.kind == "restore":
+            world.restore(snapshots[step.chunk_index])
+        else:
+            if step.chunk_index in targets:
+                snapshots[step.chunk_index] = world.snapshot()
+            Ks = step.intrinsics if step.intrinsics is not None else np.broadcast_to(K, (len(step.poses), 3, 3))
+            yield step, world.generate_chunk(step.poses, np.ascontiguousarray(Ks))
+
+
+def plan_frames(plan: ReplayPlan, spec: Any) -> int:
+    """How many frames rendering the plan produces."""
+    return sum(
+        len(s.poses) if s.keep is None else s.keep for s in plan.chunked(spec) if s.kind == "chunk"
+    )
+
+
+def render_frames(plan: ReplayPlan, world: Any = None) -> np.ndarray:
+    """All raw frames of the plan, (N, H, W, 3) uint8, in generation order (no codec)."""
+    own = world is None
+    world = open_world(plan) if own else world
+    try:
+        out = [chunk.frames[: step.keep] for step, chunk in iter_render(plan, world)]
+    finally:
+        if own:
+            world.close()
+    return np.concatenate(out)
+
+
+@dataclass
+class RenderResult:
+    path: str
+    log_path: str | None
+    frames: int
+    frames_dropped: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
+def render_to_file(
+    plan: ReplayPlan,
+    out: str | os.PathLike,
+    rec_cfg: Any = None,
+    *,
+    world: Any = None,
+    progress: bool = True,
+) -> RenderResult:
+    """Render the plan to a video plus its own session log (replayable in turn)."""
+    from tqdm import tqdm
+
+    from worldwalk.runtime.chunk import Frame
+
+    from .recorder import Recorder, RecorderConfig
+
+    rec_cfg = rec_cfg or RecorderConfig(preset="medium", tune=None, threads=0)
+    rec_cfg.block_when_full = True  # offline: never drop, wait for the encoder
+    own = world is None
+    world = open_world(plan) if own else world
+    t0 = time.perf_counter()
+    try:
+        total = plan_frames(plan, world.spec)
+        header, first = header_from_world(
+            world, plan.world, plan.seed, plan.camera(), checkpoint=plan.checkpoint, prompt=plan.prompt,
+            first_image=plan.first_image, world_options=plan.world_options,
+            settings={"render": {"source": plan.source}},
+        )
+        rec = Recorder(out, rec_cfg).start(header, first)
+        try:
+            with tqdm(total=total, unit="frame", desc="render", disable=not progress, dynamic_ncols=True) as bar:
+                index = 0
+                for step, chunk in iter_render(plan, world):
+                    if step.chunk_index == 0:
+                        index = 0  # a reset starts the timeline again, as in the live session
+                    keep = len(chunk) if step.keep is None else step.keep
+                    rec.log_chunk(chunk, step.input, **({"keep": keep} if step.keep is not None else {}))
+                    now = time.monotonic()
+                    for i in range(keep):
+                        rec.write(Frame(
+                            image=chunk.frames[i], pose=chunk.poses[i], intrinsics=chunk.intrinsics[i],
+                            index=index, pts=index / world.spec.fps, chunk_index=step.chunk_index,
+                            generation=0, created=now,
+                        ))
+                        index += 1
+                    bar.update(keep)
+        finally:
+            stats = rec.close()
+    finally:
+        if own:
+            world.close()
+    return RenderResult(str(out), stats.log_path, stats.frames_written, stats.frames_dropped,
+                        time.perf_counter() - t0)
+
+
+__all__ = [
+    "LogMismatchError",
+    "ReplayError",
+    "ReplayPlan",
+    "ReplayStep",
+    "SessionLogError",
+    "check_poses",
+    "iter_render",
+    "load_camera_path",
+    "open_world",
+    "plan_from_actions",
+    "plan_from_log",
+    "plan_from_path",
+    "plan_from_poses",
+    "render_frames",
+    "render_to_file",
+]
