@@ -1,0 +1,587 @@
+"""`StreamServer`: browsers walk through their own world over WebRTC.
+
+One `websockets` server serves the page (see `signaling.py`) and carries signaling on `/ws`.
+Each browser that connects as a player gets its own `Session` (its own world and model thread),
+a `FrameFanout` pacing that session's frames at the content rate, a `SessionVideoTrack`, and a
+data channel for input and stats. Spectators (`/ws?watch=<session id>`) get another track on
+the same fan-out; their input is ignored. A player's websocket is the session's lifeline: when
+the tab closes (or the peer connection fails, or it idles too long), the session, its model
+thread, its tracks and its peer connection are freed. `close()` ends every one of them.
+
+Signaling, JSON over the websocket, one offer/answer per connection (aiortc does not trickle
+ICE, so the browser sends its offer once gathering is complete):
+
+    server -> {"type": "config", "role": "player"|"spectator", "iceServers": [...], ...}
+           or {"type": "busy", "message": ...}            then the socket closes (1013)
+           or {"type": "error", "code": ..., "message": ...}   then the socket closes
+    client -> {"type": "offer", "sdp": "..."}
+    server -> {"type": "answer", "sdp": "...", "session": "<id>", "codec": "H264"|"VP8"}
+    server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
+
+The data channel (opened by the browser) carries the input messages of `input_channel.py` and
+brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from worldwalk.runtime.session import Session, SessionConfig
+from worldwalk.runtime.world import WorldConfig, create_world
+
+from .input_channel import InputChannelConfig, InputGate, InputMessage
+from .peer import (
+    PeerConfig,
+    add_video_transceiver,
+    apply_bitrate,
+    gather_with_addresses,
+    install_candidate_hook,
+    is_loopback_host,
+    new_peer_connection,
+)
+from .signaling import AccessConfig, load_web_files, query_param, route_request, text_response
+from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
+
+log = logging.getLogger(__name__)
+
+MAX_SIGNALING_BYTES = 256 * 1024  # an SDP offer is a few KiB
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port (see StreamServer.port)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    max_sessions: int = 4  # players at once; one more gets "busy"
+    max_spectators: int = 8  # per session
+    idle_timeout: float = 300.0  # seconds without input before a player's session is freed
+    connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
+    token: str | None = None
+    require_token: bool | None = None  # None: required exactly when host is not loopback
+    allowed_origins: list[str] = field(default_factory=list)
+    peer: PeerConfig = field(default_factory=PeerConfig)
+    input: InputChannelConfig = field(default_factory=InputChannelConfig)
+    fanout: FanoutConfig = field(default_factory=FanoutConfig)
+    stats_interval: float = 0.25  # seconds between stats messages on the data channel
+    record_dir: str | None = None  # record each player's session as <dir>/<session id>.mp4
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
+        if self.require_token is None:
+            self.require_token = self.token is not None or not is_loopback_host(self.host)
+        if self.require_token and not self.token:
+            self.token = secrets.token_urlsafe(16)
+
+
+@dataclass
+class PlaySession:
+    """A player's session and everything the server holds for it."""
+
+    id: str
+    session: Session
+    fanout: FrameFanout
+    recorder: Any = None
+    player: Viewer | None = None
+    spectators: set[Viewer] = field(default_factory=set)
+    last_input: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Viewer:
+    """One websocket + peer connection: a player or a spectator."""
+
+    ws: ServerConnection
+    role: str  # "player" | "spectator"
+    gate: InputGate
+    play: PlaySession | None = None
+    pc: RTCPeerConnection | None = None
+    track: SessionVideoTrack | None = None
+    channel: RTCDataChannel | None = None
+    codec: str = ""
+    ended: asyncio.Future | None = None  # result: the reason the viewer ends
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    key_log: deque = field(default_factory=lambda: deque(maxlen=256))  # (key, down, monotonic)
+
+    def end(self, reason: str) -> None:
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(reason)
+
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
+
+class BusyError(Exception):
+    """A player was turned away: every session slot is in use."""
+
+
+class SignalingError(Exception):
+    """The browser broke the signaling protocol; it has been told and the socket closed."""
+
+
+SessionFactory = Callable[[], Session]
+
+
+class StreamServer:
+    """The `worldwalk serve` server. `await start()`, then `await close()` (or `async with`)."""
+
+    def __init__(self, cfg: ServeConfig | None = None, session_factory: SessionFactory | None = None) -> None:
+        self.cfg = cfg or ServeConfig()
+        self._session_factory = session_factory or self._default_session
+        self.access = AccessConfig(
+            token=self.cfg.token,
+            require_token=bool(self.cfg.require_token),
+            loopback_only=is_loopback_host(self.cfg.host),
+            allowed_origins=list(self.cfg.allowed_origins),
+        )
+        self.sessions: dict[str, PlaySession] = {}
+        self.viewers: set[Viewer] = set()
+        self.busy_refusals = 0
+        self.sessions_opened = 0
+        self.sessions_closed = 0
+        self._reserved = 0  # player slots held while a session is being built
+        self._files: dict[str, bytes] = {}
+        self._server: Server | None = None
+        self._closing = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> StreamServer:
+        self._files = load_web_files()
+        apply_bitrate(self.cfg.peer.max_bitrate)
+        install_candidate_hook()
+        self._server = await serve(
+            self._handle,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self._process_request,
+            max_size=MAX_SIGNALING_BYTES,
+            ping_interval=10,
+            ping_timeout=20,
+        )
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the server first"
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.cfg.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        url = f"http://{host}:{self.port}/"
+        return url + f"?token={self.cfg.token}" if self.cfg.require_token else url
+
+    async def close(self) -> None:
+        """Close every peer connection and session, then the listening socket."""
+        self._closing = True
+        for viewer in list(self.viewers):
+            viewer.end("shutdown")
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            deadline = time.monotonic() + 10.0
+            while self.viewers and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        for play in list(self.sessions.values()):  # a session whose handler did not finish
+            await self._end_session(play)
+
+    async def __aenter__(self) -> StreamServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions),
+            "viewers": len(self.viewers),
+            "max_sessions": self.cfg.max_sessions,
+            "busy_refusals": self.busy_refusals,
+            "opened": self.sessions_opened,
+            "closed": self.sessions_closed,
+        }
+
+    # ---- HTTP ---------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if (
+            path in ("/", "/index.html")
+            and query_param(request.path, "watch") is None
+            and self._full()
+        ):
+            self.busy_refusals += 1
+            return text_response(
+                connection, http.HTTPStatus.SERVICE_UNAVAILABLE, self._busy_message()
+            )
+        return route_request(self.access, self._files, connection, request)
+
+    def _full(self) -> bool:
+        return len(self.sessions) + self._reserved >= self.cfg.max_sessions
+
+    def _busy_message(self) -> str:
+        n = self.cfg.max_sessions
+        return (
+            f"worldwalk is busy: all {n} session{'s' if n != 1 else ''} are in use. "
+            "Try again in a little while."
+        )
+
+    # ---- one websocket ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        watch = query_param(ws.request.path, "watch") if ws.request else None
+        viewer = Viewer(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
+        viewer.ended = asyncio.get_running_loop().create_future()
+        self.viewers.add(viewer)
+        reason = "closed"
+        try:
+            if self._closing:
+                await self._refuse(ws, "error", "shutting_down", "the server is shutting down")
+                return
+            if watch:
+                reason = await self._run_spectator(viewer, watch)
+            else:
+                reason = await self._run_player(viewer)
+        except BusyError:
+            reason = "busy"
+        except SignalingError:
+            reason = "bad_request"
+        except asyncio.TimeoutError:
+            reason = "offer_timeout"
+        except ConnectionClosed:
+            reason = "websocket_closed"
+        except Exception as e:  # one browser's failure never takes the server down
+            log.exception("viewer failed")
+            reason = "error"
+            with contextlib.suppress(Exception):
+                await ws.send(json.dumps({"type": "error", "code": "server_error", "message": str(e)}))
+        finally:
+            await self._close_viewer(viewer, reason)
+            self.viewers.discard(viewer)
+
+    async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps({"type": kind, "code": code, "message": message}))
+            await ws.close(1013 if kind == "busy" else 1008, code)
+
+    def _config_message(self, viewer: Viewer) -> str:
+        return json.dumps({
+            "type": "config",
+            "role": viewer.role,
+            "iceServers": [s.to_browser() for s in self.cfg.peer.ice_servers],
+            "barcode": self.cfg.fanout.barcode,
+            "maxMessageBytes": self.cfg.input.max_bytes,
+            "statsInterval": self.cfg.stats_interval,
+            "idleTimeout": self.cfg.idle_timeout,
+        })
+
+    async def _receive_offer(self, ws: ServerConnection) -> RTCSessionDescription:
+        raw = await asyncio.wait_for(ws.recv(), timeout=self.cfg.connect_timeout)
+        try:
+            msg = json.loads(raw)
+            if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
+                raise ValueError("expected {type: offer, sdp}")
+        except ValueError as e:
+            await self._refuse(ws, "error", "bad_request", f"bad signaling message: {e}")
+            raise SignalingError(str(e)) from None
+        return RTCSessionDescription(sdp=msg["sdp"], type="offer")
+
+    async def _run_player(self, viewer: Viewer) -> str:
+        ws = viewer.ws
+        if self._full():
+            self.busy_refusals += 1
+            await self._refuse(ws, "busy", "busy", self._busy_message())
+            raise BusyError
+        self._reserved += 1
+        loop = asyncio.get_running_loop()
+        building = loop.run_in_executor(None, self._build_session)  # the world loads meanwhile
+        try:
+            await ws.send(self._config_message(viewer))
+            offer = await self._receive_offer(ws)
+            play = await building
+        except BaseException:
+            self._reserved -= 1
+            building.add_done_callback(_close_built_session)
+            raise
+        self._reserved -= 1
+        self.sessions[play.id] = play
+        self.sessions_opened += 1
+        play.player = viewer
+        viewer.play = play
+        play.fanout.start()
+        try:
+            await self._connect(viewer, offer)
+            return await self._until_end(viewer)
+        finally:
+            await self._end_session(play)
+
+    async def _run_spectator(self, viewer: Viewer, session_id: str) -> str:
+        ws = viewer.ws
+        play = self.sessions.get(session_id)
+        if play is None:
+            await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
+            return "no_such_session"
+        if len(play.spectators) >= self.cfg.max_spectators:
+            await self._refuse(ws, "busy", "busy", f"session {session_id} has its maximum of spectators")
+            return "busy"
+        play.spectators.add(viewer)
+        viewer.play = play
+        await ws.send(self._config_message(viewer))
+        offer = await self._receive_offer(ws)
+        if viewer.ended is not None and viewer.ended.done():  # the session ended meanwhile
+            return viewer.ended.result()
+        await self._connect(viewer, offer)
+        return await self._until_end(viewer)
+
+    def _build_session(self) -> PlaySession:
+        """Runs on a worker thread: load the world, start its session (and recorder)."""
+        session = self._session_factory()
+        sid = secrets.token_urlsafe(6)
+        recorder = None
+        try:
+            if self.cfg.record_dir:
+                recorder = self._start_recorder(session, sid)
+            session.start()
+        except BaseException:
+            session.close()
+            raise
+        fanout = FrameFanout(session.frames, session.spec.fps, self.cfg.fanout)
+        if recorder is not None:
+            fanout.on_publish = recorder.write
+        return PlaySession(id=sid, session=session, fanout=fanout, recorder=recorder)
+
+    def _default_session(self) -> Session:
+        world = create_world(self.cfg.world)
+        return Session(world, self.cfg.session)
+
+    def _start_recorder(self, session: Session, sid: str) -> Any:
+        from .recorder import Recorder
+        from .session_log import header_from_world
+
+        header, first = header_from_world(
+            session.world, self.cfg.world.name, self.cfg.session.seed, session.intrinsics,
+            checkpoint=self.cfg.world.checkpoint, prompt=self.cfg.session.prompt,
+            first_image=session.first_frame, world_options=self.cfg.world.options,
+        )
+        recorder = Recorder(Path(self.cfg.record_dir) / f"{sid}.mp4").start(header, first)
+        session.add_listener(recorder.log_chunk)
+        return recorder
+
+    async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
+        """Answer the browser's offer: a send-only video track and the input channel."""
+        play = viewer.play
+        assert play is not None
+        pc = new_peer_connection(self.cfg.peer)
+        viewer.pc = pc
+        transceiver = add_video_transceiver(pc, self.cfg.peer)
+        viewer.track = SessionVideoTrack(play.fanout)
+        transceiver.sender.replaceTrack(viewer.track)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if viewer.channel is not None:  # one input channel per browser
+                channel.close()
+                return
+            viewer.channel = channel
+            channel.on("message", partial(self._on_message, viewer))
+            viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                viewer.end(f"connection_{pc.connectionState}")
+
+        await pc.setRemoteDescription(offer)
+        answer = await pc.createAnswer()
+        with gather_with_addresses(self.cfg.peer.candidate_addresses):
+            await pc.setLocalDescription(answer)
+        viewer.codec = answer_video_codec(pc.localDescription.sdp)
+        await viewer.ws.send(json.dumps({
+            "type": "answer",
+            "sdp": pc.localDescription.sdp,
+            "session": play.id,
+            "role": viewer.role,
+            "codec": viewer.codec,
+        }))
+
+    async def _until_end(self, viewer: Viewer) -> str:
+        """Wait for the first of: websocket closed, peer failed, idle, no connection in time."""
+        assert viewer.ended is not None and viewer.pc is not None
+        reader = asyncio.ensure_future(_drain(viewer.ws))
+        viewer.tasks.append(reader)
+        deadline = time.monotonic() + self.cfg.connect_timeout
+        while True:
+            done, _ = await asyncio.wait({viewer.ended, reader}, timeout=0.5,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if viewer.ended.done():
+                return viewer.ended.result()
+            if reader in done:
+                return "websocket_closed"
+            now = time.monotonic()
+            if viewer.pc.connectionState != "connected" and now > deadline:
+                return "connect_timeout"
+            if viewer.pc.connectionState == "connected":
+                deadline = float("inf")
+            play = viewer.play
+            if viewer.role == "player" and play and now - play.last_input > self.cfg.idle_timeout:
+                return "idle"
+
+    async def _close_viewer(self, viewer: Viewer, reason: str) -> None:
+        for task in viewer.tasks:
+            task.cancel()
+        for task in viewer.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        viewer.tasks.clear()
+        if viewer.track is not None:
+            viewer.track.stop()
+        if viewer.pc is not None:
+            await viewer.pc.close()
+        if viewer.play is not None:
+            viewer.play.spectators.discard(viewer)
+        with contextlib.suppress(Exception):
+            await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
+            await viewer.ws.close(1000, reason[:100])
+
+    async def _end_session(self, play: PlaySession) -> None:
+        if self.sessions.pop(play.id, None) is None:
+            return
+        for spectator in list(play.spectators):
+            spectator.end("session_closed")
+        await play.fanout.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, play.session.close)
+        if play.recorder is not None:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, play.recorder.close)
+        self.sessions_closed += 1
+
+    # ---- the data channel ---------------------------------------------------------------------
+
+    def _on_message(self, viewer: Viewer, raw: object) -> None:
+        """Every data-channel message comes here; nothing in it may raise."""
+        msg = viewer.gate.admit(raw)
+        if msg is None:
+            return
+        try:
+            if msg.kind == "ping":
+                self._send(viewer, {"t": "pong", "id": msg.ping_id, "server_time": time.time()})
+            elif viewer.role != "player" or viewer.play is None:
+                viewer.gate.counters.ignored += 1
+            else:
+                self._apply(viewer, viewer.play, msg)
+        except Exception:  # noqa: BLE001
+            log.exception("input message could not be applied")
+            viewer.gate.counters.reasons["apply_failed"] += 1
+
+    def _apply(self, viewer: Viewer, play: PlaySession, msg: InputMessage) -> None:
+        now = time.monotonic()
+        play.last_input = now
+        session, inputs = play.session, play.session.inputs
+        if msg.kind == "key":
+            (inputs.press if msg.down else inputs.release)(msg.key, now)
+            viewer.key_log.append((msg.key, msg.down, now))
+        elif msg.kind == "mouse":
+            inputs.add_mouse(msg.dx, msg.dy, now)
+        elif msg.kind == "pad":
+            inputs.set_gamepad(msg.left_stick, msg.right_stick, msg.left_trigger, msg.right_trigger, now)
+        elif msg.kind == "blur":
+            inputs.clear(now)
+        elif msg.command == "reset":
+            session.reset()
+            if play.recorder is not None:
+                play.recorder.log_event("reset")
+        elif msg.command == "rewind":
+            if session.rewind() and play.recorder is not None:
+                play.recorder.log_event("rewind")
+        elif msg.command in ("pause", "resume"):
+            session.set_paused(msg.command == "pause")
+
+    def _send(self, viewer: Viewer, obj: dict[str, Any]) -> None:
+        ch = viewer.channel
+        if ch is not None and ch.readyState == "open":
+            ch.send(json.dumps(obj))
+
+    def stats_for(self, viewer: Viewer) -> dict[str, Any]:
+        play = viewer.play
+        out: dict[str, Any] = {"t": "stats", "role": viewer.role, "codec": viewer.codec,
+                               "server_time": time.time(), "input": viewer.gate.counters.as_dict()}
+        if play is None:
+            return out
+        s = play.session.stats()
+        now = time.monotonic()
+        recent = [f for f in play.fanout.history if f.released > now - 1.0]
+        latest = play.fanout.latest
+        pose = np.asarray(s.pop("pose"), dtype=np.float64)
+        out.update({k: v for k, v in s.items() if isinstance(v, (int, float, str, bool, type(None)))})
+        out.update({
+            "session": play.id,
+            "fps": len(recent),
+            "frame": latest.index if latest is not None else -1,
+            "pose": [round(float(v), 5) for v in pose.reshape(-1)],
+            "position": [round(float(v), 4) for v in pose[:3, 3]],
+            "spectators": len(play.spectators),
+            "sent": viewer.track.sent if viewer.track is not None else 0,
+        })
+        return out
+
+    async def _stats_loop(self, viewer: Viewer) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._send(viewer, self.stats_for(viewer))
+            await asyncio.sleep(self.cfg.stats_interval)
+
+
+async def _drain(ws: ServerConnection) -> None:
+    """Read (and ignore) what the browser sends after the offer, until the socket closes."""
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+def _close_built_session(fut: asyncio.Future) -> None:
+    """A session built for a browser that left before it was ready: free it."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    play: PlaySession = fut.result()
+    play.session.close()
+    if play.recorder is not None:
+        with contextlib.suppress(Exception):
+            play.recorder.close()
+
+
+def answer_video_codec(sdp: str) -> str:
+    """The codec the answer sends video with: the first payload type of its video m-line."""
+    pt = None
+    for line in sdp.splitlines():
+        if line.startswith("m=video"):
+            fields = line.split()
+            pt = fields[3] if len(fields) > 3 else None
+        elif pt is not None and line.startswith(f"a=rtpmap:{pt} "):
+            return line.split()[1].split("/")[0]
+    return ""

@@ -1,0 +1,376 @@
+// worldwalk browser client: signaling over a websocket, video over WebRTC, input over a data
+// channel. Plain JavaScript, no build step; works in Chromium and Firefox.
+//
+// URL parameters: token=<access token> (when the server requires one), watch=<session id>
+// (join a running session read-only as a spectator).
+'use strict';
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token');
+  const watch = params.get('watch');
+  const role = watch ? 'spectator' : 'player';
+
+  const video = document.getElementById('video');
+  const statsEl = document.getElementById('stats');
+  const statusEl = document.getElementById('status');
+  const statusText = document.getElementById('status-text');
+  const reconnectBtn = document.getElementById('reconnect');
+  const helpEl = document.getElementById('help');
+
+  // What tests (and curious people in the console) can read.
+  const ww = {
+    state: 'idle',        // idle | connecting | connected | busy | ended | error
+    role,
+    session: null,
+    codec: null,
+    config: null,
+    lastStats: null,
+    framesShown: 0,       // requestVideoFrameCallback calls
+    frames: [],           // {index, wall, width, height} when the server draws a barcode
+    keyEvents: [],        // {key, down, wall}
+    rtt: null,
+    send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
+  };
+  window.worldwalk = ww;
+
+  let ws = null, pc = null, dc = null;
+  let endedByServer = false;
+  let pingTimer = null, pingId = 0;
+  const pingSent = new Map();
+
+  // ---- status and overlays --------------------------------------------------------------------
+
+  function setStatus(state, text, {busy = false, reconnect = false} = {}) {
+    ww.state = state;
+    statusText.textContent = text;
+    statusEl.classList.toggle('busy', busy);
+    statusEl.hidden = !text;
+    reconnectBtn.hidden = !reconnect;
+  }
+
+  function toggleHelp(show) {
+    helpEl.hidden = show === undefined ? !helpEl.hidden : !show;
+  }
+
+  document.getElementById('help-role').textContent = watch
+    ? `Watching session ${watch} (read-only).`
+    : 'Click the picture to walk; your keys and mouse steer the camera.';
+  document.getElementById('help-button').onclick = () => toggleHelp();
+  document.getElementById('help-close').onclick = () => toggleHelp(false);
+  document.getElementById('reconnect-button').onclick = () => reconnect();
+  reconnectBtn.onclick = () => reconnect();
+
+  // ---- signaling and the peer connection --------------------------------------------------------
+
+  function connect() {
+    endedByServer = false;
+    setStatus('connecting', 'Connecting…');
+    const q = new URLSearchParams();
+    if (token) q.set('token', token);
+    if (watch) q.set('watch', watch);
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    ws = new WebSocket(`${proto}//${location.host}/ws?${q}`);
+    ws.onmessage = (ev) => onSignal(JSON.parse(ev.data)).catch((e) => {
+      setStatus('error', `Connection failed: ${e}`, {reconnect: true});
+    });
+    ws.onclose = (ev) => {
+      if (endedByServer) return;
+      if (ww.state === 'connecting' && ev.code === 1006) {
+        setStatus('error', 'The server refused the connection (a missing or wrong token?).',
+                  {reconnect: true});
+      } else {
+        setStatus('ended', 'Disconnected from the server.', {reconnect: true});
+      }
+      teardown();
+    };
+  }
+
+  async function onSignal(msg) {
+    if (msg.type === 'config') {
+      ww.config = msg;
+      await offer(msg);
+    } else if (msg.type === 'answer') {
+      ww.session = msg.session;
+      ww.codec = msg.codec;
+      await pc.setRemoteDescription({type: 'answer', sdp: msg.sdp});
+      document.getElementById('watch-link').textContent =
+        `${location.origin}${location.pathname}?watch=${msg.session}` + (token ? `&token=${token}` : '');
+    } else if (msg.type === 'busy') {
+      endedByServer = true;
+      setStatus('busy', msg.message || 'The server is busy. Try again later.', {busy: true, reconnect: true});
+    } else if (msg.type === 'error') {
+      endedByServer = true;
+      setStatus('error', msg.message || msg.code, {reconnect: true});
+    } else if (msg.type === 'ended') {
+      endedByServer = true;
+      const why = {
+        idle: 'The session ended after a while without input.',
+        shutdown: 'The server shut down.',
+        session_closed: 'The session you were watching ended.',
+      }[msg.reason] || `The session ended (${msg.reason}).`;
+      setStatus('ended', why, {reconnect: true});
+      teardown();
+    }
+  }
+
+  async function offer(config) {
+    pc = new RTCPeerConnection({iceServers: config.iceServers || []});
+    pc.addTransceiver('video', {direction: 'recvonly'});
+    pc.ontrack = (ev) => {
+      video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      video.play().catch(() => {});
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') {
+        setStatus('connected', '');
+      } else if (pc.connectionState === 'failed') {
+        setStatus('error', 'The video connection failed.', {reconnect: true});
+      }
+    };
+    dc = pc.createDataChannel('input', {ordered: true});
+    dc.onopen = () => {
+      pingTimer = setInterval(ping, 2000);
+      ping();
+    };
+    dc.onmessage = (ev) => onChannel(ev.data);
+
+    await pc.setLocalDescription(await pc.createOffer());
+    // the server (aiortc) does not trickle ICE: send the offer with every candidate in it
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      const done = () => {
+        if (pc.iceGatheringState === 'complete') {
+          pc.removeEventListener('icegatheringstatechange', done);
+          resolve();
+        }
+      };
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, 5000);
+    });
+    ws.send(JSON.stringify({type: 'offer', sdp: pc.localDescription.sdp}));
+  }
+
+  function teardown() {
+    clearInterval(pingTimer);
+    pingTimer = null;
+    if (dc) dc.close();
+    if (pc) pc.close();
+    dc = pc = null;
+    if (document.pointerLockElement) document.exitPointerLock();
+  }
+
+  function reconnect() {
+    endedByServer = true;  // the old socket's close is ours, not news
+    teardown();
+    if (ws) ws.close();
+    ww.session = null;
+    connect();
+  }
+
+  // ---- the data channel ---------------------------------------------------------------------
+
+  function sendRaw(text) {
+    if (dc && dc.readyState === 'open') {
+      dc.send(text);
+      return true;
+    }
+    return false;
+  }
+
+  function send(obj) {
+    if (role !== 'player' && obj.t !== 'ping') return false;
+    obj.ts = performance.timeOrigin + performance.now();
+    return sendRaw(JSON.stringify(obj));
+  }
+
+  function ping() {
+    pingId += 1;
+    pingSent.set(pingId, performance.now());
+    send({t: 'ping', id: pingId});
+  }
+
+  function onChannel(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch (e) { return; }
+    if (msg.t === 'pong' && pingSent.has(msg.id)) {
+      ww.rtt = performance.now() - pingSent.get(msg.id);
+      pingSent.delete(msg.id);
+    } else if (msg.t === 'stats') {
+      ww.lastStats = msg;
+      showStats(msg);
+    }
+  }
+
+  let showStatsPanel = true;
+
+  function showStats(s) {
+    if (!showStatsPanel) return;
+    const p = s.position || [0, 0, 0];
+    const lines = [
+      `${role}  ${s.session || ''}  ${s.codec || ''}  ${video.videoWidth}x${video.videoHeight}`,
+      `server ${s.fps ?? '-'} fps  gen ${(s.gen_fps ?? 0).toFixed(1)} fps  chunk ${(s.chunk_ms ?? 0).toFixed(0)} ms`,
+      `frame ${s.frame}  pos ${p.map((v) => v.toFixed(2)).join(' ')}${s.paused ? '  PAUSED' : ''}`,
+      `rtt ${ww.rtt === null ? '-' : ww.rtt.toFixed(1)} ms  input dropped ${s.input ? s.input.dropped : 0}`,
+    ];
+    if (s.error) lines.push(`error: ${s.error}`);
+    statsEl.textContent = lines.join('\n');
+  }
+
+  // ---- video frames -----------------------------------------------------------------------
+
+  const band = document.createElement('canvas');
+  const bandCtx = band.getContext('2d', {willReadFrequently: true});
+  const CELLS = 32, INDEX_BITS = 24, GUARD = [1, 0, 1, 0];
+
+  // The frame number the server drew along the top rows (see video_track.stamp_barcode).
+  function readBarcode(w, h) {
+    const cell = Math.max(1, Math.floor(w / CELLS)), bandH = Math.max(4, Math.floor(h / 18));
+    if (band.width !== w) band.width = w;
+    band.height = bandH;
+    bandCtx.drawImage(video, 0, 0, w, bandH, 0, 0, w, bandH);
+    const row = bandCtx.getImageData(0, bandH >> 1, w, 1).data;
+    const bits = [];
+    for (let i = 0; i < CELLS; i++) {
+      const x = i * cell + (cell >> 1);
+      const v = (row[4 * x] + row[4 * x + 1] + row[4 * x + 2]) / 3;
+      bits.push(v > 127 ? 1 : 0);
+    }
+    for (let i = 0; i < 4; i++) if (bits[i] !== GUARD[i]) return null;
+    let value = 0;
+    for (let i = 4; i < 4 + INDEX_BITS; i++) value = value * 2 + bits[i];
+    let check = 0;
+    for (let i = 0; i < INDEX_BITS; i += 4) check ^= Math.floor(value / 2 ** i) & 0xf;
+    for (let i = 0; i < 4; i++) if (bits[28 + i] !== ((check >> (3 - i)) & 1)) return null;
+    return value;
+  }
+
+  function onVideoFrame(now, meta) {
+    ww.framesShown += 1;
+    if (ww.config && ww.config.barcode) {
+      const index = readBarcode(meta.width, meta.height);
+      if (index !== null) {
+        ww.frames.push({index, wall: performance.timeOrigin + now, width: meta.width, height: meta.height});
+        if (ww.frames.length > 4000) ww.frames.splice(0, 1000);
+      }
+    }
+    video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  // ---- keyboard, mouse, gamepad -------------------------------------------------------------
+
+  // KeyboardEvent.code -> the key names of controls.InputState (physical keys: WASD anywhere)
+  function keyName(code) {
+    if (/^Key[A-Z]$/.test(code)) return code.slice(3).toLowerCase();
+    if (/^Digit[0-9]$/.test(code)) return code.slice(5);
+    return {
+      ShiftLeft: 'shift', ShiftRight: 'shift', ControlLeft: 'ctrl', ControlRight: 'ctrl',
+      AltLeft: 'alt', AltRight: 'alt', Space: 'space', Tab: 'tab', Enter: 'enter',
+      ArrowLeft: 'left', ArrowRight: 'right', ArrowUp: 'up', ArrowDown: 'down',
+      PageUp: 'pageup', PageDown: 'pagedown', Home: 'home', End: 'end',
+    }[code] || null;
+  }
+
+  const COMMAND_KEYS = {KeyP: 'pause', KeyR: 'reset', Backspace: 'rewind'};
+  const held = new Set();
+  let paused = false;
+
+  function command(cmd) {
+    if (cmd === 'pause') {
+      paused = !paused;
+      cmd = paused ? 'pause' : 'resume';
+    }
+    send({t: 'cmd', cmd});
+  }
+
+  window.addEventListener('keydown', (e) => {
+    if (e.code === 'KeyH' || e.key === '?') { toggleHelp(); return; }
+    if (e.code === 'F2') { showStatsPanel = !showStatsPanel; statsEl.hidden = !showStatsPanel; e.preventDefault(); return; }
+    if (role !== 'player' || e.ctrlKey || e.metaKey) return;
+    if (COMMAND_KEYS[e.code]) {
+      if (!e.repeat) command(COMMAND_KEYS[e.code]);
+      e.preventDefault();
+      return;
+    }
+    const name = keyName(e.code);
+    if (!name) return;
+    e.preventDefault();
+    if (e.repeat || held.has(name)) return;
+    held.add(name);
+    ww.keyEvents.push({key: name, down: true, wall: performance.timeOrigin + e.timeStamp});
+    send({t: 'key', key: name, down: true});
+  });
+
+  window.addEventListener('keyup', (e) => {
+    const name = keyName(e.code);
+    if (!name || !held.has(name)) return;
+    held.delete(name);
+    ww.keyEvents.push({key: name, down: false, wall: performance.timeOrigin + e.timeStamp});
+    send({t: 'key', key: name, down: false});
+  });
+
+  function releaseAll() {
+    held.clear();
+    send({t: 'blur'});
+  }
+  window.addEventListener('blur', releaseAll);
+  document.addEventListener('visibilitychange', () => { if (document.hidden) releaseAll(); });
+
+  video.addEventListener('click', () => {
+    if (role === 'player' && !document.pointerLockElement && video.requestPointerLock) {
+      const p = video.requestPointerLock();
+      if (p && p.catch) p.catch(() => {});
+    }
+  });
+
+  let mouseDx = 0, mouseDy = 0;
+  document.addEventListener('mousemove', (e) => {
+    if (document.pointerLockElement !== video) return;
+    mouseDx += e.movementX;
+    mouseDy += e.movementY;
+  });
+
+  // Gamepad API (standard mapping): sticks and triggers every frame they change.
+  let lastPad = '', lastButtons = [];
+  const PAD_COMMANDS = {9: 'pause', 8: 'reset', 1: 'rewind'};  // Start, Back, B
+
+  function pollGamepad() {
+    const pads = navigator.getGamepads ? navigator.getGamepads() : [];
+    const pad = Array.from(pads).find((p) => p && p.connected);
+    if (!pad) return;
+    const axis = (i) => Math.max(-1, Math.min(1, pad.axes[i] || 0));
+    const button = (i) => (pad.buttons[i] ? pad.buttons[i].value : 0);
+    const r = (v) => Math.round(v * 100) / 100;
+    const state = {
+      t: 'pad', ls: [r(axis(0)), r(axis(1))], rs: [r(axis(2)), r(axis(3))],
+      lt: r(button(6)), rt: r(button(7)),
+    };
+    const key = JSON.stringify(state);
+    if (key !== lastPad) {
+      lastPad = key;
+      send(state);
+    }
+    const pressed = pad.buttons.map((b) => b.pressed);
+    for (const [i, cmd] of Object.entries(PAD_COMMANDS)) {
+      if (pressed[i] && !lastButtons[i]) command(cmd);
+    }
+    lastButtons = pressed;
+  }
+
+  // Mouse motion is summed and sent once per display frame, not once per event.
+  function tick() {
+    if (mouseDx || mouseDy) {
+      send({t: 'mouse', dx: mouseDx, dy: mouseDy});
+      mouseDx = mouseDy = 0;
+    }
+    if (role === 'player') pollGamepad();
+    requestAnimationFrame(tick);
+  }
+  requestAnimationFrame(tick);
+
+  connect();
+})();
