@@ -1,0 +1,57 @@
+"""The CLI, the TOML app config and the bench smoke test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from worldwalk.runtime.app_config import AppConfig, ConfigError
+from worldwalk.runtime.cli import main
+
+
+def test_info_prints_gl_renderer_and_torch_device(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch_devices" in out and "cpu" in out
+    assert "renderer:" in out and "unavailable" not in out.split("renderer:")[1].splitlines()[0]
+
+
+def test_info_json_lists_the_reference_world(capsys):
+    assert main(["info", "--json", "--no-gl"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "reference" in info["worlds"]
+
+
+def test_app_config_loads_and_rejects_typos(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[world]\nname = "reference"\nwidth = 128\n[controls]\nmove_speed = 2.5\n'
+                    '[bindings]\nforward = ["i"]\n[recorder]\ncrf = 20\n')
+    cfg = AppConfig.load(good)
+    assert cfg.world.width == 128 and cfg.controls.move_speed == 2.5
+    assert cfg.bindings.forward == ("i",)
+    assert cfg.sections["recorder"] == {"crf": 20}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[controls]\nmove_sped = 2\n")
+    with pytest.raises(ConfigError, match="move_sped.*valid keys"):
+        AppConfig.load(bad)
+    bad.write_text("[wrld]\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[wrld\]"):
+        AppConfig.load(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        AppConfig.load(tmp_path / "missing.toml")
+
+
+def test_bench_quick_runs_and_its_json_parses(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "worldwalk.runtime.cli", "bench", "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    names = {f["name"] for f in result["figures"]}
+    assert any("generated fps" in n for n in names), names
+    assert any("engine throughput" in n for n in names)
+    assert all({"name", "value", "unit"} <= set(f) for f in result["figures"])
+    assert result["machine"]["cores"] >= 1
