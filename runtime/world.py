@@ -85,3 +85,19 @@ def create_world(cfg: WorldConfig) -> WorldModel:
         )
     factory = worlds[cfg.name].load()
     return factory(cfg)
+
+
+def default_world_name() -> str:
+    """The world `play`, `serve` and `render` use when none is named: the bundled model when its
+    weights are installed, else the reference world."""
+    worlds = available_worlds()
+    if "bundled" in worlds:
+        try:
+            module = worlds["bundled"].load().__module__
+            import importlib
+
+            if getattr(importlib.import_module(module), "weights_available", lambda: False)():
+                return "bundled"
+        except Exception:
+            pass
+    return "reference"
