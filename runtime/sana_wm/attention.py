@@ -1,0 +1,76 @@
+"""Softmax self-attention over the current chunk plus cached K/V (every 4th SANA-WM block).
+
+The chunk's queries attend to its own keys and to the cached post-RoPE keys/values of the sink chunk
+(chunk 0) and the most recent `kv_window - 1` chunks; the camera branch does the same with
+post-UCPE keys/values. Cached keys keep the RoPE of their absolute frame positions, so only the new
+chunk is rotated. With an empty cache this is diffusers' bidirectional softmax block on the chunk.
+
+Precision follows the official code: q/k/v are cast to bf16 for SDPA when the model runs in fp32
+(`SanaWMConfig.softmax_bf16`), and the cache stores them in that dtype.
+
+Difference from diffusers 0.42.1 (documented on purpose): besides the UCPE RMS rescale (see gdn.py),
+diffusers pads the camera branch's head dim to 128 for SDPA without restoring the 1/sqrt(D) scale
+(D = 112 in the released model); the official code restores it and so do we (we do not pad at all).
+For head dims of 32, 64, 128 or 256 the two agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .cache import ChunkKV, SoftmaxCache
+from .camera import UcpeTransforms, apply_ucpe
+from .layers import SelfAttentionParams
+from .rope import apply_rope
+
+
+class SoftmaxAttention(SelfAttentionParams):
+    """One softmax self-attention block (main + camera branch) over one chunk with a K/V window."""
+
+    def __init__(self, dim: int, heads: int, use_qk_norm: bool, bf16: bool) -> None:
+        super().__init__(dim, heads, use_qk_norm, short_conv=0)
+        self.bf16 = bf16
+
+    def _sdpa_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        return x.bfloat16() if self.bf16 and x.dtype == torch.float32 else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        T: int,
+        rope: torch.Tensor,
+        ucpe: UcpeTransforms | None,
+        cam_rope: torch.Tensor | None,
+        cache: SoftmaxCache,
+        write: bool,
+    ) -> tuple[torch.Tensor, ChunkKV | None]:
+        """x (B, N, C) -> (B, N, C); returns this chunk's K/V for the cache when `write`."""
+        B, N, C = x.shape
+        context = cache.context()
+
+        # 1. main branch: qkv -> RMSNorm -> RoPE at absolute positions -> SDPA over [cache, chunk]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q = apply_rope(self.split_heads(self.q_norm(q)), rope)
+        k = apply_rope(self.split_heads(self.k_norm(k)), rope)
+        q, k, v = (self._sdpa_dtype(t) for t in (q, k, self.split_heads(v)))
+        k_all = torch.cat([c.k.to(k.dtype) for c in context] + [k], 2)
+        v_all = torch.cat([c.v.to(v.dtype) for c in context] + [v], 2)
+        main = F.scaled_dot_product_attention(q, k_all, v_all).to(x.dtype).transpose(1, 2).reshape(B, N, C)
+
+        # 2. camera branch: UCPE on q (P^T) and k, v (P^-1), SDPA, back to world space with P
+        cam, kc, vc = None, None, None
+        if ucpe is not None:
+            qc = self.split_heads(self.q_norm_cam(self.q_proj_cam(x)))
+            kc = self.split_heads(self.k_norm_cam(self.k_proj_cam(x)))
+            vc = self.split_heads(self.v_proj_cam(x))
+            qc = self._sdpa_dtype(apply_ucpe(qc, ucpe.P_T, cam_rope))
+            kc = self._sdpa_dtype(apply_ucpe(kc, ucpe.P_inv, cam_rope))
+            vc = self._sdpa_dtype(apply_ucpe(vc, ucpe.P_inv, cam_rope))
+            kc_all = torch.cat([c.cam_k.to(kc.dtype) for c in context if c.cam_k is not None] + [kc], 2)
+            vc_all = torch.cat([c.cam_v.to(vc.dtype) for c in context if c.cam_v is not None] + [vc], 2)
+            out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all).to(x.dtype)
+            cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
+
+        out = self.finish(main, cam, x)
+        return out, (ChunkKV(k, v, kc, vc) if write else None)

@@ -1,0 +1,103 @@
+"""`StreamingCache`: what one chunk leaves behind for the next, per transformer block.
+
+Layout (B = batch, H = self-attention heads, D = head dim, C = H * D = width, S = tokens per latent
+frame, K = short-conv kernel, P = FFN temporal kernel // 2, N_c = tokens of a cached chunk):
+
+GDN block (`GDNCache`), constant size however long the session:
+    state       (B, H, D, D) fp32  main numerator state: decayed delta-rule sum of v k_rot^T
+    norm_state  (B, H, D, 1) fp32  main normaliser state over the un-rotated keys
+    cam_state   (B, H, D, D) fp32  camera-branch (UCPE) numerator state
+    k_tail      (B, S, K-1, C)     last K-1 frames of the main K short-conv input
+    cam_k_tail  (B, S, K-1, C)     the same for the camera branch's K
+    ffn_tail    (B, C, P, S)       last P frames entering the FFN's temporal conv
+
+Softmax block (`SoftmaxCache`), bounded by the window:
+    sink        ChunkKV of chunk 0 (when `SanaWMConfig.sink`), kept for the whole session
+    recent      ChunkKV of the last `kv_window - 1` chunks (`kv_window` without a sink)
+    ffn_tail    as above
+    ChunkKV = post-RoPE k, v (B, H, N_c, D) and post-UCPE camera k, v, in bf16 when
+    `SanaWMConfig.softmax_bf16` (as the official code stores them), else in the model dtype.
+
+Only the clean (t = 0) pass after a chunk's last denoising step writes; the denoising passes
+read. Writes replace tensors and lists instead of modifying them, so `snapshot()` can share
+tensors safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass
+class GDNCache:
+    state: torch.Tensor | None = None
+    norm_state: torch.Tensor | None = None
+    cam_state: torch.Tensor | None = None
+    k_tail: torch.Tensor | None = None
+    cam_k_tail: torch.Tensor | None = None
+    ffn_tail: torch.Tensor | None = None
+
+    def nbytes(self) -> int:
+        return _nbytes(self.state, self.norm_state, self.cam_state, self.k_tail, self.cam_k_tail, self.ffn_tail)
+
+
+@dataclass(frozen=True)
+class ChunkKV:
+    k: torch.Tensor  # (B, H, N_c, D) post-RoPE
+    v: torch.Tensor
+    cam_k: torch.Tensor | None  # (B, H, N_c, D) post-UCPE; None without camera inputs
+    cam_v: torch.Tensor | None
+
+    def nbytes(self) -> int:
+        return _nbytes(self.k, self.v, self.cam_k, self.cam_v)
+
+
+@dataclass
+class SoftmaxCache:
+    sink: ChunkKV | None = None
+    recent: tuple[ChunkKV, ...] = ()
+    ffn_tail: torch.Tensor | None = None
+
+    def context(self) -> list[ChunkKV]:
+        """Cached chunks a new chunk attends to, oldest first."""
+        return ([self.sink] if self.sink is not None else []) + list(self.recent)
+
+    def pushed(self, kv: ChunkKV, window: int, sink: bool) -> tuple[ChunkKV | None, tuple[ChunkKV, ...]]:
+        """(sink, recent) after appending one chunk: chunk 0 becomes the sink, the rest slide."""
+        if sink and self.sink is None:
+            return kv, self.recent
+        keep = window - 1 if sink else window
+        recent = (*self.recent, kv)
+        return self.sink, recent[len(recent) - keep :] if keep > 0 else ()
+
+    def nbytes(self) -> int:
+        return sum(kv.nbytes() for kv in self.context()) + _nbytes(self.ffn_tail)
+
+
+BlockCache = GDNCache | SoftmaxCache
+
+
+@dataclass
+class StreamingCache:
+    blocks: list[BlockCache]
+    frames: int = 0  # latent frames written so far = absolute position of the next chunk's first frame
+    chunks: int = 0  # chunks written so far
+    history: list[torch.Tensor] = field(default_factory=list)  # clean latents per chunk, only when recomputing
+
+    @staticmethod
+    def empty(softmax_blocks: list[bool]) -> StreamingCache:
+        return StreamingCache([SoftmaxCache() if s else GDNCache() for s in softmax_blocks])
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache (the recompute history included)."""
+        return sum(b.nbytes() for b in self.blocks) + _nbytes(*self.history)
+
+    def snapshot(self) -> StreamingCache:
+        """A structural copy sharing tensors (never modified in place)."""
+        return StreamingCache([replace(b) for b in self.blocks], self.frames, self.chunks, list(self.history))

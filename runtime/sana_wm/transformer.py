@@ -1,0 +1,231 @@
+"""`SanaWMStreamingTransformer`: the SANA-WM stage-1 DiT, one chunk per forward, with its cache.
+
+State-dict compatible with diffusers' `SanaWMTransformer3DModel` (and, through the key mapping in
+checkpoint.py, with the official `sana_dit/model.pt`). Per block: per-frame adaLN-zero modulation ->
+self-attention (GDN or softmax, each with a UCPE camera branch) -> Plücker residual -> cross-attention
+to the prompt -> GLUMBConvTemp FFN. A forward on a first chunk with an empty cache equals diffusers'
+bidirectional forward on that chunk (see gdn.py / attention.py for the two documented differences).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import SoftmaxAttention
+from .cache import SoftmaxCache, StreamingCache
+from .camera import CameraInputs, ucpe_transforms
+from .config import SanaWMConfig
+from .ffn import GLUMBConvTemp
+from .gdn import GDNAttention
+from .layers import RMSNorm, qk_norm
+from .rope import Rope3D
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features (cos first, 256 channels) -> MLP; keys `linear_1` / `linear_2`."""
+
+    def __init__(self, dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.linear_1 = nn.Linear(freq_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], -1).to(self.linear_1.weight.dtype)
+        return self.linear_2(F.silu(self.linear_1(emb)))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, cin: int, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cin, dim)
+        self.fc2 = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class CaptionEmbedder(nn.Module):
+    def __init__(self, cin: int, dim: int) -> None:
+        super().__init__()
+        self.y_proj = _Mlp(cin, dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.y_proj(y)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cin: int, dim: int, patch: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(cin, dim, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, T, H, W) -> (B, N, D)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, norm: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_linear = nn.Linear(dim, dim)
+        self.kv_linear = nn.Linear(dim, dim * 2)
+        self.proj = nn.Linear(dim, dim)
+        self.q_norm = qk_norm(dim, norm, 1e-6)
+        self.k_norm = qk_norm(dim, norm, 1e-6)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, C) queries, y (B, L, C) prompt, mask (B, L) bool."""
+        B, N, C = x.shape
+        k, v = self.kv_linear(y).view(B, -1, 2, C).unbind(2)
+        q = self.q_norm(self.q_linear(x)).view(B, N, self.heads, -1).transpose(1, 2)
+        k = self.k_norm(k).view(B, -1, self.heads, C // self.heads).transpose(1, 2)
+        v = v.view(B, -1, self.heads, C // self.heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(B, N, C).type_as(q))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: SanaWMConfig, index: int) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.softmax = cfg.is_softmax(index)
+        if cfg.has_plucker(index):
+            self.plucker_proj = nn.Linear(d, d)
+            nn.init.zeros_(self.plucker_proj.weight)
+            nn.init.zeros_(self.plucker_proj.bias)
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        if self.softmax:
+            self.attn = SoftmaxAttention(d, cfg.num_heads, cfg.qk_norm, cfg.softmax_bf16)
+        else:
+            self.attn = GDNAttention(d, cfg.num_heads, cfg.qk_norm, cfg.conv_kernel_size)
+        self.cross_attn = CrossAttention(d, cfg.num_attention_heads, cfg.cross_norm)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.mlp = GLUMBConvTemp(d, int(d * cfg.mlp_ratio), cfg.t_kernel_size)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+
+    def forward(self, x, y, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write):
+        B, N, C = x.shape
+        T = grid[0]
+        mod = (self.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)  # each (B, T, 1, C)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+
+        h = (self.norm1(x).view(B, T, -1, C) * (1 + scale_msa) + shift_msa).view(B, N, C)
+        h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write)
+        x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
+        if plucker is not None and hasattr(self, "plucker_proj"):
+            x = x + self.plucker_proj(plucker)
+        x = x + self.cross_attn(x, y, mask)
+
+        h = (self.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
+        h, ffn_tail = self.mlp(h, grid, cache.ffn_tail)
+        x = x + (gate_mlp * h.view(B, T, -1, C)).view(B, N, C)
+
+        if not write:
+            return x, None
+        if self.softmax:
+            sink, recent = cache.pushed(written, self._window, self._sink)
+            return x, SoftmaxCache(sink, recent, ffn_tail)
+        return x, replace(written, ffn_tail=ffn_tail)
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch: tuple[int, int, int], out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, math.prod(patch) * out_channels)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, T: int) -> torch.Tensor:
+        B, N, C = x.shape
+        shift, scale = (self.scale_shift_table[None, None] + t.reshape(B, T, 1, C)).chunk(2, dim=2)
+        return self.linear((self.norm_final(x).view(B, T, -1, C) * (1 + scale) + shift).view(B, N, C))
+
+
+class SanaWMStreamingTransformer(nn.Module):
+    def __init__(self, cfg: SanaWMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.hidden_size, cfg.patch_size
+        self.t_embedder = TimestepEmbedder(d)
+        if cfg.y_norm:
+            self.attention_y_norm = RMSNorm(d, eps=1e-5)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.x_embedder = PatchEmbed(cfg.in_channels, d, p)
+        self.y_embedder = CaptionEmbedder(cfg.caption_channels, d)
+        self.plucker_embedder = PatchEmbed(cfg.chunk_plucker_channels, d, p)
+        nn.init.zeros_(self.plucker_embedder.proj.weight)
+        nn.init.zeros_(self.plucker_embedder.proj.bias)
+        # Loaded for checkpoint compatibility; unused, as in the official model with post-attention Plücker input.
+        self.raymap_embedder = PatchEmbed(3, d, p)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        for b in self.blocks:
+            b._window, b._sink = cfg.kv_window, cfg.sink
+        self.final_layer = FinalLayer(d, p, cfg.in_channels)
+        self.rope = Rope3D(cfg.linear_head_dim, cfg.rope_max_seq_len, cfg.rope_theta)
+
+    def new_cache(self) -> StreamingCache:
+        return StreamingCache.empty([b.softmax for b in self.blocks])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x_embedder.proj.weight.dtype
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        camera: CameraInputs | None,
+        cache: StreamingCache | None = None,
+        write: bool = False,
+    ) -> tuple[torch.Tensor, StreamingCache | None]:
+        """Velocity for one chunk.
+
+        latents (B, C, T, H, W); timesteps (B, T) per latent frame (truncated to integers, as the official
+        model does); text (B, L, caption_channels) with text_mask (B, L); camera for these T frames.
+        The chunk sits at absolute frame `cache.frames`; with `write` the returned cache includes it.
+        """
+        cfg = self.cfg
+        cache = cache if cache is not None else self.new_cache()
+        B, _, T, H, W = latents.shape
+        p = cfg.patch_size
+        h, w = H // p[1], W // p[2]
+        grid = (T, h, w)
+        dtype = self.dtype
+
+        x = self.x_embedder(latents.to(dtype))  # (B, N, D)
+        t_emb = self.t_embedder(timesteps.long().float().flatten())  # (B*T, D)
+        t0 = self.t_block(t_emb).view(B, T, -1)
+        t_emb = t_emb.view(B, T, -1)
+        y = self.y_embedder(text.to(dtype))
+        if cfg.y_norm:
+            y = self.attention_y_norm(y)
+        mask = text_mask.bool()
+
+        rope = self.rope(cache.frames, T, h, w, latents.device)
+        ucpe = cam_rope = plucker = None
+        if camera is not None:
+            ucpe = ucpe_transforms(camera.conditions.to(latents.device), (h, w), (p[1], p[2]))
+            cam_rope = self.rope.camera_slice(rope)
+            plucker = self.plucker_embedder(camera.plucker.to(latents.device, dtype))
+
+        new_blocks = []
+        for block, bc in zip(self.blocks, cache.blocks, strict=True):
+            x, written = block(x, y, mask, t0, grid, rope, ucpe, cam_rope, plucker, bc, write)
+            new_blocks.append(written)
+
+        x = self.final_layer(x, t_emb, T)
+        out = x.view(B, T, h, w, p[1], p[2], cfg.in_channels).permute(0, 6, 1, 2, 4, 3, 5)
+        out = out.reshape(B, cfg.in_channels, T, H, W)
+        if not write:
+            return out, None
+        return out, StreamingCache(new_blocks, cache.frames + T, cache.chunks + 1, list(cache.history))
