@@ -159,7 +159,7 @@ class SessionHeader:
         }
         d.update({k: _jsonable(v) for k, v in dataclasses.asdict(self).items()})
         d["intrinsics"] = np.asarray(self.intrinsics, dtype=np.float64).tolist()
-        d["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        d["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return d
 
 
