@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import cmath
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -47,6 +47,12 @@ class IntegratorConfig:
     gamepad: GamepadConfig = field(default_factory=GamepadConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.gamepad, dict):  # a [controls.gamepad] TOML table
+            names = [f.name for f in fields(GamepadConfig)]
+            unknown = sorted(set(self.gamepad) - set(names))
+            if unknown:
+                raise ValueError(f"IntegratorConfig.gamepad: unknown key(s) {unknown}; valid keys: {names}")
+            self.gamepad = GamepadConfig(**self.gamepad)
         for name in ("move_speed", "fast_multiplier", "turn_speed", "mouse_sensitivity",
                      "stick_look_speed", "vertical_speed", "accel_time"):
             v = getattr(self, name)

@@ -208,3 +208,15 @@ def test_bad_inputs_are_rejected():
         PoseIntegrator(pose=np.eye(3))
     with pytest.raises(ValueError, match="move_speed"):
         IntegratorConfig(move_speed=-1.0)
+
+
+def test_gamepad_config_from_a_toml_table_and_the_sticks_drive_the_camera():
+    cfg = IntegratorConfig(accel_time=0.0, gamepad={"dead_zone": 0.2})
+    assert cfg.gamepad.dead_zone == 0.2
+    with pytest.raises(ValueError, match="dead_zon"):
+        IntegratorConfig(gamepad={"dead_zon": 0.2})
+    integ = PoseIntegrator(cfg)
+    assert integ.tick(1.0, InputState(left_stick=(0.0, -1.0)))[2, 3] == pytest.approx(1.0)  # stick up: forward
+    assert integ.tick(1.0, InputState(left_stick=(0.1, -0.1)))[2, 3] == pytest.approx(1.0)  # dead zone
+    yaw = yaw_pitch_roll(integ.tick(0.5, InputState(right_stick=(1.0, 0.0)))[:3, :3])[0]
+    assert math.degrees(yaw) == pytest.approx(60.0)  # 120 deg/s at full deflection
