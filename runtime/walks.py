@@ -1,0 +1,182 @@
+"""Random walks through the reference world: the training and evaluation data of the bundled model.
+
+A walk is what a player might do: hold a random intent (walk forward, strafe, turn, look up or
+down, stand still, combinations of these) for a random stretch of time, then pick another. The
+intents drive the same `PoseIntegrator` the viewer uses at the content frame rate, so the motion
+statistics (speeds, turn rates, easing) are those the model meets in play. A walk that strays
+too far from the spawn point is steered back toward it, and pitch drifts back to level, so the
+camera stays where the world is interesting.
+
+`WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses;
+`render_clips` renders clips (frames, poses, intrinsics); `ClipCache` keeps a pre-rendered set in
+`.npy` files so training reads frames instead of re-rendering them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldwalk.controls import InputState, IntegratorConfig, PoseIntegrator, intrinsics_from_fov, yaw_pitch_roll
+
+__all__ = ["WalkConfig", "Clip", "random_walk", "render_clips", "ClipCache", "INTENTS"]
+
+# Intents as held key sets (default bindings) and their sampling weights: mostly walking and
+# turning, as a player does; standing still and looking around are rarer.
+INTENTS: tuple[tuple[frozenset[str], float], ...] = (
+    (frozenset({"w"}), 3.0),
+    (frozenset({"w", "left"}), 1.2),
+    (frozenset({"w", "right"}), 1.2),
+    (frozenset({"left"}), 1.0),
+    (frozenset({"right"}), 1.0),
+    (frozenset({"a"}), 0.6),
+    (frozenset({"d"}), 0.6),
+    (frozenset({"s"}), 0.5),
+    (frozenset({"w", "a"}), 0.4),
+    (frozenset({"w", "d"}), 0.4),
+    (frozenset({"w", "shift"}), 0.6),
+    (frozenset({"up"}), 0.25),
+    (frozenset({"down"}), 0.25),
+    (frozenset(), 0.8),
+)
+
+
+@dataclass
+class WalkConfig:
+    width: int = 160
+    height: int = 96
+    fps: float = 16.0
+    fov_x: float = 70.0  # degrees
+    world_seed: int = 0  # the reference world the bundled model is trained on
+    min_hold: float = 0.4  # s, shortest time an intent is held
+    max_hold: float = 2.5  # s, longest
+    home_radius: float = 45.0  # beyond this distance from the spawn point, steer back
+    max_pitch: float = 25.0  # degrees; beyond it the walk looks back toward level
+    turn_speed: float = 60.0  # deg/s of the turn keys during walks (IntegratorConfig.turn_speed)
+    move_speed: float = 2.0  # units/s (IntegratorConfig.move_speed)
+
+    def intrinsics(self) -> np.ndarray:
+        return intrinsics_from_fov(self.width, self.height, self.fov_x)
+
+    def integrator(self) -> IntegratorConfig:
+        return IntegratorConfig(move_speed=self.move_speed, turn_speed=self.turn_speed)
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    poses: np.ndarray  # (F, 4, 4) float64 camera-to-world
+    intrinsics: np.ndarray  # (F, 3, 3)
+
+
+def _pick_intent(rng: np.random.Generator, pose: np.ndarray, cfg: WalkConfig) -> frozenset[str]:
+    yaw, pitch, _ = yaw_pitch_roll(pose[:3, :3])
+    if abs(math.degrees(pitch)) > cfg.max_pitch:
+        return frozenset({"down"} if pitch > 0 else {"up"})
+    pos = pose[:3, 3]
+    dist = math.hypot(pos[0], pos[2])
+    if dist > cfg.home_radius:
+        home = math.atan2(-pos[0], -pos[2])  # heading (from +z toward +x) that points at the origin
+        err = math.remainder(home - yaw, math.tau)
+        if abs(err) > 0.5:
+            return frozenset({"w", "right" if err > 0 else "left"})
+    weights = np.array([w for _, w in INTENTS])
+    return INTENTS[int(rng.choice(len(INTENTS), p=weights / weights.sum()))][0]
+
+
+def random_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None, start: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Camera-to-world poses (n_frames, 4, 4) of a random walk; frame 0 is the start pose.
+
+    Without `start`, the walk begins at a random place within 25 units of the spawn point, facing
+    a random heading, after a short random run-up so it may already be moving.
+    """
+    cfg = cfg or WalkConfig()
+    rng = np.random.default_rng(seed)
+    integ = PoseIntegrator(cfg.integrator())
+    if start is None:
+        r, a, heading = 25.0 * math.sqrt(rng.uniform()), rng.uniform(0, math.tau), rng.uniform(0, math.tau)
+        c, s = math.cos(heading), math.sin(heading)
+        start = np.eye(4)
+        start[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+        start[[0, 2], 3] = r * math.sin(a), r * math.cos(a)
+    integ.reset(start)
+    dt = 1.0 / cfg.fps
+    runup = int(rng.integers(0, int(cfg.fps)))
+    poses = np.empty((n_frames, 4, 4))
+    keys: frozenset[str] = frozenset()
+    left = 0
+    for i in range(-runup, n_frames):
+        if left <= 0:
+            keys = _pick_intent(rng, integ.pose, cfg)
+            left = int(rng.uniform(cfg.min_hold, cfg.max_hold) * cfg.fps)
+        if i >= 0:
+            poses[i] = integ.pose
+        integ.tick(dt, InputState(keys=keys))
+        left -= 1
+    return poses
+
+
+def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None = None,
+                 world: object | None = None) -> Iterator[Clip]:
+    """Render `n_clips` random walks of `n_frames` each from the reference world (seeded)."""
+    from .reference_world import ReferenceWorld, ReferenceWorldConfig
+
+    cfg = cfg or WalkConfig()
+    own = world is None
+    if own:
+        world = ReferenceWorld(ReferenceWorldConfig(width=cfg.width, height=cfg.height, fps=cfg.fps,
+                                                    seed=cfg.world_seed))
+    K = np.broadcast_to(cfg.intrinsics(), (n_frames, 3, 3)).copy()
+    try:
+        for c in range(n_clips):
+            poses = random_walk(n_frames, seed * 1_000_003 + c, cfg)
+            frames = world.render_many(poses, K)  # type: ignore[union-attr]
+            yield Clip(frames=frames, poses=poses, intrinsics=K.copy())
+    finally:
+        if own:
+            world.close()  # type: ignore[union-attr]
+
+
+class ClipCache:
+    """A pre-rendered set of clips in a folder: frames.npy (N, F, H, W, 3) uint8, poses.npy
+    (N, F, 4, 4), intrinsics.npy (N, F, 3, 3). Built once, then memory-mapped."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def exists(self) -> bool:
+        return all((self.folder / f"{n}.npy").exists() for n in ("frames", "poses", "intrinsics"))
+
+    def build(self, n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None = None,
+              progress: bool = True) -> None:
+        cfg = cfg or WalkConfig()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "frames.npy.part"
+        frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                           shape=(n_clips, n_frames, cfg.height, cfg.width, 3))
+        poses = np.empty((n_clips, n_frames, 4, 4))
+        intr = np.empty((n_clips, n_frames, 3, 3))
+        it = render_clips(n_clips, n_frames, seed, cfg)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=n_clips, desc=f"render {self.folder.name}", unit="clip")
+        for i, clip in enumerate(it):
+            frames[i], poses[i], intr[i] = clip.frames, clip.poses, clip.intrinsics
+        frames.flush()
+        del frames
+        np.save(self.folder / "poses.npy", poses)
+        np.save(self.folder / "intrinsics.npy", intr)
+        tmp.rename(self.folder / "frames.npy")
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames memmap (N, F, H, W, 3) uint8, poses (N, F, 4, 4), intrinsics (N, F, 3, 3))."""
+        if not self.exists():
+            raise FileNotFoundError(f"no clip cache in {self.folder}; build it first (worldwalk train --stage data)")
+        return (np.load(self.folder / "frames.npy", mmap_mode="r"), np.load(self.folder / "poses.npy"),
+                np.load(self.folder / "intrinsics.npy"))
