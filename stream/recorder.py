@@ -15,6 +15,9 @@ rates), relative to the first frame. After a rewind or reset the session's pts c
 recording keeps running forward (the player saw the frames one after another), so a frame whose
 pts would not advance is placed one frame after the previous one and later ones follow it.
 
+The encode thread runs at a lower priority (`nice`, Linux threads have their own) so that on a
+busy CPU the model thread goes first and the encoder works through the queue in the gaps.
+
 Crash safety: MP4 is written fragmented (`frag_keyframe+empty_moov+default_base_moof`) with a
 keyframe every `keyframe_seconds`, and every packet is flushed to the OS (`flush_packets`): a
 process killed with SIGKILL leaves a file that plays up to its last complete fragment. WebM
@@ -25,10 +28,12 @@ at interpreter exit) drains the queue, flushes the encoder and finalizes the fil
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,6 +62,7 @@ class RecorderConfig:
     vp9_cpu_used: int = 8  # libvpx speed (deadline=realtime); 5..8 are realtime settings
     keyframe_seconds: float = 1.0  # GOP length = fragment length: what a SIGKILL can cost
     threads: int = 1  # encoder threads; 0 = auto. One keeps the encoder off the model's cores
+    nice: int = 10  # the encode thread's nice value (Linux): under contention the model goes first
     max_queue_mb: float = 256.0  # frames waiting for the encoder, in MiB of RGB
     min_queue_frames: int = 32
     block_when_full: bool = False  # False: drop (and count) frames; True: write() waits
@@ -74,15 +80,32 @@ class RecorderStats:
 
 
 def _codec_for(path: Path, codec: str) -> tuple[str, str]:
-    """(container format, encoder name)."""
+    """(container format, encoder name) for an output path: .webm -> WebM, .mkv -> Matroska,
+    anything else -> MP4."""
+    suffix = path.suffix.lower()
+    fmt = {".webm": "webm", ".mkv": "matroska"}.get(suffix, "mp4")
     if codec == "auto":
-        codec = "vp9" if path.suffix.lower() == ".webm" else "h264"
-    if codec in ("h264", "libx264"):
-        fmt = "matroska" if path.suffix.lower() == ".mkv" else "mp4"
-        return fmt, "libx264"
-    if codec in ("vp9", "libvpx-vp9"):
-        return "webm", "libvpx-vp9"
-    raise ValueError(f"unknown recorder codec {codec!r}; use 'h264' (MP4) or 'vp9' (WebM)")
+        codec = "vp9" if fmt == "webm" else "h264"
+    if codec not in ("h264", "libx264", "vp9", "libvpx-vp9"):
+        raise ValueError(f"unknown recorder codec {codec!r}; use 'h264' (MP4) or 'vp9' (WebM)")
+    encoder = "libx264" if codec in ("h264", "libx264") else "libvpx-vp9"
+    if fmt == "webm" and encoder == "libx264":
+        raise ValueError(f"{path}: WebM cannot hold H.264; name the file .mp4, or record VP9 (codec 'vp9')")
+    return fmt, encoder
+
+
+def next_recording_path(directory: str | os.PathLike, stem: str = "session", suffix: str = ".mp4") -> Path:
+    """A fresh file name in `directory` for `serve --record-dir` (one recording per session):
+    DIR/session-20250101-120000.mp4, with -2, -3, ... if taken."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = d / f"{base}{suffix}", 1
+    while path.exists() or path.with_suffix(".jsonl").exists():
+        n += 1
+        path = d / f"{base}-{n}{suffix}"
+    path.touch()  # claim it, so a session starting in the same second gets the next name
+    return path
 
 
 def _rate(fps: float) -> Fraction:
@@ -160,6 +183,7 @@ class Recorder:
         assert self._queue is not None and self._thread is not None
         self._queue.put(_STOP)  # blocks only while the queue is full: the encoder is draining it
         self._thread.join(timeout)
+        self.frames_dropped += self._queue.qsize()  # written while closing: never encoded
         if self._log is not None:
             self._log.close(frames_written=self.frames_written, frames_dropped=self.frames_dropped)
         _open_recorders.discard(self)
@@ -192,11 +216,12 @@ class Recorder:
                 log.warning("recorder: encoder behind, %d frame(s) dropped so far", self.frames_dropped)
             return False
 
-    def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None) -> None:
+    def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None, **extra: Any) -> None:
         """The session listener `(chunk, input_state, frames)`: one log line for the chunk
-        (called on the model thread; `frames` is unused: the video takes presented frames)."""
+        (called on the model thread; `frames` is unused: the video takes presented frames).
+        `extra` adds fields to the line (render writes `keep` for a padded last chunk)."""
         if self._log is not None and not self._closed:
-            self._log.write_chunk(chunk, input_state)
+            self._log.write_chunk(chunk, input_state, **extra)
 
     def log_event(self, kind: str, **data: Any) -> None:
         """A session event for the replay: "reset" or "rewind" (to_chunk=k)."""
@@ -274,6 +299,10 @@ class Recorder:
 
     def _encode_loop(self) -> None:
         assert self._queue is not None
+        if self.cfg.nice and hasattr(os, "setpriority"):
+            # Linux nice is per thread: only this thread (and the encoder threads it starts) yields
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
         try:
             while True:
                 item = self._queue.get()

@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from .recorder import RecorderConfig, RecorderError
     from .replay import (
         ReplayError,
-        SessionLogError,
         plan_from_actions,
         plan_from_log,
         plan_from_path,
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except ActionStringError as e:
         print(f"worldwalk render: bad --actions string: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ReplayError, SessionLogError, UnknownWorldError, RecorderError) as e:
+    except (FileNotFoundError, ValueError, UnknownWorldError, RecorderError) as e:  # ours name the fix
         print(f"worldwalk render: {e}", file=sys.stderr)
         return 2
     print(
