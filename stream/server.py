@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import json
 import logging
 import secrets
@@ -57,7 +56,7 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
-from .signaling import AccessConfig, load_web_files, query_param, route_request, text_response
+from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -229,16 +228,7 @@ class StreamServer:
     # ---- HTTP ---------------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if (
-            path in ("/", "/index.html")
-            and query_param(request.path, "watch") is None
-            and self._full()
-        ):
-            self.busy_refusals += 1
-            return text_response(
-                connection, http.HTTPStatus.SERVICE_UNAVAILABLE, self._busy_message()
-            )
+        # a full server still serves the page: it connects, hears "busy" and says so clearly
         return route_request(self.access, self._files, connection, request)
 
     def _full(self) -> bool:
@@ -271,7 +261,7 @@ class StreamServer:
             reason = "busy"
         except SignalingError:
             reason = "bad_request"
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before 3.11
             reason = "offer_timeout"
         except ConnectionClosed:
             reason = "websocket_closed"

@@ -86,6 +86,7 @@ class SentFrame:
     created: float  # monotonic, Frame.created
     input_time: float | None  # monotonic, Frame.input_time
     released: float  # monotonic, when the pacer let it out
+    position: tuple[float, float, float]  # camera position the frame was generated at
 
 
 @dataclass
@@ -132,8 +133,9 @@ class FrameFanout:
                     except Exception:  # a failing sink must not stop the video
                         log.exception("frame sink failed; detaching it")
                         self.on_publish = None
+                position = tuple(float(v) for v in frame.pose[:3, 3])
                 self.history.append(SentFrame(frame.index, frame.generation, frame.created,
-                                              frame.input_time, now))
+                                              frame.input_time, now, position))
                 async with self._cond:
                     self._latest = (frame, image, now)
                     self._seq += 1

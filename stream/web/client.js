@@ -30,7 +30,9 @@
     frames: [],           // {index, wall, width, height} when the server draws a barcode
     keyEvents: [],        // {key, down, wall}
     rtt: null,
+    clock: null,          // {offset: server wall clock - ours in ms, rtt}
     send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
+    sendBinary: (n) => sendRaw(new Uint8Array(n)),
   };
   window.worldwalk = ww;
 
@@ -118,6 +120,9 @@
     pc = new RTCPeerConnection({iceServers: config.iceServers || []});
     pc.addTransceiver('video', {direction: 'recvonly'});
     pc.ontrack = (ev) => {
+      // an interactive stream: play each frame as soon as it is decoded
+      if ('jitterBufferTarget' in ev.receiver) ev.receiver.jitterBufferTarget = 0;
+      else if ('playoutDelayHint' in ev.receiver) ev.receiver.playoutDelayHint = 0;
       video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
       video.play().catch(() => {});
     };
@@ -194,8 +199,14 @@
     let msg;
     try { msg = JSON.parse(text); } catch (e) { return; }
     if (msg.t === 'pong' && pingSent.has(msg.id)) {
-      ww.rtt = performance.now() - pingSent.get(msg.id);
+      const sent = pingSent.get(msg.id), now = performance.now();
+      ww.rtt = now - sent;
       pingSent.delete(msg.id);
+      // server clock minus ours (ms), from the ping with the shortest round trip
+      if (ww.clock === null || ww.rtt < ww.clock.rtt) {
+        ww.clock = {rtt: ww.rtt,
+                    offset: 1000 * msg.server_time - (performance.timeOrigin + (sent + now) / 2)};
+      }
     } else if (msg.t === 'stats') {
       ww.lastStats = msg;
       showStats(msg);
