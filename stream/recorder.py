@@ -75,6 +75,7 @@ class RecorderStats:
     frames_dropped: int
     frames_queued: int
     chunks_logged: int
+    encode_cpu_s: float  # CPU time the encode thread spent converting, encoding and muxing
     path: str
     log_path: str | None
 
@@ -127,6 +128,7 @@ class Recorder:
         self.log_path = self.path.with_suffix(".jsonl") if self.cfg.write_log else None
         self.frames_written = 0
         self.frames_dropped = 0
+        self.encode_cpu_s = 0.0
         self.error: BaseException | None = None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -234,6 +236,7 @@ class Recorder:
             frames_dropped=self.frames_dropped,
             frames_queued=self._queue.qsize() if self._queue is not None else 0,
             chunks_logged=self._log.chunks if self._log is not None else 0,
+            encode_cpu_s=self.encode_cpu_s,
             path=str(self.path),
             log_path=str(self.log_path) if self.log_path else None,
         )
@@ -310,7 +313,9 @@ class Recorder:
                     break
                 if self.error is None:
                     try:
+                        t0 = time.thread_time()
                         self._encode(item)
+                        self.encode_cpu_s += time.thread_time() - t0
                     except Exception as e:  # keep draining so writers and close() never hang
                         self.error = e
                         log.error("recorder: encoding to %s failed: %s", self.path, e)
