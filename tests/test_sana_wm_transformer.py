@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import diffusers.models.transformers.transformer_sana_wm as diffusers_sana_wm
 import numpy as np
+import pytest
 import torch
 from diffusers import SanaWMTransformer3DModel
 
@@ -11,6 +12,15 @@ from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs
 
 H, W = 4, 6  # latent token grid of the tests
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread avoids oversubscribing a shared, loaded machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 STRIDE = 8
 
 

@@ -25,7 +25,7 @@ tensors safely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -88,16 +88,15 @@ class StreamingCache:
     blocks: list[BlockCache]
     frames: int = 0  # latent frames written so far = absolute position of the next chunk's first frame
     chunks: int = 0  # chunks written so far
-    history: list[torch.Tensor] = field(default_factory=list)  # clean latents per chunk, only when recomputing
 
     @staticmethod
     def empty(softmax_blocks: list[bool]) -> StreamingCache:
         return StreamingCache([SoftmaxCache() if s else GDNCache() for s in softmax_blocks])
 
     def nbytes(self) -> int:
-        """Bytes held by the cache (the recompute history included)."""
-        return sum(b.nbytes() for b in self.blocks) + _nbytes(*self.history)
+        """Bytes held by the cache tensors."""
+        return sum(b.nbytes() for b in self.blocks)
 
     def snapshot(self) -> StreamingCache:
         """A structural copy sharing tensors (never modified in place)."""
-        return StreamingCache([replace(b) for b in self.blocks], self.frames, self.chunks, list(self.history))
+        return StreamingCache([replace(b) for b in self.blocks], self.frames, self.chunks)

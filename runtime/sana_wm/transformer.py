@@ -228,4 +228,4 @@ class SanaWMStreamingTransformer(nn.Module):
         out = out.reshape(B, cfg.in_channels, T, H, W)
         if not write:
             return out, None
-        return out, StreamingCache(new_blocks, cache.frames + T, cache.chunks + 1, list(cache.history))
+        return out, StreamingCache(new_blocks, cache.frames + T, cache.chunks + 1)
