@@ -16,7 +16,7 @@ from typing import Literal
 import moderngl
 import numpy as np
 
-from worldwalk.shaders import load_program_source
+from worldwalk.shaders import create_program
 
 Filter = Literal["bicubic", "bilinear", "nearest"]
 _FILTER_CODE = {"nearest": 0, "bilinear": 1, "bicubic": 2}
@@ -26,7 +26,8 @@ _FILTER_CODE = {"nearest": 0, "bilinear": 1, "bicubic": 2}
 class PresenterConfig:
     filter: Filter = "bicubic"
     timewarp: bool = True
-    max_blur_lod: float = 5.0  # coarsest mip level smearing what lies beyond the frame's edges
+    blur_lod: float = 3.0  # mip level (1/8 size) whose colours fill what lies beyond the edges
+    blur_px: float = 12.0  # source pixels past the edge over which that fill fades in
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # letterbox bars
 
 
@@ -59,12 +60,22 @@ class Presenter:
     def __init__(self, ctx: moderngl.Context, cfg: PresenterConfig | None = None) -> None:
         self.ctx = ctx
         self.cfg = cfg or PresenterConfig()
-        self.program = ctx.program(**load_program_source("present"))
         quad = np.array([-1, -1, 1, -1, -1, 1, 1, 1], dtype="f4")  # triangle strip
         self._vbo = ctx.buffer(quad.tobytes())
-        self._vao = ctx.vertex_array(self.program, [(self._vbo, "2f", "in_pos")])
+        # One program per filter (a compile-time define: software GL pays for every branch).
+        self._programs: dict[str, tuple[moderngl.Program, moderngl.VertexArray]] = {}
         self.texture: moderngl.Texture | None = None
+        self._rgba: np.ndarray | None = None  # (H, W, 4) upload buffer: RGBA samples faster than RGB
         self.frame_size: tuple[int, int] | None = None  # (W, H) of the last upload
+
+    def _program(self, filter: str) -> tuple[moderngl.Program, moderngl.VertexArray]:
+        if filter not in _FILTER_CODE:
+            raise ValueError(f"unknown filter {filter!r}; use one of {', '.join(_FILTER_CODE)}")
+        if filter not in self._programs:
+            program = create_program(self.ctx, "present", {"FILTER": _FILTER_CODE[filter]})
+            vao = self.ctx.vertex_array(program, [(self._vbo, "2f", "in_pos")])
+            self._programs[filter] = (program, vao)
+        return self._programs[filter]
 
     def upload(self, image: np.ndarray) -> None:
         """image: (H, W, 3) uint8 RGB, top row first (texel row 0 = top row)."""
@@ -74,11 +85,14 @@ class Presenter:
         if self.texture is None or self.texture.size != (w, h):
             if self.texture is not None:
                 self.texture.release()
-            self.texture = self.ctx.texture((w, h), 3, alignment=1)
+            self.texture = self.ctx.texture((w, h), 4)
             self.texture.repeat_x = self.texture.repeat_y = False  # clamp to edge
             self.texture.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+            self._rgba = np.full((h, w, 4), 255, np.uint8)
             self.frame_size = (w, h)
-        self.texture.write(np.ascontiguousarray(image), alignment=1)
+        assert self._rgba is not None
+        self._rgba[..., :3] = image
+        self.texture.write(self._rgba)
         self.texture.build_mipmaps()  # the blurred fill beyond the edges reads coarse levels
 
     def draw(
@@ -104,18 +118,23 @@ class Presenter:
         rect = content_rect(self.frame_size, size)
         ctx.viewport = rect
         H = np.eye(3) if warp is None or not self.cfg.timewarp else np.asarray(warp, dtype=np.float64)
+        program, vao = self._program(self.cfg.filter)
         self.texture.use(0)
-        self.program["u_image"] = 0
-        self.program["u_size"] = (float(self.frame_size[0]), float(self.frame_size[1]))
-        self.program["u_warp"] = tuple(H.T.astype("f4").ravel())  # GLSL mat3 is column-major
-        self.program["u_filter"] = _FILTER_CODE[self.cfg.filter]
-        self.program["u_max_lod"] = float(self.cfg.max_blur_lod)
-        self._vao.render(moderngl.TRIANGLE_STRIP)
+        program["u_image"] = 0
+        program["u_size"] = (float(self.frame_size[0]), float(self.frame_size[1]))
+        program["u_warp"] = tuple(H.T.astype("f4").ravel())  # GLSL mat3 is column-major
+        program["u_blur_lod"] = float(self.cfg.blur_lod)
+        program["u_blur_px"] = float(self.cfg.blur_px)
+        vao.render(moderngl.TRIANGLE_STRIP)
         ctx.viewport = (0, 0, size[0], size[1])
         return rect
 
     def release(self) -> None:
-        for obj in (self._vao, self._vbo, self.program, self.texture):
-            if obj is not None:
-                obj.release()
+        for program, vao in self._programs.values():
+            vao.release()
+            program.release()
+        self._programs.clear()
+        self._vbo.release()
+        if self.texture is not None:
+            self.texture.release()
         self.texture = None

@@ -1,0 +1,156 @@
+"""`worldwalk play`: walk through a world in a local window.
+
+    worldwalk play [--world reference|bundled|sana-wm] [--checkpoint DIR] [--image first.png]
+                   [--prompt TEXT] [--size WxH] [--window WxH] [--fullscreen] [--record out.mp4]
+                   [--seconds N]
+
+With no --world it plays the bundled model when that world is registered, else the reference
+world. On exit it prints one JSON line with what the run measured (displayed fps, input-to-frame
+latency, final pose, ...). pyglet is imported only when the command runs: it needs a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 256x144, got {text!r}") from None
+    return w, h
+
+
+def default_world() -> str:
+    from worldwalk.runtime.world import available_worlds
+
+    return "bundled" if "bundled" in available_worlds() else "reference"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "play",
+        help="walk through a world in a local window",
+        description="Walk through a world in a local window (WASD, mouse, gamepad). F1 in the window "
+        "lists the controls.",
+    )
+    p.add_argument("--world", default=None,
+                   help="registered world: bundled (the default when installed), reference, sana-wm")
+    p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
+    p.add_argument("--image", metavar="PNG", default=None, help="first frame to start from")
+    p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
+    p.add_argument("--size", type=_size, metavar="WxH", default=None,
+                   help="frame size the world generates (worlds with a fixed size keep theirs)")
+    p.add_argument("--window", type=_size, metavar="WxH", default=None,
+                   help="window size (default: the frame scaled by a whole factor to fit 1280x720)")
+    p.add_argument("--fullscreen", action="store_true")
+    p.add_argument("--record", metavar="OUT.mp4", default=None,
+                   help="record what is shown to a video, plus OUT.jsonl for `worldwalk render`")
+    p.add_argument("--seconds", type=float, default=None, help="quit after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bindings", metavar="TOML", default=None, help="key bindings overriding the defaults")
+    p.add_argument("--nearest", action="store_true", help="nearest-neighbour upscaling instead of bicubic")
+    p.add_argument("--no-timewarp", action="store_true", help="start with rotation timewarp off (T toggles)")
+    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (H toggles)")
+    p.add_argument("--display-hz", type=float, default=60.0, help="redraw rate when vsync does not pace")
+    p.add_argument("--screenshot-dir", default=".", help="where F12 saves PNG screenshots")
+    p.set_defaults(func=run)
+
+
+def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of the file, resized to the world's frame size if needed."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"worldwalk play: cannot read --image {path}: {e}") from e
+    if image.size != size:
+        print(f"worldwalk play: resizing {path} from {image.size[0]}x{image.size[1]} to the world's "
+              f"{size[0]}x{size[1]}", file=sys.stderr)
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _open_recorder(session: Any, path: str, world_cfg: Any) -> Any:
+    """The recorder (stream/recorder.py) for --record; imported only when asked for."""
+    try:
+        from worldwalk.stream.recorder import attach_recorder
+    except ImportError as e:
+        raise SystemExit(f"worldwalk play: --record needs worldwalk.stream.recorder ({e})") from e
+    return attach_recorder(session, path, world_cfg=world_cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pyglet
+
+    pyglet.options["debug_gl"] = False  # a glGetError after every call costs more than drawing
+
+    from worldwalk.controls import Bindings, PoseIntegrator
+    from worldwalk.runtime.session import Session, SessionConfig
+    from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
+
+    bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
+    name = args.world or default_world()
+    wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
+    if args.size:
+        wcfg.width, wcfg.height = args.size
+    try:
+        world = create_world(wcfg)
+    except UnknownWorldError as e:
+        print(f"worldwalk play: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if args.world is not None or name == "reference":
+            raise
+        # no --world: the bundled model is the default, but the reference world always works
+        print(f"worldwalk play: the {name} world is unavailable ({type(e).__name__}: {e}); "
+              "playing the reference world", file=sys.stderr)
+        wcfg.name = "reference"
+        world = create_world(wcfg)
+    # Only now import the window module: importing pyglet.window makes a GLX context current on
+    # this thread, and a headless EGL world created after that renders black frames (Mesa).
+    from .window import PlayWindow, WindowConfig
+
+    spec = world.spec
+    first = load_image(args.image, (spec.width, spec.height)) if args.image else None
+    session = Session(
+        world,
+        SessionConfig(seed=args.seed, prompt=args.prompt),
+        integrator=PoseIntegrator(bindings=bindings),
+        first_frame=first,
+    )
+    recorder = None
+    window = None
+    try:
+        if args.record:
+            recorder = _open_recorder(session, args.record, wcfg)  # before start: no chunk missed
+        cfg = WindowConfig(
+            size=args.window, fullscreen=args.fullscreen, seconds=args.seconds,
+            filter="nearest" if args.nearest else "bicubic", timewarp=not args.no_timewarp,
+            hud=not args.no_hud, display_hz=args.display_hz, screenshot_dir=args.screenshot_dir,
+        )
+        label = spec.label or spec.name
+        window = PlayWindow(session, cfg, bindings, recorder, title=f"worldwalk: {label}")
+        session.start()  # after the window exists, so it is up while the first chunk is made
+        figures = window.run()
+    finally:
+        session.close()
+        if recorder is not None:
+            rec = recorder.close()
+            print(f"worldwalk play: recorded {rec.frames_written} frames to {rec.path}"
+                  + (f" (log {rec.log_path})" if rec.log_path else ""), file=sys.stderr)
+    if recorder is not None:
+        figures["recording"] = str(Path(args.record))
+    print(json.dumps(figures), flush=True)
+    return 1 if figures.get("error") else 0
