@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
 
@@ -70,6 +70,8 @@ class ServeConfig:
     port: int = 8080  # 0: any free port (see StreamServer.port)
     world: WorldConfig = field(default_factory=WorldConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    controls: IntegratorConfig = field(default_factory=IntegratorConfig)
+    bindings: Bindings = field(default_factory=Bindings)
     max_sessions: int = 4  # players at once; one more gets "busy"
     max_spectators: int = 8  # per session
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
@@ -81,7 +83,7 @@ class ServeConfig:
     input: InputChannelConfig = field(default_factory=InputChannelConfig)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     stats_interval: float = 0.25  # seconds between stats messages on the data channel
-    record_dir: str | None = None  # record each player's session as <dir>/<session id>.mp4
+    record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -367,20 +369,16 @@ class StreamServer:
 
     def _default_session(self) -> Session:
         world = create_world(self.cfg.world)
-        return Session(world, self.cfg.session)
+        integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
+        return Session(world, self.cfg.session, integrator=integrator)
 
     def _start_recorder(self, session: Session, sid: str) -> Any:
-        from .recorder import Recorder
-        from .session_log import header_from_world
+        """Record what the player sees (frames from the fan-out) and the session log beside it."""
+        from .recorder import attach_recorder, next_recording_path
 
-        header, first = header_from_world(
-            session.world, self.cfg.world.name, self.cfg.session.seed, session.intrinsics,
-            checkpoint=self.cfg.world.checkpoint, prompt=self.cfg.session.prompt,
-            first_image=session.first_frame, world_options=self.cfg.world.options,
-        )
-        recorder = Recorder(Path(self.cfg.record_dir) / f"{sid}.mp4").start(header, first)
-        session.add_listener(recorder.log_chunk)
-        return recorder
+        assert self.cfg.record_dir is not None
+        path = next_recording_path(self.cfg.record_dir, stem=f"session-{sid}")
+        return attach_recorder(session, path, world_cfg=self.cfg.world)  # before session.start()
 
     async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
         """Answer the browser's offer: a send-only video track and the input channel."""
