@@ -28,7 +28,7 @@ from .chunk import Chunk
 from .gl_context import create_headless_context
 from .world import ModelSpec, WorldConfig
 
-__all__ = ["ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorldState", "create", "landmarks"]
+__all__ = ["Landmarks", "ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorldState", "create", "landmarks"]
 
 LABEL = "reference renderer (ground truth, not a model)"
 MAX_LANDMARKS = 16  # must match MAX_LANDMARKS in reference_world.glsl
@@ -59,7 +59,7 @@ class ReferenceWorldConfig:
     frames_per_chunk: int = 4  # the first chunk has as many
     seed: int = 0
     march_steps: int = 80  # terrain samples per ray: cost versus reach toward the horizon
-    shadow_steps: int = 10  # terrain samples per shadow ray (0: landmarks cast the only shadows)
+    shadow_steps: int = 6  # terrain samples per shadow ray (0: landmarks cast the only shadows)
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1:
@@ -80,13 +80,22 @@ class ReferenceWorldState:
     seed: int
 
 
-def landmarks(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks of the world for `seed`, as the shader's uniforms.
+@dataclass(frozen=True)
+class Landmarks:
+    """The landmarks of one seed's world, sorted by kind as the shader loops over them."""
 
-    Returns shape (N, 4): x, z, size, top (scene frame, y up; for a ball `top` is its centre) and
-    color (N, 4): linear RGB and the kind (0 pillar, 1 ball, 2 block). Nine stand in a ring of
-    sectors 12 to 70 units from the spawn point, the first straight ahead of the identity pose; a
-    tall striped tower about 95 units out is visible from everywhere.
+    shape: np.ndarray  # (N, 4) x, z, size, top (scene frame, y up; a ball's top is its centre)
+    color: np.ndarray  # (N, 3) linear RGB
+    kind: np.ndarray  # (N,) PILLAR, BALL or BLOCK, non-decreasing
+
+
+def landmarks(seed: int) -> Landmarks:
+    """Landmarks of the world for `seed`.
+
+    Nine stand in a ring of sectors 12 to 70 units from the spawn point, the first straight ahead
+    of the identity pose (world +z); a tall striped tower about 95 units out shows the way from
+    everywhere. Sizes: pillars of radius 0.6-1.2 rising 5-12 above the meadow, balls of radius
+    1.2-2.4 floating, blocks 2.4-5 wide and 1.5-5 tall.
     """
     rng = np.random.default_rng(seed % 2**32)
     n = 9
@@ -96,7 +105,8 @@ def landmarks(seed: int) -> tuple[np.ndarray, np.ndarray]:
     radius = rng.uniform(12.0, 70.0, n)
     bearing[0], radius[0] = rng.uniform(-0.25, 0.25), rng.uniform(16.0, 24.0)  # seen at the start
     shape = np.zeros((n + 1, 4))
-    color = np.zeros((n + 1, 4))
+    color = np.zeros((n + 1, 3))
+    kind = np.zeros(n + 1, np.int64)
     for i in range(n):
         if kinds[i] == PILLAR:
             size = rng.uniform(0.6, 1.2)
@@ -108,11 +118,12 @@ def landmarks(seed: int) -> tuple[np.ndarray, np.ndarray]:
             size = rng.uniform(1.2, 2.5)
             top = GROUND + rng.uniform(1.5, 5.0)
         shape[i] = (radius[i] * math.sin(bearing[i]), radius[i] * math.cos(bearing[i]), size, top)
-        color[i] = (*PALETTE[colors[i]], kinds[i])
+        color[i], kind[i] = PALETTE[colors[i]], kinds[i]
     tower = rng.uniform(0, 2 * math.pi)
     shape[n] = (95.0 * math.sin(tower), 95.0 * math.cos(tower), 2.5, GROUND + 45.0)
-    color[n] = (*PALETTE[0], PILLAR)
-    return shape, color
+    color[n], kind[n] = PALETTE[0], PILLAR
+    order = np.argsort(kind, kind="stable")
+    return Landmarks(shape=shape[order], color=color[order], kind=kind[order])
 
 
 def _check_poses(poses: Any, batched: bool) -> np.ndarray:
@@ -270,18 +281,21 @@ class ReferenceWorld:
 
     def _set_seed(self, seed: int) -> None:
         seed = int(seed)
-        shape, color = landmarks(seed)
-        shape_u = np.zeros((MAX_LANDMARKS, 4), np.float32)
-        color_u = np.zeros((MAX_LANDMARKS, 4), np.float32)
-        shape_u[: len(shape)], color_u[: len(color)] = shape, color
+        marks = landmarks(seed)
+        shape = np.zeros((MAX_LANDMARKS, 4), np.float32)
+        color = np.zeros((MAX_LANDMARKS, 3), np.float32)
+        shape[: len(marks.kind)], color[: len(marks.kind)] = marks.shape, marks.color
         with self._lock:
             if self._ctx is None:
                 raise RuntimeError("this ReferenceWorld is closed; create a new one")
             with self._ctx:
-                self._program["u_seed"].value = seed % 2**32
-                self._program["u_landmark_count"].value = len(shape)
-                self._program["u_landmark_shape"].write(shape_u)
-                self._program["u_landmark_color"].write(color_u)
+                program = self._program
+                program["u_seed"].value = seed % 2**32
+                program["u_pillars"].value = int(np.sum(marks.kind == PILLAR))
+                program["u_balls"].value = int(np.sum(marks.kind <= BALL))
+                program["u_landmarks"].value = len(marks.kind)
+                program["u_landmark_shape"].write(shape)
+                program["u_landmark_color"].write(color)
         self.seed = seed
 
 
