@@ -1,0 +1,144 @@
+"""Stage 1 of `worldwalk train`: the bundled VAE, trained on clips of the reference world.
+
+Random crops (space and time) of pre-rendered random walks; loss = L1 + MSE on pixels in
+[-1, 1], plus an L1 on image gradients (edges stay sharp without a perceptual network), plus a
+tiny KL so the latent stays a well-behaved Gaussian. Convolutions are translation invariant, so
+training on crops is cheap and the decoder still works on whole frames.
+
+The run is bounded by steps and by wall-clock minutes (the budget on a shared 2-core CPU), saves
+a resumable checkpoint (model, optimiser, step, RNG) every `ckpt_every` steps and at the end
+exports `vae.safetensors` with the latent statistics filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from .bundled_vae import BundledVAEConfig, build_vae
+from .walks import ClipCache
+
+__all__ = ["TrainVAEConfig", "train_vae", "export_vae", "latent_stats"]
+
+
+@dataclass
+class TrainVAEConfig:
+    steps: int = 4000
+    minutes: float = 20.0  # stop after this much wall-clock time, whatever the step
+    batch: int = 4
+    frames: int = 9  # 4k + 1 frames per crop
+    crop: tuple[int, int] = (64, 64)  # (h, w), multiples of the spatial stride
+    lr: float = 1e-3
+    warmup: int = 100
+    kl_weight: float = 1e-6
+    edge_weight: float = 0.5
+    ckpt_every: int = 200
+    seed: int = 0
+
+
+def _batch(frames: np.ndarray, cfg: TrainVAEConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Random space-time crops -> (B, 3, T, h, w) in [-1, 1]."""
+    n, f, H, W, _ = frames.shape
+    h, w = cfg.crop
+    out = np.empty((cfg.batch, cfg.frames, h, w, 3), np.uint8)
+    for b in range(cfg.batch):
+        i, t = rng.integers(n), rng.integers(0, f - cfg.frames + 1)
+        y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+        clip = frames[i, t : t + cfg.frames, y : y + h, x : x + w]
+        out[b] = clip[:, :, ::-1] if rng.uniform() < 0.5 else clip  # mirror
+    x = torch.from_numpy(out).permute(0, 4, 1, 2, 3).float()  # (B, 3, T, h, w)
+    return x / 127.5 - 1.0
+
+
+def _grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    return F.l1_loss(dy(a), dy(b)) + F.l1_loss(dx(a), dx(b))
+
+
+@torch.no_grad()
+def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_frames: int = 13
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the posterior means over a few whole clips."""
+    zs = []
+    for i in range(min(clips, len(frames))):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i, :n_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        zs.append(vae.encode(x).latent_dist.mean)  # (1, C, t, h, w)
+    z = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], dim=1)  # (C, N)
+    return z.mean(1), z.std(1)
+
+
+def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig, extra: dict | None = None) -> None:
+    meta = {"config": json.dumps(vcfg.to_dict()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    sd = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+
+
+def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resume: bool = True,
+              vcfg: BundledVAEConfig | None = None, progress: bool = True) -> Path:
+    """Train (or resume) the VAE; writes checkpoints under `work` and the weights to `out`."""
+    vcfg = vcfg or BundledVAEConfig()
+    work.mkdir(parents=True, exist_ok=True)
+    frames, _, _ = clips.load()
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(vcfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    rng = np.random.default_rng(cfg.seed)
+    step, ckpt = 0, work / "vae_ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def save() -> None:
+        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "cfg": asdict(cfg)}, work / "vae_ckpt.pt.part")
+        (work / "vae_ckpt.pt.part").replace(ckpt)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="vae", disable=not progress, mininterval=5.0)
+    t0, ema = time.monotonic(), None
+    vae.train()
+    while step < cfg.steps and (time.monotonic() - t0) < cfg.minutes * 60:
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _batch(frames, cfg, rng)  # (B, 3, T, h, w)
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        rec = F.l1_loss(y, x) + F.mse_loss(y, x)
+        kl = post.kl().mean() / x[0].numel()
+        loss = rec + cfg.edge_weight * _grad_l1(y, x) + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        mse = F.mse_loss(y.detach().clamp(-1, 1), x).item()
+        psnr = 10 * math.log10(4.0 / max(mse, 1e-10))
+        ema = psnr if ema is None else 0.98 * ema + 0.02 * psnr
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{ema:.2f}", lr=f"{lr:.1e}")
+        if step % cfg.ckpt_every == 0:
+            save()
+    bar.close()
+    save()
+    vae.eval()
+    mean, std = latent_stats(vae, frames)
+    vae.latents_mean.copy_(mean)
+    vae.latents_std.copy_(std)
+    export_vae(vae, out, vcfg, {"step": step, "train_psnr_ema": ema})
+    return out
