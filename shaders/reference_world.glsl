@@ -277,12 +277,13 @@ vec3 fog(vec3 col, float t, vec3 rd) {
 }
 
 float detail(vec2 p, float footprint) {  // grass texture in about [-1, 1], faded where it would alias
-    float s = 0.0, freq = 0.8, amp = 0.6;
+    float s = 0.0, freq = 0.8, amp = 0.5;
     for (int i = 0; i < 4; i++) {
         float keep = clamp(1.5 - 3.0 * footprint * freq, 0.0, 1.0);
-        s += amp * keep * (2.0 * vnoise(p * freq + float(i) * 17.0) - 1.0);
+        float v = vnoise(p * freq + float(i) * 17.0);
+        s += amp * keep * (i < 2 ? 2.0 * v - 1.0 : 1.0 - 4.0 * abs(v - 0.5));  // tufts up close
         freq *= 2.6;
-        amp *= 0.85;
+        amp *= 0.9;
     }
     return s;
 }
@@ -323,7 +324,9 @@ vec3 landmark_albedo(int i, vec3 p, vec3 n) {
     vec2 l = abs(p.xz - s.xy);
     float frame = max(min(l.x, l.y) > s.z - 0.25 ? 1.0 : 0.0, step(s.w - 0.25, p.y));
     float band = i < u_pillars ? stripes : i < u_balls ? segments : frame;
-    return mix(u_landmark_color[i], vec3(0.80, 0.78, 0.74), band * 0.85);
+    vec3 base = u_landmark_color[i];
+    vec3 light_band = dot(base, vec3(0.3, 0.6, 0.1)) > 0.5 ? vec3(0.05, 0.05, 0.06) : vec3(0.80, 0.78, 0.74);
+    return mix(base, light_band, band * 0.85);
 }
 
 vec3 light(vec3 n, vec3 rd, vec3 albedo, float shadow, float ao, float shine) {
