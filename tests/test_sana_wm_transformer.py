@@ -21,6 +21,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
 STRIDE = 8
 
 

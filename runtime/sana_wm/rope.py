@@ -16,8 +16,8 @@ import torch
 
 def _axis_freqs(dim: int, max_len: int, theta: float) -> torch.Tensor:
     """(max_len, dim // 2) complex64 rotations for one axis."""
-    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32)[: dim // 2] / dim))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu")[: dim // 2] / dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device="cpu"), inv)  # never on meta
     return torch.polar(torch.ones_like(angles), angles)
 
 

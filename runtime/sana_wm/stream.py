@@ -38,6 +38,7 @@ class LatentStream:
         self.history: list[tuple[torch.Tensor, CameraInputs]] = []
         self.text: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
+        self._reading: StreamingCache | None = None
 
     def reset(self, text: torch.Tensor, mask: torch.Tensor, seed: int) -> None:
         self.text, self.mask = text, mask
@@ -65,35 +66,53 @@ class LatentStream:
         return cache
 
     @torch.no_grad()
-    def step(
+    def denoise(
         self,
         camera: CameraInputs,
         shape: tuple[int, ...],
         clean_prefix: torch.Tensor | None = None,
         timings: dict[str, float] | None = None,
     ) -> torch.Tensor:
-        """Generate one chunk of latents (B, C, P + T, H, W); `shape` is (B, C, T, H, W) of the new frames."""
+        """Denoise one chunk (B, C, P + T, H, W) reading the cache; `shape` is (B, C, T, H, W) of the new frames."""
         timings = timings if timings is not None else {}
         tr = self.transformer
         dev, dtype = tr.x_embedder.proj.weight.device, tr.dtype
         camera = camera.to(dev, dtype)
         t0 = time.perf_counter()
-        # 1. the cache this chunk reads: kept (streaming) or rebuilt from the history (recompute)
-        cache = self.cache if self.use_cache else self._rebuilt_cache()
+        # the cache this chunk reads: kept (streaming) or rebuilt from the history (recompute)
+        self._reading = self.cache if self.use_cache else self._rebuilt_cache()
         t1 = time.perf_counter()
-        # 2. denoise: the sampler's forwards read the cache and never write it
+        # the sampler's forwards read the cache and never write it
         z = self.sampler.denoise(
-            lambda x, t: self._forward(x, t, camera, cache, False)[0], shape, self.generator, dev, dtype, clean_prefix
+            lambda x, t: self._forward(x, t, camera, self._reading, False)[0],
+            shape,
+            self.generator,
+            dev,
+            dtype,
+            clean_prefix,
         )
-        t2 = time.perf_counter()
-        # 3. write: one forward on the clean chunk at t = 0 adds it to the cache
+        timings.update(recompute=t1 - t0, denoise=time.perf_counter() - t1)
+        return z
+
+    @torch.no_grad()
+    def commit(self, z: torch.Tensor, camera: CameraInputs, timings: dict[str, float] | None = None) -> None:
+        """Write the finished chunk: one forward on the clean latents at t = 0 (or keep them, in recompute mode)."""
+        t0 = time.perf_counter()
+        tr = self.transformer
+        camera = camera.to(z.device, tr.dtype)
         if self.use_cache:
-            zero_t = torch.zeros(z.shape[0], z.shape[2], device=dev)
-            _, self.cache = self._forward(z, zero_t, camera, cache, True)
+            zero_t = torch.zeros(z.shape[0], z.shape[2], device=z.device)
+            _, self.cache = self._forward(z, zero_t, camera, self._reading, True)
         else:
             self.history.append((z, camera))
-        t3 = time.perf_counter()
-        timings.update(recompute=t1 - t0, denoise=t2 - t1, cache_write=t3 - t2)
+        self._reading = None
+        if timings is not None:
+            timings["cache_write"] = time.perf_counter() - t0
+
+    def step(self, camera, shape, clean_prefix=None, timings=None) -> torch.Tensor:
+        """Denoise and commit one chunk."""
+        z = self.denoise(camera, shape, clean_prefix, timings)
+        self.commit(z, camera, timings)
         return z
 
     def snapshot(self) -> StreamState:

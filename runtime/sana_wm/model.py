@@ -1,0 +1,258 @@
+"""`SanaWM`: the SANA-WM streaming world model behind the `WorldModel` seam.
+
+One `generate_chunk` call, narrated:
+  1. check the poses and intrinsics (count, field of view) and make the poses relative to the
+     session's first frame;
+  2. build the camera inputs of the chunk's latent frames (UCPE + Plücker);
+  3. denoise the chunk with the few-step sampler, reading the cache (chunk 0 also holds the
+     clean first-image latent at t = 0);
+  4. write the cache with one clean forward at t = 0 and, at the same time on a second CUDA
+     stream where there is one, decode the chunk's new latent frames with the carried VAE state;
+  5. wait for the decode, convert to uint8 and advance the position.
+Where CUDA exists the work runs on the model's own CUDA stream; on the CPU the same code runs with
+`nullcontext()` in place of streams.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..chunk import Chunk
+from ..world import ModelSpec
+from .camera import build_camera_inputs, check_fov, pose_inverse
+from .config import SanaWMConfig
+from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file
+from .sampler import FlowSampler, SamplerConfig
+from .stream import LatentStream, StreamState
+from .transformer import SanaWMStreamingTransformer
+from .vae import DecodeState, SanaWMVAE, to_uint8
+
+
+@dataclass
+class SanaWMRunConfig:
+    """How a SanaWM world runs (the model's shape is `SanaWMConfig`)."""
+
+    width: int = 1280  # output size; a multiple of the VAE's spatial stride x patch size
+    height: int = 704
+    fps: float = 16.0
+    device: str = "cpu"
+    dtype: str = "float32"  # "bfloat16" on GPUs
+    use_cache: bool = True  # False: recompute the history every chunk (benchmark contrast)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    prompt_file: str | None = None  # precomputed prompt embedding (.pt)
+    text_encoder: str | None = None  # local Gemma-2 folder
+    prompt_cache_dir: str = ".cache/worldwalk/prompts"
+
+
+@dataclass
+class SanaWMSnapshot:
+    stream: StreamState
+    decode: DecodeState
+    chunk_index: int
+    first_pose_inv: np.ndarray | None
+
+
+def _cuda(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (keeping aspect) and centre-crop an (H, W, 3) uint8 image to (height, width, 3)."""
+    x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float()
+    h0, w0 = x.shape[-2:]
+    s = max(height / h0, width / w0)
+    nh, nw = max(height, round(h0 * s)), max(width, round(w0 * s))
+    if (nh, nw) != (h0, w0):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    x = x[..., top : top + height, left : left + width]
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class SanaWM:
+    def __init__(
+        self,
+        transformer: SanaWMStreamingTransformer,
+        vae: SanaWMVAE,
+        cfg: SanaWMRunConfig | None = None,
+        null_caption: torch.Tensor | None = None,
+        name: str = "sana-wm",
+        label: str = "SANA-WM",
+    ) -> None:
+        self.cfg = cfg = cfg or SanaWMRunConfig()
+        mc: SanaWMConfig = transformer.cfg
+        self.device = torch.device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        self.transformer = transformer.to(self.device, self.dtype).eval()
+        if vae.device != self.device or vae.dtype != self.dtype:
+            vae.vae.to(device=self.device, dtype=self.dtype)
+        self.vae = vae
+        s = vae.temporal_stride
+        if mc.plucker_stride != s:
+            raise ValueError(
+                f"the transformer packs {mc.plucker_stride} video frames per latent frame (chunk_plucker_channels="
+                f"{mc.chunk_plucker_channels}) but the VAE's temporal stride is {s}: set chunk_plucker_channels={6 * s}"
+            )
+        if mc.in_channels != vae.latent_channels:
+            raise ValueError(f"transformer in_channels {mc.in_channels} != VAE latent channels {vae.latent_channels}")
+        step = vae.spatial_stride * mc.patch_size[1]
+        if cfg.width % step or cfg.height % step:
+            raise ValueError(f"output size {cfg.width}x{cfg.height} must be a multiple of {step} (VAE stride x patch)")
+        self.latent_hw = (cfg.height // vae.spatial_stride, cfg.width // vae.spatial_stride)
+        self.null_caption = null_caption
+        self.stream = LatentStream(transformer, FlowSampler(cfg.sampler), cfg.use_cache)
+        L = mc.chunk_latent_frames
+        self.spec = ModelSpec(
+            name=name,
+            fps=cfg.fps,
+            frames_per_chunk=L * s,
+            first_chunk_frames=1 + L * s,
+            width=cfg.width,
+            height=cfg.height,
+            device=str(self.device),
+            dtype=cfg.dtype,
+            is_model=True,
+            label=label,
+        )
+        self._encoder: GemmaPromptEncoder | None = None
+        cuda = _cuda(self.device)
+        self._model_stream = torch.cuda.Stream(self.device) if cuda else None
+        self._decode_stream = torch.cuda.Stream(self.device) if cuda else None
+        self._image_latent: torch.Tensor | None = None
+        self._decode = DecodeState()
+        self._chunk_index = 0
+        self._first_pose_inv: np.ndarray | None = None
+
+    # ---- construction without a checkpoint (tests, the bundled model) ----
+    @classmethod
+    def random_init(
+        cls, model_cfg: SanaWMConfig, vae_config: dict, run: SanaWMRunConfig | None = None, seed: int = 0
+    ) -> SanaWM:
+        from diffusers import AutoencoderKLLTX2Video
+
+        torch.manual_seed(seed)
+        return cls(SanaWMStreamingTransformer(model_cfg), SanaWMVAE(AutoencoderKLLTX2Video(**vae_config)), run)
+
+    def _stream_ctx(self, stream):
+        return torch.cuda.stream(stream) if stream is not None else nullcontext()
+
+    # ---- prompt ----
+    def _prompt(self, prompt: str | None) -> PromptEmbedding:
+        mc = self.transformer.cfg
+        if self.cfg.prompt_file:
+            return load_prompt_file(self.cfg.prompt_file, mc.caption_channels)
+        if prompt and self.cfg.text_encoder:
+            if self._encoder is None:
+                self._encoder = GemmaPromptEncoder(self.cfg.text_encoder, self.cfg.prompt_cache_dir, str(self.device))
+            return self._encoder.encode(prompt)
+        if prompt:
+            raise ValueError(
+                "a text prompt needs a text encoder: pass options text_encoder=<local Gemma-2 folder> or "
+                "prompt_file=<precomputed embedding .pt>"
+            )
+        return empty_prompt(self.null_caption, mc.caption_channels, mc.caption_tokens)
+
+    # ---- WorldModel ----
+    @torch.no_grad()
+    def reset(self, first_frame: np.ndarray | None, prompt: str | None, seed: int) -> None:
+        H, W = self.cfg.height, self.cfg.width
+        image = np.full((H, W, 3), 128, np.uint8) if first_frame is None else fit_image(first_frame, H, W)
+        with self._stream_ctx(self._model_stream):
+            self._image_latent = self.vae.encode_image(image).to(self.dtype)
+            p = self._prompt(prompt).to(self.device, self.dtype)
+            self.stream.reset(p.embeds, p.mask, seed)
+        self._decode = DecodeState()
+        self._chunk_index = 0
+        self._first_pose_inv = None
+
+    @torch.no_grad()
+    def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
+        if self._image_latent is None:
+            raise RuntimeError("call reset(first_frame, prompt, seed) before generate_chunk")
+        k, s, L = self._chunk_index, self.vae.temporal_stride, self.transformer.cfg.chunk_latent_frames
+        n = self.spec.chunk_frames(k)
+        poses = np.asarray(poses, np.float64)
+        intrinsics = np.asarray(intrinsics, np.float64)
+        if poses.shape != (n, 4, 4) or intrinsics.shape != (n, 3, 3):
+            raise ValueError(
+                f"chunk {k} needs poses ({n}, 4, 4) and intrinsics ({n}, 3, 3); got {poses.shape}, {intrinsics.shape}"
+            )
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+
+        # 1. validate and make poses relative to the session's first frame
+        check_fov(intrinsics, self.cfg.width, self.cfg.height)
+        if k == 0:
+            self._first_pose_inv = pose_inverse(poses[0])
+        first_video = 0 if k == 0 else 1 + L * s * k
+        rel = {first_video + i: self._first_pose_inv @ p for i, p in enumerate(poses)}
+        Ks = {first_video + i: K for i, K in enumerate(intrinsics)}
+
+        # 2. camera inputs of this chunk's latent frames
+        first_latent = 0 if k == 0 else 1 + L * k
+        latents = list(range(first_latent, 1 + L * (k + 1)))
+        camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw)
+        shape = (1, self.vae.latent_channels, L, *self.latent_hw)
+
+        with self._stream_ctx(self._model_stream):
+            # 3. denoise, reading the cache
+            z = self.stream.denoise(camera, shape, self._image_latent if k == 0 else None, timings)
+            # 4. decode on the second stream while the clean pass writes the cache
+            t_dec = time.perf_counter()
+            ev = None
+            if self._decode_stream is not None:
+                self._decode_stream.wait_stream(torch.cuda.current_stream(self.device))
+                z.record_stream(self._decode_stream)
+                ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                ev[0].record(self._decode_stream)
+            with self._stream_ctx(self._decode_stream):
+                pixels, self._decode = self.vae.decode_chunk(z, self._decode)
+            if ev is not None:
+                ev[1].record(self._decode_stream)
+            timings["decode"] = time.perf_counter() - t_dec
+            self.stream.commit(z, camera, timings)
+            # 5. wait for the frames
+            if self._decode_stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(self._decode_stream)
+            frames = to_uint8(pixels)
+        if ev is not None:
+            timings["decode"] = ev[0].elapsed_time(ev[1]) / 1000.0
+        timings["total"] = time.perf_counter() - t_start
+        if frames.shape[0] != n:
+            raise RuntimeError(f"decoded {frames.shape[0]} frames for chunk {k}, expected {n}")
+        self._chunk_index += 1
+        return Chunk(frames=frames, poses=poses, intrinsics=intrinsics, index=k, timings=timings)
+
+    def snapshot(self) -> SanaWMSnapshot:
+        return SanaWMSnapshot(
+            self.stream.snapshot(),
+            DecodeState(dict(self._decode.tails), self._decode.started),
+            self._chunk_index,
+            None if self._first_pose_inv is None else self._first_pose_inv.copy(),
+        )
+
+    def restore(self, snapshot: object) -> None:
+        if not isinstance(snapshot, SanaWMSnapshot):
+            raise TypeError(f"expected a SanaWMSnapshot from this world's snapshot(), got {type(snapshot).__name__}")
+        self.stream.restore(snapshot.stream)
+        self._decode = DecodeState(dict(snapshot.decode.tails), snapshot.decode.started)
+        self._chunk_index = snapshot.chunk_index
+        self._first_pose_inv = None if snapshot.first_pose_inv is None else snapshot.first_pose_inv.copy()
+
+    def close(self) -> None:
+        self._image_latent = None
+        self.stream.cache = self.transformer.new_cache()
+        self.stream.history = []
+        if _cuda(self.device):
+            torch.cuda.empty_cache()
+
+    # ---- benchmarking hooks ----
+    def cache_nbytes(self) -> int:
+        """Bytes the streaming state holds (transformer cache or recompute history, plus VAE decode state)."""
+        return self.stream.nbytes() + self._decode.nbytes()

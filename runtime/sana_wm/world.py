@@ -1,0 +1,44 @@
+"""`create(cfg)`: the `sana-wm` entry of the `worldwalk.worlds` registry.
+
+Needs `cfg.checkpoint` (a local SANA-WM folder, official or diffusers layout; see checkpoint.py).
+Options read from `cfg.options`: dtype ("bfloat16" on CUDA by default), width/height (default
+1280x704, the model's native size), use_cache, kv_window, renoise, timesteps, prompt_file,
+text_encoder, progress.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..world import WorldConfig
+from .checkpoint import from_pretrained
+from .model import SanaWM, SanaWMRunConfig
+from .sampler import SamplerConfig
+
+
+def create(cfg: WorldConfig) -> SanaWM:
+    if not cfg.checkpoint:
+        raise ValueError(
+            "the sana-wm world needs a checkpoint folder: pass --checkpoint DIR (a local SANA-WM_streaming "
+            "download with sana_dit/model.pt and ltx2_causal_vae/, or a diffusers transformer/ + vae/ folder)"
+        )
+    o = dict(cfg.options)
+    cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
+    dtype = o.get("dtype", "bfloat16" if cuda else "float32")
+    overrides = {k: o[k] for k in ("kv_window",) if k in o}
+    loaded = from_pretrained(cfg.checkpoint, cfg.device, getattr(torch, dtype), o.get("progress", True), **overrides)
+    sampler = SamplerConfig(
+        timesteps=tuple(o.get("timesteps", SamplerConfig.timesteps)), renoise=bool(o.get("renoise", True))
+    )
+    run = SanaWMRunConfig(
+        width=int(o.get("width", 1280)),
+        height=int(o.get("height", 704)),
+        fps=cfg.fps,
+        device=cfg.device,
+        dtype=dtype,
+        use_cache=bool(o.get("use_cache", True)),
+        sampler=sampler,
+        prompt_file=o.get("prompt_file"),
+        text_encoder=o.get("text_encoder"),
+    )
+    return SanaWM(loaded.transformer, loaded.vae, run, null_caption=loaded.null_caption)
