@@ -75,8 +75,10 @@ def run_in_loopback_netns(argv: list[str], timeout: float, env: dict | None = No
     )
 
 
-def run_module_in_loopback_netns(module: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return run_in_loopback_netns([sys.executable, "-m", module, *args], timeout)
+def run_module_in_loopback_netns(
+    module: str, args: list[str], timeout: float, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return run_in_loopback_netns([sys.executable, "-m", module, *args], timeout, env)
 
 
 async def launch_chromium(playwright):

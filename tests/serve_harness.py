@@ -281,7 +281,7 @@ async def cycles(context, n: int = 20) -> dict:
     async with StreamServer(server_config(max_sessions=1)) as server:
 
         async def one() -> None:
-            page = await open_player(context, server.url, frames=5)
+            page = await open_player(context, server.url, frames=3)
             await page.close()
             await settle(server)
 
@@ -291,14 +291,17 @@ async def cycles(context, n: int = 20) -> dict:
         await asyncio.sleep(0.5)
         base = {"rss_kib": rss_kib(), "os_threads": os_threads(), "named": py_threads_excluding_executor()}
         t0 = time.monotonic()
+        trace = []
         for _ in range(n):
             await one()
+            trace.append(rss_kib() // 1024)
         elapsed = time.monotonic() - t0
         gc.collect()
         await asyncio.sleep(0.5)
         after = {"rss_kib": rss_kib(), "os_threads": os_threads(), "named": py_threads_excluding_executor()}
         status = server.status()
-    return {"n": n, "seconds": elapsed, "baseline": base, "after": after, "status": status}
+    return {"n": n, "seconds": elapsed, "baseline": base, "after": after, "status": status,
+            "rss_mib_per_cycle": trace}
 
 
 def junk_messages(n: int, seed: int = 0) -> list[str]:
@@ -399,8 +402,8 @@ async def walk_small_queue(context) -> dict:
     return await walk(context, session=SessionConfig(queue_capacity=4))
 
 
-SCENARIOS = {"walk": walk, "walk_small_queue": walk_small_queue, "two_and_busy": two_and_busy, "cycles": cycles, "malformed": malformed,
-             "token": token}
+SCENARIOS = {"walk": walk, "walk_small_queue": walk_small_queue, "two_and_busy": two_and_busy,
+             "cycles": cycles, "malformed": malformed, "token": token}
 
 
 async def main(names: list[str]) -> dict:

@@ -1,0 +1,238 @@
+"""`worldwalk serve` without a browser: input validation, the barcode, ICE and codec setup, and the
+HTTP/websocket gate (token, origin, host, busy) against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import string
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from worldwalk.runtime.session import Session
+from worldwalk.stream import peer
+from worldwalk.stream.input_channel import InputChannelConfig, InputGate, InvalidMessage, RateLimiter, parse_message
+from worldwalk.stream.server import ServeConfig, StreamServer, answer_video_codec
+from worldwalk.stream.video_track import read_barcode, stamp_barcode
+
+from .timed_world import TimedWorld
+
+REASONS = {"binary", "oversized", "not_json", "not_object", "unknown_kind", "missing_field", "unknown_field",
+           "unknown_key", "bad_type", "out_of_range", "unknown_command"}
+
+# ---- input messages ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        ('{"t": "key", "key": "w", "down": true}', "key"),
+        ('{"t": "key", "key": "shift", "down": false, "ts": 1700000000000.5}', "key"),
+        ('{"t": "mouse", "dx": -3.5, "dy": 2}', "mouse"),
+        ('{"t": "pad", "ls": [0.5, -1], "rs": [0, 0], "lt": 0, "rt": 1}', "pad"),
+        ('{"t": "blur"}', "blur"),
+        ('{"t": "cmd", "cmd": "rewind"}', "cmd"),
+        ('{"t": "ping", "id": 3}', "ping"),
+    ],
+)
+def test_valid_messages_parse(raw, kind):
+    assert parse_message(raw).kind == kind
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b'{"t": "blur"}', "binary"),
+        ("x" * 5000, "oversized"),
+        ('{"t": "key", "key": "' + "\u00e9" * 2100 + '", "down": true}', "oversized"),  # > 4 KiB as UTF-8
+        ("{", "not_json"),
+        ("[" * 2000 + "]" * 2000, "not_json"),  # too deep for the parser
+        ("[1]", "not_object"),
+        ('{"t": "fly"}', "unknown_kind"),
+        ('{"t": "key", "key": "w"}', "missing_field"),
+        ('{"t": "key", "key": "w", "down": true, "x": 1}', "unknown_field"),
+        ('{"t": "key", "key": "KeyW", "down": true}', "unknown_key"),
+        ('{"t": "key", "key": "w", "down": 1}', "bad_type"),
+        ('{"t": "mouse", "dx": NaN, "dy": 0}', "out_of_range"),
+        ('{"t": "mouse", "dx": 1e400, "dy": 0}', "out_of_range"),
+        ('{"t": "mouse", "dx": true, "dy": 0}', "bad_type"),
+        ('{"t": "pad", "ls": [1.5, 0], "rs": [0, 0], "lt": 0, "rt": 0}', "out_of_range"),
+        ('{"t": "pad", "ls": [0], "rs": [0, 0], "lt": 0, "rt": 0}', "bad_type"),
+        ('{"t": "cmd", "cmd": "shutdown"}', "unknown_command"),
+        ('{"t": "ping", "id": -1}', "bad_type"),
+    ],
+    ids=lambda v: v if v in REASONS else "",
+)
+def test_invalid_messages_name_the_reason(raw, reason):
+    with pytest.raises(InvalidMessage) as e:
+        parse_message(raw)
+    assert e.value.reason == reason
+
+
+def test_gate_never_raises_and_counts_every_drop():
+    rng = random.Random(1)
+    gate = InputGate(InputChannelConfig(rate=1e9, burst=1e9))
+    junk = ["".join(rng.choice(string.printable) for _ in range(rng.randint(0, 200))) for _ in range(1500)]
+    junk += [None, 3, 4.5, object(), b"\xff" * 10, "{" * 10000]
+    for raw in junk:
+        assert gate.admit(raw) is None
+    assert gate.counters.dropped == len(junk) and gate.counters.accepted == 0
+    assert gate.admit('{"t": "blur"}') is not None
+
+
+def test_rate_limiter_bounds_bursts_and_refills():
+    now = [0.0]
+    limiter = RateLimiter(rate=10, burst=5, clock=lambda: now[0])
+    assert sum(limiter.allow() for _ in range(20)) == 5
+    now[0] += 0.5  # 5 more tokens
+    assert sum(limiter.allow() for _ in range(20)) == 5
+
+
+# ---- barcode, codecs, ICE ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1, 59, 4095, 123456, 2**24 - 1])
+def test_barcode_round_trip(index):
+    image = np.random.default_rng(index).integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    stamped = stamp_barcode(image, index)
+    assert read_barcode(stamped) == index
+    assert np.array_equal(stamped[20:], image[20:])  # only the top band changes
+    stamped[:8, 8 * 10 : 8 * 11] ^= 255  # flip a bit: the check catches it
+    assert read_barcode(stamped) is None
+
+
+def test_h264_preferred_then_vp8():
+    mimes = [c.mimeType for c in peer.preferred_codecs(("video/H264", "video/VP8"))]
+    assert mimes[0] == "video/H264" and "video/VP8" in mimes
+    assert mimes.index("video/VP8") > max(i for i, m in enumerate(mimes) if m == "video/H264")
+
+
+def test_answer_codec_is_the_first_video_payload():
+    sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n"
+    assert answer_video_codec(sdp) == "H264"
+
+
+def test_candidate_addresses_apply_only_inside_the_block():
+    import aioice.ice
+
+    peer.install_candidate_hook()
+    outside = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    assert "127.0.0.1" not in outside  # aioice's own rule
+    with peer.gather_with_addresses(["127.0.0.1", "::1"]):
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == outside
+
+
+def test_bad_candidate_address_is_named():
+    with pytest.raises(ValueError, match="not an IP address"):
+        peer.PeerConfig(candidate_addresses=["localhost"])
+
+
+def test_non_loopback_bind_requires_a_token():
+    assert ServeConfig(host="127.0.0.1").require_token is False
+    public = ServeConfig(host="0.0.0.0")
+    assert public.require_token is True and len(public.token) >= 16
+    assert ServeConfig(host="127.0.0.1", token="t").require_token is True
+
+
+# ---- the HTTP and websocket gate, on 127.0.0.1 ------------------------------------------------
+
+
+def timed_session() -> Session:
+    return Session(TimedWorld(chunk_seconds=0.01, width=64, height=32, fps=30.0))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+async def _get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    def fetch():
+        req = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    return await asyncio.to_thread(fetch)
+
+
+def test_page_files_and_host_check():
+    async def go():
+        async with StreamServer(ServeConfig(port=0), session_factory=timed_session) as server:
+            base = f"http://127.0.0.1:{server.port}"
+            status, headers, body = await _get(base + "/")
+            assert status == 200 and b"client.js" in body and "text/html" in headers["Content-Type"]
+            assert "default-src 'self'" in headers["Content-Security-Policy"]
+            status, headers, body = await _get(base + "/client.js")
+            assert status == 200 and b"RTCPeerConnection" in body
+            assert (await _get(base + "/nothing"))[0] == 404
+            # a page reached through another name (DNS rebinding) is refused on a loopback bind
+            assert (await _get(base + "/", {"Host": f"attacker.example:{server.port}"}))[0] == 403
+
+    run(go())
+
+
+async def _first_message(url: str, **kw) -> dict:
+    async with connect(url, **kw) as ws:
+        return json.loads(await ws.recv())
+
+
+def test_origin_is_checked():
+    async def go():
+        async with StreamServer(ServeConfig(port=0), session_factory=timed_session) as server:
+            ws = f"ws://127.0.0.1:{server.port}/ws"
+            with pytest.raises(InvalidStatus) as e:
+                await _first_message(ws, origin="http://evil.example")
+            assert e.value.response.status_code == 403
+            msg = await _first_message(ws, origin=f"http://127.0.0.1:{server.port}")
+            assert msg["type"] == "config" and msg["role"] == "player"
+
+    run(go())
+
+
+def test_token_checked_at_signaling():
+    async def go():
+        cfg = ServeConfig(port=0, require_token=True, token="right-token")
+        async with StreamServer(cfg, session_factory=timed_session) as server:
+            ws = f"ws://127.0.0.1:{server.port}/ws"
+            for query, status in (("", 401), ("?token=wrong", 403), ("?token=", 401)):
+                with pytest.raises(InvalidStatus) as e:
+                    await _first_message(ws + query)
+                assert e.value.response.status_code == status
+            assert (await _first_message(ws + "?token=right-token"))["type"] == "config"
+            assert server.url.endswith("?token=right-token")
+            assert server.sessions_opened == 0  # the refused ones never got near a session
+
+    run(go())
+
+
+def test_busy_beyond_max_sessions_and_bad_offer():
+    async def go():
+        cfg = ServeConfig(port=0, max_sessions=1)
+        async with StreamServer(cfg, session_factory=timed_session) as server:
+            ws = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect(ws) as first:
+                assert json.loads(await first.recv())["type"] == "config"  # holds the only slot
+                busy = await _first_message(ws)
+                assert busy["type"] == "busy" and "busy" in busy["message"]
+                await first.send(json.dumps({"type": "nonsense"}))
+                err = json.loads(await first.recv())
+                assert err["type"] == "error" and err["code"] == "bad_request"
+            for _ in range(100):  # the slot comes back
+                if not server.sessions and not server._reserved:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await _first_message(ws))["type"] == "config"
+            watch = await _first_message(ws + "?watch=nope")
+            assert watch["type"] == "error" and watch["code"] == "no_such_session"
+
+    run(go())
