@@ -236,3 +236,94 @@ def test_busy_beyond_max_sessions_and_bad_offer():
             assert watch["type"] == "error" and watch["code"] == "no_such_session"
 
     run(go())
+
+
+# ---- a Python WebRTC client (aiortc) on 127.0.0.1: codecs, input, idle timeout, recording ---------
+
+
+async def _aiortc_client(url: str, codec: str | None = None, after_connect=None) -> dict:
+    """Connect like the page does; return what came back. Only 127.0.0.1 candidates, no STUN."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+    out: dict = {"frames": [], "stats": [], "signals": []}
+    async with connect(url) as ws:
+        config = json.loads(await ws.recv())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        if codec:
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in caps if c.mimeType == codec])
+        channel = pc.createDataChannel("input")
+        channel.on("message", lambda m: out["stats"].append(json.loads(m)))
+        got_track = asyncio.get_running_loop().create_future()
+        pc.on("track", lambda t: got_track.set_result(t))
+        with peer.gather_with_addresses(["127.0.0.1"]):
+            await pc.setLocalDescription(await pc.createOffer())
+        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+        answer = json.loads(await ws.recv())
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        out.update(config=config, answer={k: answer[k] for k in ("session", "codec", "role")})
+        track = await asyncio.wait_for(got_track, 10)
+        for _ in range(10):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            out["frames"].append((frame.width, frame.height))
+        if after_connect is not None:
+            await after_connect(ws, channel, out)
+        await pc.close()
+    return out
+
+
+@pytest.mark.parametrize("codec, expect", [(None, "H264"), ("video/VP8", "VP8")])
+def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
+    import av
+
+    async def steer(ws, channel, out):
+        for _ in range(50):
+            if channel.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
+        channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
+        channel.send("not json")
+        await asyncio.sleep(0.6)
+        channel.send(json.dumps({"t": "key", "key": "w", "down": False}))
+        await asyncio.sleep(0.3)
+
+    async def go():
+        cfg = ServeConfig(port=0, record_dir=str(tmp_path), peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        async with StreamServer(cfg, session_factory=timed_session) as server:
+            out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", codec, steer)
+            for _ in range(100):
+                if not server.sessions and not server.viewers:
+                    break
+                await asyncio.sleep(0.05)
+            assert not server.sessions and not server.viewers  # the client left: all freed
+        return out
+
+    out = run(go())
+    assert out["answer"]["codec"] == expect and out["answer"]["role"] == "player"
+    assert out["frames"] == [(64, 32)] * 10
+    stats = [s for s in out["stats"] if s.get("t") == "stats"]
+    assert stats and stats[-1]["position"][2] > 0.2  # W walked forward
+    assert stats[-1]["input"]["dropped"] == 1 and stats[-1]["input"]["reasons"] == {"not_json": 1}
+    videos = list(tmp_path.glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].with_suffix(".jsonl").exists()
+    with av.open(str(videos[0])) as f:
+        assert sum(1 for _ in f.decode(video=0)) > 5
+
+
+def test_idle_session_is_freed():
+    async def wait_ended(ws, channel, out):
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if msg["type"] == "ended":
+                out["ended"] = msg["reason"]
+                return
+
+    async def go():
+        cfg = ServeConfig(port=0, idle_timeout=1.0, peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        async with StreamServer(cfg, session_factory=timed_session) as server:
+            out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, wait_ended)
+            assert not server.sessions
+        return out
+
+    assert run(go())["ended"] == "idle"
