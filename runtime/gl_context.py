@@ -1,11 +1,16 @@
-"""A headless OpenGL context on EGL (Mesa llvmpipe on a machine with no GPU and no display).
+"""Headless OpenGL on EGL (Mesa llvmpipe on a machine with no GPU and no display).
 
-EGL binds a context to one thread at a time, and a context left current on the thread that
-created it cannot be made current anywhere else. So `create_headless_context` hands the context
-back *detached* (current on no thread): every user wraps its GL work in `with ctx:`, which makes
-it current on the calling thread and detaches it again on exit. A world built on the main thread
-can then render on a session's model thread, and on the next session's thread after that. Two
-threads must not be inside `with ctx:` at once: hold a lock around it.
+Two facts shape this file. EGL binds a context to one thread at a time, and a context left
+current on the thread that created it cannot be made current anywhere else. And with libglvnd a
+thread that has a window's GLX context current (pyglet makes one current as soon as
+`pyglet.window` is imported) cannot make an EGL context current at all: the GL calls silently go
+to the window's context instead, and the headless renderer draws black.
+
+- `GLThread` is the robust answer: one private thread owns the context, and every GL call of its
+  user runs there (`gl.call(fn, ...)`). Whatever the calling threads have current does not
+  matter. `ReferenceWorld` uses it.
+- `create_headless_context` returns a *detached* context (created on a private thread, current
+  on none) for code that prefers `with ctx:` on threads of its own that have no window context.
 """
 
 from __future__ import annotations
@@ -13,13 +18,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import moderngl
 
-__all__ = ["DEBIAN_PACKAGES", "GLUnavailableError", "create_headless_context", "detach_current_context"]
+__all__ = [
+    "DEBIAN_PACKAGES",
+    "GLThread",
+    "GLUnavailableError",
+    "create_headless_context",
+    "detach_current_context",
+]
 
 DEBIAN_PACKAGES = "libegl1 libgl1-mesa-dri libegl-mesa0 libgles2 libgl1 libglx-mesa0"
 _INSTALL_HINT = f"install them with: apt-get update && apt-get install -y {DEBIAN_PACKAGES}"
+T = TypeVar("T")
 
 
 class GLUnavailableError(RuntimeError):
@@ -36,17 +52,12 @@ def _egl() -> ctypes.CDLL:
     lib = ctypes.CDLL(name)
     lib.eglGetCurrentDisplay.restype = ctypes.c_void_p
     lib.eglGetCurrentDisplay.argtypes = []
-    lib.eglMakeCurrent.restype = ctypes.c_uint
-    lib.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
     lib.eglGetCurrentContext.restype = ctypes.c_void_p
     lib.eglGetCurrentContext.argtypes = []
-    lib.eglGetCurrentSurface.restype = ctypes.c_void_p
-    lib.eglGetCurrentSurface.argtypes = [ctypes.c_int]
+    lib.eglMakeCurrent.restype = ctypes.c_uint
+    lib.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
     lib.eglGetError.restype = ctypes.c_int
     return lib
-
-
-_EGL_DRAW, _EGL_READ = 0x3059, 0x305A
 
 
 def detach_current_context() -> None:
@@ -58,31 +69,95 @@ def detach_current_context() -> None:
         raise GLUnavailableError(f"eglMakeCurrent failed to release the context (EGL error {error:#x})")
 
 
-def create_headless_context(require: int = 330) -> moderngl.Context:
-    """A standalone OpenGL >= `require` context on EGL, detached: use it inside `with ctx:`.
-
-    Whatever context this thread had current before the call is current again after it.
-    """
+def _create_here(require: int) -> moderngl.Context:
+    """A standalone context on EGL, current on the calling thread (which must have no GLX one)."""
+    _egl()  # a clear message when libEGL itself is absent
     if ctypes.util.find_library("GL") is None:
         raise GLUnavailableError(f"libGL was not found: headless rendering needs it; {_INSTALL_HINT}")
-    # Creating a context makes it current; put back whatever this thread had (say a window's).
-    egl = _egl()
-    previous = (
-        egl.eglGetCurrentDisplay(),
-        egl.eglGetCurrentSurface(_EGL_DRAW),
-        egl.eglGetCurrentSurface(_EGL_READ),
-        egl.eglGetCurrentContext(),
-    )
     try:
         ctx = moderngl.create_standalone_context(backend="egl", require=require)
-    except Exception as e:  # glcontext raises plain Exceptions for a missing display/driver
+    except Exception as e:  # glcontext raises plain Exceptions for a missing display or driver
         raise GLUnavailableError(
             f"could not create a headless OpenGL {require // 100}.{require % 100 // 10} context on EGL "
             f"({type(e).__name__}: {e}). It needs EGL with Mesa's drivers (llvmpipe runs on any CPU); "
             f"{_INSTALL_HINT}"
         ) from e
-    if previous[0] and previous[3]:
-        egl.eglMakeCurrent(*previous)
-    else:
-        detach_current_context()
+    if not _egl().eglGetCurrentContext():
+        ctx.release()
+        raise GLUnavailableError("the new EGL context could not be made current on its thread")
     return ctx
+
+
+def create_headless_context(require: int = 330) -> moderngl.Context:
+    """A standalone OpenGL >= `require` context on EGL, current on no thread.
+
+    Use it inside `with ctx:` (which makes it current on the calling thread and detaches it on
+    exit), one thread at a time, on threads that have no window (GLX) context current.
+    """
+    result: dict[str, object] = {}
+
+    def create() -> None:  # on a fresh thread: nothing the caller has current can interfere
+        try:
+            result["ctx"] = _create_here(require)
+            detach_current_context()
+        except BaseException as e:  # handed to the caller below
+            result["error"] = e
+
+    thread = threading.Thread(target=create, name="egl-context-create", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["ctx"]  # type: ignore[return-value]
+
+
+class GLThread:
+    """A private thread that owns a headless EGL context; `call` runs GL work there, in order.
+
+    The context is current on that thread for its whole life, so `fn` just uses `gl.ctx`.
+    Calls from any number of threads are serialized. `close` releases the context (after an
+    optional cleanup function) and ends the thread; calls after that raise RuntimeError.
+    """
+
+    def __init__(self, name: str = "worldwalk-gl", require: int = 330) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        try:
+            self.ctx: moderngl.Context = self._executor.submit(_create_here, require).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+
+    def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Run fn(*args, **kwargs) on the GL thread and return its result (or raise its error)."""
+        if self._closed:
+            raise RuntimeError("this GL thread is closed")
+        try:
+            future = self._executor.submit(fn, *args, **kwargs)
+        except RuntimeError as e:  # shut down between the check and the submit
+            raise RuntimeError("this GL thread is closed") from e
+        return future.result()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, cleanup: Callable[[], object] | None = None) -> None:
+        """Run `cleanup` (e.g. release GL objects), release the context, end the thread. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+
+        def finish() -> None:
+            try:
+                if cleanup is not None:
+                    cleanup()
+            finally:
+                self.ctx.release()
+
+        try:
+            self._executor.submit(finish).result()
+        finally:
+            self._executor.shutdown(wait=True)

@@ -7,14 +7,14 @@ frame source for pipeline tests and benchmarks.
 
 The world (terrain, water, sky, mountains and seeded landmarks) is `shaders/reference_world.glsl`;
 this file places the landmarks for a seed, owns the headless EGL context and reads frames back.
-GL work happens only inside `with self._ctx:` under a lock, so a world built on one thread renders
-on any other (the session's model thread).
+All GL work runs on the world's own GL thread (`GLThread`), so a world built on one thread renders
+from any other (the session's model thread), whatever contexts those threads have current (a
+viewer's window, say).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -25,7 +25,7 @@ import numpy as np
 from worldwalk.shaders import create_program
 
 from .chunk import Chunk
-from .gl_context import create_headless_context
+from .gl_context import GLThread
 from .world import ModelSpec, WorldConfig
 
 __all__ = ["Landmarks", "ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorldState", "create", "landmarks"]
@@ -166,15 +166,12 @@ class ReferenceWorld:
 
     def __init__(self, cfg: ReferenceWorldConfig | None = None) -> None:
         self.cfg = cfg = cfg or ReferenceWorldConfig()
-        self._lock = threading.Lock()
-        self._ctx: moderngl.Context | None = create_headless_context()
-        with self._lock, self._ctx:
-            self.renderer = str(self._ctx.info["GL_RENDERER"])
-            defines = {"MARCH_STEPS": cfg.march_steps, "SHADOW_STEPS": cfg.shadow_steps}
-            self._program = create_program(self._ctx, "reference_world", defines)
-            self._vao = self._ctx.vertex_array(self._program, [])
-            self._fbo = self._ctx.simple_framebuffer((cfg.width, cfg.height), components=4)
-            self._program["u_resolution"].value = (cfg.width, cfg.height)
+        self._gl = GLThread(name="reference-world-gl")
+        try:
+            self.renderer: str = self._gl.call(self._build)
+        except BaseException:
+            self._gl.close()
+            raise
         software = any(name in self.renderer.lower() for name in ("llvmpipe", "softpipe", "swrast"))
         self.spec = ModelSpec(
             name="reference",
@@ -226,16 +223,8 @@ class ReferenceWorld:
         self._chunk_index = snapshot.chunk_index
 
     def close(self) -> None:
-        """Release the GL objects and the context; safe to call twice."""
-        with self._lock:
-            ctx, self._ctx = self._ctx, None
-            if ctx is None:
-                return
-            with ctx:
-                self._vao.release()
-                self._fbo.release()
-                self._program.release()
-            ctx.release()
+        """Release the GL objects, the context and the GL thread; safe to call twice."""
+        self._gl.close(cleanup=self._release)
 
     def __enter__(self) -> ReferenceWorld:
         return self
@@ -261,42 +250,61 @@ class ReferenceWorld:
         return self._render_checked(poses, K)
 
     def _render_checked(self, poses: np.ndarray, K: np.ndarray) -> np.ndarray:
-        h, w = self.cfg.height, self.cfg.width
-        out = np.empty((len(poses), h, w, 3), np.uint8)  # (F, H, W, 3)
-        with self._lock:
-            if self._ctx is None:
-                raise RuntimeError("this ReferenceWorld is closed; create a new one")
-            with self._ctx:
-                program, fbo = self._program, self._fbo
-                fbo.use()
-                for i, (pose, k) in enumerate(zip(poses, K, strict=True)):
-                    # GLSL reads a mat3 column by column: hand it the transpose of numpy's rows.
-                    program["u_rotation"].write(np.ascontiguousarray(pose[:3, :3].T, np.float32))
-                    program["u_position"].value = tuple(pose[:3, 3])
-                    program["u_intrinsics"].value = (k[0, 0], k[1, 1], k[0, 2], k[1, 2])
-                    self._vao.render(moderngl.TRIANGLES, vertices=3)
-                    data = fbo.read(components=3, alignment=1)
-                    out[i] = np.frombuffer(data, np.uint8).reshape(h, w, 3)[::-1]  # GL rows: bottom-up
-        return out
+        if self._gl.closed:
+            raise RuntimeError("this ReferenceWorld is closed; create a new one")
+        return self._gl.call(self._draw, poses, K)
 
     def _set_seed(self, seed: int) -> None:
         seed = int(seed)
+        if self._gl.closed:
+            raise RuntimeError("this ReferenceWorld is closed; create a new one")
+        self._gl.call(self._upload_world, seed)
+        self.seed = seed
+
+    # -- on the GL thread -----------------------------------------------------------------------
+
+    def _build(self) -> str:
+        ctx, cfg = self._gl.ctx, self.cfg
+        defines = {"MARCH_STEPS": cfg.march_steps, "SHADOW_STEPS": cfg.shadow_steps}
+        self._program = create_program(ctx, "reference_world", defines)
+        self._vao = ctx.vertex_array(self._program, [])
+        self._fbo = ctx.simple_framebuffer((cfg.width, cfg.height), components=4)
+        self._program["u_resolution"].value = (cfg.width, cfg.height)
+        return str(ctx.info["GL_RENDERER"])
+
+    def _release(self) -> None:
+        for name in ("_vao", "_fbo", "_program"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.release()
+
+    def _upload_world(self, seed: int) -> None:
         marks = landmarks(seed)
         shape = np.zeros((MAX_LANDMARKS, 4), np.float32)
         color = np.zeros((MAX_LANDMARKS, 3), np.float32)
         shape[: len(marks.kind)], color[: len(marks.kind)] = marks.shape, marks.color
-        with self._lock:
-            if self._ctx is None:
-                raise RuntimeError("this ReferenceWorld is closed; create a new one")
-            with self._ctx:
-                program = self._program
-                program["u_seed"].value = seed % 2**32
-                program["u_pillars"].value = int(np.sum(marks.kind == PILLAR))
-                program["u_balls"].value = int(np.sum(marks.kind <= BALL))
-                program["u_landmarks"].value = len(marks.kind)
-                program["u_landmark_shape"].write(shape)
-                program["u_landmark_color"].write(color)
-        self.seed = seed
+        program = self._program
+        program["u_seed"].value = seed % 2**32
+        program["u_pillars"].value = int(np.sum(marks.kind == PILLAR))
+        program["u_balls"].value = int(np.sum(marks.kind <= BALL))
+        program["u_landmarks"].value = len(marks.kind)
+        program["u_landmark_shape"].write(shape)
+        program["u_landmark_color"].write(color)
+
+    def _draw(self, poses: np.ndarray, K: np.ndarray) -> np.ndarray:
+        h, w = self.cfg.height, self.cfg.width
+        out = np.empty((len(poses), h, w, 3), np.uint8)  # (F, H, W, 3)
+        program, fbo = self._program, self._fbo
+        fbo.use()
+        for i, (pose, k) in enumerate(zip(poses, K, strict=True)):
+            # GLSL reads a mat3 column by column: hand it the transpose of numpy's rows.
+            program["u_rotation"].write(np.ascontiguousarray(pose[:3, :3].T, np.float32))
+            program["u_position"].value = tuple(pose[:3, 3])
+            program["u_intrinsics"].value = (k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+            self._vao.render(moderngl.TRIANGLES, vertices=3)
+            data = fbo.read(components=3, alignment=1)
+            out[i] = np.frombuffer(data, np.uint8).reshape(h, w, 3)[::-1]  # GL rows come bottom-up
+        return out
 
 
 def create(cfg: WorldConfig) -> ReferenceWorld:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -165,7 +169,12 @@ def test_bad_poses_and_intrinsics_get_clear_errors(world):
         world.render(pose(), np.diag([-1.0, 1.0, 1.0]))
 
 
+def gl_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("reference-world-gl")}
+
+
 def test_renders_from_another_thread_than_the_one_that_built_it():
+    before = gl_threads()
     w = make_world()  # built on this thread
     K = intrinsics()
     here = w.render(pose(0.2), K)
@@ -186,6 +195,50 @@ def test_renders_from_another_thread_than_the_one_that_built_it():
         np.testing.assert_array_equal(frames[0], here)
     np.testing.assert_array_equal(w.render(pose(0.2), K), here)  # and back on this thread
     w.close()
+    assert gl_threads() == before, "close() ends the world's GL thread"
+
+
+WINDOW_FIRST = """
+import sys, threading, numpy as np, pyglet.window
+window = pyglet.window.Window(64, 36, visible=False)  # its GLX context is current on this thread
+from worldwalk.runtime.reference_world import ReferenceWorld, ReferenceWorldConfig
+world = ReferenceWorld(ReferenceWorldConfig(width={W}, height={H}))
+K = np.load(sys.argv[1])
+frames = [world.render(np.eye(4), K)]
+thread = threading.Thread(target=lambda: frames.append(world.render(np.eye(4), K)))
+thread.start(); thread.join()
+world.close()
+window.switch_to()
+from pyglet import gl
+gl.glClearColor(0, 0, 0, 1); gl.glClear(gl.GL_COLOR_BUFFER_BIT)  # the window's context still works
+np.save(sys.argv[2], np.stack(frames))
+"""
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb for a window's GLX context")
+def test_a_window_context_on_the_calling_thread_does_not_matter(world, tmp_path):
+    """pyglet makes a GLX context current; the world still renders (on its own GL thread)."""
+    K = intrinsics()
+    expected = world.render(np.eye(4), K)
+    np.save(tmp_path / "K.npy", K)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        display = xvfb.stdout.readline().decode().strip()
+        env = {**os.environ, "DISPLAY": f":{display}"}
+        script = WINDOW_FIRST.replace("{W}", str(W)).replace("{H}", str(H))
+        out = tmp_path / "frames.npy"
+        run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "K.npy"), str(out)],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr[-2000:]
+        frames = np.load(out)
+        np.testing.assert_array_equal(frames[0], expected)  # rendered on the window's thread
+        np.testing.assert_array_equal(frames[1], expected)  # and on another thread
+    finally:
+        xvfb.kill()
+        xvfb.wait()
 
 
 def test_it_is_a_world_model_labelled_as_a_renderer(world):
