@@ -138,6 +138,11 @@ async def serve_until_stopped(cfg: Any) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     print(f"worldwalk serve: open {server.url}", flush=True)
+    if cfg.host in ("0.0.0.0", "::", ""):
+        import socket
+
+        other = server.url.replace("127.0.0.1", socket.gethostname(), 1)
+        print(f"worldwalk serve: from other machines: {other}", flush=True)
     if cfg.require_token:
         print("worldwalk serve: the URL carries the access token; share it only with players", flush=True)
     try:

@@ -201,6 +201,9 @@ class StreamServer:
         self._closing = True
         for viewer in list(self.viewers):
             viewer.end("shutdown")
+            if viewer.pc is None:  # still signaling: nothing to wait for
+                with contextlib.suppress(Exception):
+                    await viewer.ws.close(1001, "shutdown")
         if self._server is not None:
             self._server.close(close_connections=False)
             deadline = time.monotonic() + 10.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import http
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +50,9 @@ class AccessConfig:
     loopback_only: bool = True  # the bind address is loopback: accept only loopback Host names
     allowed_origins: list[str] = field(default_factory=list)  # besides the page's own origin
     allow_missing_origin: bool = True  # non-browser clients (tests, tools) send no Origin
+
+
+_SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 
 
 def _host_name(host_header: str) -> str:
@@ -109,6 +113,7 @@ def query_param(path: str, name: str) -> str | None:
 
 
 def file_response(connection: ServerConnection, body: bytes, content_type: str, host: str) -> Response:
+    host = host if _SAFE_HOST.fullmatch(host) else ""  # it goes into a header below
     response = connection.respond(http.HTTPStatus.OK, "")
     h = response.headers
     del h["Content-Type"], h["Content-Length"]

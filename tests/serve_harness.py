@@ -149,6 +149,8 @@ async def walk(context, **overrides: Any) -> dict:
                      for f in shown if f["index"] in history]
         lat_transport = [f["wall"] - 1000 * (history[f["index"]].released + WALL_MINUS_MONO)
                          for f in shown if f["index"] in history]
+        lat_received = [f["received"] - 1000 * (history[f["index"]].released + WALL_MINUS_MONO)
+                        for f in shown if f["index"] in history and f.get("received")]
         # latency: key press in the browser -> first frame generated with it (and shown)
         down = next(e for e in key_events if e["key"] == "w" and e["down"])
         received = next(t for k, d, t in key_log if k == "w" and d)
@@ -162,6 +164,16 @@ async def walk(context, **overrides: Any) -> dict:
         }
         pcs = [v.pc for v in server.viewers]
         clock = await ww(page, "ww.clock")
+        rtp = await page.evaluate("() => window.worldwalk.inboundVideo()")
+        per_frame = {}
+        if rtp and rtp.get("framesDecoded"):
+            per_frame = {
+                "decode_ms": 1000 * rtp["totalDecodeTime"] / rtp["framesDecoded"],
+                "jitter_buffer_ms": 1000 * rtp["jitterBufferDelay"] / max(1, rtp["jitterBufferEmittedCount"]),
+                "processing_ms": 1000 * rtp.get("totalProcessingDelay", 0) / rtp["framesDecoded"],
+                "frames_dropped": rtp.get("framesDropped"),
+                "decoder": rtp.get("decoderImplementation"),
+            }
         ended_before = await ww(page, "ww.state")
     # after the server closed: every peer connection closed, the page told so
     await asyncio.sleep(0.3)
@@ -180,9 +192,11 @@ async def walk(context, **overrides: Any) -> dict:
         "image_change": img_change(img_before, img_after),
         "latency_frame_ms": summarize(lat_frame),
         "latency_release_to_callback_ms": summarize(lat_transport),
+        "latency_release_to_received_ms": summarize(lat_received),
         "latency_key_ms": key,
         "state_before_shutdown": ended_before,
         "browser_clock": clock,
+        "browser_receiver": per_frame,
         "pcs_closed_on_shutdown": all(pc is not None and pc.connectionState == "closed" for pc in pcs),
         "page_state_after_shutdown": await ww(page, "ww.state"),
         "page_status_after_shutdown": await page.inner_text("#status-text"),
@@ -402,7 +416,11 @@ async def walk_small_queue(context) -> dict:
     return await walk(context, session=SessionConfig(queue_capacity=4))
 
 
-SCENARIOS = {"walk": walk, "walk_small_queue": walk_small_queue, "two_and_busy": two_and_busy,
+async def walk_vp8(context) -> dict:
+    return await walk(context, peer=PeerConfig(candidate_addresses=["127.0.0.1"], codecs=("video/VP8",)))
+
+
+SCENARIOS = {"walk": walk, "walk_small_queue": walk_small_queue, "walk_vp8": walk_vp8, "two_and_busy": two_and_busy,
              "cycles": cycles, "malformed": malformed, "token": token}
 
 

@@ -33,6 +33,12 @@
     clock: null,          // {offset: server wall clock - ours in ms, rtt}
     send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
     sendBinary: (n) => sendRaw(new Uint8Array(n)),
+    inboundVideo: async () => {  // the receiver's RTCInboundRtpStreamStats, for figures
+      if (!pc) return null;
+      let out = null;
+      (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') out = s; });
+      return out;
+    },
   };
   window.worldwalk = ww;
 
@@ -261,7 +267,11 @@
     if (ww.config && ww.config.barcode) {
       const index = readBarcode(meta.width, meta.height);
       if (index !== null) {
-        ww.frames.push({index, wall: performance.timeOrigin + now, width: meta.width, height: meta.height});
+        ww.frames.push({
+          index, wall: performance.timeOrigin + now, width: meta.width, height: meta.height,
+          // WebRTC sources: when the frame's last packet arrived (Chromium)
+          received: meta.receiveTime ? performance.timeOrigin + meta.receiveTime : null,
+        });
         if (ww.frames.length > 4000) ww.frames.splice(0, 1000);
       }
     }
@@ -332,6 +342,7 @@
   document.addEventListener('visibilitychange', () => { if (document.hidden) releaseAll(); });
 
   video.addEventListener('click', () => {
+    toggleHelp(false);
     if (role === 'player' && !document.pointerLockElement && video.requestPointerLock) {
       const p = video.requestPointerLock();
       if (p && p.catch) p.catch(() => {});
@@ -383,5 +394,6 @@
   }
   requestAnimationFrame(tick);
 
+  toggleHelp(true);  // until the first click
   connect();
 })();
