@@ -57,7 +57,7 @@ class RecorderError(RuntimeError):
 class RecorderConfig:
     codec: str = "auto"  # "h264" (libx264 in MP4), "vp9" (libvpx-vp9 in WebM); auto: by suffix
     crf: int | None = None  # quality; None: 20 for H.264, 32 for VP9 (lower is better, bigger)
-    preset: str = "veryfast"  # libx264 speed preset (ultrafast ... veryslow)
+    preset: str = "ultrafast"  # libx264 speed preset; live: cheapest CPU (render re-encodes finer)
     tune: str | None = "zerolatency"  # libx264: no lookahead, so packets leave as frames arrive
     vp9_cpu_used: int = 8  # libvpx speed (deadline=realtime); 5..8 are realtime settings
     keyframe_seconds: float = 1.0  # GOP length = fragment length: what a SIGKILL can cost
