@@ -134,6 +134,10 @@ def test_holding_w_walks_forward_and_the_hud_shows(display, tmp_path):
     xdo(env, "keydown", "w")
     time.sleep(2.5)
     xdo(env, "keyup", "w")
+    # Captured mouse: look right. (pyglet's first motion after capturing reads as zero: a nudge.)
+    xdo(env, "mousemove_relative", "--", "1", "0")
+    time.sleep(0.1)
+    xdo(env, "mousemove_relative", "--", "100", "0")
     time.sleep(1.0)  # the chunks planned while W was held reach the screen
     after = grab(env, wid, tmp_path / "after.png")
     # The picture changed where the HUD is not (the lower half: ground coming closer).
@@ -164,6 +168,8 @@ def test_holding_w_walks_forward_and_the_hud_shows(display, tmp_path):
     # The pose moved forward (+z is forward at the start) and frames kept coming.
     x, y, z = figures["position"]
     assert z > 1.0 and abs(x) < 0.2, figures
+    # 100 pixels of captured mouse motion to the right turned the camera right (0.15 deg/pixel).
+    assert 5.0 < figures["yaw_pitch_roll_deg"][0] < 30.0, figures
     assert figures["frames_shown"] > 20, figures
     assert figures["latency"]["n"] >= 1, figures
 

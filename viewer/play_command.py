@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--nearest", action="store_true", help="nearest-neighbour upscaling instead of bicubic")
     p.add_argument("--no-timewarp", action="store_true", help="start with rotation timewarp off (T toggles)")
     p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (H toggles)")
+    p.add_argument("--queue", type=int, metavar="FRAMES", default=None,
+                   help="frames the model may run ahead of the screen (default: one chunk); "
+                   "more absorbs slower chunks, fewer answers keys sooner")
     p.add_argument("--display-hz", type=float, default=60.0, help="redraw rate when vsync does not pace")
     p.add_argument("--screenshot-dir", default=".", help="where F12 saves PNG screenshots")
     p.set_defaults(func=run)
@@ -124,9 +127,12 @@ def run(args: argparse.Namespace) -> int:
 
     spec = world.spec
     first = load_image(args.image, (spec.width, spec.height)) if args.image else None
+    # The window paces frames itself (with its own jitter slack), so the queue only needs one
+    # chunk: every frame queued beyond that is latency between a key press and its answer.
+    queue = args.queue if args.queue else max(spec.frames_per_chunk, spec.first_chunk_frames)
     session = Session(
         world,
-        SessionConfig(seed=args.seed, prompt=args.prompt),
+        SessionConfig(seed=args.seed, prompt=args.prompt, queue_capacity=queue),
         integrator=PoseIntegrator(bindings=bindings),
         first_frame=first,
     )

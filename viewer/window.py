@@ -15,6 +15,7 @@ F12 screenshot.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import sys
 import time
@@ -37,6 +38,8 @@ from .devices import Gamepad, pyglet_key_name
 from .hud import Hud, HudConfig, HudView, hud_lines
 from .metrics import LatencyMeter, RateMeter
 from .presenter import Presenter, PresenterConfig, timewarp_homography
+
+log = logging.getLogger(__name__)
 
 # Keys the window handles itself; they never reach the session.
 COMMAND_KEYS = {
@@ -147,6 +150,7 @@ class PlayWindow:
 
     def on_key_press(self, symbol: int, modifiers: int) -> bool:
         now = time.monotonic()
+        log.debug("key press %s (mouse %s)", key.symbol_string(symbol), "captured" if self._captured else "free")
         if symbol not in COMMAND_KEYS and not (symbol == key.SLASH and modifiers & key.MOD_SHIFT):
             name = pyglet_key_name(symbol)
             if self.bindings.actions({name}):
@@ -217,6 +221,7 @@ class PlayWindow:
         return True
 
     def on_mouse_motion(self, x: int, y: int, dx: float, dy: float) -> bool:
+        log.debug("mouse motion %+.0f %+.0f (%s)", dx, dy, "captured" if self._captured else "free")
         if self._captured:
             self.session.inputs.add_mouse(dx, -dy)  # pyglet's dy points up, ours down
         return True
@@ -225,6 +230,7 @@ class PlayWindow:
         return self.on_mouse_motion(x, y, dx, dy)
 
     def on_deactivate(self) -> bool:
+        log.debug("focus lost: held keys cleared")
         # Focus lost: keys released elsewhere would otherwise stay held forever.
         self.session.inputs.clear()
         self.latency.cancel()
@@ -243,6 +249,7 @@ class PlayWindow:
         return True  # the loop closes the window once it has stopped drawing
 
     def _capture(self, on: bool) -> None:
+        log.debug("mouse %s", "captured" if on else "released")
         self._captured = on
         self.view.mouse_captured = on
         self.window.set_exclusive_mouse(on)
