@@ -218,3 +218,10 @@ def test_log_lines_are_json_objects(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
     assert [x["type"] for x in lines] == ["header", "chunk", "end"]
     assert lines[0]["video"] == "j.mp4"
+
+
+def test_next_recording_path_gives_one_fresh_name_per_session(tmp_path):
+    from worldwalk.stream.recorder import next_recording_path
+
+    names = {next_recording_path(tmp_path / "recs") for _ in range(3)}
+    assert len(names) == 3 and all(p.suffix == ".mp4" and p.parent == tmp_path / "recs" for p in names)
