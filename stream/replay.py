@@ -234,11 +234,12 @@ def plan_from_log(
 
     K = np.asarray(h["intrinsics"], dtype=np.float64)
     width, height = int(h["width"]), int(h["height"])
+    scale = np.eye(3)
     if size is not None and tuple(size) != (width, height):
-        sx, sy = size[0] / width, size[1] / height
-        K = np.diag([sx, sy, 1.0]) @ K  # same field of view at the new size
+        scale = np.diag([size[0] / width, size[1] / height, 1.0])  # same field of view at the new size
+        K = scale @ K
         width, height = size
-    steps = _steps_from_records(log.records, src, K)
+    steps = _steps_from_records(log.records, src, scale)
     plan = ReplayPlan(
         world=world or h["world"], seed=int(h["seed"]) if seed is None else seed,
         width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
@@ -262,7 +263,8 @@ def _live_chunks(steps: list[ReplayStep]) -> list[ReplayStep]:
     return out
 
 
-def _steps_from_records(records: list[dict[str, Any]], src: str, K: np.ndarray) -> list[ReplayStep]:
+def _steps_from_records(records: list[dict[str, Any]], src: str, scale: np.ndarray) -> list[ReplayStep]:
+    """Chunk lines -> steps; `scale` (3, 3) maps the log's pixel intrinsics to the render size."""
     steps: list[ReplayStep] = []
     done: set[int] = set()  # chunk indices made since the last reset (rewind targets)
     prev = -1
@@ -286,8 +288,10 @@ def _steps_from_records(records: list[dict[str, Any]], src: str, K: np.ndarray) 
         poses = check_poses(r["poses"], f"{src}: chunk {k}")
         n = len(poses)
         Ks = np.asarray(r["intrinsics"], dtype=np.float64) if "intrinsics" in r else None
-        if Ks is not None and Ks.shape != (n, 3, 3):
-            raise ReplayError(f"{src}: chunk {k} intrinsics have shape {Ks.shape}, expected ({n}, 3, 3)")
+        if Ks is not None:
+            if Ks.shape != (n, 3, 3):
+                raise ReplayError(f"{src}: chunk {k} intrinsics have shape {Ks.shape}, expected ({n}, 3, 3)")
+            Ks = scale @ Ks
         keep = r.get("keep")
         steps.append(ReplayStep("chunk", k, poses, Ks, keep=int(keep) if keep is not None else None,
                                 input=r.get("input")))
