@@ -53,6 +53,8 @@ PILLAR, BALL, BLOCK = 0, 1, 2
 
 @dataclass
 class ReferenceWorldConfig:
+    """Frame size and stream shape of the reference world, and the shader's cost knobs."""
+
     width: int = 256
     height: int = 144
     fps: float = 16.0
@@ -237,7 +239,8 @@ class ReferenceWorld:
     def render(self, pose: np.ndarray, K: np.ndarray) -> np.ndarray:
         """The view from camera-to-world `pose` (4, 4) with pixel intrinsics `K` (3, 3).
 
-        Returns (H, W, 3) uint8 RGB, top row first, at the configured size.
+        Returns (H, W, 3) uint8 RGB, top row first, at the configured size. K's principal point
+        uses OpenCV's convention (pixel centres at integers); its skew is ignored.
         """
         pose = _check_poses(pose, batched=False)
         K = _check_intrinsics(K, batched=False)
