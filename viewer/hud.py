@@ -55,6 +55,8 @@ def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
 def hud_lines(stats: dict, view: HudView) -> list[str]:
     """The stats panel's lines, from `Session.stats()` and the window's own figures."""
     lines = [view.title or str(stats.get("label") or stats.get("world", ""))]
+    if not stats.get("chunks"):  # nothing generated yet: no figures to show
+        stats = {**stats, "gen_fps": None, "chunk_ms": None}
     lines.append(
         f"gen {_fmt(stats.get('gen_fps'), '', 1)}  shown {_fmt(view.shown_fps, '', 1)}"
         f"  draw {_fmt(view.draw_fps)} fps"

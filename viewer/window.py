@@ -258,8 +258,9 @@ class PlayWindow:
 
     def run(self) -> dict[str, Any]:
         """Show frames until the window closes (or `cfg.seconds` pass); returns the run's figures."""
-        self.gamepad.open()
         self._t0 = time.monotonic()
+        self._draw_once()  # the "generating first chunk" screen, before anything slow
+        self.gamepad.open()
         period = 1.0 / self.cfg.display_hz
         next_tick = self._t0
         try:
