@@ -68,7 +68,10 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # mmap needs the zip format; older files load without it
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a cut-off or corrupt zip
         raise CheckpointError(
             f"cannot read {path} ({type(e).__name__}: {e}); the file is truncated or corrupt: download it again"
