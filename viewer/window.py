@@ -132,7 +132,8 @@ class PlayWindow:
         self.current: Frame | None = None
         self.shown = RateMeter(1.0)
         self.draws = RateMeter(1.0)
-        self.latency = LatencyMeter()
+        self.latency = LatencyMeter()  # key press -> first frame generated with it
+        self.look_latency = LatencyMeter()  # mouse look -> first redraw (timewarp answers it)
         self.frames_shown = 0
         self.first_frame_s: float | None = None
         self.screenshots: list[str] = []
@@ -223,7 +224,10 @@ class PlayWindow:
     def on_mouse_motion(self, x: int, y: int, dx: float, dy: float) -> bool:
         log.debug("mouse motion %+.0f %+.0f (%s)", dx, dy, "captured" if self._captured else "free")
         if self._captured:
-            self.session.inputs.add_mouse(dx, -dy)  # pyglet's dy points up, ours down
+            now = time.monotonic()
+            self.session.inputs.add_mouse(dx, -dy, now)  # pyglet's dy points up, ours down
+            if self.presenter.cfg.timewarp and (dx or dy):
+                self.look_latency.press(now)
         return True
 
     def on_mouse_drag(self, x: int, y: int, dx: float, dy: float, buttons: int, modifiers: int) -> bool:
@@ -327,6 +331,7 @@ class PlayWindow:
 
         presented = time.monotonic()
         self.draws.tick(presented)
+        self.look_latency.presented(presented, presented)
         if frame is not None:
             self.frames_shown += 1
             self.shown.tick(presented)
@@ -382,6 +387,7 @@ class PlayWindow:
             "chunks": stats.get("chunks"),
             "first_frame_s": self.first_frame_s,
             "latency": self.latency.summary(),
+            "look_latency": self.look_latency.summary(),
             "position": pose[:3, 3].tolist(),
             "yaw_pitch_roll_deg": [math.degrees(a) for a in (yaw, pitch, roll)],
             "last_frame_index": shown_pts,
