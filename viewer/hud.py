@@ -124,6 +124,7 @@ class Hud:
         self._toast = Label("", anchor_x="center", anchor_y="bottom", batch=self.batch, group=self._fg, **font)
         self._toast_until = 0.0
         self._fitted_for: tuple[int, int] | None = None
+        self._drawn_blink = False
 
     def set_lines(self, lines: list[str], now: float, force: bool = False) -> bool:
         """New stats text; applied at most `update_hz` times a second unless forced.
@@ -135,9 +136,18 @@ class Hud:
         self._stats.text = "\n".join(lines)
         return self.visible
 
+    @staticmethod
+    def _blink(now: float) -> bool:
+        return (now % 1.0) < 0.6
+
     def animating(self, now: float) -> bool:
-        """Whether the HUD changes by itself (spinner, blinking light, a toast to expire)."""
-        return self.status is not None or self.recording or now < self._toast_until + 0.1
+        """Whether the HUD looks different now than at its last draw by itself (the spinner,
+        the recording light blinking, a toast to show or expire)."""
+        return (
+            self.status is not None
+            or now < self._toast_until + 0.1
+            or (self.recording and self._blink(now) != self._drawn_blink)
+        )
 
     def toast(self, text: str, now: float, seconds: float | None = None) -> None:
         self._toast.text = text
@@ -175,7 +185,7 @@ class Hud:
             self._panel.height = self._stats.content_height + 2 * p
 
         rec = self.recording
-        blink = (now % 1.0) < 0.6
+        blink = self._drawn_blink = self._blink(now)
         self._rec_dot.visible = rec and blink
         self._rec_text.visible = rec
         if rec:
