@@ -10,6 +10,10 @@ Controls: click captures the mouse, Esc releases it (Esc again quits); keys go t
 by name per the bindings; focus loss clears held keys. P pause, R reset, Backspace rewind (hold
 to keep rewinding), T timewarp, N nearest/bicubic, H HUD, F1 or ? help, F11 fullscreen,
 F12 screenshot.
+
+Create any headless EGL world (the reference world) before importing this module: importing
+pyglet's window module makes a GLX context current on the importing thread, and an EGL context
+created after that renders black on Mesa (`play_command` orders it so).
 """
 
 from __future__ import annotations
