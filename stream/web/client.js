@@ -43,6 +43,7 @@
   window.worldwalk = ww;
 
   let ws = null, pc = null, dc = null;
+  let helpShown = false;
   let endedByServer = false;
   let pingTimer = null, pingId = 0;
   const pingSent = new Map();
@@ -55,6 +56,7 @@
     statusEl.classList.toggle('busy', busy);
     statusEl.hidden = !text;
     reconnectBtn.hidden = !reconnect;
+    if (reconnect) toggleHelp(false);  // nothing may cover the Reconnect button
   }
 
   function toggleHelp(show) {
@@ -135,6 +137,8 @@
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') {
         setStatus('connected', '');
+        if (role === 'player' && !helpShown) toggleHelp(true);  // once, until the first click
+        helpShown = true;
       } else if (pc.connectionState === 'failed') {
         setStatus('error', 'The video connection failed.', {reconnect: true});
       }
@@ -394,6 +398,5 @@
   }
   requestAnimationFrame(tick);
 
-  toggleHelp(true);  // until the first click
   connect();
 })();
