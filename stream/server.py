@@ -318,7 +318,7 @@ class StreamServer:
         try:
             await ws.send(self._config_message(viewer))
             offer = await self._receive_offer(ws)
-            play = await building
+            play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
         except BaseException:
             self._reserved -= 1
             building.add_done_callback(_close_built_session)

@@ -113,6 +113,7 @@
       endedByServer = true;
       setStatus('error', msg.message || msg.code, {reconnect: true});
     } else if (msg.type === 'ended') {
+      if (ww.state === 'busy' || ww.state === 'error') return;  // already said why
       endedByServer = true;
       const why = {
         idle: 'The session ended after a while without input.',
