@@ -383,7 +383,10 @@ class PlayWindow:
             "world": stats.get("world"),
             "seconds": elapsed,
             "frames_shown": self.frames_shown,
-            "displayed_fps": self.frames_shown / elapsed if elapsed > 0 else 0.0,
+            # content frames presented per second, from the first frame on
+            "displayed_fps": (self.frames_shown - 1) / (elapsed - self.first_frame_s)
+            if self.first_frame_s is not None and elapsed > self.first_frame_s and self.frames_shown > 1
+            else 0.0,
             "displayed_fps_recent": self.shown.rate(now),
             "draw_fps": self.draws.rate(now),
             "gen_fps": stats.get("gen_fps"),
