@@ -406,7 +406,15 @@ async def token(context) -> dict:
                           "sessions": len(server.sessions)}
             await page.close()
         page = await open_player(context, server.url, frames=3)
+        first = await ww(page, "ww.session")
         out["right"] = {"state": await ww(page, "ww.state"), "sessions": len(server.sessions)}
+        # the toolbar's Reconnect: a fresh session replaces the old one, which is freed
+        await page.click("#reconnect-button")
+        await wait_for(lambda: ww(page, f"ww.state === 'connected' && ww.session && ww.session !== '{first}'"),
+                       30, "the page to reconnect")
+        await wait_for(lambda: _true(len(server.sessions) == 1), 10, "the old session to be freed")
+        out["reconnect"] = {"new_session": await ww(page, "ww.session") != first,
+                            "sessions": list(server.sessions) != [first] and len(server.sessions)}
         await page.close()
         await settle(server)
     return out

@@ -93,6 +93,7 @@ def test_token_refused_at_signaling(results):
     for label in ("missing", "wrong"):
         assert r[label]["state"] == "error" and r[label]["sessions"] == 0, r[label]
     assert r["right"]["state"] == "connected" and r["right"]["sessions"] == 1
+    assert r["reconnect"] == {"new_session": True, "sessions": 1}
 
 
 def test_connect_disconnect_cycles_return_to_baseline(results):

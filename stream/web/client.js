@@ -80,12 +80,17 @@
     if (token) q.set('token', token);
     if (watch) q.set('watch', watch);
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    ws = new WebSocket(`${proto}//${location.host}/ws?${q}`);
-    ws.onmessage = (ev) => onSignal(JSON.parse(ev.data)).catch((e) => {
-      setStatus('error', `Connection failed: ${e}`, {reconnect: true});
-    });
-    ws.onclose = (ev) => {
-      if (endedByServer) return;
+    const sock = new WebSocket(`${proto}//${location.host}/ws?${q}`);
+    ws = sock;
+    // a replaced socket (Reconnect) may still deliver events: only the current one counts
+    sock.onmessage = (ev) => {
+      if (sock !== ws) return;
+      onSignal(JSON.parse(ev.data)).catch((e) => {
+        setStatus('error', `Connection failed: ${e}`, {reconnect: true});
+      });
+    };
+    sock.onclose = (ev) => {
+      if (sock !== ws || endedByServer) return;
       if (ww.state === 'connecting' && ev.code === 1006) {
         setStatus('error', 'The server refused the connection (a missing or wrong token?).',
                   {reconnect: true});
@@ -126,45 +131,48 @@
   }
 
   async function offer(config) {
-    pc = new RTCPeerConnection({iceServers: config.iceServers || []});
-    pc.addTransceiver('video', {direction: 'recvonly'});
-    pc.ontrack = (ev) => {
+    const conn = new RTCPeerConnection({iceServers: config.iceServers || []});
+    pc = conn;
+    conn.addTransceiver('video', {direction: 'recvonly'});
+    conn.ontrack = (ev) => {
       // an interactive stream: play each frame as soon as it is decoded
       if ('jitterBufferTarget' in ev.receiver) ev.receiver.jitterBufferTarget = 0;
       else if ('playoutDelayHint' in ev.receiver) ev.receiver.playoutDelayHint = 0;
       video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
       video.play().catch(() => {});
     };
-    pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'connected') {
+    conn.onconnectionstatechange = () => {
+      if (conn !== pc) return;
+      if (conn.connectionState === 'connected') {
         setStatus('connected', '');
         if (role === 'player' && !helpShown) toggleHelp(true);  // once, until the first click
         helpShown = true;
-      } else if (pc.connectionState === 'failed') {
+      } else if (conn.connectionState === 'failed') {
         setStatus('error', 'The video connection failed.', {reconnect: true});
       }
     };
-    dc = pc.createDataChannel('input', {ordered: true});
+    dc = conn.createDataChannel('input', {ordered: true});
     dc.onopen = () => {
       pingTimer = setInterval(ping, 2000);
       ping();
     };
     dc.onmessage = (ev) => onChannel(ev.data);
 
-    await pc.setLocalDescription(await pc.createOffer());
+    await conn.setLocalDescription(await conn.createOffer());
     // the server (aiortc) does not trickle ICE: send the offer with every candidate in it
     await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve();
+      if (conn.iceGatheringState === 'complete') return resolve();
       const done = () => {
-        if (pc.iceGatheringState === 'complete') {
-          pc.removeEventListener('icegatheringstatechange', done);
+        if (conn.iceGatheringState === 'complete') {
+          conn.removeEventListener('icegatheringstatechange', done);
           resolve();
         }
       };
-      pc.addEventListener('icegatheringstatechange', done);
+      conn.addEventListener('icegatheringstatechange', done);
       setTimeout(resolve, 5000);
     });
-    ws.send(JSON.stringify({type: 'offer', sdp: pc.localDescription.sdp}));
+    if (conn !== pc) return;  // torn down while gathering
+    ws.send(JSON.stringify({type: 'offer', sdp: conn.localDescription.sdp}));
   }
 
   function teardown() {
