@@ -51,9 +51,10 @@ class _Timed:
 
 def recording_overhead(
     width: int = 256, height: int = 144, seconds: float = 40.0, period: float = 1.0, paced: bool = True,
-    rec_cfg: RecorderConfig | None = None,
+    rec_cfg: RecorderConfig | None = None, control: bool = False,
 ) -> dict[str, float]:
-    """Generated fps with recording off and on (reference world, alternating every `period` s)."""
+    """Generated fps with recording off and on (reference world, alternating every `period` s).
+    `control`: an A/A run, nothing recorded in either half: the noise floor of the comparison."""
     from worldwalk.runtime.pacer import FramePacer
     from worldwalk.runtime.session import Session
     from worldwalk.runtime.world import WorldConfig, create_world
@@ -69,7 +70,8 @@ def recording_overhead(
     stop = threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recorder(Path(tmp) / "bench.mp4", rec_cfg).start(*session_header(session, wc))
-        session.add_listener(lambda chunk, state, frames: recording() and rec.log_chunk(chunk, state))
+        session.add_listener(
+            lambda chunk, state, frames: recording() and not control and rec.log_chunk(chunk, state))
 
         def player() -> None:
             pacer = FramePacer(session.frames, session.spec.fps)
@@ -83,7 +85,7 @@ def recording_overhead(
                     frame = session.frames.get(timeout=0.05)
                     if frame is None:
                         continue
-                if recording():
+                if recording() and not control:
                     rec.write(frame)
 
         thread = threading.Thread(target=player, daemon=True)
@@ -118,12 +120,15 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--period", type=float, default=1.0)
     p.add_argument("--flat-out", action="store_true", help="also run the flat-out player")
+    p.add_argument("--control", action="store_true", help="also run A/A controls (nothing recorded)")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    for paced in (True, False) if args.flat_out else (True,):
-        r = recording_overhead(w, h, args.seconds, args.period, paced)
-        name = "paced (content rate)" if paced else "flat out"
-        print(f"{name:20s} {w}x{h}: gen fps without {r['gen_fps_without']:.1f}, with {r['gen_fps_with']:.1f}"
+    runs = [(paced, control) for paced in ((True, False) if args.flat_out else (True,))
+            for control in ((False, True) if args.control else (False,))]
+    for paced, control in runs:
+        r = recording_overhead(w, h, args.seconds, args.period, paced, control=control)
+        name = ("paced (content rate)" if paced else "flat out") + (" A/A" if control else "")
+        print(f"{name:24s} {w}x{h}: gen fps without {r['gen_fps_without']:.1f}, with {r['gen_fps_with']:.1f}"
               f" -> overhead {r['overhead_pct']:+.1f}%  (frames {r['frames_generated_without']} / "
               f"{r['frames_generated_with']}; recorded {r['frames_recorded']}, dropped {r['frames_dropped']}; "
               f"CPU per frame: encoder {r['encode_cpu_ms_per_frame']:.2f} ms, world "
