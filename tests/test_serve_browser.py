@@ -82,7 +82,12 @@ def test_two_independent_sessions_a_spectator_and_busy(results):
 def test_malformed_messages_are_dropped_and_counted(results):
     r = scenario(results, "malformed")
     assert r["sent"] == 1000
-    assert r["server_counters"]["dropped"] == 1000 and r["stats_dropped"] == 1000
+    c = r["server_counters"]
+    # every bad message is dropped and counted; a ping of the page's own that fell into the
+    # flood may be rate-limited on top of them (and counted as such)
+    assert 1000 <= c["dropped"] <= 1000 + c["reasons"].get("rate_limited", 0), c
+    assert c["dropped"] - 1000 <= 2, c
+    assert r["stats_dropped"] >= 1000  # the page hears the count over the stats channel
     assert r["frames_shown_during_1_5s_after"] >= 10  # still streaming
     assert r["session_error"] is None
     assert r["moved_after"] > 0.3  # and still steerable
