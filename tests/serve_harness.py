@@ -428,7 +428,41 @@ async def walk_vp8(context) -> dict:
     return await walk(context, peer=PeerConfig(candidate_addresses=["127.0.0.1"], codecs=("video/VP8",)))
 
 
-SCENARIOS = {"walk": walk, "walk_small_queue": walk_small_queue, "walk_vp8": walk_vp8, "two_and_busy": two_and_busy,
+FAKE_GAMEPAD = """
+(() => {
+  // a standard-mapping gamepad whose left stick is pushed forward while window.padForward is set
+  const button = (v) => ({pressed: v > 0.5, touched: v > 0, value: v});
+  navigator.getGamepads = () => [{
+    id: 'fake pad', index: 0, connected: true, mapping: 'standard', timestamp: performance.now(),
+    axes: [0, window.padForward ? -1 : 0, 0, 0],
+    buttons: Array.from({length: 17}, () => button(0)),
+  }];
+})();
+"""
+
+
+async def gamepad(context) -> dict:
+    """The Gamepad API path: a (scripted) stick pushed forward walks the camera forward."""
+    async with StreamServer(server_config()) as server:
+        page = await context.new_page()
+        await page.add_init_script(FAKE_GAMEPAD)
+        await page.goto(server.url)
+        await wait_for(lambda: ww(page, "ww.state === 'connected' && ww.framesShown > 3"), 30, "connect")
+        sid = await ww(page, "ww.session")
+        pose0 = server.sessions[sid].session.stats()["pose"][:3, 3].copy()
+        await page.evaluate("() => { window.padForward = true; }")
+        await asyncio.sleep(1.0)
+        await page.evaluate("() => { window.padForward = false; }")
+        await asyncio.sleep(0.5)
+        pose1 = server.sessions[sid].session.stats()["pose"][:3, 3].copy()
+        counters = player_of(server, sid).gate.counters.as_dict()
+        await page.close()
+        await settle(server)
+    return {"step": (pose1 - pose0).tolist(), "input": counters}
+
+
+SCENARIOS = {"gamepad": gamepad,
+             "walk": walk, "walk_small_queue": walk_small_queue, "walk_vp8": walk_vp8, "two_and_busy": two_and_busy,
              "cycles": cycles, "malformed": malformed, "token": token}
 
 

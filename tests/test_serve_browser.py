@@ -14,7 +14,7 @@ import pytest
 
 from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
-SCENARIOS = ["walk", "two_and_busy", "malformed", "token", "cycles"]
+SCENARIOS = ["walk", "two_and_busy", "malformed", "token", "gamepad", "cycles"]
 CYCLES_RSS_TOLERANCE_MIB = 12  # over 20 cycles after 3 warm-up ones: a leak of 0.6 MiB a session fails
 # glibc gives each thread its own malloc arena; the executor threads' short-lived frame buffers then
 # make RSS jump by 10-20 MiB steps with no leak at all (seen: +29 MiB, flat with 2 arenas). Two
@@ -99,6 +99,12 @@ def test_token_refused_at_signaling(results):
         assert r[label]["state"] == "error" and r[label]["sessions"] == 0, r[label]
     assert r["right"]["state"] == "connected" and r["right"]["sessions"] == 1
     assert r["reconnect"] == {"new_session": True, "sessions": 1}
+
+
+def test_gamepad_stick_walks(results):
+    r = scenario(results, "gamepad")
+    assert r["step"][2] > 0.3 and abs(r["step"][0]) < 0.05, r
+    assert r["input"]["dropped"] == 0
 
 
 def test_connect_disconnect_cycles_return_to_baseline(results):
