@@ -1,0 +1,268 @@
+"""The bundled world: a small SANA-WM-family model trained on the reference world, shipped in the package.
+
+It runs on the same streaming code as SANA-WM (`sana_wm.SanaWMStreamingTransformer` with its
+chunk-causal cache, `LatentStream`, the 4-step `FlowSampler`, `SanaWMVAE` chunked causal decode),
+only smaller (see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames,
+3 latent frames (12 video frames, 0.75 s) per chunk; the first chunk is the first image plus 3
+latent frames (13 frames).
+
+Camera: poses are taken relative to the session's first frame (the first image's camera) and
+their translations multiplied by `translation_scale` (world units -> model units) before UCPE
+and Plücker rays are built, exactly as in training (train_world.py).
+
+Weights: `runtime/weights/bundled_vae.safetensors` and `bundled_world.safetensors` (configs in
+their metadata), plus `bundled_start.npy`, the first frame used when the caller gives none (the
+reference world's view from its spawn point). `worldwalk train` rebuilds all three.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bundled_vae import BundledVAEConfig, build_vae
+from .chunk import Chunk
+from .sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
+from .sana_wm.config import SanaWMConfig
+from .sana_wm.sampler import FlowSampler, SamplerConfig
+from .sana_wm.stream import LatentStream
+from .sana_wm.transformer import SanaWMStreamingTransformer
+from .sana_wm.vae import DecodeState, SanaWMVAE, to_uint8
+from .world import ModelSpec, WorldConfig
+
+__all__ = ["BundledConfig", "BundledWorld", "WEIGHTS", "camera_inputs", "create", "transformer_config"]
+
+WEIGHTS = Path(__file__).parent / "weights"
+VAE_FILE, WORLD_FILE, START_FILE = "bundled_vae.safetensors", "bundled_world.safetensors", "bundled_start.npy"
+
+
+def transformer_config() -> SanaWMConfig:
+    """The bundled transformer: 4 blocks of width 128 (3 GDN, 1 softmax), 2 heads of 64: 1.8M parameters."""
+    return SanaWMConfig.small(
+        in_channels=16,
+        num_layers=4,
+        hidden_size=128,
+        num_attention_heads=2,
+        linear_head_dim=64,
+        caption_channels=32,
+        caption_tokens=1,
+        chunk_plucker_channels=24,  # 6 Plücker channels x temporal stride 4
+        chunk_plucker_post_attn_blocks=4,
+        mlp_ratio=2.5,
+        rope_max_seq_len=4096,
+        softmax_bf16=False,
+    )
+
+
+@dataclass
+class BundledConfig:
+    vae: BundledVAEConfig = field(default_factory=BundledVAEConfig)
+    transformer: SanaWMConfig = field(default_factory=transformer_config)
+    fps: float = 16.0
+    translation_scale: float = 0.1  # model units per world unit
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    @property
+    def stride(self) -> int:
+        return self.vae.temporal_stride
+
+    @property
+    def chunk_latents(self) -> int:
+        return self.transformer.chunk_latent_frames
+
+
+def chunk_latent_indices(k: int, chunk_latents: int = 3) -> list[int]:
+    """Latent frames of chunk k: chunk 0 is the image latent plus `chunk_latents` more."""
+    if k == 0:
+        return list(range(chunk_latents + 1))
+    return [1 + chunk_latents * k + i for i in range(chunk_latents)][:chunk_latents]
+
+
+def chunk_video_frames(k: int, stride: int = 4, chunk_latents: int = 3) -> list[int]:
+    """Video frames of chunk k (chunk 0: frame 0 and the next stride * chunk_latents)."""
+    n = stride * chunk_latents
+    return list(range(n + 1)) if k == 0 else list(range(n * k + 1, n * (k + 1) + 1))
+
+
+def relative_poses(poses: np.ndarray, anchor: np.ndarray, scale: float) -> np.ndarray:
+    """Camera-to-world poses (F, 4, 4) in the frame of `anchor` (4, 4), translations scaled."""
+    rel = pose_inverse(anchor)[None] @ poses
+    rel[:, :3, 3] *= scale
+    return rel
+
+
+def camera_inputs(poses_rel: dict[int, np.ndarray], intrinsics: dict[int, np.ndarray], latents: list[int],
+                  cfg: BundledConfig) -> CameraInputs:
+    """UCPE conditions and Plücker rays for latent frames `latents` from relative, scaled poses."""
+    v = cfg.vae
+    return build_camera_inputs(poses_rel, intrinsics, latents, cfg.stride, (v.height, v.width), v.latent_hw)
+
+
+def empty_text(cfg: BundledConfig, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled model has no prompt: a zero caption token, unmasked."""
+    t = cfg.transformer
+    text = torch.zeros(batch, t.caption_tokens, t.caption_channels)
+    return text, torch.ones(batch, t.caption_tokens, dtype=torch.bool)
+
+
+def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Module, SanaWMStreamingTransformer]:
+    """(config, VAE, transformer) from `folder` (default: the shipped weights), on the CPU, in eval mode."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    folder = Path(folder) if folder is not None else WEIGHTS
+    missing = [n for n in (VAE_FILE, WORLD_FILE) if not (folder / n).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"bundled weights {missing} not found in {folder}; run `worldwalk train` to build them "
+            "or pass --checkpoint to a folder that has them"
+        )
+    with safe_open(str(folder / VAE_FILE), "pt") as f:
+        vmeta = f.metadata() or {}
+    with safe_open(str(folder / WORLD_FILE), "pt") as f:
+        wmeta = f.metadata() or {}
+    vd = json.loads(vmeta["config"])
+    vd["channels"] = tuple(vd["channels"])
+    vcfg = BundledVAEConfig(**vd)
+    tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
+    cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)))
+    vae = build_vae(vcfg)
+    vae.load_state_dict(load_file(str(folder / VAE_FILE)))
+    model = SanaWMStreamingTransformer(tcfg)
+    model.load_state_dict(load_file(str(folder / WORLD_FILE)))
+    return cfg, vae.eval(), model.eval()
+
+
+def _fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop to the aspect ratio and resize (bilinear) to width x height; (H, W, 3) uint8."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    target = width / height
+    if w / h > target:
+        cw = int(round(h * target))
+        image = image[:, (w - cw) // 2 : (w - cw) // 2 + cw]
+    else:
+        ch = int(round(w / target))
+        image = image[(h - ch) // 2 : (h - ch) // 2 + ch]
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@dataclass
+class _Snapshot:
+    stream: object
+    decode: DecodeState
+    chunk: int
+    anchor: np.ndarray | None
+    poses: dict[int, np.ndarray]
+    intrinsics: dict[int, np.ndarray]
+    image_latent: torch.Tensor | None
+
+
+class BundledWorld:
+    """The bundled model behind the `WorldModel` seam."""
+
+    def __init__(self, folder: Path | None = None, seed: int = 0, threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.cfg, vae, self.transformer = load_weights(folder)
+        self.vae = SanaWMVAE(vae)
+        self.stream = LatentStream(self.transformer, FlowSampler(self.cfg.sampler))
+        self.start = np.load((Path(folder) if folder else WEIGHTS) / START_FILE) if (
+            (Path(folder) if folder else WEIGHTS) / START_FILE).exists() else None
+        v = self.cfg.vae
+        n = self.cfg.stride * self.cfg.chunk_latents
+        self.spec = ModelSpec(name="bundled", fps=self.cfg.fps, frames_per_chunk=n, first_chunk_frames=n + 1,
+                              width=v.width, height=v.height, device="cpu", dtype="float32", is_model=True,
+                              label="bundled model (small SANA-WM, trained on the reference world)")
+        self.reset(None, None, seed)
+
+    # -- WorldModel -----------------------------------------------------------------------------
+
+    def reset(self, first_frame: np.ndarray | None = None, prompt: str | None = None, seed: int = 0) -> None:
+        if first_frame is None:
+            if self.start is None:
+                raise ValueError("the bundled world needs a first frame: pass one, or ship bundled_start.npy")
+            first_frame = self.start
+        self.first_frame = _fit_frame(np.asarray(first_frame, np.uint8), self.spec.width, self.spec.height)
+        text, mask = empty_text(self.cfg)
+        self.stream.reset(text, mask, seed)
+        self.decode_state = DecodeState()
+        self.chunk = 0
+        self.anchor: np.ndarray | None = None
+        self.poses: dict[int, np.ndarray] = {}
+        self.intrinsics: dict[int, np.ndarray] = {}
+        self.image_latent: torch.Tensor | None = self.vae.encode_image(self.first_frame)  # (1, C, 1, h, w)
+
+    def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
+        """poses (F, 4, 4), intrinsics (F, 3, 3); F = 13 for the first chunk (frame 0 is the first
+        image's camera), then 12."""
+        t0 = time.perf_counter()
+        k, cfg = self.chunk, self.cfg
+        frames_idx = chunk_video_frames(k, cfg.stride, cfg.chunk_latents)
+        poses = np.asarray(poses, np.float64)
+        intrinsics = np.asarray(intrinsics, np.float64)
+        if poses.shape != (len(frames_idx), 4, 4) or intrinsics.shape != (len(frames_idx), 3, 3):
+            n = len(frames_idx)
+            raise ValueError(f"chunk {k} needs poses ({n}, 4, 4) and intrinsics ({n}, 3, 3), "
+                             f"got {poses.shape} and {intrinsics.shape}")
+        if self.anchor is None:
+            self.anchor = poses[0].copy()
+        rel = relative_poses(poses, self.anchor, cfg.translation_scale)
+        for i, f in enumerate(frames_idx):
+            self.poses[f], self.intrinsics[f] = rel[i], intrinsics[i]
+        keep = frames_idx[0] - cfg.stride  # older frames are never read again
+        for d in (self.poses, self.intrinsics):
+            for f in [f for f in d if f < keep]:
+                del d[f]
+        latents = chunk_latent_indices(k, cfg.chunk_latents)
+        cam = camera_inputs(self.poses, self.intrinsics, latents, cfg)
+        timings: dict[str, float] = {"camera": time.perf_counter() - t0}
+        h, w = cfg.vae.latent_hw
+        shape = (1, cfg.transformer.in_channels, cfg.chunk_latents, h, w)
+        z = self.stream.step(cam, shape, self.image_latent if k == 0 else None, timings)  # (1, C, T, h, w)
+        t1 = time.perf_counter()
+        video, self.decode_state = self.vae.decode_chunk(z, self.decode_state)  # (1, 3, F, H, W)
+        timings["decode"] = time.perf_counter() - t1
+        frames = to_uint8(video)
+        self.chunk += 1
+        timings["total"] = time.perf_counter() - t0
+        return Chunk(frames=frames, poses=poses.copy(), intrinsics=intrinsics.copy(), index=k, timings=timings)
+
+    def snapshot(self) -> _Snapshot:
+        return _Snapshot(self.stream.snapshot(), DecodeState(dict(self.decode_state.tails), self.decode_state.started),
+                         self.chunk, None if self.anchor is None else self.anchor.copy(), dict(self.poses),
+                         dict(self.intrinsics), self.image_latent)
+
+    def restore(self, snapshot: object) -> None:
+        if not isinstance(snapshot, _Snapshot):
+            raise TypeError(f"restore() takes a BundledWorld snapshot, got {type(snapshot).__name__}")
+        self.stream.restore(snapshot.stream)  # type: ignore[arg-type]
+        self.decode_state = DecodeState(dict(snapshot.decode.tails), snapshot.decode.started)
+        self.chunk, self.anchor = snapshot.chunk, snapshot.anchor
+        self.poses, self.intrinsics = dict(snapshot.poses), dict(snapshot.intrinsics)
+        self.image_latent = snapshot.image_latent
+
+    def close(self) -> None:
+        pass
+
+
+def create(cfg: WorldConfig) -> BundledWorld:
+    """Entry point of the `bundled` world; `cfg.checkpoint` may name a folder with the three weight files.
+
+    The bundled model has a fixed size (160x96 at 16 fps): cfg.width, cfg.height and cfg.fps are not used.
+    """
+    known = {"threads"}
+    unknown = sorted(set(cfg.options) - known)
+    if unknown:
+        raise ValueError(f"unknown bundled world options {unknown}; known: {sorted(known)}")
+    return BundledWorld(Path(cfg.checkpoint) if cfg.checkpoint else None, seed=cfg.seed,
+                        threads=cfg.options.get("threads"))

@@ -1,0 +1,216 @@
+"""Stage 2 of `worldwalk train`: the bundled world model, flow matching under teacher forcing.
+
+Data: windows of pre-rendered walks (`walks.ClipCache`), each encoded by the trained VAE on its
+own, so its first frame has a latent of its own exactly as a session's first image does: a window
+is the first image plus `chunks` chunks of 3 latent frames (1 + 12 * chunks video frames).
+
+A training sample runs the streaming inference path with ground truth in the cache:
+1. chunk 0: [clean image latent at t = 0, 3 noisy latent frames] -> velocity, loss on the noisy frames;
+2. write the cache: one forward on the clean chunk at t = 0 (gradients flow through the cache);
+3. chunk k: 3 noisy latent frames read the cache -> velocity, loss; write its clean frames; repeat.
+No mask is needed: the chunk-causal structure is the cache itself. Noise levels are drawn mostly
+from the distilled sampler's sigma list (the only levels the 4-step sampler ever asks for), the
+rest uniformly, one level per sample and chunk. The loss is the MSE of the velocity
+(noise - x0).
+
+Optional stage `rollout` (Self-Forcing in spirit, cheap): the cache is written from the model's
+own sampled chunk (no gradient through the sampler) instead of the ground truth, and the next
+chunk is trained against the ground truth, so the model learns to recover from its own drift.
+
+Camera augmentation: with probability `augment`, every pose of a window is moved by one random
+rigid motion (yaw about world y, a horizontal shift), so the Plücker input is seen away from the
+origin as it is late in a long session.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from .bundled_world import BundledConfig, camera_inputs, chunk_latent_indices, empty_text, relative_poses
+from .sana_wm.camera import CameraInputs
+from .sana_wm.sampler import FlowSampler
+from .sana_wm.transformer import SanaWMStreamingTransformer
+from .sana_wm.vae import SanaWMVAE
+from .walks import ClipCache
+
+__all__ = ["TrainWorldConfig", "encode_windows", "train_world", "export_world"]
+
+
+@dataclass
+class TrainWorldConfig:
+    steps: int = 1200
+    minutes: float = 60.0
+    batch: int = 4
+    chunks: int = 2  # chunks after the first per sample (the first chunk is always trained)
+    lr: float = 5e-4
+    warmup: int = 50
+    list_prob: float = 0.8  # share of noise levels taken from the sampler's sigma list
+    augment: float = 0.5
+    augment_shift: float = 3.0  # model units, radius of the random horizontal shift
+    rollout_prob: float = 0.0  # share of samples whose cache is written from the model's own chunks
+    ckpt_every: int = 50
+    seed: int = 0
+
+
+@torch.no_grad()
+def encode_windows(vae: SanaWMVAE, clips: ClipCache, window: int, hop: int, progress: bool = True
+                   ) -> dict[str, np.ndarray]:
+    """Encode every window of `window` frames (every `hop` frames) of every clip.
+
+    Returns latents (N, C, T, h, w) normalised as SanaWMVAE does, poses (N, window, 4, 4) and
+    intrinsics (N, window, 3, 3).
+    """
+    from tqdm import tqdm
+
+    frames, poses, intr = clips.load()
+    n, f = frames.shape[:2]
+    starts = list(range(0, f - window + 1, hop))
+    lat, ps, ks = [], [], []
+    mean, std, sf = vae._stats(torch.zeros(1, vae.latent_channels, 1, 1, 1))
+    for i in tqdm(range(n), desc="encode", disable=not progress, mininterval=5.0):
+        for s in starts:
+            x = torch.from_numpy(np.ascontiguousarray(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
+            x = x.float() / 127.5 - 1.0  # (1, 3, F, H, W)
+            z = vae.vae.encode(x, causal=True).latent_dist.mode()
+            lat.append(((z - mean) * sf / std)[0].numpy())
+            ps.append(poses[i, s : s + window])
+            ks.append(intr[i, s : s + window])
+    return {"latents": np.stack(lat).astype(np.float32), "poses": np.stack(ps), "intrinsics": np.stack(ks)}
+
+
+def _augment(rng: np.random.Generator, shift: float) -> np.ndarray:
+    """A random rigid motion (4, 4) of model space: yaw about y and a horizontal shift."""
+    a = rng.uniform(-math.pi, math.pi)
+    c, s = math.cos(a), math.sin(a)
+    m = np.eye(4)
+    m[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    r, b = shift * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+    m[0, 3], m[2, 3] = r * math.cos(b), r * math.sin(b)
+    return m
+
+
+def _cameras(poses: np.ndarray, intr: np.ndarray, n_chunks: int, cfg: BundledConfig, tcfg: TrainWorldConfig,
+             rng: np.random.Generator) -> list[CameraInputs]:
+    """Per chunk camera inputs (batch 1) for one window of poses (F, 4, 4)."""
+    rel = relative_poses(poses, poses[0], cfg.translation_scale)
+    if rng.uniform() < tcfg.augment:
+        rel = _augment(rng, tcfg.augment_shift)[None] @ rel
+    pd = {i: rel[i] for i in range(len(rel))}
+    kd = {i: intr[i] for i in range(len(intr))}
+    return [camera_inputs(pd, kd, chunk_latent_indices(k, cfg.chunk_latents), cfg) for k in range(n_chunks)]
+
+
+def _sigmas(rng: np.random.Generator, n: int, sampler: FlowSampler, list_prob: float) -> np.ndarray:
+    listed = np.array(sampler.sigmas[:-1])
+    pick = listed[rng.integers(0, len(listed), n)]
+    uni = rng.uniform(0.02, 1.0, n)
+    return np.where(rng.uniform(size=n) < list_prob, pick, uni)
+
+
+def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None) -> None:
+    meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
+            **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+
+
+def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,
+                resume: bool = True, progress: bool = True, tag: str = "world") -> Path:
+    """Train (or resume) the world model on encoded windows; checkpoints in `work`, weights to `out`."""
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+    model = SanaWMStreamingTransformer(cfg.transformer)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    sampler = FlowSampler(cfg.sampler)
+    lat, poses, intr = data["latents"], data["poses"], data["intrinsics"]
+    n_win, L = lat.shape[0], cfg.chunk_latents
+    n_chunks = min(1 + tcfg.chunks, (lat.shape[2] - 1) // L)
+    step, ckpt = 0, work / f"{tag}_ckpt.pt"
+    init = work / "world_ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+    elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
+        model.load_state_dict(torch.load(init, weights_only=False)["model"])
+
+    def save() -> None:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "cfg": asdict(tcfg)},
+                   work / f"{tag}_ckpt.pt.part")
+        (work / f"{tag}_ckpt.pt.part").replace(ckpt)
+        export_world(model, out, cfg, {"step": step, "stage": tag})
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=tcfg.steps, initial=step, desc=tag, disable=not progress, mininterval=5.0)
+    t0, ema = time.monotonic(), None
+    B = tcfg.batch
+    text, mask = empty_text(cfg, B)
+    model.train()
+    while step < tcfg.steps and (time.monotonic() - t0) < tcfg.minutes * 60:
+        cosine = 0.5 * (1 + math.cos(math.pi * step / tcfg.steps))
+        lr = tcfg.lr * min(1.0, (step + 1) / tcfg.warmup) * (0.1 + 0.9 * cosine)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, n_win, B)
+        z = torch.from_numpy(lat[idx])  # (B, C, T, h, w)
+        cams = [_cameras(poses[i], intr[i], n_chunks, cfg, tcfg, rng) for i in idx]
+        cams = [CameraInputs(torch.cat([c[k].conditions for c in cams]), torch.cat([c[k].plucker for c in cams]))
+                for k in range(n_chunks)]
+        rollout = rng.uniform() < tcfg.rollout_prob
+        cache, losses = None, []
+        for k in range(n_chunks):
+            lo = 0 if k == 0 else 1 + L * k
+            hi = 1 + L * (k + 1)
+            x0 = z[:, :, lo:hi]  # (B, C, T, h, w)
+            sig = torch.from_numpy(_sigmas(rng, B, sampler, tcfg.list_prob)).float().view(B, 1, 1, 1, 1)
+            eps = torch.randn_like(x0)
+            xt = (1 - sig) * x0 + sig * eps
+            t = (sig.view(B, 1) * 1000).floor().expand(B, x0.shape[2]).clone()
+            if k == 0:  # the image latent is clean, at t = 0
+                xt[:, :, :1], t[:, :1] = x0[:, :, :1], 0.0
+            v, _ = model(xt, t, text, mask, cams[k], cache, False)
+            target = eps - x0
+            first = 1 if k == 0 else 0
+            losses.append(F.mse_loss(v[:, :, first:], target[:, :, first:]))
+            if k + 1 < n_chunks:
+                ctx = x0
+                if rollout and k > 0:  # write the cache from the model's own sample of this chunk
+                    with torch.no_grad():
+                        ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, x0.shape)
+                _, cache = model(ctx, torch.zeros(B, x0.shape[2]), text, mask, cams[k], cache, True)
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}", lr=f"{lr:.1e}")
+        if step % tcfg.ckpt_every == 0:
+            save()
+    bar.close()
+    save()
+    return out
+
+
+def _sample_chunk(model, sampler, cam, cache, text, mask, shape) -> torch.Tensor:
+    """The 4-step sampler on one chunk reading `cache` (no gradients)."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    return sampler.denoise(lambda x, t: model(x, t, text, mask, cam, cache, False)[0], tuple(shape), gen,
+                           torch.device("cpu"), torch.float32)
