@@ -1,0 +1,114 @@
+"""`worldwalk train`: rebuild the bundled model's weights from scratch on the CPU.
+
+Stages, in order (each resumes from its checkpoint in --work unless --no-resume):
+  data     render random walks through the reference world to a clip cache (walks.py)
+  vae      train the small LTX-2 VAE on crops of those clips (train_vae.py)
+  encode   encode windows of the clips with the trained VAE
+  world    train the world model by teacher forcing through the streaming cache (train_world.py)
+  rollout  continue it with caches written from its own samples (Self-Forcing in spirit)
+  ship     copy the weights and the start frame to --out (default: the package's weights/ folder)
+
+Budgets are wall-clock minutes per stage (the defaults reproduce the shipped weights on a shared
+2-core CPU in about two hours); `--stage` runs one stage or all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+STAGES = ("data", "vae", "encode", "world", "rollout", "ship")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the bundled world model from scratch (reference world data)")
+    p.add_argument("--stage", choices=("all",) + STAGES, default="all", help="run one stage (default: all)")
+    p.add_argument("--work", default="/tmp/worldwalk-train", help="folder for clips, latents and checkpoints")
+    p.add_argument("--out", default=None, help="where `ship` puts the weights (default: the package's weights/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="start every stage from scratch")
+    p.add_argument("--clips", type=int, default=320, help="random walks to render")
+    p.add_argument("--vae-minutes", type=float, default=20.0)
+    p.add_argument("--vae-steps", type=int, default=1800)
+    p.add_argument("--world-minutes", type=float, default=60.0)
+    p.add_argument("--world-steps", type=int, default=900)
+    p.add_argument("--rollout-minutes", type=float, default=15.0)
+    p.add_argument("--rollout-steps", type=int, default=150)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a shared 2-core machine: no OpenMP spinning)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from .bundled_vae import build_vae
+    from .bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
+    from .sana_wm.vae import SanaWMVAE
+    from .train_vae import TrainVAEConfig, train_vae
+    from .train_world import TrainWorldConfig, encode_windows, train_world
+    from .walks import ClipCache, WalkConfig
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else WEIGHTS
+    resume = not args.no_resume
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    cfg = BundledConfig()
+    clips = ClipCache(work / "clips")
+    latents = work / "latents.npz"
+    vae_file, world_file, rollout_file = work / VAE_FILE, work / WORLD_FILE, work / "bundled_world_rollout.safetensors"
+    window = 1 + cfg.stride * cfg.chunk_latents * 3  # the first image and 3 chunks
+
+    for stage in stages:
+        print(f"== stage {stage}", flush=True)
+        if stage == "data":
+            if clips.exists() and resume:
+                print(f"clip cache {clips.folder} exists; keeping it")
+                continue
+            clips.build(args.clips, 49, seed=args.seed + 1, cfg=WalkConfig())
+        elif stage == "vae":
+            train_vae(TrainVAEConfig(steps=args.vae_steps, minutes=args.vae_minutes, batch=8, seed=args.seed),
+                      clips, work, vae_file, resume=resume, vcfg=cfg.vae)
+        elif stage == "encode":
+            if latents.exists() and resume:
+                print(f"{latents} exists; keeping it")
+                continue
+            vae = build_vae(cfg.vae)
+            vae.load_state_dict(load_file(str(vae_file)))
+            data = encode_windows(SanaWMVAE(vae.eval()), clips, window, cfg.stride * cfg.chunk_latents)
+            np.savez(latents, **data)
+        elif stage in ("world", "rollout"):
+            data = dict(np.load(latents))
+            if stage == "world":
+                tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed)
+                train_world(tcfg, data, work, world_file, cfg, resume=resume)
+            else:
+                tcfg = TrainWorldConfig(steps=args.rollout_steps, minutes=args.rollout_minutes, seed=args.seed + 7,
+                                        lr=1.5e-4, warmup=10, rollout_prob=1.0)
+                train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout")
+        elif stage == "ship":
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(vae_file, out / VAE_FILE)
+            best = rollout_file if rollout_file.exists() else world_file
+            shutil.copyfile(best, out / WORLD_FILE)
+            np.save(out / START_FILE, np.ascontiguousarray(_start_frame(cfg)))
+            print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.name}), {START_FILE}")
+    return 0
+
+
+def _start_frame(cfg: object) -> object:
+    """The reference world's view from its spawn point at the bundled size (the default first frame)."""
+    import numpy as np
+
+    from worldwalk.controls import intrinsics_from_fov
+
+    from .reference_world import ReferenceWorld, ReferenceWorldConfig
+
+    v = cfg.vae
+    with ReferenceWorld(ReferenceWorldConfig(width=v.width, height=v.height, seed=0)) as world:
+        return world.render(np.eye(4), intrinsics_from_fov(v.width, v.height, 70.0))
