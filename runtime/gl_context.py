@@ -57,6 +57,8 @@ def _egl() -> ctypes.CDLL:
     lib.eglMakeCurrent.restype = ctypes.c_uint
     lib.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
     lib.eglGetError.restype = ctypes.c_int
+    lib.eglReleaseThread.restype = ctypes.c_uint
+    lib.eglReleaseThread.argtypes = []
     return lib
 
 
@@ -156,6 +158,8 @@ class GLThread:
                     cleanup()
             finally:
                 self.ctx.release()
+                # Mesa keeps ~10 MiB of per-thread state until the thread says it is done
+                _egl().eglReleaseThread()
 
         try:
             self._executor.submit(finish).result()
