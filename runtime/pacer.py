@@ -8,6 +8,7 @@ not stall the picture; when the queue runs dry it re-anchors instead of fast-for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .chunk import Frame
@@ -20,8 +21,17 @@ class PacerConfig:
 
 
 class FramePacer:
-    def __init__(self, queue: FrameQueue, fps: float, cfg: PacerConfig | None = None) -> None:
+    def __init__(
+        self,
+        queue: FrameQueue,
+        fps: float,
+        cfg: PacerConfig | None = None,
+        on_frame: Callable[[Frame], object] | None = None,
+    ) -> None:
+        """`on_frame` sees every frame the pacer takes, in order, skipped ones included: the
+        recorder hooks in here so a slow display never thins the recording."""
         self.queue = queue
+        self.on_frame = on_frame
         self.fps = float(fps)
         self.cfg = cfg or PacerConfig()
         self._anchor: tuple[float, float] | None = None  # (wall time, pts) of the timeline
@@ -53,6 +63,8 @@ class FramePacer:
             frame = self.queue.get(timeout=0)
             if frame is None:
                 break
+            if self.on_frame is not None:
+                self.on_frame(frame)
             if shown is not None:
                 self.skipped += 1
             shown, self._last_due = frame, due

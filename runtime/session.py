@@ -39,6 +39,12 @@ class SessionConfig:
     queue_capacity: int = 0  # frames; 0 = the largest chunk plus a few frames of slack
     queue_policy: Policy = "block"  # block: the model waits for the player (back-pressure)
     max_snapshots: int = 16  # chunk boundaries kept for rewind
+    # Plan each chunk as late as possible ("block" policy only): wait until the frames still queued
+    # last about as long as making the next chunk takes (times this margin, plus slack seconds),
+    # so the chunk is planned with the freshest input instead of queueing ahead and adding latency.
+    just_in_time: bool = True
+    jit_margin: float = 1.25
+    jit_slack: float = 0.05
     start_paused: bool = False
 
 
@@ -133,14 +139,15 @@ class Session:
         """Back to the first frame; queued frames of the old walk are dropped at once."""
         self._command("reset")
 
-    def rewind(self) -> bool:
-        """Back to the boundary before the chunk on screen; False when there is nothing to rewind."""
+    def rewind(self) -> int | None:
+        """Back to the boundary before the chunk on screen. Returns the chunk generation resumes
+        at, or None when there is nothing to rewind to."""
         with self._lock:
             if not self._boundaries:
-                return False
+                return None
             target = max(self._shown_chunk() - 1, 0)
         self._command("rewind", target)
-        return True
+        return target
 
     def _command(self, name: str, target: int = 0) -> None:
         with self._wake:
@@ -251,6 +258,21 @@ class Session:
         head = self.frames.peek()
         return head.chunk_index if head is not None else self._chunk_index - 1
 
+    def _wait_until_due(self) -> bool:
+        """Hold planning until the queued frames run low. False if a command or stop came meanwhile."""
+        if not self.cfg.just_in_time or self.cfg.queue_policy != "block":
+            return True
+        with self._wake:
+            recent = [t for _, t in self._stats.recent]
+            if not recent:
+                return True
+            lead = float(np.median(recent)) * self.cfg.jit_margin + self.cfg.jit_slack
+            while len(self.frames) / self.spec.fps > lead:
+                if self._stop or self._commands:
+                    return False
+                self._wake.wait(0.005)
+            return not (self._stop or self._commands)
+
     def _next_chunk(self) -> bool:
         """Generate one chunk. Returns False when the session stops."""
         # 1. Wait while paused; carry out pending commands on this thread.
@@ -268,6 +290,9 @@ class Session:
                 self._frame_index = 0
             elif command == "rewind":
                 self._rewind_world(target)
+
+        if not self._wait_until_due():
+            return True  # a command arrived while waiting: carry it out first
 
         # 2. Remember this chunk boundary, so a rewind can come back to it.
         with self._lock:

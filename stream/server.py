@@ -508,8 +508,9 @@ class StreamServer:
             if play.recorder is not None:
                 play.recorder.log_event("reset")
         elif msg.command == "rewind":
-            if session.rewind() and play.recorder is not None:
-                play.recorder.log_event("rewind")
+            target = session.rewind()
+            if target is not None and play.recorder is not None:
+                play.recorder.log_event("rewind", to_chunk=target)
         elif msg.command in ("pause", "resume"):
             session.set_paused(msg.command == "pause")
 

@@ -113,7 +113,7 @@ def test_rewind_restores_an_earlier_boundary():
     try:
         frames = drain(session, 5 + 4 * 3)  # chunks 0..3 seen
         shown = frames[-1].chunk_index
-        assert session.rewind()
+        assert session.rewind() == shown - 1
         after = drain(session, 4)
         assert after[0].chunk_index == shown - 1
         assert after[0].generation > frames[-1].generation

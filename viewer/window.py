@@ -128,7 +128,8 @@ class PlayWindow:
         self.hud = Hud(self.window, help_lines(self.bindings), HudConfig())
         self.hud.visible = self.cfg.hud
         self.hud.recording = recorder is not None
-        self.pacer = FramePacer(session.frames, spec.fps, PacerConfig(jitter_frames=self.cfg.jitter_frames))
+        self.pacer = FramePacer(session.frames, spec.fps, PacerConfig(jitter_frames=self.cfg.jitter_frames),
+                                on_frame=recorder.write if recorder is not None else None)
         self.gamepad = Gamepad()
         self.view = HudView(title=title or spec.label or spec.name, filter=self.cfg.filter,
                             timewarp=self.cfg.timewarp,
@@ -211,8 +212,8 @@ class PlayWindow:
 
     def _rewind(self) -> None:
         now = time.monotonic()
-        target = max(self.current.chunk_index - 1, 0) if self.current is not None else 0
-        if self.session.rewind():
+        target = self.session.rewind()
+        if target is not None:
             self.latency.cancel()
             if self.recorder is not None:
                 self.recorder.log_event("rewind", to_chunk=target)
@@ -301,8 +302,6 @@ class PlayWindow:
         if frame is not None:
             self.presenter.upload(frame.image)
             self.current = frame
-            if self.recorder is not None:
-                self.recorder.write(frame)
         stats = self.session.stats()
         self._update_status(stats, now)
 
