@@ -8,7 +8,6 @@ write and the VAE decode. Random weights make the pictures noise, not the cost.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
 
@@ -41,7 +40,6 @@ def _chunk_times(world: SanaWM, chunks: int) -> tuple[list[float], list[int]]:
 
 
 def cache_figures(ctx) -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     size = (64, 64)  # 4x4 tokens a latent frame: long sessions in bench time; the ratios are the point
     n_cached = 30 if ctx.quick else 100
     n_recompute = 10 if ctx.quick else 30

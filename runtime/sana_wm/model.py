@@ -15,6 +15,7 @@ Where CUDA exists the work runs on the model's own CUDA stream; on the CPU the s
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..chunk import Chunk
+from ..threads import use_torch_threads
 from ..world import ModelSpec
 from .camera import build_camera_inputs, check_fov, pose_inverse
 from .config import SanaWMConfig
@@ -47,7 +49,8 @@ class SanaWMRunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     prompt_file: str | None = None  # precomputed prompt embedding (.pt)
     text_encoder: str | None = None  # local Gemma-2 folder
-    prompt_cache_dir: str = ".cache/worldwalk/prompts"
+    prompt_cache_dir: str = "~/.cache/worldwalk/prompts"
+    threads: int = 0  # torch CPU threads; 0 = WORLDWALK_TORCH_THREADS or the cores less one
 
 
 @dataclass
@@ -149,7 +152,9 @@ class SanaWM:
             return load_prompt_file(self.cfg.prompt_file, mc.caption_channels)
         if prompt and self.cfg.text_encoder:
             if self._encoder is None:
-                self._encoder = GemmaPromptEncoder(self.cfg.text_encoder, self.cfg.prompt_cache_dir, str(self.device))
+                self._encoder = GemmaPromptEncoder(
+                    self.cfg.text_encoder, os.path.expanduser(self.cfg.prompt_cache_dir), str(self.device)
+                )
             return self._encoder.encode(prompt)
         if prompt:
             raise ValueError(
@@ -161,6 +166,7 @@ class SanaWM:
     # ---- WorldModel ----
     @torch.no_grad()
     def reset(self, first_frame: np.ndarray | None, prompt: str | None, seed: int) -> None:
+        use_torch_threads(self.cfg.threads)  # on the model thread, which runs every chunk
         H, W = self.cfg.height, self.cfg.width
         image = np.full((H, W, 3), 128, np.uint8) if first_frame is None else fit_image(first_frame, H, W)
         with self._stream_ctx(self._model_stream):
