@@ -2,7 +2,9 @@
 
 Random crops (space and time) of pre-rendered random walks; loss = L1 + MSE on pixels in
 [-1, 1], plus an L1 on image gradients (edges stay sharp without a perceptual network), plus a
-tiny KL so the latent stays a well-behaved Gaussian. Convolutions are translation invariant, so
+tiny KL that keeps the latent scale bounded. The decoder is trained on the posterior mean (LTX-2's
+encoder shares one log-variance channel that starts at std 1; sampling it only adds noise here, and
+the world model reads the mean). Convolutions are translation invariant, so
 training on crops is cheap and the decoder still works on whole frames.
 
 The run is bounded by steps and by wall-clock minutes (the budget on a shared 2-core CPU), saves
@@ -39,6 +41,7 @@ class TrainVAEConfig:
     lr: float = 1e-3
     warmup: int = 100
     kl_weight: float = 1e-6
+    sample_posterior: bool = False  # the shared log-variance channel starts at std 1: sampling stalls training
     edge_weight: float = 0.5
     ckpt_every: int = 200
     seed: int = 0
@@ -118,7 +121,7 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
             g["lr"] = lr
         x = _batch(frames, cfg, rng)  # (B, 3, T, h, w)
         post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample()).sample
+        y = vae.decode(post.sample() if cfg.sample_posterior else post.mode()).sample
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
         kl = post.kl().mean() / x[0].numel()
         loss = rec + cfg.edge_weight * _grad_l1(y, x) + cfg.kl_weight * kl
