@@ -189,9 +189,11 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
             losses.append(F.mse_loss(v[:, :, first:], target[:, :, first:]))
             if k + 1 < n_chunks:
                 ctx = x0
-                if rollout and k > 0:  # write the cache from the model's own sample of this chunk
+                if rollout:  # write the cache from the model's own sample of this chunk
                     with torch.no_grad():
-                        ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, x0.shape)
+                        prefix = x0[:, :, :1] if k == 0 else None
+                        shape = (B, x0.shape[1], L, x0.shape[3], x0.shape[4])
+                        ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, shape, prefix)
                 _, cache = model(ctx, torch.zeros(B, x0.shape[2]), text, mask, cams[k], cache, True)
         loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
@@ -209,8 +211,8 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     return out
 
 
-def _sample_chunk(model, sampler, cam, cache, text, mask, shape) -> torch.Tensor:
-    """The 4-step sampler on one chunk reading `cache` (no gradients)."""
+def _sample_chunk(model, sampler, cam, cache, text, mask, shape, prefix=None) -> torch.Tensor:  # noqa: ANN001
+    """The 4-step sampler on one chunk reading `cache` (no gradients); a clean prefix is prepended."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
     return sampler.denoise(lambda x, t: model(x, t, text, mask, cam, cache, False)[0], tuple(shape), gen,
-                           torch.device("cpu"), torch.float32)
+                           torch.device("cpu"), torch.float32, prefix)
