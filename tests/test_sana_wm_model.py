@@ -15,12 +15,7 @@ from worldwalk.runtime.world import WorldConfig, WorldModel
 STRIDE, H, W = 4, 48, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _world(**run) -> SanaWM:

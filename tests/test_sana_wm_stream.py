@@ -26,13 +26,7 @@ from worldwalk.runtime.sana_wm.stream import LatentStream
 H, W, STRIDE, CHUNK = 3, 4, 4, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids oversubscribing a shared, loaded machine (35x faster here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(**kw) -> SanaWMStreamingTransformer:

@@ -14,13 +14,7 @@ from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs
 H, W = 4, 6  # latent token grid of the tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread avoids oversubscribing a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 STRIDE = 8

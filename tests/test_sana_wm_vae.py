@@ -12,12 +12,7 @@ from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_conf
 TOL = 1e-5  # max abs difference on the [-1, 1] output
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("stride", [4, 1])
