@@ -13,15 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like 256x144 (WIDTHxHEIGHT)") from None
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be positive and even in both directions")
-    return w, h
+from worldwalk.runtime.cli_args import parse_size
+from worldwalk.runtime.world import default_world_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--world", help="registered world (default: the log's, else 'reference')")
     p.add_argument("--checkpoint", metavar="DIR", help="model checkpoint (default: the log's)")
     p.add_argument("--seed", type=int, help="seed (default: the log's, else 0)")
-    p.add_argument("--size", type=_size, metavar="WxH", help="frame size (default: the log's, else 256x144)")
+    p.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default: the log's, else 256x144)")
     p.add_argument("--device", help="torch device (default: the log's, else cpu)")
     p.add_argument("-o", "--output", metavar="OUT.mp4", help="video to write (a .webm gets VP9)")
     p.add_argument("--force", action="store_true", help="render a log from another world, model or version")
@@ -83,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             w, h = args.size or (256, 144)
-            kw = dict(world=args.world or "reference", seed=args.seed or 0, width=w, height=h,
+            kw = dict(world=args.world or default_world_name(), seed=args.seed or 0, width=w, height=h,
                       checkpoint=args.checkpoint, device=args.device or "cpu")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)
         cfg = RecorderConfig(codec=args.codec, crf=args.crf, preset=args.preset, tune=None, threads=0)

@@ -18,17 +18,10 @@ import signal
 import sys
 from typing import Any
 
+from worldwalk.runtime.cli_args import parse_size
+from worldwalk.runtime.world import default_world_name
+
 from .peer import IceServerConfig
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 256x144, got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"frame size must be positive and even (video), got {text!r}")
-    return w, h
 
 
 def register(subparsers: Any) -> None:
@@ -42,7 +35,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port to bind (default 8080; 0 picks one)")
     p.add_argument("--world", default=None, help="registered world (default: bundled if installed, else reference)")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
-    p.add_argument("--size", type=_size, metavar="WxH", default=None, help="frame size (resolution) to generate")
+    p.add_argument("--size", type=parse_size, metavar="WxH", default=None, help="frame size (resolution) to generate")
     p.add_argument("--fps", type=float, default=None, help="content frame rate of worlds that take one")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
@@ -98,7 +91,7 @@ def build_config(args: argparse.Namespace) -> Any:
     elif args.checkpoint and args.config is None:
         world.name = "sana-wm"
     elif args.config is None:
-        world.name = _default_world()
+        world.name = default_world_name()
     if args.checkpoint:
         world.checkpoint = args.checkpoint
     if args.size:
@@ -120,11 +113,6 @@ def build_config(args: argparse.Namespace) -> Any:
         bindings=app.bindings, peer=peer,
     )
 
-
-def _default_world() -> str:
-    from worldwalk.runtime.world import available_worlds
-
-    return "bundled" if "bundled" in available_worlds() else "reference"
 
 
 async def serve_until_stopped(cfg: Any) -> None:

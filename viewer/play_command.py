@@ -19,21 +19,8 @@ from typing import Any
 
 import numpy as np
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 256x144, got {text!r}") from None
-    return w, h
-
-
-def default_world() -> str:
-    from worldwalk.runtime.world import available_worlds
-
-    return "bundled" if "bundled" in available_worlds() else "reference"
+from worldwalk.runtime.cli_args import parse_size
+from worldwalk.runtime.world import default_world_name
 
 
 def register(subparsers: Any) -> None:
@@ -48,9 +35,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
     p.add_argument("--image", metavar="PNG", default=None, help="first frame to start from")
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
-    p.add_argument("--size", type=_size, metavar="WxH", default=None,
+    p.add_argument("--size", type=parse_size, metavar="WxH", default=None,
                    help="frame size the world generates (worlds with a fixed size keep theirs)")
-    p.add_argument("--window", type=_size, metavar="WxH", default=None,
+    p.add_argument("--window", type=parse_size, metavar="WxH", default=None,
                    help="window size (default: the frame scaled by a whole factor to fit 1280x720)")
     p.add_argument("--fullscreen", action="store_true")
     p.add_argument("--record", metavar="OUT.mp4", default=None,
@@ -104,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
 
     bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
-    name = args.world or default_world()
+    name = args.world or default_world_name()
     wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
     if args.size:
         wcfg.width, wcfg.height = args.size
