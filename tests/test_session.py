@@ -171,3 +171,25 @@ def test_pacer_shows_frames_at_the_content_rate():
     assert [f.index for _, f in shown] == list(range(20))
     span = shown[-1][0] - shown[0][0]
     assert 19 / 50 * 0.8 < span < 19 / 50 * 1.5  # about 0.38 s: paced, not bursted
+
+
+def _queue_wait(just_in_time: bool) -> float:
+    """Median time frames wait between their making and a paced consumer taking them."""
+    world = TimedWorld(chunk_seconds=0.02, frames_per_chunk=20, first_chunk_frames=20, fps=100.0)
+    cfg = SessionConfig(queue_capacity=60, just_in_time=just_in_time, jit_slack=0.02)
+    waits = []
+    with Session(world, cfg).start() as session:
+        pacer = FramePacer(session.frames, fps=100.0)
+        t_end = time.monotonic() + 1.5
+        while time.monotonic() < t_end:
+            f = pacer.poll(time.monotonic())
+            if f is not None and f.chunk_index >= 2:
+                waits.append(time.monotonic() - f.created)
+            time.sleep(0.002)
+    return float(np.median(waits))
+
+
+def test_just_in_time_planning_keeps_the_queue_short():
+    on, off = _queue_wait(True), _queue_wait(False)
+    # without it the model fills the queue (60 frames = 0.6 s ahead); with it, about a chunk
+    assert on < 0.6 * off, (on, off)
