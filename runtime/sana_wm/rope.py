@@ -58,7 +58,16 @@ class Rope3D:
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x (..., N, D) by table (N, D // 2); computed in fp32."""
+    """Rotate interleaved channel pairs of x (..., N, D) by table (N, D // 2); computed in fp32.
+
+    The table may also be real, (N, D // 2, 2) = (cos, sin) (`torch.view_as_real` of the complex one):
+    the complex-free form ONNX export and TensorRT need (runtime/onnx_export.py); same numbers.
+    """
+    if not table.is_complex():
+        cos, sin = table.float().unbind(-1)  # (N, D // 2) each
+        sin = -sin if inverse else sin
+        a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], -1).flatten(-2).to(x.dtype)
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
     rot = table.conj() if inverse else table
     return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)

@@ -9,6 +9,7 @@ same numbers at a cost that grows with the session, for benchmarking the cache a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,9 @@ class LatentStream:
         self.text: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
         self._reading: StreamingCache | None = None
+        # Optional stand-in for `transformer` with the same call signature (an accelerated chunk step,
+        # runtime/accel.py); None runs the transformer itself.
+        self.backend: Callable[..., tuple[torch.Tensor, StreamingCache | None]] | None = None
 
     def reset(self, text: torch.Tensor, mask: torch.Tensor, seed: int) -> None:
         self.text, self.mask = text, mask
@@ -55,7 +59,7 @@ class LatentStream:
         return self.cache.nbytes() + hist
 
     def _forward(self, x, t, camera, cache, write):
-        return self.transformer(x, t, self.text, self.mask, camera, cache, write)
+        return (self.backend or self.transformer)(x, t, self.text, self.mask, camera, cache, write)
 
     def _rebuilt_cache(self) -> StreamingCache:
         """Recompute mode: replay every past chunk's clean latents at t = 0 from an empty cache."""

@@ -1,0 +1,422 @@
+"""`--accel`: run a SANA-WM-family world's chunk step and VAE decode through a faster backend.
+
+Choices: `none` (eager PyTorch), `compile` (torch.compile), `onnx` (ONNX Runtime, CPU execution
+provider), `tensorrt` (TensorRT engines, NVIDIA GPUs), `cudagraph` (CUDA graphs of the fixed-shape
+step under plain PyTorch, NVIDIA GPUs) and `auto`: on a CUDA device TensorRT when the `tensorrt`
+package imports, else CUDA graphs; on the CPU `CPU_DEFAULT`, chosen by measurement (see
+`accel_figures`), when its packages are installed, else eager.
+
+How it plugs in (`apply_accel(world, choice)`): the world's `LatentStream.backend` becomes an
+`AcceleratedStep` and its `vae` an `AcceleratedVAE`. Both run the first chunk eagerly (other shapes,
+once a session) and every later chunk through the fixed-shape modules of onnx_export.py, built lazily
+at the first chunk that needs them (exports are cached on disk). The typed `StreamingCache` and the
+VAE's decode state stay the source of truth, flattened in and out around each step, so snapshot,
+restore and rewind work unchanged. Asking for a backend that is not installed raises
+`AccelUnavailable` naming what to install; under `auto` a backend that fails to build falls back to
+eager with a warning.
+
+Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
+(tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .onnx_export import (
+    STEP_INPUTS,
+    CacheLayout,
+    ChunkStep,
+    DecodeStep,
+    decode_keys,
+    export_chunk_step,
+    export_decode_step,
+    export_dir,
+    module_hash,
+    step_inputs,
+)
+
+log = logging.getLogger(__name__)
+
+CHOICES = ("auto", "none", "compile", "onnx", "tensorrt", "cudagraph")
+CPU_DEFAULT = "onnx"  # measured fastest on the CPU for the bundled-size model (see accel_figures)
+
+# make(kind, module, example_inputs, input_names, export) -> callable like the module
+Make = Callable[[str, nn.Module, list[torch.Tensor], list[str], Callable[[], Path]], Callable[..., Any]]
+
+
+class AccelUnavailable(RuntimeError):
+    pass
+
+
+def _cuda(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def check(choice: str, device: torch.device | str) -> tuple[bool, str]:
+    """Whether `choice` can run on `device`, and if not, what to install or change."""
+    device = torch.device(device)
+    if choice in ("none", "flat"):
+        return True, ""
+    if choice == "compile":
+        from .compile_backend import compile_available
+
+        return compile_available(device)
+    if choice == "onnx":
+        from .onnx_backend import onnxruntime_available
+
+        if device.type != "cpu":
+            return False, "the onnx backend runs ONNX Runtime's CPU execution provider: use it with --device cpu"
+        return onnxruntime_available()
+    if choice == "tensorrt":
+        from .tensorrt_backend import tensorrt_available
+
+        return tensorrt_available(device)
+    if choice == "cudagraph":
+        if not _cuda(device):
+            return False, "CUDA graphs need an NVIDIA GPU with a CUDA build of torch (device cuda)"
+        return True, ""
+    raise ValueError(f"unknown --accel {choice!r}; choose one of {', '.join(CHOICES)}")
+
+
+def resolve(choice: str, device: torch.device | str) -> str:
+    """The backend `choice` means on `device`; raises AccelUnavailable for an explicit choice that cannot run."""
+    device = torch.device(device)
+    if choice == "auto":
+        order = ["tensorrt", "cudagraph"] if _cuda(device) else [CPU_DEFAULT]
+        for c in order:
+            ok, why = check(c, device)
+            if ok:
+                return c
+            log.info("--accel auto: not %s (%s)", c, why)
+        return "none"
+    ok, why = check(choice, device)
+    if not ok:
+        raise AccelUnavailable(f"--accel {choice} is not available: {why}")
+    return choice
+
+
+def engine(choice: str, device: torch.device) -> Make:
+    """The factory turning a fixed-shape step module into a runner for `choice`."""
+    if choice == "flat":  # the fixed-shape modules run eagerly: what every backend compiles
+
+        def make_flat(kind, module, inputs, names, export):
+            return module
+
+        return make_flat
+    if choice == "onnx":
+        from .onnx_backend import OrtStep
+
+        def make_onnx(kind, module, inputs, names, export):
+            step = OrtStep(export())
+            step.bind_names(names)
+            return step
+
+        return make_onnx
+    if choice == "compile":
+        from .compile_backend import compiled
+
+        return lambda kind, module, inputs, names, export: compiled(module)
+    if choice == "tensorrt":
+        from .tensorrt_backend import TrtStep, build_engine
+
+        return lambda kind, module, inputs, names, export: TrtStep(build_engine(export(), device), names)
+    if choice == "cudagraph":
+        from .tensorrt_backend import CudaGraphStep
+
+        return lambda kind, module, inputs, names, export: CudaGraphStep(module, inputs)
+    raise ValueError(f"no engine for {choice!r}")
+
+
+class AcceleratedStep:
+    """Stand-in for `SanaWMStreamingTransformer` in `LatentStream.backend` (same call signature)."""
+
+    def __init__(self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False) -> None:
+        self.tr = transformer
+        self.make = make
+        self.folder = folder
+        self.fallback = fallback  # auto: a backend that fails to build falls back to eager
+        self.failed: str | None = None
+        self.counts = {"eager": 0, "accel": 0}
+        self.build_seconds = 0.0
+        self._runners: dict[tuple, Callable[..., Any]] = {}
+        self._layouts: dict[tuple, CacheLayout] = {}
+        self._prep: tuple[Any, Any, list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._hash: str | None = None
+
+    def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
+        if self.failed or cache is None or cache.chunks == 0 or camera is None:
+            self.counts["eager"] += 1
+            return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
+        try:
+            fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
+            inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
+            run = self._runner(write, inputs, lay)
+            out = run(*inputs)
+        except Exception as e:
+            if not self.fallback:
+                raise
+            self.failed = f"{type(e).__name__}: {e}"
+            log.warning("accelerated chunk step failed, running eagerly from now on: %s", self.failed)
+            return self(latents, timesteps, text, text_mask, camera, cache, write)
+        self.counts["accel"] += 1
+        if not write:
+            return out.to(latents.dtype), None
+        return out[0].to(latents.dtype), lay.unflatten(list(out[1:]), cache, latents.shape[2])
+
+    def _prepare(self, latents, timesteps, text, text_mask, camera, cache):
+        """Per-chunk inputs (RoPE, UCPE, flat cache), shared by the chunk's four reads and its write."""
+        p = self._prep
+        if p is not None and p[0] is cache and p[1] is camera:
+            return p[2], p[3], p[4]
+        T, h, w = latents.shape[2:]
+        key = tuple(latents.shape)
+        if key not in self._layouts:
+            ps = self.tr.cfg.patch_size
+            self._layouts[key] = CacheLayout.from_cache(cache, self.tr, T * (h // ps[1]) * (w // ps[2]))
+        lay = self._layouts[key]
+        fixed = step_inputs(self.tr, latents, timesteps, text, text_mask, camera, cache)
+        flat, mask = lay.flatten(cache)
+        fixed = [*fixed, mask]
+        self._prep = (cache, camera, fixed, flat, lay)
+        return fixed, flat, lay
+
+    def _runner(self, write: bool, inputs: list[torch.Tensor], lay: CacheLayout) -> Callable[..., Any]:
+        key = (write, tuple(inputs[0].shape))
+        if key not in self._runners:
+            t0 = time.perf_counter()
+            step = ChunkStep(self.tr, lay, write).eval()
+            if self._hash is None:
+                self._hash = module_hash(self.tr)
+            names = [*STEP_INPUTS, *lay.names]
+            kind = "chunk-write" if write else "chunk-read"
+            self._runners[key] = self.make(
+                kind, step, inputs, names, lambda: export_chunk_step(step, inputs, self.folder, self._hash)
+            )
+            self.build_seconds += time.perf_counter() - t0
+        return self._runners[key]
+
+
+class AcceleratedVAE:
+    """Wraps a world's VAE (`SanaWMVAE` or alike): `decode_chunk` of chunks >= 1 runs the decoder step."""
+
+    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False) -> None:
+        self.inner = inner
+        self.make = make
+        self.folder = folder
+        self.fallback = fallback
+        self.failed: str | None = None
+        self.counts = {"eager": 0, "accel": 0}
+        self.build_seconds = 0.0
+        self._runners: dict[tuple, Callable[..., Any]] = {}
+        self._hash: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def decode_chunk(self, z: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        if self.failed or state is None or not getattr(state, "started", False):
+            self.counts["eager"] += 1
+            return self.inner.decode_chunk(z, state)
+        keys = decode_keys(state)
+        tails = [state.tails[k] for k in keys]
+        try:
+            inputs = [z.contiguous(), *(t.contiguous() for t in tails)]
+            out = self._runner(inputs, keys, state)(*inputs)
+        except Exception as e:
+            if not self.fallback:
+                raise
+            self.failed = f"{type(e).__name__}: {e}"
+            log.warning("accelerated VAE decode failed, decoding eagerly from now on: %s", self.failed)
+            return self.decode_chunk(z, state)
+        self.counts["accel"] += 1
+        if not keys:
+            return (out[0] if isinstance(out, tuple) else out), state
+        return out[0], replace(state, tails=dict(zip(keys, out[1:], strict=True)))
+
+    def _runner(self, inputs: list[torch.Tensor], keys: list, state: Any) -> Callable[..., Any]:
+        key = tuple(tuple(t.shape) for t in inputs)
+        if key not in self._runners:
+            t0 = time.perf_counter()
+            step = DecodeStep(self.inner, keys, state).eval()
+            if self._hash is None:
+                self._hash = module_hash(step)
+            names = ["z", *[f"tail{j}" for j in range(len(keys))]]
+            self._runners[key] = self.make(
+                "vae-decode", step, inputs, names, lambda: export_decode_step(step, inputs, self.folder, self._hash)
+            )
+            self.build_seconds += time.perf_counter() - t0
+        return self._runners[key]
+
+
+def _world_parts(world: Any) -> tuple[Any, Any]:
+    from .sana_wm.stream import LatentStream
+
+    stream = getattr(world, "stream", None)
+    if not isinstance(stream, LatentStream):
+        return None, None
+    return stream, getattr(world, "vae", None)
+
+
+def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None = None) -> str:
+    """Route `world`'s chunk step and VAE decode through `choice`; returns the backend chosen.
+
+    Worlds without a SANA-WM `LatentStream` (the reference world) have nothing to accelerate: "none".
+    An explicit choice that cannot run raises `AccelUnavailable` with what to install; `auto` never raises.
+    """
+    if choice not in (*CHOICES, "flat"):
+        raise ValueError(f"unknown --accel {choice!r}; choose one of {', '.join(CHOICES)}")
+    stream, vae = _world_parts(world)
+    if stream is None:
+        if choice not in ("auto", "none"):
+            log.warning("--accel %s: world %s has no SANA-WM chunk step; running it as is", choice, type(world).__name__)
+        return "none"
+    device = stream.transformer.x_embedder.proj.weight.device
+    chosen = resolve(choice, device)
+    inner_vae = vae.inner if isinstance(vae, AcceleratedVAE) else vae
+    if chosen == "none":
+        stream.backend = None
+        if vae is not inner_vae:
+            world.vae = inner_vae
+        return "none"
+    folder = export_dir(cache_dir)
+    make = engine(chosen, device)
+    fallback = choice == "auto"
+    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback)
+    if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
+        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback)
+    return chosen
+
+
+def add_accel_argument(parser: Any) -> None:
+    """The `--accel` option for play / serve / render / bench."""
+    parser.add_argument(
+        "--accel",
+        choices=CHOICES,
+        default="auto",
+        help="chunk-step backend: eager (none), torch.compile, ONNX Runtime (CPU), TensorRT or CUDA graphs "
+        "(NVIDIA); auto picks what is installed and measured fastest for the device",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Benchmark
+# ---------------------------------------------------------------------------------------------------
+
+
+def bench_world(seed: int = 0) -> tuple[Any, str]:
+    """The bundled world when its weights are there, else a random-init SanaWM of the bundled model's shape."""
+    try:
+        from . import bundled_world
+
+        if getattr(bundled_world, "weights_available", lambda: False)():
+            return bundled_world.BundledWorld(seed=seed), "bundled model"
+    except Exception as e:  # weights in flux while the bundled model trains
+        log.info("bundled world unavailable (%s); using a random-init model of its shape", e)
+    from .bundled_world import transformer_config
+    from .sana_wm.model import SanaWM, SanaWMRunConfig
+    from .sana_wm.vae import small_vae_config
+
+    vae = small_vae_config(temporal_stride=4, latent_channels=16)
+    run = SanaWMRunConfig(width=160, height=96)
+    return SanaWM.random_init(transformer_config(), vae, run, seed=seed), "bundled-size random model (160x96)"
+
+
+def walk_chunks(world: Any, chunks: int, seed: int = 0) -> tuple[list[np.ndarray], list[float]]:
+    """Generate `chunks` chunks on a fixed walk: (frames per chunk, seconds per chunk)."""
+    from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
+
+    spec = world.spec
+    K = intrinsics_from_fov(spec.width, spec.height, 70.0)
+    integ = PoseIntegrator()
+    walk = InputState(keys=frozenset({"w", "e"}))
+    start = np.full((spec.height, spec.width, 3), 96, np.uint8)
+    start[: spec.height // 2] = (120, 160, 210)
+    world.reset(start, None, seed)
+    frames, secs = [], []
+    for k in range(chunks):
+        n = spec.chunk_frames(k)
+        poses = integ.plan(walk, n, 1.0 / spec.fps)
+        t0 = time.perf_counter()
+        chunk = world.generate_chunk(poses, np.broadcast_to(K, (n, 3, 3)).copy())
+        secs.append(time.perf_counter() - t0)
+        frames.append(chunk.frames)
+    return frames, secs
+
+
+def accel_figures(ctx: Any) -> None:
+    """`worldwalk bench` suite: generated fps of the bundled model under eager, torch.compile and ONNX Runtime."""
+    from .threads import use_torch_threads
+
+    use_torch_threads(0)
+    chunks = 6 if ctx.quick else 16
+    ref: list[np.ndarray] | None = None
+    fps: dict[str, float] = {}
+    for choice in ("none", "compile", "onnx", "tensorrt", "cudagraph"):
+        world, label = bench_world()
+        device = world.spec.device
+        ok, why = check(choice, device)
+        if not ok:
+            ctx.skip(f"{choice} fps", why)
+            continue
+        try:
+            apply_accel(world, choice)
+            t0 = time.perf_counter()
+            walk_chunks(world, 2)  # chunk 0 eager, chunk 1 builds (exports, compiles) the fixed-shape steps
+            build = time.perf_counter() - t0
+            frames, secs = walk_chunks(world, chunks)
+        except Exception as e:
+            ctx.skip(f"{choice} fps", f"failed: {type(e).__name__}: {e}")
+            continue
+        later = secs[2:]  # chunk 0 is eager everywhere; chunk 1 may still warm caches
+        n_frames = sum(f.shape[0] for f in frames[2:])
+        fps[choice] = n_frames / sum(later)
+        name = {"none": "eager"}.get(choice, choice)
+        ctx.add(f"{name} generated fps ({label})", fps[choice], "fps", f"chunks 2..{chunks - 1}: 4 steps + cache "
+                "write + VAE decode")
+        ctx.add(f"{name} chunk time ({label})", 1000 * float(np.median(later)), "ms", "median")
+        if choice != "none":
+            ctx.add(f"{name} first-use build", build, "s", "2 chunks incl. export/compile (cached on disk after)")
+        if ref is None:
+            ref = frames
+        else:
+            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(ref, frames))
+            ctx.add(f"{name} max pixel difference vs eager", diff, "/255", f"over {chunks} chunks")
+    if "none" in fps:
+        for c, v in fps.items():
+            if c != "none":
+                name = {"none": "eager"}.get(c, c)
+                ctx.add(f"{name} speed-up over eager", v / fps["none"], "x", "")
+
+
+def summary(world: Any) -> dict[str, Any]:
+    """Counts of eager and accelerated calls and build time (for logs and tests)."""
+    stream, vae = _world_parts(world)
+    out: dict[str, Any] = {}
+    for name, obj in (("step", getattr(stream, "backend", None)), ("vae", vae)):
+        if isinstance(obj, AcceleratedStep | AcceleratedVAE):
+            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed}
+    return out
+
+
+__all__: Sequence[str] = (
+    "CHOICES",
+    "CPU_DEFAULT",
+    "AccelUnavailable",
+    "AcceleratedStep",
+    "AcceleratedVAE",
+    "accel_figures",
+    "add_accel_argument",
+    "apply_accel",
+    "check",
+    "resolve",
+)
