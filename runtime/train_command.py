@@ -6,6 +6,7 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
   encode   encode windows of the clips with the trained VAE
   world    train the world model by teacher forcing through the streaming cache (train_world.py)
   rollout  continue it with caches written from its own samples (Self-Forcing in spirit)
+  decoder  sharpen the VAE decoder on whole frames, encoder frozen (the latents do not change)
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder)
 
 Budgets are wall-clock minutes per stage (the defaults reproduce the shipped weights on a shared
@@ -18,7 +19,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-STAGES = ("data", "vae", "encode", "world", "rollout", "ship")
+STAGES = ("data", "vae", "encode", "world", "rollout", "decoder", "ship")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-steps", type=int, default=900)
     p.add_argument("--rollout-minutes", type=float, default=15.0)
     p.add_argument("--rollout-steps", type=int, default=150)
+    p.add_argument("--decoder-minutes", type=float, default=12.0)
+    p.add_argument("--decoder-steps", type=int, default=1200)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core machine: no OpenMP spinning)")
     p.set_defaults(func=run)
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from .bundled_vae import build_vae
     from .bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
     from .sana_wm.vae import SanaWMVAE
-    from .train_vae import TrainVAEConfig, train_vae
+    from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = BundledConfig()
     clips = ClipCache(work / "clips")
     latents = work / "latents.npz"
-    vae_file, world_file, rollout_file = work / VAE_FILE, work / WORLD_FILE, work / "bundled_world_rollout.safetensors"
+    vae_file, world_file = work / VAE_FILE, work / WORLD_FILE
+    rollout_file, tuned_file = work / "bundled_world_rollout.safetensors", work / "bundled_vae_tuned.safetensors"
     window = 1 + cfg.stride * cfg.chunk_latents * 3  # the first image and 3 chunks
 
     for stage in stages:
@@ -91,9 +95,12 @@ def run(args: argparse.Namespace) -> int:
                 tcfg = TrainWorldConfig(steps=args.rollout_steps, minutes=args.rollout_minutes, seed=args.seed + 7,
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
                 train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout")
+        elif stage == "decoder":
+            dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
+            finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(vae_file, out / VAE_FILE)
+            shutil.copyfile(tuned_file if tuned_file.exists() else vae_file, out / VAE_FILE)
             best = rollout_file if rollout_file.exists() else world_file
             shutil.copyfile(best, out / WORLD_FILE)
             np.save(out / START_FILE, np.ascontiguousarray(_start_frame(cfg)))

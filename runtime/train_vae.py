@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from .bundled_vae import BundledVAEConfig, build_vae
 from .walks import ClipCache
 
-__all__ = ["TrainVAEConfig", "train_vae", "export_vae", "latent_stats"]
+__all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae"]
 
 
 @dataclass
@@ -144,4 +144,88 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
     vae.latents_mean.copy_(mean)
     vae.latents_std.copy_(std)
     export_vae(vae, out, vcfg, {"step": step, "train_psnr_ema": ema})
+    return out
+
+
+@dataclass
+class DecoderTuneConfig:
+    steps: int = 1200
+    minutes: float = 12.0
+    batch: int = 2
+    frames: int = 9
+    lr: float = 3e-4
+    latent_noise: float = 0.1  # x latent std: the decoder learns to tolerate the world model's errors
+    edge_weight: float = 0.5
+    ckpt_every: int = 100
+    seed: int = 0
+
+
+def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, work: Path, out: Path,
+                     resume: bool = True, progress: bool = True) -> Path:
+    """Stage 1b: sharpen the decoder on whole frames with the encoder frozen.
+
+    The latents (and so the trained world model) stay exactly the same; only the pixels they decode to
+    improve. Runs after the world model, when its latents are fixed.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(vae_file), "pt") as f:
+        meta = f.metadata() or {}
+    vd = json.loads(meta["config"])
+    vd["channels"] = tuple(vd["channels"])
+    vcfg = BundledVAEConfig(**vd)
+    frames, _, _ = clips.load()
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(vcfg)
+    vae.load_state_dict(load_file(str(vae_file)))
+    vae.encoder.requires_grad_(False)
+    params = [p for p in vae.decoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    rng = np.random.default_rng(cfg.seed + 11)
+    step, ckpt = 0, work / "decoder_ckpt.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+
+    def save() -> None:
+        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state}, work / "decoder_ckpt.pt.part")
+        (work / "decoder_ckpt.pt.part").replace(ckpt)
+
+    from tqdm import tqdm
+
+    h, w = frames.shape[2:4]
+    bcfg = TrainVAEConfig(batch=cfg.batch, frames=cfg.frames, crop=(h, w))
+    std = vae.latents_std.view(1, -1, 1, 1, 1)
+    bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not progress, mininterval=5.0)
+    t0, ema = time.monotonic(), None
+    vae.decoder.train()
+    while step < cfg.steps and (time.monotonic() - t0) < cfg.minutes * 60:
+        lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _batch(frames, bcfg, rng)  # (B, 3, T, H, W)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+            z = z + cfg.latent_noise * std * torch.randn_like(z)
+        y = vae.decode(z).sample
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        psnr = 10 * math.log10(4.0 / max(F.mse_loss(y.detach().clamp(-1, 1), x).item(), 1e-10))
+        ema = psnr if ema is None else 0.98 * ema + 0.02 * psnr
+        bar.update(1)
+        bar.set_postfix(psnr=f"{ema:.2f}", lr=f"{lr:.1e}")
+        if step % cfg.ckpt_every == 0:
+            save()
+    bar.close()
+    save()
+    vae.eval()
+    export_vae(vae, out, vcfg, {"step": step, "decoder_psnr_ema": ema})
     return out
