@@ -175,6 +175,7 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     vd = json.loads(meta["config"])
     vd["channels"] = tuple(vd["channels"])
     vcfg = BundledVAEConfig(**vd)
+    work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
     vae = build_vae(vcfg)
