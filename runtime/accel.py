@@ -278,7 +278,7 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
     stream, vae = _world_parts(world)
     if stream is None:
         if choice not in ("auto", "none"):
-            log.warning("--accel %s: world %s has no SANA-WM chunk step; running it as is", choice, type(world).__name__)
+            log.warning("--accel %s: %s has no SANA-WM chunk step; running it as is", choice, type(world).__name__)
         return "none"
     device = stream.transformer.x_embedder.proj.weight.device
     chosen = resolve(choice, device)
