@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start every stage from scratch")
     p.add_argument("--clips", type=int, default=320, help="random walks to render")
-    p.add_argument("--vae-minutes", type=float, default=20.0)
-    p.add_argument("--vae-steps", type=int, default=1800)
+    p.add_argument("--vae-minutes", type=float, default=18.0)
+    p.add_argument("--vae-steps", type=int, default=2600)
     p.add_argument("--world-minutes", type=float, default=60.0)
     p.add_argument("--world-steps", type=int, default=900)
     p.add_argument("--rollout-minutes", type=float, default=15.0)
@@ -76,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             clips.build(args.clips, 49, seed=args.seed + 1, cfg=WalkConfig())
         elif stage == "vae":
-            train_vae(TrainVAEConfig(steps=args.vae_steps, minutes=args.vae_minutes, batch=8, seed=args.seed),
-                      clips, work, vae_file, resume=resume, vcfg=cfg.vae)
+            # whole frames, not crops: trained on 64x64 crops (4x4 latents, all near a border) the VAE
+            # learned border cues and decoded whole frames to nearly the same image whatever the input
+            vcfg = TrainVAEConfig(steps=args.vae_steps, minutes=args.vae_minutes, batch=2,
+                                  crop=(cfg.vae.height, cfg.vae.width), seed=args.seed)
+            train_vae(vcfg, clips, work, vae_file, resume=resume, vcfg=cfg.vae)
         elif stage == "encode":
             if latents.exists() and resume:
                 print(f"{latents} exists; keeping it")

@@ -1,11 +1,11 @@
 """Stage 1 of `worldwalk train`: the bundled VAE, trained on clips of the reference world.
 
-Random crops (space and time) of pre-rendered random walks; loss = L1 + MSE on pixels in
-[-1, 1], plus an L1 on image gradients (edges stay sharp without a perceptual network), plus a
-tiny KL that keeps the latent scale bounded. The decoder is trained on the posterior mean (LTX-2's
-encoder shares one log-variance channel that starts at std 1; sampling it only adds noise here, and
-the world model reads the mean). Convolutions are translation invariant, so
-training on crops is cheap and the decoder still works on whole frames.
+Windows of pre-rendered random walks, whole frames (crops mislead the small VAE: with 4x4
+latents every position is near a border, and it decoded whole frames to one blurred image).
+Loss: L1 + MSE on pixels in [-1, 1], an L1 on image gradients (edges stay sharp without a
+perceptual network), and a tiny KL that keeps the latent scale bounded. The decoder is trained
+on the posterior mean (LTX-2's encoder shares one log-variance channel that starts at std 1;
+sampling it only adds noise here, and the world model reads the mean).
 
 The run is bounded by steps and by wall-clock minutes (the budget on a shared 2-core CPU), saves
 a resumable checkpoint (model, optimiser, step, RNG) every `ckpt_every` steps and at the end
