@@ -12,8 +12,10 @@ once a session) and every later chunk through the fixed-shape modules of onnx_ex
 at the first chunk that needs them (exports are cached on disk). The typed `StreamingCache` and the
 VAE's decode state stay the source of truth, flattened in and out around each step, so snapshot,
 restore and rewind work unchanged. Asking for a backend that is not installed raises
-`AccelUnavailable` naming what to install; under `auto` a backend that fails to build falls back to
-eager with a warning.
+`AccelUnavailable` naming what to install. Under `auto` a backend that fails to build falls back to
+eager with a warning, and each graph (chunk read, chunk write, VAE decode) is timed against eager once
+at first use and kept only where it is faster: on this CPU ONNX Runtime wins the chunk step while the
+bundled VAE's oneDNN 3D convolutions stay faster in eager PyTorch. An explicit choice runs every graph.
 
 Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
 (tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -137,20 +139,41 @@ def engine(choice: str, device: torch.device) -> Make:
     raise ValueError(f"no engine for {choice!r}")
 
 
+def _faster(accelerated: Callable[[], Any], eager: Callable[[], Any], repeats: int = 2) -> tuple[bool, float, float]:
+    """Time both after a warm-up call each (best of `repeats`); True when the accelerated one is >= 5% faster."""
+
+    def best(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        ta, te = best(accelerated), best(eager)
+    return ta < 0.95 * te, ta, te
+
+
 class AcceleratedStep:
     """Stand-in for `SanaWMStreamingTransformer` in `LatentStream.backend` (same call signature)."""
 
-    def __init__(self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False) -> None:
+    def __init__(
+        self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False, tune: bool = False
+    ) -> None:
         self.tr = transformer
         self.make = make
         self.folder = folder
         self.fallback = fallback  # auto: a backend that fails to build falls back to eager
+        self.tune = tune  # auto: time each graph against eager once, keep the faster
+        self.chosen: dict[tuple, tuple[bool, float, float]] = {}  # key -> (accelerated?, s accelerated, s eager)
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
         self._runners: dict[tuple, Callable[..., Any]] = {}
         self._layouts: dict[tuple, CacheLayout] = {}
-        self._prep: tuple[Any, Any, list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._prep: tuple[Any, ...] | None = None  # (cache, camera, inputs, flat cache, layout) of the chunk
         self._hash: str | None = None
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
@@ -161,6 +184,14 @@ class AcceleratedStep:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
             run = self._runner(write, inputs, lay)
+            key = (write, tuple(latents.shape))
+            if self.tune and key not in self.chosen:
+                self.chosen[key] = _faster(
+                    lambda: run(*inputs), lambda: self.tr(latents, timesteps, text, text_mask, camera, cache, write)
+                )
+            if self.tune and not self.chosen[key][0]:
+                self.counts["eager"] += 1
+                return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
             out = run(*inputs)
         except Exception as e:
             if not self.fallback:
@@ -209,11 +240,13 @@ class AcceleratedStep:
 class AcceleratedVAE:
     """Wraps a world's VAE (`SanaWMVAE` or alike): `decode_chunk` of chunks >= 1 runs the decoder step."""
 
-    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False) -> None:
+    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False, tune: bool = False) -> None:
         self.inner = inner
         self.make = make
         self.folder = folder
         self.fallback = fallback
+        self.tune = tune
+        self.chosen: dict[tuple, tuple[bool, float, float]] = {}
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
@@ -231,7 +264,14 @@ class AcceleratedVAE:
         tails = [state.tails[k] for k in keys]
         try:
             inputs = [z.contiguous(), *(t.contiguous() for t in tails)]
-            out = self._runner(inputs, keys, state)(*inputs)
+            run = self._runner(inputs, keys, state)
+            key = tuple(tuple(t.shape) for t in inputs)
+            if self.tune and key not in self.chosen:
+                self.chosen[key] = _faster(lambda: run(*inputs), lambda: self.inner.decode_chunk(z, state))
+            if self.tune and not self.chosen[key][0]:
+                self.counts["eager"] += 1
+                return self.inner.decode_chunk(z, state)
+            out = run(*inputs)
         except Exception as e:
             if not self.fallback:
                 raise
@@ -290,10 +330,10 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
         return "none"
     folder = export_dir(cache_dir)
     make = engine(chosen, device)
-    fallback = choice == "auto"
-    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback)
+    auto = choice == "auto"  # auto falls back on failure and keeps each graph only where it measured faster
+    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto, tune=auto)
     if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
-        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback)
+        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto, tune=auto)
     return chosen
 
 
@@ -322,13 +362,16 @@ def bench_world(seed: int = 0) -> tuple[Any, str]:
             return bundled_world.BundledWorld(seed=seed), "bundled model"
     except Exception as e:  # weights in flux while the bundled model trains
         log.info("bundled world unavailable (%s); using a random-init model of its shape", e)
+    from .bundled_vae import BundledVAEConfig, build_vae
     from .bundled_world import transformer_config
     from .sana_wm.model import SanaWM, SanaWMRunConfig
-    from .sana_wm.vae import small_vae_config
+    from .sana_wm.transformer import SanaWMStreamingTransformer
+    from .sana_wm.vae import SanaWMVAE
 
-    vae = small_vae_config(temporal_stride=4, latent_channels=16)
-    run = SanaWMRunConfig(width=160, height=96)
-    return SanaWM.random_init(transformer_config(), vae, run, seed=seed), "bundled-size random model (160x96)"
+    torch.manual_seed(seed)
+    vae = SanaWMVAE(build_vae(BundledVAEConfig()))  # the bundled LTX-2 VAE layout, with its oneDNN 3D convs
+    world = SanaWM(SanaWMStreamingTransformer(transformer_config()), vae, SanaWMRunConfig(width=160, height=96))
+    return world, "bundled-size random model (160x96)"
 
 
 def walk_chunks(world: Any, chunks: int, seed: int = 0) -> tuple[list[np.ndarray], list[float]]:
@@ -361,7 +404,7 @@ def accel_figures(ctx: Any) -> None:
     chunks = 6 if ctx.quick else 16
     ref: list[np.ndarray] | None = None
     fps: dict[str, float] = {}
-    for choice in ("none", "compile", "onnx", "tensorrt", "cudagraph"):
+    for choice in ("none", "compile", "onnx", "auto", "tensorrt", "cudagraph"):
         world, label = bench_world()
         device = world.spec.device
         ok, why = check(choice, device)
@@ -369,7 +412,7 @@ def accel_figures(ctx: Any) -> None:
             ctx.skip(f"{choice} fps", why)
             continue
         try:
-            apply_accel(world, choice)
+            chosen = apply_accel(world, choice)
             t0 = time.perf_counter()
             walk_chunks(world, 2)  # chunk 0 eager, chunk 1 builds (exports, compiles) the fixed-shape steps
             build = time.perf_counter() - t0
@@ -380,7 +423,7 @@ def accel_figures(ctx: Any) -> None:
         later = secs[2:]  # chunk 0 is eager everywhere; chunk 1 may still warm caches
         n_frames = sum(f.shape[0] for f in frames[2:])
         fps[choice] = n_frames / sum(later)
-        name = {"none": "eager"}.get(choice, choice)
+        name = {"none": "eager", "auto": f"auto ({chosen}: {_kept(world)})"}.get(choice, choice)
         ctx.add(f"{name} generated fps ({label})", fps[choice], "fps", f"chunks 2..{chunks - 1}: 4 steps + cache "
                 "write + VAE decode")
         ctx.add(f"{name} chunk time ({label})", 1000 * float(np.median(later)), "ms", "median")
@@ -394,8 +437,25 @@ def accel_figures(ctx: Any) -> None:
     if "none" in fps:
         for c, v in fps.items():
             if c != "none":
-                name = {"none": "eager"}.get(c, c)
-                ctx.add(f"{name} speed-up over eager", v / fps["none"], "x", "")
+                ctx.add(f"{c} speed-up over eager", v / fps["none"], "x", "generated fps ratio")
+
+
+def _graph_name(key: tuple) -> str:
+    """"read"/"write" (+ latent shape) for chunk-step keys, "decode" (+ z shape) for VAE keys."""
+    if isinstance(key[0], bool):
+        return f"{'write' if key[0] else 'read'} {key[1]}"
+    return f"decode {key[0]}"
+
+
+def _kept(world: Any) -> str:
+    """Which graphs `auto` kept accelerated, e.g. "read+write, VAE eager"."""
+    s = summary(world)
+    parts = []
+    for part, label in (("step", "step"), ("vae", "VAE")):
+        kept = s.get(part, {}).get("kept", {})
+        n = sum(v == "accelerated" for v in kept.values())
+        parts.append(f"{label} {'accelerated' if n == len(kept) and n else 'eager' if not n else 'mixed'}")
+    return ", ".join(parts)
 
 
 def summary(world: Any) -> dict[str, Any]:
@@ -404,11 +464,12 @@ def summary(world: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, obj in (("step", getattr(stream, "backend", None)), ("vae", vae)):
         if isinstance(obj, AcceleratedStep | AcceleratedVAE):
-            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed}
+            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed,
+                         "kept": {_graph_name(k): "accelerated" if v[0] else "eager" for k, v in obj.chosen.items()}}
     return out
 
 
-__all__: Sequence[str] = (
+__all__ = [
     "CHOICES",
     "CPU_DEFAULT",
     "AccelUnavailable",
@@ -419,4 +480,4 @@ __all__: Sequence[str] = (
     "apply_accel",
     "check",
     "resolve",
-)
+]

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from .sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache
 from .sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
+from .sana_wm.layers import TemporalShortConv
 from .sana_wm.rope import apply_rope
 from .sana_wm.transformer import SanaWMStreamingTransformer
 
@@ -382,6 +383,40 @@ def plain_convs(module: nn.Module) -> Iterator[None]:
             m.__class__ = cls
 
 
+class SlicedShortConv(TemporalShortConv):
+    """`TemporalShortConv` as K shifted multiply-adds instead of a grouped conv1d: the same sums (fp32 rounding
+    aside), but ONNX Runtime's grouped 1D convolution over (B*S) tiny sequences cost about 0.7 ms each on the
+    bundled-size model, a third of the chunk step. Swapped in only while exporting (`export_friendly`)."""
+
+    def forward(self, x: torch.Tensor, frames: int, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, N, C = x.shape
+        S, K = N // frames, self.kernel
+        xt = x.view(B, frames, S, C)  # (B, T, S, C)
+        if tail is None:
+            tail = xt.new_zeros(B, S, K - 1, C)
+        full = torch.cat([tail.to(xt.dtype).transpose(1, 2), xt], 1)  # (B, K-1+T, S, C)
+        own = torch.cat([xt, xt.new_zeros(B, K - 1, S, C)], 1)  # zeros past the chunk end
+        w = self.weight.to(x.dtype)[:, 0, :]  # (C, K)
+        y = -xt * w[:, K - 1]  # the shared centre tap counted once
+        for j in range(K):
+            y = y + full[:, j : j + frames] * w[:, j] + own[:, K - 1 - j : K - 1 - j + frames] * w[:, j]
+        return y.reshape(B, N, C), full[:, -(K - 1) :].transpose(1, 2)
+
+
+@contextlib.contextmanager
+def export_friendly(module: nn.Module) -> Iterator[None]:
+    """While exporting: plain convolution classes (`plain_convs`) and sliced short convs."""
+    swapped = [m for m in module.modules() if type(m) is TemporalShortConv]
+    for m in swapped:
+        m.__class__ = SlicedShortConv
+    try:
+        with plain_convs(module):
+            yield
+    finally:
+        for m in swapped:
+            m.__class__ = TemporalShortConv
+
+
 def export_onnx(
     module: nn.Module,
     inputs: Sequence[torch.Tensor],
@@ -395,7 +430,7 @@ def export_onnx(
     tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
     import warnings
 
-    with torch.no_grad(), plain_convs(module), warnings.catch_warnings():
+    with torch.no_grad(), export_friendly(module), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
