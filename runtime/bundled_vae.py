@@ -1,19 +1,23 @@
-"""The bundled model's VAE: diffusers' `AutoencoderKLLTX2Video` in a small, fast configuration.
+"""The bundled model's VAE: our own small frame-group autoencoder (shipped), and the small LTX-2 config.
 
-Same class as SANA-WM's LTX-2 VAE, so the streaming code that wraps it needs no special case;
-only the sizes differ:
+What ships, `FrameVAE`: 160x96 video at 16 fps <-> latents of 16 channels on a 6x10 grid, stride 16
+in space and 4 in time, in the LTX-2 layout (B, C, T, h, w): a clip of 1 + 4k frames has 1 + k
+latent frames, the first coding the first image alone. Each latent frame codes its 4 video frames
+stacked on channels with 2D convolutions (GroupNorm, SiLU; channels 48, 96, 128; 2.3M parameters),
+so chunks decode independently and a chunked decode equals a whole-clip decode exactly. Decoding a
+12-frame chunk takes about 50-80 ms on one CPU thread.
 
-- 160x96 video at 16 fps <-> latents of 16 channels, 6x10 tokens, stride 16 in space and 4 in
-  time (SANA-WM: 128 channels, stride 32 and 8). A latent frame is 4 video frames = 0.25 s, so a
-  chunk of 3 latent frames is 0.75 s of video and the player's input reaches the screen a chunk
-  sooner than with stride 8. Clips have 4k + 1 frames: the first frame has a latent of its own.
-- Channels (16, 32, 64), one resnet layer per block, patch size 2: 1.2M parameters; decoding a
-  12-frame chunk costs about 2 GFLOP.
-- The decoder pads with zeros (not reflect): cheaper, and trained that way from scratch.
+Why not LTX-2: diffusers' `AutoencoderKLLTX2Video` with a small config (channels 16, 32, 64, one
+layer per block, patch 2, same strides; `BundledVAEConfig`) decodes fast enough (2 GFLOP a chunk,
+with `fast_conv3d`), but in our CPU budget (15-20 minutes) it did not learn to pass the image
+through its latent: after 800 steps on whole frames two different images decoded to frames that
+differ by 0.009 (of 2), and 1800 steps on crops gave one blurred landscape for every input. The
+frame-group VAE reached 22-25 dB after 300 steps. A temporal stride of 4 (SANA-WM: 8) halves the
+input latency: a chunk of 3 latent frames is 0.75 s of video.
 
 `fast_conv3d` swaps every `nn.Conv3d` for a subclass that calls oneDNN directly: PyTorch's CPU
-heuristic sends the small 3D convolutions of this VAE to its slow reference kernel
-(`slow_conv3d`), which is 2-3x slower. The parameters and state dict are unchanged.
+heuristic sends small 3D convolutions to its slow reference kernel (`slow_conv3d`), 2-3x slower.
+The parameters and state dict are unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BundledVAEConfig", "FastConv3d", "build_vae", "fast_conv3d"]
+__all__ = ["BundledVAEConfig", "FastConv3d", "FrameVAE", "FrameVAEConfig", "FrameVAEStream", "build_vae",
+           "fast_conv3d", "vae_config_from_dict"]
 
 
 @dataclass
@@ -100,9 +105,170 @@ def fast_conv3d(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_vae(cfg: BundledVAEConfig | None = None) -> nn.Module:
+def build_vae(cfg: BundledVAEConfig | FrameVAEConfig | None = None) -> nn.Module:
     """A randomly initialised bundled VAE (load weights with `load_state_dict`)."""
+    cfg = cfg or FrameVAEConfig()
+    if isinstance(cfg, FrameVAEConfig):
+        return FrameVAE(cfg)
     from diffusers import AutoencoderKLLTX2Video
 
-    cfg = cfg or BundledVAEConfig()
     return fast_conv3d(AutoencoderKLLTX2Video(**cfg.to_diffusers()))
+
+
+def vae_config_from_dict(d: dict) -> BundledVAEConfig | FrameVAEConfig:
+    """The config stored in a VAE weight file's metadata (`to_dict`)."""
+    d = dict(d)
+    d["channels"] = tuple(d["channels"])
+    if d.pop("kind", "ltx2") == "frame":
+        return FrameVAEConfig(**d)
+    return BundledVAEConfig(**d)
+
+
+def encode_mean(vae: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Raw latents (posterior mean) of video x (B, 3, 1 + s k, H, W) in [-1, 1], for either VAE."""
+    if isinstance(vae, FrameVAE):
+        return vae.encode(x)
+    return vae.encode(x, causal=True).latent_dist.mode()
+
+
+def decode_raw(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Video (B, 3, F, H, W) from raw latents, for either VAE."""
+    if isinstance(vae, FrameVAE):
+        return vae.decode(z)
+    return vae.decode(z, causal=True).sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Our own small VAE: what the bundled model ships.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameVAEConfig:
+    """A latent frame is a group of `temporal_stride` video frames stacked on channels and coded by
+    2D convolutions; the first latent frame codes the first image alone (repeated), so a clip of
+    1 + 4k frames has 1 + k latent frames, as with LTX-2."""
+
+    width: int = 160
+    height: int = 96
+    latent_channels: int = 16
+    channels: tuple[int, ...] = (48, 96, 128)  # at 1/2, 1/4, 1/8 of the frame (then 1/16)
+    temporal_stride: int = 4
+
+    @property
+    def spatial_stride(self) -> int:
+        return 2 ** (len(self.channels) + 1)
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return self.height // self.spatial_stride, self.width // self.spatial_stride
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["kind"] = "frame"
+        return d
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.silu(self.n2(self.c1(F.silu(self.n1(x))))))
+
+
+class FrameVAE(nn.Module):
+    """Deterministic autoencoder (posterior mean only) with the LTX-2 latent layout (B, C, T, h, w)."""
+
+    def __init__(self, cfg: FrameVAEConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or FrameVAEConfig()
+        s, ch = cfg.temporal_stride, list(cfg.channels)
+        enc: list[nn.Module] = [nn.PixelUnshuffle(2), nn.Conv2d(3 * s * 4, ch[0], 3, padding=1)]
+        for i, c in enumerate(ch):
+            nxt = ch[i + 1] if i + 1 < len(ch) else ch[-1]
+            enc += [_Res(c), nn.Conv2d(c, nxt, 3, stride=2, padding=1)]
+        enc += [_Res(ch[-1]), nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_channels, 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), _Res(ch[-1])]
+        for i in reversed(range(len(ch))):
+            prev = ch[i + 1] if i + 1 < len(ch) else ch[-1]
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, ch[i], 3, padding=1), _Res(ch[i])]
+        dec += [nn.GroupNorm(8, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3 * s * 4, 3, padding=1), nn.PixelShuffle(2)]
+        self.decoder = nn.Sequential(*dec)
+        self.register_buffer("latents_mean", torch.zeros(cfg.latent_channels))
+        self.register_buffer("latents_std", torch.ones(cfg.latent_channels))
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1 + s k, H, W) -> (B * (1 + k), 3 s, H, W): the first frame repeated s times, then groups."""
+        B, C, Fr, H, W = x.shape
+        s = self.cfg.temporal_stride
+        if (Fr - 1) % s:
+            raise ValueError(f"clips must have 1 + {s} k frames, got {Fr}")
+        x = torch.cat([x[:, :, :1].expand(B, C, s, H, W), x[:, :, 1:]], 2)  # (B, C, s (1 + k), H, W)
+        T = x.shape[2] // s
+        return x.view(B, C, T, s, H, W).permute(0, 2, 3, 1, 4, 5).reshape(B * T, s * C, H, W)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1 + s k, H, W) in [-1, 1] -> raw latents (B, C, 1 + k, h, w)."""
+        B = x.shape[0]
+        z = self.encoder(self._groups(x))  # (B T, C, h, w)
+        return z.view(B, -1, *z.shape[1:]).transpose(1, 2)
+
+    def decode(self, z: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """Raw latents (B, C, T, h, w) -> video (B, 3, F, H, W); with `first`, latent 0 is the first image
+        (1 frame), so F = 1 + s (T - 1); otherwise F = s T."""
+        B, C, T, h, w = z.shape
+        s = self.cfg.temporal_stride
+        y = self.decoder(z.transpose(1, 2).reshape(B * T, C, h, w))  # (B T, s 3, H, W)
+        y = y.view(B, T, s, 3, *y.shape[-2:]).permute(0, 3, 1, 2, 4, 5).reshape(B, 3, T * s, *y.shape[-2:])
+        return y[:, :, s - 1 :] if first else y
+
+
+@dataclass
+class FrameDecodeState:
+    started: bool = False
+
+
+class FrameVAEStream:
+    """`FrameVAE` behind the interface `BundledWorld` uses (that of `sana_wm.vae.SanaWMVAE`): normalised
+    latents in, chunks of frames out. Latent frames decode independently, so chunked decoding equals a
+    whole-clip decode exactly; the state only remembers whether the first image was decoded."""
+
+    def __init__(self, vae: FrameVAE) -> None:
+        self.vae = vae.eval()
+        self.temporal_stride = vae.cfg.temporal_stride
+        self.spatial_stride = vae.cfg.spatial_stride
+        self.latent_channels = vae.cfg.latent_channels
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z.device, z.dtype)
+        std = self.vae.latents_std.view(1, -1, 1, 1, 1).to(z.device, z.dtype)
+        return mean, std, 1.0
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 1 + s k, H, W) in [-1, 1] -> normalised latents (B, C, 1 + k, h, w)."""
+        z = self.vae.encode(frames)
+        mean, std, _ = self._stats(z)
+        return (z - mean) / std
+
+    @torch.no_grad()
+    def encode_image(self, image) -> torch.Tensor:  # noqa: ANN001
+        """(H, W, 3) uint8 -> normalised latent (1, C, 1, h, w)."""
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+        return self.encode_video(x[None, :, None])
+
+    @torch.no_grad()
+    def decode_full(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std, _ = self._stats(z)
+        return self.vae.decode(z * std + mean, first=True)
+
+    @torch.no_grad()
+    def decode_chunk(self, z: torch.Tensor, state: FrameDecodeState | None) -> tuple[torch.Tensor, FrameDecodeState]:
+        mean, std, _ = self._stats(z)
+        started = state is not None and state.started
+        return self.vae.decode(z * std + mean, first=not started), FrameDecodeState(True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bundled_vae import BundledVAEConfig, build_vae
+from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
 from .chunk import Chunk
 from .sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
 from .sana_wm.config import SanaWMConfig
@@ -62,7 +62,7 @@ def transformer_config() -> SanaWMConfig:
 
 @dataclass
 class BundledConfig:
-    vae: BundledVAEConfig = field(default_factory=BundledVAEConfig)
+    vae: FrameVAEConfig | BundledVAEConfig = field(default_factory=FrameVAEConfig)
     transformer: SanaWMConfig = field(default_factory=transformer_config)
     fps: float = 16.0
     translation_scale: float = 0.1  # model units per world unit
@@ -127,9 +127,7 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
         vmeta = f.metadata() or {}
     with safe_open(str(folder / WORLD_FILE), "pt") as f:
         wmeta = f.metadata() or {}
-    vd = json.loads(vmeta["config"])
-    vd["channels"] = tuple(vd["channels"])
-    vcfg = BundledVAEConfig(**vd)
+    vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
     tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
     cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)))
     vae = build_vae(vcfg)
@@ -156,10 +154,17 @@ def _fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def _copy_state(state: object) -> object:
+    """A decode state that later chunks cannot change (LTX-2 tails are replaced, never edited in place)."""
+    if isinstance(state, DecodeState):
+        return DecodeState(dict(state.tails), state.started)
+    return state  # FrameDecodeState is never mutated, or None
+
+
 @dataclass
 class _Snapshot:
     stream: object
-    decode: DecodeState
+    decode: object
     chunk: int
     anchor: np.ndarray | None
     poses: dict[int, np.ndarray]
@@ -174,7 +179,7 @@ class BundledWorld:
         if threads:
             torch.set_num_threads(threads)
         self.cfg, vae, self.transformer = load_weights(folder)
-        self.vae = SanaWMVAE(vae)
+        self.vae = FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae)
         self.stream = LatentStream(self.transformer, FlowSampler(self.cfg.sampler))
         self.start = np.load((Path(folder) if folder else WEIGHTS) / START_FILE) if (
             (Path(folder) if folder else WEIGHTS) / START_FILE).exists() else None
@@ -195,7 +200,7 @@ class BundledWorld:
         self.first_frame = _fit_frame(np.asarray(first_frame, np.uint8), self.spec.width, self.spec.height)
         text, mask = empty_text(self.cfg)
         self.stream.reset(text, mask, seed)
-        self.decode_state = DecodeState()
+        self.decode_state = None if isinstance(self.vae, FrameVAEStream) else DecodeState()
         self.chunk = 0
         self.anchor: np.ndarray | None = None
         self.poses: dict[int, np.ndarray] = {}
@@ -238,15 +243,15 @@ class BundledWorld:
         return Chunk(frames=frames, poses=poses.copy(), intrinsics=intrinsics.copy(), index=k, timings=timings)
 
     def snapshot(self) -> _Snapshot:
-        return _Snapshot(self.stream.snapshot(), DecodeState(dict(self.decode_state.tails), self.decode_state.started),
-                         self.chunk, None if self.anchor is None else self.anchor.copy(), dict(self.poses),
+        anchor = None if self.anchor is None else self.anchor.copy()
+        return _Snapshot(self.stream.snapshot(), _copy_state(self.decode_state), self.chunk, anchor, dict(self.poses),
                          dict(self.intrinsics), self.image_latent)
 
     def restore(self, snapshot: object) -> None:
         if not isinstance(snapshot, _Snapshot):
             raise TypeError(f"restore() takes a BundledWorld snapshot, got {type(snapshot).__name__}")
         self.stream.restore(snapshot.stream)  # type: ignore[arg-type]
-        self.decode_state = DecodeState(dict(snapshot.decode.tails), snapshot.decode.started)
+        self.decode_state = _copy_state(snapshot.decode)
         self.chunk, self.anchor = snapshot.chunk, snapshot.anchor
         self.poses, self.intrinsics = dict(snapshot.poses), dict(snapshot.intrinsics)
         self.image_latent = snapshot.image_latent

@@ -136,14 +136,14 @@ def run(args: argparse.Namespace) -> int:
 def _vae_roundtrip(world, truth: np.ndarray) -> np.ndarray:
     import torch
 
+    from .bundled_vae import decode_raw, encode_mean
     from .sana_wm.vae import to_uint8
 
     vae = world.vae
     n = 1 + (len(truth) - 1) // vae.temporal_stride * vae.temporal_stride
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(truth[:n])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        z = vae.vae.encode(x, causal=True).latent_dist.mode()
-        return to_uint8(vae.vae.decode(z, causal=True).sample)
+        return to_uint8(decode_raw(vae.vae, encode_mean(vae.vae, x)))
 
 
 def _strips(folder: Path, videos: dict[str, np.ndarray], fps: float) -> None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from .bundled_vae import build_vae
+    from .bundled_vae import FrameVAE, FrameVAEStream, build_vae
     from .bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
     from .sana_wm.vae import SanaWMVAE
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             vae = build_vae(cfg.vae)
             vae.load_state_dict(load_file(str(vae_file)))
-            data = encode_windows(SanaWMVAE(vae.eval()), clips, window, cfg.stride * cfg.chunk_latents)
+            stream = FrameVAEStream(vae.eval()) if isinstance(vae, FrameVAE) else SanaWMVAE(vae.eval())
+            data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents)
             np.savez(latents, **data)
         elif stage in ("world", "rollout"):
             data = dict(np.load(latents))

@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .bundled_vae import BundledVAEConfig, build_vae
+from .bundled_vae import (
+    BundledVAEConfig,
+    FrameVAE,
+    FrameVAEConfig,
+    build_vae,
+    decode_raw,
+    encode_mean,
+    vae_config_from_dict,
+)
 from .walks import ClipCache
 
 __all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae"]
@@ -74,12 +82,13 @@ def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_fr
     zs = []
     for i in range(min(clips, len(frames))):
         x = torch.from_numpy(np.ascontiguousarray(frames[i, :n_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        zs.append(vae.encode(x).latent_dist.mean)  # (1, C, t, h, w)
+        zs.append(encode_mean(vae, x))  # (1, C, t, h, w)
     z = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], dim=1)  # (C, N)
     return z.mean(1), z.std(1)
 
 
-def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig, extra: dict | None = None) -> None:
+def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig | FrameVAEConfig,
+               extra: dict | None = None) -> None:
     meta = {"config": json.dumps(vcfg.to_dict()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     sd = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +96,9 @@ def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig, extra: 
 
 
 def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resume: bool = True,
-              vcfg: BundledVAEConfig | None = None, progress: bool = True) -> Path:
+              vcfg: BundledVAEConfig | FrameVAEConfig | None = None, progress: bool = True) -> Path:
     """Train (or resume) the VAE; writes checkpoints under `work` and the weights to `out`."""
-    vcfg = vcfg or BundledVAEConfig()
+    vcfg = vcfg or FrameVAEConfig()
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
@@ -120,10 +129,14 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
         for g in opt.param_groups:
             g["lr"] = lr
         x = _batch(frames, cfg, rng)  # (B, 3, T, h, w)
-        post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample() if cfg.sample_posterior else post.mode()).sample
+        if isinstance(vae, FrameVAE):  # deterministic: a small L2 on the latents stands in for the KL
+            z = vae.encode(x)
+            y, kl = vae.decode(z), 0.5 * z.square().sum() / x.numel()
+        else:
+            post = vae.encode(x).latent_dist
+            y = vae.decode(post.sample() if cfg.sample_posterior else post.mode()).sample
+            kl = post.kl().mean() / x[0].numel()
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
-        kl = post.kl().mean() / x[0].numel()
         loss = rec + cfg.edge_weight * _grad_l1(y, x) + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,15 +185,13 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
 
     with safe_open(str(vae_file), "pt") as f:
         meta = f.metadata() or {}
-    vd = json.loads(meta["config"])
-    vd["channels"] = tuple(vd["channels"])
-    vcfg = BundledVAEConfig(**vd)
+    vcfg = vae_config_from_dict(json.loads(meta["config"]))
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
     vae = build_vae(vcfg)
     vae.load_state_dict(load_file(str(vae_file)))
-    vae.encoder.requires_grad_(False)
+    vae.encoder.requires_grad_(False)  # the latents (and the world model trained on them) stay fixed
     params = [p for p in vae.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed + 11)
@@ -210,9 +221,9 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
             g["lr"] = lr
         x = _batch(frames, bcfg, rng)  # (B, 3, T, H, W)
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.mode()
+            z = encode_mean(vae, x)
             z = z + cfg.latent_noise * std * torch.randn_like(z)
-        y = vae.decode(z).sample
+        y = decode_raw(vae, z)
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from .bundled_vae import FrameVAEStream
 from .bundled_world import BundledConfig, camera_inputs, chunk_latent_indices, empty_text, relative_poses
 from .sana_wm.camera import CameraInputs
 from .sana_wm.sampler import FlowSampler
@@ -62,7 +63,7 @@ class TrainWorldConfig:
 
 
 @torch.no_grad()
-def encode_windows(vae: SanaWMVAE, clips: ClipCache, window: int, hop: int, progress: bool = True
+def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: int, hop: int, progress: bool = True
                    ) -> dict[str, np.ndarray]:
     """Encode every window of `window` frames (every `hop` frames) of every clip.
 
@@ -75,16 +76,23 @@ def encode_windows(vae: SanaWMVAE, clips: ClipCache, window: int, hop: int, prog
     n, f = frames.shape[:2]
     starts = list(range(0, f - window + 1, hop))
     lat, ps, ks = [], [], []
-    mean, std, sf = vae._stats(torch.zeros(1, vae.latent_channels, 1, 1, 1))
     for i in tqdm(range(n), desc="encode", disable=not progress, mininterval=5.0):
         for s in starts:
             x = torch.from_numpy(np.ascontiguousarray(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
             x = x.float() / 127.5 - 1.0  # (1, 3, F, H, W)
-            z = vae.vae.encode(x, causal=True).latent_dist.mode()
-            lat.append(((z - mean) * sf / std)[0].numpy())
+            lat.append(_encode_normalised(vae, x)[0].numpy())
             ps.append(poses[i, s : s + window])
             ks.append(intr[i, s : s + window])
     return {"latents": np.stack(lat).astype(np.float32), "poses": np.stack(ps), "intrinsics": np.stack(ks)}
+
+
+def _encode_normalised(vae, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """Normalised latents as the world model sees them, from FrameVAEStream or SanaWMVAE."""
+    if hasattr(vae, "encode_video"):
+        return vae.encode_video(x)
+    z = vae.vae.encode(x, causal=True).latent_dist.mode()
+    mean, std, sf = vae._stats(z)
+    return (z - mean) * sf / std
 
 
 def _augment(rng: np.random.Generator, shift: float) -> np.ndarray:
