@@ -9,8 +9,10 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
   decoder  sharpen the VAE decoder on whole frames, encoder frozen (the latents do not change)
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder)
 
-Budgets are wall-clock minutes per stage (the defaults reproduce the shipped weights on a shared
-2-core CPU in about two hours); `--stage` runs one stage or all of them.
+Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
+weights: about 70 minutes on a shared 2-core CPU with one torch thread); a stage stops at whichever
+comes first, so on a busy machine a rerun stops earlier in its schedule. `--stage` runs one stage or
+all of them.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start every stage from scratch")
     p.add_argument("--clips", type=int, default=320, help="random walks to render")
-    p.add_argument("--vae-minutes", type=float, default=18.0)
-    p.add_argument("--vae-steps", type=int, default=2600)
-    p.add_argument("--world-minutes", type=float, default=60.0)
-    p.add_argument("--world-steps", type=int, default=900)
-    p.add_argument("--rollout-minutes", type=float, default=15.0)
-    p.add_argument("--rollout-steps", type=int, default=150)
+    p.add_argument("--vae-minutes", type=float, default=15.0)
+    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--world-minutes", type=float, default=38.0)
+    p.add_argument("--world-steps", type=int, default=1500)
+    p.add_argument("--rollout-minutes", type=float, default=8.0)
+    p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=12.0)
     p.add_argument("--decoder-steps", type=int, default=1200)
     p.add_argument("--threads", type=int, default=1,
