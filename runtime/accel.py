@@ -119,6 +119,11 @@ def engine(choice: str, device: torch.device) -> Make:
         from .onnx_backend import OrtStep
 
         def make_onnx(kind, module, inputs, names, export):
+            if isinstance(module, ChunkStep) and module.tr.cfg.softmax_bf16 and module.tr.dtype == torch.float32:
+                raise AccelUnavailable(
+                    "ONNX Runtime's CPU provider has no bf16 kernels and this model runs its softmax attention in "
+                    "bf16 (SanaWMConfig.softmax_bf16=True): use --accel compile or none, or softmax_bf16=False"
+                )
             step = OrtStep(export())
             step.bind_names(names)
             return step

@@ -170,14 +170,39 @@ def bench_reference():
     return _frames(world), label
 
 
-@pytest.mark.parametrize("choice", ["flat", "onnx"])
-def test_bundled_size_world_frames_match_eager(bench_reference, choice, tmp_path):
+@pytest.fixture(scope="module")
+def shared_exports(tmp_path_factory):
+    """One export folder for the bundled-size tests: auto reuses what onnx exported (the disk cache)."""
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.mark.parametrize("choice", ["flat", "onnx", "auto"])
+def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_exports):
     ref, label = bench_reference
     world, _ = accel.bench_world()
-    assert apply_accel(world, choice, tmp_path) == choice
+    assert apply_accel(world, choice, shared_exports) == (accel.CPU_DEFAULT if choice == "auto" else choice)
     got = _frames(world)
-    assert accel.summary(world)["step"]["accel"] == 5 * 3
+    s = accel.summary(world)
+    if choice == "auto":  # each graph timed against eager once, the faster kept
+        assert set(s["step"]["kept"]) == {"read (1, 16, 3, 6, 10)", "write (1, 16, 3, 6, 10)"}
+        assert s["step"]["eager"] + s["step"]["accel"] == 5 * 4 and not s["step"]["failed"]
+    else:
+        assert s["step"]["accel"] == 5 * 3 and s["vae"]["accel"] == 3
     assert _max_diff(got, ref) <= 2, label
+
+
+def test_onnx_refuses_bf16_softmax_and_auto_falls_back(tmp_path):
+    world = SanaWM.random_init(
+        SanaWMConfig.tiny(softmax_bf16=True, chunk_plucker_channels=24, in_channels=8),
+        small_vae_config(temporal_stride=4, latent_channels=8, width=8),
+        SanaWMRunConfig(width=64, height=48),
+    )
+    apply_accel(world, "onnx", tmp_path)
+    with pytest.raises(AccelUnavailable, match="bf16"):
+        accel.walk_chunks(world, 2)
+    apply_accel(world, "auto", tmp_path)
+    accel.walk_chunks(world, 2)
+    assert "bf16" in accel.summary(world)["step"]["failed"]  # ran on, eagerly
 
 
 def _tiny_world() -> SanaWM:
