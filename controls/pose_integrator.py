@@ -157,8 +157,11 @@ class PoseIntegrator:
         self._mouse_epoch = state.mouse_epoch
         self._mouse_applied = (state.mouse_dx, state.mouse_dy)
 
-    def _mouse_angles(self, dx: float, dy: float) -> tuple[float, float]:
+    def mouse_look(self, dx: float, dy: float) -> tuple[float, float]:
         """(yaw, pitch) increments in radians for a mouse motion: right turns right, up looks up."""
+        return self._mouse_angles(dx, dy)
+
+    def _mouse_angles(self, dx: float, dy: float) -> tuple[float, float]:
         k = math.radians(self.cfg.mouse_sensitivity)
         return dx * k, (dy if self.cfg.invert_mouse_y else -dy) * k
 

@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from worldwalk.controls import InputBox, InputState, IntegratorState, PoseIntegrator, intrinsics_from_fov
+from worldwalk.controls import (
+    InputBox,
+    InputState,
+    IntegratorState,
+    PoseIntegrator,
+    intrinsics_from_fov,
+    pose_matrix,
+    rotation,
+    yaw_pitch_roll,
+)
 
 from .chunk import Chunk, Frame
 from .frame_queue import FrameQueue, Policy, QueueClosed
@@ -104,6 +113,7 @@ class Session:
         self._start_pose = self.integrator.pose.copy()
         self._chunk_index = 0
         self._frame_index = 0
+        self._look_planned = (0.0, 0.0)  # mouse look (yaw, pitch) fed into plans so far, radians
         self._listeners: list[ChunkListener] = []
         self._stats = SessionStats()
         self._thread: threading.Thread | None = None
@@ -156,11 +166,26 @@ class Session:
             self._wake.notify_all()
         self.frames.flush(self._generation)
 
-    def held_pose(self) -> np.ndarray:
-        """The pose the player holds right now (commanded look applied): for timewarp."""
+    def held_pose(self, shown: Frame | None = None) -> np.ndarray:
+        """The pose the player holds right now, for timewarp: the frame on screen turned by all the
+        mouse look commanded since that frame (planned for later frames, or not planned yet).
+
+        Turning with keys or sticks is not added: it is a rate the frames already carry, and
+        adding the rest of a planned chunk would make the view jump ahead once per chunk.
+        Without `shown`, the integrator's latest pose with the pending look (rotation only).
+        """
         state = self.inputs.peek()
         with self._lock:
-            return self.integrator.preview(state)
+            if shown is None:
+                return self.integrator.preview(state)
+            pending = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
+            limit = np.radians(self.integrator.cfg.pitch_limit)
+            planned = self._look_planned
+        dyaw = planned[0] + pending[0] - shown.look[0]
+        dpitch = planned[1] + pending[1] - shown.look[1]
+        yaw, pitch, roll = yaw_pitch_roll(shown.pose[:3, :3])
+        R = rotation(yaw + dyaw, float(np.clip(pitch + dpitch, -limit, limit)), roll)
+        return pose_matrix(R, shown.pose[:3, 3])
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -304,6 +329,9 @@ class Session:
         dt = 1.0 / self.spec.fps
         state = self.inputs.take()
         with self._lock:
+            look0 = self._look_planned
+            dyaw, dpitch = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
+            self._look_planned = (look0[0] + dyaw, look0[1] + dpitch)
             if k == 0:
                 # the first frame is the start pose itself (SANA-WM: the first image)
                 poses = np.concatenate([self.integrator.pose[None], self.integrator.plan(state, n - 1, dt)])
@@ -328,12 +356,15 @@ class Session:
         # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
         now = time.monotonic()
         frames = []
+        planned = n - 1 if k == 0 else n  # frames the mouse look was spread over
         for i in range(n):
             idx = self._frame_index + i
+            share = (i + 1 - (n - planned)) / planned if planned else 1.0
+            look = (look0[0] + share * dyaw, look0[1] + share * dpitch)
             frames.append(Frame(
                 image=chunk.frames[i], pose=chunk.poses[i], intrinsics=chunk.intrinsics[i],
                 index=idx, pts=idx / self.spec.fps, chunk_index=k, generation=generation,
-                created=now, input_time=state.timestamp if state.timestamp > 0 else None,
+                created=now, input_time=state.timestamp if state.timestamp > 0 else None, look=look,
             ))
         self._frame_index += n
         with self._lock:

@@ -307,7 +307,7 @@ class PlayWindow:
 
         warp = None
         if self.current is not None and self.presenter.cfg.timewarp:
-            warp = timewarp_homography(self.current.intrinsics, self.current.pose, self.session.held_pose())
+            warp = timewarp_homography(self.current.intrinsics, self.current.pose, self.session.held_pose(self.current))
         fb_size = self.window.get_framebuffer_size()
 
         self.view.draw_fps = self.draws.rate(now)
