@@ -9,7 +9,6 @@ and are carried out by the model thread, which is the only code that touches the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -118,6 +117,7 @@ class Session:
         self._stats = SessionStats()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._world_freed = False
 
     # ---- control, from any thread -------------------------------------------------------------
 
@@ -155,7 +155,8 @@ class Session:
         with self._lock:
             if not self._boundaries:
                 return None
-            target = max(self._shown_chunk() - 1, 0)
+            # the oldest boundary still kept bounds how far back one can go
+            target = max(self._shown_chunk() - 1, self._boundaries[0].chunk_index)
         self._command("rewind", target)
         return target
 
@@ -228,9 +229,16 @@ class Session:
         self._free_world()
 
     def _free_world(self) -> None:
-        with contextlib.suppress(Exception):
+        """Close the world exactly once, whichever of close() and the model thread gets here first."""
+        with self._lock:
+            if self._world_freed:
+                return
+            self._world_freed = True
+            self._boundaries.clear()
+        try:
             self.world.close()
-        self._boundaries.clear()
+        except Exception:
+            log.exception("closing world %r failed", self.spec.name)
 
     def __enter__(self) -> Session:
         return self
@@ -376,8 +384,12 @@ class Session:
             s.last_chunk_s = elapsed
             s.recent.append((n, elapsed))
             s.gen_fps = sum(f for f, _ in s.recent) / max(1e-9, sum(t for _, t in s.recent))
-        for cb in self._listeners:
-            cb(chunk, state, frames)
+        for cb in list(self._listeners):
+            try:
+                cb(chunk, state, frames)
+            except Exception:  # a failing sink (say, a full disk under the recorder) must not end the walk
+                log.exception("a chunk listener failed and was detached; the session goes on")
+                self._listeners.remove(cb)
         for frame in frames:
             while not self._stop:
                 try:

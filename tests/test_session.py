@@ -213,3 +213,29 @@ def test_held_pose_adds_only_mouse_look_not_the_rest_of_a_planned_turn():
         expected = np.radians(100 * session.integrator.cfg.mouse_sensitivity)
         assert abs((yaw_held - yaw_shown) - expected) < 1e-9
         np.testing.assert_allclose(session.held_pose(shown)[:3, 3], shown.pose[:3, 3])
+
+
+def test_a_failing_listener_is_detached_and_the_walk_goes_on():
+    world = TimedWorld(chunk_seconds=0.0)
+    calls = []
+
+    def full_disk(chunk, state, frames):
+        calls.append(chunk.index)
+        raise OSError("No space left on device")
+
+    with Session(world).start() as session:
+        session.add_listener(full_disk)
+        drain(session, 5 + 4 * 3)
+        assert session.error is None
+    assert calls == [0]
+
+
+def test_the_world_is_closed_once():
+    world = TimedWorld(chunk_seconds=0.0)
+    closes = []
+    world.close = lambda: closes.append(1)
+    session = Session(world).start()
+    drain(session, 5)
+    session.close()
+    session.close()
+    assert closes == [1]
