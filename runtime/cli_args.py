@@ -14,3 +14,15 @@ def parse_size(text: str) -> tuple[int, int]:
     if w <= 0 or h <= 0 or w % 2 or h % 2:
         raise argparse.ArgumentTypeError(f"size {text!r} must be positive and even in both directions (video)")
     return w, h
+
+
+def choose_world(world: str | None, checkpoint: str | None) -> str:
+    """The world a command runs: the one named; else SANA-WM when a checkpoint folder is given;
+    else the default (the bundled model when its weights are installed, else the reference world)."""
+    from .world import default_world_name
+
+    if world:
+        return world
+    if checkpoint:
+        return "sana-wm"
+    return default_world_name()

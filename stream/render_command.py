@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldwalk.runtime.cli_args import parse_size
-from worldwalk.runtime.world import default_world_name
+from worldwalk.runtime.cli_args import choose_world, parse_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             w, h = args.size or (256, 144)
-            kw = dict(world=args.world or default_world_name(), seed=args.seed or 0, width=w, height=h,
+            kw = dict(world=choose_world(args.world, args.checkpoint), seed=args.seed or 0, width=w, height=h,
                       checkpoint=args.checkpoint, device=args.device or "cpu")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)
         cfg = RecorderConfig(codec=args.codec, crf=args.crf, preset=args.preset, tune=None, threads=0)

@@ -18,8 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from worldwalk.runtime.cli_args import parse_size
-from worldwalk.runtime.world import default_world_name
+from worldwalk.runtime.cli_args import choose_world, parse_size
 
 from .peer import IceServerConfig
 
@@ -86,12 +85,8 @@ def build_config(args: argparse.Namespace) -> Any:
     peer = PeerConfig(ice_servers=ice, **peer_table)
 
     world = app.world
-    if args.world:
-        world.name = args.world
-    elif args.checkpoint and args.config is None:
-        world.name = "sana-wm"
-    elif args.config is None:
-        world.name = default_world_name()
+    if args.world or args.checkpoint or args.config is None:
+        world.name = choose_world(args.world, args.checkpoint)
     if args.checkpoint:
         world.checkpoint = args.checkpoint
     if args.size:

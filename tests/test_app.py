@@ -55,3 +55,29 @@ def test_bench_quick_runs_and_its_json_parses(tmp_path):
     assert any("engine throughput" in n for n in names)
     assert all({"name", "value", "unit"} <= set(f) for f in result["figures"])
     assert result["machine"]["cores"] >= 1
+
+
+@pytest.mark.parametrize("command", [["play"], ["render", "--actions", "w-4"], ["serve", "--port", "0"]])
+def test_a_checkpoint_folder_that_is_not_one_is_named_not_replaced(command, tmp_path, capsys):
+    """--checkpoint means SANA-WM; a wrong folder is an error naming it, never a silent fallback."""
+    empty = tmp_path / "not-a-checkpoint"
+    empty.mkdir()
+    if command[0] == "serve":
+        import argparse
+
+        from worldwalk.runtime.world import WorldConfig, create_world
+        from worldwalk.stream.serve_command import build_config, register
+
+        parser = argparse.ArgumentParser()
+        register(parser.add_subparsers())
+        cfg = build_config(parser.parse_args([*command, "--checkpoint", str(empty)]))
+        assert cfg.world.name == "sana-wm" and cfg.world.checkpoint == str(empty)
+        with pytest.raises(ValueError, match="not-a-checkpoint"):
+            create_world(WorldConfig(name="sana-wm", checkpoint=str(empty)))
+        return
+    out = ["-o", str(tmp_path / "o.mp4")] if command[0] == "render" else []
+    rc = main([*command, "--checkpoint", str(empty), *out])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "not-a-checkpoint" in err and "sana_dit/model.pt" in err
+    assert "reference" not in err

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from worldwalk.runtime.cli_args import parse_size
-from worldwalk.runtime.world import default_world_name
+from worldwalk.runtime.cli_args import choose_world, parse_size
 
 
 def register(subparsers: Any) -> None:
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
 
     bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
-    name = args.world or default_world_name()
+    name = choose_world(args.world, args.checkpoint)
     wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
     if args.size:
         wcfg.width, wcfg.height = args.size
@@ -101,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"worldwalk play: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        if args.world is not None or name == "reference":
-            raise
+        if args.world is not None or args.checkpoint or name == "reference":
+            print(f"worldwalk play: cannot open the {name} world: {e}", file=sys.stderr)
+            return 2
         # no --world: the bundled model is the default, but the reference world always works
         print(f"worldwalk play: the {name} world is unavailable ({type(e).__name__}: {e}); "
               "playing the reference world", file=sys.stderr)

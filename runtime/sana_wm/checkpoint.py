@@ -28,8 +28,8 @@ DROPPED = ("pos_embed",)
 NULL_CAPTION = "y_embedder.y_embedding"
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be loaded; the message names what was expected."""
 
 
 @dataclass
