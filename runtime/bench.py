@@ -42,7 +42,8 @@ class BenchContext:
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self.figures: list[Figure] = []
-        self.skipped: list[tuple[str, str]] = []  # (what, why)
+        self.skipped: list[tuple[str, str]] = []  # (what, why): not measurable here
+        self.failed: list[tuple[str, str]] = []  # (suite, error): a bug, and the command fails
         self.suite = ""
 
     @property
@@ -99,13 +100,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         try:
             ep.load()(ctx)
         except Exception as e:  # one broken suite must not hide the others' figures
-            ctx.skip(ep.name, f"failed: {type(e).__name__}: {e}")
+            ctx.failed.append((ep.name, f"{type(e).__name__}: {e}"))
+            print(f"  FAILED {ep.name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     return {
         "machine": machine,
         "date": started,
         "quick": cfg.quick,
         "figures": [asdict(f) for f in ctx.figures],
         "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
+        "failed": [{"suite": n, "error": e} for n, e in ctx.failed],
     }
 
 
@@ -124,6 +127,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"| {f['suite']} | {f['name']} | {_fmt(f['value'])} | {f['unit']} | {f['note']} |")
     for s in result["skipped"]:
         lines.append(f"| (skipped) | {s['what']} | | | {s['why']} |")
+    for s in result.get("failed", []):
+        lines.append(f"| (FAILED) | {s['suite']} | | | {s['error']} |")
     return "\n".join(lines)
 
 
@@ -139,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
         print(f"\nwrote {args.json}")
+    if result["failed"]:
+        print(f"bench: {len(result['failed'])} suite(s) failed", file=sys.stderr)
+        return 1
     return 0
 
 
