@@ -364,10 +364,12 @@ class StreamServer:
             session.start()
         except BaseException:
             session.close()
+            if recorder is not None:
+                _close_recorder(recorder)
             raise
         fanout = FrameFanout(session.frames, session.spec.fps, self.cfg.fanout)
         if recorder is not None:
-            fanout.on_publish = recorder.write
+            fanout.on_frame = recorder.write
         return PlaySession(id=sid, session=session, fanout=fanout, recorder=recorder)
 
     def _default_session(self) -> Session:
@@ -468,8 +470,7 @@ class StreamServer:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, play.session.close)
         if play.recorder is not None:
-            with contextlib.suppress(Exception):
-                await loop.run_in_executor(None, play.recorder.close)
+            await loop.run_in_executor(None, _close_recorder, play.recorder)
         self.sessions_closed += 1
 
     # ---- the data channel ---------------------------------------------------------------------
@@ -543,9 +544,14 @@ class StreamServer:
         return out
 
     async def _stats_loop(self, viewer: Viewer) -> None:
+        logged = False
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 self._send(viewer, self.stats_for(viewer))
+            except Exception:  # stats are best effort; say why once, keep the video going
+                if not logged:
+                    log.exception("sending stats failed (logged once per viewer)")
+                    logged = True
             await asyncio.sleep(self.cfg.stats_interval)
 
 
@@ -556,15 +562,27 @@ async def _drain(ws: ServerConnection) -> None:
             pass
 
 
+def _close_recorder(recorder: Any) -> None:
+    """Finalize a recording; a failure is logged with the file's name, never lost silently."""
+    try:
+        recorder.close()
+    except Exception:
+        log.exception("finalizing the recording %s failed", getattr(recorder, "path", "?"))
+
+
 def _close_built_session(fut: asyncio.Future) -> None:
-    """A session built for a browser that left before it was ready: free it."""
+    """A session built for a browser that left before it was ready: free it, off the event loop
+    (closing waits for the model thread's chunk to end)."""
     if fut.cancelled() or fut.exception() is not None:
         return
     play: PlaySession = fut.result()
-    play.session.close()
-    if play.recorder is not None:
-        with contextlib.suppress(Exception):
-            play.recorder.close()
+
+    def close() -> None:
+        play.session.close()
+        if play.recorder is not None:
+            _close_recorder(play.recorder)
+
+    asyncio.get_running_loop().run_in_executor(None, close)
 
 
 def answer_video_codec(sdp: str) -> str:

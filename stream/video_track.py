@@ -103,7 +103,7 @@ class FrameFanout:
         self.cfg = cfg or FanoutConfig()
         self.fps = float(fps)
         self._queue = queue
-        self._pacer = FramePacer(queue, fps)
+        self._pacer = FramePacer(queue, fps, on_frame=self._to_sink)
         self._cond = asyncio.Condition()
         self._seq = 0  # bumped per published frame
         self._latest: tuple[Frame, np.ndarray, float] | None = None  # frame, pixels, released
@@ -111,7 +111,17 @@ class FrameFanout:
         self._task: asyncio.Task | None = None
         self.history: deque[SentFrame] = deque(maxlen=self.cfg.history)
         self.published = 0
-        self.on_publish: Callable[[Frame], object] | None = None  # e.g. a recorder's write
+        # every frame the pacer releases, skipped ones included (e.g. a recorder's write)
+        self.on_frame: Callable[[Frame], object] | None = None
+
+    def _to_sink(self, frame: Frame) -> None:
+        if self.on_frame is None:
+            return
+        try:
+            self.on_frame(frame)
+        except Exception:  # a failing sink must not stop the video
+            log.exception("frame sink failed; detaching it")
+            self.on_frame = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="frame-fanout")
@@ -127,12 +137,6 @@ class FrameFanout:
                     await asyncio.sleep(self.cfg.poll_interval)
                     continue
                 image = stamp_barcode(frame.image, frame.index) if self.cfg.barcode else frame.image
-                if self.on_publish is not None:
-                    try:
-                        self.on_publish(frame)
-                    except Exception:  # a failing sink must not stop the video
-                        log.exception("frame sink failed; detaching it")
-                        self.on_publish = None
                 position = tuple(float(v) for v in frame.pose[:3, 3])
                 self.history.append(SentFrame(frame.index, frame.generation, frame.created,
                                               frame.input_time, now, position))
