@@ -25,10 +25,13 @@ def compile_available(device: torch.device) -> tuple[bool, str]:
 
 def compiled(module: nn.Module, mode: str | None = None):
     """`module` compiled for fixed shapes; call it like the module (under torch.no_grad)."""
+    from .onnx_export import plain_convs
+
     fn = torch.compile(module, dynamic=False, mode=mode)
 
     def run(*inputs: torch.Tensor):
-        with torch.no_grad():
+        # dynamo cannot trace bundled_vae.FastConv3d's direct oneDNN call; inductor picks its own conv kernels
+        with torch.no_grad(), plain_convs(module):
             return fn(*inputs)
 
     return run

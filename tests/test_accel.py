@@ -36,6 +36,14 @@ CUDA = torch.cuda.is_available()
 SLOW = os.environ.get("WORLDWALK_SLOW_TESTS", "") not in ("", "0")
 
 
+def _has_ort() -> bool:
+    ok, _ = accel.check("onnx", "cpu")
+    return ok
+
+
+needs_ort = pytest.mark.skipif(not _has_ort(), reason="needs onnx and onnxruntime: pip install 'worldwalk[onnx]'")
+
+
 def _has_trt() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -88,6 +96,7 @@ def _run_stream(tr, backend, chunks):
     return out, stream.cache
 
 
+@needs_ort
 @pytest.mark.parametrize("kv_window", [2, 3])
 def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     tr = _transformer(kv_window=kv_window)
@@ -137,6 +146,7 @@ def _vae() -> SanaWMVAE:
     return SanaWMVAE(AutoencoderKLLTX2Video(**small_vae_config(temporal_stride=4, latent_channels=8, width=8)))
 
 
+@needs_ort
 def test_onnx_vae_decoder_matches_eager_over_five_chunks(tmp_path):
     vae = _vae()
     acc = AcceleratedVAE(vae, engine("onnx", torch.device("cpu")), tmp_path)
@@ -176,6 +186,7 @@ def shared_exports(tmp_path_factory):
     return tmp_path_factory.mktemp("onnx")
 
 
+@needs_ort
 @pytest.mark.parametrize("choice", ["flat", "onnx", "auto"])
 def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_exports):
     ref, label = bench_reference
@@ -191,6 +202,7 @@ def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_e
     assert _max_diff(got, ref) <= 2, label
 
 
+@needs_ort
 def test_onnx_refuses_bf16_softmax_and_auto_falls_back(tmp_path):
     world = SanaWM.random_init(
         SanaWMConfig.tiny(softmax_bf16=True, chunk_plucker_channels=24, in_channels=8),
@@ -245,6 +257,7 @@ def test_compile_tiny_world_frames_match_eager(tmp_path):
     assert _max_diff(got, ref) <= 2
 
 
+@needs_ort
 def test_choices_and_messages():
     assert accel.resolve("none", "cpu") == "none"
     assert accel.resolve("auto", "cpu") == accel.CPU_DEFAULT  # onnx and onnxruntime are installed here
