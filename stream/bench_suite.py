@@ -74,3 +74,54 @@ def recording(ctx: Any) -> None:
     ctx.add("recording overhead (CPU)", 100 * r["encode_cpu_ms_per_frame"] / r["world_cpu_ms_per_frame"], "%",
             "encoder CPU / world CPU: the cost when the CPU is the bottleneck")
     ctx.add("frames dropped by the recorder", r["frames_dropped"], "frames", "")
+
+
+def browser(ctx: Any) -> None:
+    """Server -> browser latency with a real headless Chromium in a loopback-only namespace.
+
+    Runs the browser scenario of the test suite (`tests/serve_harness.py`), so it needs a source
+    checkout, Chromium and root for the namespace; elsewhere it says what is missing.
+    """
+    import importlib.util
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if ctx.quick:
+        ctx.skip("browser latency", "not in --quick (a browser run takes about a minute)")
+        return
+    if not (root / "tests" / "serve_harness.py").exists():
+        ctx.skip("browser latency", "needs a source checkout (tests/serve_harness.py)")
+        return
+    sys.path.insert(0, str(root))
+    try:
+        if importlib.util.find_spec("tests.loopback_netns") is None:
+            ctx.skip("browser latency", "tests package not importable")
+            return
+        from tests.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+
+        why = netns_unavailable_reason()
+        if why is not None:
+            ctx.skip("browser latency", why)
+            return
+        proc = run_module_in_loopback_netns("tests.serve_harness", ["walk"], timeout=300,
+                                            env={"MALLOC_ARENA_MAX": "2", "PYTHONPATH": str(root)
+                                                 + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    finally:
+        sys.path.remove(str(root))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"browser harness failed: {proc.stderr[-500:]}")
+    walk = json.loads(lines[-1])["walk"]
+    if "error" in walk:
+        raise RuntimeError(walk["error"][-500:])
+    note = f"headless Chromium, {walk['codec']}, 256x144 reference world at 20 fps, loopback"
+    ctx.add("frame created -> browser frame callback p50", walk["latency_frame_ms"]["median"], "ms",
+            note + "; includes the session queue")
+    key = walk["latency_key_ms"]
+    if key.get("to_generated_ms") is not None:
+        ctx.add("browser key press -> frame generated with it", key["to_generated_ms"], "ms", note)
+    if key.get("to_shown_ms") is not None:
+        ctx.add("browser key press -> that frame shown", key["to_shown_ms"], "ms", note)
