@@ -24,8 +24,9 @@ end of the recent region, so a write shifts the recent region left by one chunk 
 Tensor names of the graphs: inputs `latents timesteps text text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv
 plucker kv_mask` + the cache names; outputs `velocity` (+ `new.` + the cache names when writing).
 
-Exported files are cached on disk (`export_dir()`: $WORLDWALK_ONNX_DIR or ~/.cache/worldwalk/onnx), keyed
-by a hash of the weights, the input shapes, the torch/onnx versions and the device.
+Exported files are cached on disk (`export_dir()`: $WORLDWALK_ONNX_DIR or ~/.cache/worldwalk/onnx), one folder
+per graph named by its kind and a hash of the weights, the input shapes and dtypes, the torch/onnx versions, the
+opset and the device (`<kind>-<hash>/model.onnx`; TensorRT engines are cached beside it).
 """
 
 from __future__ import annotations
@@ -424,25 +425,36 @@ def export_onnx(
     output_names: Sequence[str],
     path: Path,
 ) -> Path:
-    """Export with fixed shapes (TorchScript exporter, opset 17); write atomically; reuse an existing file."""
+    """Export with fixed shapes (TorchScript exporter, opset 17) to `path` (<key>/model.onnx, a folder per graph
+    so weights of models over 2 GB, saved as external data beside it, never collide); reuse an existing one."""
     if path.exists():
         return path
-    tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
+    import shutil
     import warnings
 
-    with torch.no_grad(), export_friendly(module), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(inputs),
-            str(tmp),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            do_constant_folding=True,
-        )
-    os.replace(tmp, path)
+    tmp = path.parent.with_name(f"{path.parent.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with torch.no_grad(), export_friendly(module), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                tuple(inputs),
+                str(tmp / path.name),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                do_constant_folding=True,
+            )
+        try:
+            os.replace(tmp, path.parent)
+        except OSError:  # another process exported the same graph first
+            if not path.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -450,11 +462,11 @@ def export_chunk_step(step: ChunkStep, inputs: Sequence[torch.Tensor], folder: P
     lay = step.layout
     kind = "chunk-write" if step.write else "chunk-read"
     outs = ["velocity"] + ([f"new.{n}" for n in lay.names] if step.write else [])
-    path = folder / (cache_key(kind, weights_hash, inputs) + ".onnx")
+    path = folder / cache_key(kind, weights_hash, inputs) / "model.onnx"
     return export_onnx(step, inputs, [*STEP_INPUTS, *lay.names], outs, path)
 
 
 def export_decode_step(step: DecodeStep, inputs: Sequence[torch.Tensor], folder: Path, weights_hash: str) -> Path:
     names = [f"tail{j}" for j in range(len(step.keys))]
-    path = folder / (cache_key("vae-decode", weights_hash, inputs) + ".onnx")
+    path = folder / cache_key("vae-decode", weights_hash, inputs) / "model.onnx"
     return export_onnx(step, inputs, ["z", *names], ["frames", *[f"new.{n}" for n in names]], path)
