@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-steps", type=int, default=1500)
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
-    p.add_argument("--decoder-minutes", type=float, default=12.0)
-    p.add_argument("--decoder-steps", type=int, default=1200)
+    p.add_argument("--decoder-minutes", type=float, default=9.0)
+    p.add_argument("--decoder-steps", type=int, default=900)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared 2-core machine: no OpenMP spinning)")
     p.set_defaults(func=run)
