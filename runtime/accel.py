@@ -7,15 +7,17 @@ package imports, else CUDA graphs; on the CPU `CPU_DEFAULT`, chosen by measureme
 `accel_figures`), when its packages are installed, else eager.
 
 How it plugs in (`apply_accel(world, choice)`): the world's `LatentStream.backend` becomes an
-`AcceleratedStep` and its `vae` an `AcceleratedVAE`. Both run the first chunk eagerly (other shapes,
-once a session) and every later chunk through the fixed-shape modules of onnx_export.py, built lazily
-at the first chunk that needs them (exports are cached on disk). The typed `StreamingCache` and the
-VAE's decode state stay the source of truth, flattened in and out around each step, so snapshot,
-restore and rewind work unchanged. Asking for a backend that is not installed raises
-`AccelUnavailable` naming what to install. Under `auto` a backend that fails to build falls back to
-eager with a warning, and each graph (chunk read, chunk write, VAE decode) is timed against eager once
-at first use and kept only where it is faster: on this CPU ONNX Runtime wins the chunk step while the
-bundled VAE's oneDNN 3D convolutions stay faster in eager PyTorch. An explicit choice runs every graph.
+`AcceleratedStep` and its `vae` an `AcceleratedVAE` (`create_world` applies `WorldConfig.accel`).
+Both run the first chunk eagerly (other shapes, once a session) and every later chunk through the
+fixed-shape modules of onnx_export.py, built lazily at the first chunk that needs them (exports are
+cached on disk). The typed `StreamingCache` and the VAE's decode state stay the source of truth,
+flattened in and out around each step, so snapshot, restore and rewind work unchanged. Asking for a
+backend that is not installed raises `AccelUnavailable` naming what to install. Under `auto` a
+backend that fails to build falls back to eager with a warning, and what runs where is fixed per
+device, never timed at run time (so a replay takes the same path as the session it replays): on the
+CPU ONNX Runtime runs the chunk step while the VAE stays eager, as measured (the bundled VAE's
+oneDNN 3D convolutions beat ONNX Runtime's). An explicit choice runs every graph through its
+backend.
 
 Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
 (tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
@@ -146,35 +148,16 @@ def engine(choice: str, device: torch.device) -> Make:
     raise ValueError(f"no engine for {choice!r}")
 
 
-def _faster(accelerated: Callable[[], Any], eager: Callable[[], Any], repeats: int = 2) -> tuple[bool, float, float]:
-    """Time both after a warm-up call each (best of `repeats`); True when the accelerated one is >= 5% faster."""
-
-    def best(fn: Callable[[], Any]) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    with torch.no_grad():
-        ta, te = best(accelerated), best(eager)
-    return ta < 0.95 * te, ta, te
-
-
 class AcceleratedStep:
     """Stand-in for `SanaWMStreamingTransformer` in `LatentStream.backend` (same call signature)."""
 
     def __init__(
-        self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False, tune: bool = False
+        self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False
     ) -> None:
         self.tr = transformer
         self.make = make
         self.folder = folder
         self.fallback = fallback  # auto: a backend that fails to build falls back to eager
-        self.tune = tune  # auto: time each graph against eager once, keep the faster
-        self.chosen: dict[tuple, tuple[bool, float, float]] = {}  # key -> (accelerated?, s accelerated, s eager)
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
@@ -191,14 +174,6 @@ class AcceleratedStep:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
             run = self._runner(write, inputs, lay)
-            key = (write, tuple(latents.shape))
-            if self.tune and key not in self.chosen:
-                self.chosen[key] = _faster(
-                    lambda: run(*inputs), lambda: self.tr(latents, timesteps, text, text_mask, camera, cache, write)
-                )
-            if self.tune and not self.chosen[key][0]:
-                self.counts["eager"] += 1
-                return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
             out = run(*inputs)
         except Exception as e:
             if not self.fallback:
@@ -247,13 +222,11 @@ class AcceleratedStep:
 class AcceleratedVAE:
     """Wraps a world's VAE (`SanaWMVAE` or alike): `decode_chunk` of chunks >= 1 runs the decoder step."""
 
-    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False, tune: bool = False) -> None:
+    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False) -> None:
         self.inner = inner
         self.make = make
         self.folder = folder
         self.fallback = fallback
-        self.tune = tune
-        self.chosen: dict[tuple, tuple[bool, float, float]] = {}
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
@@ -272,12 +245,6 @@ class AcceleratedVAE:
         try:
             inputs = [z.contiguous(), *(t.contiguous() for t in tails)]
             run = self._runner(inputs, keys, state)
-            key = tuple(tuple(t.shape) for t in inputs)
-            if self.tune and key not in self.chosen:
-                self.chosen[key] = _faster(lambda: run(*inputs), lambda: self.inner.decode_chunk(z, state))
-            if self.tune and not self.chosen[key][0]:
-                self.counts["eager"] += 1
-                return self.inner.decode_chunk(z, state)
             out = run(*inputs)
         except Exception as e:
             if not self.fallback:
@@ -337,10 +304,15 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
         return "none"
     folder = export_dir(cache_dir)
     make = engine(chosen, device)
-    auto = choice == "auto"  # auto falls back on failure and keeps each graph only where it measured faster
-    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto, tune=auto)
-    if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
-        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto, tune=auto)
+    # auto falls back to eager if a backend fails to build. Its choices are fixed per device, never
+    # timed at run time, so a replay of a recorded session takes the same path and gives the same
+    # frames: on the CPU, ONNX Runtime runs the chunk step (1.28-1.46x eager, measured) and the VAE
+    # stays eager (the bundled VAE's own 3D convolutions beat ONNX Runtime's, 26 vs 41 ms a chunk).
+    auto = choice == "auto"
+    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto)
+    keep_vae_eager = auto and chosen == CPU_DEFAULT
+    if inner_vae is not None and hasattr(inner_vae, "decode_chunk") and not keep_vae_eager:
+        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto)
     return chosen
 
 
@@ -477,22 +449,11 @@ def accel_figures(ctx: Any) -> None:
             ctx.add(f"{labels[c]} speed-up over eager", fps[c] / fps["none"], "x", "generated fps ratio")
 
 
-def _graph_name(key: tuple) -> str:
-    """"read"/"write" (+ latent shape) for chunk-step keys, "decode" (+ z shape) for VAE keys."""
-    if isinstance(key[0], bool):
-        return f"{'write' if key[0] else 'read'} {key[1]}"
-    return f"decode {key[0]}"
-
-
 def _kept(world: Any) -> str:
-    """Which graphs `auto` kept accelerated, e.g. "read+write, VAE eager"."""
+    """Which parts run accelerated, e.g. "step accelerated, VAE eager"."""
     s = summary(world)
-    parts = []
-    for part, label in (("step", "step"), ("vae", "VAE")):
-        kept = s.get(part, {}).get("kept", {})
-        n = sum(v == "accelerated" for v in kept.values())
-        parts.append(f"{label} {'accelerated' if n == len(kept) and n else 'eager' if not n else 'mixed'}")
-    return ", ".join(parts)
+    parts = (("step", "step"), ("vae", "VAE"))
+    return ", ".join(f"{label} {'accelerated' if part in s else 'eager'}" for part, label in parts)
 
 
 def summary(world: Any) -> dict[str, Any]:
@@ -501,8 +462,7 @@ def summary(world: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, obj in (("step", getattr(stream, "backend", None)), ("vae", vae)):
         if isinstance(obj, AcceleratedStep | AcceleratedVAE):
-            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed,
-                         "kept": {_graph_name(k): "accelerated" if v[0] else "eager" for k, v in obj.chosen.items()}}
+            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed}
     return out
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from .accel import add_accel_argument
 from .info import gather
 
 
@@ -36,6 +37,7 @@ class BenchConfig:
     suites: list[str] = field(default_factory=list)  # empty: all
     worlds: list[str] = field(default_factory=list)  # empty: every world a suite knows how to build
     seconds: float = 0.0  # a suite's own budget per measurement; 0 = its default
+    accel: str = "auto"  # the chunk-step backend of the worlds suites build, as play runs them
 
 
 class BenchContext:
@@ -137,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         suites=args.suite or [],
         worlds=args.world or [],
+        accel=args.accel,
     )
     result = run_bench(cfg)
     print(format_table(result))
@@ -156,4 +159,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--suite", action="append", help="run only this suite (repeatable)")
     p.add_argument("--world", action="append", help="only these worlds where a suite builds worlds (repeatable)")
+    add_accel_argument(p)
     p.set_defaults(func=run)

@@ -29,7 +29,7 @@ def _worlds(ctx: BenchContext) -> list[str]:
 
 def _build(ctx: BenchContext, name: str) -> WorldModel | None:
     try:
-        return create_world(WorldConfig(name=name))
+        return create_world(WorldConfig(name=name, accel=ctx.cfg.accel))
     except Exception as e:
         ctx.skip(f"world {name}", f"{type(e).__name__}: {e}")
         return None

@@ -63,6 +63,7 @@ class WorldConfig:
     seed: int = 0
     checkpoint: str | None = None
     device: str = "cpu"
+    accel: str = "none"  # chunk-step backend: none, compile, onnx, tensorrt, cudagraph, auto (runtime/accel.py)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,7 +85,17 @@ def create_world(cfg: WorldConfig) -> WorldModel:
             "Reinstall the package (pip install -e .) if one you expect is missing."
         )
     factory = worlds[cfg.name].load()
-    return factory(cfg)
+    world = factory(cfg)
+    if cfg.accel != "none":
+        from .accel import apply_accel
+
+        try:
+            chosen = apply_accel(world, cfg.accel)
+        except BaseException:
+            world.close()
+            raise
+        world.accel = chosen  # what ran: logs and the HUD say it
+    return world
 
 
 def default_world_name() -> str:

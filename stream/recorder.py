@@ -402,6 +402,8 @@ def session_header(session: Any, world_cfg: Any = None) -> tuple[SessionHeader, 
     integrator = getattr(session, "integrator", None)
     if integrator is not None and hasattr(integrator, "cfg"):
         settings["integrator"] = integrator.cfg
+    # the backend that ran the chunk step: a replay takes the same one to give the same frames
+    settings["accel"] = getattr(world, "accel", None) or getattr(world_cfg, "accel", "none")
     return header_from_world(
         world,
         name,

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from worldwalk.runtime.accel import CHOICES
 from worldwalk.runtime.cli_args import choose_world, parse_size
 
 
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed (default: the log's, else 0)")
     p.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default: the log's, else 256x144)")
     p.add_argument("--device", help="torch device (default: the log's, else cpu)")
+    p.add_argument("--accel", choices=CHOICES, default=None,
+                   help="chunk-step backend (default: the log's, else auto); see worldwalk play --help")
     p.add_argument("-o", "--output", metavar="OUT.mp4", help="video to write (a .webm gets VP9)")
     p.add_argument("--force", action="store_true", help="render a log from another world, model or version")
     p.add_argument("--codec", choices=["auto", "h264", "vp9"], default="auto")
@@ -53,6 +56,7 @@ def _output(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from worldwalk.controls.action_string import ActionStringError
+    from worldwalk.runtime.accel import AccelUnavailable
     from worldwalk.runtime.world import UnknownWorldError
 
     from .recorder import RecorderConfig, RecorderError
@@ -71,19 +75,19 @@ def run(args: argparse.Namespace) -> int:
         if args.log:
             plan = plan_from_log(
                 args.log, world=args.world, checkpoint=args.checkpoint, seed=args.seed,
-                size=args.size, device=args.device, force=args.force,
+                size=args.size, device=args.device, accel=args.accel, force=args.force,
             )
         else:
             w, h = args.size or (256, 144)
             kw = dict(world=choose_world(args.world, args.checkpoint), seed=args.seed or 0, width=w, height=h,
-                      checkpoint=args.checkpoint, device=args.device or "cpu")
+                      checkpoint=args.checkpoint, device=args.device or "cpu", accel=args.accel or "auto")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)
         cfg = RecorderConfig(codec=args.codec, crf=args.crf, preset=args.preset, tune=None, threads=0)
         result = render_to_file(plan, out, cfg, progress=not args.no_progress)
     except ActionStringError as e:
         print(f"worldwalk render: bad --actions string: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, UnknownWorldError, RecorderError) as e:  # ours name the fix
+    except (FileNotFoundError, ValueError, UnknownWorldError, RecorderError, AccelUnavailable) as e:  # named fixes
         print(f"worldwalk render: {e}", file=sys.stderr)
         return 2
     print(

@@ -59,6 +59,7 @@ class ReplayPlan:
     intrinsics: np.ndarray | None = None  # (3, 3) at width x height; None: 70 degree fov
     checkpoint: str | None = None
     device: str = "cpu"
+    accel: str = "none"  # the chunk-step backend (runtime/accel.py); a log's own by default
     prompt: str | None = None
     first_image: np.ndarray | None = None  # (H, W, 3) uint8
     world_options: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +74,7 @@ class ReplayPlan:
 
         return WorldConfig(
             name=self.world, width=self.width, height=self.height, fps=self.fps, seed=self.seed,
-            checkpoint=self.checkpoint, device=self.device, options=dict(self.world_options),
+            checkpoint=self.checkpoint, device=self.device, accel=self.accel, options=dict(self.world_options),
         )
 
     def camera(self) -> np.ndarray:
@@ -188,6 +189,7 @@ def plan_from_log(
     seed: int | None = None,
     size: tuple[int, int] | None = None,
     device: str | None = None,
+    accel: str | None = None,
     force: bool = False,
 ) -> ReplayPlan:
     """Read a session log into a plan, checking it against this worldwalk and the world asked
@@ -244,6 +246,7 @@ def plan_from_log(
         world=world or h["world"], seed=int(h["seed"]) if seed is None else seed,
         width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
         device=device or h.get("device", "cpu"), prompt=h.get("prompt"), first_image=first_image,
+        accel=accel or (h.get("settings") or {}).get("accel", "none"),
         world_options=dict(h.get("world_options") or {}), steps=steps, source=src, header=h,
         force=force,
     )

@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import Any
 
+from worldwalk.runtime.accel import add_accel_argument
 from worldwalk.runtime.cli_args import choose_world, parse_size
 
 from .peer import IceServerConfig
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--size", type=parse_size, metavar="WxH", default=None, help="frame size (resolution) to generate")
     p.add_argument("--fps", type=float, default=None, help="content frame rate of worlds that take one")
     p.add_argument("--seed", type=int, default=None)
+    add_accel_argument(p)
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
     p.add_argument("--max-sessions", type=int, default=None, help="players at once (default 4)")
     p.add_argument("--max-spectators", type=int, default=None, help="spectators per session (default 8)")
@@ -89,6 +91,7 @@ def build_config(args: argparse.Namespace) -> Any:
         world.name = choose_world(args.world, args.checkpoint)
     if args.checkpoint:
         world.checkpoint = args.checkpoint
+    world.accel = args.accel
     if args.size:
         world.width, world.height = args.size
     if args.fps:

@@ -194,9 +194,9 @@ def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_e
     assert apply_accel(world, choice, shared_exports) == (accel.CPU_DEFAULT if choice == "auto" else choice)
     got = _frames(world)
     s = accel.summary(world)
-    if choice == "auto":  # each graph timed against eager once, the faster kept
-        assert set(s["step"]["kept"]) == {"read (1, 16, 3, 6, 10)", "write (1, 16, 3, 6, 10)"}
-        assert s["step"]["eager"] + s["step"]["accel"] == 5 * 4 and not s["step"]["failed"]
+    if choice == "auto":  # on the CPU: the chunk step through ONNX Runtime, the VAE eager
+        assert s["step"]["accel"] == 5 * 3 and not s["step"]["failed"]
+        assert "vae" not in s
     else:
         assert s["step"]["accel"] == 5 * 3 and s["vae"]["accel"] == 3
     assert _max_diff(got, ref) <= 2, label

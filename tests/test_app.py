@@ -81,3 +81,14 @@ def test_a_checkpoint_folder_that_is_not_one_is_named_not_replaced(command, tmp_
     assert rc == 2
     assert "not-a-checkpoint" in err and "sana_dit/model.pt" in err
     assert "reference" not in err
+
+
+def test_play_without_a_display_says_how_to_get_one():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run([sys.executable, "-m", "worldwalk.runtime.cli", "play", "--world", "reference"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no display" in proc.stderr and "worldwalk serve" in proc.stderr
+    assert "Traceback" not in proc.stderr

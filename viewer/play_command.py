@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from worldwalk.runtime.accel import add_accel_argument
 from worldwalk.runtime.cli_args import choose_world, parse_size
 
 
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--record", metavar="OUT.mp4", default=None,
                    help="record what is shown to a video, plus OUT.jsonl for `worldwalk render`")
     p.add_argument("--seconds", type=float, default=None, help="quit after this many seconds")
+    add_accel_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bindings", metavar="TOML", default=None, help="key bindings overriding the defaults")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
     name = choose_world(args.world, args.checkpoint)
-    wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
+    wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel)
     if args.size:
         wcfg.width, wcfg.height = args.size
     try:
@@ -100,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"worldwalk play: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        if args.world is not None or args.checkpoint or name == "reference":
+        from worldwalk.runtime.accel import AccelUnavailable
+
+        if args.world is not None or args.checkpoint or name == "reference" or isinstance(e, AccelUnavailable):
             print(f"worldwalk play: cannot open the {name} world: {e}", file=sys.stderr)
             return 2
         # no --world: the bundled model is the default, but the reference world always works
@@ -110,7 +114,16 @@ def run(args: argparse.Namespace) -> int:
         world = create_world(wcfg)
     # Only now import the window module: importing pyglet.window makes a GLX context current on
     # this thread, and a headless EGL world created after that renders black frames (Mesa).
-    from .window import PlayWindow, WindowConfig
+    try:
+        from .window import PlayWindow, WindowConfig
+    except Exception as e:  # pyglet opens the display on import
+        world.close()
+        if "display" not in f"{type(e).__name__} {e}".lower():
+            raise
+        print(f"worldwalk play: no display to open a window on ({e}). Run it in a desktop session, under "
+              "a virtual one (Xvfb :1 & DISPLAY=:1 worldwalk play), or play in a browser with `worldwalk serve`.",
+              file=sys.stderr)
+        return 2
 
     spec = world.spec
     first = load_image(args.image, (spec.width, spec.height)) if args.image else None
