@@ -317,9 +317,9 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
 
 
 def warm_up(world: Any) -> float:
-    """Build the accelerated graphs now (export or load from the disk cache, compile, time against eager) by
-    generating two throwaway chunks; returns seconds. The world is left mid-session: reset it (a Session does
-    on start). Without this the first chunk after chunk 0 pays the build."""
+    """Build the accelerated graphs now (export or load from the disk cache, compile) by generating two
+    throwaway chunks; returns seconds. The world is left mid-session: reset it (a Session does on start).
+    Without this the first chunk after chunk 0 pays the build, a stall in the middle of play."""
     t0 = time.perf_counter()
     if _world_parts(world)[0] is not None:
         walk_chunks(world, 2)
@@ -333,7 +333,7 @@ def add_accel_argument(parser: Any) -> None:
         choices=CHOICES,
         default="auto",
         help="chunk-step backend: eager (none), torch.compile, ONNX Runtime (CPU), TensorRT or CUDA graphs "
-        "(NVIDIA); auto picks what is installed and measured fastest for the device",
+        "(NVIDIA); auto (default) picks what is installed and measured fastest for the device",
     )
 
 
