@@ -87,10 +87,12 @@ def create_world(cfg: WorldConfig) -> WorldModel:
     factory = worlds[cfg.name].load()
     world = factory(cfg)
     if cfg.accel != "none":
-        from .accel import apply_accel
+        from .accel import apply_accel, warm_up
 
         try:
             chosen = apply_accel(world, cfg.accel)
+            if chosen != "none":
+                warm_up(world)  # build the graphs now, not as a stall at the second chunk of play
         except BaseException:
             world.close()
             raise
