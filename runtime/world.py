@@ -96,7 +96,7 @@ def create_world(cfg: WorldConfig) -> WorldModel:
         except BaseException:
             world.close()
             raise
-        world.accel = chosen  # what ran: logs and the HUD say it
+        world.accel = chosen  # what ran: session logs record it
     return world
 
 
