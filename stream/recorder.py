@@ -402,8 +402,10 @@ def session_header(session: Any, world_cfg: Any = None) -> tuple[SessionHeader, 
     integrator = getattr(session, "integrator", None)
     if integrator is not None and hasattr(integrator, "cfg"):
         settings["integrator"] = integrator.cfg
-    # the backend that ran the chunk step: a replay takes the same one to give the same frames
-    settings["accel"] = getattr(world, "accel", None) or getattr(world_cfg, "accel", "none")
+    # the chunk-step backend asked for (a replay asks for the same to get the same frames: auto is
+    # fixed per device) and what it resolved to here
+    settings["accel"] = getattr(world_cfg, "accel", "none")
+    settings["accel_used"] = getattr(world, "accel", "none")
     return header_from_world(
         world,
         name,

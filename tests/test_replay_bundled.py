@@ -1,0 +1,50 @@
+"""A recorded session of the bundled model replays to the same raw frames, bit for bit, with
+the chunk-step backend the log names (auto: ONNX Runtime on the CPU)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from worldwalk.runtime.session import Session, SessionConfig
+from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.stream.recorder import attach_recorder
+from worldwalk.stream.replay import plan_from_log, render_frames
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def wait_chunks(session: Session, n: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while session.stats()["chunks"] < n:
+        assert time.monotonic() < deadline and session.error is None, session.error
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(300)
+def test_bundled_session_replays_bit_identical(tmp_path):
+    wc = WorldConfig(name="bundled", seed=3, accel="auto")
+    session = Session(create_world(wc), SessionConfig(seed=3))
+    live: list[np.ndarray] = []
+    session.add_listener(lambda chunk, state, frames: live.append(chunk.frames.copy()))
+    rec = attach_recorder(session, tmp_path / "bundled.mp4", world_cfg=wc, consume=True)
+    try:
+        session.start()
+        session.inputs.press("w")
+        wait_chunks(session, 3)
+        session.inputs.add_mouse(80.0, 0.0)
+        wait_chunks(session, 5)
+        assert session.rewind() is not None
+        wait_chunks(session, 7)
+    finally:
+        session.close()
+        rec.close()
+
+    plan = plan_from_log(tmp_path / "bundled.jsonl")
+    assert plan.world == "bundled" and plan.accel == "auto"
+    assert plan.header["settings"]["accel_used"] == "onnx"
+    assert "restore" in [s.kind for s in plan.steps]
+    replay = render_frames(plan)
+    assert np.array_equal(np.concatenate(live), replay)
