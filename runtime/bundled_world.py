@@ -34,6 +34,7 @@ from .sana_wm.sampler import FlowSampler, SamplerConfig
 from .sana_wm.stream import LatentStream
 from .sana_wm.transformer import SanaWMStreamingTransformer
 from .sana_wm.vae import DecodeState, SanaWMVAE, to_uint8
+from .threads import use_torch_threads
 from .world import ModelSpec, WorldConfig
 
 __all__ = ["BundledConfig", "BundledWorld", "WEIGHTS", "camera_inputs", "create", "transformer_config"]
@@ -176,8 +177,7 @@ class BundledWorld:
     """The bundled model behind the `WorldModel` seam."""
 
     def __init__(self, folder: Path | None = None, seed: int = 0, threads: int | None = None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads or 0  # 0: WORLDWALK_TORCH_THREADS or the cores less one (runtime/threads.py)
         self.cfg, vae, self.transformer = load_weights(folder)
         self.vae = FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae)
         self.stream = LatentStream(self.transformer, FlowSampler(self.cfg.sampler))
@@ -193,6 +193,7 @@ class BundledWorld:
     # -- WorldModel -----------------------------------------------------------------------------
 
     def reset(self, first_frame: np.ndarray | None = None, prompt: str | None = None, seed: int = 0) -> None:
+        use_torch_threads(self.threads)  # on the thread that runs the chunks (a session's model thread)
         if first_frame is None:
             if self.start is None:
                 raise ValueError("the bundled world needs a first frame: pass one, or ship bundled_start.npy")
