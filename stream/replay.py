@@ -369,6 +369,8 @@ class RenderResult:
     frames: int
     frames_dropped: int
     seconds: float
+    size: tuple[int, int]  # (width, height) of the frames the world made
+    content_fps: float
 
     @property
     def fps(self) -> float:
@@ -426,7 +428,7 @@ def render_to_file(
         if own:
             world.close()
     return RenderResult(str(out), stats.log_path, stats.frames_written, stats.frames_dropped,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, (world.spec.width, world.spec.height), world.spec.fps)
 
 
 __all__ = [
