@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"worldwalk render: {e}", file=sys.stderr)
         return 2
     print(
-        f"wrote {result.path} ({result.frames} frames, {result.size[0]}x{result.size[1]} at {result.content_fps:g} fps; "
+        f"wrote {result.path} ({result.frames} frames, {result.size[0]}x{result.size[1]} "
+        f"at {result.content_fps:g} fps; "
         f"rendered at {result.fps:.1f} fps) and its log {result.log_path}",
         file=sys.stderr,
     )
