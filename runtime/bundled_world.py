@@ -112,6 +112,12 @@ def empty_text(cfg: BundledConfig, batch: int = 1) -> tuple[torch.Tensor, torch.
     return text, torch.ones(batch, t.caption_tokens, dtype=torch.bool)
 
 
+def weights_available(folder: Path | None = None) -> bool:
+    """Whether the bundled weights are installed (then `play`, `serve` and `render` default to them)."""
+    folder = Path(folder) if folder is not None else WEIGHTS
+    return all((folder / name).is_file() for name in (VAE_FILE, WORLD_FILE))
+
+
 def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Module, SanaWMStreamingTransformer]:
     """(config, VAE, transformer) from `folder` (default: the shipped weights), on the CPU, in eval mode."""
     from safetensors import safe_open
