@@ -77,7 +77,7 @@ def test_replaying_a_live_session_gives_its_raw_frames_bit_identical(tmp_path):
 
 def test_render_actions_to_video_log_and_back(tmp_path):
     out = tmp_path / "walk.mp4"
-    assert render("--actions", "w-6,jl-4", "--size", SIZE, "--seed", 2, "-o", out) == 0
+    assert render("--world", "reference", "--actions", "w-6,jl-4", "--size", SIZE, "--seed", 2, "-o", out) == 0
     raw = render_frames(plan_from_actions("w-6,jl-4", width=W, height=H, seed=2))
     assert raw.shape == (11, H, W, 3)  # the start pose plus 10 actions; the last chunk was padded
 
@@ -100,13 +100,13 @@ def test_camera_paths_npy_and_json(tmp_path):
     a = plan_from_path(tmp_path / "p.npy")
     b = plan_from_path(tmp_path / "p.json")
     assert np.array_equal(a.poses, poses) and np.array_equal(b.poses, poses)
-    assert render("--path", tmp_path / "p.npy", "--size", SIZE) == 0
+    assert render("--world", "reference", "--path", tmp_path / "p.npy", "--size", SIZE) == 0
     assert len(decode(tmp_path / "p.mp4")[0]) == 6
 
 
 def _good_log(tmp_path):
     out = tmp_path / "good.mp4"
-    assert render("--actions", "w-4", "--size", SIZE, "-o", out) == 0
+    assert render("--world", "reference", "--actions", "w-4", "--size", SIZE, "-o", out) == 0
     return tmp_path / "good.jsonl"
 
 
