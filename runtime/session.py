@@ -48,7 +48,7 @@ class SessionConfig:
     queue_policy: Policy = "block"  # block: the model waits for the player (back-pressure)
     max_snapshots: int = 16  # chunk boundaries kept for rewind
     # Plan each chunk as late as possible ("block" policy only): wait until the frames still queued
-    # last about as long as making the next chunk takes (times this margin, plus slack seconds),
+    # last as long as the slowest recent chunk took to make (times this margin, plus slack seconds),
     # so the chunk is planned with the freshest input instead of queueing ahead and adding latency.
     just_in_time: bool = True
     jit_margin: float = 1.25
@@ -299,7 +299,7 @@ class Session:
             recent = [t for _, t in self._stats.recent]
             if not recent:
                 return True
-            lead = float(np.median(recent)) * self.cfg.jit_margin + self.cfg.jit_slack
+            lead = max(recent) * self.cfg.jit_margin + self.cfg.jit_slack  # the slowest recent chunk
             while len(self.frames) / self.spec.fps > lead:
                 if self._stop or self._commands:
                     return False
