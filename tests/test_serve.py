@@ -327,3 +327,30 @@ def test_idle_session_is_freed():
         return out
 
     assert run(go())["ended"] == "idle"
+
+
+@pytest.mark.timeout(180)
+def test_the_bundled_model_streams_and_walks():
+    """The default world of a fresh install, built by the server itself, to a WebRTC client."""
+    from worldwalk.runtime.world import WorldConfig
+
+    async def hold_w(ws, channel, out):
+        for _ in range(100):
+            if channel.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
+        channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
+        await asyncio.sleep(2.0)
+        channel.send(json.dumps({"t": "key", "key": "w", "down": False}))
+        await asyncio.sleep(0.5)
+
+    async def go():
+        cfg = ServeConfig(port=0, world=WorldConfig(name="bundled", accel="auto"),
+                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        async with StreamServer(cfg) as server:
+            return await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, hold_w)
+
+    out = run(go())
+    assert out["frames"] == [(160, 96)] * 10
+    stats = [s for s in out["stats"] if s.get("t") == "stats"]
+    assert stats and stats[-1]["position"][2] > 0.3, stats[-1]  # W walked forward in the model's world
