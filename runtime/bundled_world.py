@@ -130,18 +130,42 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
             f"bundled weights {missing} not found in {folder}; run `worldwalk train` to build them "
             "or pass --checkpoint to a folder that has them"
         )
-    with safe_open(str(folder / VAE_FILE), "pt") as f:
-        vmeta = f.metadata() or {}
-    with safe_open(str(folder / WORLD_FILE), "pt") as f:
-        wmeta = f.metadata() or {}
+    vmeta = _metadata(folder / VAE_FILE, safe_open)
+    wmeta = _metadata(folder / WORLD_FILE, safe_open)
     vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
     tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
     cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)))
     vae = build_vae(vcfg)
-    vae.load_state_dict(load_file(str(folder / VAE_FILE)))
+    _load_state(vae, load_file(str(folder / VAE_FILE)), folder / VAE_FILE)
     model = SanaWMStreamingTransformer(tcfg)
-    model.load_state_dict(load_file(str(folder / WORLD_FILE)))
+    _load_state(model, load_file(str(folder / WORLD_FILE)), folder / WORLD_FILE)
     return cfg, vae.eval(), model.eval()
+
+
+def _metadata(path: Path, safe_open) -> dict[str, str]:
+    """The safetensors header metadata of a bundled weights file, with its config."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # truncated or not a safetensors file at all
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); rebuild it with `worldwalk train`") from e
+    if "config" not in meta:
+        raise ValueError(f"{path} has no 'config' in its metadata: it is not a bundled-world weights file "
+                         "(those are written by `worldwalk train --stage ship`)")
+    return meta
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load weights, naming the first mismatches instead of a wall of keys."""
+    want = module.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in want.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                         f"wrong shapes {shapes[:3]}; rebuild it with `worldwalk train`")
+    module.load_state_dict(state)
 
 
 def _fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:

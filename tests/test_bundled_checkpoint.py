@@ -1,0 +1,50 @@
+"""Bundled weights that are truncated, foreign or mismatched get an error naming the file."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from worldwalk.runtime.bundled_world import VAE_FILE, WEIGHTS, WORLD_FILE, load_weights
+
+
+@pytest.fixture
+def copy(tmp_path):
+    for f in WEIGHTS.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def test_truncated(copy):
+    path = copy / WORLD_FILE
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{WORLD_FILE} is not a readable safetensors file"):
+        load_weights(copy)
+
+
+def test_foreign_file_without_config(copy):
+    save_file({"w": torch.zeros(2)}, str(copy / VAE_FILE))
+    with pytest.raises(ValueError, match="no 'config' in its metadata"):
+        load_weights(copy)
+
+
+def test_wrong_shapes_are_named(copy):
+    from safetensors import safe_open
+
+    path = copy / WORLD_FILE
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    name = next(iter(state))
+    state[name] = torch.zeros(3, 3)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=f"wrong shapes.*{name}"):
+        load_weights(copy)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="worldwalk train"):
+        load_weights(tmp_path)
