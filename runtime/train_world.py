@@ -124,6 +124,21 @@ def _sigmas(rng: np.random.Generator, n: int, sampler: FlowSampler, list_prob: f
     return np.where(rng.uniform(size=n) < list_prob, pick, uni)
 
 
+def _wake_plucker(model: SanaWMStreamingTransformer, seed: int) -> None:
+    """Give the Plücker embedder a random init if it is all zeros.
+
+    The model zero-initialises both the Plücker embedder and every block's Plücker projection, as
+    the official code does for fine-tuning a pretrained model; from scratch that product of two
+    zeros gets no gradient and the branch never learns. With the projections still zero, a random
+    embedder changes no output and lets the branch learn.
+    """
+    w = model.plucker_embedder.proj.weight
+    if torch.count_nonzero(w) == 0:
+        g = torch.Generator().manual_seed(seed + 101)
+        with torch.no_grad():
+            w.copy_(torch.randn(w.shape, generator=g) * (1.0 / w[0].numel()) ** 0.5)
+
+
 def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None) -> None:
     meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
@@ -154,6 +169,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
         torch.set_rng_state(state["torch_rng"])
     elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
         model.load_state_dict(torch.load(init, weights_only=False)["model"])
+    _wake_plucker(model, tcfg.seed)
 
     def save() -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
