@@ -54,6 +54,10 @@ class SessionConfig:
     jit_margin: float = 1.25
     jit_slack: float = 0.05
     start_paused: bool = False
+    # Overlap the VAE decode of chunk k with the denoising of chunk k+1 (worlds with `submit`,
+    # i.e. SANA-WM): more chunks per second at the cost of one decode of input latency.
+    # None = on for CUDA devices, off on the CPU.
+    pipeline: bool | None = None
 
 
 @dataclass
@@ -63,6 +67,20 @@ class _Boundary:
     chunk_index: int
     world: object
     integrator: IntegratorState
+
+
+@dataclass
+class _Job:
+    """A chunk on its way: what its frames are stamped with once the world returns them."""
+
+    k: int
+    n: int
+    state: InputState
+    generation: int
+    look0: tuple[float, float]  # mouse look planned before this chunk
+    look_delta: tuple[float, float]  # mouse look spread over this chunk
+    t0: float
+    pending: Any = None  # the world's PendingChunk, pipelined
 
 
 @dataclass
@@ -112,6 +130,10 @@ class Session:
         self._start_pose = self.integrator.pose.copy()
         self._chunk_index = 0
         self._frame_index = 0
+        pipelined = self.cfg.pipeline if self.cfg.pipeline is not None else self.spec.device.startswith("cuda")
+        self._pipelined = bool(pipelined) and hasattr(world, "submit")
+        self._carry: _Job | None = None  # pipelined: the submitted chunk whose frames come next
+        self._last_finish = 0.0
         self._look_planned = (0.0, 0.0)  # mouse look (yaw, pitch) fed into plans so far, radians
         self._listeners: list[ChunkListener] = []
         self._stats = SessionStats()
@@ -308,7 +330,11 @@ class Session:
 
     def _next_chunk(self) -> bool:
         """Generate one chunk. Returns False when the session stops."""
-        # 1. Wait while paused; carry out pending commands on this thread.
+        # 1. Wait while paused (showing a chunk still in the pipeline first); carry out pending
+        #    commands on this thread.
+        if self._carry is not None and self._paused and not self._commands:
+            job, self._carry = self._carry, None
+            return self._finish(job, job.pending.result())
         with self._wake:
             while (self._paused and not self._commands) and not self._stop:
                 self._wake.wait()
@@ -317,6 +343,8 @@ class Session:
             commands = list(self._commands)
             self._commands.clear()
             generation = self._generation
+        if commands:
+            self._carry = None  # a submitted chunk of the old walk: never shown
         for command, target in commands:
             if command == "reset":
                 self._reset_world()
@@ -347,23 +375,38 @@ class Session:
                 poses = self.integrator.plan(state, n, dt)  # (n, 4, 4)
         intrinsics = np.broadcast_to(self.intrinsics, (n, 3, 3)).copy()
 
-        # 4. Generate.
-        t0 = time.perf_counter()
-        chunk = self.world.generate_chunk(poses, intrinsics)
-        elapsed = time.perf_counter() - t0
+        # 4. Generate. Pipelined: start this chunk, then finish the previous one, whose VAE
+        #    decode ran while this one was denoised.
+        with self._lock:
+            self._chunk_index = k + 1
+        job = _Job(k, n, state, generation, look0, (dyaw, dpitch), time.perf_counter())
+        if not self._pipelined:
+            return self._finish(job, self.world.generate_chunk(poses, intrinsics))
+        job.pending = self.world.submit(poses, intrinsics)
+        previous, self._carry = self._carry, job
+        if previous is None:
+            return not self._stop
+        return self._finish(previous, previous.pending.result())
+
+    def _finish(self, job: _Job, chunk: Chunk) -> bool:
+        """Steps 5-7 for a generated chunk. Returns False when the session stops."""
+        k, n, state, generation = job.k, job.n, job.state, job.generation
         if len(chunk) != n:
             raise RuntimeError(f"world {self.spec.name!r} returned {len(chunk)} frames for a {n}-frame chunk")
+        now_s = time.perf_counter()
+        # pipelined, the time between finished chunks is what a chunk costs (stages overlap)
+        elapsed = now_s - max(job.t0, self._last_finish) if self._pipelined else now_s - job.t0
+        self._last_finish = now_s
 
-        # 5. A command arrived meanwhile: this chunk belongs to the old walk; drop it.
+        # 5. A command arrived meanwhile: this chunk belongs to the old walk; drop it (the
+        #    command, carried out next, restores the boundaries and the chunk position).
         if generation != self._generation:
-            with self._lock:
-                self._chunk_index = k  # redo this boundary under the new command
-                self._boundaries.pop()
             return True
 
         # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
         now = time.monotonic()
         frames = []
+        look0, (dyaw, dpitch) = job.look0, job.look_delta
         planned = n - 1 if k == 0 else n  # frames the mouse look was spread over
         for i in range(n):
             idx = self._frame_index + i
@@ -376,7 +419,6 @@ class Session:
             ))
         self._frame_index += n
         with self._lock:
-            self._chunk_index = k + 1
             s = self._stats
             s.chunks += 1
             s.frames += n
@@ -390,6 +432,7 @@ class Session:
             except Exception:  # a failing sink (say, a full disk under the recorder) must not end the walk
                 log.exception("a chunk listener failed and was detached; the session goes on")
                 self._listeners.remove(cb)
+        # 7. Queue them.
         for frame in frames:
             while not self._stop:
                 try:

@@ -1,22 +1,26 @@
 """`SanaWM`: the SANA-WM streaming world model behind the `WorldModel` seam.
 
-One `generate_chunk` call, narrated:
+One chunk, narrated (`submit` does steps 1-4 and returns; `PendingChunk.result` is step 5):
   1. check the poses and intrinsics (count, field of view) and make the poses relative to the
      session's first frame;
   2. build the camera inputs of the chunk's latent frames (UCPE + Plücker);
   3. denoise the chunk with the few-step sampler, reading the cache (chunk 0 also holds the
      clean first-image latent at t = 0);
-  4. write the cache with one clean forward at t = 0 and, at the same time on a second CUDA
-     stream where there is one, decode the chunk's new latent frames with the carried VAE state;
-  5. wait for the decode, convert to uint8 and advance the position.
-Where CUDA exists the work runs on the model's own CUDA stream; on the CPU the same code runs with
-`nullcontext()` in place of streams.
+  4. hand the clean latents to the decoder, which runs on its own thread (and, where CUDA
+     exists, its own CUDA stream, ordered after the denoise by an event) with the carried VAE
+     state, while the model writes the cache with one clean forward at t = 0;
+  5. wait for the decode and convert to uint8.
+`generate_chunk` is `submit(...).result()`. A caller that submits chunk k+1 before taking chunk
+k's result (`Session` with `pipeline=True`) overlaps the decode of chunk k with the denoising of
+chunk k+1. Where CUDA exists the model's work runs on its own CUDA stream; on the CPU the same
+code runs with `nullcontext()` in place of streams, the decoder thread using the other core.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -56,13 +60,37 @@ class SanaWMRunConfig:
 @dataclass
 class SanaWMSnapshot:
     stream: StreamState
-    decode: DecodeState
+    decode: DecodeState | Future  # a Future while the previous chunk's decode is still running
     chunk_index: int
     first_pose_inv: np.ndarray | None
 
 
+@dataclass
+class PendingChunk:
+    """A chunk whose denoising and cache write are done; its decode may still be running."""
+
+    index: int
+    poses: np.ndarray  # (F, 4, 4)
+    intrinsics: np.ndarray  # (F, 3, 3)
+    timings: dict[str, float]
+    t_start: float
+    decoded: Future  # -> (frames (F, H, W, 3) uint8, DecodeState after it, decode seconds)
+
+    def result(self) -> Chunk:
+        frames, _, seconds = self.decoded.result()
+        self.timings["decode"] = seconds
+        self.timings["total"] = time.perf_counter() - self.t_start
+        return Chunk(frames=frames, poses=self.poses, intrinsics=self.intrinsics, index=self.index,
+                     timings=self.timings)
+
+
 def _cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
+
+
+def _copy(state: DecodeState) -> DecodeState:
+    """A decode state that later decodes cannot change (they replace tails, never edit them)."""
+    return DecodeState(dict(state.tails), state.started)
 
 
 def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -128,7 +156,9 @@ class SanaWM:
         self._model_stream = torch.cuda.Stream(self.device) if cuda else None
         self._decode_stream = torch.cuda.Stream(self.device) if cuda else None
         self._image_latent: torch.Tensor | None = None
-        self._decode = DecodeState()
+        self._decode_start = DecodeState()  # the VAE state the running decode chain started from
+        self._decoding: Future | None = None  # the last submitted chunk's decode, while it runs
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="sana-wm-decode")
         self._chunk_index = 0
         self._first_pose_inv: np.ndarray | None = None
 
@@ -167,18 +197,23 @@ class SanaWM:
     @torch.no_grad()
     def reset(self, first_frame: np.ndarray | None, prompt: str | None, seed: int) -> None:
         use_torch_threads(self.cfg.threads)  # on the model thread, which runs every chunk
+        self._settle()
         H, W = self.cfg.height, self.cfg.width
         image = np.full((H, W, 3), 128, np.uint8) if first_frame is None else fit_image(first_frame, H, W)
         with self._stream_ctx(self._model_stream):
             self._image_latent = self.vae.encode_image(image).to(self.dtype)
             p = self._prompt(prompt).to(self.device, self.dtype)
             self.stream.reset(p.embeds, p.mask, seed)
-        self._decode = DecodeState()
+        self._decode_start = DecodeState()
         self._chunk_index = 0
         self._first_pose_inv = None
 
-    @torch.no_grad()
     def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
+        return self.submit(poses, intrinsics).result()
+
+    @torch.no_grad()
+    def submit(self, poses: np.ndarray, intrinsics: np.ndarray) -> PendingChunk:
+        """Denoise chunk k and write the cache; its decode runs on the decoder thread meanwhile."""
         if self._image_latent is None:
             raise RuntimeError("call reset(first_frame, prompt, seed) before generate_chunk")
         k, s, L = self._chunk_index, self.vae.temporal_stride, self.transformer.cfg.chunk_latent_frames
@@ -209,36 +244,49 @@ class SanaWM:
         with self._stream_ctx(self._model_stream):
             # 3. denoise, reading the cache
             z = self.stream.denoise(camera, shape, self._image_latent if k == 0 else None, timings)
-            # 4. decode on the second stream while the clean pass writes the cache
-            t_dec = time.perf_counter()
-            ev = None
+            # 4. the decoder takes the clean latents (after the denoise, by an event on CUDA) and
+            #    runs while the clean pass writes the cache and, pipelined, the next chunk denoises
+            ready = None
             if self._decode_stream is not None:
-                self._decode_stream.wait_stream(torch.cuda.current_stream(self.device))
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(self.device))
                 z.record_stream(self._decode_stream)
-                ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                ev[0].record(self._decode_stream)
-            with self._stream_ctx(self._decode_stream):
-                pixels, self._decode = self.vae.decode_chunk(z, self._decode)
-            if ev is not None:
-                ev[1].record(self._decode_stream)
-            timings["decode"] = time.perf_counter() - t_dec
+            self._decoding = self._decoder.submit(self._decode_job, z, ready, self._decoding, n, k)
             self.stream.commit(z, camera, timings)
-            # 5. wait for the frames
-            if self._decode_stream is not None:
-                torch.cuda.current_stream(self.device).wait_stream(self._decode_stream)
-            frames = to_uint8(pixels)
-        if ev is not None:
-            timings["decode"] = ev[0].elapsed_time(ev[1]) / 1000.0
-        timings["total"] = time.perf_counter() - t_start
+        self._chunk_index += 1
+        return PendingChunk(k, poses, intrinsics, timings, t_start, self._decoding)
+
+    @torch.no_grad()
+    def _decode_job(self, z: torch.Tensor, ready, previous: Future | None, n: int, k: int):
+        """On the decoder thread, in chunk order: (frames, decode state after, seconds)."""
+        use_torch_threads(self.cfg.threads)
+        state = previous.result()[1] if previous is not None else self._decode_start
+        t0 = time.perf_counter()
+        if ready is not None:
+            self._decode_stream.wait_event(ready)
+        with self._stream_ctx(self._decode_stream):
+            pixels, state = self.vae.decode_chunk(z, state)
+            frames = to_uint8(pixels)  # copies to the host: waits for the decode stream
         if frames.shape[0] != n:
             raise RuntimeError(f"decoded {frames.shape[0]} frames for chunk {k}, expected {n}")
-        self._chunk_index += 1
-        return Chunk(frames=frames, poses=poses, intrinsics=intrinsics, index=k, timings=timings)
+        return frames, state, time.perf_counter() - t0
+
+    def _settle(self) -> DecodeState:
+        """Wait for the running decode; the decode state after the last submitted chunk."""
+        if self._decoding is not None:
+            try:
+                self._decode_start = self._decoding.result()[1]
+            finally:
+                self._decoding = None
+        return self._decode_start
 
     def snapshot(self) -> SanaWMSnapshot:
+        """Cache, RNG, position and VAE state at this chunk boundary. The VAE part is the running
+        decode's future when there is one, so a snapshot never stalls the pipeline."""
+        decode = self._decoding if self._decoding is not None else _copy(self._decode_start)
         return SanaWMSnapshot(
             self.stream.snapshot(),
-            DecodeState(dict(self._decode.tails), self._decode.started),
+            decode,
             self._chunk_index,
             None if self._first_pose_inv is None else self._first_pose_inv.copy(),
         )
@@ -246,12 +294,19 @@ class SanaWM:
     def restore(self, snapshot: object) -> None:
         if not isinstance(snapshot, SanaWMSnapshot):
             raise TypeError(f"expected a SanaWMSnapshot from this world's snapshot(), got {type(snapshot).__name__}")
+        self._settle()
         self.stream.restore(snapshot.stream)
-        self._decode = DecodeState(dict(snapshot.decode.tails), snapshot.decode.started)
+        decode = snapshot.decode.result()[1] if isinstance(snapshot.decode, Future) else snapshot.decode
+        self._decode_start = _copy(decode)
         self._chunk_index = snapshot.chunk_index
         self._first_pose_inv = None if snapshot.first_pose_inv is None else snapshot.first_pose_inv.copy()
 
     def close(self) -> None:
+        try:
+            self._settle()
+        except Exception:
+            pass  # the decode's error was already reported to whoever took its result
+        self._decoder.shutdown(wait=True)
         self._image_latent = None
         self.stream.cache = self.transformer.new_cache()
         self.stream.history = []
@@ -261,4 +316,4 @@ class SanaWM:
     # ---- benchmarking hooks ----
     def cache_nbytes(self) -> int:
         """Bytes the streaming state holds (transformer cache or recompute history, plus VAE decode state)."""
-        return self.stream.nbytes() + self._decode.nbytes()
+        return self.stream.nbytes() + self._settle().nbytes()
