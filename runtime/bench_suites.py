@@ -90,6 +90,16 @@ def cache(ctx: BenchContext) -> None:
     cache_figures(ctx)
 
 
+def overlap(ctx: BenchContext) -> None:
+    """The SANA-WM decode/denoise pipeline on a small config, on and off."""
+    try:
+        from .sana_wm.bench_model import overlap_figures
+    except ImportError as e:
+        ctx.skip("overlap", f"the SANA-WM model is not available ({e})")
+        return
+    overlap_figures(ctx)
+
+
 def latency(ctx: BenchContext) -> None:
     """Input event -> first frame generated with it, and -> first frame presented.
 

@@ -60,3 +60,28 @@ def cache_figures(ctx) -> None:
     ctx.add(f"no-cache chunk time at chunk {n_recompute} ({label})", 1000 * late, "ms", "same")
     ctx.add(f"no-cache time ratio chunk {n_recompute} / chunk 5", late / early, "x", "grows with history")
     ctx.add(f"no-cache state at chunk {n_recompute}", sizes[-1] / 2**20, "MiB", "kept history latents")
+
+
+def overlap_figures(ctx) -> None:
+    """Chunks per second through a Session with and without the decode/denoise pipeline."""
+    import time
+
+    from ..session import Session, SessionConfig
+
+    seconds = 2.0 if ctx.quick else 12.0
+    for pipeline in (False, True):
+        world = small_world(128, 80)
+        session = Session(world, SessionConfig(pipeline=pipeline, just_in_time=False))
+        session.inputs.press("w")
+        with session.start():
+            while session.stats()["chunks"] < 2:  # warm-up: the first chunk and one more
+                time.sleep(0.01)
+                if session.error:
+                    raise RuntimeError(session.error)
+            c0, t0 = session.stats()["frames"], time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                session.frames.get(timeout=0.2)
+            fps = (session.stats()["frames"] - c0) / (time.perf_counter() - t0)
+        label = "pipelined" if pipeline else "one chunk at a time"
+        ctx.add(f"small config 128x80, {label}", fps, "frames/s",
+                "session, VAE decode of chunk k beside denoising of chunk k+1" if pipeline else "session")
