@@ -1,4 +1,5 @@
-"""The runtime's benchmark suites: generation, cache, latency and pipeline overhead.
+"""The runtime's benchmark suites: generation, latency and pipeline overhead (the SANA-WM cache
+and overlap suites live in sana_wm/bench_model.py).
 
 Each function takes a `BenchContext` and adds figures. Worlds are built through the registry,
 so every figure for a world includes everything its `generate_chunk` does (for a model: all
@@ -78,26 +79,6 @@ def generation(ctx: BenchContext) -> None:
             ctx.add(f"{name} time to first frame", 1000 * ttff, "ms", f"reset + first chunk ({len(first)} frames)")
         finally:
             world.close()
-
-
-def cache(ctx: BenchContext) -> None:
-    """Per-chunk time and cache memory early and late in a session, and without the cache."""
-    try:
-        from .sana_wm.bench_model import cache_figures
-    except ImportError as e:
-        ctx.skip("cache", f"the SANA-WM model is not available ({e})")
-        return
-    cache_figures(ctx)
-
-
-def overlap(ctx: BenchContext) -> None:
-    """The SANA-WM decode/denoise pipeline on a small config, on and off."""
-    try:
-        from .sana_wm.bench_model import overlap_figures
-    except ImportError as e:
-        ctx.skip("overlap", f"the SANA-WM model is not available ({e})")
-        return
-    overlap_figures(ctx)
 
 
 def latency(ctx: BenchContext) -> None:
