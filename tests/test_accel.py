@@ -22,16 +22,18 @@ import torch
 from worldwalk.runtime import accel
 from worldwalk.runtime.accel import AcceleratedStep, AcceleratedVAE, AccelUnavailable, apply_accel, engine
 from worldwalk.runtime.onnx_export import CacheLayout
-from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
-from worldwalk.runtime.sana_wm.camera import build_camera_inputs
+from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
+from .test_sana_wm_stream import CHUNK, H, W, _cameras
+from .test_sana_wm_stream import _model as _transformer
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-H, W, STRIDE, CHUNK, CHUNKS = 3, 4, 4, 3, 5
+CHUNKS = 5
 CUDA = torch.cuda.is_available()
 SLOW = os.environ.get("WORLDWALK_SLOW_TESTS", "") not in ("", "0")
 
@@ -50,32 +52,6 @@ def _has_trt() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _transformer(**kw) -> SanaWMStreamingTransformer:
-    torch.manual_seed(0)
-    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=6 * STRIDE, **kw)
-    m = SanaWMStreamingTransformer(cfg).eval()
-    with torch.no_grad():  # switch on the zero-initialised camera and Plücker paths
-        for name, p in m.named_parameters():
-            if p.abs().sum() == 0 or ("norm" in name and name.endswith("weight")):
-                p.normal_(0.0, 0.2 if p.ndim < 2 else p.shape[-1] ** -0.5)
-    return m
-
-
-def _cameras(chunks: int):
-    poses, Ks = {}, {}
-    for f in range(1 + CHUNK * STRIDE * chunks):
-        a = 0.04 * f
-        P = np.eye(4)
-        P[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-        P[:3, 3] = [0.03 * f, 0.0, 0.05 * f]
-        poses[f], Ks[f] = P, np.array([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]])
-    out = []
-    for c in range(chunks):
-        lat = list(range(0, 1 + CHUNK)) if c == 0 else list(range(1 + CHUNK * c, 1 + CHUNK * (c + 1)))
-        out.append(build_camera_inputs(poses, Ks, lat, STRIDE, (H * 16, W * 16), (H, W)))
-    return out
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:

@@ -3,8 +3,6 @@ the chunk-step backend the log names (auto: ONNX Runtime on the CPU)."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -13,14 +11,9 @@ from worldwalk.runtime.world import WorldConfig, create_world
 from worldwalk.stream.recorder import attach_recorder
 from worldwalk.stream.replay import plan_from_log, render_frames
 
+from .test_render import wait_chunks
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def wait_chunks(session: Session, n: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while session.stats()["chunks"] < n:
-        assert time.monotonic() < deadline and session.error is None, session.error
-        time.sleep(0.01)
 
 
 @pytest.mark.timeout(300)
@@ -33,11 +26,11 @@ def test_bundled_session_replays_bit_identical(tmp_path):
     try:
         session.start()
         session.inputs.press("w")
-        wait_chunks(session, 3)
+        wait_chunks(session, 3, timeout=120)
         session.inputs.add_mouse(80.0, 0.0)
-        wait_chunks(session, 5)
+        wait_chunks(session, 5, timeout=120)
         assert session.rewind() is not None
-        wait_chunks(session, 7)
+        wait_chunks(session, 7, timeout=120)
     finally:
         session.close()
         rec.close()
