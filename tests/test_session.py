@@ -239,3 +239,19 @@ def test_the_world_is_closed_once():
     session.close()
     session.close()
     assert closes == [1]
+
+
+def test_pacer_hands_every_frame_to_on_frame_even_the_skipped_ones():
+    from worldwalk.runtime.chunk import Frame
+
+    queue = FrameQueue(16)
+    for i in range(6):
+        queue.put(Frame(image=np.zeros((2, 2, 3), np.uint8), pose=np.eye(4), intrinsics=np.eye(3), index=i,
+                        pts=i / 50, chunk_index=0, generation=0, created=0.0))
+    seen = []
+    pacer = FramePacer(queue, fps=50.0, on_frame=lambda f: seen.append(f.index))
+    t0 = time.monotonic()
+    pacer.poll(t0)  # anchors the timeline
+    shown = pacer.poll(t0 + 10.0)  # a display that stalled: every frame is due at once
+    assert shown is not None and shown.index == 5 and pacer.skipped == 5
+    assert seen == list(range(6))  # the recorder still gets all of them, in order
