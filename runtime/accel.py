@@ -355,7 +355,8 @@ def bench_world(seed: int = 0) -> tuple[Any, str]:
     from .sana_wm.vae import SanaWMVAE
 
     torch.manual_seed(seed)
-    vae = SanaWMVAE(build_vae(BundledVAEConfig()))  # the bundled LTX-2 VAE layout, with its oneDNN 3D convs
+    # the bundled LTX-2 VAE layout, with its oneDNN 3D convs
+    vae = SanaWMVAE(build_vae(BundledVAEConfig(latent_channels=transformer_config().in_channels)))
     world = SanaWM(SanaWMStreamingTransformer(transformer_config()), vae, SanaWMRunConfig(width=160, height=96))
     return world, "bundled-size random model (160x96)"
 

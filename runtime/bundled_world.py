@@ -43,10 +43,11 @@ WEIGHTS = Path(__file__).parent / "weights"
 VAE_FILE, WORLD_FILE, START_FILE = "bundled_vae.safetensors", "bundled_world.safetensors", "bundled_start.npy"
 
 
-def transformer_config() -> SanaWMConfig:
-    """The bundled transformer: 4 blocks of width 128 (3 GDN, 1 softmax), 2 heads of 64: 1.8M parameters."""
+def transformer_config(in_channels: int = FrameVAEConfig.latent_channels) -> SanaWMConfig:
+    """The bundled transformer: 4 blocks of width 128 (3 GDN, 1 softmax), 2 heads of 64: 1.8M parameters;
+    `in_channels` is the VAE's latent width."""
     return SanaWMConfig.small(
-        in_channels=16,
+        in_channels=in_channels,
         num_layers=4,
         hidden_size=128,
         num_attention_heads=2,

@@ -2,7 +2,7 @@
 
 Stages, in order (each resumes from its checkpoint in --work unless --no-resume):
   data     render random walks through the reference world to a clip cache (walks.py)
-  vae      train the small LTX-2 VAE on crops of those clips (train_vae.py)
+  vae      train the frame-group VAE on whole frames of those clips (train_vae.py)
   encode   encode windows of the clips with the trained VAE
   world    train the world model by teacher forcing through the streaming cache (train_world.py)
   rollout  continue it with caches written from its own samples (Self-Forcing in spirit)
@@ -11,14 +11,16 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
            the teacher-forced world model unless --ship-rollout
 
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
-weights: about 70 minutes on a shared 2-core CPU with one torch thread); a stage stops at whichever
-comes first, so on a busy machine a rerun stops earlier in its schedule. `--stage` runs one stage or
+weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
+render the clips); a stage stops at whichever comes first, so on a busy machine a rerun stops earlier
+in its schedule. `--stage` runs one stage or
 all of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -33,19 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start every stage from scratch")
     p.add_argument("--clips", type=int, default=320, help="random walks to render")
-    p.add_argument("--vae-minutes", type=float, default=15.0)
-    p.add_argument("--vae-steps", type=int, default=2000)
-    p.add_argument("--world-minutes", type=float, default=38.0)
-    p.add_argument("--world-steps", type=int, default=1500)
+    p.add_argument("--vae-minutes", type=float, default=25.0)
+    p.add_argument("--vae-steps", type=int, default=4500)
+    p.add_argument("--world-minutes", type=float, default=78.0)
+    p.add_argument("--world-steps", type=int, default=3000)
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
-    p.add_argument("--decoder-minutes", type=float, default=9.0)
+    p.add_argument("--decoder-minutes", type=float, default=6.0)
     p.add_argument("--decoder-steps", type=int, default=900)
     p.add_argument("--ship-rollout", action="store_true",
                    help="ship the rollout-stage model (the shipped weights are the teacher-forced one: it "
                         "measured better at 1 s and 20 s, worse at 5 s)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1 is fastest on a shared 2-core machine: no OpenMP spinning)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: every core; on a machine busy with other work 1 is fastest, "
+                        "as idle OpenMP threads spin)")
     p.set_defaults(func=run)
 
 
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else WEIGHTS

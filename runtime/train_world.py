@@ -50,9 +50,9 @@ __all__ = ["TrainWorldConfig", "encode_windows", "train_world", "export_world"]
 class TrainWorldConfig:
     steps: int = 1200
     minutes: float = 60.0
-    batch: int = 4
+    batch: int = 2  # 720 tokens a chunk: twice the steps of a batch of 4 in the same time
     chunks: int = 2  # chunks after the first per sample (the first chunk is always trained)
-    lr: float = 5e-4
+    lr: float = 4e-4
     warmup: int = 50
     list_prob: float = 0.8  # share of noise levels taken from the sampler's sigma list
     augment: float = 0.5
@@ -160,6 +160,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     n_win, L = lat.shape[0], cfg.chunk_latents
     n_chunks = min(1 + tcfg.chunks, (lat.shape[2] - 1) // L)
     step, ckpt = 0, work / f"{tag}_ckpt.pt"
+    spent = 0.0  # seconds of training before this run (a resumed run carries on the schedule)
     init = work / "world_ckpt.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
@@ -167,12 +168,16 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
         opt.load_state_dict(state["opt"])
         step, rng.bit_generator.state = state["step"], state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        spent = state.get("seconds", 0.0)
     elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
         model.load_state_dict(torch.load(init, weights_only=False)["model"])
     _wake_plucker(model, tcfg.seed)
 
+    def seconds() -> float:
+        return spent + time.monotonic() - t0
+
     def save() -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": seconds(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "cfg": asdict(tcfg)},
                    work / f"{tag}_ckpt.pt.part")
         (work / f"{tag}_ckpt.pt.part").replace(ckpt)
@@ -185,8 +190,10 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     B = tcfg.batch
     text, mask = empty_text(cfg, B)
     model.train()
-    while step < tcfg.steps and (time.monotonic() - t0) < tcfg.minutes * 60:
-        cosine = 0.5 * (1 + math.cos(math.pi * step / tcfg.steps))
+    while step < tcfg.steps and seconds() < tcfg.minutes * 60:
+        # the schedule follows whichever budget runs out first, so a slower machine still anneals
+        progress = max(step / tcfg.steps, seconds() / (tcfg.minutes * 60))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
         lr = tcfg.lr * min(1.0, (step + 1) / tcfg.warmup) * (0.1 + 0.9 * cosine)
         for g in opt.param_groups:
             g["lr"] = lr
