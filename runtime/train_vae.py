@@ -81,7 +81,7 @@ def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_fr
     """Per-channel mean and std of the posterior means over a few whole clips."""
     zs = []
     for i in range(min(clips, len(frames))):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i, :n_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        x = torch.from_numpy(np.array(frames[i, :n_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
         zs.append(encode_mean(vae, x))  # (1, C, t, h, w)
     z = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], dim=1)  # (C, N)
     return z.mean(1), z.std(1)

@@ -78,7 +78,7 @@ def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: in
     lat, ps, ks = [], [], []
     for i in tqdm(range(n), desc="encode", disable=not progress, mininterval=5.0):
         for s in starts:
-            x = torch.from_numpy(np.ascontiguousarray(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
+            x = torch.from_numpy(np.array(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
             x = x.float() / 127.5 - 1.0  # (1, 3, F, H, W)
             lat.append(_encode_normalised(vae, x)[0].numpy())
             ps.append(poses[i, s : s + window])
