@@ -6,7 +6,8 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
   encode   encode windows of the clips with the trained VAE
   world    train the world model by teacher forcing through the streaming cache (train_world.py)
   rollout  continue it with caches written from its own samples (Self-Forcing in spirit)
-  decoder  sharpen the VAE decoder on whole frames, encoder frozen (the latents do not change)
+  decoder  sharpen the VAE decoder, encoder frozen (the latents do not change), on true latents and on
+           the world model's own latents along training windows
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder);
            the teacher-forced world model unless --ship-rollout
 
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
     p.add_argument("--decoder-steps", type=int, default=900)
+    p.add_argument("--decoder-samples", type=int, default=200,
+                   help="training windows the world model generates for the decoder stage")
     p.add_argument("--ship-rollout", action="store_true",
                    help="ship the rollout-stage model (the shipped weights are the teacher-forced one: it "
                         "measured better at 1 s and 20 s, worse at 5 s)")
@@ -109,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
                 train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout")
         elif stage == "decoder":
+            samples = _world_samples(work / "decoder_samples.pt", clips, world_file, args, resume)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
-            finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume)
+            finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tuned_file if tuned_file.exists() else vae_file, out / VAE_FILE)
@@ -119,6 +123,26 @@ def run(args: argparse.Namespace) -> int:
             np.save(out / START_FILE, np.ascontiguousarray(_start_frame(cfg)))
             print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.name}), {START_FILE}")
     return 0
+
+
+def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.Namespace, resume: bool) -> list:
+    """The teacher-forced world model's own latents along training windows (kept in `path` for a resume)."""
+    import torch
+
+    from .bundled_vae import FrameVAEStream
+    from .bundled_world import load_weights
+    from .train_world import sample_windows
+
+    if resume and path.exists():
+        return torch.load(path, weights_only=False)
+    if not world_file.exists():
+        print(f"no world model in {world_file} yet: the decoder is tuned on true latents only")
+        return []
+    cfg, vae, model = load_weights(world_file.parent)  # the work folder's VAE and world model, configs included
+    frames, poses, intr = clips.load()
+    samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5)
+    torch.save(samples, path)
+    return samples
 
 
 def _start_frame(cfg: object) -> object:

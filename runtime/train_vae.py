@@ -168,17 +168,23 @@ class DecoderTuneConfig:
     frames: int = 9
     lr: float = 3e-4
     latent_noise: float = 0.1  # x latent std: the decoder learns to tolerate the world model's errors
+    sample_share: float = 0.5  # share of steps on the world model's own latents (when given samples)
     edge_weight: float = 0.5
     ckpt_every: int = 100
     seed: int = 0
 
 
 def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, work: Path, out: Path,
-                     resume: bool = True, progress: bool = True) -> Path:
+                     resume: bool = True, progress: bool = True,
+                     samples: list[tuple[int, int, torch.Tensor]] | None = None) -> Path:
     """Stage 1b: sharpen the decoder on whole frames with the encoder frozen.
 
     The latents (and so the trained world model) stay exactly the same; only the pixels they decode to
-    improve. Runs after the world model, when its latents are fixed.
+    improve. Runs after the world model, when its latents are fixed. Half the steps (`sample_share`)
+    decode the world model's own latents along training windows (`samples`, from
+    `train_world.sample_windows`) against the true frames of those windows, so the decoder learns to
+    turn what the model really makes into the frames it should show; the other half decode the true
+    latents, with noise, so reconstruction stays sharp.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -219,10 +225,16 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _batch(frames, bcfg, rng)  # (B, 3, T, H, W)
-        with torch.no_grad():
-            z = encode_mean(vae, x)
-            z = z + cfg.latent_noise * std * torch.randn_like(z)
+        if samples and rng.uniform() < cfg.sample_share:
+            i, s, zn = samples[int(rng.integers(len(samples)))]  # zn (1, C, T, h, w) normalised
+            n = 1 + vae.cfg.temporal_stride * (zn.shape[2] - 1)
+            x = torch.from_numpy(np.array(frames[i, s : s + n])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+            z = zn * std + vae.latents_mean.view(1, -1, 1, 1, 1)
+        else:
+            x = _batch(frames, bcfg, rng)  # (B, 3, T, H, W)
+            with torch.no_grad():
+                z = encode_mean(vae, x)
+                z = z + cfg.latent_noise * std * torch.randn_like(z)
         y = decode_raw(vae, z)
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         opt.zero_grad(set_to_none=True)

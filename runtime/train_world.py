@@ -39,11 +39,12 @@ from .bundled_vae import FrameVAEStream
 from .bundled_world import BundledConfig, camera_inputs, chunk_latent_indices, empty_text, relative_poses
 from .sana_wm.camera import CameraInputs
 from .sana_wm.sampler import FlowSampler
+from .sana_wm.stream import LatentStream
 from .sana_wm.transformer import SanaWMStreamingTransformer
 from .sana_wm.vae import SanaWMVAE
 from .walks import ClipCache
 
-__all__ = ["TrainWorldConfig", "encode_windows", "train_world", "export_world"]
+__all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world"]
 
 
 @dataclass
@@ -247,3 +248,33 @@ def _sample_chunk(model, sampler, cam, cache, text, mask, shape, prefix=None) ->
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
     return sampler.denoise(lambda x, t: model(x, t, text, mask, cam, cache, False)[0], tuple(shape), gen,
                            torch.device("cpu"), torch.float32, prefix)
+
+
+@torch.no_grad()
+def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frames: np.ndarray, poses: np.ndarray,
+                   intr: np.ndarray, cfg: BundledConfig, n: int, seed: int, progress: bool = True
+                   ) -> list[tuple[int, int, torch.Tensor]]:
+    """The world model's own latents along `n` random training windows, as a session makes them.
+
+    Each window starts from its true first image and follows its poses for 3 chunks; returns
+    (clip, first frame, latents (1, C, 1 + 3 L, h, w) normalised) per window.
+    """
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    stream = LatentStream(model.eval(), FlowSampler(cfg.sampler))
+    text, mask = empty_text(cfg)
+    n_chunks, L = 3, cfg.chunk_latents
+    window = 1 + cfg.stride * L * n_chunks
+    h, w = cfg.vae.latent_hw
+    no_augment = TrainWorldConfig(augment=0.0)
+    out = []
+    for j in tqdm(range(n), desc="sample", disable=not progress, mininterval=5.0):
+        i, s = int(rng.integers(len(frames))), int(rng.integers(0, frames.shape[1] - window + 1))
+        image = torch.from_numpy(np.array(frames[i, s : s + 1])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        cams = _cameras(poses[i, s : s + window], intr[i, s : s + window], n_chunks, cfg, no_augment, rng)
+        stream.reset(text, mask, seed + j)
+        z = [stream.step(cams[k], (1, cfg.transformer.in_channels, L, h, w),
+                         vae.encode_video(image) if k == 0 else None) for k in range(n_chunks)]
+        out.append((i, s, torch.cat(z, 2)))  # (1, C, 1 + 3 L, h, w)
+    return out

@@ -17,13 +17,15 @@ from worldwalk.runtime.cli import main
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "3", "--world-steps", "2",
-              "--rollout-steps", "1", "--decoder-steps", "2", "--threads", "1"]
+              "--rollout-steps", "1", "--decoder-steps", "4", "--decoder-samples", "2", "--threads", "1"]
     assert main(["train", *budget]) == 0
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.pt", "world_ckpt.pt", "rollout_ckpt.pt",
-                 "decoder_ckpt.pt"):
+                 "decoder_samples.pt", "decoder_ckpt.pt"):
         assert (work / name).is_file(), f"stage output {name} missing"
     assert sorted(p.name for p in out.iterdir()) == sorted([START_FILE, VAE_FILE, WORLD_FILE])
     assert torch.load(work / "world_ckpt.pt", weights_only=False)["step"] == 2
+    samples = torch.load(work / "decoder_samples.pt", weights_only=False)  # the world model's own latents
+    assert len(samples) == 2 and samples[0][2].shape == (1, 16, 10, 12, 20)
 
     # resume: a larger step budget carries on from the checkpoint instead of starting again
     first = torch.load(work / "world_ckpt.pt", weights_only=False)
