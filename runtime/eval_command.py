@@ -24,7 +24,7 @@ TIMES = (1.0, 5.0, 20.0)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM of the bundled model against the reference world along held-out walks")
     p.add_argument("--checkpoint", default=None, help="folder with the bundled weights (default: the shipped ones)")
-    p.add_argument("--walks", type=int, default=6)
+    p.add_argument("--walks", type=int, default=12)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=9001, help="walk seed (training uses 1)")
     p.add_argument("--save", default=None, help="folder for PNG strips of the first walk and the JSON table")
