@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .session_log import SessionHeader, SessionLogWriter
+from .session_log import SessionHeader, SessionLogWriter, reclaim_lock
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class Recorder:
                 return self.stats()
             self._closed = True
         assert self._queue is not None and self._thread is not None
+        reclaim_lock(self._queue.mutex)  # a Ctrl-C inside write() may have left it held
         self._queue.put(_STOP)  # blocks only while the queue is full: the encoder is draining it
         self._thread.join(timeout)
         self.frames_dropped += self._queue.qsize()  # written while closing: never encoded

@@ -258,11 +258,26 @@ class SessionLogWriter:
     def close(self, **summary: Any) -> None:
         if self._file.closed:
             return
+        reclaim_lock(self._lock)
         line = {"type": "end", "t": round(time.monotonic() - self._t0, 6), "chunks": self.chunks}
         line.update({key: _jsonable(v) for key, v in summary.items()})
         self._line(line)
         with self._lock:
             self._file.close()
+
+
+def reclaim_lock(lock: Any, seconds: float = 2.0) -> None:
+    """Free a lock orphaned by Ctrl-C, so closing a recording never hangs.
+
+    A KeyboardInterrupt that lands between a lock's acquire and the `with` block that would release it
+    (CPython checks signals between the two) leaves the lock held by nobody. Our writers hold their
+    locks for microseconds: a lock still held after `seconds` is such an orphan and is released.
+    """
+    lock.acquire(timeout=seconds)  # ours now, or an orphan that nobody would release
+    try:
+        lock.release()
+    except RuntimeError:  # its holder released it after all
+        pass
 
 
 @dataclass

@@ -225,3 +225,12 @@ def test_next_recording_path_gives_one_fresh_name_per_session(tmp_path):
 
     names = {next_recording_path(tmp_path / "recs") for _ in range(3)}
     assert len(names) == 3 and all(p.suffix == ".mp4" and p.parent == tmp_path / "recs" for p in names)
+
+
+def test_close_frees_a_lock_orphaned_by_ctrl_c(tmp_path):
+    """A KeyboardInterrupt between acquire and `with` can leave the queue's lock held by nobody."""
+    rec = Recorder(tmp_path / "o.mp4").start(header())
+    rec.write(Frame(np.zeros((72, 128, 3), np.uint8), np.eye(4), np.eye(3), 0, 0.0, 0, 0, time.monotonic()))
+    assert rec._queue.mutex.acquire(timeout=5)  # the orphan
+    stats = rec.close()
+    assert stats.frames_written == 1
