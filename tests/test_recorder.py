@@ -139,7 +139,7 @@ def test_session_log_round_trips_poses_exactly_and_input_states(tmp_path):
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np
     from worldwalk.runtime.chunk import Chunk, Frame
     from worldwalk.stream.recorder import Recorder, RecorderConfig
@@ -148,6 +148,7 @@ CHILD = textwrap.dedent("""
     W, H, FPS = 128, 72, 16
     header = SessionHeader(world="reference", model="reference", fps=FPS, width=W, height=H,
                            frames_per_chunk=4, first_chunk_frames=4, seed=0, intrinsics=np.eye(3))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
     rec = Recorder(sys.argv[1], RecorderConfig(keyframe_seconds=1.0)).start(header)
     i = 0
     try:
