@@ -87,7 +87,7 @@ def create_world(cfg: WorldConfig) -> WorldModel:
     factory = worlds[cfg.name].load()
     world = factory(cfg)
     if cfg.accel != "none":
-        from .accel import apply_accel, warm_up
+        from worldwalk.runtime.accel.apply import apply_accel, warm_up
 
         try:
             chosen = apply_accel(world, cfg.accel)

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldwalk.runtime.accel import CHOICES
-from worldwalk.runtime.cli_args import choose_world, parse_size
+from worldwalk.runtime.accel.apply import CHOICES
+from worldwalk.runtime.cli.args import choose_world, parse_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def _output(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from worldwalk.controls.action_string import ActionStringError
-    from worldwalk.runtime.accel import AccelUnavailable
+    from worldwalk.runtime.accel.apply import AccelUnavailable
     from worldwalk.runtime.world import UnknownWorldError
 
     from .recorder import RecorderConfig, RecorderError

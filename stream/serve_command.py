@@ -18,8 +18,8 @@ import signal
 import sys
 from typing import Any
 
-from worldwalk.runtime.accel import add_accel_argument
-from worldwalk.runtime.cli_args import choose_world, parse_size
+from worldwalk.runtime.accel.apply import add_accel_argument
+from worldwalk.runtime.cli.args import choose_world, parse_size
 
 from .peer import IceServerConfig
 
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
 
 def build_config(args: argparse.Namespace) -> Any:
     """A ServeConfig from the config file and the flags (flags win)."""
-    from worldwalk.runtime.app_config import AppConfig, build_foreign
+    from worldwalk.runtime.cli.app_config import AppConfig, build_foreign
 
     from .peer import PeerConfig
     from .server import ServeConfig

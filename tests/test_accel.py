@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldwalk.runtime import accel
-from worldwalk.runtime.accel import AcceleratedStep, AcceleratedVAE, AccelUnavailable, apply_accel, engine
-from worldwalk.runtime.onnx_export import CacheLayout
+from worldwalk.runtime.accel import apply as accel
+from worldwalk.runtime.accel.apply import AcceleratedStep, AcceleratedVAE, AccelUnavailable, apply_accel, engine
+from worldwalk.runtime.accel.onnx_export import CacheLayout
 from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.sampler import FlowSampler

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from worldwalk.runtime.app_config import AppConfig, ConfigError
-from worldwalk.runtime.cli import main
+from worldwalk.runtime.cli.app_config import AppConfig, ConfigError
+from worldwalk.runtime.cli.main import main
 
 
 def test_info_prints_gl_renderer_and_torch_device(capsys):

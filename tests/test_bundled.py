@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
-from worldwalk.runtime.bundled_vae import FastConv3d, fast_conv3d
-from worldwalk.runtime.bundled_world import WEIGHTS, BundledWorld, chunk_latent_indices, chunk_video_frames, create
-from worldwalk.runtime.walks import WalkConfig, random_walk
+from worldwalk.runtime.train.walks import WalkConfig, random_walk
 from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds.bundled_vae import FastConv3d, fast_conv3d
+from worldwalk.runtime.worlds.bundled_world import (
+    WEIGHTS,
+    BundledWorld,
+    chunk_latent_indices,
+    chunk_video_frames,
+    create,
+)
 
 
 @pytest.fixture(scope="module")

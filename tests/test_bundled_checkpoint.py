@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from worldwalk.runtime.bundled_world import VAE_FILE, WEIGHTS, WORLD_FILE, load_weights
+from worldwalk.runtime.worlds.bundled_world import VAE_FILE, WEIGHTS, WORLD_FILE, load_weights
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.chunk import Chunk
-from worldwalk.runtime.gl_context import GLUnavailableError
-from worldwalk.runtime.reference_world import (
+from worldwalk.runtime.world import WorldConfig, WorldModel
+from worldwalk.runtime.worlds.gl_context import GLUnavailableError
+from worldwalk.runtime.worlds.reference_world import (
     LABEL,
     ReferenceWorld,
     ReferenceWorldConfig,
@@ -23,7 +24,6 @@ from worldwalk.runtime.reference_world import (
     create,
     landmarks,
 )
-from worldwalk.runtime.world import WorldConfig, WorldModel
 
 W, H = 128, 72
 
@@ -201,7 +201,7 @@ def test_renders_from_another_thread_than_the_one_that_built_it():
 WINDOW_FIRST = """
 import sys, threading, numpy as np, pyglet.window
 window = pyglet.window.Window(64, 36, visible=False)  # its GLX context is current on this thread
-from worldwalk.runtime.reference_world import ReferenceWorld, ReferenceWorldConfig
+from worldwalk.runtime.worlds.reference_world import ReferenceWorld, ReferenceWorldConfig
 world = ReferenceWorld(ReferenceWorldConfig(width={W}, height={H}))
 K = np.load(sys.argv[1])
 frames = [world.render(np.eye(4), K)]

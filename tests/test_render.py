@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from worldwalk.controls import action_string_to_poses
-from worldwalk.runtime.cli import main
+from worldwalk.runtime.cli.main import main
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
 from worldwalk.stream.recorder import attach_recorder

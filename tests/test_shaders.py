@@ -63,7 +63,7 @@ def test_missing_and_bad_names_list_what_exists(shader_dir):
 
 
 def test_create_program_compiles_on_egl_and_names_the_file_on_errors(shader_dir):
-    from worldwalk.runtime.gl_context import GLUnavailableError, create_headless_context
+    from worldwalk.runtime.worlds.gl_context import GLUnavailableError, create_headless_context
 
     try:
         ctx = create_headless_context()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
-from worldwalk.runtime.bundled_world import START_FILE, VAE_FILE, WORLD_FILE, BundledWorld
-from worldwalk.runtime.cli import main
+from worldwalk.runtime.cli.main import main
+from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_FILE, BundledWorld
 
 
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):

@@ -14,7 +14,7 @@ import numpy as np
 
 def present(ctx: Any) -> None:
     from worldwalk.controls import intrinsics_from_fov, rotation
-    from worldwalk.runtime.gl_context import create_headless_context
+    from worldwalk.runtime.worlds.gl_context import create_headless_context
 
     from .presenter import Presenter, PresenterConfig, timewarp_homography
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from worldwalk.runtime.accel import add_accel_argument
-from worldwalk.runtime.cli_args import choose_world, parse_size
+from worldwalk.runtime.accel.apply import add_accel_argument
+from worldwalk.runtime.cli.args import choose_world, parse_size
 
 
 def register(subparsers: Any) -> None:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"worldwalk play: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from worldwalk.runtime.accel import AccelUnavailable
+        from worldwalk.runtime.accel.apply import AccelUnavailable
 
         if args.world is not None or args.checkpoint or name == "reference" or isinstance(e, AccelUnavailable):
             print(f"worldwalk play: cannot open the {name} world: {e}", file=sys.stderr)

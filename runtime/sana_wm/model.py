@@ -28,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..chunk import Chunk
-from ..threads import use_torch_threads
-from ..world import ModelSpec
+from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.threads import use_torch_threads
+from worldwalk.runtime.world import ModelSpec
+
 from .camera import build_camera_inputs, check_fov, pose_inverse
 from .config import SanaWMConfig
 from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..world import WorldConfig
+from worldwalk.runtime.world import WorldConfig
+
 from .checkpoint import from_pretrained
 from .model import SanaWM, SanaWMRunConfig
 from .sampler import SamplerConfig

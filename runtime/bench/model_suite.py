@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
-
-from .config import SanaWMConfig
-from .model import SanaWM, SanaWMRunConfig
-from .vae import small_vae_config
+from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm.vae import small_vae_config
 
 
 def small_world(width: int = 256, height: int = 144, use_cache: bool = True, temporal_stride: int = 4) -> SanaWM:
@@ -66,7 +65,7 @@ def overlap_figures(ctx) -> None:
     """Chunks per second through a Session with and without the decode/denoise pipeline."""
     import time
 
-    from ..session import Session, SessionConfig
+    from worldwalk.runtime.session import Session, SessionConfig
 
     seconds = 2.0 if ctx.quick else 12.0
     for pipeline in (False, True):

@@ -35,13 +35,20 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .bundled_vae import FrameVAEStream
-from .bundled_world import BundledConfig, camera_inputs, chunk_latent_indices, empty_text, relative_poses
-from .sana_wm.camera import CameraInputs
-from .sana_wm.sampler import FlowSampler
-from .sana_wm.stream import LatentStream
-from .sana_wm.transformer import SanaWMStreamingTransformer
-from .sana_wm.vae import SanaWMVAE
+from worldwalk.runtime.sana_wm.camera import CameraInputs
+from worldwalk.runtime.sana_wm.sampler import FlowSampler
+from worldwalk.runtime.sana_wm.stream import LatentStream
+from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
+from worldwalk.runtime.worlds.bundled_world import (
+    BundledConfig,
+    camera_inputs,
+    chunk_latent_indices,
+    empty_text,
+    relative_poses,
+)
+
 from .walks import ClipCache
 
 __all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world"]

@@ -124,7 +124,7 @@ def random_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None, start: 
 def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None = None,
                  world: object | None = None) -> Iterator[Clip]:
     """Render `n_clips` random walks of `n_frames` each from the reference world (seeded)."""
-    from .reference_world import ReferenceWorld, ReferenceWorldConfig
+    from worldwalk.runtime.worlds.reference_world import ReferenceWorld, ReferenceWorldConfig
 
     cfg = cfg or WalkConfig()
     own = world is None

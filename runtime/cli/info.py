@@ -9,8 +9,9 @@ import platform
 import sys
 from typing import Any
 
+from worldwalk.runtime.world import available_worlds
+
 from .version import __version__
-from .world import available_worlds
 
 
 def gather(gl: bool = True) -> dict[str, Any]:

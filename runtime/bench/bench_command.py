@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from .accel import add_accel_argument
-from .info import gather
+from worldwalk.runtime.accel.apply import add_accel_argument
+from worldwalk.runtime.cli.info import gather
 
 
 @dataclass

@@ -19,7 +19,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def choose_world(world: str | None, checkpoint: str | None) -> str:
     """The world a command runs: the one named; else SANA-WM when a checkpoint folder is given;
     else the default (the bundled model when its weights are installed, else the reference world)."""
-    from .world import default_world_name
+    from worldwalk.runtime.world import default_world_name
 
     if world:
         return world

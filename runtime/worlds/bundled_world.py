@@ -10,7 +10,7 @@ Camera: poses are taken relative to the session's first frame (the first image's
 their translations multiplied by `translation_scale` (world units -> model units) before UCPE
 and Plücker rays are built, exactly as in training (train_world.py).
 
-Weights: `runtime/weights/bundled_vae.safetensors` and `bundled_world.safetensors` (configs in
+Weights: `runtime/worlds/weights/bundled_vae.safetensors` and `bundled_world.safetensors` (configs in
 their metadata), plus `bundled_start.npy`, the first frame used when the caller gives none (the
 reference world's view from its spawn point). `worldwalk train` rebuilds all three.
 """
@@ -26,16 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
+from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.sana_wm.sampler import FlowSampler, SamplerConfig
+from worldwalk.runtime.sana_wm.stream import LatentStream
+from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, to_uint8
+from worldwalk.runtime.threads import use_torch_threads
+from worldwalk.runtime.world import ModelSpec, WorldConfig
+
 from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
-from .chunk import Chunk
-from .sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
-from .sana_wm.config import SanaWMConfig
-from .sana_wm.sampler import FlowSampler, SamplerConfig
-from .sana_wm.stream import LatentStream
-from .sana_wm.transformer import SanaWMStreamingTransformer
-from .sana_wm.vae import DecodeState, SanaWMVAE, to_uint8
-from .threads import use_torch_threads
-from .world import ModelSpec, WorldConfig
 
 __all__ = ["BundledConfig", "BundledWorld", "WEIGHTS", "camera_inputs", "create", "transformer_config"]
 

@@ -75,8 +75,9 @@ def generate(world, first: np.ndarray, poses: np.ndarray, K: np.ndarray, seed: i
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .bundled_world import BundledWorld
-    from .reference_world import ReferenceWorld, ReferenceWorldConfig
+    from worldwalk.runtime.worlds.bundled_world import BundledWorld
+    from worldwalk.runtime.worlds.reference_world import ReferenceWorld, ReferenceWorldConfig
+
     from .walks import WalkConfig, random_walk
 
     torch.set_num_threads(args.threads)
@@ -136,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
 def _vae_roundtrip(world, truth: np.ndarray) -> np.ndarray:
     import torch
 
-    from .bundled_vae import decode_raw, encode_mean
-    from .sana_wm.vae import to_uint8
+    from worldwalk.runtime.sana_wm.vae import to_uint8
+    from worldwalk.runtime.worlds.bundled_vae import decode_raw, encode_mean
 
     vae = world.vae
     n = 1 + (len(truth) - 1) // vae.temporal_stride * vae.temporal_stride

@@ -44,11 +44,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache
-from .sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
-from .sana_wm.layers import TemporalShortConv
-from .sana_wm.rope import apply_rope
-from .sana_wm.transformer import SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache
+from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
+from worldwalk.runtime.sana_wm.layers import TemporalShortConv
+from worldwalk.runtime.sana_wm.rope import apply_rope
+from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 
 STEP_INPUTS = ("latents", "timesteps", "text", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv",
                "plucker", "kv_mask")

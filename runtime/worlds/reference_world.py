@@ -22,11 +22,11 @@ from typing import Any
 import moderngl
 import numpy as np
 
+from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.world import ModelSpec, WorldConfig
 from worldwalk.shaders import create_program
 
-from .chunk import Chunk
 from .gl_context import GLThread
-from .world import ModelSpec, WorldConfig
 
 __all__ = ["Landmarks", "ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorldState", "create", "landmarks"]
 

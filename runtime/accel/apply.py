@@ -271,7 +271,7 @@ class AcceleratedVAE:
 
 
 def _world_parts(world: Any) -> tuple[Any, Any]:
-    from .sana_wm.stream import LatentStream
+    from worldwalk.runtime.sana_wm.stream import LatentStream
 
     stream = getattr(world, "stream", None)
     if not isinstance(stream, LatentStream):
@@ -342,17 +342,17 @@ def add_accel_argument(parser: Any) -> None:
 def bench_world(seed: int = 0) -> tuple[Any, str]:
     """The bundled world when its weights are there, else a random-init SanaWM of the bundled model's shape."""
     try:
-        from . import bundled_world
+        from worldwalk.runtime import bundled_world
 
         if getattr(bundled_world, "weights_available", lambda: False)():
             return bundled_world.BundledWorld(seed=seed), "bundled model"
     except Exception as e:  # weights in flux while the bundled model trains
         log.info("bundled world unavailable (%s); using a random-init model of its shape", e)
-    from .bundled_vae import BundledVAEConfig, build_vae
-    from .bundled_world import transformer_config
-    from .sana_wm.model import SanaWM, SanaWMRunConfig
-    from .sana_wm.transformer import SanaWMStreamingTransformer
-    from .sana_wm.vae import SanaWMVAE
+    from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+    from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+    from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+    from worldwalk.runtime.worlds.bundled_vae import BundledVAEConfig, build_vae
+    from worldwalk.runtime.worlds.bundled_world import transformer_config
 
     torch.manual_seed(seed)
     # the bundled LTX-2 VAE layout, with its oneDNN 3D convs
@@ -401,7 +401,7 @@ def accel_figures(ctx: Any) -> None:
     Every backend gets its own world on the same walk; after each has built its graphs (chunks 0 and 1), the
     worlds take turns chunk by chunk, so a load change on a shared machine hits them all alike.
     """
-    from .threads import use_torch_threads
+    from worldwalk.runtime.threads import use_torch_threads
 
     use_torch_threads(0)
     rounds = 6 if ctx.quick else 16

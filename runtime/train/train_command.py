@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from .bundled_vae import FrameVAE, FrameVAEStream, build_vae
-    from .bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
-    from .sana_wm.vae import SanaWMVAE
+    from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+    from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream, build_vae
+    from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
+
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
@@ -129,8 +130,9 @@ def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.N
     """The teacher-forced world model's own latents along training windows (kept in `path` for a resume)."""
     import torch
 
-    from .bundled_vae import FrameVAEStream
-    from .bundled_world import load_weights
+    from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
+    from worldwalk.runtime.worlds.bundled_world import load_weights
+
     from .train_world import sample_windows
 
     if resume and path.exists():
@@ -150,8 +152,7 @@ def _start_frame(cfg: object) -> object:
     import numpy as np
 
     from worldwalk.controls import intrinsics_from_fov
-
-    from .reference_world import ReferenceWorld, ReferenceWorldConfig
+    from worldwalk.runtime.worlds.reference_world import ReferenceWorld, ReferenceWorldConfig
 
     v = cfg.vae
     with ReferenceWorld(ReferenceWorldConfig(width=v.width, height=v.height, seed=0)) as world:

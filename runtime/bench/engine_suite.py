@@ -13,12 +13,12 @@ import time
 import numpy as np
 
 from worldwalk.controls import PoseIntegrator, intrinsics_from_fov
+from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.pacer import FramePacer
+from worldwalk.runtime.session import Session, SessionConfig
+from worldwalk.runtime.world import ModelSpec, WorldConfig, WorldModel, available_worlds, create_world
 
-from .bench import BenchContext
-from .chunk import Chunk
-from .pacer import FramePacer
-from .session import Session, SessionConfig
-from .world import ModelSpec, WorldConfig, WorldModel, available_worlds, create_world
+from .bench_command import BenchContext
 
 DEFAULT_WORLDS = ("reference", "bundled")
 

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from worldwalk.controls import Bindings, IntegratorConfig
-
-from .session import SessionConfig
-from .world import WorldConfig
+from worldwalk.runtime.session import SessionConfig
+from worldwalk.runtime.world import WorldConfig
 
 FOREIGN_SECTIONS = ("recorder", "server", "viewer")
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .bundled_vae import (
+from worldwalk.runtime.worlds.bundled_vae import (
     BundledVAEConfig,
     FrameVAE,
     FrameVAEConfig,
@@ -34,6 +34,7 @@ from .bundled_vae import (
     encode_mean,
     vae_config_from_dict,
 )
+
 from .walks import ClipCache
 
 __all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae"]

@@ -1,0 +1,1 @@
+"""`worldwalk bench` and the runtime's benchmark suites."""

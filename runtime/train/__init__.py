@@ -1,0 +1,1 @@
+"""Training and evaluating the bundled model against the reference world."""
