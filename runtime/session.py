@@ -61,12 +61,17 @@ class SessionConfig:
 
 
 @dataclass
-class _Boundary:
-    """Everything needed to resume generation at the start of chunk `chunk_index`."""
+class Boundary:
+    """Everything needed to resume generation at the start of chunk `chunk_index`: kept for
+    rewind, and (`Session.latest_boundary`, `Session(resume=...)`) to carry a walk to another
+    process, as the cluster does when a session host dies."""
 
     chunk_index: int
     world: object
     integrator: IntegratorState
+    frame_index: int = 0  # the index the chunk's first frame is stamped with
+    look: tuple[float, float] = (0.0, 0.0)  # mouse look planned before the chunk (yaw, pitch)
+
 
 
 @dataclass
@@ -103,8 +108,10 @@ class Session:
         inputs: InputBox | None = None,
         intrinsics: np.ndarray | None = None,
         first_frame: np.ndarray | None = None,
+        resume: Boundary | None = None,
     ) -> None:
         self.world = world
+        self._resume = resume  # start at this boundary instead of the first frame
         self.cfg = cfg or SessionConfig()
         self.spec: ModelSpec = world.spec
         self.inputs = inputs or InputBox()
@@ -126,7 +133,7 @@ class Session:
         self._commands: deque[tuple[str, int]] = deque()  # (name, rewind target chunk)
         self._paused = self.cfg.start_paused
         self._stop = False
-        self._boundaries: deque[_Boundary] = deque(maxlen=max(1, self.cfg.max_snapshots))
+        self._boundaries: deque[Boundary] = deque(maxlen=max(1, self.cfg.max_snapshots))
         self._start_pose = self.integrator.pose.copy()
         self._chunk_index = 0
         self._frame_index = 0
@@ -149,6 +156,11 @@ class Session:
         self._thread = threading.Thread(target=self._run, name=f"model-{self.spec.name}", daemon=True)
         self._thread.start()
         return self
+
+    def latest_boundary(self) -> Boundary | None:
+        """The newest chunk boundary kept (the start of the chunk being made or just made), or None."""
+        with self._lock:
+            return self._boundaries[-1] if self._boundaries else None
 
     def add_listener(self, cb: ChunkListener) -> None:
         """`cb(chunk, input_state, frames)` runs on the model thread after each chunk is queued."""
@@ -273,6 +285,8 @@ class Session:
     def _run(self) -> None:
         try:
             self._reset_world()
+            if self._resume is not None:
+                self._resume_world(self._resume)
             while self._next_chunk():
                 pass
         except QueueClosed:
@@ -292,6 +306,15 @@ class Session:
             self.integrator.reset(self._start_pose.copy())
             self._boundaries.clear()
             self._chunk_index = 0
+
+    def _resume_world(self, b: Boundary) -> None:
+        """Continue a walk begun elsewhere: the world, the pose and the frame count of boundary `b`."""
+        self.world.restore(b.world)
+        with self._lock:
+            self.integrator.set_state(b.integrator)
+            self._chunk_index = b.chunk_index
+            self._frame_index = b.frame_index
+            self._look_planned = b.look
 
     def _rewind_world(self, target: int) -> None:
         with self._lock:
@@ -358,7 +381,10 @@ class Session:
         # 2. Remember this chunk boundary, so a rewind can come back to it.
         with self._lock:
             k = self._chunk_index
-            self._boundaries.append(_Boundary(k, self.world.snapshot(), self.integrator.get_state()))
+            # pipelined, the chunk still in flight is counted: its frames come before this one's
+            first = self._frame_index + (self._carry.n if self._carry is not None else 0)
+            self._boundaries.append(Boundary(k, self.world.snapshot(), self.integrator.get_state(),
+                                             first, self._look_planned))
 
         # 3. Plan the chunk's camera path: the current intent held over the chunk.
         n = self.spec.chunk_frames(k)

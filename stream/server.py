@@ -166,10 +166,21 @@ class StreamServer:
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> StreamServer:
+    def prepare(self) -> StreamServer:
+        """Everything `start()` does but listen: for hosts whose websockets arrive another way
+        (the cluster's session hosts, through `handle`)."""
         self._files = load_web_files()
         apply_bitrate(self.cfg.peer.max_bitrate)
         install_candidate_hook()
+        return self
+
+    async def handle(self, ws: Any) -> None:
+        """Run one viewer's whole life on a websocket accepted elsewhere: an object with the
+        `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`)."""
+        await self._handle(ws)
+
+    async def start(self) -> StreamServer:
+        self.prepare()
         self._server = await serve(
             self._handle,
             self.cfg.host,
