@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import logging
 import secrets
@@ -41,12 +42,15 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
 
+from .admission import Admission, AdmissionConfig, SessionSlot
 from .input_channel import InputChannelConfig, InputGate, InputMessage
+from .offer import BadOffer, OfferLimits, check_offer
 from .peer import (
     PeerConfig,
     add_video_transceiver,
@@ -56,7 +60,7 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
-from .signaling import AccessConfig, load_web_files, query_param, route_request
+from .signaling import AccessConfig, load_web_files, query_param, route_request, text_response
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -72,7 +76,9 @@ class ServeConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
-    max_sessions: int = 4  # players at once; one more gets "busy"
+    max_sessions: int = 4  # players (worlds) at once, counting those being torn down; one more gets "busy"
+    max_connections: int = 64  # signaling websockets open at once; one more gets HTTP 503
+    max_connections_per_client: int = 8  # signaling websockets open at once from one address
     max_spectators: int = 8  # per session
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
     connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
@@ -80,18 +86,22 @@ class ServeConfig:
     require_token: bool | None = None  # None: required exactly when host is not loopback
     allowed_origins: list[str] = field(default_factory=list)
     peer: PeerConfig = field(default_factory=PeerConfig)
+    offer: OfferLimits = field(default_factory=OfferLimits)
     input: InputChannelConfig = field(default_factory=InputChannelConfig)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     stats_interval: float = 0.25  # seconds between stats messages on the data channel
     record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
 
     def __post_init__(self) -> None:
-        if self.max_sessions < 1:
-            raise ValueError(f"max_sessions must be at least 1, got {self.max_sessions}")
+        self.admission_config()  # names a bad limit
         if self.require_token is None:
             self.require_token = self.token is not None or not is_loopback_host(self.host)
         if self.require_token and not self.token:
             self.token = secrets.token_urlsafe(16)
+
+    def admission_config(self) -> AdmissionConfig:
+        return AdmissionConfig(max_sessions=self.max_sessions, max_connections=self.max_connections,
+                               max_connections_per_client=self.max_connections_per_client)
 
 
 @dataclass
@@ -102,6 +112,7 @@ class PlaySession:
     session: Session
     fanout: FrameFanout
     recorder: Any = None
+    slot: SessionSlot | None = None  # released once the world is closed
     player: Viewer | None = None
     spectators: set[Viewer] = field(default_factory=set)
     last_input: float = field(default_factory=time.monotonic)
@@ -159,7 +170,7 @@ class StreamServer:
         self.busy_refusals = 0
         self.sessions_opened = 0
         self.sessions_closed = 0
-        self._reserved = 0  # player slots held while a session is being built
+        self.admission = Admission(self.cfg.admission_config())
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
@@ -234,6 +245,8 @@ class StreamServer:
     def status(self) -> dict[str, Any]:
         return {
             "sessions": len(self.sessions),
+            "slots_held": self.admission.slots_held,
+            "connections": self.admission.connections,
             "viewers": len(self.viewers),
             "max_sessions": self.cfg.max_sessions,
             "busy_refusals": self.busy_refusals,
@@ -245,10 +258,18 @@ class StreamServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         # a full server still serves the page: it connects, hears "busy" and says so clearly
-        return route_request(self.access, self._files, connection, request)
-
-    def _full(self) -> bool:
-        return len(self.sessions) + self._reserved >= self.cfg.max_sessions
+        response = route_request(self.access, self._files, connection, request)
+        if response is not None:
+            return response
+        # a websocket upgrade: bounded per client address and in total
+        gone = {c for c in self.admission.connection_keys()
+                if isinstance(c, ServerConnection) and c.state is State.CLOSED}
+        self.admission.prune(gone)
+        client = str(connection.remote_address[0]) if connection.remote_address else "?"
+        why = self.admission.open_connection(connection, client)
+        if why is not None:
+            return text_response(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, why + "; try again later")
+        return None
 
     def _busy_message(self) -> str:
         n = self.cfg.max_sessions
@@ -289,6 +310,7 @@ class StreamServer:
         finally:
             await self._close_viewer(viewer, reason)
             self.viewers.discard(viewer)
+            self.admission.close_connection(ws)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -307,34 +329,42 @@ class StreamServer:
         })
 
     async def _receive_offer(self, ws: ServerConnection) -> RTCSessionDescription:
+        """The browser's offer, checked (size, media, candidates) before anything acts on it."""
         raw = await asyncio.wait_for(ws.recv(), timeout=self.cfg.connect_timeout)
         try:
             msg = json.loads(raw)
-            if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
-                raise ValueError("expected {type: offer, sdp}")
-        except ValueError as e:
-            await self._refuse(ws, "error", "bad_request", f"bad signaling message: {e}")
-            raise SignalingError(str(e)) from None
-        return RTCSessionDescription(sdp=msg["sdp"], type="offer")
+            if not (isinstance(msg, dict) and msg.get("type") == "offer"):
+                raise BadOffer("expected {type: offer, sdp}")
+            sdp = check_offer(msg.get("sdp"), self.cfg.offer)
+        except (ValueError, RecursionError) as e:
+            reason = e.reason if isinstance(e, BadOffer) else "the message is not valid JSON"
+            await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
+            raise SignalingError(reason) from None
+        return RTCSessionDescription(sdp=sdp, type="offer")
 
     async def _run_player(self, viewer: Viewer) -> str:
         ws = viewer.ws
-        if self._full():
+        slot = self.admission.try_acquire()  # before any work for this player
+        if slot is None:
             self.busy_refusals += 1
             await self._refuse(ws, "busy", "busy", self._busy_message())
             raise BusyError
-        self._reserved += 1
-        loop = asyncio.get_running_loop()
-        building = loop.run_in_executor(None, self._build_session)  # the world loads meanwhile
         try:
             await ws.send(self._config_message(viewer))
             offer = await self._receive_offer(ws)
-            play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
-        except BaseException:
-            self._reserved -= 1
-            building.add_done_callback(_close_built_session)
-            raise
-        self._reserved -= 1
+            # only now, with the slot held and a valid offer in hand, is the world built
+            building = asyncio.get_running_loop().run_in_executor(None, self._build_session)
+            try:
+                play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
+            except BaseException:
+                # the slot stays held until the world that is still loading has been closed
+                building.add_done_callback(partial(_close_built_session, slot))
+                slot = None
+                raise
+            play.slot, slot = slot, None
+        finally:
+            if slot is not None:
+                slot.release()
         self.sessions[play.id] = play
         self.sessions_opened += 1
         play.player = viewer
@@ -479,9 +509,13 @@ class StreamServer:
             spectator.end("session_closed")
         await play.fanout.close()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, play.session.close)
-        if play.recorder is not None:
-            await loop.run_in_executor(None, _close_recorder, play.recorder)
+        try:
+            await loop.run_in_executor(None, play.session.close)
+            if play.recorder is not None:
+                await loop.run_in_executor(None, _close_recorder, play.recorder)
+        finally:
+            if play.slot is not None:
+                play.slot.release()  # the world is gone: its place may be given again
         self.sessions_closed += 1
 
     # ---- the data channel ---------------------------------------------------------------------
@@ -581,17 +615,21 @@ def _close_recorder(recorder: Any) -> None:
         log.exception("finalizing the recording %s failed", getattr(recorder, "path", "?"))
 
 
-def _close_built_session(fut: asyncio.Future) -> None:
+def _close_built_session(slot: SessionSlot, fut: asyncio.Future) -> None:
     """A session built for a browser that left before it was ready: free it, off the event loop
-    (closing waits for the model thread's chunk to end)."""
+    (closing waits for the model thread's chunk to end), then give its slot back."""
     if fut.cancelled() or fut.exception() is not None:
+        slot.release()
         return
     play: PlaySession = fut.result()
 
     def close() -> None:
-        play.session.close()
-        if play.recorder is not None:
-            _close_recorder(play.recorder)
+        try:
+            play.session.close()
+            if play.recorder is not None:
+                _close_recorder(play.recorder)
+        finally:
+            slot.release()
 
     asyncio.get_running_loop().run_in_executor(None, close)
 

@@ -228,7 +228,7 @@ def test_busy_beyond_max_sessions_and_bad_offer():
                 err = json.loads(await first.recv())
                 assert err["type"] == "error" and err["code"] == "bad_request"
             for _ in range(100):  # the slot comes back
-                if not server.sessions and not server._reserved:
+                if not server.sessions and not server.admission.slots_held:
                     break
                 await asyncio.sleep(0.05)
             assert (await _first_message(ws))["type"] == "config"

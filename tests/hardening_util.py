@@ -1,0 +1,96 @@
+"""Helpers shared by the tests/test_hardening_*.py files: a real server with a tiny reference
+world whose live worlds are counted, a real aiortc offer, RSS from /proc/self/status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from worldwalk.controls import PoseIntegrator
+from worldwalk.runtime.session import Session
+from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.stream import peer
+from worldwalk.stream.server import ServeConfig
+
+TINY = WorldConfig(name="reference", width=64, height=32, fps=20.0)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def serve_config(**overrides: Any) -> ServeConfig:
+    kw: dict[str, Any] = dict(port=0, world=TINY, peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+    kw.update(overrides)
+    return ServeConfig(**kw)
+
+
+class OpenWorlds:
+    """A session factory that builds the server's real world and counts worlds built and not
+    yet closed (live world objects), with the highest count ever seen."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self.open = 0
+        self.max_open = 0
+        self.built = 0
+
+    def __call__(self) -> Session:
+        world = create_world(self.cfg.world)
+        with self._lock:
+            self.open += 1
+            self.built += 1
+            self.max_open = max(self.max_open, self.open)
+        close = world.close
+        closed = [False]
+
+        def counted_close() -> None:
+            close()
+            with self._lock:
+                if not closed[0]:
+                    closed[0] = True
+                    self.open -= 1
+
+        world.close = counted_close  # type: ignore[method-assign]
+        return Session(world, self.cfg.session, integrator=PoseIntegrator(self.cfg.controls, self.cfg.bindings))
+
+
+async def make_offer(**kw: Any) -> str:
+    """A real browser-like offer (recvonly video + a data channel) from aiortc, 127.0.0.1 only."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.createDataChannel("input")
+    with peer.gather_with_addresses(["127.0.0.1"]):
+        await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def first_message(url: str, then: Callable[[Any], Awaitable[None]] | None = None) -> dict:
+    async with connect(url) as ws:
+        msg = json.loads(await ws.recv())
+        if then is not None:
+            await then(ws)
+        return msg
