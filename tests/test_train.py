@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
 from worldwalk.runtime.cli.main import main
+from worldwalk.runtime.train.state_file import load_state
 from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_FILE, BundledWorld
 
 
@@ -19,19 +19,23 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "3", "--world-steps", "2",
               "--rollout-steps", "1", "--decoder-steps", "4", "--decoder-samples", "2", "--threads", "1"]
     assert main(["train", *budget]) == 0
-    for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.pt", "world_ckpt.pt", "rollout_ckpt.pt",
-                 "decoder_samples.pt", "decoder_ckpt.pt"):
+    for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
+                 "rollout_ckpt.safetensors", "decoder_samples.safetensors", "decoder_ckpt.safetensors"):
         assert (work / name).is_file(), f"stage output {name} missing"
+    assert not list(work.glob("*.pt")), "training state is never pickled"
     assert sorted(p.name for p in out.iterdir()) == sorted([START_FILE, VAE_FILE, WORLD_FILE])
-    assert torch.load(work / "world_ckpt.pt", weights_only=False)["step"] == 2
-    samples = torch.load(work / "decoder_samples.pt", weights_only=False)  # the world model's own latents
-    assert len(samples) == 2 and samples[0][2].shape == (1, 16, 10, 12, 20)
+    assert load_state(work / "world_ckpt.safetensors", "world")[1]["step"] == 2
+    tensors, meta = load_state(work / "decoder_samples.safetensors", "decoder-samples")  # the model's own latents
+    assert len(meta["windows"]) == 2 and tensors["sample.0"].shape == (1, 16, 10, 12, 20)
 
-    # resume: a larger step budget carries on from the checkpoint instead of starting again
-    first = torch.load(work / "world_ckpt.pt", weights_only=False)
-    assert main(["train", *budget, "--stage", "world", "--world-steps", "3"]) == 0
-    resumed = torch.load(work / "world_ckpt.pt", weights_only=False)
+    # resume: a larger step budget carries on from the checkpoint instead of starting again, with
+    # the newer options (context noise, rollouts) on
+    first = load_state(work / "world_ckpt.safetensors", "world")[1]
+    assert main(["train", *budget, "--stage", "world", "--world-steps", "3", "--context-noise", "0.1",
+                 "--world-rollout", "0.5"]) == 0
+    resumed = load_state(work / "world_ckpt.safetensors", "world")[1]
     assert resumed["step"] == 3 and resumed["seconds"] > first["seconds"]
+    assert resumed["opt"]["param_groups"][0]["lr"] > 0
 
     world = BundledWorld(out)
     poses = action_string_to_poses("w-13")[:13]

@@ -31,15 +31,28 @@ STAGES = ("data", "vae", "encode", "world", "rollout", "decoder", "ship")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the bundled world model from scratch (reference world data)")
     p.add_argument("--stage", choices=("all",) + STAGES, default="all", help="run one stage (default: all)")
-    p.add_argument("--work", default="/tmp/worldwalk-train", help="folder for clips, latents and checkpoints")
+    p.add_argument("--work", default=None,
+                   help="folder for clips, latents and checkpoints (default: $XDG_CACHE_HOME/worldwalk/train, "
+                        "else ~/.cache/worldwalk/train)")
     p.add_argument("--out", default=None, help="where `ship` puts the weights (default: the package's weights/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start every stage from scratch")
     p.add_argument("--clips", type=int, default=320, help="random walks to render")
+    p.add_argument("--revisit", type=float, default=0.35,
+                   help="share of clips that retrace their path back to the start (teaches the return view)")
     p.add_argument("--vae-minutes", type=float, default=25.0)
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--world-minutes", type=float, default=78.0)
     p.add_argument("--world-steps", type=int, default=3000)
+    p.add_argument("--world-init", default=None,
+                   help="a bundled_world.safetensors the world stage starts from when it has no checkpoint "
+                        "(continue the shipped model: runtime/worlds/weights/bundled_world.safetensors)")
+    p.add_argument("--world-lr", type=float, default=4e-4, help="peak learning rate of the world stage")
+    p.add_argument("--world-warmup", type=int, default=50, help="warm-up steps of the world stage")
+    p.add_argument("--world-rollout", type=float, default=0.0,
+                   help="share of world-stage samples whose cache is written from the model's own chunks")
+    p.add_argument("--context-noise", type=float, default=0.0,
+                   help="world stage: the cache is written from latents noised up to this level")
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
@@ -64,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream, build_vae
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
 
+    from .state_file import default_work
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else default_work()
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = Path(args.out) if args.out else WEIGHTS
     resume = not args.no_resume
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -87,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             if clips.exists() and resume:
                 print(f"clip cache {clips.folder} exists; keeping it")
                 continue
-            clips.build(args.clips, 49, seed=args.seed + 1, cfg=WalkConfig())
+            clips.build(args.clips, 49, seed=args.seed + 1, cfg=WalkConfig(revisit=args.revisit))
         elif stage == "vae":
             # whole frames, not crops: trained on 64x64 crops (4x4 latents, all near a border) the VAE
             # learned border cues and decoded whole frames to nearly the same image whatever the input
@@ -106,14 +120,17 @@ def run(args: argparse.Namespace) -> int:
         elif stage in ("world", "rollout"):
             data = dict(np.load(latents))
             if stage == "world":
-                tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed)
-                train_world(tcfg, data, work, world_file, cfg, resume=resume)
+                tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
+                                        lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
+                                        context_noise=args.context_noise)
+                init = Path(args.world_init) if args.world_init else None
+                train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init)
             else:
                 tcfg = TrainWorldConfig(steps=args.rollout_steps, minutes=args.rollout_minutes, seed=args.seed + 7,
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
                 train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout")
         elif stage == "decoder":
-            samples = _world_samples(work / "decoder_samples.pt", clips, world_file, args, resume)
+            samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples)
         elif stage == "ship":
@@ -128,22 +145,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.Namespace, resume: bool) -> list:
     """The teacher-forced world model's own latents along training windows (kept in `path` for a resume)."""
-    import torch
 
     from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import load_weights
 
+    from .state_file import load_state, save_state
     from .train_world import sample_windows
 
-    if resume and path.exists():
-        return torch.load(path, weights_only=False)
+    if resume and (path.exists() or path.with_suffix(".pt").exists()):
+        tensors, meta = load_state(path, "decoder-samples")
+        return [(int(i), int(s), tensors[f"sample.{j}"]) for j, (i, s) in enumerate(meta["windows"])]
     if not world_file.exists():
         print(f"no world model in {world_file} yet: the decoder is tuned on true latents only")
         return []
     cfg, vae, model = load_weights(world_file.parent)  # the work folder's VAE and world model, configs included
     frames, poses, intr = clips.load()
     samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5)
-    torch.save(samples, path)
+    save_state(path, "decoder-samples", {f"sample.{j}": z for j, (_, _, z) in enumerate(samples)},
+               {"windows": [[i, s] for i, s, _ in samples]})
     return samples
 
 

@@ -35,6 +35,7 @@ from worldwalk.runtime.worlds.bundled_vae import (
     vae_config_from_dict,
 )
 
+from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .walks import ClipCache
 
 __all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae"]
@@ -96,6 +97,25 @@ def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig | FrameV
     save_file(sd, str(path), metadata=meta)
 
 
+def _save_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               rng: np.random.Generator, step: int, extra: dict) -> None:
+    otensors, ometa = pack_optimizer(opt)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
+               "torch_rng": torch.get_rng_state()}
+    save_state(path, kind, tensors, {"opt": ometa, "step": step, "rng": rng.bit_generator.state, **extra})
+
+
+def _load_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               rng: np.random.Generator) -> int:
+    """Restore model, optimiser and RNGs from a `_save_ckpt` file; returns the step."""
+    tensors, meta = load_state(path, kind)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    unpack_optimizer(opt, tensors, meta["opt"])
+    rng.bit_generator.state = meta["rng"]
+    torch.set_rng_state(tensors["torch_rng"])
+    return int(meta["step"])
+
+
 def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resume: bool = True,
               vcfg: BundledVAEConfig | FrameVAEConfig | None = None, progress: bool = True) -> Path:
     """Train (or resume) the VAE; writes checkpoints under `work` and the weights to `out`."""
@@ -106,19 +126,12 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
     vae = build_vae(vcfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed)
-    step, ckpt = 0, work / "vae_ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, rng.bit_generator.state = state["step"], state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+    step, ckpt = 0, work / "vae_ckpt.safetensors"
+    if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
+        step = _load_ckpt(ckpt, "vae", vae, opt, rng)
 
     def save() -> None:
-        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "cfg": asdict(cfg)}, work / "vae_ckpt.pt.part")
-        (work / "vae_ckpt.pt.part").replace(ckpt)
+        _save_ckpt(ckpt, "vae", vae, opt, rng, step, {"cfg": asdict(cfg)})
 
     from tqdm import tqdm
 
@@ -202,17 +215,12 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     params = [p for p in vae.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed + 11)
-    step, ckpt = 0, work / "decoder_ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, rng.bit_generator.state = state["step"], state["rng"]
+    step, ckpt = 0, work / "decoder_ckpt.safetensors"
+    if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
+        step = _load_ckpt(ckpt, "decoder", vae, opt, rng)
 
     def save() -> None:
-        torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "rng": rng.bit_generator.state}, work / "decoder_ckpt.pt.part")
-        (work / "decoder_ckpt.pt.part").replace(ckpt)
+        _save_ckpt(ckpt, "decoder", vae, opt, rng, step, {})
 
     from tqdm import tqdm
 

@@ -49,6 +49,7 @@ from worldwalk.runtime.worlds.bundled_world import (
     relative_poses,
 )
 
+from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .walks import ClipCache
 
 __all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world"]
@@ -66,6 +67,7 @@ class TrainWorldConfig:
     augment: float = 0.5
     augment_shift: float = 3.0  # model units, radius of the random horizontal shift
     rollout_prob: float = 0.0  # share of samples whose cache is written from the model's own chunks
+    context_noise: float = 0.0  # the cache is written from x0 noised to a level drawn in [0, context_noise]
     ckpt_every: int = 50
     seed: int = 0
 
@@ -156,8 +158,12 @@ def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConf
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,
-                resume: bool = True, progress: bool = True, tag: str = "world") -> Path:
-    """Train (or resume) the world model on encoded windows; checkpoints in `work`, weights to `out`."""
+                resume: bool = True, progress: bool = True, tag: str = "world", init_weights: Path | None = None
+                ) -> Path:
+    """Train (or resume) the world model on encoded windows; checkpoints in `work`, weights to `out`.
+
+    Without a checkpoint to resume, `init_weights` (a bundled_world.safetensors) gives the starting
+    weights, so a run can continue the shipped model instead of starting from scratch."""
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
@@ -167,28 +173,34 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     lat, poses, intr = data["latents"], data["poses"], data["intrinsics"]
     n_win, L = lat.shape[0], cfg.chunk_latents
     n_chunks = min(1 + tcfg.chunks, (lat.shape[2] - 1) // L)
-    step, ckpt = 0, work / f"{tag}_ckpt.pt"
+    step, ckpt = 0, work / f"{tag}_ckpt.safetensors"
     spent = 0.0  # seconds of training before this run (a resumed run carries on the schedule)
-    init = work / "world_ckpt.pt"
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, rng.bit_generator.state = state["step"], state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        spent = state.get("seconds", 0.0)
+    init = work / "world_ckpt.safetensors"
+    if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
+        tensors, meta = load_state(ckpt, "world")
+        model.load_state_dict(_strip(tensors, "model."))
+        unpack_optimizer(opt, tensors, meta["opt"])
+        step, rng.bit_generator.state = meta["step"], meta["rng"]
+        torch.set_rng_state(tensors["torch_rng"])
+        spent = meta.get("seconds", 0.0)
+    elif init_weights is not None:  # continue from shipped weights (a new run: fresh optimiser and schedule)
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(init_weights)))
+        print(f"{tag}: starting from the weights in {init_weights}", flush=True)
     elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
-        model.load_state_dict(torch.load(init, weights_only=False)["model"])
+        model.load_state_dict(_strip(load_state(init, "world")[0], "model."))
     _wake_plucker(model, tcfg.seed)
 
     def seconds() -> float:
         return spent + time.monotonic() - t0
 
     def save() -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": seconds(),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "cfg": asdict(tcfg)},
-                   work / f"{tag}_ckpt.pt.part")
-        (work / f"{tag}_ckpt.pt.part").replace(ckpt)
+        otensors, ometa = pack_optimizer(opt)
+        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
+                   "torch_rng": torch.get_rng_state()}
+        save_state(ckpt, "world", tensors, {"opt": ometa, "step": step, "seconds": seconds(),
+                                            "rng": rng.bit_generator.state, "cfg": asdict(tcfg)})
         export_world(model, out, cfg, {"step": step, "stage": tag})
 
     from tqdm import tqdm
@@ -233,6 +245,11 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
                         prefix = x0[:, :, :1] if k == 0 else None
                         shape = (B, x0.shape[1], L, x0.shape[3], x0.shape[4])
                         ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, shape, prefix)
+                elif tcfg.context_noise > 0:  # a slightly wrong context, as the model's own chunks are
+                    s_ctx = torch.rand(B, 1, 1, 1, 1) * tcfg.context_noise
+                    ctx = (1 - s_ctx) * x0 + s_ctx * torch.randn_like(x0)
+                    if k == 0:
+                        ctx[:, :, :1] = x0[:, :, :1]  # the first image is the player's own, exact
                 _, cache = model(ctx, torch.zeros(B, x0.shape[2]), text, mask, cams[k], cache, True)
         loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
@@ -248,6 +265,10 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     bar.close()
     save()
     return out
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _sample_chunk(model, sampler, cam, cache, text, mask, shape, prefix=None) -> torch.Tensor:  # noqa: ANN001

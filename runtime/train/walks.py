@@ -7,9 +7,15 @@ statistics (speeds, turn rates, easing) are those the model meets in play. A wal
 too far from the spawn point is steered back toward it, and pitch drifts back to level, so the
 camera stays where the world is interesting.
 
-`WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses;
-`render_clips` renders clips (frames, poses, intrinsics); `ClipCache` keeps a pre-rendered set in
-`.npy` files so training reads frames instead of re-rendering them.
+A share of training clips (`WalkConfig.revisit`) retrace their own path: the camera goes along
+a random walk for a few frames, then back along the same poses to the start, and out again (a
+triangle wave in time), so the model is taught to bring back what it saw when the camera returns,
+as a player walking out and back, strafing and returning or looking up and down again does.
+
+`WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses; `retrace`
+folds them back on themselves; `render_clips` renders clips (frames, poses, intrinsics);
+`ClipCache` keeps a pre-rendered set in `.npy` files so training reads frames instead of
+re-rendering them.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 
 from worldwalk.controls import InputState, IntegratorConfig, PoseIntegrator, intrinsics_from_fov, yaw_pitch_roll
 
-__all__ = ["WalkConfig", "Clip", "random_walk", "render_clips", "ClipCache", "INTENTS"]
+__all__ = ["WalkConfig", "Clip", "random_walk", "retrace", "render_clips", "ClipCache", "INTENTS"]
 
 # Intents as held key sets (default bindings) and their sampling weights: mostly walking and
 # turning, as a player does; standing still and looking around are rarer.
@@ -58,6 +64,8 @@ class WalkConfig:
     max_pitch: float = 25.0  # degrees; beyond it the walk looks back toward level
     turn_speed: float = 60.0  # deg/s of the turn keys during walks (IntegratorConfig.turn_speed)
     move_speed: float = 2.0  # units/s (IntegratorConfig.move_speed)
+    revisit: float = 0.0  # share of rendered clips that retrace their path (training data; eval walks: 0)
+    revisit_frames: tuple[int, int] = (6, 18)  # frames out before turning back, drawn uniformly
 
     def intrinsics(self) -> np.ndarray:
         return intrinsics_from_fov(self.width, self.height, self.fov_x)
@@ -121,6 +129,14 @@ def random_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None, start: 
     return poses
 
 
+def retrace(poses: np.ndarray, turn: int) -> np.ndarray:
+    """Poses (F, 4, 4) that follow `poses` for `turn` frames, come back along them to frame 0, and repeat."""
+    if turn < 1:
+        raise ValueError(f"retrace needs turn >= 1, got {turn}")
+    m = np.arange(len(poses)) % (2 * turn)
+    return poses[np.where(m <= turn, m, 2 * turn - m)].copy()
+
+
 def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None = None,
                  world: object | None = None) -> Iterator[Clip]:
     """Render `n_clips` random walks of `n_frames` each from the reference world (seeded)."""
@@ -135,6 +151,10 @@ def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None 
     try:
         for c in range(n_clips):
             poses = random_walk(n_frames, seed * 1_000_003 + c, cfg)
+            if cfg.revisit > 0:
+                rng = np.random.default_rng((seed, c, 17))
+                if rng.uniform() < cfg.revisit:
+                    poses = retrace(poses, int(rng.integers(cfg.revisit_frames[0], cfg.revisit_frames[1] + 1)))
             frames = world.render_many(poses, K)  # type: ignore[union-attr]
             yield Clip(frames=frames, poses=poses, intrinsics=K.copy())
     finally:
