@@ -10,6 +10,10 @@ One `websockets` server does both. Its `process_request` hook answers plain GETs
 - when a token is required (any non-loopback bind), `?token=` must match, compared in
   constant time. A refused upgrade gets 401/403 and never reaches the session code.
 
+Only GET and HEAD are served (anything else: 405 with `Allow`; HEAD: the headers GET would
+send, no body); a request that repeats a header that must appear once (Host, Origin, the
+websocket handshake's own) is malformed: 400, and nothing is logged beyond a debug line.
+
 The JSON messages exchanged on the websocket afterwards are described in `server.py`.
 """
 
@@ -23,12 +27,14 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 
 from .peer import is_loopback_host
 
 WS_PATH = "/ws"
+METHODS = ("GET", "HEAD")
+SINGLE_HEADERS = ("Host", "Origin", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version")
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -133,11 +139,41 @@ def text_response(connection: ServerConnection, status: http.HTTPStatus, text: s
     return connection.respond(status, text if text.endswith("\n") else text + "\n")
 
 
+def check_request(request: Request) -> None:
+    """The method is GET or HEAD and no header that must be single is repeated."""
+    if request.method not in METHODS:
+        raise AccessDenied(http.HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD are served here")
+    for name in SINGLE_HEADERS:
+        if len(request.headers.get_all(name)) > 1:
+            raise AccessDenied(http.HTTPStatus.BAD_REQUEST, f"malformed request: more than one {name} header")
+
+
 def route_request(
     cfg: AccessConfig, files: dict[str, bytes], connection: ServerConnection, request: Request
 ) -> Response | None:
     """The `process_request` logic: a Response for page GETs and refusals, None to upgrade /ws."""
+    try:
+        response = _route(cfg, files, connection, request)
+    except AccessDenied as e:
+        response = text_response(connection, e.status, e.reason)
+    except (MultipleValuesError, ValueError):  # anything malformed that slipped past check_request
+        response = text_response(connection, http.HTTPStatus.BAD_REQUEST, "malformed request")
+    if response is None:
+        return None
+    if response.status_code == http.HTTPStatus.METHOD_NOT_ALLOWED:
+        response.headers["Allow"] = ", ".join(METHODS)
+    if request.method == "HEAD":
+        response.body = b""  # its headers (Content-Length included) are what GET would send
+    return response
+
+
+def _route(
+    cfg: AccessConfig, files: dict[str, bytes], connection: ServerConnection, request: Request
+) -> Response | None:
     path = urlsplit(request.path).path
+    check_request(request)
+    if path == WS_PATH and request.method != "GET":
+        raise AccessDenied(http.HTTPStatus.METHOD_NOT_ALLOWED, "a websocket opens with GET")
     try:
         check_host(cfg, request.headers)
         if path == WS_PATH:
