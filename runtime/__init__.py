@@ -3,11 +3,26 @@ chunk by chunk, the bounded frame queue and the pacer. The rooms below hold the 
 model, `worlds/` the reference and bundled worlds, `accel/` backends, `train/` training and eval,
 `bench/` benchmarks, `cli/` the command line."""
 
-from .chunk import Chunk, Frame
-from .frame_queue import FrameQueue
-from .pacer import FramePacer
-from .session import Session, SessionConfig
-from .world import ModelSpec, WorldConfig, WorldModel, create_world
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# Loaded on first use, so `worldwalk --help` and the commands' argument checks do not pay for numpy.
+_EXPORTS = {
+    "Chunk": "chunk", "Frame": "chunk", "FrameQueue": "frame_queue", "FramePacer": "pacer",
+    "Session": "session", "SessionConfig": "session", "ModelSpec": "world", "WorldConfig": "world",
+    "WorldModel": "world", "create_world": "world",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Chunk",

@@ -13,8 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldwalk.runtime.accel.apply import CHOICES
-from worldwalk.runtime.cli.args import choose_world, parse_size
+from worldwalk.runtime.cli.args import (
+    ACCEL_CHOICES,
+    BUNDLED_SIZE,
+    REFERENCE_SIZE,
+    choose_world,
+    parse_size,
+    world_problem,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--log", metavar="FILE.jsonl", help="a session log written beside a recording")
     src.add_argument("--actions", metavar="STRING", help='a SANA-WM action string, e.g. "w-24,jw-12,none-8"')
     src.add_argument("--path", metavar="FILE", help="camera-to-world poses: .npy (F, 4, 4) or .json list of 4x4")
-    p.add_argument("--world", help="registered world (default: the log's, else 'reference')")
+    p.add_argument("--world", help="registered world (default: the log's, else bundled when its weights are "
+                   "installed, else reference)")
     p.add_argument("--checkpoint", metavar="DIR", help="model checkpoint (default: the log's)")
     p.add_argument("--seed", type=int, help="seed (default: the log's, else 0)")
-    p.add_argument("--size", type=parse_size, metavar="WxH", help="frame size (default: the log's, else 256x144)")
+    p.add_argument("--size", type=parse_size, metavar="WxH",
+                   help="frame size (default: the log's, else the world's: {}x{} for bundled, which always keeps "
+                   "its own, {}x{} for reference)".format(*BUNDLED_SIZE, *REFERENCE_SIZE))
     p.add_argument("--device", help="torch device (default: the log's, else cpu)")
-    p.add_argument("--accel", choices=CHOICES, default=None,
+    p.add_argument("--accel", choices=ACCEL_CHOICES, default=None,
                    help="chunk-step backend (default: the log's, else auto); see worldwalk play --help")
     p.add_argument("-o", "--output", metavar="OUT.mp4", help="video to write (a .webm gets VP9)")
     p.add_argument("--force", action="store_true", help="render a log from another world, model or version")
@@ -54,7 +63,21 @@ def _output(args: argparse.Namespace) -> Path:
     return Path("render.mp4")
 
 
+def input_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, found before the model (and torch) load."""
+    for flag, path in (("--log", args.log), ("--path", args.path)):
+        if path and not Path(path).is_file():
+            return f"{flag} {path} does not exist"
+    if args.log:
+        return world_problem(args.world, None) if args.world and args.world != "sana-wm" else None
+    return world_problem(choose_world(args.world, args.checkpoint), args.checkpoint)
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = input_problem(args)
+    if problem:
+        print(f"worldwalk render: {problem}", file=sys.stderr)
+        return 2
     from worldwalk.controls.action_string import ActionStringError
     from worldwalk.runtime.accel.apply import AccelUnavailable
     from worldwalk.runtime.world import UnknownWorldError
@@ -78,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 size=args.size, device=args.device, accel=args.accel, force=args.force,
             )
         else:
-            w, h = args.size or (256, 144)
+            w, h = args.size or REFERENCE_SIZE
             kw = dict(world=choose_world(args.world, args.checkpoint), seed=args.seed or 0, width=w, height=h,
                       checkpoint=args.checkpoint, device=args.device or "cpu", accel=args.accel or "auto")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)

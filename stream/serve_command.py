@@ -18,10 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from worldwalk.runtime.accel.apply import add_accel_argument
-from worldwalk.runtime.cli.args import choose_world, parse_size
-
-from .peer import IceServerConfig
+from worldwalk.runtime.cli.args import DEFAULT_WORLD_HELP, add_accel_argument, choose_world, parse_size, world_problem
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +30,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; others need a token)")
     p.add_argument("--port", type=int, default=None, help="port to bind (default 8080; 0 picks one)")
-    p.add_argument("--world", default=None, help="registered world (default: bundled if installed, else reference)")
+    p.add_argument("--world", default=None, help=DEFAULT_WORLD_HELP)
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
     p.add_argument("--size", type=parse_size, metavar="WxH", default=None, help="frame size (resolution) to generate")
     p.add_argument("--fps", type=float, default=None, help="content frame rate of worlds that take one")
@@ -58,6 +55,9 @@ def register(subparsers: Any) -> None:
                    help="host-candidate address to offer (repeatable; 'auto' = every non-loopback "
                         "address; default auto, or 127.0.0.1 when there is none)")
     p.add_argument("--config", metavar="TOML", default=None, help="settings file ([world], [session], [server], ...)")
+    from .cluster.flags import add_cluster_arguments
+
+    add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -65,7 +65,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """A ServeConfig from the config file and the flags (flags win)."""
     from worldwalk.runtime.cli.app_config import AppConfig, build_foreign
 
-    from .peer import PeerConfig
+    from .peer import IceServerConfig, PeerConfig
     from .server import ServeConfig
 
     app = AppConfig.load(args.config)
@@ -144,6 +144,20 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):  # one line per HTTP request and ICE check is noise
         for name in ("websockets", "aioice", "aiortc"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    if args.world or args.checkpoint:  # answered before the server and the model load
+        problem = world_problem(choose_world(args.world, args.checkpoint), args.checkpoint)
+        if problem:
+            print(f"worldwalk serve: {problem}", file=sys.stderr)
+            return 2
+    if getattr(args, "cluster", None):
+        from .cluster.app import cluster_config, run_cluster
+
+        try:
+            cluster = cluster_config(args)
+        except (ValueError, TypeError) as e:
+            print(f"worldwalk serve: {e}", file=sys.stderr)
+            return 2
+        return run_cluster(cluster)
     try:
         cfg = build_config(args)
     except (ValueError, TypeError) as e:

@@ -15,12 +15,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from worldwalk.runtime.cli.args import (
+    DEFAULT_WORLD_HELP,
+    add_accel_argument,
+    choose_world,
+    display_problem,
+    parse_size,
+    world_problem,
+)
 
-from worldwalk.runtime.accel.apply import add_accel_argument
-from worldwalk.runtime.cli.args import choose_world, parse_size
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: Any) -> None:
@@ -30,8 +37,7 @@ def register(subparsers: Any) -> None:
         description="Walk through a world in a local window (WASD, mouse, gamepad). F1 in the window "
         "lists the controls.",
     )
-    p.add_argument("--world", default=None,
-                   help="registered world: bundled (the default when installed), reference, sana-wm")
+    p.add_argument("--world", default=None, help=DEFAULT_WORLD_HELP)
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
     p.add_argument("--image", metavar="PNG", default=None, help="first frame to start from")
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
@@ -60,6 +66,7 @@ def register(subparsers: Any) -> None:
 
 def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB of the file, resized to the world's frame size if needed."""
+    import numpy as np
     from PIL import Image
 
     try:
@@ -82,17 +89,41 @@ def _open_recorder(session: Any, path: str, world_cfg: Any) -> Any:
     return attach_recorder(session, path, world_cfg=world_cfg)
 
 
+NO_DISPLAY_FIX = ("Run it in a desktop session, under a virtual one (Xvfb :1 & DISPLAY=:1 worldwalk play), "
+                  "or play in a browser with `worldwalk serve`.")
+
+
 def run(args: argparse.Namespace) -> int:
+    # Bad input and a missing display are answered first: the model (and torch) take seconds to load.
+    name = choose_world(args.world, args.checkpoint)
+    problem = world_problem(name, args.checkpoint)
+    if problem:
+        print(f"worldwalk play: {problem}", file=sys.stderr)
+        return 2
+    if args.image and not Path(args.image).is_file():
+        print(f"worldwalk play: --image {args.image} is not a file", file=sys.stderr)
+        return 2
+    problem = display_problem()
+    if problem:
+        print(f"worldwalk play: no display to open a window on ({problem}). {NO_DISPLAY_FIX}", file=sys.stderr)
+        return 2
+
+    from worldwalk.controls import Bindings, BindingsError
+
+    try:
+        bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
+    except (BindingsError, OSError) as e:
+        print(f"worldwalk play: --bindings: {e}", file=sys.stderr)
+        return 2
+
     import pyglet
 
     pyglet.options["debug_gl"] = False  # a glGetError after every call costs more than drawing
 
-    from worldwalk.controls import Bindings, PoseIntegrator
+    from worldwalk.controls import PoseIntegrator
     from worldwalk.runtime.session import Session, SessionConfig
     from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
 
-    bindings = Bindings.load(args.bindings) if args.bindings else Bindings()
-    name = choose_world(args.world, args.checkpoint)
     wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel)
     if args.size:
         wcfg.width, wcfg.height = args.size
@@ -120,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
         world.close()
         if "display" not in f"{type(e).__name__} {e}".lower():
             raise
-        print(f"worldwalk play: no display to open a window on ({e}). Run it in a desktop session, under "
-              "a virtual one (Xvfb :1 & DISPLAY=:1 worldwalk play), or play in a browser with `worldwalk serve`.",
-              file=sys.stderr)
+        print(f"worldwalk play: no display to open a window on ({e}). {NO_DISPLAY_FIX}", file=sys.stderr)
         return 2
 
     spec = world.spec

@@ -3,11 +3,13 @@
 Choices: `none` (eager PyTorch), `compile` (torch.compile), `onnx` (ONNX Runtime, CPU execution
 provider), `tensorrt` (TensorRT engines, NVIDIA GPUs), `cudagraph` (CUDA graphs of the fixed-shape
 step under plain PyTorch, NVIDIA GPUs) and `auto`: on a CUDA device TensorRT when the `tensorrt`
-package imports, else CUDA graphs; on the CPU `CPU_DEFAULT`, chosen by measurement (see
-`accel_figures`), when its packages are installed, else eager.
+package imports, else CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
+eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures them all).
 
-How it plugs in (`apply_accel(world, choice)`): the world's `LatentStream.backend` becomes an
-`AcceleratedStep` and its `vae` an `AcceleratedVAE` (`create_world` applies `WorldConfig.accel`).
+How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
+interface of runtime/world.py: `stream.transformer`, `stream.backend`, `vae`) gets an `AcceleratedStep`
+in `stream.backend` and an `AcceleratedVAE` as its `vae`. `create_world` asks the world to
+`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world.
 Both run the first chunk eagerly (other shapes, once a session) and every later chunk through the
 fixed-shape modules of onnx_export.py, built lazily at the first chunk that needs them (exports are
 cached on disk). The typed `StreamingCache` and the VAE's decode state stay the source of truth,
@@ -15,7 +17,7 @@ flattened in and out around each step, so snapshot, restore and rewind work unch
 backend that is not installed raises `AccelUnavailable` naming what to install. Under `auto` a
 backend that fails to build falls back to eager with a warning, and what runs where is fixed per
 device, never timed at run time (so a replay takes the same path as the session it replays): on the
-CPU, ONNX Runtime for the chunk step and the VAE decoder, as measured fastest for the bundled model.
+CPU, ONNX Runtime for the chunk step and the VAE decoder.
 
 Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
 (tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
@@ -34,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from worldwalk.runtime.cli.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
+
 from .onnx_export import (
     STEP_INPUTS,
     CacheLayout,
@@ -49,9 +53,10 @@ from .onnx_export import (
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "none", "compile", "onnx", "tensorrt", "cudagraph")
-# Measured on a 2-core x86-64 (accel_figures, bundled-size model, one torch thread, backends interleaved):
-# eager 74 fps, torch.compile 53, ONNX Runtime (every graph) 95, auto = ONNX chunk step + eager VAE 108.
+CHOICES = ACCEL_CHOICES  # defined beside the parsers, which must not import torch
+# ONNX Runtime on the CPU: in the README's bench table (bundled model, 8x VAE, 2 cores) it and torch.compile
+# both beat eager by about 1.2x, but compile's cold build takes minutes on a small CPU where ONNX Runtime's
+# export takes seconds. Re-measure with `worldwalk bench --suite accel` before changing it.
 CPU_DEFAULT = "onnx"
 
 # make(kind, module, example_inputs, input_names, export) -> callable like the module
@@ -182,6 +187,7 @@ class AcceleratedStep:
         self.counts["accel"] += 1
         if not write:
             return out.to(latents.dtype), None
+        self._prep = None  # the chunk is written: its flat cache (a whole copy of the cache) is not needed again
         return out[0].to(latents.dtype), lay.unflatten(list(out[1:]), cache, latents.shape[2])
 
     def _prepare(self, latents, timesteps, text, text_mask, camera, cache):
@@ -271,10 +277,9 @@ class AcceleratedVAE:
 
 
 def _world_parts(world: Any) -> tuple[Any, Any]:
-    from worldwalk.runtime.sana_wm.stream import LatentStream
-
+    """(stream, vae) that `world` exports (the `Accelerable` interface in runtime/world.py), or (None, None)."""
     stream = getattr(world, "stream", None)
-    if not isinstance(stream, LatentStream):
+    if stream is None or not hasattr(stream, "transformer") or not hasattr(stream, "backend"):
         return None, None
     return stream, getattr(world, "vae", None)
 
@@ -282,7 +287,7 @@ def _world_parts(world: Any) -> tuple[Any, Any]:
 def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None = None) -> str:
     """Route `world`'s chunk step and VAE decode through `choice`; returns the backend chosen.
 
-    Worlds without a SANA-WM `LatentStream` (the reference world) have nothing to accelerate: "none".
+    Worlds that export no chunk step (the reference world) have nothing to accelerate: "none".
     An explicit choice that cannot run raises `AccelUnavailable` with what to install; `auto` never raises.
     """
     if choice not in (*CHOICES, "flat"):
@@ -304,8 +309,7 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
     make = engine(chosen, device)
     # auto falls back to eager if a backend fails to build. Its choice is fixed per device, never
     # timed at run time, so a replay of a recorded session takes the same path and gives the same
-    # frames: on the CPU, ONNX Runtime for the chunk step and the VAE decoder (bundled model:
-    # 1.50x eager, against 1.41x with the VAE left eager and 1.36x for torch.compile, one bench run).
+    # frames: on the CPU, ONNX Runtime for the chunk step and the VAE decoder (see CPU_DEFAULT).
     auto = choice == "auto"
     stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto)
     if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
@@ -317,141 +321,19 @@ def warm_up(world: Any) -> float:
     """Build the accelerated graphs now (export or load from the disk cache, compile) by generating two
     throwaway chunks; returns seconds. The world is left mid-session: reset it (a Session does on start).
     Without this the first chunk after chunk 0 pays the build, a stall in the middle of play."""
+    from worldwalk.controls.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+
     t0 = time.perf_counter()
     if _world_parts(world)[0] is not None:
-        walk_chunks(world, 2)
-    return time.perf_counter() - t0
-
-
-def add_accel_argument(parser: Any) -> None:
-    """The `--accel` option for play / serve / render / bench."""
-    parser.add_argument(
-        "--accel",
-        choices=CHOICES,
-        default="auto",
-        help="chunk-step backend: eager (none), torch.compile, ONNX Runtime (CPU), TensorRT or CUDA graphs "
-        "(NVIDIA); auto (default) picks what is installed and measured fastest for the device",
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Benchmark
-# ---------------------------------------------------------------------------------------------------
-
-
-def bench_world(seed: int = 0) -> tuple[Any, str]:
-    """The bundled world when its weights are there, else a random-init SanaWM of the bundled model's shape."""
-    try:
-        from worldwalk.runtime import bundled_world
-
-        if getattr(bundled_world, "weights_available", lambda: False)():
-            return bundled_world.BundledWorld(seed=seed), "bundled model"
-    except Exception as e:  # weights in flux while the bundled model trains
-        log.info("bundled world unavailable (%s); using a random-init model of its shape", e)
-    from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-    from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
-    from worldwalk.runtime.sana_wm.vae import SanaWMVAE
-    from worldwalk.runtime.worlds.bundled_vae import BundledVAEConfig, build_vae
-    from worldwalk.runtime.worlds.bundled_world import transformer_config
-
-    torch.manual_seed(seed)
-    # the bundled LTX-2 VAE layout, with its oneDNN 3D convs
-    vae = SanaWMVAE(build_vae(BundledVAEConfig(latent_channels=transformer_config().in_channels)))
-    world = SanaWM(SanaWMStreamingTransformer(transformer_config()), vae, SanaWMRunConfig(width=160, height=96))
-    return world, "bundled-size random model (160x96)"
-
-
-class Walker:
-    """Drives a world chunk by chunk along a fixed walk (forward and turning right) from a fixed first frame."""
-
-    def __init__(self, world: Any, seed: int = 0) -> None:
-        from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
-
-        self.world = world
         spec = world.spec
-        self.K = intrinsics_from_fov(spec.width, spec.height, 70.0)
-        self.integ = PoseIntegrator()
-        self.walk = InputState(keys=frozenset({"w", "e"}))
-        start = np.full((spec.height, spec.width, 3), 96, np.uint8)
-        start[: spec.height // 2] = (120, 160, 210)
-        world.reset(start, None, seed)
-        self.k = 0
-
-    def step(self) -> tuple[np.ndarray, float]:
-        """(frames of the next chunk, seconds it took)."""
-        spec = self.world.spec
-        n = spec.chunk_frames(self.k)
-        poses = self.integ.plan(self.walk, n, 1.0 / spec.fps)
-        t0 = time.perf_counter()
-        chunk = self.world.generate_chunk(poses, np.broadcast_to(self.K, (n, 3, 3)).copy())
-        self.k += 1
-        return chunk.frames, time.perf_counter() - t0
-
-
-def walk_chunks(world: Any, chunks: int, seed: int = 0) -> tuple[list[np.ndarray], list[float]]:
-    """Generate `chunks` chunks on the fixed walk: (frames per chunk, seconds per chunk)."""
-    w = Walker(world, seed)
-    out = [w.step() for _ in range(chunks)]
-    return [f for f, _ in out], [t for _, t in out]
-
-
-def accel_figures(ctx: Any) -> None:
-    """`worldwalk bench` suite: generated fps of the bundled model under eager, torch.compile, ONNX Runtime and auto.
-
-    Every backend gets its own world on the same walk; after each has built its graphs (chunks 0 and 1), the
-    worlds take turns chunk by chunk, so a load change on a shared machine hits them all alike.
-    """
-    from worldwalk.runtime.threads import use_torch_threads
-
-    use_torch_threads(0)
-    rounds = 6 if ctx.quick else 16
-    walkers: dict[str, Walker] = {}
-    labels: dict[str, str] = {}
-    label = ""
-    for choice in ("none", "compile", "onnx", "auto", "tensorrt", "cudagraph"):
-        world, label = bench_world()
-        ok, why = (True, "") if choice == "auto" else check(choice, world.spec.device)
-        if not ok:
-            ctx.skip(f"{choice} fps", why)
-            continue
-        try:
-            chosen = apply_accel(world, choice)
-            walker = Walker(world)
-            t0 = time.perf_counter()
-            walker.step()  # chunk 0: eager everywhere
-            walker.step()  # chunk 1: builds (exports, compiles, times) the fixed-shape graphs
-            build = time.perf_counter() - t0
-        except Exception as e:
-            ctx.skip(f"{choice} fps", f"failed: {type(e).__name__}: {e}")
-            continue
-        walkers[choice] = walker
-        labels[choice] = {"none": "eager", "auto": f"auto ({chosen}; {_kept(world)})"}.get(choice, choice)
-        if choice != "none":
-            ctx.add(f"{labels[choice]} first-use build", build, "s", "chunks 0-1 incl. export/compile/timing; "
-                    "exports are cached on disk")
-    frames: dict[str, list[np.ndarray]] = {c: [] for c in walkers}
-    secs: dict[str, list[float]] = {c: [] for c in walkers}
-    for _ in range(rounds):
-        for c, w in walkers.items():
-            f, t = w.step()
-            frames[c].append(f)
-            secs[c].append(t)
-    fps = {c: sum(f.shape[0] for f in frames[c]) / sum(secs[c]) for c in walkers}
-    for c in walkers:
-        note = f"{label}, chunks 2..{rounds + 1} interleaved: 4 steps + cache write + VAE decode"
-        ctx.add(f"{labels[c]} generated fps", fps[c], "fps", note)
-        ctx.add(f"{labels[c]} chunk time", 1000 * float(np.median(secs[c])), "ms", "median")
-        if c != "none" and "none" in walkers:
-            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(frames["none"], frames[c]))
-            ctx.add(f"{labels[c]} max pixel difference vs eager", diff, "/255", f"over {rounds} chunks")
-            ctx.add(f"{labels[c]} speed-up over eager", fps[c] / fps["none"], "x", "generated fps ratio")
-
-
-def _kept(world: Any) -> str:
-    """Which parts run accelerated, e.g. "step accelerated, VAE eager"."""
-    s = summary(world)
-    parts = (("step", "step"), ("vae", "VAE"))
-    return ", ".join(f"{label} {'accelerated' if part in s else 'eager'}" for part, label in parts)
+        K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
+        world.reset(None, None, 0)
+        for k in range(2):  # chunk 0 runs eagerly; chunk 1 builds the fixed-shape graphs
+            n = spec.chunk_frames(k)
+            poses = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
+            poses[:, 2, 3] = -0.05 * np.arange(k * n, (k + 1) * n)  # walking forward
+            world.generate_chunk(poses, np.broadcast_to(K, (n, 3, 3)).copy())
+    return time.perf_counter() - t0
 
 
 def summary(world: Any) -> dict[str, Any]:
@@ -470,7 +352,6 @@ __all__ = [
     "AccelUnavailable",
     "AcceleratedStep",
     "AcceleratedVAE",
-    "accel_figures",
     "add_accel_argument",
     "apply_accel",
     "check",

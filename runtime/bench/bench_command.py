@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from worldwalk.runtime.accel.apply import add_accel_argument
+from worldwalk.runtime.cli.args import add_accel_argument
 from worldwalk.runtime.cli.info import gather
 
 

@@ -9,8 +9,6 @@ import platform
 import sys
 from typing import Any
 
-from worldwalk.runtime.world import available_worlds
-
 from .version import __version__
 
 
@@ -37,6 +35,8 @@ def gather(gl: bool = True) -> dict[str, Any]:
         info["torch_devices"] = []
     if gl:
         info["gl"] = _gl_info()
+    from worldwalk.runtime.world import available_worlds
+
     info["worlds"] = sorted(available_worlds())
     info["checkpoints"] = _checkpoints()
     return info
@@ -85,6 +85,10 @@ def _checkpoints() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.world:  # the memory plan of a model world (imports torch, so only when asked)
+        from worldwalk.runtime.bench.memory_plan import run_plan
+
+        return run_plan(args)
     info = gather(gl=not args.no_gl)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -103,4 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="versions, devices, GL renderer, worlds and checkpoints")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-gl", action="store_true", help="skip the GL probe")
+    g = p.add_argument_group("memory plan of a world (--world sana-wm): weights, per-session state, peak, sessions")
+    g.add_argument("--world", help="print the GPU memory plan of this world (sana-wm) instead of the machine info")
+    g.add_argument("--checkpoint", metavar="DIR", help="plan for the model in this local checkpoint folder")
+    g.add_argument("--random-init", choices=("full", "small"), help="plan for the released size (full) or the small one")
+    g.add_argument("--size", default="704x1280", help="HEIGHTxWIDTH of the video (default 704x1280)")
+    g.add_argument("--gpu-memory", default="80GB", help="GPU memory to fit sessions into (default 80GB)")
+    g.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
+                   help="weights and activations (default bfloat16)")
+    g.add_argument("--snapshots", type=int, help="rewind snapshots each session keeps (default SessionConfig's, 16)")
     p.set_defaults(func=run)

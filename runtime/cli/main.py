@@ -25,7 +25,9 @@ def _broken(name: str, error: BaseException) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or only `command`'s when it names one: a command's start
+    then imports no other command's module."""
     parser = argparse.ArgumentParser(
         prog="worldwalk",
         description="Walk through worlds that a video world model dreams up: play, serve, record.",
@@ -33,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"worldwalk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group="worldwalk.commands"), key=lambda e: e.name):
+    commands = sorted(entry_points(group="worldwalk.commands"), key=lambda e: e.name)
+    if command in {ep.name for ep in commands}:
+        commands = [ep for ep in commands if ep.name == command]
+    for ep in commands:
         try:
             ep.load()(sub)
         except Exception as e:  # keep the other commands usable
@@ -42,9 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown option is reported with its own command's usage (`play --wrold`
+    prints play's usage, not the top-level one)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None)
+        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        target = subparsers.choices.get(command, parser) if subparsers and command else parser
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words == ["--version"]:  # answered without loading any command
+        print(f"worldwalk {__version__}")
+        return 0
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
+    args = parse(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
