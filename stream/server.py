@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -142,6 +142,30 @@ class Viewer:
     __eq__ = object.__eq__
 
 
+class BadInputLog:
+    """One log line per kind of bad client input per `interval` seconds (with how many were not
+    logged), never a traceback: bad input is the client's fault, not the server's."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def note(self, kind: str, detail: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        quiet = self._quiet.pop(kind, 0)
+        more = f" ({quiet} more since the last such line)" if quiet else ""
+        log.warning("bad client input (%s): %s%s", kind, detail, more)
+
+
+SERVER_ERROR_MESSAGE = "the server could not run your session; try again later"
+
+
 class BusyError(Exception):
     """A player was turned away: every session slot is in use."""
 
@@ -171,6 +195,7 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
+        self.bad_input = BadInputLog()
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
@@ -302,11 +327,11 @@ class StreamServer:
             reason = "offer_timeout"
         except ConnectionClosed:
             reason = "websocket_closed"
-        except Exception as e:  # one browser's failure never takes the server down
+        except Exception:  # a real server fault: its traceback is logged, the client gets a fixed text
             log.exception("viewer failed")
             reason = "error"
             with contextlib.suppress(Exception):
-                await ws.send(json.dumps({"type": "error", "code": "server_error", "message": str(e)}))
+                await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
         finally:
             await self._close_viewer(viewer, reason)
             self.viewers.discard(viewer)
@@ -336,11 +361,17 @@ class StreamServer:
             if not (isinstance(msg, dict) and msg.get("type") == "offer"):
                 raise BadOffer("expected {type: offer, sdp}")
             sdp = check_offer(msg.get("sdp"), self.cfg.offer)
-        except (ValueError, RecursionError) as e:
-            reason = e.reason if isinstance(e, BadOffer) else "the message is not valid JSON"
-            await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
-            raise SignalingError(reason) from None
+        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
+            kind, reason = ("bad_offer", e.reason) if isinstance(e, BadOffer) else (
+                "not_json", "the message is not valid JSON")
+            await self._bad_request(ws, kind, reason)
         return RTCSessionDescription(sdp=sdp, type="offer")
+
+    async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
+        """Tell the client `reason` (a fixed text), log one line per kind, end the viewer."""
+        self.bad_input.note(kind, detail or reason)
+        await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
+        raise SignalingError(reason)
 
     async def _run_player(self, viewer: Viewer) -> str:
         ws = viewer.ws
@@ -450,8 +481,12 @@ class StreamServer:
             if pc.connectionState in ("failed", "closed"):
                 viewer.end(f"connection_{pc.connectionState}")
 
-        await pc.setRemoteDescription(offer)
-        answer = await pc.createAnswer()
+        try:  # an offer that passed check_offer can still be one aiortc cannot use
+            await pc.setRemoteDescription(offer)
+            answer = await pc.createAnswer()
+        except Exception as e:  # noqa: BLE001 - its text is the offer's fault, not ours
+            await self._bad_request(viewer.ws, "unusable_offer", "the offer could not be applied",
+                                    f"{type(e).__name__}: {e}"[:200])
         with gather_with_addresses(self.cfg.peer.candidate_addresses):
             await pc.setLocalDescription(answer)
         viewer.codec = answer_video_codec(pc.localDescription.sdp)
