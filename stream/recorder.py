@@ -10,6 +10,13 @@ for longer than that, the newest frame is dropped rather than stalling the playe
 `block_when_full`, as `worldwalk render` uses, `write` waits); drops are counted, and the
 video shows the previous frame for longer because each frame keeps its own timestamp.
 
+The log and the video agree frame for frame. A chunk's log line waits until its frames reach the
+video: when the sink moves on to a later chunk (or a later session generation, after a reset or a
+rewind) or the recording closes, the line is written with `keep` = the frames of it the video holds
+when that is not all of them. Chunks of which the player saw nothing at the end of a walk (the one
+the model made ahead when the player quit or rewound) are left out of the log: the replay never
+needs them, and a replay of the log renders the same frames the video holds.
+
 Timestamps: pts = Frame.pts in a time base of 1/fps (or 1001/30000-style rationals for NTSC
 rates), relative to the first frame. After a rewind or reset the session's pts can go back; the
 recording keeps running forward (the player saw the frames one after another), so a frame whose
@@ -47,6 +54,19 @@ from .session_log import SessionHeader, SessionLogWriter, reclaim_lock
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+@dataclass
+class _Pending:
+    """A log line waiting for the video: a chunk (until its frames are written) or an event."""
+
+    chunk: Any = None  # None: an event
+    input_state: Any = None
+    extra: dict[str, Any] | None = None
+    generation: int = 0
+    size: int = 0  # frames in the chunk
+    offered: int = 0  # frames of it the sink presented
+    written: int = 0  # of those, frames the video took (not dropped)
 
 
 class RecorderError(RuntimeError):
@@ -136,6 +156,8 @@ class Recorder:
         self._closed = False
         self._started = False
         self._lock = threading.Lock()
+        self._pending: list[_Pending] = []  # log lines in order, waiting for their frames
+        self._pending_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -188,6 +210,8 @@ class Recorder:
         self._thread.join(timeout)
         self.frames_dropped += self._queue.qsize()  # written while closing: never encoded
         if self._log is not None:
+            with self._pending_lock:
+                self._settle(len(self._pending))
             self._log.close(frames_written=self.frames_written, frames_dropped=self.frames_dropped)
         _open_recorders.discard(self)
         if self.error is not None:
@@ -212,24 +236,75 @@ class Recorder:
         assert self._queue is not None
         try:
             self._queue.put(frame, block=self.cfg.block_when_full)
-            return True
+            accepted = True
         except queue.Full:
             self.frames_dropped += 1
             if self.frames_dropped == 1 or self.frames_dropped % 100 == 0:
                 log.warning("recorder: encoder behind, %d frame(s) dropped so far", self.frames_dropped)
-            return False
+            accepted = False
+        if self._pending:
+            self._count(frame, accepted)
+        return accepted
 
     def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None, **extra: Any) -> None:
-        """The session listener `(chunk, input_state, frames)`: one log line for the chunk
-        (called on the model thread; `frames` is unused: the video takes presented frames).
-        `extra` adds fields to the line (render writes `keep` for a padded last chunk)."""
-        if self._log is not None and not self._closed:
-            self._log.write_chunk(chunk, input_state, **extra)
+        """The session listener `(chunk, input_state, frames)`: one log line for the chunk (called on
+        the model thread). With the session's `frames`, the line waits until the sink has presented
+        them (see the module doc); without (render), it is written at once. `extra` adds fields to
+        the line (render writes `keep` for a padded last chunk)."""
+        if self._log is None or self._closed:
+            return
+        if not frames:
+            with self._pending_lock:
+                self._settle(len(self._pending))
+                self._log.write_chunk(chunk, input_state, **extra)
+            return
+        entry = _Pending(chunk, input_state, extra, int(getattr(frames[0], "generation", 0)), len(frames))
+        with self._pending_lock:
+            self._pending.append(entry)
 
     def log_event(self, kind: str, **data: Any) -> None:
-        """A session event for the replay: "reset" or "rewind" (to_chunk=k)."""
-        if self._log is not None and not self._closed:
-            self._log.write_event(kind, **data)
+        """A session event for the replay: "reset" or "rewind" (to_chunk=k), kept in order with the chunks."""
+        if self._log is None or self._closed:
+            return
+        with self._pending_lock:
+            self._pending.append(_Pending(extra={"kind": kind, **data}))
+            if all(p.chunk is None for p in self._pending):
+                self._settle(len(self._pending))
+
+    def _count(self, frame: Any, accepted: bool) -> None:
+        """The sink presented `frame`: count it against its chunk's line; lines the sink has moved past are written."""
+        generation, index = getattr(frame, "generation", None), getattr(frame, "chunk_index", None)
+        with self._pending_lock:
+            for i, p in enumerate(self._pending):
+                if p.chunk is not None and p.generation == generation and p.chunk.index == index:
+                    p.offered += 1
+                    p.written += int(accepted)
+                    self._settle(i + 1 if p.offered >= p.size else i)
+                    return
+
+    def _settle(self, n: int) -> None:
+        """Write the first `n` pending lines (under `_pending_lock`). A chunk line carries `keep` when the
+        video holds only some of its frames; chunks of a generation after whose last presented frame
+        nothing of theirs was presented are dropped (the model made them ahead; the player never saw them)."""
+        head, self._pending = self._pending[:n], self._pending[n:]
+        seen: dict[int, int] = {}  # generation -> position of its last chunk with a presented frame
+        for i, p in enumerate(head):
+            if p.chunk is not None and p.offered:
+                seen[p.generation] = i
+        for i, p in enumerate(head):
+            if p.chunk is None:
+                assert p.extra is not None
+                data = dict(p.extra)
+                self._log.write_event(data.pop("kind"), **data)
+            elif i <= seen.get(p.generation, -1) or self._pending_has(p):
+                extra = dict(p.extra or {})
+                if p.written < p.size:
+                    extra["keep"] = p.written
+                self._log.write_chunk(p.chunk, p.input_state, **extra)
+
+    def _pending_has(self, p: _Pending) -> bool:
+        """Whether a later line of `p`'s generation is still pending (then `p` is not at the end of it)."""
+        return any(q.chunk is not None and q.generation == p.generation and q.offered for q in self._pending)
 
     def stats(self) -> RecorderStats:
         return RecorderStats(
