@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .log_schema import MAX_PIXELS, MAX_SIDE
 from .session_log import SessionLogError, checkpoint_hash, header_from_world, image_hash, read_log, worldwalk_version
 
 
@@ -204,7 +205,8 @@ def plan_from_log(
         problems.append(f"it was written by worldwalk {h.get('worldwalk_version')}, this is worldwalk {ours}")
     if world is not None and world != h["world"]:
         problems.append(f"it was recorded with world {h['world']!r} (model {h.get('model')!r}), not {world!r}")
-    ckpt = os.fspath(checkpoint) if checkpoint is not None else h.get("checkpoint")
+    # the command line's checkpoint is the user's choice; the log's must stay in the log's folder
+    ckpt = os.fspath(checkpoint) if checkpoint is not None else _inside_log_folder(log, "checkpoint", 1)
     if ckpt is not None:
         if not Path(ckpt).exists():
             raise ReplayError(
@@ -226,10 +228,10 @@ def plan_from_log(
 
     first_image = None
     if h.get("first_image"):
-        img_path = log.path.parent / h["first_image"]
-        if not img_path.exists():
+        img_path = Path(_inside_log_folder(log, "first_image", 1))
+        if not img_path.is_file():
             raise ReplayError(f"{src}: its first image {img_path} is missing; keep it beside the log")
-        first_image = np.load(img_path, allow_pickle=False)
+        first_image = _load_first_image(img_path, src)
         if h.get("first_image_hash") and image_hash(first_image) != h["first_image_hash"] and not force:
             raise LogMismatchError(f"{img_path} is not the first image the session used (hash differs); "
                                    "restore the original or pass --force")
@@ -242,15 +244,50 @@ def plan_from_log(
         K = scale @ K
         width, height = size
     steps = _steps_from_records(log.records, src, scale)
+    log_accel = (h.get("settings") or {}).get("accel", "none")
+    if not isinstance(log_accel, str) or len(log_accel) > 32:
+        raise ReplayError(f"{src}:1: field 'settings.accel': expected a backend name, got {str(log_accel)[:40]!r}")
     plan = ReplayPlan(
         world=world or h["world"], seed=int(h["seed"]) if seed is None else seed,
         width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
         device=device or h.get("device", "cpu"), prompt=h.get("prompt"), first_image=first_image,
-        accel=accel or (h.get("settings") or {}).get("accel", "none"),
+        accel=accel or log_accel,
         world_options=dict(h.get("world_options") or {}), steps=steps, source=src, header=h,
         force=force,
     )
     return plan
+
+
+def _inside_log_folder(log: Any, field_name: str, line: int) -> str | None:
+    """The header's path `field_name` resolved against the log's folder; a path that leaves the
+    folder (absolute, `..`, a symlink out) is refused: a log may come from anyone, and must not
+    make us read (or hash, or copy beside the output) files it names elsewhere."""
+    value = log.header.get(field_name)
+    if value is None:
+        return None
+    folder = log.path.parent.resolve()
+    target = (folder / value).resolve()
+    if not target.is_relative_to(folder):
+        hint = ("pass --checkpoint DIR to use a checkpoint from elsewhere" if field_name == "checkpoint"
+                else "keep the file beside the log and name it there")
+        raise ReplayError(f"{log.path}:{line}: field '{field_name}': {str(value)[:200]!r} is outside the log's "
+                          f"folder {folder}; {hint}")
+    return str(target)
+
+
+def _load_first_image(path: Path, src: str) -> np.ndarray:
+    """The log's first image: a plain (height, width, 3) uint8 .npy, its shape read before its data."""
+    try:
+        image = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise ReplayError(f"{src}: its first image {path} is not a plain .npy array ({e})") from None
+    ok = (image.ndim == 3 and image.shape[2] == 3 and image.dtype.kind in "uif"
+          and 0 < image.shape[0] <= MAX_SIDE and 0 < image.shape[1] <= MAX_SIDE
+          and image.shape[0] * image.shape[1] <= MAX_PIXELS)
+    if not ok:
+        raise ReplayError(f"{src}: its first image {path} is {image.dtype} {image.shape}; expected an RGB "
+                          f"image (H, W, 3) of at most {MAX_SIDE} pixels a side")
+    return np.array(image)
 
 
 def _live_chunks(steps: list[ReplayStep]) -> list[ReplayStep]:

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from .log_schema import MAX_LINE_BYTES, MAX_LINES, SchemaError, check_line
+
 FORMAT = "worldwalk-session"
 FORMAT_VERSION = 1
 
@@ -296,55 +298,67 @@ class SessionLog:
 
 
 def read_log(path: str | os.PathLike) -> SessionLog:
-    """Read and check the structure of a session log. Raises SessionLogError naming the line."""
+    """Read a session log line by line, each line checked against the schema (log_schema.py).
+
+    Raises SessionLogError naming the file, the line and the field. Lines are capped at
+    MAX_LINE_BYTES and their count at MAX_LINES, so memory stays bounded whatever the file holds.
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"session log {p} does not exist; pass the .jsonl written beside a recording")
     if p.suffix in (".mp4", ".webm", ".mkv"):
         raise SessionLogError(f"{p} is a video; pass its session log instead: {p.with_suffix('.jsonl')}")
-    lines = p.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise SessionLogError(f"{p} is empty; it is not a worldwalk session log")
-    objs: list[tuple[int, dict[str, Any]]] = []  # (line number, object)
-    truncated = False
-    for n, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and n > 1:  # torn last line: the process was killed mid-write
-                truncated = True
-                break
-            raise SessionLogError(f"{p}:{n}: not JSON ({e.msg}); is this a worldwalk session log?") from None
-        if not isinstance(obj, dict) or "type" not in obj:
-            raise SessionLogError(f"{p}:{n}: expected a JSON object with a 'type'")
-        objs.append((n, obj))
-    header = objs[0][1]
-    if header.get("type") != "header" or header.get("format") != FORMAT:
-        raise SessionLogError(f"{p}:1: not a worldwalk session log (its first line is no '{FORMAT}' header)")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise SessionLogError(
-            f"{p}: log format version {header.get('format_version')}, this worldwalk reads "
-            f"version {FORMAT_VERSION}; render it with the worldwalk that wrote it "
-            f"({header.get('worldwalk_version')})"
-        )
-    for key in ("world", "model", "fps", "width", "height", "seed", "intrinsics"):
-        if key not in header:
-            raise SessionLogError(f"{p}:1: the header lacks '{key}'")
+    if not p.is_file():
+        raise SessionLogError(f"{p} is not a file; pass the .jsonl written beside a recording")
+    header: dict[str, Any] | None = None
     records: list[dict[str, Any]] = []
     end = None
-    for n, obj in objs[1:]:
-        kind = obj["type"]
-        if kind == "chunk":
-            for key in ("index", "poses"):
-                if key not in obj:
-                    raise SessionLogError(f"{p}:{n}: chunk line lacks '{key}'")
-            records.append(obj)
-        elif kind == "event":
-            records.append(obj)
-        elif kind == "end":
-            end = obj
-        else:
-            raise SessionLogError(f"{p}:{n}: unknown line type {kind!r}")
+    truncated = False
+    with open(p, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            n += 1
+            if n > MAX_LINES:
+                raise SessionLogError(f"{p}:{n}: the log has more than {MAX_LINES} lines")
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise SessionLogError(f"{p}:{n}: the line is longer than {MAX_LINE_BYTES} bytes; "
+                                      "this is not a worldwalk session log line")
+            if not raw.strip():
+                continue
+            last = not raw.endswith(b"\n") or not f.peek(1)
+            try:
+                obj = json.loads(raw)
+            except RecursionError:
+                raise SessionLogError(f"{p}:{n}: the JSON is nested too deep for a session log line") from None
+            except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+                if last and n > 1:  # torn last line: the process was killed mid-write
+                    truncated = True
+                    break
+                if n == 1:
+                    raise SessionLogError(f"{p}:1: not a worldwalk session log (its first line is not JSON)") from None
+                msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+                raise SessionLogError(f"{p}:{n}: not JSON ({msg}); is this a worldwalk session log?") from None
+            if n == 1 and not (isinstance(obj, dict) and obj.get("type") == "header" and obj.get("format") == FORMAT):
+                raise SessionLogError(f"{p}:1: not a worldwalk session log (its first line is no '{FORMAT}' header)")
+            if n == 1 and obj.get("format_version") != FORMAT_VERSION:
+                raise SessionLogError(
+                    f"{p}: log format version {obj.get('format_version')!r:.40}, this worldwalk reads "
+                    f"version {FORMAT_VERSION}; render it with the worldwalk that wrote it "
+                    f"({str(obj.get('worldwalk_version'))[:40]})"
+                )
+            try:
+                kind = check_line(obj, first=header is None)
+            except SchemaError as e:
+                raise SessionLogError(f"{p}:{n}: {e}") from None
+            if kind == "header":
+                header = obj
+            elif kind == "end":
+                end = obj
+            else:
+                records.append(obj)
+    if header is None:
+        raise SessionLogError(f"{p} is empty; it is not a worldwalk session log")
     return SessionLog(path=p, header=header, records=records, end=end, truncated=truncated)
