@@ -143,6 +143,7 @@ class Session:
         self._last_finish = 0.0
         self._look_planned = (0.0, 0.0)  # mouse look (yaw, pitch) fed into plans so far, radians
         self._listeners: list[ChunkListener] = []
+        self._boundary_listeners: list[Callable[[Boundary], None]] = []
         self._stats = SessionStats()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -161,6 +162,11 @@ class Session:
         """The newest chunk boundary kept (the start of the chunk being made or just made), or None."""
         with self._lock:
             return self._boundaries[-1] if self._boundaries else None
+
+    def add_boundary_listener(self, cb: Callable[[Boundary], None]) -> None:
+        """`cb(boundary)` runs on the model thread each time a chunk boundary is kept (before the
+        chunk is planned): the place to ship snapshots elsewhere. It must be quick."""
+        self._boundary_listeners.append(cb)
 
     def add_listener(self, cb: ChunkListener) -> None:
         """`cb(chunk, input_state, frames)` runs on the model thread after each chunk is queued."""
@@ -383,8 +389,14 @@ class Session:
             k = self._chunk_index
             # pipelined, the chunk still in flight is counted: its frames come before this one's
             first = self._frame_index + (self._carry.n if self._carry is not None else 0)
-            self._boundaries.append(Boundary(k, self.world.snapshot(), self.integrator.get_state(),
-                                             first, self._look_planned))
+            boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first, self._look_planned)
+            self._boundaries.append(boundary)
+        for cb in list(self._boundary_listeners):
+            try:
+                cb(boundary)
+            except Exception:  # shipping snapshots is best effort; the walk goes on
+                log.exception("a boundary listener failed and was detached; the session goes on")
+                self._boundary_listeners.remove(cb)
 
         # 3. Plan the chunk's camera path: the current intent held over the chunk.
         n = self.spec.chunk_frames(k)

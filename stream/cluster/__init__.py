@@ -1,0 +1,13 @@
+"""worldwalk.stream.cluster: `worldwalk serve --cluster`, sessions on a Ray Serve cluster.
+
+    gateway.py       the ingress deployment: page, signaling, token/Origin/Host, admission
+    session_host.py  the deployment whose replicas run sessions (one long call per session)
+    relay.py         a session host's end of a websocket the gateway holds
+    snapshots.py     the store of each walk's latest chunk boundary (failover)
+    app.py           the app, its Serve-config builder, start/stop
+    status.py        `worldwalk cluster status`
+    config.py        ClusterConfig; flags.py: the command-line flags
+
+Needs the `cluster` extra (`pip install "worldwalk[cluster]"`); nothing here is imported by
+the single-process `worldwalk serve`.
+"""

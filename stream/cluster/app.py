@@ -1,0 +1,129 @@
+"""The cluster app: a gateway deployment in front of a session-host deployment, and how to run it.
+
+    build_app(cfg)      the Ray Serve application (Gateway bound to a SessionHost handle)
+    app_builder(args)   the same from a Serve config file's `args` (serve_config.yaml: `serve
+                        deploy`, KubeRay's RayService); args.flags holds `worldwalk serve` flags
+    run_cluster(cfg)    `worldwalk serve --cluster [ADDRESS]`: start or join Ray, deploy, print
+                        the URL, and on Ctrl-C take the app (and a Ray it started) down again
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from .config import APP_NAME, NAMESPACE, STORE_NAME, ClusterConfig
+
+
+def build_app(cfg: ClusterConfig) -> Any:
+    from ray import serve
+
+    from .gateway import Gateway
+    from .session_host import SessionHost
+
+    hosts = serve.deployment(SessionHost, name="SessionHost").options(**cfg.host_options()).bind(cfg)
+    gateway = serve.deployment(
+        Gateway, name="Gateway", num_replicas=1, max_ongoing_requests=10_000,
+        ray_actor_options={"num_cpus": cfg.gateway_cpus},
+    )
+    return gateway.bind(hosts, cfg)
+
+
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    """A ClusterConfig from `worldwalk serve` flags (and the [server] section of --config)."""
+    from worldwalk.stream.serve_command import build_config
+
+    overrides = {k: getattr(args, k, None) for k in ("replicas", "sessions_per_replica", "num_gpus", "num_cpus",
+                                                     "min_replicas", "max_replicas", "admission_wait")}
+    address = getattr(args, "cluster", None)
+    return ClusterConfig(serve=build_config(args), address=None if address in (None, "local") else address,
+                         **{k: v for k, v in overrides.items() if v is not None})
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Serve config entry point: `import_path: worldwalk.stream.cluster.app:app_builder`."""
+    from worldwalk.stream.serve_command import register
+
+    parser = argparse.ArgumentParser(prog="worldwalk")
+    register(parser.add_subparsers())
+    flags = args.get("flags", "")
+    ns = parser.parse_args(["serve", *(shlex.split(flags) if isinstance(flags, str) else list(flags))])
+    return build_app(cluster_config(ns))
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ("", "::") else "0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def page_url(cfg: ClusterConfig, port: int) -> str:
+    host = cfg.serve.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/"
+    return url + f"?token={cfg.serve.token}" if cfg.serve.require_token else url
+
+
+def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
+    """Start or join Ray, deploy the app; returns the page URL."""
+    import ray
+    from ray import serve
+
+    port = http_port or cfg.serve.port or free_port(cfg.serve.host)
+    if not ray.is_initialized():
+        ray.init(address=cfg.address, namespace=NAMESPACE, log_to_driver=False)
+    serve.start(http_options={"host": cfg.serve.host, "port": port})
+    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
+    return page_url(cfg, port)
+
+
+def stop(cfg: ClusterConfig) -> None:
+    """Take the app and the snapshot store down; stop Ray too when this process started it."""
+    import ray
+    from ray import serve
+
+    serve.delete(APP_NAME)
+    try:
+        ray.kill(ray.get_actor(STORE_NAME, namespace=NAMESPACE))
+    except ValueError:
+        pass  # never made
+    if cfg.address is None:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def run_cluster(cfg: ClusterConfig) -> int:
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        print("worldwalk serve --cluster: Ray Serve is not installed; pip install 'worldwalk[cluster]'",
+              file=sys.stderr)
+        return 2
+    where = f"joining the Ray cluster at {cfg.address}" if cfg.address else "starting a local Ray cluster"
+    print(f"worldwalk serve: {where}", flush=True)
+    try:
+        url = start(cfg)
+    except ConnectionError as e:
+        print(f"worldwalk serve: cannot reach the Ray cluster at {cfg.address}: {e}. Start it with "
+              "`ray start --head` (or check the address).", file=sys.stderr)
+        return 1
+    print(f"worldwalk serve: open {url}", flush=True)
+    if cfg.serve.require_token:
+        print("worldwalk serve: the URL carries the access token; share it only with players", flush=True)
+    print("worldwalk serve: `worldwalk cluster status` shows replicas and sessions; Ctrl-C stops", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    print("worldwalk serve: taking the cluster app down", file=sys.stderr, flush=True)
+    stop(cfg)
+    return 0

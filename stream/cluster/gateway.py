@@ -1,0 +1,240 @@
+"""`Gateway`: the cluster's ingress deployment (Ray Serve + FastAPI): page, signaling, admission.
+
+It serves the page and the signaling websocket with the single-process server's own gate (Host,
+Origin and token checks of `signaling.py`), sends the browser its config, takes its offer and
+opens one long streaming call to the session hosts (`SessionHost.host`) for the player's whole
+session. Ray Serve picks a replica with a free slot; the call's first item ("admitted") says it
+got one. No slot within `admission_wait` seconds: the player hears `busy`. With autoscaling the
+player waits in line instead, told its place (`{"type": "queued", "ahead": n}`), while Serve
+adds replicas. Then the gateway relays the host's signaling messages (answer, ended) to the
+browser. Media never passes here: video goes from the replica's node to the browser.
+
+When the replica of a walk dies, the call fails: the gateway tells the browser
+`{"type": "moved", "walk": ...}` and closes; the page reconnects with `?resume=<walk>` and the
+walk continues on another replica from its latest snapshot in the store. A walk id is a
+128-bit random token handed only to its player (in the answer), so no one else can take it over.
+
+Spectator links (`?watch=`) are refused with a clear error for now: Serve routes a call to any
+replica, and a spectator must reach the one that holds its session.
+
+FastAPI reads the route handlers' annotations at run time, so this module does not use
+`from __future__ import annotations`.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import PlainTextResponse, Response
+from ray import serve
+from starlette.websockets import WebSocketDisconnect
+
+from worldwalk.stream.peer import is_loopback_host
+from worldwalk.stream.server import MAX_SIGNALING_BYTES
+from worldwalk.stream.signaling import (
+    _SAFE_HOST,
+    PAGES,
+    AccessConfig,
+    AccessDenied,
+    check_host,
+    check_origin,
+    check_token,
+    load_web_files,
+)
+
+from .config import ClusterConfig
+from .snapshots import get_store
+
+log = logging.getLogger(__name__)
+
+api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def page_headers(content_type: str, host: str) -> dict[str, str]:
+    """The headers `serve` sends with its page (signaling.file_response)."""
+    host = host if _SAFE_HOST.fullmatch(host) else ""
+    return {
+        "Content-Type": content_type,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": f"default-src 'self'; connect-src 'self' ws://{host} wss://{host}; "
+                                   "img-src 'self' data:",
+    }
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    """Read (and ignore) what the browser sends after its offer, until it closes."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+
+
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, hosts: Any, cfg: ClusterConfig) -> None:
+        self.hosts = hosts  # DeploymentHandle of SessionHost
+        self.cfg = cfg
+        s = cfg.serve
+        self.access = AccessConfig(token=s.token, require_token=bool(s.require_token),
+                                   loopback_only=is_loopback_host(s.host), allowed_origins=list(s.allowed_origins))
+        self.files = load_web_files()
+        self.store = get_store(cfg.records_kept)
+        self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
+        self.busy_refusals = 0
+
+    # ---- the page ----------------------------------------------------------------------------
+
+    @api.get("/{name:path}")
+    async def page(self, name: str, request: Request) -> Response:
+        try:
+            check_host(self.access, request.headers)  # type: ignore[arg-type]
+        except AccessDenied as e:
+            return PlainTextResponse(e.reason + "\n", status_code=e.status)
+        path = "/" + name
+        if path not in PAGES:
+            return PlainTextResponse(f"nothing at {path}\n", status_code=404)
+        file, ctype = PAGES[path]
+        return Response(self.files[file], headers=page_headers(ctype, request.headers.get("host", "")))
+
+    # ---- signaling ---------------------------------------------------------------------------
+
+    def _config_message(self) -> str:
+        s = self.cfg.serve
+        return json.dumps({
+            "type": "config", "role": "player",
+            "iceServers": [i.to_browser() for i in s.peer.ice_servers],
+            "barcode": s.fanout.barcode, "maxMessageBytes": s.input.max_bytes,
+            "statsInterval": s.stats_interval, "idleTimeout": s.idle_timeout, "cluster": True,
+        })
+
+    @api.websocket("/ws")
+    async def signaling(self, ws: WebSocket) -> None:
+        query = ws.url.query
+        try:
+            check_host(self.access, ws.headers)  # type: ignore[arg-type]
+            check_origin(self.access, ws.headers)  # type: ignore[arg-type]
+            check_token(self.access, ws.url.path + ("?" + query if query else ""))
+        except AccessDenied as e:
+            log.warning("signaling refused: %s", e.reason)
+            await ws.close(code=1008, reason=e.reason[:120])  # before accept: HTTP 403
+            return
+        await ws.accept()
+        with contextlib.suppress(WebSocketDisconnect):
+            if ws.query_params.get("watch"):
+                await self._refuse(ws, "error", "no_spectators",
+                                   "spectator links are not served by the cluster yet; ask the player to share "
+                                   "their screen, or run `worldwalk serve` without --cluster")
+                return
+            await ws.send_text(self._config_message())
+            offer = await self._receive_offer(ws)
+            if offer is None:
+                return
+            resume = ws.query_params.get("resume")
+            walk = resume if resume and await self.store.latest.remote(resume) is not None else None
+            await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
+
+    async def _refuse(self, ws: WebSocket, kind: str, code: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.send_text(json.dumps({"type": kind, "code": code, "message": message}))
+            await ws.close(code=1013 if kind == "busy" else 1008, reason=code)
+
+    async def _receive_offer(self, ws: WebSocket) -> dict | None:
+        try:
+            raw = await asyncio.wait_for(ws.receive_text(), timeout=self.cfg.serve.connect_timeout)
+        except asyncio.TimeoutError:  # noqa: UP041
+            await self._refuse(ws, "error", "offer_timeout", "no offer came in time")
+            return None
+        msg = None
+        with contextlib.suppress(ValueError):
+            msg = json.loads(raw) if len(raw) <= MAX_SIGNALING_BYTES else None
+        if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
+            await self._refuse(ws, "error", "bad_request", "bad signaling message: expected {type: offer, sdp}")
+            return None
+        return {"type": "offer", "sdp": msg["sdp"]}
+
+    async def _run(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
+        t0 = time.perf_counter()
+        calls = self.hosts.options(stream=True)
+        gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
+        admitted = await self._admit(ws, gen, walk)
+        if admitted is None:
+            return
+        reader = asyncio.ensure_future(_until_closed(ws))
+        pump = asyncio.ensure_future(self._pump(ws, gen, walk, resumed, t0, admitted))
+        try:
+            done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump not in done:  # the browser left: end the call, which ends the session
+                gen.cancel()
+                return
+            try:
+                code, reason = pump.result()
+            except ray.exceptions.RayError as e:  # the replica died (killed, node lost)
+                log.warning("the session host of walk %s stopped (%s); the player moves", walk[:8], type(e).__name__)
+                await ws.send_text(json.dumps({"type": "moved", "walk": walk,
+                                               "message": "the session host stopped; continuing on another"}))
+                code, reason = 1012, "moved"
+            with contextlib.suppress(Exception):
+                await ws.close(code=code, reason=reason[:120])
+        finally:
+            for task in (reader, pump):
+                task.cancel()
+
+    async def _admit(self, ws: WebSocket, gen: Any, walk: str) -> dict | None:
+        """Wait for a replica slot: busy after `admission_wait`, or in line (autoscaling)."""
+        first = asyncio.ensure_future(gen.__anext__())
+        wait = self.cfg.admission_wait
+        try:
+            if wait is not None:
+                done, _ = await asyncio.wait({first}, timeout=wait)
+                if not done:
+                    self.busy_refusals += 1
+                    n = self.cfg.sessions_per_replica
+                    await self._refuse(ws, "busy", "busy",
+                                       f"worldwalk is busy: every session host is full ({n} session"
+                                       f"{'s' if n != 1 else ''} each). Try again in a little while.")
+                    return None
+                return first.result()
+            self.line.append(walk)
+            try:
+                while True:
+                    done, _ = await asyncio.wait({first}, timeout=1.0)
+                    if done:
+                        return first.result()
+                    ahead = self.line.index(walk)
+                    await ws.send_text(json.dumps({"type": "queued", "ahead": ahead,
+                                                   "message": f"waiting for a free GPU ({ahead} ahead)"}))
+            finally:
+                self.line.remove(walk)
+        finally:
+            if not first.done():
+                first.cancel()
+                gen.cancel()
+
+    async def _pump(self, ws: WebSocket, gen: Any, walk: str, resumed: bool, t0: float,
+                    admitted: dict) -> tuple[int, str]:
+        """Relay the host's messages to the browser until the host closes; (code, reason)."""
+        async for item in gen:
+            if item["type"] == "close":
+                return int(item["code"]), str(item["reason"])
+            text = item["text"]
+            msg = json.loads(text)
+            if msg.get("type") == "config":  # the browser has had the gateway's
+                continue
+            if msg.get("type") == "answer":
+                # signaling_ms: offer in -> answer out here; host_ms: the host's part (session built)
+                msg.update(walk=walk, resumed=resumed, replica=admitted["replica"], node=admitted["node"],
+                           signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"))
+                text = json.dumps(msg)
+            await ws.send_text(text)
+        return 1000, "closed"
+

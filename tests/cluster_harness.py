@@ -1,0 +1,299 @@
+"""Cluster scenarios for `worldwalk serve --cluster`, run inside a loopback-only network namespace.
+
+    unshare -n sh -c 'ip link set lo up && exec python -m tests.cluster_harness walk_busy failover ...'
+
+Starts a local Ray cluster (4 logical CPUs, no dashboard), deploys the cluster app (a gateway and
+two session-host replicas, one session each, the reference world at a small size), and drives
+Python aiortc WebRTC clients (and, for `browser`, headless Chromium) against the gateway on
+127.0.0.1. One JSON object keyed by scenario goes to stdout on the last line (with the Ray session
+folder, so the test can check that no Ray process outlives the run); a scenario that raises
+reports {"error": traceback} and the others still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from worldwalk.runtime.session import SessionConfig
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.stream import peer
+from worldwalk.stream.cluster.config import ClusterConfig
+from worldwalk.stream.server import ServeConfig, StreamServer
+from worldwalk.stream.video_track import FanoutConfig
+
+WIDTH, HEIGHT, FPS = 128, 72, 16.0
+REPLICA_ACTOR = "SERVE_REPLICA::worldwalk#SessionHost#{}"
+
+
+def serve_config(**overrides: Any) -> ServeConfig:
+    cfg: dict[str, Any] = dict(
+        host="127.0.0.1", port=0,
+        world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+        session=SessionConfig(), peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]),
+        fanout=FanoutConfig(barcode=True), idle_timeout=60.0,
+    )
+    cfg.update(overrides)
+    return ServeConfig(**cfg)
+
+
+def cluster_config() -> ClusterConfig:
+    return ClusterConfig(serve=serve_config(), replicas=2, sessions_per_replica=1, num_cpus=0.5,
+                         admission_wait=2.0)
+
+
+class Client:
+    """One player over aiortc, as the page does it: config, offer, answer, frames, input."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames: list[tuple[float, int, int]] = []  # (monotonic, width, height)
+        self.signals: list[dict] = []
+        self.answer: dict | None = None
+        self.channel: Any = None
+        self.pc: Any = None
+        self.ws: Any = None
+        self.connect_s = self.first_frame_s = self.offer_answer_s = None
+        self.ended: dict | None = None
+        self._task: asyncio.Task | None = None
+
+    async def open(self, query: str = "") -> dict:
+        """Connect; returns the first non-config message after the offer (answer, busy, ...)."""
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        t0 = time.monotonic()
+        self.ws = await connect(self.url + query, open_timeout=20)
+        config = json.loads(await asyncio.wait_for(self.ws.recv(), 20))
+        if config["type"] != "config":
+            self.signals.append(config)
+            return config
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        self.channel = pc.createDataChannel("input")
+        got_track = asyncio.get_running_loop().create_future()
+        pc.on("track", lambda t: got_track.done() or got_track.set_result(t))
+        with peer.gather_with_addresses(["127.0.0.1"]):
+            await pc.setLocalDescription(await pc.createOffer())
+        t_offer = time.monotonic()
+        await self.ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
+        while True:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            self.signals.append(msg)
+            if msg["type"] != "queued":
+                break
+        if msg["type"] != "answer":
+            await pc.close()
+            return msg
+        self.offer_answer_s = time.monotonic() - t_offer
+        self.answer = msg
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+        track = await asyncio.wait_for(got_track, 20)
+        frame = await asyncio.wait_for(track.recv(), 30)
+        now = time.monotonic()
+        self.first_frame_s = now - t0
+        self.frames.append((now, frame.width, frame.height))
+        self._task = asyncio.ensure_future(self._receive(track))
+        self._signals = asyncio.ensure_future(self._listen())
+        return msg
+
+    async def _receive(self, track: Any) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames.append((time.monotonic(), frame.width, frame.height))
+        except Exception:
+            return
+
+    async def _listen(self) -> None:
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                self.signals.append(msg)
+                if msg["type"] in ("moved", "ended"):
+                    self.ended = msg
+        except Exception:
+            pass
+
+    async def key(self, key: str, down: bool) -> None:
+        for _ in range(200):
+            if self.channel is not None and self.channel.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
+        self.channel.send(json.dumps({"t": "key", "key": key, "down": down}))
+
+    async def close(self) -> None:
+        for task in (self._task, getattr(self, "_signals", None)):
+            if task is not None:
+                task.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def store():
+    from worldwalk.stream.cluster.snapshots import get_store
+
+    return get_store()
+
+
+async def idle_replicas(timeout: float = 60.0) -> None:
+    """Wait until both session hosts run and hold no session (a killed one has been replaced)."""
+    from ray import serve
+
+    def ready() -> bool:
+        app = serve.status().applications.get("worldwalk")
+        if app is None:
+            return False
+        dep = app.deployments["SessionHost"]
+        return dep.replica_states.get("RUNNING", 0) == 2 and sum(dep.replica_states.values()) == 2
+
+    await wait_for(ready, timeout, "two running session hosts", 0.25)
+
+
+# ---- scenarios ------------------------------------------------------------------------------------
+
+
+async def walk_busy(url: str) -> dict:
+    """Two players walk on different replicas; a third hears busy; both walks move forward."""
+    a, b, c = Client(url), Client(url), Client(url)
+    ans_a = await a.open()
+    ans_b = await b.open()
+    t_busy = time.monotonic()
+    busy = await c.open()
+    busy_s = time.monotonic() - t_busy
+    await a.key("w", True)
+    await b.key("w", True)
+    n0 = (len(a.frames), len(b.frames))
+    await asyncio.sleep(2.0)
+    n1 = (len(a.frames), len(b.frames))
+    walks = [a.answer["walk"], b.answer["walk"]]
+    for client in (a, b, c):
+        await client.close()
+    records = [await store().records.remote(w) for w in walks]
+    return {
+        "replicas": [ans_a.get("replica"), ans_b.get("replica")],
+        "answers": [ans_a["type"], ans_b["type"]],
+        "busy": busy, "busy_s": busy_s,
+        "frames_in_2s": [n1[0] - n0[0], n1[1] - n0[1]],
+        "sizes": sorted({(w, h) for _, w, h in a.frames + b.frames}),
+        "connect_first_frame_s": [a.first_frame_s, b.first_frame_s],
+        "offer_answer_s": [a.offer_answer_s, b.offer_answer_s],
+        "signaling": [(x["signaling_ms"], x["host_ms"]) for x in (ans_a, ans_b)],
+        "z_last": [r[-1]["poses"][-1][2][3] if r else None for r in records],
+        "record_replicas": [sorted({x["replica"] for x in r}) for r in records],
+    }
+
+
+async def failover(url: str, by: str = "ray.kill") -> dict:
+    """Kill the replica of a walking player: it hears `moved`, reconnects with ?resume= and the
+    walk goes on on another replica. by: "ray.kill" (the actor) or "sigkill" (the process)."""
+    import ray
+
+    await idle_replicas()
+    p = Client(url)
+    ans = await p.open()
+    walk, replica = ans["walk"], ans["replica"]
+    await p.key("w", True)
+    await wait_for(lambda: len(p.frames) > 40, 30, "40 frames before the kill")
+    snapshot = await store().latest.remote(walk)
+    assert snapshot is not None, "the walk has no snapshot in the store"
+    meta = snapshot[1]
+    t_kill = time.monotonic()
+    if by == "ray.kill":
+        ray.kill(ray.get_actor(REPLICA_ACTOR.format(replica), namespace="serve"), no_restart=True)
+    else:
+        os.kill(meta["pid"], signal.SIGKILL)
+    await wait_for(lambda: p.ended is not None, 30, "the player to hear that its host stopped")
+    t_moved = time.monotonic()
+    last_before = p.frames[-1][0]
+    moved = p.ended
+    await p.close()
+    q = Client(url)
+    ans2 = await q.open(f"?resume={moved['walk']}")
+    gap_s = q.frames[0][0] - last_before
+    await asyncio.sleep(1.5)  # a few chunks after the move
+    frames_after = len(q.frames)
+    await q.close()
+    await asyncio.sleep(0.5)
+    records = await store().records.remote(walk)
+    return {
+        "by": by, "moved": moved, "resumed": ans2.get("resumed"), "replicas": [replica, ans2.get("replica")],
+        "gap_s": gap_s, "kill_to_moved_s": t_moved - t_kill, "kill_to_first_s": q.frames[0][0] - t_kill,
+        "frames_after": frames_after, "records": records, "snapshot_meta": meta,
+        "signaling_after": (ans2["signaling_ms"], ans2["host_ms"]),
+    }
+
+
+async def single_process() -> dict:
+    """The same player on the single-process server, for the connect -> first frame figure."""
+    async with StreamServer(serve_config()) as server:
+        c = Client(f"ws://127.0.0.1:{server.port}/ws")
+        await c.open()
+        await c.close()
+    return {"connect_first_frame_s": c.first_frame_s, "offer_answer_s": c.offer_answer_s}
+
+
+async def failover_sigkill(url: str) -> dict:
+    return await failover(url, by="sigkill")
+
+
+SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill}
+
+
+async def main(names: list[str]) -> dict:
+    import ray
+
+    from worldwalk.stream.cluster.app import start, stop
+
+    out: dict[str, Any] = {}
+    if "single" in names:
+        try:
+            out["single"] = await single_process()
+        except Exception:
+            out["single"] = {"error": traceback.format_exc()}
+    t0 = time.monotonic()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="worldwalk")
+    out["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
+    cfg = cluster_config()
+    try:
+        url = start(cfg).replace("http://", "ws://") + "ws"
+        out["up_s"] = time.monotonic() - t0
+        out["page_url"] = url
+        for name in names:
+            if name == "single":
+                continue
+            try:
+                out[name] = await asyncio.wait_for(SCENARIOS[name](url), 120)
+            except Exception:
+                out[name] = {"error": traceback.format_exc()}
+        out["status"] = await store().status.remote()
+    finally:
+        t1 = time.monotonic()
+        stop(ClusterConfig(serve=cfg.serve))  # address None: shut Ray down too
+        out["down_s"] = time.monotonic() - t1
+    return out
+
+
+if __name__ == "__main__":
+    result = asyncio.run(main(sys.argv[1:]))
+    print(json.dumps(result, default=str))
