@@ -53,7 +53,11 @@ def app_builder(args: dict[str, Any]) -> Any:
     register(parser.add_subparsers())
     flags = args.get("flags", "")
     ns = parser.parse_args(["serve", *(shlex.split(flags) if isinstance(flags, str) else list(flags))])
-    return build_app(cluster_config(ns))
+    cfg = cluster_config(ns)
+    if cfg.serve.require_token and not ns.token:
+        raise ValueError("a non-loopback --host needs --token in the Serve config's flags: a generated "
+                         "token would be seen by no one")
+    return build_app(cfg)
 
 
 def free_port(host: str) -> int:

@@ -1,0 +1,86 @@
+"""The cluster's pieces that need no running Ray cluster: a walk resumed from a chunk boundary in
+another session equals the uninterrupted walk, the Serve config file builds the app, and bad
+cluster settings are named. (The cluster itself: tests/test_cluster.py, marked `cluster`.)"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldwalk.runtime.session import Boundary, Session, SessionConfig
+from worldwalk.runtime.world import WorldConfig, create_world
+
+WORLD = WorldConfig(name="reference", width=64, height=36, fps=16.0)
+
+
+def frames_of(session: Session, count: int, timeout: float = 30.0) -> list:
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < count:
+        assert time.monotonic() < deadline, f"only {len(out)} of {count} frames came"
+        frame = session.frames.get(timeout=0.1)
+        if frame is not None:
+            out.append(frame)
+    return out
+
+
+def test_a_resumed_walk_equals_the_uninterrupted_one():
+    cfg = SessionConfig(just_in_time=False)
+    kept: list[Boundary] = []
+    a = Session(create_world(WORLD), cfg)
+    a.add_boundary_listener(kept.append)
+    a.inputs.press("w")
+    a.inputs.press("e")  # walk and turn: position, yaw and velocity all carry state
+    with a.start():
+        walk = frames_of(a, 40)
+    b0 = next(b for b in kept if b.chunk_index == 5)
+    assert b0.frame_index > 0 and b0.integrator.velocity != (0.0, 0.0, 0.0)
+
+    b = Session(create_world(WORLD), cfg, resume=b0)
+    b.inputs.press("w")
+    b.inputs.press("e")
+    with b.start():
+        resumed = frames_of(b, 12)
+    assert resumed[0].index == b0.frame_index and resumed[0].chunk_index == 5
+    expected = {f.index: f for f in walk}
+    for f in resumed:
+        assert np.array_equal(f.pose, expected[f.index].pose), f"frame {f.index}: the pose did not carry on"
+        assert np.array_equal(f.image, expected[f.index].image), f"frame {f.index} differs"
+
+
+def need_ray() -> None:
+    pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+
+
+def test_the_serve_config_file_names_real_flags_and_builds():
+    need_ray()
+    import yaml
+
+    from worldwalk.stream.cluster import app
+
+    doc = yaml.safe_load((Path(app.__file__).parent / "serve_config.yaml").read_text())
+    spec = doc["applications"][0]
+    module, name = spec["import_path"].split(":")
+    assert module == app.__name__ and callable(getattr(app, name))
+    flags = spec["args"]["flags"].replace("--world sana-wm --checkpoint /models/sana-wm", "--world reference")
+    built = app.app_builder({"flags": flags})
+    hosts = built._bound_deployment.init_args[0]._bound_deployment  # the gateway's SessionHost handle
+    assert hosts.num_replicas == 2 and hosts.ray_actor_options["num_gpus"] == 1
+    assert hosts.max_ongoing_requests == 1  # one session per replica: a slot per session
+
+
+def test_bad_cluster_settings_are_named():
+    need_ray()
+    from worldwalk.stream.cluster import app
+    from worldwalk.stream.cluster.config import ClusterConfig
+
+    with pytest.raises(ValueError, match="--token"):
+        app.app_builder({"flags": "--world reference --host 0.0.0.0"})
+    with pytest.raises(ValueError, match="both --min-replicas and --max-replicas"):
+        ClusterConfig(min_replicas=1)
+    with pytest.raises(ValueError, match="sessions_per_replica"):
+        ClusterConfig(sessions_per_replica=0)
+    auto = ClusterConfig(min_replicas=1, max_replicas=3)
+    assert auto.admission_wait is None and auto.host_options()["autoscaling_config"]["max_replicas"] == 3
