@@ -7,6 +7,15 @@ frames within +-2 of that time, then over walks), beside
 - `frozen`: the first frame held for the whole walk;
 - `still camera`: the same model, same seed, with the camera held at the first pose;
 - `vae ceiling`: the true frames through the VAE (encode, decode), the best the model could do.
+
+Then the scripted paths players walk on purpose (`scripted.py`: out and back, strafe right then
+left, a 360-degree turn, look up then down, a walk toward a landmark), each its own row, from
+`--starts` start poses (the spawn point first): model and frozen first frame at 1 s and 5 s,
+and the memory score: on a path that comes back to its start pose, the frames from the return on
+(the return and the next 4, camera at rest at the start: one latent frame) against the truth
+there (the first frame again), beside the VAE's reconstruction of them (the frame-group VAE
+blurs a group the camera moves in, so the score is taken once it rests).
+`--save` writes a strip per scripted path (truth over model, from the spawn point).
 """
 
 from __future__ import annotations
@@ -18,7 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .scripted import PATHS
+
 TIMES = (1.0, 5.0, 20.0)
+PATH_TIMES = (1.0, 5.0)
+PATH_SECONDS = 6.25  # every scripted path that returns is back at its start and at rest for 4 frames by then
+RETURN_FRAMES = 5  # the memory score: mean over the return frame and the 4 after it
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=9001, help="walk seed (training uses 1)")
     p.add_argument("--save", default=None, help="folder for PNG strips of the first walk and the JSON table")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--paths", default="all",
+                   help="scripted paths to score besides the walks: all, none, or a comma list of " + ", ".join(PATHS))
+    p.add_argument("--starts", type=int, default=3, help="start poses per scripted path (the spawn point first)")
     p.set_defaults(func=run)
 
 
@@ -104,20 +121,20 @@ def run(args: argparse.Namespace) -> int:
         for name, frames in (("model", gen), ("still camera", still), ("frozen first frame", frozen),
                              ("vae ceiling", recon)):
             for t in TIMES:
-                c = int(round(t * spec.fps))
-                idx = [i for i in range(c - 2, c + 3) if 0 < i < min(len(frames), len(truth))]
-                if not idx:
-                    continue
-                p = float(np.mean([psnr(frames[i], truth[i]) for i in idx]))
-                s = float(np.mean([ssim(frames[i], truth[i]) for i in idx]))
-                rows.setdefault(name, {}).setdefault(t, []).append((p, s))
+                score = _score_at(frames, truth, t, spec.fps)
+                if score is not None:
+                    rows.setdefault(name, {}).setdefault(t, []).append(score)
         if save is not None and w == 0:
             _strips(save, {"truth": truth, "model": gen, "still": still, "vae": recon}, spec.fps)
+    names = _path_names(args.paths)
+    scripted = _scripted(world, ref, names, args, spec, wcfg, save) if names else {}
     ref.close()
     table = {name: {f"{t:g}s": {"psnr": float(np.mean([v[0] for v in vals])),
                                 "ssim": float(np.mean([v[1] for v in vals]))}
                     for t, vals in by_t.items()} for name, by_t in rows.items()}
     mean_chunk = float(np.mean(chunk_times)) if chunk_times else float("nan")
+    if scripted:
+        _print_scripted(scripted, args.starts)
     print(f"\n{args.walks} held-out walks, {spec.width}x{spec.height} @ {spec.fps:g} fps; PSNR dB / SSIM")
     print(f"{'':22s}" + "".join(f"{f'{t:g} s':>18s}" for t in TIMES))
     for name, by_t in table.items():
@@ -128,10 +145,96 @@ def run(args: argparse.Namespace) -> int:
           f"-> {spec.frames_per_chunk / mean_chunk:.1f} frames/s")
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
-        (save / "eval.json").write_text(json.dumps({"table": table, "chunk_seconds": mean_chunk,
-                                                    "walks": args.walks, "seed": args.seed}, indent=1))
+        (save / "eval.json").write_text(json.dumps({"table": table, "scripted": scripted, "chunk_seconds": mean_chunk,
+                                                    "walks": args.walks, "seed": args.seed, "starts": args.starts},
+                                                   indent=1))
     world.close()
     return 0
+
+
+def _score_at(frames: np.ndarray, truth: np.ndarray, t: float, fps: float) -> tuple[float, float] | None:
+    """(PSNR, SSIM) of `frames` against `truth`, mean over the frames within +-2 of time t (none: None)."""
+    c = int(round(t * fps))
+    idx = [i for i in range(c - 2, c + 3) if 0 < i < min(len(frames), len(truth))]
+    if not idx:
+        return None
+    return (float(np.mean([psnr(frames[i], truth[i]) for i in idx])),
+            float(np.mean([ssim(frames[i], truth[i]) for i in idx])))
+
+
+def _path_names(spec: str) -> list[str]:
+    if spec == "none":
+        return []
+    if spec == "all":
+        return list(PATHS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        raise SystemExit(f"worldwalk eval: unknown --paths {unknown}; known: all, none, {', '.join(PATHS)}")
+    return names
+
+
+def _landmark_xz(seed: int) -> tuple[float, float]:
+    """Where the landmark ahead of the spawn point stands (world x, z): the nearest one within 30 deg of +z."""
+    from worldwalk.runtime.worlds.reference_world import landmarks
+
+    shape = landmarks(seed).shape
+    ahead = [(float(np.hypot(x, z)), x, z) for x, z in shape[:, :2]
+             if z > 0 and abs(math.atan2(x, z)) < math.radians(30) and np.hypot(x, z) < 40]
+    _, x, z = min(ahead)
+    return float(x), float(z)
+
+
+def _scripted(world, ref, names: list[str], args: argparse.Namespace, spec, wcfg, save: Path | None) -> dict:  # noqa: ANN001
+    """Scores of every scripted path over `args.starts` starts: {name: {"1s": {...}, "5s": {...}, "return": ...}}."""
+    from .scripted import scripted_path, start_poses
+
+    n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
+        (PATH_SECONDS * spec.fps + 1 - spec.first_chunk_frames) / spec.frames_per_chunk)
+    K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
+    starts, toward = start_poses(args.starts, args.seed, _landmark_xz(wcfg.world_seed), wcfg)
+    out: dict[str, dict] = {}
+    for name in names:
+        acc: dict[str, list[tuple[float, float]]] = {}
+        ret = None
+        for j in range(args.starts):
+            path = scripted_path(name, (toward if name == "toward-landmark" else starts)[j], n_frames, wcfg)
+            truth = ref.render_many(path.poses, K)
+            gen, _ = generate(world, truth[0], path.poses, K, seed=j)
+            frozen = np.broadcast_to(truth[0], truth.shape)
+            for t in PATH_TIMES:
+                for row, frames in (("model", gen), ("frozen first frame", frozen)):
+                    score = _score_at(frames, truth, t, spec.fps)
+                    if score is not None:
+                        acc.setdefault(f"{t:g}s {row}", []).append(score)
+            if path.returns is not None and path.returns + RETURN_FRAMES <= len(gen):
+                r, ret = path.returns, path.returns / spec.fps
+                recon = _vae_roundtrip(world, truth)
+                back = range(r, r + RETURN_FRAMES)
+                for row, frames in (("return model", gen), ("return vae ceiling", recon)):
+                    acc.setdefault(row, []).append((float(np.mean([psnr(frames[i], truth[i]) for i in back])),
+                                                    float(np.mean([ssim(frames[i], truth[i]) for i in back]))))
+            if save is not None and j == 0:
+                times = sorted({0, 0.5, 1, 2, 3, 4, 5, 6} | ({ret + 0.25} if ret is not None else set()))
+                _strips(save, {"truth": truth, "model": gen}, spec.fps, times, f"strip_{name}.png")
+        out[name] = {k: {"psnr": float(np.mean([v[0] for v in vals])), "ssim": float(np.mean([v[1] for v in vals]))}
+                     for k, vals in acc.items()}
+        if ret is not None:
+            out[name]["return seconds"] = ret
+        print(f"scripted {name}: done", flush=True)
+    return out
+
+
+def _print_scripted(scripted: dict, starts: int) -> None:
+    print(f"\nscripted paths ({starts} starts each, spawn point first); PSNR dB / SSIM")
+    heads = ("model 1 s", "frozen 1 s", "model 5 s", "frozen 5 s", "model at return", "vae at return")
+    keys = ("1s model", "1s frozen first frame", "5s model", "5s frozen first frame", "return model",
+            "return vae ceiling")
+    print(f"{'':20s}" + "".join(f"{h:>17s}" for h in heads))
+    for name, row in scripted.items():
+        cells = "".join(f"{row[k]['psnr']:>9.2f} / {row[k]['ssim']:.3f}" if k in row else f"{'-':>17s}" for k in keys)
+        at = f"  (back at {row['return seconds']:g} s)" if "return seconds" in row else ""
+        print(f"{name:20s}{cells}{at}")
 
 
 def _vae_roundtrip(world, truth: np.ndarray) -> np.ndarray:
@@ -147,15 +250,16 @@ def _vae_roundtrip(world, truth: np.ndarray) -> np.ndarray:
         return to_uint8(decode_raw(vae.vae, encode_mean(vae.vae, x)))
 
 
-def _strips(folder: Path, videos: dict[str, np.ndarray], fps: float) -> None:
-    """One PNG: a row per video, columns at 0, 0.5, 1, 2, 5, 10, 20 s."""
+def _strips(folder: Path, videos: dict[str, np.ndarray], fps: float,
+            times: tuple[float, ...] | list[float] = (0, 0.5, 1, 2, 5, 10, 20), name: str = "strip.png") -> None:
+    """One PNG: a row per video, a column per time in `times` (seconds)."""
     try:
         from PIL import Image
     except ImportError:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    cols = [int(round(t * fps)) for t in (0, 0.5, 1, 2, 5, 10, 20)]
+    cols = [int(round(t * fps)) for t in times]
     rows = []
     for v in videos.values():
         rows.append(np.concatenate([v[min(c, len(v) - 1)] for c in cols], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(folder / "strip.png")
+    Image.fromarray(np.concatenate(rows, axis=0)).save(folder / name)
