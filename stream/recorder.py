@@ -403,7 +403,10 @@ class Recorder:
             except Exception as e:
                 self.error = self.error or e
             finally:
-                self._container.close()
+                try:  # the file is closed even when its trailer cannot be written (a full disk)
+                    self._container.close()
+                except Exception as e:
+                    self.error = self.error or e
 
 
 # Recorders still open at interpreter exit are finalized (an uncaught exception, sys.exit).

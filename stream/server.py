@@ -142,11 +142,13 @@ class Viewer:
     __eq__ = object.__eq__
 
 
-class BadInputLog:
-    """One log line per kind of bad client input per `interval` seconds (with how many were not
-    logged), never a traceback: bad input is the client's fault, not the server's."""
+class RateLimitedLog:
+    """One log line per kind per `interval` seconds (with how many were not logged), never a
+    traceback: for bad client input (the client's fault, not the server's) and for recordings
+    that stop (a full disk is said once, not once per frame or player)."""
 
-    def __init__(self, interval: float = 60.0) -> None:
+    def __init__(self, what: str, interval: float = 60.0) -> None:
+        self.what = what
         self.interval = interval
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
@@ -160,7 +162,7 @@ class BadInputLog:
         self._last[kind] = now
         quiet = self._quiet.pop(kind, 0)
         more = f" ({quiet} more since the last such line)" if quiet else ""
-        log.warning("bad client input (%s): %s%s", kind, detail, more)
+        log.warning("%s (%s): %s%s", self.what, kind, detail, more)
 
 
 SERVER_ERROR_MESSAGE = "the server could not run your session; try again later"
@@ -195,7 +197,8 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
-        self.bad_input = BadInputLog()
+        self.bad_input = RateLimitedLog("bad client input")
+        self.recording_failures = RateLimitedLog("recording stopped")
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
@@ -426,7 +429,8 @@ class StreamServer:
         return await self._until_end(viewer)
 
     def _build_session(self) -> PlaySession:
-        """Runs on a worker thread: load the world, start its session (and recorder)."""
+        """Runs on a worker thread: load the world, start its session (and its recording, whose
+        files open with the first frame sent; a recording that fails never fails the session)."""
         session = self._session_factory()
         sid = secrets.token_urlsafe(6)
         recorder = None
@@ -444,18 +448,26 @@ class StreamServer:
             fanout.on_frame = recorder.write
         return PlaySession(id=sid, session=session, fanout=fanout, recorder=recorder)
 
+    def _recording_failed(self, status: str, error: BaseException) -> None:
+        self.recording_failures.note(status, f"{type(error).__name__}: {error}"[:300])
+
     def _default_session(self) -> Session:
         world = create_world(self.cfg.world)
         integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
         return Session(world, self.cfg.session, integrator=integrator)
 
     def _start_recorder(self, session: Session, sid: str) -> Any:
-        """Record what the player sees (frames from the fan-out) and the session log beside it."""
-        from .recorder import attach_recorder, next_recording_path
+        """Record what the player sees (frames from the fan-out) and the session log beside it;
+        attached before session.start() so the log misses no chunk."""
+        from .session_recording import SessionRecording
 
         assert self.cfg.record_dir is not None
-        path = next_recording_path(self.cfg.record_dir, stem=f"session-{sid}")
-        return attach_recorder(session, path, world_cfg=self.cfg.world)  # before session.start()
+        try:
+            return SessionRecording(session, self.cfg.record_dir, f"session-{sid}", world_cfg=self.cfg.world,
+                                    on_failure=self._recording_failed)
+        except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
+            self._recording_failed("not recording: the recording could not be set up", e)
+            return None
 
     async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
         """Answer the browser's offer: a send-only video track and the input channel."""
@@ -620,6 +632,7 @@ class StreamServer:
             "position": [round(float(v), 4) for v in pose[:3, 3]],
             "spectators": len(play.spectators),
             "sent": viewer.track.sent if viewer.track is not None else 0,
+            "recording": play.recorder.status if play.recorder is not None else None,
         })
         return out
 

@@ -24,6 +24,7 @@ missing when the process was killed; readers accept that, and a torn last line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -220,8 +221,13 @@ class SessionLogWriter:
         with self._lock:
             if self._file.closed:
                 return
-            self._file.write(text + "\n")
-            self._file.flush()
+            try:
+                self._file.write(text + "\n")
+                self._file.flush()
+            except OSError:  # a full disk: the log ends here, its file is closed, the caller is told
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                raise
 
     def write_header(self, header: SessionHeader, first_image: np.ndarray | None = None) -> None:
         if first_image is not None:
@@ -263,9 +269,11 @@ class SessionLogWriter:
         reclaim_lock(self._lock)
         line = {"type": "end", "t": round(time.monotonic() - self._t0, 6), "chunks": self.chunks}
         line.update({key: _jsonable(v) for key, v in summary.items()})
-        self._line(line)
-        with self._lock:
-            self._file.close()
+        try:
+            self._line(line)
+        finally:
+            with self._lock, contextlib.suppress(OSError):
+                self._file.close()  # closed even when the disk is full
 
 
 def reclaim_lock(lock: Any, seconds: float = 2.0) -> None:

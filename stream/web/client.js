@@ -244,6 +244,7 @@
       `rtt ${ww.rtt === null ? '-' : ww.rtt.toFixed(1)} ms  input dropped ${s.input ? s.input.dropped : 0}`,
     ];
     if (s.error) lines.push(`error: ${s.error}`);
+    if (s.recording && s.recording.startsWith('not recording')) lines.push(s.recording);
     statsEl.textContent = lines.join('\n');
   }
 

@@ -1,0 +1,169 @@
+"""A served player's recording (`serve --record-dir`): starts with the first frame sent, and a
+failure to record never refuses or ends the walk.
+
+`SessionRecording` is attached to a session before it starts (so the log misses no chunk) but
+opens no file then: chunk lines and events wait in memory until the fan-out sends the first
+frame, and only then are the video and its log created (a player who never got a frame leaves
+no files). If the files cannot be made or written (a full disk above all), recording stops,
+whatever was opened is closed, empty files are removed, `status` says why ("not recording:
+disk full") for the page and stats, and `on_failure` is called once; the session plays on.
+
+    rec = SessionRecording(session, folder, stem, world_cfg=cfg.world, on_failure=note)
+    fanout.on_frame = rec.write      # the first call opens the files
+    ... rec.log_event("reset") ...
+    rec.close()                      # at the session's end (any thread)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+WAITING, RECORDING = "waiting for the first frame", "recording"
+DISK_FULL = "not recording: disk full"
+
+
+def describe_failure(e: BaseException) -> str:
+    """A short status for a recording failure: the page shows it as is."""
+    code = getattr(e, "errno", None)
+    cause = e.__cause__ or e.__context__
+    if code is None and cause is not None:
+        code = getattr(cause, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
+        return DISK_FULL
+    if isinstance(e, OSError):
+        return "not recording: the record folder cannot be written"
+    return "not recording: the recording failed"
+
+
+class SessionRecording:
+    """See the module docstring. Thread-safe: chunks arrive on the model thread, frames on the
+    event loop, `close` from a worker thread."""
+
+    def __init__(
+        self,
+        session: Any,
+        folder: str | Path,
+        stem: str,
+        *,
+        world_cfg: Any = None,
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        from .recorder import session_header
+
+        self.folder, self.stem = Path(folder), stem
+        self.header, self.first_image = session_header(session, world_cfg)
+        self.on_failure = on_failure
+        self.recorder: Any = None
+        self.status = WAITING
+        self.path: Path | None = None
+        self._pending: list[tuple[str, tuple, dict]] = []  # ("chunk"|"event", args, kwargs) before the start
+        self._lock = threading.Lock()
+        session.add_listener(self._on_chunk)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _on_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None) -> None:
+        self._forward("chunk", (chunk, input_state, frames), {})
+
+    def log_event(self, kind: str, **data: Any) -> None:
+        self._forward("event", (kind,), data)
+
+    def _forward(self, what: str, args: tuple, kwargs: dict) -> None:
+        with self._lock:
+            if self.status == WAITING:
+                self._pending.append((what, args, kwargs))
+                return
+            rec = self.recorder if self.status == RECORDING else None
+        if rec is not None:
+            try:
+                (rec.log_chunk if what == "chunk" else rec.log_event)(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - a full disk under the log: stop recording, play on
+                self._fail(e)
+
+    def write(self, frame: Any) -> None:
+        """The fan-out's sink: the first frame opens the files; then frames go to the video."""
+        if self.status == WAITING:
+            self._start()
+        rec = self.recorder if self.status == RECORDING else None
+        if rec is None:
+            return
+        try:
+            rec.write(frame)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+            return
+        if rec.error is not None:  # the encode thread could not write
+            self._fail(rec.error)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        from .recorder import Recorder, next_recording_path
+
+        rec = None
+        try:
+            self.path = next_recording_path(self.folder, stem=self.stem)
+            rec = Recorder(self.path)
+            rec.start(self.header, self.first_image)
+        except Exception as e:  # noqa: BLE001
+            if rec is not None:
+                with contextlib.suppress(Exception):
+                    rec.close()
+            self._remove_empty()
+            with self._lock:
+                self._pending.clear()
+            self._fail(e)
+            return
+        failed: BaseException | None = None
+        with self._lock:  # the model thread waits while the waiting lines go in first, in order
+            for what, args, kwargs in self._pending:
+                try:
+                    (rec.log_chunk if what == "chunk" else rec.log_event)(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001
+                    failed = e
+                    break
+            self._pending.clear()
+            self.recorder, self.status = rec, RECORDING
+        if failed is not None:
+            self._fail(failed)
+
+    def _fail(self, e: BaseException) -> None:
+        with self._lock:
+            if self.status not in (WAITING, RECORDING):
+                return
+            self.status = describe_failure(e)
+        if self.on_failure is not None:
+            self.on_failure(self.status, e)
+
+    def _remove_empty(self) -> None:
+        """Files of a recording that never got going: a 0-byte video or log is no recording."""
+        if self.path is None:
+            return
+        for p in (self.path, self.path.with_suffix(".jsonl"), self.path.with_suffix(".first.npy")):
+            with contextlib.suppress(OSError):
+                if p.exists() and p.stat().st_size == 0:
+                    p.unlink()
+
+    def close(self) -> None:
+        """Finalize the files (if any were opened). A failure already reported is not raised again."""
+        with self._lock:
+            rec, self.recorder = self.recorder, None
+            self._pending.clear()
+            reported = self.status not in (WAITING, RECORDING)
+            if self.status == WAITING:
+                self.status = "not recording: no frame was sent"
+        if rec is None:
+            return
+        try:
+            rec.close()
+        except Exception as e:
+            if not reported:
+                self._fail(e)
+        finally:
+            if reported:
+                self._remove_empty()
