@@ -15,9 +15,14 @@ from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.vae import small_vae_config
 
 
-def small_world(width: int = 256, height: int = 144, use_cache: bool = True, temporal_stride: int = 4) -> SanaWM:
+def small_configs(temporal_stride: int = 4) -> tuple[SanaWMConfig, dict]:
+    """`SanaWMConfig.small()` and a small LTX-2 VAE that fit together (the `--random-init small` model)."""
     vae = small_vae_config(temporal_stride=temporal_stride, latent_channels=32)
-    model = SanaWMConfig.small(chunk_plucker_channels=6 * temporal_stride)
+    return SanaWMConfig.small(chunk_plucker_channels=6 * temporal_stride), vae
+
+
+def small_world(width: int = 256, height: int = 144, use_cache: bool = True, temporal_stride: int = 4) -> SanaWM:
+    model, vae = small_configs(temporal_stride)
     return SanaWM.random_init(model, vae, SanaWMRunConfig(width=width, height=height, use_cache=use_cache))
 
 

@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("memory plan of a world (--world sana-wm): weights, per-session state, peak, sessions")
     g.add_argument("--world", help="print the GPU memory plan of this world (sana-wm) instead of the machine info")
     g.add_argument("--checkpoint", metavar="DIR", help="plan for the model in this local checkpoint folder")
-    g.add_argument("--random-init", choices=("full", "small"), help="plan for the released size (full) or the small one")
+    g.add_argument("--random-init", choices=("full", "small"), help="plan the released size (full) or the small one")
     g.add_argument("--size", default="704x1280", help="HEIGHTxWIDTH of the video (default 704x1280)")
     g.add_argument("--gpu-memory", default="80GB", help="GPU memory to fit sessions into (default 80GB)")
     g.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),

@@ -1,0 +1,463 @@
+"""How much GPU memory a SANA-WM world needs, and how many sessions fit: planned on the `meta` device.
+
+Nothing is allocated: the transformer and the LTX-2 VAE are built on `meta` (shapes and dtypes, no
+data), and the streaming code itself runs on meta tensors, so every figure is shapes x dtype of the
+tensors the real code makes:
+- weights: parameters and buffers of the transformer and of the VAE (encoder + decoder);
+- per-session state: the streaming cache after the attention window is full (GDN states, softmax
+  sink + window K/V and camera K/V, conv tails), the VAE decode state (causal conv tails), the
+  first-image latent and the prompt; plus what each rewind snapshot adds (`SessionConfig.max_snapshots`
+  chunk boundaries are kept, and each holds the tensors its chunk wrote);
+- activation peak of one chunk: the largest live-bytes high-water mark of a denoising forward (on
+  chunk 0, and at steady state with the full window), of the cache-writing forward, and of the VAE
+  decode, tracked op by op (`LiveBytes`). Softmax attention counts as a fused kernel (output plus
+  log-sum-exp, as flash / memory-efficient SDPA on CUDA), not the (N x M) score matrix that the meta
+  device's reference path would make.
+
+Sessions per GPU = (GPU memory - reserve - weights - transformer peak - VAE decode peak) // per-session
+bytes: the sessions' chunks take turns on the GPU, and a pipelined session decodes one chunk while the
+next denoises, so one transformer and one decoder peak are live at once. The reserve (CUDA context,
+cuBLAS workspaces, allocator slack) is `RESERVE_BYTES` plus `RESERVE_FRACTION` of the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
+from worldwalk.runtime.sana_wm.camera import CameraInputs
+from worldwalk.runtime.sana_wm.config import SanaWMConfig
+
+GiB = 2**30
+RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
+RESERVE_FRACTION = 0.05  # allocator fragmentation
+
+
+def released_vae_config() -> dict[str, Any]:
+    """The released LTX-2 video VAE (diffusers' defaults: 128 latent channels, 32x spatial, 8x temporal)."""
+    return {}  # AutoencoderKLLTX2Video() with no arguments is the released size
+
+
+def _held(t: torch.Tensor | None, held: set[int] | None = None) -> int:
+    """Bytes `t` keeps alive: its whole storage (a view holds its base), each storage counted once in `held`."""
+    if t is None:
+        return 0
+    if held is None:
+        return t.numel() * t.element_size()
+    s = t.untyped_storage()
+    if s._cdata in held:
+        return 0
+    held.add(s._cdata)
+    return s.nbytes()
+
+
+def parse_bytes(text: str) -> int:
+    """'80GB', '80GiB', '81920MiB', '8e10' -> bytes (GB = 10^9 bytes, GiB = 2^30; a bare 'G' means GiB)."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?)(i?)(B?)\s*", text or "")
+    if not m:
+        raise ValueError(f"cannot read a memory size from {text!r}: write e.g. 80GB, 80GiB or 24000MiB")
+    value, unit, binary, b = float(m.group(1)), m.group(2).upper(), m.group(3), m.group(4)
+    if not unit:
+        return int(value)
+    power = "KMGT".index(unit) + 1
+    base = 1024 if (binary or not b) else 1000
+    return int(value * base**power)
+
+
+# ---------------------------------------------------------------------------------------------
+# op-by-op live bytes
+# ---------------------------------------------------------------------------------------------
+
+
+class LiveBytes(TorchDispatchMode):
+    """High-water mark of the bytes held by tensors created inside the `with` block.
+
+    Every op output whose storage is not one of the op's inputs' (a view or an in-place result) is a
+    new allocation; it counts until the storage is freed. Tensors made before the block (weights,
+    inputs, the cache read) are not counted. Works on meta tensors, which have storages with sizes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.now = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        self.current()
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            s = t.untyped_storage()
+            key = s._cdata
+            if key in inputs or key in self.live:
+                continue
+            self.live[key] = (StorageWeakRef(s), s.nbytes())
+            self.now += s.nbytes()
+        self.peak = max(self.peak, self.now)
+        return out
+
+    def current(self) -> int:
+        """Bytes still held by tensors made inside the block (drops the freed ones first)."""
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.now -= self.live.pop(key)[1]
+        return self.now
+
+
+class FusedAttention(TorchFunctionMode):
+    """`F.scaled_dot_product_attention` as a fused kernel: the output (and an fp32 log-sum-exp) only."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, v = args[0], args[2]
+            lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+            out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+            del lse  # freed when the kernel returns; the high-water mark has seen it
+            return out
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def tracked():
+    """`with tracked() as live:` then `live.peak` is the bytes high-water mark of the block."""
+    live = LiveBytes()
+    with FusedAttention(), live:
+        yield live
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryPlan:
+    width: int
+    height: int
+    dtype: str
+    transformer_params: int
+    vae_params: int
+    weight_bytes: dict[str, int]  # transformer, vae
+    session_bytes: dict[str, int]  # per-session state, by part
+    snapshot_bytes: int  # what one kept chunk boundary (rewind point) adds
+    peak_bytes: dict[str, int]  # activation high-water marks, by pass
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def weights(self) -> int:
+        return sum(self.weight_bytes.values())
+
+    @property
+    def per_session(self) -> int:
+        return sum(self.session_bytes.values())
+
+    @property
+    def chunk_peak(self) -> int:
+        """One chunk's activation peak: the largest transformer pass plus a decode beside it (pipelined)."""
+        p = self.peak_bytes
+        model = max(p["denoise_first_chunk"], p["denoise_steady"], p["cache_write"], p["vae_encode_first_image"])
+        return model + p["vae_decode"]
+
+    def per_session_with(self, snapshots: int) -> int:
+        return self.per_session + snapshots * self.snapshot_bytes
+
+    def reserve(self, gpu_bytes: int) -> int:
+        return RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
+
+    def sessions_fit(self, gpu_bytes: int, snapshots: int) -> int:
+        free = gpu_bytes - self.reserve(gpu_bytes) - self.weights - self.chunk_peak
+        return max(0, free // self.per_session_with(snapshots))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(weights=self.weights, per_session=self.per_session, chunk_peak=self.chunk_peak)
+        return d
+
+
+def _param_bytes(module: torch.nn.Module, dtype: torch.dtype) -> tuple[int, int]:
+    """(parameter count, bytes of parameters + buffers once cast to `dtype`; integer buffers keep theirs)."""
+    n = sum(p.numel() for p in module.parameters())
+    size = torch.empty((), dtype=dtype).element_size()
+    b = sum(p.numel() * (size if p.is_floating_point() else p.element_size()) for p in module.parameters())
+    b += sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in module.buffers())
+    return n, b
+
+
+def cache_parts(cache: StreamingCache) -> dict[str, int]:
+    """Bytes a streaming cache keeps alive, by part (storages, so a view counts what it holds)."""
+    held: set[int] = set()
+
+    def _nbytes(t):
+        return _held(t, held)
+
+    parts = dict.fromkeys(
+        ("gdn_state", "gdn_norm_state", "gdn_camera_state", "gdn_conv_tails", "ffn_tails", "softmax_sink_kv",
+         "softmax_window_kv", "softmax_sink_camera_kv", "softmax_window_camera_kv"), 0)
+    for b in cache.blocks:
+        parts["ffn_tails"] += _nbytes(b.ffn_tail)
+        if isinstance(b, GDNCache):
+            parts["gdn_state"] += _nbytes(b.state)
+            parts["gdn_norm_state"] += _nbytes(b.norm_state)
+            parts["gdn_camera_state"] += _nbytes(b.cam_state)
+            parts["gdn_conv_tails"] += _nbytes(b.k_tail) + _nbytes(b.cam_k_tail)
+        elif isinstance(b, SoftmaxCache):
+            for name, kvs in (("sink", [b.sink] if b.sink is not None else []), ("window", list(b.recent))):
+                for kv in kvs:
+                    parts[f"softmax_{name}_kv"] += _nbytes(kv.k) + _nbytes(kv.v)
+                    parts[f"softmax_{name}_camera_kv"] += _nbytes(kv.cam_k) + _nbytes(kv.cam_v)
+    return parts
+
+
+def _storages(*objs: Any) -> dict[int, int]:
+    """Unique storages (key -> bytes) of every tensor inside caches / decode states."""
+    out: dict[int, int] = {}
+
+    def add(t):
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            out[s._cdata] = s.nbytes()
+
+    for o in objs:
+        if isinstance(o, StreamingCache):
+            for b in o.blocks:
+                for v in vars(b).values():
+                    if isinstance(v, tuple):
+                        for kv in v:
+                            for t in vars(kv).values():
+                                add(t)
+                    elif v is not None and not isinstance(v, torch.Tensor):
+                        for t in vars(v).values():
+                            add(t)
+                    else:
+                        add(v)
+        else:  # DecodeState
+            for t in o.tails.values():
+                add(t)
+    return out
+
+
+def plan_memory(
+    model_cfg: SanaWMConfig,
+    vae_config: dict[str, Any],
+    width: int = 1280,
+    height: int = 704,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str = "meta",
+) -> MemoryPlan:
+    """Run the streaming code on `device` ("meta": no memory; "cpu": real tensors, for the test) and size it."""
+    from diffusers import AutoencoderKLLTX2Video
+    from diffusers.utils import logging as diffusers_logging
+
+    from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+    from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    with torch.device(dev):
+        tr = SanaWMStreamingTransformer(model_cfg)
+        vae_module = AutoencoderKLLTX2Video(**vae_config)
+    tr = tr.to(dtype).eval()
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "keep some modules in float32" hint: the LTX-2 VAE has none
+    try:
+        vae = SanaWMVAE(vae_module.to(dtype))
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    n_tr, b_tr = _param_bytes(tr, dtype)
+    n_vae, b_vae = _param_bytes(vae_module, dtype)
+
+    s, L, C = vae.spatial_stride, model_cfg.chunk_latent_frames, vae.latent_channels
+    if width % (s * model_cfg.patch_size[1]) or height % (s * model_cfg.patch_size[1]):
+        step = s * model_cfg.patch_size[1]
+        raise ValueError(f"size {width}x{height} must be a multiple of {step} (VAE stride x patch)")
+    h, w = height // s, width // s
+    text = torch.randn(1, model_cfg.caption_tokens, model_cfg.caption_channels, device=dev, dtype=dtype)
+    mask = torch.ones(1, model_cfg.caption_tokens, device=dev, dtype=torch.bool)
+
+    def camera(T: int) -> CameraInputs:
+        cond = torch.zeros(1, T, 20, device=dev)
+        cond[..., :16] = torch.eye(4, device=dev).flatten()
+        cond[..., 16:] = torch.tensor([w * 0.7, h * 0.7, w / 2, h / 2], device=dev)
+        return CameraInputs(cond, torch.randn(1, model_cfg.chunk_plucker_channels, T, h, w, device=dev, dtype=dtype))
+
+    def latents(T: int) -> torch.Tensor:
+        return torch.randn(1, C, T, h, w, device=dev, dtype=dtype)
+
+    peaks: dict[str, int] = {}
+    with torch.no_grad():
+        image = torch.zeros(1, 3, 1, height, width, device=dev, dtype=dtype)
+        with tracked() as live:
+            vae_module.encode(image, causal=True).latent_dist.mode()
+        peaks["vae_encode_first_image"] = live.peak
+        image_latent = latents(1)
+        # chunk 0 (image latent + L frames), then enough chunks to fill the attention window
+        first = torch.cat([image_latent, latents(L)], 2)
+        with tracked() as live:
+            tr(first, torch.full((1, L + 1), 960.0, device=dev), text, mask, camera(L + 1), None, False)
+        peaks["denoise_first_chunk"] = live.peak
+        _, cache = tr(first, torch.zeros(1, L + 1, device=dev), text, mask, camera(L + 1), None, True)
+        snaps = []
+        for _ in range(model_cfg.kv_window + 1):
+            _, cache = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
+            snaps.append(cache)
+        with tracked() as live:
+            tr(latents(L), torch.full((1, L), 960.0, device=dev), text, mask, camera(L), cache, False)
+        peaks["denoise_steady"] = live.peak
+        with tracked() as live:
+            _, written = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
+        peaks["cache_write"] = live.peak
+        del written
+        _, d0 = vae.decode_chunk(latents(L + 1), DecodeState())
+        _, d1 = vae.decode_chunk(latents(L), d0)
+        with tracked() as live:
+            _, d2 = vae.decode_chunk(latents(L), d1)
+        peaks["vae_decode"] = live.peak
+
+    session = cache_parts(cache)
+    session["vae_decode_state"] = sum(_storages(d2).values())
+    session["first_image_latent"] = _held(image_latent)
+    session["prompt"] = _held(text) + _held(mask)
+    # a kept chunk boundary holds the tensors its chunk wrote: unique bytes of two consecutive states,
+    # less one state
+    one = _storages(snaps[-1], d2)
+    two = _storages(snaps[-2], snaps[-1], d1, d2)
+    snapshot = sum(two.values()) - sum(one.values())
+    L_tok = L * h * w
+    notes = [
+        f"latent grid {h}x{w} = {h * w} tokens a frame; a chunk is {L} latent frames ({L_tok} tokens), "
+        f"chunk 0 adds the first-image latent",
+        f"softmax blocks keep the sink (chunk 0) and {model_cfg.kv_window - 1} recent chunk(s) of K/V",
+        "attention counted as a fused kernel (flash / memory-efficient SDPA), as on CUDA",
+    ]
+    return MemoryPlan(
+        width, height, str(dtype).removeprefix("torch."), n_tr, n_vae,
+        {"transformer": b_tr, "vae": b_vae}, session, snapshot, peaks, notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# configs from a checkpoint folder, without reading weights into memory
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_configs(path: str | Path) -> tuple[SanaWMConfig, dict[str, Any]]:
+    """(SanaWMConfig, VAE config dict) of a local SANA-WM folder (official or diffusers layout)."""
+    from worldwalk.runtime.sana_wm.checkpoint import CheckpointError, _read_torch, infer_config, official_to_ours
+
+    root = Path(path)
+    official = root / "sana_dit" / "model.pt"
+    if official.is_file():
+        cfg_file, vae_dir = official.with_name("config.json"), root / "ltx2_causal_vae"
+        if cfg_file.is_file():
+            cfg = SanaWMConfig.from_dict(json.loads(cfg_file.read_text()))
+        else:
+            cfg = infer_config(official_to_ours(_read_torch(official))[0])  # memory-mapped: shapes only
+    elif (root / "transformer" / "config.json").is_file():
+        cfg = SanaWMConfig.from_diffusers(json.loads((root / "transformer" / "config.json").read_text()))
+        vae_dir = root / "vae"
+    else:
+        raise CheckpointError(
+            f"no SANA-WM checkpoint in {root}: expected sana_dit/model.pt (official layout) or transformer/config.json"
+        )
+    vae_file = vae_dir / "config.json"
+    if not vae_file.is_file():
+        raise CheckpointError(f"{root} has no VAE config {vae_file}")
+    vae_cfg = {k: v for k, v in json.loads(vae_file.read_text()).items() if not k.startswith("_")}
+    return cfg, vae_cfg
+
+
+def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int) -> str:
+    def gib(b: int) -> str:
+        return f"{b / GiB:8.3f} GiB" if b >= GiB // 4 else f"{b / 2**20:8.1f} MiB"
+
+    lines = [
+        f"memory plan: SANA-WM {plan.transformer_params / 1e9:.2f}B transformer + {plan.vae_params / 1e9:.2f}B VAE, "
+        f"{plan.dtype}, {plan.width}x{plan.height}",
+        f"  weights                           {gib(plan.weights)}",
+    ]
+    lines += [f"    {k:<31} {gib(v)}" for k, v in plan.weight_bytes.items()]
+    lines.append(f"  per-session state                 {gib(plan.per_session)}")
+    lines += [f"    {k:<31} {gib(v)}" for k, v in plan.session_bytes.items()]
+    lines.append(f"  each rewind snapshot adds         {gib(plan.snapshot_bytes)}")
+    lines.append(f"  activation peak of one chunk      {gib(plan.chunk_peak)}  (largest model pass + a decode beside)")
+    lines += [f"    {k:<31} {gib(v)}" for k, v in plan.peak_bytes.items()]
+    per = plan.per_session_with(snapshots)
+    lines += [
+        f"  GPU {gpu_bytes / 1e9:.0f} GB: reserve {gib(plan.reserve(gpu_bytes)).strip()}, "
+        f"weights + peak {gib(plan.weights + plan.chunk_peak).strip()}",
+        f"  sessions that fit                 {plan.sessions_fit(gpu_bytes, snapshots):8d}"
+        f"  ({gib(per).strip()} each with {snapshots} rewind snapshots; "
+        f"{plan.sessions_fit(gpu_bytes, 0)} with none)",
+    ]
+    lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def full_size_configs() -> tuple[SanaWMConfig, dict[str, Any]]:
+    """The released stage-1 transformer and LTX-2 VAE."""
+    return SanaWMConfig(), released_vae_config()
+
+
+# ---------------------------------------------------------------------------------------------
+# `worldwalk info --world sana-wm ...`
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'704x1280' (height x width, as SANA-WM's docs write it) -> (width, height)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not m:
+        raise ValueError(f"cannot read a size from {text!r}: write HEIGHTxWIDTH, e.g. 704x1280")
+    return int(m.group(2)), int(m.group(1))
+
+
+def run_plan(args: Any) -> int:
+    """The `info --world sana-wm` path: print the plan (or its JSON); 2 on bad input."""
+    import sys
+
+    from worldwalk.runtime.session import SessionConfig
+
+    if args.world != "sana-wm":
+        print(f"info: a memory plan exists for --world sana-wm only, not {args.world!r}", file=sys.stderr)
+        return 2
+    if bool(args.checkpoint) == bool(args.random_init):
+        print("info --world sana-wm: pass exactly one of --checkpoint DIR or --random-init full|small", file=sys.stderr)
+        return 2
+    try:
+        width, height = parse_size(args.size)
+        gpu = parse_bytes(args.gpu_memory)
+        if args.checkpoint:
+            model_cfg, vae_cfg = checkpoint_configs(args.checkpoint)
+        elif args.random_init == "full":
+            model_cfg, vae_cfg = full_size_configs()
+        else:
+            from worldwalk.runtime.bench.model_suite import small_configs
+
+            model_cfg, vae_cfg = small_configs()
+        plan = plan_memory(model_cfg, vae_cfg, width, height, getattr(torch, args.dtype))
+    except (ValueError, OSError) as e:
+        print(f"info: {e}", file=sys.stderr)
+        return 2
+    snapshots = SessionConfig.max_snapshots if args.snapshots is None else args.snapshots
+    if getattr(args, "json", False):
+        d = plan.to_dict()
+        d.update(gpu_bytes=gpu, snapshots=snapshots, sessions_fit=plan.sessions_fit(gpu, snapshots))
+        print(json.dumps(d, indent=2))
+    else:
+        print(format_plan(plan, gpu, snapshots))
+    return 0
