@@ -7,6 +7,7 @@ convention is stated once, in camera.py.
 from .action_string import ActionConfig, ActionStringError, action_string_to_poses, parse_action_string
 from .bindings import Bindings, BindingsError
 from .camera import (
+    DEFAULT_FOV_DEG,
     fov_degrees,
     intrinsics_from_fov,
     pose_matrix,
@@ -21,6 +22,7 @@ from .input_state import InputBox, InputState, Intent, key_name
 from .pose_integrator import IntegratorConfig, IntegratorState, PoseIntegrator
 
 __all__ = [
+    "DEFAULT_FOV_DEG",
     "ActionConfig",
     "ActionStringError",
     "Bindings",

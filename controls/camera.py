@@ -96,7 +96,12 @@ def check_pose(pose: np.ndarray, name: str = "pose") -> np.ndarray:
     return arr
 
 
-def intrinsics_from_fov(width: int, height: int, fov_x_deg: float = 70.0) -> np.ndarray:
+# The horizontal field of view every path uses when none is given (SANA-WM takes 25-120 degrees;
+# the bundled model was trained at this one).
+DEFAULT_FOV_DEG = 70.0
+
+
+def intrinsics_from_fov(width: int, height: int, fov_x_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
     """Pixel intrinsics (3, 3) for a ``width`` x ``height`` image with horizontal field of view
     ``fov_x_deg`` degrees, square pixels and the principal point at the image centre."""
     if width <= 0 or height <= 0:

@@ -7,6 +7,8 @@ world model from another package plugs in without touching this one.
 
 from __future__ import annotations
 
+import importlib
+import logging
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -14,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .chunk import Chunk
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,21 @@ class WorldModel(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Accelerable(Protocol):
+    """A world whose steps `runtime/accel` can run through a faster backend (torch.compile, ONNX
+    Runtime, TensorRT, CUDA graphs). It exports them as two attributes that accel reads and replaces:
+    `stream`, holding the chunk-step module (`stream.transformer`) and a slot for a stand-in with the
+    same call signature (`stream.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
+    a wrapper with the same interface may take over. `accelerate(choice)` applies a backend and
+    builds its graphs; it returns the backend chosen ("none" when it runs eagerly).
+
+    The seam only calls `accelerate`: worlds import accel, never the other way round.
+    """
+
+    def accelerate(self, choice: str) -> str: ...
+
+
 @dataclass
 class WorldConfig:
     """How to build a world: its registered name plus options each world reads as it likes."""
@@ -63,7 +82,7 @@ class WorldConfig:
     seed: int = 0
     checkpoint: str | None = None
     device: str = "cpu"
-    accel: str = "none"  # chunk-step backend: none, compile, onnx, tensorrt, cudagraph, auto (runtime/accel.py)
+    accel: str = "none"  # chunk-step backend: none, compile, onnx, tensorrt, cudagraph, auto (runtime/accel/)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,12 +106,14 @@ def create_world(cfg: WorldConfig) -> WorldModel:
     factory = worlds[cfg.name].load()
     world = factory(cfg)
     if cfg.accel != "none":
-        from worldwalk.runtime.accel.apply import apply_accel, warm_up
-
         try:
-            chosen = apply_accel(world, cfg.accel)
-            if chosen != "none":
-                warm_up(world)  # build the graphs now, not as a stall at the second chunk of play
+            if isinstance(world, Accelerable):
+                chosen = world.accelerate(cfg.accel)  # builds the graphs now, not as a stall in play
+            else:
+                if cfg.accel != "auto":
+                    log.warning("--accel %s: %s has no chunk step to accelerate; running it as is",
+                                cfg.accel, type(world).__name__)
+                chosen = "none"
         except BaseException:
             world.close()
             raise
@@ -102,15 +123,16 @@ def create_world(cfg: WorldConfig) -> WorldModel:
 
 def default_world_name() -> str:
     """The world `play`, `serve` and `render` use when none is named: the bundled model when its
-    weights are installed, else the reference world."""
+    weights are installed, else the reference world. A bundled world that cannot be loaded at all
+    (a broken install) is logged, not hidden, and the reference world plays."""
     worlds = available_worlds()
     if "bundled" in worlds:
         try:
-            module = worlds["bundled"].load().__module__
-            import importlib
-
-            if getattr(importlib.import_module(module), "weights_available", lambda: False)():
-                return "bundled"
-        except Exception:
-            pass
+            module = importlib.import_module(worlds["bundled"].load().__module__)
+        except (ImportError, AttributeError) as e:
+            log.warning("the bundled world does not import (%s: %s); playing the reference world",
+                        type(e).__name__, e)
+            return "reference"
+        if getattr(module, "weights_available", lambda: False)():
+            return "bundled"
     return "reference"

@@ -22,6 +22,7 @@ import torch
 from worldwalk.runtime.accel import apply as accel
 from worldwalk.runtime.accel.apply import AcceleratedStep, AcceleratedVAE, AccelUnavailable, apply_accel, engine
 from worldwalk.runtime.accel.onnx_export import CacheLayout
+from worldwalk.runtime.bench import accel_suite
 from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
@@ -142,7 +143,7 @@ def test_onnx_vae_decoder_matches_eager_over_five_chunks(tmp_path):
 
 
 def _frames(world, chunks: int = 4) -> list[np.ndarray]:
-    frames, _ = accel.walk_chunks(world, chunks)
+    frames, _ = accel_suite.walk_chunks(world, chunks)
     return frames
 
 
@@ -152,7 +153,7 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
 
 @pytest.fixture(scope="module")
 def bench_reference():
-    world, label = accel.bench_world()
+    world, label = accel_suite.bench_world()
     return _frames(world), label
 
 
@@ -166,7 +167,7 @@ def shared_exports(tmp_path_factory):
 @pytest.mark.parametrize("choice", ["flat", "onnx", "auto"])
 def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_exports):
     ref, label = bench_reference
-    world, _ = accel.bench_world()
+    world, _ = accel_suite.bench_world()
     assert apply_accel(world, choice, shared_exports) == (accel.CPU_DEFAULT if choice == "auto" else choice)
     got = _frames(world)
     s = accel.summary(world)
@@ -183,9 +184,9 @@ def test_onnx_refuses_bf16_softmax_and_auto_falls_back(tmp_path):
     )
     apply_accel(world, "onnx", tmp_path)
     with pytest.raises(AccelUnavailable, match="bf16"):
-        accel.walk_chunks(world, 2)
+        accel_suite.walk_chunks(world, 2)
     apply_accel(world, "auto", tmp_path)
-    accel.walk_chunks(world, 2)
+    accel_suite.walk_chunks(world, 2)
     assert "bf16" in accel.summary(world)["step"]["failed"]  # ran on, eagerly
 
 
@@ -257,7 +258,7 @@ def test_choices_and_messages():
 def test_snapshot_restore_through_backend(tmp_path):
     world = _tiny_world()
     apply_accel(world, "flat", tmp_path)
-    accel.walk_chunks(world, 2)
+    accel_suite.walk_chunks(world, 2)
     snap = world.snapshot()
     spec = world.spec
     from worldwalk.controls import intrinsics_from_fov

@@ -56,6 +56,7 @@ class SanaWMRunConfig:
     text_encoder: str | None = None  # local Gemma-2 folder
     prompt_cache_dir: str = "~/.cache/worldwalk/prompts"
     threads: int = 0  # torch CPU threads; 0 = WORLDWALK_TORCH_THREADS or the cores less one
+    translation_scale: float = 1.0  # model units per world unit (the bundled model trained at 0.1)
 
 
 @dataclass
@@ -173,6 +174,16 @@ class SanaWM:
         torch.manual_seed(seed)
         return cls(SanaWMStreamingTransformer(model_cfg), SanaWMVAE(AutoencoderKLLTX2Video(**vae_config)), run)
 
+    def accelerate(self, choice: str) -> str:
+        """Run the chunk step and the VAE decode through backend `choice` (runtime/accel) and build its
+        graphs now; returns the backend chosen. The world is left mid-session: reset it before use."""
+        from worldwalk.runtime.accel.apply import apply_accel, warm_up
+
+        chosen = apply_accel(self, choice)
+        if chosen != "none":
+            warm_up(self)
+        return chosen
+
     def _stream_ctx(self, stream):
         return torch.cuda.stream(stream) if stream is not None else nullcontext()
 
@@ -233,7 +244,9 @@ class SanaWM:
         if k == 0:
             self._first_pose_inv = pose_inverse(poses[0])
         first_video = 0 if k == 0 else 1 + L * s * k
-        rel = {first_video + i: self._first_pose_inv @ p for i, p in enumerate(poses)}
+        rel_poses = self._first_pose_inv[None] @ poses  # (F, 4, 4)
+        rel_poses[:, :3, 3] *= self.cfg.translation_scale
+        rel = {first_video + i: p for i, p in enumerate(rel_poses)}
         Ks = {first_video + i: K for i, K in enumerate(intrinsics)}
 
         # 2. camera inputs of this chunk's latent frames

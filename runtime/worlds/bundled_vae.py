@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldwalk.runtime.sana_wm.vae import DecodeState
+
 __all__ = ["BundledVAEConfig", "FastConv3d", "FrameVAE", "FrameVAEConfig", "FrameVAEStream", "build_vae",
            "fast_conv3d", "vae_config_from_dict"]
 
@@ -232,21 +234,25 @@ class FrameVAE(nn.Module):
         return y[:, :, s - 1 :] if first else y
 
 
-@dataclass
-class FrameDecodeState:
-    started: bool = False
-
-
 class FrameVAEStream:
-    """`FrameVAE` behind the interface `BundledWorld` uses (that of `sana_wm.vae.SanaWMVAE`): normalised
-    latents in, chunks of frames out. Latent frames decode independently, so chunked decoding equals a
-    whole-clip decode exactly; the state only remembers whether the first image was decoded."""
+    """`FrameVAE` behind the VAE interface `SanaWM` drives (that of `sana_wm.vae.SanaWMVAE`): normalised
+    latents in, chunks of frames out, with a carried `DecodeState`. Latent frames decode independently,
+    so chunked decoding equals a whole-clip decode exactly; the state carries no tails, only whether
+    the first image was decoded."""
 
     def __init__(self, vae: FrameVAE) -> None:
         self.vae = vae.eval()
         self.temporal_stride = vae.cfg.temporal_stride
         self.spatial_stride = vae.cfg.spatial_stride
         self.latent_channels = vae.cfg.latent_channels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z.device, z.dtype)
@@ -272,7 +278,8 @@ class FrameVAEStream:
         return self.vae.decode(z * std + mean, first=True)
 
     @torch.no_grad()
-    def decode_chunk(self, z: torch.Tensor, state: FrameDecodeState | None) -> tuple[torch.Tensor, FrameDecodeState]:
+    def decode_chunk(self, z: torch.Tensor, state: DecodeState | None) -> tuple[torch.Tensor, DecodeState]:
+        """Normalised latents (1, C, T, h, w) -> frames (1, 3, F, H, W) in [-1, 1] and the state after them."""
         mean, std, _ = self._stats(z)
         started = state is not None and state.started
-        return self.vae.decode(z * std + mean, first=not started), FrameDecodeState(True)
+        return self.vae.decode(z * std + mean, first=not started), DecodeState(started=True)

@@ -1,8 +1,8 @@
 """The bundled world: a small SANA-WM-family model trained on the reference world, shipped in the package.
 
-It runs on the same streaming code as SANA-WM (`sana_wm.SanaWMStreamingTransformer` with its
-chunk-causal cache, `LatentStream`, the 4-step `FlowSampler`, `SanaWMVAE` chunked causal decode),
-only smaller (see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames,
+`BundledWorld` is a `SanaWM` (runtime/sana_wm/model.py): the same chunk loop, chunk-causal cache,
+4-step `FlowSampler` and decoder thread, with a small transformer and its own VAE (`FrameVAEStream`
+behind the `SanaWMVAE` interface; see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames,
 3 latent frames (12 video frames, 0.75 s) per chunk; the first chunk is the first image plus 3
 latent frames (13 frames).
 
@@ -18,7 +18,6 @@ reference world's view from its spawn point). `worldwalk train` rebuilds all thr
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
-from worldwalk.runtime.sana_wm.sampler import FlowSampler, SamplerConfig
-from worldwalk.runtime.sana_wm.stream import LatentStream
+from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm.sampler import SamplerConfig
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
-from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, to_uint8
-from worldwalk.runtime.threads import use_torch_threads
-from worldwalk.runtime.world import ModelSpec, WorldConfig
+from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+from worldwalk.runtime.world import WorldConfig
 
 from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
 
@@ -187,110 +184,31 @@ def _fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def _copy_state(state: object) -> object:
-    """A decode state that later chunks cannot change (LTX-2 tails are replaced, never edited in place)."""
-    if isinstance(state, DecodeState):
-        return DecodeState(dict(state.tails), state.started)
-    return state  # FrameDecodeState is never mutated, or None
-
-
-@dataclass
-class _Snapshot:
-    stream: object
-    decode: object
-    chunk: int
-    anchor: np.ndarray | None
-    poses: dict[int, np.ndarray]
-    intrinsics: dict[int, np.ndarray]
-    image_latent: torch.Tensor | None
-
-
-class BundledWorld:
-    """The bundled model behind the `WorldModel` seam."""
+class BundledWorld(SanaWM):
+    """The bundled model behind the `WorldModel` seam: a `SanaWM` with the small config and its own VAE
+    (`FrameVAEStream`, the `SanaWMVAE` interface), so it runs SANA-WM's one chunk loop, decode/denoise
+    overlap included. What it adds: the shipped weights, the shipped first frame when none is given,
+    poses scaled to model units (`translation_scale`), and no prompt (the model has none)."""
 
     def __init__(self, folder: Path | None = None, seed: int = 0, threads: int | None = None) -> None:
-        self.threads = threads or 0  # 0: WORLDWALK_TORCH_THREADS or the cores less one (runtime/threads.py)
-        self.cfg, vae, self.transformer = load_weights(folder)
-        self.vae = FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae)
-        self.stream = LatentStream(self.transformer, FlowSampler(self.cfg.sampler))
-        self.start = np.load((Path(folder) if folder else WEIGHTS) / START_FILE) if (
-            (Path(folder) if folder else WEIGHTS) / START_FILE).exists() else None
-        v = self.cfg.vae
-        n = self.cfg.stride * self.cfg.chunk_latents
-        self.spec = ModelSpec(name="bundled", fps=self.cfg.fps, frames_per_chunk=n, first_chunk_frames=n + 1,
-                              width=v.width, height=v.height, device="cpu", dtype="float32", is_model=True,
-                              label="bundled model (small SANA-WM, trained on the reference world)")
+        folder = Path(folder) if folder is not None else WEIGHTS
+        self.model_cfg, vae, transformer = load_weights(folder)
+        c = self.model_cfg
+        run = SanaWMRunConfig(width=c.vae.width, height=c.vae.height, fps=c.fps, sampler=c.sampler,
+                              threads=threads or 0, translation_scale=c.translation_scale)
+        super().__init__(transformer, FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae), run,
+                         name="bundled", label="bundled model (small SANA-WM, trained on the reference world)")
+        self.start = np.load(folder / START_FILE) if (folder / START_FILE).exists() else None
         self.reset(None, None, seed)
 
-    # -- WorldModel -----------------------------------------------------------------------------
-
     def reset(self, first_frame: np.ndarray | None = None, prompt: str | None = None, seed: int = 0) -> None:
-        use_torch_threads(self.threads)  # on the thread that runs the chunks (a session's model thread)
+        """Start a session from `first_frame` (any size: centre-cropped and resized) or the shipped one."""
         if first_frame is None:
             if self.start is None:
                 raise ValueError("the bundled world needs a first frame: pass one, or ship bundled_start.npy")
             first_frame = self.start
         self.first_frame = _fit_frame(np.asarray(first_frame, np.uint8), self.spec.width, self.spec.height)
-        text, mask = empty_text(self.cfg)
-        self.stream.reset(text, mask, seed)
-        self.decode_state = None if isinstance(self.vae, FrameVAEStream) else DecodeState()
-        self.chunk = 0
-        self.anchor: np.ndarray | None = None
-        self.poses: dict[int, np.ndarray] = {}
-        self.intrinsics: dict[int, np.ndarray] = {}
-        self.image_latent: torch.Tensor | None = self.vae.encode_image(self.first_frame)  # (1, C, 1, h, w)
-
-    def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
-        """poses (F, 4, 4), intrinsics (F, 3, 3); F = 13 for the first chunk (frame 0 is the first
-        image's camera), then 12."""
-        t0 = time.perf_counter()
-        k, cfg = self.chunk, self.cfg
-        frames_idx = chunk_video_frames(k, cfg.stride, cfg.chunk_latents)
-        poses = np.asarray(poses, np.float64)
-        intrinsics = np.asarray(intrinsics, np.float64)
-        if poses.shape != (len(frames_idx), 4, 4) or intrinsics.shape != (len(frames_idx), 3, 3):
-            n = len(frames_idx)
-            raise ValueError(f"chunk {k} needs poses ({n}, 4, 4) and intrinsics ({n}, 3, 3), "
-                             f"got {poses.shape} and {intrinsics.shape}")
-        if self.anchor is None:
-            self.anchor = poses[0].copy()
-        rel = relative_poses(poses, self.anchor, cfg.translation_scale)
-        for i, f in enumerate(frames_idx):
-            self.poses[f], self.intrinsics[f] = rel[i], intrinsics[i]
-        keep = frames_idx[0] - cfg.stride  # older frames are never read again
-        for d in (self.poses, self.intrinsics):
-            for f in [f for f in d if f < keep]:
-                del d[f]
-        latents = chunk_latent_indices(k, cfg.chunk_latents)
-        cam = camera_inputs(self.poses, self.intrinsics, latents, cfg)
-        timings: dict[str, float] = {"camera": time.perf_counter() - t0}
-        h, w = cfg.vae.latent_hw
-        shape = (1, cfg.transformer.in_channels, cfg.chunk_latents, h, w)
-        z = self.stream.step(cam, shape, self.image_latent if k == 0 else None, timings)  # (1, C, T, h, w)
-        t1 = time.perf_counter()
-        video, self.decode_state = self.vae.decode_chunk(z, self.decode_state)  # (1, 3, F, H, W)
-        timings["decode"] = time.perf_counter() - t1
-        frames = to_uint8(video)
-        self.chunk += 1
-        timings["total"] = time.perf_counter() - t0
-        return Chunk(frames=frames, poses=poses.copy(), intrinsics=intrinsics.copy(), index=k, timings=timings)
-
-    def snapshot(self) -> _Snapshot:
-        anchor = None if self.anchor is None else self.anchor.copy()
-        return _Snapshot(self.stream.snapshot(), _copy_state(self.decode_state), self.chunk, anchor, dict(self.poses),
-                         dict(self.intrinsics), self.image_latent)
-
-    def restore(self, snapshot: object) -> None:
-        if not isinstance(snapshot, _Snapshot):
-            raise TypeError(f"restore() takes a BundledWorld snapshot, got {type(snapshot).__name__}")
-        self.stream.restore(snapshot.stream)  # type: ignore[arg-type]
-        self.decode_state = _copy_state(snapshot.decode)
-        self.chunk, self.anchor = snapshot.chunk, snapshot.anchor
-        self.poses, self.intrinsics = dict(snapshot.poses), dict(snapshot.intrinsics)
-        self.image_latent = snapshot.image_latent
-
-    def close(self) -> None:
-        pass
+        super().reset(self.first_frame, None, seed)  # no text encoder: a zero caption token
 
 
 def create(cfg: WorldConfig) -> BundledWorld:

@@ -1,0 +1,191 @@
+"""The house rules, read from the source: every module's imports (those inside functions too) parsed with ast.
+
+- `controls` imports no torch and no GL (moderngl, pyglet), not even through another of our modules, so the
+  browser path, the window and the tests share it without either;
+- `runtime` never imports `viewer` or `stream` (they plug in through entry points);
+- no import circle among our modules anywhere (a circle through an import inside a function still ties
+  the two modules together: neither can be read, tested or replaced alone).
+
+Each rule also runs on small synthetic modules that break it, so the checker is seen to fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("runtime", "controls", "viewer", "stream", "shaders", "tests")
+NO_TORCH_NO_GL = ("torch", "moderngl", "pyglet")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["worldwalk", *parts])
+
+
+def read_tree() -> dict[str, tuple[str, bool]]:
+    """module name -> (source, is a package) for every .py file of the folders."""
+    out = {}
+    for folder in FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            out[_module_name(path)] = (path.read_text(), path.name == "__init__.py")
+    return out
+
+
+def imports_of(name: str, source: str, is_package: bool, modules: set[str]) -> set[str]:
+    """Every module `name` imports anywhere in its body: ours resolved to module names (`from pkg import
+    mod` names pkg.mod when that is a module), others as their top-level name."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules]
+            found.update(subs)
+            if len(subs) < len(node.names):
+                found.add(target)
+    out = set()
+    for m in found:
+        if m.startswith("worldwalk."):
+            while m not in modules and "." in m:  # `import worldwalk.runtime.world.ModelSpec`-like spellings
+                m = m.rpartition(".")[0]
+            out.add(m)
+        else:
+            out.add(m.split(".")[0])
+    return out
+
+
+def import_graph(tree: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    names = set(tree)
+    return {name: imports_of(name, src, pkg, names) for name, (src, pkg) in tree.items()}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Our modules `start` imports, directly or through others (itself included)."""
+    seen, todo = {start}, [start]
+    while todo:
+        for m in graph.get(todo.pop(), ()):
+            if m in graph and m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module, or a module importing itself (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1 or v in graph[v]:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every broken house rule, one line each."""
+    bad = []
+    for name in sorted(graph):
+        if name.startswith("worldwalk.controls"):
+            for m in sorted(reachable(graph, name)):
+                hit = sorted(graph[m] & set(NO_TORCH_NO_GL))
+                if hit:
+                    via = "" if m == name else f" through {m}"
+                    bad.append(f"{name} imports {', '.join(hit)}{via}: controls must stay free of torch and GL")
+        if name.startswith("worldwalk.runtime"):
+            for m in sorted(graph[name]):
+                if m.startswith(("worldwalk.viewer", "worldwalk.stream")):
+                    bad.append(f"{name} imports {m}: runtime never imports viewer or stream")
+    bad += [f"import circle: {' <-> '.join(c)}" for c in circles(graph)]
+    return bad
+
+
+def test_the_tree_keeps_the_house_rules() -> None:
+    graph = _tree_graph()
+    assert len(graph) > 100 and "worldwalk.runtime.world" in graph and "worldwalk.controls" in graph
+    assert "worldwalk.runtime.chunk" in graph["worldwalk.runtime.world"]  # the parser sees our imports
+    assert violations(graph) == []
+
+
+@functools.cache
+def _tree_graph() -> dict[str, set[str]]:
+    return import_graph(read_tree())
+
+
+def _broken_by(extra: dict[str, str]) -> list[str]:
+    """The violations that the synthetic modules `extra` (name -> source) bring to the tree."""
+    graph = dict(_tree_graph())
+    before = set(violations(graph))
+    names = set(graph) | set(extra)
+    graph.update({name: imports_of(name, src, False, names) for name, src in extra.items()})
+    return [v for v in violations(graph) if v not in before]
+
+
+def test_a_torch_import_inside_a_controls_function_is_caught() -> None:
+    broken = _broken_by({"worldwalk.controls.synthetic": "def f():\n    import torch.nn\n"})
+    assert broken == [
+        "worldwalk.controls.synthetic imports torch: controls must stay free of torch and GL"
+    ]
+
+
+def test_gl_reached_through_another_module_is_caught() -> None:
+    broken = _broken_by({
+        "worldwalk.controls.synthetic": "from worldwalk.viewer import synthetic_gl\n",
+        "worldwalk.viewer.synthetic_gl": "import moderngl\n",
+    })
+    assert any("controls.synthetic imports moderngl through worldwalk.viewer.synthetic_gl" in v
+               for v in broken)
+
+
+def test_runtime_importing_viewer_or_stream_is_caught() -> None:
+    broken = _broken_by({"worldwalk.runtime.synthetic": "def f():\n    from ..stream import recorder\n"})
+    assert broken == [
+        "worldwalk.runtime.synthetic imports worldwalk.stream.recorder: runtime never imports viewer or stream"
+    ]
+
+
+def test_a_circle_through_a_lazy_import_is_caught() -> None:
+    broken = _broken_by({
+        "worldwalk.runtime.synthetic_a": "from . import synthetic_b\n",
+        "worldwalk.runtime.synthetic_b": "def f():\n    from worldwalk.runtime.synthetic_a import g\n",
+    })
+    assert broken == [
+        "import circle: worldwalk.runtime.synthetic_a <-> worldwalk.runtime.synthetic_b"
+    ]
