@@ -244,6 +244,60 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     }
 
 
+async def browser(url: str) -> dict:
+    """Headless Chromium through the gateway: the page connects, walks, and when its replica is
+    killed reconnects by itself and carries on (barcode frame numbers go on, not from 0)."""
+    import ray
+    from playwright.async_api import async_playwright
+
+    from .loopback_netns import launch_chromium
+
+    await idle_replicas()
+    page_url = url.replace("ws://", "http://").removesuffix("ws")
+    async with async_playwright() as pw:
+        context, profile = await launch_chromium(pw)
+        try:
+            page = await context.new_page()
+            t0 = time.monotonic()
+            await page.goto(page_url)
+
+            async def ww(expr: str) -> Any:
+                return await page.evaluate(f"() => {{ const ww = window.worldwalk; return {expr}; }}")
+
+            async def until(expr: str, timeout: float, what: str) -> None:
+                deadline = time.monotonic() + timeout
+                while not await ww(expr):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"timed out waiting for {what}: {await ww('ww.state')}")
+                    await asyncio.sleep(0.05)
+
+            await until("ww.state === 'connected' && ww.frames.length > 0", 40, "the first frame")
+            first_frame_s = time.monotonic() - t0
+            await page.keyboard.down("w")
+            await until("ww.frames.length > 30", 30, "30 frames")
+            replica = (await ww("ww.walk")) and await store().latest.remote(await ww("ww.walk"))
+            assert replica, "the page's walk has no snapshot"
+            before = await ww("ww.frames[ww.frames.length - 1].index")
+            ray.kill(ray.get_actor(REPLICA_ACTOR.format(replica[1]["replica"]), namespace="serve"), no_restart=True)
+            t_kill = time.monotonic()
+            await until("ww.moves === 1 && ww.state === 'connected' && ww.session", 40, "the page to move")
+            await until(f"ww.frames.some(f => f.index > {before} && f.wall > Date.now() - 5000)", 30,
+                        "frames after the move")
+            moved_s = time.monotonic() - t_kill
+            await asyncio.sleep(1.0)
+            await page.keyboard.up("w")
+            frames = await ww("ww.frames.map(f => f.index)")
+            after = [i for i in frames[frames.index(before) + 1:]]
+            stats = await ww("ww.lastStats")
+        finally:
+            await context.close()
+            import shutil
+
+            shutil.rmtree(profile, ignore_errors=True)
+    return {"first_frame_s": first_frame_s, "before": before, "after_first": after[0] if after else None,
+            "after_count": len(after), "moved_s": moved_s, "position": stats.get("position") if stats else None}
+
+
 async def single_process() -> dict:
     """The same player on the single-process server, for the connect -> first frame figure."""
     async with StreamServer(serve_config()) as server:
@@ -257,7 +311,7 @@ async def failover_sigkill(url: str) -> dict:
     return await failover(url, by="sigkill")
 
 
-SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill}
+SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser}
 
 
 async def main(names: list[str]) -> dict:

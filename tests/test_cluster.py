@@ -22,7 +22,7 @@ from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_net
 pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
-SCENARIOS = ["single", "walk_busy", "failover", "failover_sigkill"]
+SCENARIOS = ["single", "walk_busy", "failover", "failover_sigkill", "browser"]
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
 
 
@@ -124,6 +124,15 @@ def test_a_killed_replicas_walk_carries_on_elsewhere(cluster_run, name):
     assert replicas[:2] == r["replicas"]
 
 
+def test_a_browser_walks_through_the_gateway_and_follows_its_walk(cluster_run):
+    """Headless Chromium on the page the gateway serves; its replica is killed mid-walk and the
+    page reconnects by itself: frame numbers (barcodes) go on from the snapshot, not from 0."""
+    r = scenario(cluster_run, "browser")
+    assert r["after_count"] >= 5
+    assert r["before"] - 16 < r["after_first"] <= r["before"] + 16, (r["before"], r["after_first"])
+    assert r["position"][2] > 0.3  # W walked forward, before and after the move
+
+
 def test_shutdown_leaves_no_ray_process(cluster_run):
     session = Path(cluster_run["session_dir"]).name
     left = []
@@ -149,5 +158,6 @@ def test_figures(cluster_run):
         "signaling_single_s": single.get("offer_answer_s"), "signaling_cluster_ms_and_host_ms": wb.get("signaling"),
         "busy_after_s": wb.get("busy_s"), "failover_gap_s": fo.get("gap_s"),
         "sigkill_gap_s": cluster_run["failover_sigkill"].get("gap_s"), "snapshot": fo.get("snapshot_meta"),
+        "browser": cluster_run["browser"], "status": cluster_run.get("status"),
     }, indent=1))
     assert single.get("connect_first_frame_s") is not None

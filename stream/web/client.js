@@ -2,7 +2,9 @@
 // channel. Plain JavaScript, no build step; works in Chromium and Firefox.
 //
 // URL parameters: token=<access token> (when the server requires one), watch=<session id>
-// (join a running session read-only as a spectator).
+// (join a running session read-only as a spectator). On a cluster (`serve --cluster`) a
+// {type: "moved"} message means the session host stopped: the page reconnects by itself with
+// ?resume=<walk> and the walk goes on elsewhere; {type: "queued"} says the player's place in line.
 'use strict';
 
 (() => {
@@ -23,6 +25,8 @@
     state: 'idle',        // idle | connecting | connected | busy | ended | error
     role,
     session: null,
+    walk: null,           // cluster: this player's walk (its resume token)
+    moves: 0,             // cluster: times the walk moved to another session host
     codec: null,
     config: null,
     lastStats: null,
@@ -45,6 +49,7 @@
   let ws = null, pc = null, dc = null;
   let helpShown = false;
   let endedByServer = false;
+  let resumeWalk = null;  // cluster: the walk to continue on the next connect (after "moved")
   let pingTimer = null, pingId = 0;
   const pingSent = new Map();
 
@@ -79,6 +84,7 @@
     const q = new URLSearchParams();
     if (token) q.set('token', token);
     if (watch) q.set('watch', watch);
+    if (resumeWalk) q.set('resume', resumeWalk);
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const sock = new WebSocket(`${proto}//${location.host}/ws?${q}`);
     ws = sock;
@@ -107,10 +113,19 @@
       await offer(msg);
     } else if (msg.type === 'answer') {
       ww.session = msg.session;
+      if (msg.walk) ww.walk = msg.walk;
+      resumeWalk = null;
       ww.codec = msg.codec;
       await pc.setRemoteDescription({type: 'answer', sdp: msg.sdp});
       document.getElementById('watch-link').textContent =
         `${location.origin}${location.pathname}?watch=${msg.session}` + (token ? `&token=${token}` : '');
+    } else if (msg.type === 'queued') {
+      setStatus('connecting', msg.message || `Waiting for a free GPU (${msg.ahead} ahead)…`);
+    } else if (msg.type === 'moved') {
+      ww.moves += 1;
+      resumeWalk = msg.walk;
+      reconnect();
+      setStatus('connecting', 'The session host stopped; carrying on elsewhere…');
     } else if (msg.type === 'busy') {
       endedByServer = true;
       setStatus('busy', msg.message || 'The server is busy. Try again later.', {busy: true, reconnect: true});
