@@ -7,9 +7,11 @@ frame source for pipeline tests and benchmarks.
 
 The world (terrain, water, sky, mountains and seeded landmarks) is `shaders/reference_world.glsl`;
 this file places the landmarks for a seed, owns the headless EGL context and reads frames back.
-All GL work runs on the world's own GL thread (`GLThread`), so a world built on one thread renders
-from any other (the session's model thread), whatever contexts those threads have current (a
-viewer's window, say).
+All GL work runs on the process's shared GL thread (`shared_gl_thread`), so a world built on one
+thread renders from any other (the session's model thread), whatever contexts those threads have
+current (a viewer's window, say). Worlds share that one EGL context (a context per world leaked
+driver memory at every build) and its compiled program; each world owns only its framebuffer and
+vertex array, and sets its own uniforms (size, seed, landmarks) before each draw.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.world import ModelSpec, WorldConfig
 from worldwalk.shaders import create_program
 
-from .gl_context import GLThread
+from .gl_context import shared_gl_thread
 
 __all__ = ["Landmarks", "ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorldState", "create", "landmarks"]
 
@@ -168,11 +170,13 @@ class ReferenceWorld:
 
     def __init__(self, cfg: ReferenceWorldConfig | None = None) -> None:
         self.cfg = cfg = cfg or ReferenceWorldConfig()
-        self._gl = GLThread(name="reference-world-gl")
+        self._gl = shared_gl_thread()
+        self._closed = False
+        self._uniforms: dict[str, Any] = {}  # this world's values, set before each draw
         try:
             self.renderer: str = self._gl.call(self._build)
         except BaseException:
-            self._gl.close()
+            self._gl.call(self._release)
             raise
         software = any(name in self.renderer.lower() for name in ("llvmpipe", "softpipe", "swrast"))
         self.spec = ModelSpec(
@@ -225,8 +229,12 @@ class ReferenceWorld:
         self._chunk_index = snapshot.chunk_index
 
     def close(self) -> None:
-        """Release the GL objects, the context and the GL thread; safe to call twice."""
-        self._gl.close(cleanup=self._release)
+        """Release this world's GL objects (the shared context stays); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._gl.closed:
+            self._gl.call(self._release)
 
     def __enter__(self) -> ReferenceWorld:
         return self
@@ -253,51 +261,50 @@ class ReferenceWorld:
         return self._render_checked(poses, K)
 
     def _render_checked(self, poses: np.ndarray, K: np.ndarray) -> np.ndarray:
-        if self._gl.closed:
+        if self._closed:
             raise RuntimeError("this ReferenceWorld is closed; create a new one")
         return self._gl.call(self._draw, poses, K)
 
     def _set_seed(self, seed: int) -> None:
         seed = int(seed)
-        if self._gl.closed:
+        if self._closed:
             raise RuntimeError("this ReferenceWorld is closed; create a new one")
-        self._gl.call(self._upload_world, seed)
+        self._uniforms.update(_world_uniforms(seed))  # uploaded with the next draw
         self.seed = seed
 
     # -- on the GL thread -----------------------------------------------------------------------
 
     def _build(self) -> str:
         ctx, cfg = self._gl.ctx, self.cfg
-        defines = {"MARCH_STEPS": cfg.march_steps, "SHADOW_STEPS": cfg.shadow_steps}
-        self._program = create_program(ctx, "reference_world", defines)
-        self._vao = ctx.vertex_array(self._program, [])
+        key = ("reference_world", cfg.march_steps, cfg.shadow_steps)
+        program = self._gl.cache.get(key)
+        if program is None:  # compiled once per shader variant, for every world of the process
+            defines = {"MARCH_STEPS": cfg.march_steps, "SHADOW_STEPS": cfg.shadow_steps}
+            program = self._gl.cache[key] = create_program(ctx, "reference_world", defines)
+        self._program = program
+        self._vao = ctx.vertex_array(program, [])
         self._fbo = ctx.simple_framebuffer((cfg.width, cfg.height), components=4)
-        self._program["u_resolution"].value = (cfg.width, cfg.height)
+        self._uniforms["u_resolution"] = (cfg.width, cfg.height)
         return str(ctx.info["GL_RENDERER"])
 
     def _release(self) -> None:
-        for name in ("_vao", "_fbo", "_program"):
-            obj = getattr(self, name, None)
-            if obj is not None:
+        fbo = getattr(self, "_fbo", None)
+        # a framebuffer's release leaves its attachments alive (~17 KB of driver memory a world)
+        attachments = [*fbo.color_attachments, fbo.depth_attachment] if fbo is not None else []
+        for obj in [getattr(self, "_vao", None), fbo, *attachments]:
+            if obj is not None:  # the program is the context's, shared by every world
                 obj.release()
-
-    def _upload_world(self, seed: int) -> None:
-        marks = landmarks(seed)
-        shape = np.zeros((MAX_LANDMARKS, 4), np.float32)
-        color = np.zeros((MAX_LANDMARKS, 3), np.float32)
-        shape[: len(marks.kind)], color[: len(marks.kind)] = marks.shape, marks.color
-        program = self._program
-        program["u_seed"].value = seed % 2**32
-        program["u_pillars"].value = int(np.sum(marks.kind == PILLAR))
-        program["u_balls"].value = int(np.sum(marks.kind <= BALL))
-        program["u_landmarks"].value = len(marks.kind)
-        program["u_landmark_shape"].write(shape)
-        program["u_landmark_color"].write(color)
+        self._vao = self._fbo = None
 
     def _draw(self, poses: np.ndarray, K: np.ndarray) -> np.ndarray:
         h, w = self.cfg.height, self.cfg.width
         out = np.empty((len(poses), h, w, 3), np.uint8)  # (F, H, W, 3)
         program, fbo = self._program, self._fbo
+        for name, value in self._uniforms.items():  # the shared program holds the last world's values
+            if isinstance(value, np.ndarray):
+                program[name].write(value)
+            else:
+                program[name].value = value
         fbo.use()
         for i, (pose, k) in enumerate(zip(poses, K, strict=True)):
             # GLSL reads a mat3 column by column: hand it the transpose of numpy's rows.
@@ -308,6 +315,22 @@ class ReferenceWorld:
             data = fbo.read(components=3, alignment=1)
             out[i] = np.frombuffer(data, np.uint8).reshape(h, w, 3)[::-1]  # GL rows come bottom-up
         return out
+
+
+def _world_uniforms(seed: int) -> dict[str, Any]:
+    """The shader's uniforms that describe the world of `seed` (its landmarks)."""
+    marks = landmarks(seed)
+    shape = np.zeros((MAX_LANDMARKS, 4), np.float32)
+    color = np.zeros((MAX_LANDMARKS, 3), np.float32)
+    shape[: len(marks.kind)], color[: len(marks.kind)] = marks.shape, marks.color
+    return {
+        "u_seed": seed % 2**32,
+        "u_pillars": int(np.sum(marks.kind == PILLAR)),
+        "u_balls": int(np.sum(marks.kind <= BALL)),
+        "u_landmarks": len(marks.kind),
+        "u_landmark_shape": shape,
+        "u_landmark_color": color,
+    }
 
 
 def create(cfg: WorldConfig) -> ReferenceWorld:
