@@ -25,9 +25,11 @@ Tolerance: every backend reproduces eager frames within 2/255 per pixel on the s
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,11 @@ def resolve(choice: str, device: torch.device | str) -> str:
     return choice
 
 
+# torch.onnx.export is not reentrant (its GLOBALS.in_onnx_export): the chunk step (model thread) and the
+# VAE decoder (decode thread) are exported one at a time
+_EXPORT_LOCK = threading.Lock()
+
+
 def engine(choice: str, device: torch.device) -> Make:
     """The factory turning a fixed-shape step module into a runner for `choice`."""
     if choice == "flat":  # the fixed-shape modules run eagerly: what every backend compiles
@@ -131,7 +138,9 @@ def engine(choice: str, device: torch.device) -> Make:
                     "ONNX Runtime's CPU provider has no bf16 kernels and this model runs its softmax attention in "
                     "bf16 (SanaWMConfig.softmax_bf16=True): use --accel compile or none, or softmax_bf16=False"
                 )
-            step = OrtStep(export())
+            with _EXPORT_LOCK:  # torch.onnx.export keeps global state: the VAE thread's export waits
+                path = export()
+            step = OrtStep(path)
             step.bind_names(names)
             return step
 
@@ -143,7 +152,12 @@ def engine(choice: str, device: torch.device) -> Make:
     if choice == "tensorrt":
         from .tensorrt_backend import TrtStep, build_engine
 
-        return lambda kind, module, inputs, names, export: TrtStep(build_engine(export(), device), names)
+        def make_trt(kind, module, inputs, names, export):
+            with _EXPORT_LOCK:
+                path = export()
+            return TrtStep(build_engine(path, device), names)
+
+        return make_trt
     if choice == "cudagraph":
         from .tensorrt_backend import CudaGraphStep
 
@@ -219,7 +233,7 @@ class AcceleratedStep:
             self._runners[key] = self.make(
                 kind, step, inputs, names, lambda: export_chunk_step(step, inputs, self.folder, self._hash)
             )
-            self.build_seconds += time.perf_counter() - t0
+            self.build_seconds += _built(kind, t0)
         return self._runners[key]
 
 
@@ -272,8 +286,41 @@ class AcceleratedVAE:
             self._runners[key] = self.make(
                 "vae-decode", step, inputs, names, lambda: export_decode_step(step, inputs, self.folder, self._hash)
             )
-            self.build_seconds += time.perf_counter() - t0
+            self.build_seconds += _built("vae-decode", t0)
         return self._runners[key]
+
+
+def _built(kind: str, t0: float) -> float:
+    """Seconds since `t0`; a build that took a while is reported, one line per graph."""
+    seconds = time.perf_counter() - t0
+    if seconds > 1.0:
+        log.info("accel: %s graph ready in %.1f s", kind, seconds)
+    return seconds
+
+
+@contextlib.contextmanager
+def announce(what: str, first_after: float = 2.0, every: float = 10.0) -> Iterator[None]:
+    """Say `what` is happening when it takes longer than `first_after` seconds, then how long it has
+    taken every `every` seconds, and when it is done: a first start that builds graphs is not silent."""
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def tick() -> None:
+        if done.wait(first_after):
+            return
+        log.info("%s ...", what)
+        while not done.wait(every):
+            log.info("... still building (%.0f s so far)", time.perf_counter() - t0)
+
+    thread = threading.Thread(target=tick, name="accel-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if time.perf_counter() - t0 > first_after:
+            log.info("accel: graphs ready in %.1f s (cached on disk: later starts load them)", time.perf_counter() - t0)
 
 
 def _world_parts(world: Any) -> tuple[Any, Any]:
@@ -324,7 +371,12 @@ def warm_up(world: Any) -> float:
     from worldwalk.controls.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 
     t0 = time.perf_counter()
-    if _world_parts(world)[0] is not None:
+    stream = _world_parts(world)[0]
+    if stream is None:
+        return time.perf_counter() - t0
+    folder = getattr(stream.backend, "folder", None)
+    what = "accel: building this model's accelerated graphs on first use" + (f" (cached in {folder})" if folder else "")
+    with announce(what):
         spec = world.spec
         K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
         world.reset(None, None, 0)
