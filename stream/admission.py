@@ -29,7 +29,7 @@ from dataclasses import dataclass
 class AdmissionConfig:
     max_sessions: int = 4  # worlds (players) at once, counting those still being torn down
     max_connections: int = 64  # signaling sockets open at once, all clients together
-    max_connections_per_client: int = 8  # signaling sockets open at once from one address
+    max_connections_per_client: int = 16  # sockets open at once from one address
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_connections", "max_connections_per_client"):
@@ -79,16 +79,6 @@ class Admission:
     def close_connection(self, key: Hashable) -> None:
         with self._lock:
             self._connections.pop(key, None)
-
-    def prune(self, gone: set[Hashable]) -> None:
-        """Forget connections that closed without `close_connection` (a failed handshake)."""
-        with self._lock:
-            for key in gone:
-                self._connections.pop(key, None)
-
-    def connection_keys(self) -> list[Hashable]:
-        with self._lock:
-            return list(self._connections)
 
     @property
     def connections(self) -> int:

@@ -42,7 +42,6 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.session import Session, SessionConfig
@@ -77,8 +76,8 @@ class ServeConfig:
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
     max_sessions: int = 4  # players (worlds) at once, counting those being torn down; one more gets "busy"
-    max_connections: int = 64  # signaling websockets open at once; one more gets HTTP 503
-    max_connections_per_client: int = 8  # signaling websockets open at once from one address
+    max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
+    max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
     max_spectators: int = 8  # per session
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
     connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
@@ -113,6 +112,7 @@ class PlaySession:
     fanout: FrameFanout
     recorder: Any = None
     slot: SessionSlot | None = None  # released once the world is closed
+    ending: bool = False  # being torn down (still listed until its world is closed)
     player: Viewer | None = None
     spectators: set[Viewer] = field(default_factory=set)
     last_input: float = field(default_factory=time.monotonic)
@@ -140,6 +140,26 @@ class Viewer:
 
     __hash__ = object.__hash__
     __eq__ = object.__eq__
+
+
+class AdmittedConnection(ServerConnection):
+    """A TCP connection counted against the admission's connection limits from accept to close
+    (idle sockets that never send a request count too, until websockets' open timeout ends them).
+    One over a limit is answered 503 with `refusal` when its request arrives."""
+
+    def __init__(self, admission: Admission, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admission = admission
+        self.refusal: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.refusal = self.admission.open_connection(self, str(peer[0]) if peer else "?")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.admission.close_connection(self)
 
 
 class RateLimitedLog:
@@ -225,6 +245,7 @@ class StreamServer:
             self.cfg.host,
             self.cfg.port,
             process_request=self._process_request,
+            create_connection=self._new_connection,
             max_size=MAX_SIGNALING_BYTES,
             ping_interval=10,
             ping_timeout=20,
@@ -289,15 +310,15 @@ class StreamServer:
         response = route_request(self.access, self._files, connection, request)
         if response is not None:
             return response
-        # a websocket upgrade: bounded per client address and in total
-        gone = {c for c in self.admission.connection_keys()
-                if isinstance(c, ServerConnection) and c.state is State.CLOSED}
-        self.admission.prune(gone)
-        client = str(connection.remote_address[0]) if connection.remote_address else "?"
-        why = self.admission.open_connection(connection, client)
-        if why is not None:
-            return text_response(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, why + "; try again later")
+        # a websocket upgrade from a socket over the connection limits (counted from accept)
+        refusal = getattr(connection, "refusal", None)
+        if refusal is not None:
+            return text_response(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, refusal + "; try again later")
         return None
+
+    def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """websockets' connection factory: every TCP connection counts against the limits."""
+        return AdmittedConnection(self.admission, *args, **kwargs)
 
     def _busy_message(self) -> str:
         n = self.cfg.max_sessions
@@ -338,7 +359,6 @@ class StreamServer:
         finally:
             await self._close_viewer(viewer, reason)
             self.viewers.discard(viewer)
-            self.admission.close_connection(ws)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -413,7 +433,7 @@ class StreamServer:
     async def _run_spectator(self, viewer: Viewer, session_id: str) -> str:
         ws = viewer.ws
         play = self.sessions.get(session_id)
-        if play is None:
+        if play is None or play.ending:
             await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
             return "no_such_session"
         if len(play.spectators) >= self.cfg.max_spectators:
@@ -550,8 +570,10 @@ class StreamServer:
             await viewer.ws.close(1000, reason[:100])
 
     async def _end_session(self, play: PlaySession) -> None:
-        if self.sessions.pop(play.id, None) is None:
+        """Free a session. It stays in `sessions` (and holds its slot) until its world is closed."""
+        if play.ending or play.id not in self.sessions:
             return
+        play.ending = True
         for spectator in list(play.spectators):
             spectator.end("session_closed")
         await play.fanout.close()
@@ -561,6 +583,7 @@ class StreamServer:
             if play.recorder is not None:
                 await loop.run_in_executor(None, _close_recorder, play.recorder)
         finally:
+            self.sessions.pop(play.id, None)
             if play.slot is not None:
                 play.slot.release()  # the world is gone: its place may be given again
         self.sessions_closed += 1

@@ -102,8 +102,16 @@ def test_open_websockets_are_capped(per_client, total):
             finally:
                 for ws in held:
                     await ws.close()
+            # raw TCP sockets that never send a request count as well
+            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+            with pytest.raises(InvalidStatus) as e:
+                await connect(url)
+            assert e.value.response.status_code == 503
+            for _, writer in idle:
+                writer.close()
             # closed sockets give their places back
-            await wait_until(lambda: not server.viewers, 10, "the sockets to be freed")
+            await wait_until(lambda: not server.viewers and not server.admission.connections, 10,
+                             "the sockets to be freed")
             async with connect(url):
                 pass
             return n, refused, worlds.built

@@ -307,7 +307,7 @@ class ChunkStep(nn.Module):
             h, kv = _softmax_attention(block.attn, h, T, rope, ucpe, cam_rope, ctx, kv_mask)
             if self.write:
                 lay = self.layout
-                for old, cur in zip(ctx, kv):
+                for old, cur in zip(ctx, kv, strict=True):
                     # sink, then the recent region shifted left by one chunk, then this chunk
                     new.append(torch.cat([old[:, :, : lay.n0], old[:, :, lay.n0 + lay.nc :], cur.to(old.dtype)], 2)
                                if lay.keep > 0 else old)
