@@ -47,7 +47,7 @@ def serve_config(**overrides: Any) -> ServeConfig:
 
 def cluster_config() -> ClusterConfig:
     return ClusterConfig(serve=serve_config(), replicas=2, sessions_per_replica=1, num_cpus=0.5,
-                         admission_wait=2.0)
+                         admission_wait=2.0, record_frame_hashes=True)
 
 
 class Client:

@@ -96,7 +96,7 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
         frame = 0
         for k in chunks:
             rec = by_chunk[k][-1]
-            state, n = _input_state(rec["input"]), len(rec["hashes"])
+            state, n = _input_state(rec["input"]), len(rec["poses"])
             assert rec["frame"] == frame, f"chunk {k} starts at frame {rec['frame']}, expected {frame}"
             if k == 0:
                 poses = np.concatenate([integrator.pose[None], integrator.plan(state, n - 1, 1 / FPS)])

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shlex
 import signal
 import socket
@@ -83,7 +85,11 @@ def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
 
     port = http_port or cfg.serve.port or free_port(cfg.serve.host)
     if not ray.is_initialized():
-        ray.init(address=cfg.address, namespace=NAMESPACE, log_to_driver=False)
+        local: dict[str, Any] = {}
+        if cfg.address is None:  # a local cluster fits what is asked (logical CPUs may exceed the cores)
+            wanted = cfg.gateway_cpus + cfg.num_cpus * (cfg.max_replicas or cfg.replicas)
+            local["num_cpus"] = max(os.cpu_count() or 1, math.ceil(wanted))
+        ray.init(address=cfg.address, namespace=NAMESPACE, log_to_driver=False, **local)
     serve.start(http_options={"host": cfg.serve.host, "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     return page_url(cfg, port)

@@ -34,6 +34,7 @@ class ClusterConfig:
     admission_wait: float | None = 3.0
     snapshot_every: int = 1  # chunks between snapshots of a walk sent to the store
     records_kept: int = 256  # chunk records the store keeps per walk (status, failover checks)
+    record_frame_hashes: bool = False  # sha256 of every frame in the records (tests; costly at 720p)
     resume_timeout: float = 60.0  # seconds a dead replica's walk may be resumed by its player
 
     def __post_init__(self) -> None:

@@ -48,27 +48,24 @@ class WalkShipper:
     """Sends one walk's boundaries and chunk records to the store, off the model thread."""
 
     def __init__(self, walk: str, replica: str, session: Session, store: Any, every: int,
-                 pool: ThreadPoolExecutor) -> None:
-        self.walk, self.replica, self.session = walk, replica, session
+                 pool: ThreadPoolExecutor, hashes: bool = False) -> None:
+        self.walk, self.replica, self.session, self.hashes = walk, replica, session, hashes
         self.store, self.every, self.pool = store, every, pool
         self._boundaries = 0
         self._lock = threading.Lock()
-        self._pending: tuple[bytes, dict[str, Any]] | None = None  # the newest unsent snapshot
+        self._pending: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
 
     def on_boundary(self, b: Boundary) -> None:
-        """Model thread: pickle now (later chunks must not change it), send on the pool."""
+        """Model thread: note the boundary; it is pickled and sent on the pool. A boundary's world
+        snapshot is a copy the world never touches again (rewind relies on that too), so this
+        costs the model thread nothing."""
         self._boundaries += 1
         if (self._boundaries - 1) % self.every:
             return
-        t0 = time.perf_counter()
         keys = sorted(self.session.inputs.peek().keys)
-        data = WalkSnapshot(b, keys).to_bytes()
-        meta = {"chunk": b.chunk_index, "frame": b.frame_index, "replica": self.replica, "pid": os.getpid(),
-                "bytes": len(data),
-                "pickle_ms": 1000 * (time.perf_counter() - t0), "made": time.time()}
         with self._lock:
             first = self._pending is None
-            self._pending = (data, meta)  # an older one not sent yet is superseded
+            self._pending = (b, keys)  # an older one not sent yet is superseded
         if first:
             self.pool.submit(self._send)
 
@@ -77,8 +74,16 @@ class WalkShipper:
             pending, self._pending = self._pending, None
         if pending is None:
             return
+        b, keys = pending
         try:
-            ray.get(self.store.keep.remote(self.walk, *pending), timeout=30)
+            t0 = time.perf_counter()
+            data = WalkSnapshot(b, keys).to_bytes()
+            t1 = time.perf_counter()
+            meta = {"chunk": b.chunk_index, "frame": b.frame_index, "replica": self.replica, "pid": os.getpid(),
+                    "bytes": len(data), "pickle_ms": 1000 * (t1 - t0), "made": time.time()}
+            ray.get(self.store.keep.remote(self.walk, data, meta), timeout=60)
+            meta["send_ms"] = 1000 * (time.perf_counter() - t1)
+            self.store.timing.remote(self.walk, meta["send_ms"])
         except Exception:
             log.exception("sending walk %s's snapshot to the store failed", self.walk[:8])
 
@@ -88,7 +93,8 @@ class WalkShipper:
         record = {
             "chunk": frames[0].chunk_index, "frame": frames[0].index, "replica": self.replica,
             "input": input_state_to_dict(state), "poses": [f.pose.tolist() for f in frames],
-            "hashes": [image_hash(f.image) for f in frames], "chunk_ms": round(stats["chunk_ms"], 2),
+            "hashes": [image_hash(f.image) for f in frames] if self.hashes else None,
+            "chunk_ms": round(stats["chunk_ms"], 2),
             "made": time.time(),
         }
         self.pool.submit(self.store.record.remote, self.walk, [record])
@@ -123,7 +129,8 @@ class SessionHost:
                           resume=snap.boundary if snap is not None else None)
         if snap is not None:
             session.inputs.set_keys(snap.keys)  # the walk goes on with the keys held at the move
-        shipper = WalkShipper(walk, self.replica, session, self.store, self.cfg.snapshot_every, self.pool)
+        shipper = WalkShipper(walk, self.replica, session, self.store, self.cfg.snapshot_every, self.pool,
+                              self.cfg.record_frame_hashes)
         session.add_boundary_listener(shipper.on_boundary)
         session.add_listener(shipper.on_chunk)
         return session

@@ -54,6 +54,12 @@ class SnapshotStore:
         """The walk's newest boundary (meta: chunk, replica, bytes, pickle_ms, made)."""
         self._latest[walk] = (ray.put(data), {**meta, "stored": time.time()})
 
+    def timing(self, walk: str, send_ms: float) -> None:
+        """How long the last snapshot took from the replica into the store (status, figures)."""
+        entry = self._latest.get(walk)
+        if entry is not None:
+            entry[1]["send_ms"] = send_ms
+
     def record(self, walk: str, records: list[dict[str, Any]]) -> None:
         self._records.setdefault(walk, deque(maxlen=self._records_kept)).extend(records)
 
@@ -86,6 +92,7 @@ class SnapshotStore:
                 "live": walk in self._latest,
                 "snapshot_bytes": meta.get("bytes"),
                 "snapshot_ms": meta.get("pickle_ms"),
+                "snapshot_send_ms": meta.get("send_ms"),
             }
         return {"walks": walks, "snapshots": len(self._latest)}
 

@@ -74,5 +74,6 @@ def run_status(args: argparse.Namespace) -> int:
     for walk, w in st["walks"].items():
         state = "live" if w["live"] else "ended"
         print(f"  walk {walk}  {state:<5} replica {w['replica']}  chunk {w['chunk']}  {w['chunk_ms']} ms/chunk"
-              + (f"  snapshot {w['snapshot_bytes']} B" if w["snapshot_bytes"] else ""))
+              + (f"  snapshot {w['snapshot_bytes']} B, pickled in {w['snapshot_ms']:.1f} ms, stored in "
+                 f"{w.get('snapshot_send_ms') or 0:.1f} ms" if w["snapshot_bytes"] else ""))
     return 0
