@@ -8,6 +8,13 @@ the same fan-out; their input is ignored. A player's websocket is the session's 
 the tab closes (or the peer connection fails, or it idles too long), the session, its model
 thread, its tracks and its peer connection are freed. `close()` ends every one of them.
 
+Admission comes before any work (`admission.py`): every TCP connection counts against a total
+and a per-address limit from accept (over them: HTTP 503); a player holds a session slot from
+its first message on, its world is built only once a valid offer (`offer.py`) has arrived, and
+the slot comes back only when that world is closed. Clients get short codes and fixed messages;
+bad input is logged once per kind and minute, without a traceback. A recording (`--record-dir`,
+`session_recording.py`) opens its files with the first frame sent and never fails a walk.
+
 Signaling, JSON over the websocket, one offer/answer per connection (aiortc does not trickle
 ICE, so the browser sends its offer once gathering is complete):
 
