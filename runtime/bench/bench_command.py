@@ -135,6 +135,10 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "random_init", None):  # SANA-WM at its real size, random weights (runtime/bench/full_size.py)
+        from .full_size import run_random_init
+
+        return run_random_init(args)
     cfg = BenchConfig(
         quick=args.quick,
         suites=args.suite or [],
@@ -160,4 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", action="append", help="run only this suite (repeatable)")
     p.add_argument("--world", action="append", help="only these worlds where a suite builds worlds (repeatable)")
     add_accel_argument(p)
+    p.add_argument("--random-init", choices=("full", "small"),
+                   help="with --world sana-wm: SANA-WM with random weights, the released size on a GPU (full, bf16, "
+                   "704x1280) or a small one anywhere; per-pass chunk times, real-time factor, peak memory")
+    p.add_argument("--chunks", type=int, help="chunks to measure with --random-init (default 8; full: at least 8)")
     p.set_defaults(func=run)
