@@ -46,7 +46,8 @@ def serve_config(**overrides: Any) -> ServeConfig:
 
 
 def cluster_config() -> ClusterConfig:
-    return ClusterConfig(serve=serve_config(), replicas=2, sessions_per_replica=1, num_cpus=0.5,
+    replicas = int(os.environ.get("WORLDWALK_CLUSTER_REPLICAS", "2"))  # `capacity` runs with more
+    return ClusterConfig(serve=serve_config(), replicas=replicas, sessions_per_replica=1, num_cpus=0.5,
                          admission_wait=2.0, record_frame_hashes=True)
 
 
@@ -298,6 +299,21 @@ async def browser(url: str) -> dict:
             "after_count": len(after), "moved_s": moved_s, "position": stats.get("position") if stats else None}
 
 
+async def capacity(url: str) -> dict:
+    """Not a test: as many walking players as there are replicas; frames each got in 4 s."""
+    n = int(os.environ.get("WORLDWALK_CLUSTER_REPLICAS", "2"))
+    clients = [Client(url) for _ in range(n)]
+    answers = [await c.open() for c in clients]
+    for c in clients:
+        await c.key("w", True)
+    counts0 = [len(c.frames) for c in clients]
+    await asyncio.sleep(4.0)
+    fps = [(len(c.frames) - k) / 4.0 for c, k in zip(clients, counts0, strict=True)]
+    for c in clients:
+        await c.close()
+    return {"players": n, "admitted": [a["type"] for a in answers], "fps": fps}
+
+
 async def single_process() -> dict:
     """The same player on the single-process server, for the connect -> first frame figure."""
     async with StreamServer(serve_config()) as server:
@@ -311,7 +327,8 @@ async def failover_sigkill(url: str) -> dict:
     return await failover(url, by="sigkill")
 
 
-SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser}
+SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
+             "capacity": capacity}
 
 
 async def main(names: list[str]) -> dict:
@@ -326,7 +343,8 @@ async def main(names: list[str]) -> dict:
         except Exception:
             out["single"] = {"error": traceback.format_exc()}
     t0 = time.monotonic()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="worldwalk")
+    ray.init(num_cpus=max(4, cluster_config().replicas + 1), include_dashboard=False, log_to_driver=False,
+             namespace="worldwalk")
     out["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
     cfg = cluster_config()
     try:
