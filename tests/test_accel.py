@@ -29,8 +29,12 @@ from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
-from .test_sana_wm_stream import CHUNK, H, W, _cameras
-from .test_sana_wm_stream import _model as _transformer
+from .conftest import CHUNK
+from .conftest import LATENT_H as H
+from .conftest import LATENT_W as W
+from .conftest import tiny_cameras as _cameras
+from .conftest import tiny_transformer as _transformer
+from .conftest import tiny_world as _tiny_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,7 +85,8 @@ def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     step = AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path)
     got, cache = _run_stream(tr, step, CHUNKS)
     assert step.counts == {"eager": 5, "accel": 5 * (CHUNKS - 1)}  # chunk 0 eager, the rest through ONNX
-    for a, b in zip(got, ref):
+    assert len(got) == len(ref) > 0
+    for a, b in zip(got, ref, strict=True):
         _close(a, b, 1e-4)
     # the carried cache itself, flattened (softmax window padded + masked) on both sides
     frames = CHUNK * (CHUNKS - 1) + CHUNK + 1
@@ -89,7 +94,7 @@ def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     lay = next(iter(step._layouts.values()))
     (fa, ma), (fb, mb) = lay.flatten(cache), lay.flatten(ref_cache)
     assert torch.equal(ma, mb) and (ma == 0).all()  # window full after 5 chunks
-    for name, a, b in zip(lay.names, fa, fb):
+    for name, a, b in zip(lay.names, fa, fb, strict=True):
         assert a.shape == b.shape, name
         _close(a, b, 1e-4)
     assert len(list(tmp_path.glob("chunk-*/model.onnx"))) == 2  # one read and one write graph for every chunk >= 1
@@ -109,7 +114,7 @@ def test_cache_layout_masks_unfilled_window():
     assert lay.n_max == n0 + 2 * nc and mask.shape == (lay.n_max,)
     assert (mask[:n0] == 0).all() and torch.isinf(mask[n0 : n0 + nc]).all() and (mask[n0 + nc :] == 0).all()
     back = lay.unflatten(flat, cache, 0)  # same flat tensors -> same typed cache (one more chunk counted)
-    for b0, b1 in zip(cache.blocks, back.blocks):
+    for b0, b1 in zip(cache.blocks, back.blocks, strict=True):
         if hasattr(b0, "recent"):
             assert len(b1.recent) == 2  # the write path appends; here the unflatten sees a full window
         else:
@@ -148,7 +153,7 @@ def _frames(world, chunks: int = 4) -> list[np.ndarray]:
 
 
 def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b))
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -188,12 +193,6 @@ def test_onnx_refuses_bf16_softmax_and_auto_falls_back(tmp_path):
     apply_accel(world, "auto", tmp_path)
     accel_suite.walk_chunks(world, 2)
     assert "bf16" in accel.summary(world)["step"]["failed"]  # ran on, eagerly
-
-
-def _tiny_world() -> SanaWM:
-    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=24, in_channels=8)
-    vae = small_vae_config(temporal_stride=4, latent_channels=8, width=8)
-    return SanaWM.random_init(cfg, vae, SanaWMRunConfig(width=64, height=48))
 
 
 def _compile_ok() -> None:
@@ -271,21 +270,25 @@ def test_snapshot_restore_through_backend(tmp_path):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need an NVIDIA GPU and a CUDA build of torch")
 def test_cudagraph_step_matches_eager():
     tr = _transformer().cuda()
     ref, _ = _run_stream(tr, None, 3)
     got, _ = _run_stream(tr, AcceleratedStep(tr, engine("cudagraph", torch.device("cuda")), accel.export_dir()), 3)
-    for a, b in zip(got, ref):
+    assert len(got) == len(ref) > 0
+    for a, b in zip(got, ref, strict=True):
         _close(a, b, 1e-4)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not (CUDA and _has_trt()), reason="TensorRT needs an NVIDIA GPU and the tensorrt package")
 def test_tensorrt_step_matches_eager(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLDWALK_TRT_PRECISION", "fp32")
     tr = _transformer().cuda()
     ref, _ = _run_stream(tr, None, 3)
     got, _ = _run_stream(tr, AcceleratedStep(tr, engine("tensorrt", torch.device("cuda")), tmp_path), 3)
-    for a, b in zip(got, ref):
+    assert len(got) == len(ref) > 0
+    for a, b in zip(got, ref, strict=True):
         _close(a, b, 1e-3)
     assert list(tmp_path.glob("*.engine"))

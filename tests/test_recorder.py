@@ -20,6 +20,9 @@ from worldwalk.runtime.chunk import Chunk, Frame
 from worldwalk.stream.recorder import Recorder, RecorderConfig
 from worldwalk.stream.session_log import SessionHeader, SessionLogWriter, read_log
 
+from .conftest import decode_video as decode
+from .conftest import psnr
+
 W, H, FPS = 128, 72, 16
 
 
@@ -39,21 +42,6 @@ def frame(i: int, pts: float | None = None, image: np.ndarray | None = None) -> 
         image=synthetic(i) if image is None else image, pose=np.eye(4), intrinsics=np.eye(3), index=i,
         pts=i / FPS if pts is None else pts, chunk_index=i // 4, generation=0, created=time.monotonic(),
     )
-
-
-def decode(path: Path) -> tuple[list[np.ndarray], list[float], av.video.stream.VideoStream]:
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        images, times = [], []
-        for f in c.decode(video=0):
-            images.append(f.to_ndarray(format="rgb24"))
-            times.append(float(f.pts * f.time_base))
-        return images, times, stream
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def header(**kw) -> SessionHeader:

@@ -8,14 +8,12 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.world import WorldConfig, WorldModel
-from worldwalk.runtime.worlds.gl_context import GLUnavailableError
 from worldwalk.runtime.worlds.reference_world import (
     LABEL,
     ReferenceWorld,
@@ -25,10 +23,14 @@ from worldwalk.runtime.worlds.reference_world import (
     landmarks,
 )
 
+from .conftest import DEFAULT_FOV_DEG, gl_or_skip
+
+pytestmark = pytest.mark.gl
+
 W, H = 128, 72
 
 
-def intrinsics(w: int = W, h: int = H, fov_x_deg: float = 70.0) -> np.ndarray:
+def intrinsics(w: int = W, h: int = H, fov_x_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
     fx = (w / 2) / math.tan(math.radians(fov_x_deg) / 2)
     return np.array([[fx, 0.0, (w - 1) / 2], [0.0, fx, (h - 1) / 2], [0.0, 0.0, 1.0]])
 
@@ -46,10 +48,7 @@ def pose(yaw: float = 0.0, pitch: float = 0.0, position=(0.0, 0.0, 0.0)) -> np.n
 
 
 def make_world(**cfg) -> ReferenceWorld:
-    try:
-        return ReferenceWorld(ReferenceWorldConfig(**{"width": W, "height": H, **cfg}))
-    except GLUnavailableError as e:
-        pytest.skip(f"no headless GL here: {e}")
+    return gl_or_skip(lambda: ReferenceWorld(ReferenceWorldConfig(**{"width": W, "height": H, **cfg})))
 
 
 @pytest.fixture(scope="module")
@@ -270,10 +269,7 @@ def test_chunks_count_snapshot_and_restore(world):
 
 
 def test_factory_reads_world_config_and_rejects_unknown_options():
-    try:
-        w = create(WorldConfig(width=64, height=36, fps=8.0, seed=2, options={"frames_per_chunk": 2}))
-    except GLUnavailableError as e:
-        pytest.skip(f"no headless GL here: {e}")
+    w = gl_or_skip(lambda: create(WorldConfig(width=64, height=36, fps=8.0, seed=2, options={"frames_per_chunk": 2})))
     try:
         assert (w.spec.width, w.spec.height, w.spec.fps, w.spec.frames_per_chunk) == (64, 36, 8.0, 2)
         assert w.spec.first_chunk_frames == 2 and w.seed == 2
@@ -284,17 +280,3 @@ def test_factory_reads_world_config_and_rejects_unknown_options():
         w.render(pose(), intrinsics(64, 36))
     with pytest.raises(ValueError, match="frames_per_chunk"):
         create(WorldConfig(options={"frames_per_chnk": 2}))
-
-
-def test_throughput_at_256x144_is_printed():
-    w = make_world(width=256, height=144)
-    try:
-        K = np.stack([intrinsics(256, 144)] * 32)
-        poses = np.stack([pose(0.05 * i, 0.0, (0.0, 0.0, 0.3 * i)) for i in range(32)])
-        w.render_many(poses[:2], K[:2])  # compile and warm up
-        wall, cpu = time.perf_counter(), time.process_time()
-        w.render_many(poses, K)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print(f"\nreference world 256x144: {32 / wall:.0f} frames/s wall, {32 / cpu:.0f} per CPU-second")
-    finally:
-        w.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import av
 import numpy as np
 import pytest
 
@@ -17,18 +16,11 @@ from worldwalk.runtime.world import WorldConfig, create_world
 from worldwalk.stream.recorder import attach_recorder
 from worldwalk.stream.replay import plan_from_actions, plan_from_log, plan_from_path, render_frames
 
+from .conftest import decode_video as decode
+from .conftest import psnr
+
 W, H = 128, 72
 SIZE = f"{W}x{H}"
-
-
-def decode(path) -> tuple[list[np.ndarray], av.video.stream.VideoStream]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)], c.streams.video[0]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def render(*args: str) -> int:
@@ -70,7 +62,7 @@ def test_replaying_a_live_session_gives_its_raw_frames_bit_identical(tmp_path):
     replay = render_frames(plan)
     assert np.array_equal(np.concatenate(live), replay)
     # the video holds the frames the (headless) player took, no drops
-    images, stream = decode(tmp_path / "live.mp4")
+    images, _, stream = decode(tmp_path / "live.mp4")
     assert len(images) == stats.frames_written > 0 and stats.frames_dropped == 0
     assert (stream.width, stream.height) == (W, H)
 
@@ -81,9 +73,9 @@ def test_render_actions_to_video_log_and_back(tmp_path):
     raw = render_frames(plan_from_actions("w-6,jl-4", width=W, height=H, seed=2))
     assert raw.shape == (11, H, W, 3)  # the start pose plus 10 actions; the last chunk was padded
 
-    images, stream = decode(out)
+    images, _, stream = decode(out)
     assert len(images) == 11 and (stream.width, stream.height) == (W, H) and stream.average_rate == 16
-    worst = min(psnr(a, b) for a, b in zip(images, raw))
+    worst = min(psnr(a, b) for a, b in zip(images, raw, strict=True))
     assert worst > 30, f"worst decoded frame is {worst:.1f} dB from the rendered one"
 
     # its log replays to the same raw frames, and renders again

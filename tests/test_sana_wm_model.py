@@ -6,21 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from worldwalk.runtime.sana_wm import FieldOfViewError, SanaWMConfig
+from worldwalk.runtime.sana_wm import FieldOfViewError
 from worldwalk.runtime.sana_wm.checkpoint import CheckpointError, from_pretrained, save_diffusers, save_official
-from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-from worldwalk.runtime.sana_wm.vae import small_vae_config
+from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.world import WorldConfig, WorldModel
 
-STRIDE, H, W = 4, 48, 64
-
+from .conftest import STRIDE
+from .conftest import WORLD_H as H
+from .conftest import WORLD_W as W
+from .conftest import tiny_world as _world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _world(**run) -> SanaWM:
-    cfg = SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE)
-    return SanaWM.random_init(cfg, small_vae_config(STRIDE), SanaWMRunConfig(width=W, height=H, **run), seed=0)
 
 
 def _K(fov_deg: float = 70.0) -> np.ndarray:
@@ -94,7 +90,7 @@ def _probe(model) -> torch.Tensor:
 
 
 def test_official_and_diffusers_layouts_load_identically(tmp_path):
-    w = _world()
+    w = _world(softmax_bf16=True)  # the checkpoints' own setting (diffusers' config does not carry it)
     null = torch.randn(w.transformer.cfg.caption_tokens, w.transformer.cfg.caption_channels)
     save_official(tmp_path / "official", w.transformer, w.vae, null)
     save_diffusers(tmp_path / "diffusers", w.transformer, w.vae)

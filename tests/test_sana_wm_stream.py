@@ -12,48 +12,23 @@ cache must reproduce, one frame at a time:
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
-from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs, ucpe_transforms
+from worldwalk.runtime.sana_wm import SanaWMConfig
+from worldwalk.runtime.sana_wm.camera import CameraInputs, ucpe_transforms
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.stream import LatentStream
 
-H, W, STRIDE, CHUNK = 3, 4, 4, 3
-
+from .conftest import CHUNK, STRIDE  # noqa: F401 (STRIDE: for the modules that import it from here)
+from .conftest import LATENT_H as H
+from .conftest import LATENT_W as W
+from .conftest import tiny_cameras as _cameras
+from .conftest import tiny_transformer as _model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _model(**kw) -> SanaWMStreamingTransformer:
-    torch.manual_seed(0)
-    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=6 * STRIDE, **kw)
-    m = SanaWMStreamingTransformer(cfg).eval()
-    with torch.no_grad():  # switch on the zero-initialised camera and Plücker paths
-        for name, p in m.named_parameters():
-            if p.abs().sum() == 0 or ("norm" in name and name.endswith("weight")):
-                p.normal_(0.0, 0.2 if p.ndim < 2 else p.shape[-1] ** -0.5)
-    return m
-
-
-def _cameras(chunks: int) -> list[CameraInputs]:
-    frames = 1 + CHUNK * STRIDE * chunks
-    poses, Ks = {}, {}
-    for f in range(frames):
-        a = 0.04 * f
-        P = np.eye(4)
-        P[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-        P[:3, 3] = [0.03 * f, 0.0, 0.05 * f]
-        poses[f], Ks[f] = P, np.array([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]])
-    out = []
-    for c in range(chunks):
-        lat = list(range(0, 1 + CHUNK)) if c == 0 else list(range(1 + CHUNK * c, 1 + CHUNK * (c + 1)))
-        out.append(build_camera_inputs(poses, Ks, lat, STRIDE, (H * 16, W * 16), (H, W)))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from worldwalk.shaders import (
     load_program_source,
 )
 
+from .conftest import gl_or_skip
+
 
 @pytest.fixture
 def shader_dir(tmp_path, monkeypatch):
@@ -62,13 +64,11 @@ def test_missing_and_bad_names_list_what_exists(shader_dir):
         load_program_source("half")
 
 
+@pytest.mark.gl
 def test_create_program_compiles_on_egl_and_names_the_file_on_errors(shader_dir):
-    from worldwalk.runtime.worlds.gl_context import GLUnavailableError, create_headless_context
+    from worldwalk.runtime.worlds.gl_context import create_headless_context
 
-    try:
-        ctx = create_headless_context()
-    except GLUnavailableError as e:
-        pytest.skip(f"no headless GL here: {e}")
+    ctx = gl_or_skip(create_headless_context)
     (shader_dir / "ok.glsl").write_text(
         "#if defined VERTEX_SHADER\nvoid main() { gl_Position = vec4(0.0); }\n"
         "#elif defined FRAGMENT_SHADER\nout vec4 c;\nvoid main() { c = vec4(VALUE); }\n#endif\n"

@@ -16,13 +16,14 @@ from worldwalk.viewer.presenter import (  # noqa: E402
     timewarp_homography,
 )
 
+from .conftest import gl_or_skip  # noqa: E402
+
+pytestmark = pytest.mark.gl
+
 
 @pytest.fixture(scope="module")
 def ctx():
-    try:
-        ctx = moderngl.create_standalone_context(backend="egl")
-    except Exception as e:  # no EGL / Mesa on this machine
-        pytest.skip(f"no headless EGL context: {e}")
+    ctx = gl_or_skip(lambda: moderngl.create_standalone_context(backend="egl"))
     yield ctx
     ctx.release()
 

@@ -121,7 +121,8 @@ def accel_figures(ctx: Any) -> None:
         ctx.add(f"{labels[c]} generated fps", fps[c], "fps", note)
         ctx.add(f"{labels[c]} chunk time", 1000 * float(np.median(secs[c])), "ms", "median")
         if c != "none" and "none" in walkers:
-            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(frames["none"], frames[c]))
+            pairs = zip(frames["none"], frames[c], strict=True)
+            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in pairs)
             ctx.add(f"{labels[c]} max pixel difference vs eager", diff, "/255", f"over {rounds} chunks")
             ctx.add(f"{labels[c]} speed-up over eager", fps[c] / fps["none"], "x", "generated fps ratio")
 
