@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from worldwalk.controls import (
+    DEFAULT_FOV_DEG,
     InputBox,
     InputState,
     IntegratorState,
@@ -43,7 +44,7 @@ ChunkListener = Callable[[Chunk, InputState, list[Frame]], None]
 class SessionConfig:
     seed: int = 0
     prompt: str | None = None
-    fov_x_deg: float = 70.0  # used when no intrinsics are given
+    fov_x_deg: float = DEFAULT_FOV_DEG  # used when no intrinsics are given
     queue_capacity: int = 0  # frames; 0 = the largest chunk plus a few frames of slack
     queue_policy: Policy = "block"  # block: the model waits for the player (back-pressure)
     max_snapshots: int = 16  # chunk boundaries kept for rewind

@@ -24,7 +24,7 @@ def _reference_frames(width: int, height: int, count: int) -> np.ndarray:
     try:
         world.reset(None, None, 0)
         poses = PoseIntegrator().plan(InputState(keys=frozenset({"w", "e"})), count, 1 / 16)
-        K = np.broadcast_to(intrinsics_from_fov(width, height, 70.0), (count, 3, 3))
+        K = np.broadcast_to(intrinsics_from_fov(width, height), (count, 3, 3))
         return world.render_many(poses, K.copy())
     finally:
         world.close()

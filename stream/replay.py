@@ -57,7 +57,7 @@ class ReplayPlan:
     width: int = 256
     height: int = 144
     fps: float = 16.0
-    intrinsics: np.ndarray | None = None  # (3, 3) at width x height; None: 70 degree fov
+    intrinsics: np.ndarray | None = None  # (3, 3) at width x height; None: controls.DEFAULT_FOV_DEG
     checkpoint: str | None = None
     device: str = "cpu"
     accel: str = "none"  # the chunk-step backend (runtime/accel.py); a log's own by default

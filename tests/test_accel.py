@@ -262,7 +262,7 @@ def test_snapshot_restore_through_backend(tmp_path):
     spec = world.spec
     from worldwalk.controls import intrinsics_from_fov
 
-    K = np.broadcast_to(intrinsics_from_fov(spec.width, spec.height, 70.0), (spec.frames_per_chunk, 3, 3)).copy()
+    K = np.broadcast_to(intrinsics_from_fov(spec.width, spec.height), (spec.frames_per_chunk, 3, 3)).copy()
     poses = np.broadcast_to(np.eye(4), (spec.frames_per_chunk, 4, 4)).copy()
     a = world.generate_chunk(poses, K).frames
     world.restore(snap)

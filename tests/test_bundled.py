@@ -27,7 +27,7 @@ def world() -> BundledWorld:
 
 def _poses(n: int) -> tuple[np.ndarray, np.ndarray]:
     poses = action_string_to_poses(f"w-{n}")[:n]
-    return poses, np.broadcast_to(intrinsics_from_fov(160, 96, 70.0), (n, 3, 3)).copy()
+    return poses, np.broadcast_to(intrinsics_from_fov(160, 96), (n, 3, 3)).copy()
 
 
 def test_shipped_weights_generate_a_chunk(world: BundledWorld) -> None:

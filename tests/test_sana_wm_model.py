@@ -11,7 +11,7 @@ from worldwalk.runtime.sana_wm.checkpoint import CheckpointError, from_pretraine
 from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.world import WorldConfig, WorldModel
 
-from .conftest import STRIDE
+from .conftest import DEFAULT_FOV_DEG, STRIDE
 from .conftest import WORLD_H as H
 from .conftest import WORLD_W as W
 from .conftest import tiny_world as _world
@@ -19,12 +19,12 @@ from .conftest import tiny_world as _world
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _K(fov_deg: float = 70.0) -> np.ndarray:
+def _K(fov_deg: float = DEFAULT_FOV_DEG) -> np.ndarray:
     f = (W / 2) / np.tan(np.radians(fov_deg) / 2)
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
 
 
-def _chunk_inputs(world: SanaWM, k: int, fov: float = 70.0) -> tuple[np.ndarray, np.ndarray]:
+def _chunk_inputs(world: SanaWM, k: int, fov: float = DEFAULT_FOV_DEG) -> tuple[np.ndarray, np.ndarray]:
     n = world.spec.chunk_frames(k)
     start = 0 if k == 0 else world.spec.first_chunk_frames + (k - 1) * world.spec.frames_per_chunk
     poses = np.tile(np.eye(4), (n, 1, 1))

@@ -22,7 +22,7 @@ def present(ctx: Any) -> None:
     with gl:
         fbo = gl.simple_framebuffer((512, 288))
         frames = np.random.default_rng(0).integers(0, 256, (8, 144, 256, 3), dtype=np.uint8)
-        K = intrinsics_from_fov(256, 144, 70.0)
+        K = intrinsics_from_fov(256, 144)  # controls.DEFAULT_FOV_DEG
         pose = np.eye(4)
         held = np.eye(4)
         held[:3, :3] = rotation(0.05, 0.02)

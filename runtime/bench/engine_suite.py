@@ -42,7 +42,7 @@ def _walk(spec: ModelSpec, chunks: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
     integrator = PoseIntegrator()
     state = InputState(keys=frozenset({"w", "e"}))
-    K = intrinsics_from_fov(spec.width, spec.height, 70.0)
+    K = intrinsics_from_fov(spec.width, spec.height)  # controls.DEFAULT_FOV_DEG
     out = []
     for k in range(chunks):
         n = spec.chunk_frames(k)

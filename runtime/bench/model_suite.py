@@ -29,7 +29,7 @@ def small_world(width: int = 256, height: int = 144, use_cache: bool = True, tem
 def _chunk_times(world: SanaWM, chunks: int) -> tuple[list[float], list[int]]:
     """Seconds per chunk (everything generate_chunk does) and state bytes after each chunk."""
     spec = world.spec
-    K = intrinsics_from_fov(spec.width, spec.height, 70.0)
+    K = intrinsics_from_fov(spec.width, spec.height)  # controls.DEFAULT_FOV_DEG
     integrator = PoseIntegrator()
     walk = InputState(keys=frozenset({"w", "e"}))
     world.reset(None, None, 0)

@@ -45,7 +45,7 @@ def check_fov(intrinsics: np.ndarray, width: int, height: int) -> None:
             f"frame {i}: field of view {fov_x[i]:.1f} x {fov_y[i]:.1f} degrees (horizontal x vertical) "
             f"for a {width}x{height} image is outside the {MIN_FOV_DEG:.0f}-{MAX_FOV_DEG:.0f} degree range "
             "SANA-WM was trained on; pass intrinsics with a focal length inside that range "
-            "(e.g. controls.camera.intrinsics_from_fov(width, height, 70.0))"
+            "(e.g. controls.camera.intrinsics_from_fov(width, height), DEFAULT_FOV_DEG degrees)"
         )
 
 

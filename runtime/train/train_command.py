@@ -175,4 +175,4 @@ def _start_frame(cfg: object) -> object:
 
     v = cfg.vae
     with ReferenceWorld(ReferenceWorldConfig(width=v.width, height=v.height, seed=0)) as world:
-        return world.render(np.eye(4), intrinsics_from_fov(v.width, v.height, 70.0))
+        return world.render(np.eye(4), intrinsics_from_fov(v.width, v.height))  # controls.DEFAULT_FOV_DEG

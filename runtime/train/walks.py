@@ -27,7 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from worldwalk.controls import InputState, IntegratorConfig, PoseIntegrator, intrinsics_from_fov, yaw_pitch_roll
+from worldwalk.controls import (
+    DEFAULT_FOV_DEG,
+    InputState,
+    IntegratorConfig,
+    PoseIntegrator,
+    intrinsics_from_fov,
+    yaw_pitch_roll,
+)
 
 __all__ = ["WalkConfig", "Clip", "random_walk", "retrace", "render_clips", "ClipCache", "INTENTS"]
 
@@ -56,7 +63,7 @@ class WalkConfig:
     width: int = 160
     height: int = 96
     fps: float = 16.0
-    fov_x: float = 70.0  # degrees
+    fov_x: float = DEFAULT_FOV_DEG  # degrees
     world_seed: int = 0  # the reference world the bundled model is trained on
     min_hold: float = 0.4  # s, shortest time an intent is held
     max_hold: float = 2.5  # s, longest
