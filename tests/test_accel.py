@@ -25,8 +25,8 @@ from worldwalk.runtime.accel.onnx_export import CacheLayout
 from worldwalk.runtime.bench import accel_suite
 from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
-from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
 from .conftest import CHUNK
@@ -67,7 +67,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
 
 
 def _run_stream(tr, backend, chunks):
-    stream = LatentStream(tr, FlowSampler())
+    stream = LatentRollout(tr, FlowSampler())
     stream.backend = backend
     text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
     stream.reset(text, torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool), seed=3)

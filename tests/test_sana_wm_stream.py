@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.camera import CameraInputs, ucpe_transforms
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
-from worldwalk.runtime.sana_wm.stream import LatentStream
 
 from .conftest import CHUNK, STRIDE  # noqa: F401 (STRIDE: for the modules that import it from here)
 from .conftest import LATENT_H as H
@@ -201,7 +201,7 @@ def test_cached_stream_equals_whole_history_recompute():
     prefix = torch.randn(1, m.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(4))
     shape = (1, m.cfg.in_channels, CHUNK, H, W)
 
-    stream = LatentStream(m, FlowSampler())
+    stream = LatentRollout(m, FlowSampler())
     stream.reset(text, mask, seed=7)
     cached = [stream.step(cams[c], shape, prefix if c == 0 else None) for c in range(6)]
 

@@ -166,7 +166,7 @@ def engine(choice: str, device: torch.device) -> Make:
 
 
 class AcceleratedStep:
-    """Stand-in for `SanaWMStreamingTransformer` in `LatentStream.backend` (same call signature)."""
+    """Stand-in for `SanaWMStreamingTransformer` in `LatentRollout.backend` (same call signature)."""
 
     def __init__(
         self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False

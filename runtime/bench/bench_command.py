@@ -135,6 +135,10 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "gpu_check", False):  # every CUDA-only test, then the full-size bench (runtime/bench/gpu_check.py)
+        from .gpu_check import run_gpu_check
+
+        return run_gpu_check(args)
     if getattr(args, "random_init", None):  # SANA-WM at its real size, random weights (runtime/bench/full_size.py)
         from .full_size import run_random_init
 
@@ -168,4 +172,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --world sana-wm: SANA-WM with random weights, the released size on a GPU (full, bf16, "
                    "704x1280) or a small one anywhere; per-pass chunk times, real-time factor, peak memory")
     p.add_argument("--chunks", type=int, help="chunks to measure with --random-init (default 8; full: at least 8)")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="on an NVIDIA GPU: every CUDA-only test, then the full-size bench; one pass/fail table")
     p.set_defaults(func=run)

@@ -35,8 +35,8 @@ from worldwalk.runtime.world import ModelSpec
 from .camera import build_camera_inputs, check_fov, pose_inverse
 from .config import SanaWMConfig
 from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file
+from .rollout import LatentRollout, RolloutState
 from .sampler import FlowSampler, SamplerConfig
-from .stream import LatentStream, StreamState
 from .transformer import SanaWMStreamingTransformer
 from .vae import DecodeState, SanaWMVAE, to_uint8
 
@@ -61,7 +61,7 @@ class SanaWMRunConfig:
 
 @dataclass
 class SanaWMSnapshot:
-    stream: StreamState
+    stream: RolloutState
     decode: DecodeState | Future  # a Future while the previous chunk's decode is still running
     chunk_index: int
     first_pose_inv: np.ndarray | None
@@ -139,7 +139,7 @@ class SanaWM:
             raise ValueError(f"output size {cfg.width}x{cfg.height} must be a multiple of {step} (VAE stride x patch)")
         self.latent_hw = (cfg.height // vae.spatial_stride, cfg.width // vae.spatial_stride)
         self.null_caption = null_caption
-        self.stream = LatentStream(transformer, FlowSampler(cfg.sampler), cfg.use_cache)
+        self.stream = LatentRollout(transformer, FlowSampler(cfg.sampler), cfg.use_cache)
         L = mc.chunk_latent_frames
         self.spec = ModelSpec(
             name=name,

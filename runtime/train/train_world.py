@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from worldwalk.runtime.sana_wm.camera import CameraInputs
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
-from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.vae import SanaWMVAE
 from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
@@ -290,7 +290,7 @@ def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frame
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
-    stream = LatentStream(model.eval(), FlowSampler(cfg.sampler))
+    stream = LatentRollout(model.eval(), FlowSampler(cfg.sampler))
     text, mask = empty_text(cfg)
     n_chunks, L = 3, cfg.chunk_latents
     window = 1 + cfg.stride * L * n_chunks
