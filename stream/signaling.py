@@ -40,6 +40,7 @@ PAGES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/client.js": ("client.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/favicon.ico": ("favicon.ico", "image/x-icon"),
 }
 
 

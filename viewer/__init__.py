@@ -6,8 +6,23 @@ context, headless EGL included) and the display-side meters. The window itself
 connection to the display on import, so import those modules directly when a display exists.
 """
 
-from .metrics import LatencyMeter, RateMeter
-from .presenter import Presenter, PresenterConfig, content_rect, timewarp_homography
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# Loaded on first use: `worldwalk play --help` imports this package and needs neither numpy nor moderngl.
+_LAZY = {
+    "LatencyMeter": "metrics", "RateMeter": "metrics", "Presenter": "presenter", "PresenterConfig": "presenter",
+    "content_rect": "presenter", "timewarp_homography": "presenter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+
 
 __all__ = [
     "LatencyMeter",

@@ -370,7 +370,10 @@
   window.addEventListener('blur', releaseAll);
   document.addEventListener('visibilitychange', () => { if (document.hidden) releaseAll(); });
 
-  video.addEventListener('click', () => {
+  // A click anywhere on the picture starts the walk: it closes the help (a click on the help panel
+  // itself too) and captures the mouse. Buttons keep their own clicks.
+  document.addEventListener('click', (e) => {
+    if (e.target.closest && e.target.closest('button, a, #toolbar')) return;
     toggleHelp(false);
     if (role === 'player' && !document.pointerLockElement && video.requestPointerLock) {
       const p = video.requestPointerLock();

@@ -1,0 +1,73 @@
+"""The page's first click, in headless Chromium inside a loopback-only namespace:
+
+    unshare -n sh -c 'ip link set lo up && exec python -m tests.page_harness'
+
+Opens the player page, and reports what lies under the centre of the picture while the help panel
+is up, what a click there does (help closed, pointer lock asked for), what a click on the help
+panel itself does, and what GET /favicon.ico returns. One JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import traceback
+
+from playwright.async_api import async_playwright
+
+from worldwalk.stream.server import StreamServer
+
+from .loopback_netns import launch_chromium
+from .serve_harness import open_player, server_config, wait_for
+
+COUNT_LOCKS = """() => {
+  window.__locks = 0;
+  const v = document.getElementById('video');
+  const orig = v.requestPointerLock.bind(v);
+  v.requestPointerLock = (...a) => { window.__locks++; return orig(...a); };
+}"""
+
+
+async def first_click(context) -> dict:
+    out: dict = {}
+    async with StreamServer(server_config()) as server:
+        page = await open_player(context, server.url)
+        await page.evaluate(COUNT_LOCKS)
+        await wait_for(lambda: page.evaluate("() => !document.getElementById('help').hidden"), 10, "the help panel")
+        vp = page.viewport_size
+        cx, cy = vp["width"] / 2, vp["height"] / 2
+        out["under_centre"] = await page.evaluate(f"() => document.elementFromPoint({cx}, {cy}).id")
+        await page.mouse.click(cx, cy)
+        await asyncio.sleep(0.3)
+        out["help_hidden_after_centre_click"] = await page.evaluate("() => document.getElementById('help').hidden")
+        out["locks_after_centre_click"] = await page.evaluate("() => window.__locks")
+        await page.evaluate("() => document.exitPointerLock && document.exitPointerLock()")
+        await page.click("#help-button")  # the help again; this time click on the panel itself
+        box = await page.locator("#help").bounding_box()
+        await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+        await asyncio.sleep(0.3)
+        out["help_hidden_after_panel_click"] = await page.evaluate("() => document.getElementById('help').hidden")
+        out["locks_after_panel_click"] = await page.evaluate("() => window.__locks")
+        out["favicon"] = await page.evaluate("""async () => {
+            const r = await fetch('/favicon.ico');
+            return [r.status, r.headers.get('content-type'), (await r.arrayBuffer()).byteLength];
+        }""")
+        out["icon_link"] = await page.evaluate("() => !!document.querySelector('link[rel=icon]')")
+    return out
+
+
+async def main() -> dict:
+    async with async_playwright() as p:
+        context, profile = await launch_chromium(p)
+        try:
+            return await asyncio.wait_for(first_click(context), 90)
+        except Exception:
+            return {"error": traceback.format_exc()}
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))
