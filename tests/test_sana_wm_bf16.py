@@ -22,8 +22,8 @@ from diffusers import AutoencoderKLLTX2Video
 
 from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
-from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
 from .test_sana_wm_stream import CHUNK, STRIDE, H, W, _cameras, _model
@@ -42,7 +42,7 @@ def _stream_chunks(m: SanaWMStreamingTransformer, use_cache: bool, chunks: int =
     cams = _cameras(chunks)
     text = torch.randn(1, 6, m.cfg.caption_channels, generator=torch.Generator().manual_seed(3)).to(dtype)
     prefix = torch.randn(1, m.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(4)).to(dtype)
-    stream = LatentStream(m, FlowSampler(), use_cache=use_cache)
+    stream = LatentRollout(m, FlowSampler(), use_cache=use_cache)
     stream.reset(text, torch.ones(1, 6), seed=7)
     shape = (1, m.cfg.in_channels, CHUNK, H, W)
     out = [stream.step(cams[c], shape, prefix if c == 0 else None) for c in range(chunks)]
