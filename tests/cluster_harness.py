@@ -314,6 +314,35 @@ async def capacity(url: str) -> dict:
     return {"players": n, "admitted": [a["type"] for a in answers], "fps": fps}
 
 
+async def queue(url: str) -> dict:
+    """Autoscaling on (up to 2 session hosts): with both busy, a third player waits in line, is
+    told its place, and gets its turn when a player leaves."""
+    from worldwalk.stream.cluster.app import start
+
+    port = int(url.split(":")[2].split("/")[0])
+    base = cluster_config()
+    start(ClusterConfig(serve=base.serve, num_cpus=base.num_cpus, min_replicas=1, max_replicas=2,
+                        record_frame_hashes=True), http_port=port)  # the same app, redeployed
+    await idle_replicas()
+    a, b, c = Client(url), Client(url), Client(url)
+    await a.open()
+    await b.open()
+    waiting = asyncio.ensure_future(c.open())
+    await wait_for(lambda: any(m["type"] == "queued" for m in c.signals) or waiting.done(), 20, "a place in line")
+    await asyncio.sleep(1.5)  # a second place report; still waiting
+    still_waiting = not waiting.done()
+    t_leave = time.monotonic()
+    await a.close()
+    answer = await asyncio.wait_for(waiting, 40)
+    turn_s = time.monotonic() - t_leave
+    queued = [m for m in c.signals if m["type"] == "queued"]
+    out = {"answer": answer["type"], "still_waiting": still_waiting, "queued": queued[:2], "n_queued": len(queued),
+           "turn_s": turn_s, "replicas": [a.answer["replica"], b.answer["replica"], answer.get("replica")]}
+    await b.close()
+    await c.close()
+    return out
+
+
 async def single_process() -> dict:
     """The same player on the single-process server, for the connect -> first frame figure."""
     async with StreamServer(serve_config()) as server:
@@ -328,7 +357,7 @@ async def failover_sigkill(url: str) -> dict:
 
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
-             "capacity": capacity}
+             "capacity": capacity, "queue": queue}
 
 
 async def main(names: list[str]) -> dict:

@@ -22,7 +22,7 @@ from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_net
 pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
-SCENARIOS = ["single", "walk_busy", "failover", "failover_sigkill", "browser"]
+SCENARIOS = ["single", "walk_busy", "failover", "failover_sigkill", "browser", "queue"]  # queue redeploys: last
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
 
 
@@ -133,6 +133,14 @@ def test_a_browser_walks_through_the_gateway_and_follows_its_walk(cluster_run):
     assert r["position"][2] > 0.3  # W walked forward, before and after the move
 
 
+def test_with_autoscaling_a_third_player_waits_in_line_and_gets_its_turn(cluster_run):
+    r = scenario(cluster_run, "queue")
+    assert r["still_waiting"] and r["n_queued"] >= 2, r  # told its place while the hosts were full
+    assert r["queued"][0]["ahead"] == 0 and "waiting for a free GPU" in r["queued"][0]["message"]
+    assert r["answer"] == "answer" and r["replicas"][2] == r["replicas"][0]  # the freed slot
+    assert r["turn_s"] < 10.0
+
+
 def test_shutdown_leaves_no_ray_process(cluster_run):
     session = Path(cluster_run["session_dir"]).name
     left = []
@@ -158,6 +166,7 @@ def test_figures(cluster_run):
         "signaling_single_s": single.get("offer_answer_s"), "signaling_cluster_ms_and_host_ms": wb.get("signaling"),
         "busy_after_s": wb.get("busy_s"), "failover_gap_s": fo.get("gap_s"),
         "sigkill_gap_s": cluster_run["failover_sigkill"].get("gap_s"), "snapshot": fo.get("snapshot_meta"),
-        "browser": cluster_run["browser"], "status": cluster_run.get("status"),
+        "browser": cluster_run["browser"], "queue_turn_s": cluster_run["queue"].get("turn_s"),
+        "status": cluster_run.get("status"),
     }, indent=1))
     assert single.get("connect_first_frame_s") is not None
