@@ -46,6 +46,7 @@ class HudView:
     recording: str | None = None  # the file being recorded, if any
     mouse_captured: bool = False
     gamepad: str | None = None
+    gl_note: str | None = None  # said when the GL renderer is a software one
 
 
 def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
@@ -80,6 +81,8 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
         flags.append("gamepad")
     flags.append("F1 help" if view.mouse_captured else "F1 help, click to look")
     lines.append("  ".join(flags))
+    if view.gl_note:
+        lines.append(view.gl_note)
     return lines
 
 
@@ -125,6 +128,11 @@ class Hud:
         self._toast_until = 0.0
         self._fitted_for: tuple[int, int] | None = None
         self._drawn_blink = False
+
+    @property
+    def lines(self) -> list[str]:
+        """The stats panel's lines as last set."""
+        return list(self._lines)
 
     def set_lines(self, lines: list[str], now: float, force: bool = False) -> bool:
         """New stats text; applied at most `update_hz` times a second unless forced.

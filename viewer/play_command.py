@@ -44,7 +44,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--size", type=parse_size, metavar="WxH", default=None,
                    help="frame size the world generates (worlds with a fixed size keep theirs)")
     p.add_argument("--window", type=parse_size, metavar="WxH", default=None,
-                   help="window size (default: the frame scaled by a whole factor to fit 1280x720)")
+                   help="window size (default: the frame scaled up to 3/4 of the screen, 3/5 with software GL; "
+                   "centred)")
     p.add_argument("--fullscreen", action="store_true")
     p.add_argument("--record", metavar="OUT.mp4", default=None,
                    help="record what is shown to a video, plus OUT.jsonl for `worldwalk render`")

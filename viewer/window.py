@@ -53,9 +53,9 @@ COMMAND_KEYS = {
 
 @dataclass
 class WindowConfig:
-    size: tuple[int, int] | None = None  # window (W, H); None: the frame scaled to fit max_size
-    max_size: tuple[int, int] = (1280, 720)
-    software_max_size: tuple[int, int] = (640, 360)  # default cap when GL runs on the CPU (llvmpipe)
+    size: tuple[int, int] | None = None  # window (W, H); None: the frame scaled to a share of the screen
+    screen_share: float = 0.75  # default window: the frame scaled up to this share of the screen, centred
+    software_screen_share: float = 0.6  # when GL runs on the CPU (llvmpipe): drawing shares the model's cores
     fullscreen: bool = False
     title: str = "worldwalk"
     display_hz: float = 60.0  # redraws per second (timewarp answers the mouse at this rate)
@@ -69,10 +69,34 @@ class WindowConfig:
     esc_quit_seconds: float = 2.0  # a second Esc within this time (mouse free) quits
 
 
-def default_window_size(frame: tuple[int, int], max_size: tuple[int, int]) -> tuple[int, int]:
-    """The largest whole multiple of the frame that fits in max_size (at least 1x)."""
-    k = max(1, min(max_size[0] // frame[0], max_size[1] // frame[1]))
-    return frame[0] * k, frame[1] * k
+def default_window_size(frame: tuple[int, int], screen: tuple[int, int], share: float) -> tuple[int, int]:
+    """The frame scaled up (never down), aspect kept, to fill `share` of the screen in its tighter direction;
+    even sizes."""
+    k = max(1.0, min(screen[0] * share / frame[0], screen[1] * share / frame[1]))
+    return 2 * round(frame[0] * k / 2), 2 * round(frame[1] * k / 2)
+
+
+def screen_rect() -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the default screen (1280x720 at 0, 0 when pyglet cannot say)."""
+    try:
+        screen = pyglet.display.get_display().get_default_screen()
+        return screen.x, screen.y, screen.width, screen.height
+    except Exception:
+        return 0, 0, 1280, 720
+
+
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software rasterizer", "swiftshader")
+
+
+def software_renderer(renderer: str) -> bool:
+    """Whether a GL_RENDERER string names a rasterizer that runs on the CPU."""
+    return any(s in renderer.lower() for s in SOFTWARE_RENDERERS)
+
+
+def software_gl_note(renderer: str) -> str:
+    """The HUD's line for a software renderer: why drawing is slow and what would help."""
+    name = renderer.split("(")[0].strip() or "software"
+    return f"GL: {name} (software: the CPU draws)"
 
 
 def help_lines(bindings: Bindings) -> list[str]:
@@ -111,19 +135,24 @@ class PlayWindow:
         self.bindings = bindings or getattr(session.integrator, "bindings", None) or Bindings()
         self.recorder = recorder  # anything with write(frame), log_event(kind, **data), path
         spec = session.spec
-        size = self.cfg.size or default_window_size((spec.width, spec.height), self.cfg.max_size)
+        sx, sy, sw, sh = screen_rect()
+        frame = (spec.width, spec.height)
+        size = self.cfg.size or default_window_size(frame, (sw, sh), self.cfg.screen_share)
+        # hidden until sized and placed: the renderer (known once the context exists) sets the size
         self.window = pyglet.window.Window(
             width=size[0], height=size[1], caption=title or self.cfg.title, resizable=True,
-            vsync=self.cfg.vsync, fullscreen=self.cfg.fullscreen,
+            vsync=self.cfg.vsync, fullscreen=self.cfg.fullscreen, visible=False,
         )
         self.ctx = moderngl.create_context()  # attaches to the window's (current) GL context
-        renderer = self.ctx.info.get("GL_RENDERER", "")
-        self.software_gl = any(s in renderer.lower() for s in ("llvmpipe", "softpipe", "swrast"))
-        if self.software_gl and self.cfg.size is None and not self.cfg.fullscreen:
-            # A CPU rasterizer shares the cores with the model: a smaller default window.
-            w, h = default_window_size((spec.width, spec.height), self.cfg.software_max_size)
-            if (w, h) != size:
-                self.window.set_size(w, h)
+        self.gl_renderer = self.ctx.info.get("GL_RENDERER", "")
+        self.software_gl = software_renderer(self.gl_renderer)
+        if not self.cfg.fullscreen:
+            if self.software_gl and self.cfg.size is None:
+                # A CPU rasterizer shares the cores with the model: a smaller share of the screen.
+                size = default_window_size(frame, (sw, sh), self.cfg.software_screen_share)
+                self.window.set_size(*size)
+            self.window.set_location(sx + max(0, (sw - size[0]) // 2), sy + max(0, (sh - size[1]) // 2))
+        self.window.set_visible(True)
         self.presenter = Presenter(self.ctx, PresenterConfig(filter=self.cfg.filter, timewarp=self.cfg.timewarp))
         self.hud = Hud(self.window, help_lines(self.bindings), HudConfig())
         self.hud.visible = self.cfg.hud
@@ -133,7 +162,8 @@ class PlayWindow:
         self.gamepad = Gamepad()
         self.view = HudView(title=title or spec.label or spec.name, filter=self.cfg.filter,
                             timewarp=self.cfg.timewarp,
-                            recording=str(getattr(recorder, "path", "")) or None)
+                            recording=str(getattr(recorder, "path", "")) or None,
+                            gl_note=software_gl_note(self.gl_renderer) if self.software_gl else None)
         self.current: Frame | None = None
         self.shown = RateMeter(1.0)
         self.draws = RateMeter(1.0)
@@ -401,5 +431,9 @@ class PlayWindow:
             "timewarp": self.presenter.cfg.timewarp,
             "gamepad": self.gamepad.name,
             "screenshots": self.screenshots,
+            "window": [*self.window.get_location(), *self.window.get_size()],
+            "gl_renderer": self.gl_renderer,
+            "software_gl": self.software_gl,
+            "hud": self.hud.lines,
             "error": stats.get("error"),
         }
