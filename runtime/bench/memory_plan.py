@@ -16,7 +16,9 @@ tensors the real code makes:
 
 Sessions per GPU = (GPU memory - reserve - weights - transformer peak - VAE decode peak) // per-session
 bytes: the sessions' chunks take turns on the GPU, and a pipelined session decodes one chunk while the
-next denoises, so one transformer and one decoder peak are live at once. The reserve (CUDA context,
+next denoises, so one transformer and one decoder peak are live at once. Rewind snapshots are counted in
+host memory (on CUDA the session's snapshot store keeps them in pinned host memory); the plan also says
+how many sessions would fit with them on the GPU. The reserve (CUDA context,
 cuBLAS workspaces, allocator slack) is `RESERVE_BYTES` plus `RESERVE_FRACTION` of the GPU.
 """
 
@@ -396,13 +398,14 @@ def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int) -> str:
     lines.append(f"  each rewind snapshot adds         {gib(plan.snapshot_bytes)}")
     lines.append(f"  activation peak of one chunk      {gib(plan.chunk_peak)}  (largest model pass + a decode beside)")
     lines += [f"    {k:<31} {gib(v)}" for k, v in plan.peak_bytes.items()]
-    per = plan.per_session_with(snapshots)
     lines += [
         f"  GPU {gpu_bytes / 1e9:.0f} GB: reserve {gib(plan.reserve(gpu_bytes)).strip()}, "
         f"weights + peak {gib(plan.weights + plan.chunk_peak).strip()}",
-        f"  sessions that fit                 {plan.sessions_fit(gpu_bytes, snapshots):8d}"
-        f"  ({gib(per).strip()} each with {snapshots} rewind snapshots; "
-        f"{plan.sessions_fit(gpu_bytes, 0)} with none)",
+        f"  sessions that fit                 {plan.sessions_fit(gpu_bytes, 0):8d}"
+        f"  ({gib(plan.per_session).strip()} each; rewind snapshots in host memory)",
+        f"    with {snapshots} snapshots on the GPU    {plan.sessions_fit(gpu_bytes, snapshots):8d}"
+        f"  ({gib(plan.per_session_with(snapshots)).strip()} each)",
+        f"  host memory for {snapshots} snapshots    {gib(snapshots * plan.snapshot_bytes)} a session",
     ]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
@@ -453,10 +456,11 @@ def run_plan(args: Any) -> int:
     except (ValueError, OSError) as e:
         print(f"info: {e}", file=sys.stderr)
         return 2
-    snapshots = SessionConfig.max_snapshots if args.snapshots is None else args.snapshots
+    snapshots = getattr(SessionConfig, "max_snapshots", 16) if args.snapshots is None else args.snapshots
     if getattr(args, "json", False):
         d = plan.to_dict()
-        d.update(gpu_bytes=gpu, snapshots=snapshots, sessions_fit=plan.sessions_fit(gpu, snapshots))
+        d.update(gpu_bytes=gpu, snapshots=snapshots, sessions_fit=plan.sessions_fit(gpu, 0),
+                 sessions_fit_snapshots_on_gpu=plan.sessions_fit(gpu, snapshots))
         print(json.dumps(d, indent=2))
     else:
         print(format_plan(plan, gpu, snapshots))
