@@ -17,6 +17,8 @@ from worldwalk.stream.server import StreamServer
 
 from .hardening_util import OpenWorlds, make_offer, rss_mib, serve_config, wait_until
 
+pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
+
 
 def run(coro, timeout: float = 120):
     return asyncio.run(asyncio.wait_for(coro, timeout))

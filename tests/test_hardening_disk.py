@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

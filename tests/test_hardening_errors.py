@@ -8,11 +8,14 @@ import asyncio
 import json
 import logging
 
+import pytest
 from websockets.asyncio.client import connect
 
 from worldwalk.stream.server import StreamServer
 
 from .hardening_util import make_offer, serve_config
+
+pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
 
 async def _reply_to(url: str, message: str) -> dict:

@@ -14,6 +14,8 @@ import pytest
 
 from worldwalk.runtime.cli.main import main
 
+pytestmark = pytest.mark.gl  # every test here builds reference worlds (EGL)
+
 
 def render(*args: object) -> int:
     return main(["render", "--no-progress", *map(str, args)])

@@ -16,6 +16,8 @@ from worldwalk.stream.server import StreamServer
 
 from .hardening_util import OpenWorlds, make_offer, serve_config, wait_until
 
+pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
+
 
 def flood_offer(sdp: str, n: int = 4000) -> str:
     """`sdp` with n extra host candidates (127.x.y.z, closed ports) in its first media section."""
@@ -26,8 +28,8 @@ def flood_offer(sdp: str, n: int = 4000) -> str:
     return "\r\n".join(lines[:at] + extra + lines[at:])
 
 
-async def _player(url: str, gaps: list[float], stop: asyncio.Event, ready: asyncio.Event) -> None:
-    """A real aiortc player: connects and records the gaps between the frames it receives."""
+async def _player(url: str, gaps: list[tuple[float, float]], stop: asyncio.Event, ready: asyncio.Event) -> None:
+    """A real aiortc player: connects and records (arrival time, gap before it) of each frame."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     async with connect(url) as ws:
@@ -50,7 +52,7 @@ async def _player(url: str, gaps: list[float], stop: asyncio.Event, ready: async
         while not stop.is_set():
             await asyncio.wait_for(track.recv(), 10)
             now = time.monotonic()
-            gaps.append(now - last)
+            gaps.append((now, now - last))
             last = now
         await pc.close()
 
@@ -61,10 +63,11 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
         worlds = OpenWorlds(cfg)
         async with StreamServer(cfg, session_factory=worlds) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
-            gaps: list[float] = []
+            gaps: list[tuple[float, float]] = []
             stop, ready = asyncio.Event(), asyncio.Event()
             player = asyncio.ensure_future(_player(url, gaps, stop, ready))
             await asyncio.wait_for(ready.wait(), 30)
+            await asyncio.sleep(1.2)  # a control window: the stream's own gaps, no offer
             built = worlds.built
             bad = flood_offer(await make_offer())
             async with connect(url, max_size=2**20) as ws:
@@ -73,21 +76,27 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
                 await ws.send(json.dumps({"type": "offer", "sdp": bad}))
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
                 refused_in = time.monotonic() - t0
-            n0 = len(gaps)
-            await asyncio.sleep(1.5)  # what the refused offer costs the other player shows up here
+            await asyncio.sleep(1.2)  # what the refused offer costs the other player shows up here
             stop.set()
             await player
             await wait_until(lambda: not server.sessions, 15, "the player's session to end")
-            return len(bad), reply, refused_in, worlds.built - built, gaps[max(0, n0 - 5):]
+            control = [g for t, g in gaps if t0 - 1.2 <= t < t0]
+            during = [g for t, g in gaps if t >= t0]  # until 1.2 s after the reply
+            return len(bad), reply, refused_in, worlds.built - built, control, during
 
-    size, reply, refused_in, built, gaps = asyncio.run(asyncio.wait_for(go(), 90))
+    size, reply, refused_in, built, control, gaps = asyncio.run(asyncio.wait_for(go(), 90))
+    gaps, control = gaps or [float("inf")], control or [0.0]
     print(f"offer {size} bytes: {reply.get('type')}/{reply.get('code')} in {1000 * refused_in:.0f} ms; "
-          f"other player's largest frame gap {1000 * max(gaps):.0f} ms over {len(gaps)} frames")
+          f"other player's largest frame gap {1000 * max(gaps):.0f} ms over {len(gaps)} frames "
+          f"(without the offer: {1000 * max(control):.0f} ms)")
     assert size > 200_000
     assert reply["type"] == "error" and reply["code"] == "bad_request", reply
     assert refused_in < 0.1, f"the flood offer took {1000 * refused_in:.0f} ms to refuse"
     assert built == 0, "the flood offer built a world"
-    assert len(gaps) > 10 and max(gaps) < 0.15, f"the other player's frames stalled: {max(gaps):.3f} s"
+    # under 150 ms, or (on a machine so loaded that the stream stutters by itself) no worse than twice
+    # what the same stream showed in the second before the offer
+    limit = max(0.15, 2 * max(control))
+    assert len(gaps) > 10 and max(gaps) < limit, f"the other player's frames stalled: {max(gaps):.3f} s"
 
 
 @pytest.mark.parametrize("mutate, reason", [

@@ -9,10 +9,14 @@ import gc
 import threading
 import time
 
+import pytest
+
 from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds.reference_world import create as create_world  # the `reference` entry point
 
 from .hardening_util import rss_mib
+
+pytestmark = pytest.mark.gl  # every test here builds reference worlds (EGL)
 
 
 def test_500_world_builds_and_closes_keep_rss_flat():
