@@ -90,6 +90,7 @@ class Gateway:
         self.files = load_web_files()
         self.store = get_store(cfg.records_kept)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
+        self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
         self.busy_refusals = 0
 
     # ---- the page ----------------------------------------------------------------------------
@@ -140,6 +141,9 @@ class Gateway:
             if offer is None:
                 return
             resume = ws.query_params.get("resume")
+            if resume in self.live:
+                await self._refuse(ws, "error", "walk_running", "this walk is running in another tab")
+                return
             walk = resume if resume and await self.store.latest.remote(resume) is not None else None
             await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
 
@@ -163,6 +167,13 @@ class Gateway:
         return {"type": "offer", "sdp": msg["sdp"]}
 
     async def _run(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
+        self.live.add(walk)
+        try:
+            await self._relay(ws, offer, walk, resumed)
+        finally:
+            self.live.discard(walk)
+
+    async def _relay(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
         t0 = time.perf_counter()
         calls = self.hosts.options(stream=True)
         gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
