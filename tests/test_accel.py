@@ -78,6 +78,7 @@ def _run_stream(tr, backend, chunks):
 
 
 @needs_ort
+@pytest.mark.slow
 @pytest.mark.parametrize("kv_window", [2, 3])
 def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     tr = _transformer(kv_window=kv_window)
@@ -169,6 +170,7 @@ def shared_exports(tmp_path_factory):
 
 
 @needs_ort
+@pytest.mark.slow
 @pytest.mark.parametrize("choice", ["flat", "onnx", "auto"])
 def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_exports):
     ref, label = bench_reference
@@ -201,6 +203,7 @@ def _compile_ok() -> None:
         pytest.skip(why)
 
 
+@pytest.mark.slow
 def test_compile_vae_decoder_keeps_state_across_chunks(tmp_path):
     """The known torch.compile pitfall (a compiled causal decoder blanking later chunks) cannot happen: the
     compiled decoder step takes and returns its conv tails."""

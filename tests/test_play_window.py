@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 TOOLS = ("Xvfb", "xdotool", "import")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.gl, pytest.mark.skipif(
     any(shutil.which(t) is None for t in TOOLS),
     reason="needs Xvfb, xdotool and ImageMagick's import (apt-get install xvfb xdotool imagemagick)",
-)
+)]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from worldwalk.stream.replay import plan_from_log, render_frames
 
 from .test_render import wait_chunks
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.timeout(300)

@@ -329,6 +329,7 @@ def test_idle_session_is_freed():
     assert run(go())["ended"] == "idle"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_bundled_model_streams_and_walks():
     """The default world of a fresh install, built by the server itself, to a WebRTC client."""

@@ -22,7 +22,7 @@ CYCLES_RSS_TOLERANCE_MIB = 12  # over 20 cycles after 3 warm-up ones: a leak of 
 HARNESS_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 _skip = netns_unavailable_reason()
-pytestmark = [pytest.mark.skipif(_skip is not None, reason=f"loopback namespace: {_skip}")]
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_skip is not None, reason=f"loopback namespace: {_skip}")]
 
 
 @pytest.fixture(scope="module")

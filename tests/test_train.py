@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
 from worldwalk.runtime.cli.main import main
@@ -14,6 +15,7 @@ from worldwalk.runtime.train.state_file import load_state
 from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_FILE, BundledWorld
 
 
+@pytest.mark.slow
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "3", "--world-steps", "2",

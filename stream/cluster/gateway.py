@@ -30,7 +30,6 @@ import time
 from collections import deque
 from typing import Any
 
-import ray
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
@@ -186,10 +185,15 @@ class Gateway:
             done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
             if pump not in done:  # the browser left: end the call, which ends the session
                 gen.cancel()
+                self.store.end.remote(walk)
                 return
             try:
                 code, reason = pump.result()
-            except ray.exceptions.RayError as e:  # the replica died (killed, node lost)
+                self.store.end.remote(walk)  # the session ended (idle, error): nothing to resume
+            except Exception as e:  # the replica died (killed, node lost) or was shut down (drain)
+                if reader.done():  # ... or the browser left while a message was on its way
+                    self.store.end.remote(walk)
+                    return
                 log.warning("the session host of walk %s stopped (%s); the player moves", walk[:8], type(e).__name__)
                 await ws.send_text(json.dumps({"type": "moved", "walk": walk,
                                                "message": "the session host stopped; continuing on another"}))
@@ -199,6 +203,7 @@ class Gateway:
         finally:
             for task in (reader, pump):
                 task.cancel()
+            gen.cancel()  # a no-op when the call is over; ends the session when this handler failed
 
     async def _admit(self, ws: WebSocket, gen: Any, walk: str) -> dict | None:
         """Wait for a replica slot: busy after `admission_wait`, or in line (autoscaling)."""

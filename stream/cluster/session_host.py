@@ -169,7 +169,8 @@ class SessionHost:
                     return
                 yield {"type": "send", "text": value, "host_ms": round(1000 * (time.perf_counter() - t0), 1)}
         finally:
-            relay.peer_left()  # the browser (or the gateway) left: the server ends the session
-            self.store.end.remote(walk)  # ended here (a killed replica never gets here): not resumable
+            # the call ended: the player left (the gateway then frees the walk's snapshot), or Serve
+            # is shutting this replica down (the snapshot stays: the walk moves elsewhere)
+            relay.peer_left()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), 15.0)

@@ -52,6 +52,8 @@ class SnapshotStore:
 
     def keep(self, walk: str, data: bytes, meta: dict[str, Any]) -> None:
         """The walk's newest boundary (meta: chunk, replica, bytes, pickle_ms, made)."""
+        if walk in self._ended:  # a late one from a walk that has ended
+            return
         self._latest[walk] = (ray.put(data), {**meta, "stored": time.time()})
 
     def timing(self, walk: str, send_ms: float) -> None:
