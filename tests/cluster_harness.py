@@ -343,6 +343,31 @@ async def queue(url: str) -> dict:
     return out
 
 
+async def gate(url: str) -> dict:
+    """The gateway's gate: another site's Origin and a foreign Host are refused before any
+    session work; a spectator link says it is not served yet."""
+    import urllib.error
+    import urllib.request
+
+    from websockets.exceptions import InvalidStatus
+
+    out: dict[str, Any] = {}
+    try:
+        async with connect(url, origin="http://evil.example", open_timeout=20):
+            out["evil_origin"] = "accepted"
+    except InvalidStatus as e:
+        out["evil_origin"] = e.response.status_code
+    page = url.replace("ws://", "http://").removesuffix("ws")
+    req = urllib.request.Request(page, headers={"Host": "attacker.example"})
+    try:
+        out["foreign_host"] = await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=10).status)
+    except urllib.error.HTTPError as e:
+        out["foreign_host"] = e.code
+    async with connect(url + "?watch=somebody", open_timeout=20) as ws:
+        out["watch"] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    return out
+
+
 async def single_process() -> dict:
     """The same player on the single-process server, for the connect -> first frame figure."""
     async with StreamServer(serve_config()) as server:
@@ -357,7 +382,7 @@ async def failover_sigkill(url: str) -> dict:
 
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
-             "capacity": capacity, "queue": queue}
+             "capacity": capacity, "queue": queue, "gate": gate}
 
 
 async def main(names: list[str]) -> dict:

@@ -22,7 +22,7 @@ from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_net
 pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
-SCENARIOS = ["single", "walk_busy", "failover", "failover_sigkill", "browser", "queue"]  # queue redeploys: last
+SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "browser", "queue"]  # queue redeploys: last
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
 
 
@@ -55,6 +55,12 @@ def test_two_players_walk_on_different_replicas_and_a_third_hears_busy(cluster_r
     assert r["sizes"] == [[128, 72]]
     assert min(r["frames_in_2s"]) >= 10, r["frames_in_2s"]  # both stream (16 fps content)
     assert all(z is not None and z > 0.3 for z in r["z_last"]), r["z_last"]  # W walked both forward
+
+
+def test_the_gateway_checks_origin_and_host_like_serve(cluster_run):
+    r = scenario(cluster_run, "gate")
+    assert r["evil_origin"] == 403 and r["foreign_host"] == 403
+    assert r["watch"]["type"] == "error" and r["watch"]["code"] == "no_spectators"
 
 
 def _input_state(d: dict):
