@@ -149,13 +149,16 @@ class SessionHost:
                 snap = WalkSnapshot.from_bytes(got[0])
         relay = RelaySocket(request.get("path", "/ws"), [json.dumps(request["offer"])])
         self._loop = asyncio.get_running_loop()
-        async with self._starting:
-            self._pending, self._claimed = (walk, snap), asyncio.Event()
-            task = asyncio.ensure_future(self.server.handle(relay))
-            claimed = asyncio.ensure_future(self._claimed.wait())
-            await asyncio.wait({task, claimed}, return_when=asyncio.FIRST_COMPLETED)
-            claimed.cancel()
+        task: asyncio.Future | None = None
         try:
+            async with self._starting:
+                self._pending, self._claimed = (walk, snap), asyncio.Event()
+                task = asyncio.ensure_future(self.server.handle(relay))
+                claimed = asyncio.ensure_future(self._claimed.wait())
+                try:
+                    await asyncio.wait({task, claimed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    claimed.cancel()
             while True:
                 get = asyncio.ensure_future(relay.outgoing.get())
                 await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -172,5 +175,6 @@ class SessionHost:
             # the call ended: the player left (the gateway then frees the walk's snapshot), or Serve
             # is shutting this replica down (the snapshot stays: the walk moves elsewhere)
             relay.peer_left()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(task), 15.0)
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(task), 15.0)
