@@ -306,7 +306,7 @@ def random_init_figures(ctx, cfg: RandomInitBench) -> None:
             for name in [*(f"denoise_{i}" for i in range(1, 5)), "cache_write", "vae_decode"]:
                 secs = [p.get(name, float("nan")) for p in r["passes"]]
                 ctx.add_timings(f"{tag}   {name}", secs, "CUDA events" if _cuda(device) else "wall clock")
-            from .bench_command import median
+            from .context import median
 
             ctx.add(f"{tag} real-time factor, one chunk at a time", r["video_seconds"] / median(r["chunk"]), "x",
                     "seconds of video per second (p50 chunk)")
@@ -326,7 +326,7 @@ def run_random_init(args: argparse.Namespace) -> int:
     """`worldwalk bench --world sana-wm --random-init KIND`: the figures as a table (and JSON)."""
     from worldwalk.runtime.cli.info import gather
 
-    from .bench_command import BenchConfig, BenchContext, format_table
+    from .context import BenchConfig, BenchContext, format_table
 
     worlds = args.world or ["sana-wm"]
     if worlds != ["sana-wm"]:

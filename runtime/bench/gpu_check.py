@@ -99,7 +99,7 @@ def collect_cuda_tests(timeout: float = 120.0) -> Check:
 
 def bench_check(kind: str, accel: str, chunks: int, size: tuple[int, int] | None = None) -> list[Check]:
     """The random-init bench for each backend in `accel` (comma list); one Check per backend."""
-    from .bench_command import BenchConfig, BenchContext
+    from .context import BenchConfig, BenchContext
     from .full_size import RandomInitBench, random_init_figures
 
     checks = []
