@@ -1,0 +1,57 @@
+"""Sessions batched on one model (runtime/batching.py): exactly the frames each makes alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldwalk.runtime.batching import ForwardBatcher, layout, stack, take
+from worldwalk.runtime.bench.batch_suite import bundled_worlds, run_sessions, walk
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_two_batched_sessions_make_the_frames_they_make_alone():
+    worlds = bundled_worlds(2)
+    _, alone, _ = run_sessions(worlds, 3, "serial")  # each session by itself
+    _, together, batches = run_sessions(worlds, 3, "batched", window=2.0)
+    assert batches.get(2, 0) >= 10  # the passes really went through as batches of two
+    for a, b in zip(alone, together, strict=True):
+        assert len(a) == len(b) == 3
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x, y)
+    assert not np.array_equal(together[0][2], together[1][2])  # two different sessions
+    for w in worlds:
+        w.close()
+
+
+def test_batcher_refuses_a_world_on_other_weights():
+    a, b = bundled_worlds(1) + bundled_worlds(1)
+    batcher = ForwardBatcher(a.stream.transformer)
+    with pytest.raises(ValueError, match="batcher's transformer"):
+        batcher.attach(b)
+    batcher.share_weights(b)  # the same bundled weights: re-pointed
+    batcher.attach(b)
+    assert b.stream.backend is batcher
+    batcher.detach(b)
+    assert b.stream.backend is None
+    batcher.close()
+    for w in (a, b):
+        w.close()
+
+
+def test_stack_and_take_round_trip_a_cache():
+    (w,) = bundled_worlds(1)
+    w.reset(None, None, seed=1)
+    w.generate_chunk(*walk(w, 0, 1))
+    cache = w.stream.cache
+    both = stack([cache, cache])
+    back = take(both, 1, copy=True)
+    assert layout(back) == layout(cache) and layout(both) != layout(cache)
+    for a, b in zip(back.blocks, cache.blocks, strict=True):
+        for name, x in vars(a).items():
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, getattr(b, name))
+                assert x.untyped_storage().nbytes() == x.numel() * x.element_size()  # owns only its row
+    w.close()
