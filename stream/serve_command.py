@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         from .cluster.app import cluster_config, run_cluster
 
         try:
-            cluster = cluster_config(args)
+            cluster = cluster_config(args, build_config(args))
         except (ValueError, TypeError) as e:
             print(f"worldwalk serve: {e}", file=sys.stderr)
             return 2

@@ -58,14 +58,14 @@ def test_the_serve_config_file_names_real_flags_and_builds():
     need_ray()
     import yaml
 
-    from worldwalk.stream.cluster import app
+    from worldwalk.stream.cluster import deploy
 
-    doc = yaml.safe_load((Path(app.__file__).parent / "serve_config.yaml").read_text())
+    doc = yaml.safe_load((Path(deploy.__file__).parent / "serve_config.yaml").read_text())
     spec = doc["applications"][0]
     module, name = spec["import_path"].split(":")
-    assert module == app.__name__ and callable(getattr(app, name))
+    assert module == deploy.__name__ and callable(getattr(deploy, name))
     flags = spec["args"]["flags"].replace("--world sana-wm --checkpoint /models/sana-wm", "--world reference")
-    built = app.app_builder({"flags": flags})
+    built = deploy.app_builder({"flags": flags})
     hosts = built._bound_deployment.init_args[0]._bound_deployment  # the gateway's SessionHost handle
     assert hosts.num_replicas == 2 and hosts.ray_actor_options["num_gpus"] == 1
     assert hosts.max_ongoing_requests == 1  # one session per replica: a slot per session
@@ -73,11 +73,11 @@ def test_the_serve_config_file_names_real_flags_and_builds():
 
 def test_bad_cluster_settings_are_named():
     need_ray()
-    from worldwalk.stream.cluster import app
+    from worldwalk.stream.cluster import deploy
     from worldwalk.stream.cluster.config import ClusterConfig
 
     with pytest.raises(ValueError, match="--token"):
-        app.app_builder({"flags": "--world reference --host 0.0.0.0"})
+        deploy.app_builder({"flags": "--world reference --host 0.0.0.0"})
     with pytest.raises(ValueError, match="both --min-replicas and --max-replicas"):
         ClusterConfig(min_replicas=1)
     with pytest.raises(ValueError, match="sessions_per_replica"):

@@ -1,8 +1,7 @@
 """The cluster app: a gateway deployment in front of a session-host deployment, and how to run it.
 
     build_app(cfg)      the Ray Serve application (Gateway bound to a SessionHost handle)
-    app_builder(args)   the same from a Serve config file's `args` (serve_config.yaml: `serve
-                        deploy`, KubeRay's RayService); args.flags holds `worldwalk serve` flags
+    (deploy.py's app_builder(args) builds it from a Serve config file's `args`)
     run_cluster(cfg)    `worldwalk serve --cluster [ADDRESS]`: start or join Ray, deploy, print
                         the URL, and on Ctrl-C take the app (and a Ray it started) down again
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -36,30 +34,14 @@ def build_app(cfg: ClusterConfig) -> Any:
     return gateway.bind(hosts, cfg)
 
 
-def cluster_config(args: argparse.Namespace) -> ClusterConfig:
-    """A ClusterConfig from `worldwalk serve` flags (and the [server] section of --config)."""
-    from worldwalk.stream.serve_command import build_config
-
+def cluster_config(args: argparse.Namespace, serve: Any) -> ClusterConfig:
+    """A ClusterConfig from `worldwalk serve` flags and the ServeConfig built from them (serve_command's
+    build_config, passed in: this module never imports serve_command, which imports it)."""
     overrides = {k: getattr(args, k, None) for k in ("replicas", "sessions_per_replica", "num_gpus", "num_cpus",
                                                      "min_replicas", "max_replicas", "admission_wait")}
     address = getattr(args, "cluster", None)
-    return ClusterConfig(serve=build_config(args), address=None if address in (None, "local") else address,
+    return ClusterConfig(serve=serve, address=None if address in (None, "local") else address,
                          **{k: v for k, v in overrides.items() if v is not None})
-
-
-def app_builder(args: dict[str, Any]) -> Any:
-    """Serve config entry point: `import_path: worldwalk.stream.cluster.app:app_builder`."""
-    from worldwalk.stream.serve_command import register
-
-    parser = argparse.ArgumentParser(prog="worldwalk")
-    register(parser.add_subparsers())
-    flags = args.get("flags", "")
-    ns = parser.parse_args(["serve", *(shlex.split(flags) if isinstance(flags, str) else list(flags))])
-    cfg = cluster_config(ns)
-    if cfg.serve.require_token and not ns.token:
-        raise ValueError("a non-loopback --host needs --token in the Serve config's flags: a generated "
-                         "token would be seen by no one")
-    return build_app(cfg)
 
 
 def free_port(host: str) -> int:
