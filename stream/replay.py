@@ -60,7 +60,7 @@ class ReplayPlan:
     intrinsics: np.ndarray | None = None  # (3, 3) at width x height; None: controls.DEFAULT_FOV_DEG
     checkpoint: str | None = None
     device: str = "cpu"
-    accel: str = "none"  # the chunk-step backend (runtime/accel.py); a log's own by default
+    accel: str = "none"  # the chunk-step backend (runtime/accel/); a log's own by default
     prompt: str | None = None
     first_image: np.ndarray | None = None  # (H, W, 3) uint8
     world_options: dict[str, Any] = field(default_factory=dict)

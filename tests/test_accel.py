@@ -160,7 +160,7 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
 @pytest.fixture(scope="module")
 def bench_reference():
     world, label = accel_suite.bench_world()
-    return _frames(world), label
+    return _frames(world, 3), label
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +171,14 @@ def shared_exports(tmp_path_factory):
 
 @needs_ort
 @pytest.mark.slow
-@pytest.mark.parametrize("choice", ["flat", "onnx", "auto"])
+@pytest.mark.parametrize("choice", ["onnx", "auto"])  # flat: the modules onnx exports, checked on the tiny world
 def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_exports):
     ref, label = bench_reference
     world, _ = accel_suite.bench_world()
     assert apply_accel(world, choice, shared_exports) == (accel.CPU_DEFAULT if choice == "auto" else choice)
-    got = _frames(world)
+    got = _frames(world, 3)  # chunk 0 eager, chunk 1 builds the graphs, chunk 2 runs on what chunk 1 left
     s = accel.summary(world)
-    assert s["step"]["accel"] == 5 * 3 and s["vae"]["accel"] == 3 and not s["step"]["failed"]
+    assert s["step"]["accel"] == 5 * 2 and s["vae"]["accel"] == 2 and not s["step"]["failed"]
     assert _max_diff(got, ref) <= 2, label
 
 
