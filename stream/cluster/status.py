@@ -12,8 +12,6 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .config import APP_NAME, NAMESPACE, STORE_NAME
-
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("cluster", help="the Ray Serve cluster of `serve --cluster`",
@@ -29,6 +27,8 @@ def cluster_status(address: str = "auto") -> dict[str, Any]:
     """A plain dict: nodes, deployments with replica states, walks (live ones per replica)."""
     import ray
     from ray import serve
+
+    from .config import APP_NAME, NAMESPACE, STORE_NAME  # here: config imports the server (aiortc, PyAV)
 
     if not ray.is_initialized():
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
@@ -49,6 +49,7 @@ def cluster_status(address: str = "auto") -> dict[str, Any]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from .config import APP_NAME
     try:
         import ray  # noqa: F401
     except ImportError:
