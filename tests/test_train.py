@@ -46,8 +46,15 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert chunk.frames.shape == (13, 96, 160, 3)
 
     saved = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(out), "--walks", "1", "--seconds", "1.5", "--save", str(saved)]) == 0
-    table = json.loads((saved / "eval.json").read_text())["table"]
+    assert main(["eval", "--checkpoint", str(out), "--walks", "1", "--seconds", "1.5", "--save", str(saved),
+                 "--paths", "out-and-back", "--starts", "1"]) == 0
+    result = json.loads((saved / "eval.json").read_text())
+    table = result["table"]
+    back = result["scripted"]["out-and-back"]  # its own row, with the memory score at the return (6 s)
+    assert back["return seconds"] == 6.0 and 0 < back["return model"]["psnr"] < 60
+    assert back["return vae ceiling"]["psnr"] > back["return model"]["psnr"] - 30
+    assert {"1s model", "1s frozen first frame", "5s model", "5s frozen first frame"} <= set(back)
+    assert (saved / "strip_out-and-back.png").is_file()
     assert set(table) == {"model", "still camera", "frozen first frame", "vae ceiling"}
     assert 0 < table["model"]["1s"]["psnr"] < 60 and -1 <= table["model"]["1s"]["ssim"] <= 1
     assert (saved / "strip.png").is_file()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 
 STAGES = ("data", "vae", "encode", "world", "rollout", "decoder", "ship")
@@ -69,6 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .state_file import ForeignFileError
+
+    try:
+        return _run(args)
+    except ForeignFileError as e:  # a planted or foreign file in the work folder: refused, never loaded
+        print(f"worldwalk train: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from safetensors.torch import load_file
