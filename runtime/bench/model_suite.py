@@ -45,7 +45,7 @@ def _chunk_times(world: SanaWM, chunks: int) -> tuple[list[float], list[int]]:
 
 def cache_figures(ctx) -> None:
     size = (64, 64)  # 4x4 tokens a latent frame: long sessions in bench time; the ratios are the point
-    n_cached = 30 if ctx.quick else 100
+    n_cached = 15 if ctx.quick else 100  # quick: the whole bench under a minute cold
     n_recompute = 10 if ctx.quick else 30
     label = f"small config {size[0]}x{size[1]}"
     times, sizes = _chunk_times(small_world(*size, use_cache=True), n_cached + 1)
