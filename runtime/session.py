@@ -47,7 +47,11 @@ class SessionConfig:
     fov_x_deg: float = DEFAULT_FOV_DEG  # used when no intrinsics are given
     queue_capacity: int = 0  # frames; 0 = the largest chunk plus a few frames of slack
     queue_policy: Policy = "block"  # block: the model waits for the player (back-pressure)
-    max_snapshots: int = 16  # chunk boundaries kept for rewind
+    # Chunk boundaries kept for rewind: as many as fit in the memory budget (a world's snapshot tells
+    # its size through `nbytes()`; SANA-WM's live in host memory, about 1.6 GB each at 704x1280), and
+    # never more than max_snapshots.
+    max_snapshots: int = 64
+    snapshot_budget_mb: float = 8192.0
     # Plan each chunk as late as possible ("block" policy only): wait until the frames still queued
     # last as long as the slowest recent chunk took to make (times this margin, plus slack seconds),
     # so the chunk is planned with the freshest input instead of queueing ahead and adding latency.
@@ -59,6 +63,12 @@ class SessionConfig:
     # i.e. SANA-WM): more chunks per second at the cost of one decode of input latency.
     # None = on for CUDA devices, off on the CPU.
     pipeline: bool | None = None
+
+
+def _snapshot_bytes(snapshot: object) -> int:
+    """Memory a world's snapshot keeps, when it says (`nbytes()`); 0 for small ones that do not."""
+    nbytes = getattr(snapshot, "nbytes", None)
+    return int(nbytes()) if callable(nbytes) else 0
 
 
 @dataclass
@@ -323,6 +333,12 @@ class Session:
             self._frame_index = b.frame_index
             self._look_planned = b.look
 
+    def _trim_boundaries(self) -> None:
+        """Drop the oldest boundaries while their snapshots outgrow the memory budget (lock held)."""
+        total = sum(_snapshot_bytes(b.world) for b in self._boundaries)
+        while len(self._boundaries) > 1 and total > self.cfg.snapshot_budget_mb * 1e6:
+            total -= _snapshot_bytes(self._boundaries.popleft().world)
+
     def _rewind_world(self, target: int) -> None:
         with self._lock:
             while len(self._boundaries) > 1 and self._boundaries[-1].chunk_index > target:
@@ -392,6 +408,7 @@ class Session:
             first = self._frame_index + (self._carry.n if self._carry is not None else 0)
             boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first, self._look_planned)
             self._boundaries.append(boundary)
+            self._trim_boundaries()
         for cb in list(self._boundary_listeners):
             try:
                 cb(boundary)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .cache import ChunkKV, SoftmaxCache
+from .cache import ChunkKV, SoftmaxCache, owned
 from .camera import UcpeTransforms, apply_ucpe
 from .layers import SelfAttentionParams
 from .rope import apply_rope
@@ -73,4 +73,5 @@ class SoftmaxAttention(SelfAttentionParams):
             cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
 
         out = self.finish(main, cam, x)
-        return out, (ChunkKV(k, v, kc, vc) if write else None)
+        # v (and, without a dtype cast, k) may be views of the whole qkv output: store copies
+        return out, (ChunkKV(owned(k), owned(v), owned(kc), owned(vc)) if write else None)

@@ -19,8 +19,9 @@ Softmax block (`SoftmaxCache`), bounded by the window:
     `SanaWMConfig.softmax_bf16` (as the official code stores them), else in the model dtype.
 
 Only the clean (t = 0) pass after a chunk's last denoising step writes; the denoising passes
-read. Writes replace tensors and lists instead of modifying them, so `snapshot()` can share
-tensors safely.
+read. Every stored tensor is its own compact copy (`owned`), never a view into an activation, so the
+cache holds the bytes it reports (tests/test_sana_wm_memory.py). Writes replace tensors and lists
+instead of modifying them, so `snapshot()` can share tensors safely.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+
+
+def owned(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A compact copy of `t` for keeping across chunks: a slice or `chunk` of an activation is a view that
+    keeps the whole activation alive (memory.held_bytes), so everything the cache stores goes through this."""
+    return None if t is None else t.clone(memory_format=torch.contiguous_format)
 
 
 def _nbytes(*tensors: torch.Tensor | None) -> int:

@@ -51,5 +51,5 @@ class GLUMBConvTemp(nn.Module):
             return (y + self.t_conv(y)).permute(0, 2, 3, 1).reshape(B, N, C), None
         ctx = y if tail is None else torch.cat([tail.to(y.dtype), y], 2)
         out = y + self.t_conv(ctx)[:, :, ctx.shape[2] - T :]
-        new_tail = torch.cat([tail.to(y.dtype), y], 2)[:, :, -self.pad :] if tail is not None else y[:, :, -self.pad :]
+        new_tail = ctx[:, :, -self.pad :]  # a view: the writer copies it (cache.owned)
         return out.permute(0, 2, 3, 1).reshape(B, N, C), new_tail

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .cache import GDNCache
+from .cache import GDNCache, owned
 from .camera import UcpeTransforms, apply_ucpe
 from .layers import SelfAttentionParams
 from .rope import apply_rope
@@ -126,7 +126,7 @@ class GDNAttention(SelfAttentionParams):
         B, N, C = x.shape
         S, D = N // T, self.head_dim
         beta, decay = self.gates(x, T)
-        k_scale = D**-0.5 * S**-0.5
+        k_scale = float(D) ** -0.5 * float(S) ** -0.5  # a constant in exported graphs (traced, bf16 mis-casts it)
 
         # 1. main branch: qkv -> short conv on K -> RMSNorm -> ReLU -> key scale -> RoPE on the numerator
         q, k, v = self.qkv(x).chunk(3, dim=-1)
@@ -174,4 +174,4 @@ class GDNAttention(SelfAttentionParams):
         out = self.finish(main, cam, x)
         if not write:
             return out, None
-        return out, GDNCache(state, z, cam_state, k_tail, cam_tail, cache.ffn_tail)
+        return out, GDNCache(state, z, cam_state, owned(k_tail), owned(cam_tail), cache.ffn_tail)

@@ -22,7 +22,8 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from .config import SanaWMConfig
 from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file
 from .rollout import LatentRollout, RolloutState
 from .sampler import FlowSampler, SamplerConfig
+from .snapshots import SnapshotStore
 from .transformer import SanaWMStreamingTransformer
 from .vae import DecodeState, SanaWMVAE, to_uint8
 
@@ -61,10 +63,20 @@ class SanaWMRunConfig:
 
 @dataclass
 class SanaWMSnapshot:
+    """A chunk boundary, kept where `SnapshotStore` puts it (pinned host memory on CUDA)."""
+
     stream: RolloutState
     decode: DecodeState | Future  # a Future while the previous chunk's decode is still running
     chunk_index: int
     first_pose_inv: np.ndarray | None
+    cache_event: object = None  # CUDA event: the cache's copy to the host is done
+    decode_event: object = None  # the same for the decode state
+    cache_bytes: int = 0  # bytes this snapshot adds (the sink, shared by all, is counted once)
+    decode_bytes: int = 0  # the decode state's bytes (the last known size while its decode runs)
+
+    def nbytes(self) -> int:
+        """Memory this snapshot keeps: what a session's snapshot budget counts."""
+        return self.cache_bytes + self.decode_bytes
 
 
 @dataclass
@@ -161,6 +173,8 @@ class SanaWM:
         self._decode_start = DecodeState()  # the VAE state the running decode chain started from
         self._decoding: Future | None = None  # the last submitted chunk's decode, while it runs
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="sana-wm-decode")
+        self._snapshots = SnapshotStore(self.device)
+        self._decode_bytes = 0  # size of the last decode state a snapshot kept
         self._chunk_index = 0
         self._first_pose_inv: np.ndarray | None = None
 
@@ -217,6 +231,7 @@ class SanaWM:
             p = self._prompt(prompt).to(self.device, self.dtype)
             self.stream.reset(p.embeds, p.mask, seed)
         self._decode_start = DecodeState()
+        self._snapshots.reset()
         self._chunk_index = 0
         self._first_pose_inv = None
 
@@ -296,21 +311,50 @@ class SanaWM:
 
     def snapshot(self) -> SanaWMSnapshot:
         """Cache, RNG, position and VAE state at this chunk boundary. The VAE part is the running
-        decode's future when there is one, so a snapshot never stalls the pipeline."""
-        decode = self._decoding if self._decoding is not None else _copy(self._decode_start)
-        return SanaWMSnapshot(
-            self.stream.snapshot(),
-            decode,
+        decode's future when there is one, so a snapshot never stalls the pipeline; once that decode is
+        done its state replaces the future (and the frames the future also holds). On CUDA the tensors
+        go to pinned host memory on a side stream (`SnapshotStore`)."""
+        st = self.stream.snapshot()
+        cache, cache_bytes, event = self._snapshots.offload_cache(st.cache, self._model_stream)
+        snap = SanaWMSnapshot(
+            replace(st, cache=cache),
+            DecodeState(),
             self._chunk_index,
             None if self._first_pose_inv is None else self._first_pose_inv.copy(),
+            cache_event=event,
+            cache_bytes=cache_bytes,
+            decode_bytes=self._decode_bytes,
         )
+        if self._decoding is not None:
+            snap.decode = self._decoding
+            self._decoding.add_done_callback(partial(self._keep_decode, snap))
+        else:
+            self._keep_decode_state(snap, self._decode_start)
+        return snap
+
+    def _keep_decode(self, snap: SanaWMSnapshot, decoding: Future) -> None:
+        """Done-callback of a decode a snapshot waits for (runs on the decoder thread)."""
+        if not decoding.cancelled() and decoding.exception() is None:
+            self._keep_decode_state(snap, decoding.result()[1])
+
+    def _keep_decode_state(self, snap: SanaWMSnapshot, state: DecodeState) -> None:
+        decode, n, event = self._snapshots.offload_decode(state, self._decode_stream)
+        snap.decode_event, snap.decode_bytes = event, n
+        snap.decode = decode  # last: restore() reads the event only once it sees the state
+        self._decode_bytes = n
 
     def restore(self, snapshot: object) -> None:
         if not isinstance(snapshot, SanaWMSnapshot):
             raise TypeError(f"expected a SanaWMSnapshot from this world's snapshot(), got {type(snapshot).__name__}")
         self._settle()
-        self.stream.restore(snapshot.stream)
-        decode = snapshot.decode.result()[1] if isinstance(snapshot.decode, Future) else snapshot.decode
+        with self._stream_ctx(self._model_stream):  # copies back in the model's order (the decode waits for it)
+            cache = self._snapshots.restore_cache(snapshot.stream.cache, snapshot.cache_event)
+            self.stream.restore(replace(snapshot.stream, cache=cache))
+            decode = snapshot.decode
+            if isinstance(decode, Future):
+                decode = decode.result()[1]  # on the device still
+            else:
+                decode = self._snapshots.restore_decode(decode, snapshot.decode_event)
         self._decode_start = _copy(decode)
         self._chunk_index = snapshot.chunk_index
         self._first_pose_inv = None if snapshot.first_pose_inv is None else snapshot.first_pose_inv.copy()

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import SoftmaxAttention
-from .cache import SoftmaxCache, StreamingCache
+from .cache import SoftmaxCache, StreamingCache, owned
 from .camera import CameraInputs, ucpe_transforms
 from .config import SanaWMConfig
 from .ffn import GLUMBConvTemp
@@ -130,6 +130,7 @@ class Block(nn.Module):
 
         if not write:
             return x, None
+        ffn_tail = owned(ffn_tail)  # a slice of the FFN activation otherwise
         if self.softmax:
             sink, recent = cache.pushed(written, self._window, self._sink)
             return x, SoftmaxCache(sink, recent, ffn_tail)

@@ -127,7 +127,8 @@ class SanaWMVAE:
         prev = st.tails.get(id(conv))
         pad = x[:, :, :1].repeat(1, 1, k - 1, 1, 1) if prev is None else prev
         full = torch.cat([pad, x], 2)
-        st.tails[id(conv)] = full[:, :, -(k - 1) :]
+        # a copy: a slice would keep the whole padded input alive as long as the state (and every snapshot)
+        st.tails[id(conv)] = full[:, :, -(k - 1) :].clone(memory_format=torch.contiguous_format)
         return conv.conv(full)
 
     def _resnet(self, r: LTX2VideoResnetBlock3d, x: torch.Tensor, st: DecodeState) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""Streaming state holds no more memory than it reports: caches, decode states and rewind snapshots.
+
+A cached slice that is a view keeps its whole activation alive (a 1-frame tail of a 4-frame tensor holds
+all 4), so these tests count storages (`held_bytes`), not tensor sizes (`nbytes()`), on small configs
+through the eager path, the accelerated (flat) path and the world's snapshots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldwalk.runtime.accel import apply as accel
+from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm.memory import held_bytes, measure_session_state, reported_bytes
+from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm.vae import SanaWMVAE, small_vae_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _tiny_world() -> SanaWM:
+    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=24, in_channels=8)
+    vae = small_vae_config(temporal_stride=4, latent_channels=8, width=8)
+    return SanaWM.random_init(cfg, vae, SanaWMRunConfig(width=64, height=48))
+
+
+def _walk(world: SanaWM, chunks: int, snaps: list) -> None:
+    """Reset and generate `chunks` chunks walking forward, keeping a snapshot at every chunk boundary."""
+    spec = world.spec
+    f = (spec.width / 2) / np.tan(np.radians(35.0))
+    K = np.array([[f, 0, spec.width / 2], [0, f, spec.height / 2], [0, 0, 1.0]])
+    world.reset(None, None, seed=0)
+    done = 0
+    for k in range(chunks):
+        n = spec.chunk_frames(k)
+        poses = np.tile(np.eye(4), (n, 1, 1))
+        poses[:, 2, 3] = 0.05 * (done + np.arange(n))
+        done += n
+        snaps.append(world.snapshot())
+        world.generate_chunk(poses, np.tile(K, (n, 1, 1)))
+
+
+def test_held_counts_the_storage_behind_a_view():
+    x = torch.zeros(4, 100)
+    assert reported_bytes(x[3:]) == 400 and held_bytes(x[3:]) == 1600
+    assert held_bytes(x[3:].clone()) == 400
+    assert held_bytes([x[:1], x[1:2]]) == 1600  # two views of one storage count it once
+
+
+def test_eager_state_holds_what_it_reports():
+    from diffusers import AutoencoderKLLTX2Video
+
+    torch.manual_seed(0)
+    tr = SanaWMStreamingTransformer(SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=24, in_channels=8))
+    vae = SanaWMVAE(AutoencoderKLLTX2Video(**small_vae_config(4, latent_channels=8, width=8)))
+    st = measure_session_state(tr.eval(), vae, 48, 64, chunks=3)
+    print(st)
+    assert st.cache_reported > 0 and st.decode_reported > 0 and st.snapshot_reported > 0
+    assert st.cache_held <= st.cache_reported, "the transformer cache keeps views of whole activations"
+    assert st.decode_held <= st.decode_reported, "the VAE decode state keeps views of whole conv inputs"
+    assert st.snapshot_held <= st.snapshot_reported, "a rewind snapshot keeps more than its tensors"
+
+
+@pytest.mark.parametrize("choice", ["none", "flat"])
+def test_world_state_and_snapshots_hold_what_they_report(choice):
+    """Through the world: the pipelined decode (snapshots hold its future), and the flat fixed-shape
+    step every accelerated backend runs (its cache comes back as one padded tensor per entry)."""
+    world = _tiny_world()
+    accel.apply_accel(world, choice)
+    snaps: list = []
+    _walk(world, 4, snaps)
+    world._settle()
+    live = (world.stream.cache, world._decode_start)
+    assert held_bytes(world.stream.cache) <= reported_bytes(world.stream.cache)
+    assert held_bytes(world._decode_start) <= reported_bytes(world._decode_start)
+    for s in snaps:
+        extra_held = held_bytes(s, live) - held_bytes(live)
+        extra_reported = reported_bytes(s, live) - reported_bytes(live)
+        assert extra_held <= extra_reported
+    assert np.isfinite(world.cache_nbytes())
+
+
+def test_session_keeps_as_many_snapshots_as_its_memory_budget_holds():
+    import time
+
+    from worldwalk.runtime.session import Session, SessionConfig
+
+    world = _tiny_world()
+    snaps: list = []
+    _walk(world, 3, snaps)
+    per = snaps[-1].nbytes()  # a steady-state boundary: cache after chunk 1 + its decode state
+    assert per > 0
+    budget = 2.5 * per
+    session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
+    with session.start():
+        deadline = time.monotonic() + 120
+        while session.stats()["chunks"] < 6:
+            assert time.monotonic() < deadline and session.error is None, session.error
+            session.frames.get(timeout=0.1)
+        kept = list(session._boundaries)
+    assert 2 <= len(kept) <= 3, len(kept)  # not one per chunk: the budget bounds them
+    assert sum(b.world.nbytes() for b in kept) <= budget
