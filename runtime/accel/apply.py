@@ -116,9 +116,12 @@ def resolve(choice: str, device: torch.device | str) -> str:
     return choice
 
 
-# torch.onnx.export is not reentrant (its GLOBALS.in_onnx_export): the chunk step (model thread) and the
-# VAE decoder (decode thread) are exported one at a time
-_EXPORT_LOCK = threading.Lock()
+# One graph is built at a time, whatever the backend: torch.onnx.export keeps global state
+# (GLOBALS.in_onnx_export), torch.compile compiles on a runner's first call, CUDA graphs capture on
+# one, and the chunk step (model thread) and the VAE decoder (decode thread) build during the same
+# warm-up chunk. Held while a runner is made and during its first call (reentrant: the makers take it
+# around their exports too).
+_EXPORT_LOCK = threading.RLock()
 
 
 def engine(choice: str, device: torch.device) -> Make:
@@ -169,16 +172,18 @@ class AcceleratedStep:
     """Stand-in for `SanaWMStreamingTransformer` in `LatentRollout.backend` (same call signature)."""
 
     def __init__(
-        self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False
+        self, transformer: nn.Module, make: Make, folder: Path, fallback: bool = False, backend: str = "accel"
     ) -> None:
         self.tr = transformer
         self.make = make
         self.folder = folder
         self.fallback = fallback  # auto: a backend that fails to build falls back to eager
+        self.backend = backend  # what the runners are (summary, logs)
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
         self._runners: dict[tuple, Callable[..., Any]] = {}
+        self._unused: set[tuple] = set()  # runners never called yet: their first call finishes the build
         self._layouts: dict[tuple, CacheLayout] = {}
         self._prep: tuple[Any, ...] | None = None  # (cache, camera, inputs, flat cache, layout) of the chunk
         self._hash: str | None = None
@@ -190,13 +195,13 @@ class AcceleratedStep:
         try:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
-            run = self._runner(write, inputs, lay)
-            out = run(*inputs)
+            out = _first_call_locked(self, self._runner(write, inputs, lay), inputs)
         except Exception as e:
             if not self.fallback:
                 raise
             self.failed = f"{type(e).__name__}: {e}"
-            log.warning("accelerated chunk step failed, running eagerly from now on: %s", self.failed)
+            log.warning("accelerated chunk step (%s) failed, running eagerly from now on: %s", self.backend,
+                        self.failed)
             return self(latents, timesteps, text, text_mask, camera, cache, write)
         self.counts["accel"] += 1
         if not write:
@@ -215,40 +220,54 @@ class AcceleratedStep:
             ps = self.tr.cfg.patch_size
             self._layouts[key] = CacheLayout.from_cache(cache, self.tr, T * (h // ps[1]) * (w // ps[2]))
         lay = self._layouts[key]
-        fixed = step_inputs(self.tr, latents, timesteps, text, text_mask, camera, cache)
         flat, mask = lay.flatten(cache)
+        if [tuple(t.shape) for t in flat] != [tuple(s) for s in lay.shapes]:  # another cache shape: re-read it
+            lay = self._layouts[key] = CacheLayout.from_cache(cache, self.tr, lay.nc)
+            flat, mask = lay.flatten(cache)
+        fixed = step_inputs(self.tr, latents, timesteps, text, text_mask, camera, cache)
         fixed = [*fixed, mask]
         self._prep = (cache, camera, fixed, flat, lay)
         return fixed, flat, lay
 
-    def _runner(self, write: bool, inputs: list[torch.Tensor], lay: CacheLayout) -> Callable[..., Any]:
-        key = (write, tuple(inputs[0].shape))
+    def _weights_hash(self) -> str:
+        """Names the exported files; computed only when something is exported (it reads every weight)."""
+        if self._hash is None:
+            self._hash = module_hash(self.tr)
+        return self._hash
+
+    def _runner(self, write: bool, inputs: list[torch.Tensor], lay: CacheLayout) -> tuple[tuple, Callable[..., Any]]:
+        # every input's shape and dtype: a prompt of another length after a reset, or another window, is
+        # another graph (a fixed-shape runner fed other shapes reads out of bounds or fails)
+        key = (write, *((tuple(t.shape), t.dtype) for t in inputs))
         if key not in self._runners:
-            t0 = time.perf_counter()
-            step = ChunkStep(self.tr, lay, write).eval()
-            if self._hash is None:
-                self._hash = module_hash(self.tr)
-            names = [*STEP_INPUTS, *lay.names]
-            kind = "chunk-write" if write else "chunk-read"
-            self._runners[key] = self.make(
-                kind, step, inputs, names, lambda: export_chunk_step(step, inputs, self.folder, self._hash)
-            )
-            self.build_seconds += _built(kind, t0)
-        return self._runners[key]
+            with _EXPORT_LOCK:
+                t0 = time.perf_counter()
+                step = ChunkStep(self.tr, lay, write).eval()
+                names = [*STEP_INPUTS, *lay.names]
+                kind = "chunk-write" if write else "chunk-read"
+                self._runners[key] = self.make(
+                    kind, step, inputs, names,
+                    lambda: export_chunk_step(step, inputs, self.folder, self._weights_hash()),
+                )
+                self._unused.add(key)
+                self.build_seconds += _built(kind, t0, self.backend)
+        return key, self._runners[key]
 
 
 class AcceleratedVAE:
     """Wraps a world's VAE (`SanaWMVAE` or alike): `decode_chunk` of chunks >= 1 runs the decoder step."""
 
-    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False) -> None:
+    def __init__(self, inner: Any, make: Make, folder: Path, fallback: bool = False, backend: str = "accel") -> None:
         self.inner = inner
         self.make = make
         self.folder = folder
         self.fallback = fallback
+        self.backend = backend
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
         self._runners: dict[tuple, Callable[..., Any]] = {}
+        self._unused: set[tuple] = set()
         self._hash: str | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -262,39 +281,53 @@ class AcceleratedVAE:
         tails = [state.tails[k] for k in keys]
         try:
             inputs = [z.contiguous(), *(t.contiguous() for t in tails)]
-            run = self._runner(inputs, keys, state)
-            out = run(*inputs)
+            out = _first_call_locked(self, self._runner(inputs, keys, state), inputs)
         except Exception as e:
             if not self.fallback:
                 raise
             self.failed = f"{type(e).__name__}: {e}"
-            log.warning("accelerated VAE decode failed, decoding eagerly from now on: %s", self.failed)
+            log.warning("accelerated VAE decode (%s) failed, decoding eagerly from now on: %s", self.backend,
+                        self.failed)
             return self.decode_chunk(z, state)
         self.counts["accel"] += 1
         if not keys:
             return (out[0] if isinstance(out, tuple) else out), state
         return out[0], replace(state, tails=dict(zip(keys, out[1:], strict=True)))
 
-    def _runner(self, inputs: list[torch.Tensor], keys: list, state: Any) -> Callable[..., Any]:
-        key = tuple(tuple(t.shape) for t in inputs)
+    def _runner(self, inputs: list[torch.Tensor], keys: list, state: Any) -> tuple[tuple, Callable[..., Any]]:
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if key not in self._runners:
-            t0 = time.perf_counter()
-            step = DecodeStep(self.inner, keys, state).eval()
-            if self._hash is None:
-                self._hash = module_hash(step)
-            names = ["z", *[f"tail{j}" for j in range(len(keys))]]
-            self._runners[key] = self.make(
-                "vae-decode", step, inputs, names, lambda: export_decode_step(step, inputs, self.folder, self._hash)
-            )
-            self.build_seconds += _built("vae-decode", t0)
-        return self._runners[key]
+            with _EXPORT_LOCK:
+                t0 = time.perf_counter()
+                step = DecodeStep(self.inner, keys, state).eval()
+
+                def export() -> Path:
+                    if self._hash is None:  # only when exporting: it reads every weight
+                        self._hash = module_hash(step)
+                    return export_decode_step(step, inputs, self.folder, self._hash)
+
+                names = ["z", *[f"tail{j}" for j in range(len(keys))]]
+                self._runners[key] = self.make("vae-decode", step, inputs, names, export)
+                self._unused.add(key)
+                self.build_seconds += _built("vae-decode", t0, self.backend)
+        return key, self._runners[key]
 
 
-def _built(kind: str, t0: float) -> float:
-    """Seconds since `t0`; a build that took a while is reported, one line per graph."""
+def _first_call_locked(owner: AcceleratedStep | AcceleratedVAE, keyed: tuple, inputs: list[torch.Tensor]) -> Any:
+    """Run a runner; its first call holds the build lock (torch.compile compiles and CUDA graphs capture then)."""
+    key, run = keyed
+    if key not in owner._unused:
+        return run(*inputs)
+    with _EXPORT_LOCK:
+        out = run(*inputs)
+        owner._unused.discard(key)
+    return out
+
+
+def _built(kind: str, t0: float, backend: str) -> float:
+    """Seconds since `t0`; every graph says which backend it runs on (a long build says how long it took)."""
     seconds = time.perf_counter() - t0
-    if seconds > 1.0:
-        log.info("accel: %s graph ready in %.1f s", kind, seconds)
+    log.info("accel: %s graph runs on %s (ready in %.1f s)", kind, backend, seconds)
     return seconds
 
 
@@ -358,9 +391,10 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
     # timed at run time, so a replay of a recorded session takes the same path and gives the same
     # frames: on the CPU, ONNX Runtime for the chunk step and the VAE decoder (see CPU_DEFAULT).
     auto = choice == "auto"
-    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto)
+    stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto, backend=chosen)
     if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
-        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto)
+        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto, backend=chosen)
+    log.info("accel: chunk step and VAE decoder on %s (chunk 0 eager)", chosen)
     return chosen
 
 
@@ -389,12 +423,14 @@ def warm_up(world: Any) -> float:
 
 
 def summary(world: Any) -> dict[str, Any]:
-    """Counts of eager and accelerated calls and build time (for logs and tests)."""
+    """Per part ("step", "vae"): the backend it runs on now ("eager" once a build failed), counts of
+    eager and accelerated calls, build time and the failure (for the bench, the HUD, logs and tests)."""
     stream, vae = _world_parts(world)
     out: dict[str, Any] = {}
     for name, obj in (("step", getattr(stream, "backend", None)), ("vae", vae)):
         if isinstance(obj, AcceleratedStep | AcceleratedVAE):
-            out[name] = {**obj.counts, "build_s": obj.build_seconds, "failed": obj.failed}
+            out[name] = {"backend": "eager" if obj.failed else obj.backend, **obj.counts,
+                         "build_s": obj.build_seconds, "failed": obj.failed}
     return out
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache
+from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache, owned
 from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
 from worldwalk.runtime.sana_wm.layers import TemporalShortConv
 from worldwalk.runtime.sana_wm.rope import apply_rope
@@ -182,8 +182,8 @@ class CacheLayout:
             if isinstance(b, SoftmaxCache):
                 k, v, ck, cv = (next(it) for _ in KV_FIELDS)
                 n = min(len(b.recent) + 1, self.keep)
-                recent = tuple(
-                    ChunkKV(*(t[:, :, s : s + self.nc] for t in (k, v, ck, cv)))
+                recent = tuple(  # copies: a slice would keep the whole padded window alive
+                    ChunkKV(*(owned(t[:, :, s : s + self.nc]) for t in (k, v, ck, cv)))
                     for s in range(self.n_max - n * self.nc, self.n_max, self.nc)
                 )
                 blocks.append(SoftmaxCache(b.sink, recent, next(it) if b.ffn_tail is not None else None))
@@ -323,7 +323,7 @@ class ChunkStep(nn.Module):
         h = (block.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
         h, ffn_tail = block.mlp(h, grid, entries.get(f"b{i}.ffn_tail"))
         if self.write and f"b{i}.ffn_tail" in entries:
-            new.append(ffn_tail)
+            new.append(owned(ffn_tail))
         return x + (gate_mlp * h.view(B, T, -1, C)).view(B, N, C)
 
 
@@ -336,14 +336,15 @@ class DecodeStep(nn.Module):
     """The VAE's `decode_chunk` for a chunk >= 1 as a pure function: (z, *tails) -> (frames, *new_tails).
 
     `template` is the decode state chunk 0 left (any dataclass with `started`, optionally `tails`, a dict
-    keyed by `keys`); the tails travel as tensors in `keys` order.
+    keyed by `keys`); the tails travel as tensors in `keys` order. Only its flags are kept: its tails would
+    pin chunk 0's decode state for as long as the step lives.
     """
 
     def __init__(self, vae: Any, keys: list, template: Any) -> None:
         super().__init__()
         self.vae = vae
         self.keys = list(keys)
-        self.template = template
+        self.template = replace(template, tails={}) if getattr(template, "tails", None) else template
         if isinstance(getattr(vae, "vae", None), nn.Module):
             self.decoder_module = vae.vae  # registered, so .to()/state_dict() see the weights
 
@@ -404,18 +405,54 @@ class SlicedShortConv(TemporalShortConv):
         return y.reshape(B, N, C), full[:, -(K - 1) :].transpose(1, 2)
 
 
+class _ExportConv:
+    """A convolution as exported: ONNX's Conv takes no bf16 before opset 22 and the TorchScript exporter stops
+    at opset 20, so a bf16 (or fp16) graph with Conv nodes fails the ONNX checker. In reduced precision a
+    1x1 convolution (the FFN's projections, most of its work) exports as a MatMul in the model's dtype, and
+    any other convolution computes in fp32 between casts. fp32 models export plain Conv nodes."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x.dtype not in (torch.bfloat16, torch.float16):
+            return super()._conv_forward(x, weight, bias)  # type: ignore[misc]
+        pointwise = (all(k == 1 for k in self.kernel_size) and all(s == 1 for s in self.stride)  # type: ignore[attr-defined]
+                     and self.groups == 1 and not any(_as_tuple(self.padding)))  # type: ignore[attr-defined]
+        if pointwise:
+            n = x.dim()  # explicit permutations: movedim exports a Transpose with a negative axis
+            y = F.linear(x.permute(0, *range(2, n), 1), weight.flatten(1), bias)
+            return y.permute(0, n - 1, *range(1, n - 1))
+        b = None if bias is None else bias.float()
+        return super()._conv_forward(x.float(), weight.float(), b).to(x.dtype)  # type: ignore[misc]
+
+
+def _as_tuple(p: Any) -> tuple:
+    return (1,) if isinstance(p, str) else tuple(p) if isinstance(p, tuple | list) else (p,)
+
+
+_EXPORT_CONVS = {
+    base: type(f"Export{base.__name__}", (_ExportConv, base), {}) for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+}
+
+
 @contextlib.contextmanager
 def export_friendly(module: nn.Module) -> Iterator[None]:
-    """While exporting: plain convolution classes (`plain_convs`) and sliced short convs."""
-    swapped = [m for m in module.modules() if type(m) is TemporalShortConv]
-    for m in swapped:
-        m.__class__ = SlicedShortConv
+    """While exporting: convolutions as `_ExportConv` (plain torch convs, as `plain_convs`, that a bf16 graph
+    can carry) and sliced short convs."""
+    swapped: list[tuple[nn.Module, type]] = []
+    for m in module.modules():
+        if type(m) is TemporalShortConv:
+            swapped.append((m, type(m)))
+            m.__class__ = SlicedShortConv
+            continue
+        for base, export_cls in _EXPORT_CONVS.items():
+            if isinstance(m, base):
+                swapped.append((m, type(m)))
+                m.__class__ = export_cls
+                break
     try:
-        with plain_convs(module):
-            yield
+        yield
     finally:
-        for m in swapped:
-            m.__class__ = TemporalShortConv
+        for m, cls in swapped:
+            m.__class__ = cls
 
 
 def export_onnx(

@@ -3,17 +3,22 @@
 TensorRT: `build_engine(onnx_path, device)` parses the same ONNX file the ONNX Runtime path runs
 (onnx_export.py: same inputs, same flat cache layout) and serialises an engine next to it, cached per
 GPU (name and compute capability), TensorRT version and precision. Precision (`WORLDWALK_TRT_PRECISION`):
-- `auto` (default): fp16 and, on Ampere or newer (sm 8.0+), bf16 kernels allowed where TensorRT finds
-  them faster (weakly typed network: the explicit fp32 casts of the GDN scan stay fp32 only as hints);
-  fp8 allowed on Ada/Hopper or newer (sm 8.9+), which TensorRT uses where the graph carries Q/DQ nodes;
-- `fp32`: no reduced precision; `strong`: a strongly typed network, every tensor in the dtype the export
-  gave it (export a bfloat16 world for a bf16 engine).
+- `strong` (default): a strongly typed network, every tensor in the dtype the export gave it: a bfloat16
+  world gives a bf16 engine that keeps fp32 wherever the model does (RMSNorm statistics, the GDN scan and
+  its recurrent states, UCPE camera math), exactly as the eager model;
+- `auto`: a weakly typed network with fp16, bf16 (sm 8.0+) and fp8 (sm 8.9+) kernels allowed where
+  TensorRT finds them faster. Not the default: fp16 overflows RMSNorm's x**2 past |x| = 256 and flushes
+  the GDN normaliser's 1e-8 epsilon to 0 (0/0 = NaN for an all-zero query), and the fp32 casts become
+  hints only, so recurrent states drift across chunks;
+- `fp32`: no reduced precision.
 The `tensorrt` package is imported lazily and never needed elsewhere; it does not come from PyPI alone
 (`pip install tensorrt` pulls NVIDIA's wheels from pypi.nvidia.com; or use an NGC PyTorch container).
 
 CUDA graphs: `CudaGraphStep(module, inputs)` captures one fixed-shape step (onnx_export.ChunkStep or
 DecodeStep) on static buffers and replays it: inputs are copied in, outputs cloned out, so the typed
-cache never aliases a buffer the next replay overwrites.
+cache never aliases a buffer the next replay overwrites. Each step captures on a stream of its own with
+thread-local capture errors, so the decoder thread's work on its stream does not invalidate a capture
+on the model thread (and builds take turns anyway: apply.py's build lock).
 
 Every CUDA call is guarded: on a machine without CUDA these classes refuse with a message instead of
 crashing at import.
@@ -52,7 +57,7 @@ def tensorrt_available(device: torch.device | str = "cuda") -> tuple[bool, str]:
 
 
 def _precision() -> str:
-    p = os.environ.get("WORLDWALK_TRT_PRECISION", "auto").strip().lower() or "auto"
+    p = os.environ.get("WORLDWALK_TRT_PRECISION", "strong").strip().lower() or "strong"
     if p not in ("auto", "fp32", "strong"):
         raise ValueError(f"WORLDWALK_TRT_PRECISION must be auto, fp32 or strong, got {p!r}")
     return p
@@ -175,8 +180,9 @@ class CudaGraphStep:
                 module(*self.static_in)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
+        with torch.no_grad(), torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
             self.static_out = module(*self.static_in)
+        torch.cuda.current_stream(dev).wait_stream(side)
 
     def __call__(self, *inputs: torch.Tensor):
         for dst, src in zip(self.static_in, inputs, strict=True):

@@ -188,14 +188,14 @@ def ucpe_transforms(conditions: torch.Tensor, grid: tuple[int, int], patch: tupl
 def apply_ucpe(
     x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | None, inverse_rope: bool = False
 ) -> torch.Tensor:
-    """x (B, H, N, D): the first D/2 channels (groups of 4) get the per-token 4x4, the rest get RoPE."""
+    """x (B, H, N, D): the first D/2 channels (groups of 4) get the per-token 4x4 (in fp32), the rest get RoPE."""
     from .rope import apply_rope
 
     B, Hh, N, D = x.shape
     first, second = x.split(D // 2, dim=-1)
-    first = torch.einsum("bnij,bhnkj->bhnki", matrix.to(x.dtype), first.reshape(B, Hh, N, -1, 4)).reshape(
-        B, Hh, N, D // 2
-    )
+    # in fp32: the matrices carry translations that grow as the player walks, which bf16 would quantise
+    first = torch.einsum("bnij,bhnkj->bhnki", matrix.float(), first.float().reshape(B, Hh, N, -1, 4))
+    first = first.reshape(B, Hh, N, D // 2).to(x.dtype)
     if rope is not None:
         second = apply_rope(second, rope, inverse=inverse_rope)
     return torch.cat([first, second], dim=-1)
