@@ -34,7 +34,7 @@ class SanaWMConfig:
     caption_channels: int = 2304  # Gemma-2-2B hidden size
     mlp_ratio: float = 3.0
     # --- rotary embedding (diffusers hard-codes these) ---
-    rope_max_seq_len: int = 1024  # largest frame / row / column index the RoPE table covers
+    rope_max_seq_len: int = 1024  # largest row / column index the RoPE table covers (frames: no limit)
     rope_theta: float = 10000.0
     # --- streaming runtime ---
     chunk_latent_frames: int = 3  # latent frames generated per chunk (the first chunk adds the image latent)

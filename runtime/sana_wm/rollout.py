@@ -34,7 +34,10 @@ class LatentRollout:
         self.transformer = transformer
         self.sampler = sampler
         self.use_cache = use_cache
-        self.generator = torch.Generator()
+        # noise is drawn where the model runs (a CUDA generator on a GPU: no host copy per step); seeded, so
+        # a replay on the same device draws the same noise
+        dev = next(transformer.parameters()).device
+        self.generator = torch.Generator(device=dev) if dev.type == "cuda" else torch.Generator()
         self.cache = transformer.new_cache()
         self.history: list[tuple[torch.Tensor, CameraInputs]] = []
         self.text: torch.Tensor | None = None

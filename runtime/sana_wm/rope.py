@@ -14,15 +14,28 @@ from __future__ import annotations
 import torch
 
 
-def _axis_freqs(dim: int, max_len: int, theta: float) -> torch.Tensor:
-    """(max_len, dim // 2) complex64 rotations for one axis."""
-    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu")[: dim // 2] / dim))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device="cpu"), inv)  # never on meta
+def _inv_freqs(dim: int, theta: float) -> torch.Tensor:
+    """(dim // 2,) fp32 inverse frequencies of one axis."""
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu")[: dim // 2] / dim))
+
+
+def _rotations(inv: torch.Tensor, start: int, count: int, device: torch.device) -> torch.Tensor:
+    """(count, dim // 2) complex64 rotations of positions [start, start + count), made on `device`."""
+    pos = torch.arange(start, start + count, dtype=torch.float32, device=device)
+    angles = torch.outer(pos, inv)
     return torch.polar(torch.ones_like(angles), angles)
 
 
 class Rope3D:
-    """Holds the per-axis tables; `__call__` builds the (N, head_dim // 2) complex table of a chunk."""
+    """`__call__` builds the (N, head_dim // 2) complex table of a chunk, on the chunk's device.
+
+    Frame positions have no end: a chunk's time rotations are computed for its own frames (the same
+    fp32 numbers a table row would hold), so a session runs for hours. Past the horizon the model was
+    trained on, the positions keep counting (the GDN states and the cached keys were rotated with
+    them); what the model makes of distances it never saw is up to the model (README). `max_len` bounds
+    the spatial grid only. The spatial tables and the inverse frequencies are kept per device, so a
+    forward copies nothing from the host.
+    """
 
     def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0) -> None:
         self.head_dim = head_dim
@@ -30,23 +43,29 @@ class Rope3D:
         hw = 2 * (head_dim // 6)
         t = head_dim - 2 * hw
         self.t_half, self.hw_half = t // 2, hw // 2
-        self._tables = [
-            _axis_freqs(t, max_len, theta),
-            _axis_freqs(hw, max_len, theta),
-            _axis_freqs(hw, max_len, theta),
-        ]
+        self._inv = [_inv_freqs(t, theta), _inv_freqs(hw, theta)]  # time, height/width (same frequencies)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (time inv, space table)
+
+    def _device_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        device = torch.device(device)
+        if device not in self._on:
+            inv_t = self._inv[0].to(device)
+            self._on[device] = (inv_t, _rotations(self._inv[1].to(device), 0, self.max_len, device))
+        return self._on[device]
 
     def __call__(self, frame_start: int, frames: int, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(frames * height * width, head_dim // 2) complex64 for frames [frame_start, frame_start + frames)."""
-        if frame_start + frames > self.max_len or max(height, width) > self.max_len:
+        if max(height, width) > self.max_len:
             raise ValueError(
-                f"RoPE table covers {self.max_len} positions; frames up to {frame_start + frames} and a "
-                f"{height}x{width} grid need more: raise SanaWMConfig.rope_max_seq_len"
+                f"RoPE table covers {self.max_len} rows and columns; a {height}x{width} token grid needs more: "
+                "raise SanaWMConfig.rope_max_seq_len"
             )
-        ft, fh, fw = (tab.to(device) for tab in self._tables)
-        ft = ft[frame_start : frame_start + frames].view(frames, 1, 1, -1).expand(frames, height, width, -1)
-        fh = fh[:height].view(1, height, 1, -1).expand(frames, height, width, -1)
-        fw = fw[:width].view(1, 1, width, -1).expand(frames, height, width, -1)
+        if frame_start < 0:
+            raise ValueError(f"frame positions start at 0, got {frame_start}")
+        inv_t, space = self._device_tables(device)
+        ft = _rotations(inv_t, frame_start, frames, device).view(frames, 1, 1, -1).expand(frames, height, width, -1)
+        fh = space[:height].view(1, height, 1, -1).expand(frames, height, width, -1)
+        fw = space[:width].view(1, 1, width, -1).expand(frames, height, width, -1)
         return torch.cat([ft, fh, fw], dim=-1).reshape(frames * height * width, -1)
 
     def camera_slice(self, table: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,9 @@ class FlowSampler:
         return float(int(np.float32(sigma) * np.float32(1000.0)))
 
     def noise(self, shape: tuple[int, ...], generator: torch.Generator, device, dtype) -> torch.Tensor:
-        """Gaussian noise drawn on the CPU generator (reproducible on any device), moved to `device`."""
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        """Gaussian noise from the session's generator, drawn on the generator's device (the model's, on a
+        GPU: no host copy) in fp32, then cast to the model's dtype."""
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device=generator.device).to(device, dtype)
 
     def denoise(
         self,

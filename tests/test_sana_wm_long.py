@@ -1,0 +1,30 @@
+"""Sessions of any length: frame positions past the RoPE table's end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldwalk.runtime.sana_wm.rope import Rope3D
+
+from .test_accel_builds import _stream_after
+from .test_sana_wm_stream import _model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_a_session_runs_past_the_rope_tables_end():
+    """rope_max_seq_len=6 covers the 3x4 token grid but only 6 frame positions: 4 chunks reach frame 10."""
+    tr = _model(rope_max_seq_len=6)
+    stream = _stream_after(tr, 4)
+    assert stream.cache.frames == 1 + 3 * 4 > tr.cfg.rope_max_seq_len
+    assert all(torch.isfinite(b.state).all() for b in stream.cache.blocks if hasattr(b, "state"))
+
+
+def test_chunk_rotations_are_the_rows_of_one_long_table():
+    rope = Rope3D(32, 8)
+    whole = rope(0, 40, 2, 3, torch.device("cpu"))  # 40 frames: past max_len
+    part = rope(29, 5, 2, 3, torch.device("cpu"))
+    assert torch.equal(part, whole[29 * 6 : 34 * 6])
+    with pytest.raises(ValueError, match="rope_max_seq_len"):
+        rope(0, 1, 9, 3, torch.device("cpu"))  # the spatial grid is still bounded
