@@ -1,4 +1,5 @@
-"""The bundled world: shipped weights load and generate; walks, the fast VAE conv, snapshot/restore."""
+"""The bundled world: shipped weights load and generate on SANA-WM's chunk loop; walks, the fast VAE conv,
+snapshot/restore."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 import torch
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
+from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.train.walks import WalkConfig, random_walk
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.runtime.worlds.bundled_vae import FastConv3d, fast_conv3d
+from worldwalk.runtime.worlds.bundled_vae import FastConv3d, FrameVAEStream, fast_conv3d
 from worldwalk.runtime.worlds.bundled_world import (
     WEIGHTS,
     BundledWorld,
@@ -57,6 +59,20 @@ def test_snapshot_restore_is_bit_identical(world: BundledWorld) -> None:
     world.restore(snap)
     b = world.generate_chunk(poses[13:25], K[13:25]).frames
     np.testing.assert_array_equal(a, b)
+
+
+def test_it_runs_sana_wm_s_chunk_loop_with_the_decode_overlap(world: BundledWorld) -> None:
+    """One chunk driver: the bundled world is a SanaWM, and submitting chunk k+1 before taking chunk k's
+    frames (decode of k beside the denoising of k+1) gives the frames one chunk at a time gives."""
+    assert isinstance(world, SanaWM) and isinstance(world.vae, FrameVAEStream)
+    poses, K = _poses(25)
+    spans = ((0, 13), (13, 25))
+    world.reset(None, None, seed=4)
+    one_at_a_time = [world.generate_chunk(poses[a:b], K[a:b]).frames for a, b in spans]
+    world.reset(None, None, seed=4)
+    pending = [world.submit(poses[a:b], K[a:b]) for a, b in spans]
+    for want, p in zip(one_at_a_time, pending, strict=True):
+        np.testing.assert_array_equal(p.result().frames, want)
 
 
 def test_wrong_chunk_length_names_the_expected_shape(world: BundledWorld) -> None:
