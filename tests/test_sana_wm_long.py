@@ -1,4 +1,4 @@
-"""Sessions of any length: frame positions past the RoPE table's end."""
+"""Sessions of any length (frame positions past the RoPE table's end) and per-chunk inputs computed once."""
 
 from __future__ import annotations
 
@@ -28,3 +28,20 @@ def test_chunk_rotations_are_the_rows_of_one_long_table():
     assert torch.equal(part, whole[29 * 6 : 34 * 6])
     with pytest.raises(ValueError, match="rope_max_seq_len"):
         rope(0, 1, 9, 3, torch.device("cpu"))  # the spatial grid is still bounded
+
+
+def test_chunk_inputs_computed_once_give_the_same_outputs():
+    """RoPE, UCPE and the Plücker embedding are computed once per chunk (its four denoising passes share
+    one camera object): the latents and the cache are bit for bit those of computing them every pass."""
+    tr = _model()
+    tr.memo_chunk_inputs = False
+    ref = _stream_after(tr, 3)
+    tr.memo_chunk_inputs = True
+    got = _stream_after(tr, 3)
+    assert tr._chunk_memo is not None  # kept: the denoising passes of a chunk reuse it
+    for a, b in zip(got.cache.blocks, ref.cache.blocks, strict=True):
+        for name in ("state", "norm_state", "cam_state", "k_tail", "ffn_tail"):
+            if getattr(b, name, None) is not None:
+                assert torch.equal(getattr(a, name), getattr(b, name)), name
+        if hasattr(b, "recent"):
+            assert torch.equal(a.recent[-1].k, b.recent[-1].k) and torch.equal(a.sink.cam_v, b.sink.cam_v)

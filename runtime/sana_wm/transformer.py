@@ -171,6 +171,29 @@ class SanaWMStreamingTransformer(nn.Module):
             b._window, b._sink = cfg.kv_window, cfg.sink
         self.final_layer = FinalLayer(d, p, cfg.in_channels)
         self.rope = Rope3D(cfg.linear_head_dim, cfg.rope_max_seq_len, cfg.rope_theta)
+        self.memo_chunk_inputs = True  # keep a chunk's RoPE / camera inputs across its passes (_chunk_inputs)
+        self._chunk_memo: tuple | None = None
+
+    def _chunk_inputs(self, camera: CameraInputs | None, frame: int, T: int, h: int, w: int, device: torch.device):
+        """RoPE, UCPE transforms, camera RoPE and the Plücker embedding of a chunk at frame `frame`.
+
+        They depend on the chunk's position and camera only, so the chunk's denoising passes (one camera
+        object) compute them once: the last result is kept while no gradient is recorded."""
+        key = (frame, T, h, w, device, self.dtype)
+        memo = self._chunk_memo
+        hit = memo is not None and memo[0] is camera and memo[1] == key
+        if hit and self.memo_chunk_inputs and not torch.is_grad_enabled():
+            return memo[2]
+        p = self.cfg.patch_size
+        rope = self.rope(frame, T, h, w, device)
+        ucpe = cam_rope = plucker = None
+        if camera is not None:
+            ucpe = ucpe_transforms(camera.conditions.to(device), (h, w), (p[1], p[2]))
+            cam_rope = self.rope.camera_slice(rope)
+            plucker = self.plucker_embedder(camera.plucker.to(device, self.dtype))
+        out = (rope, ucpe, cam_rope, plucker)
+        self._chunk_memo = None if (torch.is_grad_enabled() or not self.memo_chunk_inputs) else (camera, key, out)
+        return out
 
     def new_cache(self) -> StreamingCache:
         return StreamingCache.empty([b.softmax for b in self.blocks])
@@ -212,12 +235,7 @@ class SanaWMStreamingTransformer(nn.Module):
             y = self.attention_y_norm(y)
         mask = text_mask.bool()
 
-        rope = self.rope(cache.frames, T, h, w, latents.device)
-        ucpe = cam_rope = plucker = None
-        if camera is not None:
-            ucpe = ucpe_transforms(camera.conditions.to(latents.device), (h, w), (p[1], p[2]))
-            cam_rope = self.rope.camera_slice(rope)
-            plucker = self.plucker_embedder(camera.plucker.to(latents.device, dtype))
+        rope, ucpe, cam_rope, plucker = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
 
         new_blocks = []
         for block, bc in zip(self.blocks, cache.blocks, strict=True):
