@@ -118,6 +118,7 @@ class ForwardBatcher:
         self.transformer = transformer
         self.window = window
         self.batches: Counter[int] = Counter()  # forwards run, by batch size
+        self.timeouts = 0  # forwards that ran because the window ended (sessions not in step, or idle)
         self._cond = threading.Condition()
         self._groups: dict[Any, list[_Call]] = {}
         self._members = 0
@@ -181,6 +182,7 @@ class ForwardBatcher:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        self.timeouts += 1
                         break
                     self._cond.wait(left)
                 del self._groups[key]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -55,3 +57,34 @@ def test_stack_and_take_round_trip_a_cache():
                 assert torch.equal(x, getattr(b, name))
                 assert x.untyped_storage().nbytes() == x.numel() * x.element_size()  # owns only its row
     w.close()
+
+
+def test_sessions_out_of_step_run_apart_and_stay_exact():
+    worlds = bundled_worlds(2)
+    _, alone, _ = run_sessions(worlds[:1], 2, "serial")
+    # session 1 runs chunks 2-3 while session 0 runs 0-1: no pass of the two can share a forward (other
+    # positions), and none waits the window out
+    worlds[1].reset(None, None, seed=2)
+    for k in range(2):
+        worlds[1].generate_chunk(*walk(worlds[1], k, 2))
+    batcher = ForwardBatcher(worlds[0].stream.transformer, window=30.0)
+    for w in worlds:
+        batcher.attach(w)
+    def ahead():
+        for k in range(2, 4):
+            worlds[1].generate_chunk(*walk(worlds[1], k, 2))
+        batcher.detach(worlds[1])  # an idle member would make the other wait out the window
+
+    thread = threading.Thread(target=ahead)
+    thread.start()
+    worlds[0].reset(None, None, seed=1)
+    out = [worlds[0].generate_chunk(*walk(worlds[0], k, 1)).frames for k in range(2)]
+    batcher.detach(worlds[0])
+    thread.join()
+    assert batcher.timeouts == 0  # the 30 s window was never waited out: calls ran once both sessions waited
+    assert set(batcher.batches) == {1}
+    for x, y in zip(alone[0], out, strict=True):
+        assert np.array_equal(x, y)
+    batcher.close()
+    for w in worlds:
+        w.close()
