@@ -10,6 +10,9 @@ each session its slice: its own velocity and, for the cache write, its own cache
 no session keeps the batch's tensors alive). Noise, poses, prompts and seeds stay per session (the
 sampler and camera code run in each session's thread), and so does the VAE decode.
 
+A session host builds one batcher per device and hands it every world it builds (`join`: the world
+moves onto the shared transformer, and leaves the batch when it closes).
+
 A call runs at once when every attached session is waiting (nothing more can join) or when its group
 holds every attached session; otherwise when the window ends. Sessions not in step pay up to one
 window per pass. The forward runs in the thread of the first caller of a group (the leader); on CUDA
@@ -138,6 +141,21 @@ class ForwardBatcher:
         stream.backend = self
         with self._cond:
             self._members += 1
+
+    def join(self, world: Any) -> Any:
+        """For a session host: put a freshly built world on the shared model (same weights), batch it, and
+        make its close() leave the batch first. Returns the world."""
+        if world.stream.transformer is not self.transformer:
+            self.share_weights(world)
+        self.attach(world)
+        close = world.close
+
+        def leave_then_close() -> None:
+            self.detach(world)
+            close()
+
+        world.close = leave_then_close
+        return world
 
     def detach(self, world: Any) -> None:
         if world.stream.backend is self:

@@ -43,6 +43,19 @@ def test_batcher_refuses_a_world_on_other_weights():
         w.close()
 
 
+def test_a_host_joins_worlds_and_closing_one_leaves_the_batch():
+    a, b = bundled_worlds(1) + bundled_worlds(1)
+    batcher = ForwardBatcher(a.stream.transformer)
+    for w in (a, b):
+        assert batcher.join(w) is w and w.stream.backend is batcher
+    assert b.transformer is a.transformer  # one copy of the weights
+    b.close()
+    assert b.stream.backend is None and batcher._members == 1
+    a.close()
+    assert batcher._members == 0
+    batcher.close()
+
+
 def test_stack_and_take_round_trip_a_cache():
     (w,) = bundled_worlds(1)
     w.reset(None, None, seed=1)
