@@ -45,9 +45,12 @@ def test_app_config_loads_and_rejects_typos(tmp_path):
 
 
 def test_bench_quick_runs_and_its_json_parses(tmp_path):
+    # two cheap suites: this checks the command, its table and JSON; each suite's figures are the bench's
+    # own business (the whole --quick bench is about a minute, too much for every test run)
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "worldwalk.runtime.cli", "bench", "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=240)
+    cmd = [sys.executable, "-m", "worldwalk.runtime.cli", "bench", "--quick", "--suite", "generation", "--suite",
+           "pipeline", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     names = {f["name"] for f in result["figures"]}

@@ -39,6 +39,7 @@ from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prom
 from .rollout import LatentRollout, RolloutState
 from .sampler import FlowSampler, SamplerConfig
 from .snapshots import SnapshotStore
+from .timing import resolve
 from .transformer import SanaWMStreamingTransformer
 from .vae import DecodeState, SanaWMVAE, to_uint8
 
@@ -92,6 +93,7 @@ class PendingChunk:
 
     def result(self) -> Chunk:
         frames, _, seconds = self.decoded.result()
+        resolve(self.timings)  # GPU stage times (CUDA events) are read now, when the chunk is done anyway
         self.timings["decode"] = seconds
         self.timings["total"] = time.perf_counter() - self.t_start
         return Chunk(frames=frames, poses=self.poses, intrinsics=self.intrinsics, index=self.index,

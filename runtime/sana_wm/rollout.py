@@ -8,7 +8,6 @@ same numbers at a cost that grows with the session, for benchmarking the cache a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import torch
 from .cache import StreamingCache
 from .camera import CameraInputs
 from .sampler import FlowSampler
+from .timing import Clock, resolve
 from .transformer import SanaWMStreamingTransformer
 
 
@@ -85,10 +85,11 @@ class LatentRollout:
         tr = self.transformer
         dev, dtype = tr.x_embedder.proj.weight.device, tr.dtype
         camera = camera.to(dev, dtype)
-        t0 = time.perf_counter()
+        clock = Clock(dev)  # CUDA events on a GPU (timing.py): resolved when the chunk's result is taken
+        t0 = clock.now()
         # the cache this chunk reads: kept (streaming) or rebuilt from the history (recompute)
         self._reading = self.cache if self.use_cache else self._rebuilt_cache()
-        t1 = time.perf_counter()
+        t1 = clock.now()
         # the sampler's forwards read the cache and never write it
         z = self.sampler.denoise(
             lambda x, t: self._forward(x, t, camera, self._reading, False)[0],
@@ -98,13 +99,14 @@ class LatentRollout:
             dtype,
             clean_prefix,
         )
-        timings.update(recompute=t1 - t0, denoise=time.perf_counter() - t1)
+        timings.update(recompute=clock.between(t0, t1), denoise=clock.between(t1, clock.now()))
         return z
 
     @torch.no_grad()
     def commit(self, z: torch.Tensor, camera: CameraInputs, timings: dict[str, float] | None = None) -> None:
         """Write the finished chunk: one forward on the clean latents at t = 0 (or keep them, in recompute mode)."""
-        t0 = time.perf_counter()
+        clock = Clock(z.device)
+        t0 = clock.now()
         tr = self.transformer
         camera = camera.to(z.device, tr.dtype)
         if self.use_cache:
@@ -114,12 +116,14 @@ class LatentRollout:
             self.history.append((z, camera))
         self._reading = None
         if timings is not None:
-            timings["cache_write"] = time.perf_counter() - t0
+            timings["cache_write"] = clock.between(t0, clock.now())
 
     def step(self, camera, shape, clean_prefix=None, timings=None) -> torch.Tensor:
         """Denoise and commit one chunk."""
         z = self.denoise(camera, shape, clean_prefix, timings)
         self.commit(z, camera, timings)
+        if timings is not None:
+            resolve(timings)
         return z
 
     def snapshot(self) -> RolloutState:
