@@ -157,9 +157,15 @@ class SanaWMVAE:
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
-    x = ((frames[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+    """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8. On CUDA the copy lands in pinned memory (a DMA
+    transfer, not a staged pageable one) and waits for the current stream only."""
+    x = ((frames[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+    if x.device.type != "cuda":
+        return x.cpu().numpy()
+    out = torch.empty(x.shape, dtype=torch.uint8, pin_memory=True)
+    out.copy_(x, non_blocking=True)
+    torch.cuda.current_stream(x.device).synchronize()
+    return out.numpy()
 
 
 def small_vae_config(temporal_stride: int = 4, latent_channels: int = 8, width: int = 16) -> dict:
