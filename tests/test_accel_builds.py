@@ -150,3 +150,24 @@ def test_summary_names_the_backend_each_part_runs_on(caplog):
     assert s["step"]["backend"] == "flat" and s["vae"]["backend"] == "flat"
     assert s["step"]["accel"] == 5 and s["vae"]["accel"] == 1
     assert "chunk-write graph runs on flat" in caplog.text and "vae-decode graph runs on flat" in caplog.text
+
+
+def test_a_full_window_runs_the_same_without_the_mask(tmp_path):
+    """On a GPU the chunk step drops the SDPA mask once the window is full (flash attention can run):
+    the unmasked step gives what the masked one gives (its mask is all zeros then)."""
+    from worldwalk.runtime.accel.onnx_export import ChunkStep
+
+    tr = _transformer()
+    stream = _stream_after(tr, 3)  # chunks 0-2 written: sink + a full window of one recent chunk
+    step = AcceleratedStep(tr, engine("flat", torch.device("cpu")), tmp_path)
+    cam = _cameras(4)[3].to("cpu", tr.dtype)
+    latents = torch.randn(1, tr.cfg.in_channels, CHUNK, H, W, generator=torch.Generator().manual_seed(5))
+    fixed, flat, lay = step._prepare(latents, torch.full((1, CHUNK), 500.0), stream.text, stream.mask, cam,
+                                     stream.cache)
+    assert accel._window_full(stream.cache, lay) and (fixed[-1] == 0).all()
+    inputs = [latents, torch.full((1, CHUNK), 500.0), *fixed[2:], *flat]
+    with torch.no_grad():
+        masked = ChunkStep(tr, lay, True, masked=True)(*inputs)
+        plain = ChunkStep(tr, lay, True, masked=False)(*inputs)
+    for a, b in zip(plain, masked, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

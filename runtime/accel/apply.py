@@ -195,7 +195,9 @@ class AcceleratedStep:
         try:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
-            out = _first_call_locked(self, self._runner(write, inputs, lay), inputs)
+            # on a GPU a full window runs without the mask (flash attention); the CPU keeps one graph
+            masked = not (latents.is_cuda and _window_full(cache, lay))
+            out = _first_call_locked(self, self._runner(write, inputs, lay, masked), inputs)
         except Exception as e:
             if not self.fallback:
                 raise
@@ -235,14 +237,16 @@ class AcceleratedStep:
             self._hash = module_hash(self.tr)
         return self._hash
 
-    def _runner(self, write: bool, inputs: list[torch.Tensor], lay: CacheLayout) -> tuple[tuple, Callable[..., Any]]:
+    def _runner(
+        self, write: bool, inputs: list[torch.Tensor], lay: CacheLayout, masked: bool = True
+    ) -> tuple[tuple, Callable[..., Any]]:
         # every input's shape and dtype: a prompt of another length after a reset, or another window, is
         # another graph (a fixed-shape runner fed other shapes reads out of bounds or fails)
-        key = (write, *((tuple(t.shape), t.dtype) for t in inputs))
+        key = (write, masked, *((tuple(t.shape), t.dtype) for t in inputs))
         if key not in self._runners:
             with _EXPORT_LOCK:
                 t0 = time.perf_counter()
-                step = ChunkStep(self.tr, lay, write).eval()
+                step = ChunkStep(self.tr, lay, write, masked).eval()
                 names = [*STEP_INPUTS, *lay.names]
                 kind = "chunk-write" if write else "chunk-read"
                 self._runners[key] = self.make(
@@ -311,6 +315,11 @@ class AcceleratedVAE:
                 self._unused.add(key)
                 self.build_seconds += _built("vae-decode", t0, self.backend)
         return key, self._runners[key]
+
+
+def _window_full(cache: Any, lay: CacheLayout) -> bool:
+    """Every softmax block's recent region is filled: no padded slot to mask."""
+    return all(len(b.recent) >= lay.keep for b in cache.blocks if hasattr(b, "recent"))
 
 
 def _first_call_locked(owner: AcceleratedStep | AcceleratedVAE, keyed: tuple, inputs: list[torch.Tensor]) -> Any:
@@ -414,7 +423,11 @@ def warm_up(world: Any) -> float:
         spec = world.spec
         K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
         world.reset(None, None, 0)
-        for k in range(2):  # chunk 0 runs eagerly; chunk 1 builds the fixed-shape graphs
+        # chunk 0 runs eagerly; chunk 1 builds the fixed-shape graphs; on a GPU the chunk that first sees a
+        # full window (chunk kv_window) builds the unmasked ones
+        tr = stream.transformer
+        cuda = next(tr.parameters()).is_cuda
+        for k in range(1 + max(1, tr.cfg.kv_window) if cuda else 2):
             n = spec.chunk_frames(k)
             poses = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
             poses[:, 2, 3] = -0.05 * np.arange(k * n, (k + 1) * n)  # walking forward

@@ -235,16 +235,17 @@ def step_inputs(
     ]
 
 
-def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor], kv_mask):
-    """attention.SoftmaxAttention.forward over a padded, masked window; returns (out, this chunk's k, v, ck, cv)."""
+def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor], kv_mask, masked: bool = True):
+    """attention.SoftmaxAttention.forward over a padded, masked window (`masked`; unmasked once the window is
+    full, which lets SDPA pick a flash kernel); returns (out, this chunk's k, v, ck, cv)."""
     B, N, C = x.shape
-    mask = torch.cat([kv_mask, kv_mask.new_zeros(N)]).view(1, 1, 1, -1)
+    mask = torch.cat([kv_mask, kv_mask.new_zeros(N)]).view(1, 1, 1, -1) if masked else None
     q, k, v = attn.qkv(x).chunk(3, dim=-1)
     q = apply_rope(attn.split_heads(attn.q_norm(q)), rope)
     k = apply_rope(attn.split_heads(attn.k_norm(k)), rope)
     q, k, v = (attn._sdpa_dtype(t) for t in (q, k, attn.split_heads(v)))
     k_all, v_all = torch.cat([ctx[0].to(k.dtype), k], 2), torch.cat([ctx[1].to(v.dtype), v], 2)
-    main = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask.to(q.dtype))
+    main = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=None if mask is None else mask.to(q.dtype))
     main = main.to(x.dtype).transpose(1, 2).reshape(B, N, C)
     qc = attn.split_heads(attn.q_norm_cam(attn.q_proj_cam(x)))
     kc = attn.split_heads(attn.k_norm_cam(attn.k_proj_cam(x)))
@@ -253,7 +254,8 @@ def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor]
     kc = attn._sdpa_dtype(apply_ucpe(kc, ucpe.P_inv, cam_rope))
     vc = attn._sdpa_dtype(apply_ucpe(vc, ucpe.P_inv, cam_rope))
     kc_all, vc_all = torch.cat([ctx[2].to(kc.dtype), kc], 2), torch.cat([ctx[3].to(vc.dtype), vc], 2)
-    out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all, attn_mask=mask.to(qc.dtype)).to(x.dtype)
+    cmask = None if mask is None else mask.to(qc.dtype)
+    out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all, attn_mask=cmask).to(x.dtype)
     cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
     return attn.finish(main, cam, x), (k, v, kc, vc)
 
@@ -263,14 +265,18 @@ class ChunkStep(nn.Module):
 
     forward(latents, timesteps, text, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask,
     *cache) -> velocity, or (velocity, *new_cache) when `write`. Mirrors SanaWMStreamingTransformer.forward and
-    Block.forward; the softmax window is padded and masked.
+    Block.forward; the softmax window is padded and masked, or (`masked=False`, for chunks whose window is
+    full) not masked at all: kv_mask is then unused and the exported graph drops it.
     """
 
-    def __init__(self, transformer: SanaWMStreamingTransformer, layout: CacheLayout, write: bool) -> None:
+    def __init__(
+        self, transformer: SanaWMStreamingTransformer, layout: CacheLayout, write: bool, masked: bool = True
+    ) -> None:
         super().__init__()
         self.tr = transformer
         self.layout = layout
         self.write = write
+        self.masked = masked
 
     def forward(self, latents, timesteps, text, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker,
                 kv_mask, *cache):
@@ -304,7 +310,7 @@ class ChunkStep(nn.Module):
         h = (block.norm1(x).view(B, T, -1, C) * (1 + scale_msa) + shift_msa).view(B, N, C)
         if block.softmax:
             ctx = [entries[f"b{i}.{f}"] for f in KV_FIELDS]
-            h, kv = _softmax_attention(block.attn, h, T, rope, ucpe, cam_rope, ctx, kv_mask)
+            h, kv = _softmax_attention(block.attn, h, T, rope, ucpe, cam_rope, ctx, kv_mask, self.masked)
             if self.write:
                 lay = self.layout
                 for old, cur in zip(ctx, kv, strict=True):
@@ -497,7 +503,7 @@ def export_onnx(
 
 def export_chunk_step(step: ChunkStep, inputs: Sequence[torch.Tensor], folder: Path, weights_hash: str) -> Path:
     lay = step.layout
-    kind = "chunk-write" if step.write else "chunk-read"
+    kind = ("chunk-write" if step.write else "chunk-read") + ("" if step.masked else "-full")
     outs = ["velocity"] + ([f"new.{n}" for n in lay.names] if step.write else [])
     path = folder / cache_key(kind, weights_hash, inputs) / "model.onnx"
     return export_onnx(step, inputs, [*STEP_INPUTS, *lay.names], outs, path)
