@@ -125,7 +125,7 @@ class ForwardBatcher:
         self._cond = threading.Condition()
         self._groups: dict[Any, list[_Call]] = {}
         self._members = 0
-        self._memo: tuple[list[Any], Any] | None = None  # (caches, their stack): the 4 denoising passes share it
+        self._memo: tuple[list[Any], Any] | None = None  # (members' prompt/camera/cache, their stack)
         self._hooks = [m.register_forward_hook(_rowwise) for m in transformer.modules()
                        if isinstance(m, torch.nn.Linear)]
 
@@ -227,17 +227,19 @@ class ForwardBatcher:
             if len(group) == 1:
                 results = [self.transformer(x, t, text, mask, camera, cache, write)]
             else:
-                cols = list(zip(*(c.args for c in group), strict=True))
-                caches = list(cols[5])
-                if self._memo is not None and all(a is b for a, b in zip(self._memo[0], caches, strict=False)) \
-                        and len(self._memo[0]) == len(caches):
-                    stacked_cache = self._memo[1]
+                # prompt, camera and cache are the same objects in a chunk's 4 denoising passes: stacked once
+                members = [c.args[2:6] for c in group]
+                memo = self._memo
+                if memo is not None and len(memo[0]) == len(members) and all(
+                        a is b for ma, mb in zip(memo[0], members, strict=True) for a, b in zip(ma, mb, strict=True)):
+                    shared = memo[1]
                 else:
-                    stacked_cache = stack(caches)
-                    self._memo = (caches, stacked_cache) if not write else None
+                    shared = tuple(stack([m[j] for m in members]) for j in range(4))
+                    self._memo = None if write else (members, shared)
+                xs, ts = stack([c.args[0] for c in group]), stack([c.args[1] for c in group])
                 _state.batch = len(group)
                 try:
-                    out, new_cache = self.transformer(*(stack(list(col)) for col in cols[:5]), stacked_cache, write)
+                    out, new_cache = self.transformer(xs, ts, *shared, write)
                 finally:
                     _state.batch = 0
                 results = [(take(out, i, copy=False), take(new_cache, i, copy=True)) for i in range(len(group))]
