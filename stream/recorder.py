@@ -243,7 +243,11 @@ class Recorder:
                 log.warning("recorder: encoder behind, %d frame(s) dropped so far", self.frames_dropped)
             accepted = False
         if self._pending:
-            self._count(frame, accepted)
+            try:
+                self._count(frame, accepted)
+            except Exception as e:  # the log cannot be written (a full disk): the recording stops, the walk goes on
+                log.error("recorder: writing the log %s failed: %s", self.log_path, e)
+                self.error = self.error or e
         return accepted
 
     def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None, **extra: Any) -> None:
