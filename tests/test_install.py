@@ -44,16 +44,16 @@ def test_readme_install_with_debians_python_in_a_fresh_clone(tmp_path):
     assert "install: done" in install.stdout
 
     def readme(command: str) -> subprocess.CompletedProcess:
-        """A README command after `. .venv/bin/activate`, in a plain bash."""
-        return subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], cwd=clone, env=env,
+        """A README command, as written, in a plain bash in the clone."""
+        return subprocess.run(["bash", "-c", command], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=300)
 
-    where = readme("python3 -c 'import sys, worldwalk.runtime.cli.main as m; print(sys.base_prefix, m.__file__)'")
+    where = readme(".venv/bin/python -c 'import sys, worldwalk.runtime.cli.main as m; print(sys.base_prefix, m.__file__)'")
     assert where.returncode == 0, where.stderr
     base, module = where.stdout.split()
     assert base == "/usr" and Path(module).is_relative_to(clone), where.stdout  # Debian's python, the clone's code
-    run = readme("worldwalk play --seconds 1")  # no display here: the run command says what to do
+    run = readme(".venv/bin/worldwalk play --seconds 1")  # no display here: the run command says what to do
     assert run.returncode == 2 and "Xvfb" in run.stderr, run.stderr
-    test = readme("python3 -m pytest -q -p no:cacheprovider tests/test_cli_startup.py "
+    test = readme(".venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cli_startup.py "
                   "-k 'unknown_option or argv0 or argv5'")
     assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-2000:]
