@@ -6,8 +6,9 @@ tensors the real code makes:
 - weights: parameters and buffers of the transformer and of the VAE (encoder + decoder);
 - per-session state: the streaming cache after the attention window is full (GDN states, softmax
   sink + window K/V and camera K/V, conv tails), the VAE decode state (causal conv tails), the
-  first-image latent and the prompt; plus what each rewind snapshot adds (`SessionConfig.max_snapshots`
-  chunk boundaries are kept, and each holds the tensors its chunk wrote);
+  first-image latent and the prompt; plus what each rewind snapshot adds (a session keeps as many chunk
+  boundaries as `SessionConfig.snapshot_budget_mb` holds, at most `max_snapshots`, and each holds the
+  tensors its chunk wrote);
 - activation peak of one chunk: the largest live-bytes high-water mark of a denoising forward (on
   chunk 0, and at steady state with the full window), of the cache-writing forward, and of the VAE
   decode, tracked op by op (`LiveBytes`). Softmax attention counts as a fused kernel (output plus
@@ -383,6 +384,13 @@ def checkpoint_configs(path: str | Path) -> tuple[SanaWMConfig, dict[str, Any]]:
     return cfg, vae_cfg
 
 
+def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:
+    """How many rewind snapshots a session (its `SessionConfig`) keeps: as many as its memory budget
+    holds, at least one."""
+    fit = int(cfg.snapshot_budget_mb * 1e6 // max(1, snapshot_bytes))
+    return max(1, min(cfg.max_snapshots, fit))
+
+
 def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int) -> str:
     def gib(b: int) -> str:
         return f"{b / GiB:8.3f} GiB" if b >= GiB // 4 else f"{b / 2**20:8.1f} MiB"
@@ -456,7 +464,7 @@ def run_plan(args: Any) -> int:
     except (ValueError, OSError) as e:
         print(f"info: {e}", file=sys.stderr)
         return 2
-    snapshots = getattr(SessionConfig, "max_snapshots", 16) if args.snapshots is None else args.snapshots
+    snapshots = kept_snapshots(plan.snapshot_bytes, SessionConfig()) if args.snapshots is None else args.snapshots
     if getattr(args, "json", False):
         d = plan.to_dict()
         d.update(gpu_bytes=gpu, snapshots=snapshots, sessions_fit=plan.sessions_fit(gpu, 0),

@@ -115,5 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--gpu-memory", default="80GB", help="GPU memory to fit sessions into (default 80GB)")
     g.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
                    help="weights and activations (default bfloat16)")
-    g.add_argument("--snapshots", type=int, help="rewind snapshots each session keeps (default SessionConfig's, 16)")
+    g.add_argument("--snapshots", type=int,
+                   help="rewind snapshots each session keeps (default: as many as its memory budget holds)")
     p.set_defaults(func=run)
