@@ -365,6 +365,16 @@ async def gate(url: str) -> dict:
         out["foreign_host"] = e.code
     async with connect(url + "?watch=somebody", open_timeout=20) as ws:
         out["watch"] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    # offers are bounded at the gateway too: too many candidates, and JSON nested too deep
+    flood = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n" + \
+        "".join(f"a=candidate:{i} 1 udp 1 10.{i // 256 % 256}.{i % 256}.1 9 typ host\r\n" for i in range(100))
+    for name, text in (("flood_offer", json.dumps({"type": "offer", "sdp": flood})), ("deep_json", "[" * 100_000)):
+        async with connect(url, open_timeout=20, max_size=2**22) as ws:
+            json.loads(await asyncio.wait_for(ws.recv(), 20))  # config
+            t0 = time.monotonic()
+            await ws.send(text)
+            out[name] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            out[name + "_ms"] = (time.monotonic() - t0) * 1e3
     return out
 
 

@@ -61,6 +61,9 @@ def test_the_gateway_checks_origin_and_host_like_serve(cluster_run):
     r = scenario(cluster_run, "gate")
     assert r["evil_origin"] == 403 and r["foreign_host"] == 403
     assert r["watch"]["type"] == "error" and r["watch"]["code"] == "no_spectators"
+    for bad in ("flood_offer", "deep_json"):  # refused at the gateway, with a short reason, no host slot spent
+        assert r[bad]["type"] == "error" and r[bad]["code"] == "bad_request", r[bad]
+    assert "candidates" in r["flood_offer"]["message"]
 
 
 def _input_state(d: dict):

@@ -35,6 +35,7 @@ from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
+from worldwalk.stream.offer import BadOffer, check_offer
 from worldwalk.stream.peer import is_loopback_host
 from worldwalk.stream.server import MAX_SIGNALING_BYTES
 from worldwalk.stream.signaling import (
@@ -158,12 +159,17 @@ class Gateway:
             await self._refuse(ws, "error", "offer_timeout", "no offer came in time")
             return None
         msg = None
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # RecursionError: JSON nested too deep
             msg = json.loads(raw) if len(raw) <= MAX_SIGNALING_BYTES else None
         if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
             await self._refuse(ws, "error", "bad_request", "bad signaling message: expected {type: offer, sdp}")
             return None
-        return {"type": "offer", "sdp": msg["sdp"]}
+        try:  # bounded here too, so a host never spends a slot on an offer it would refuse
+            sdp = check_offer(msg["sdp"])
+        except BadOffer as e:
+            await self._refuse(ws, "error", "bad_request", e.reason)
+            return None
+        return {"type": "offer", "sdp": sdp}
 
     async def _run(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
         self.live.add(walk)
