@@ -10,7 +10,6 @@ judge.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -20,7 +19,7 @@ from typing import Any
 from worldwalk.runtime.cli.args import add_accel_argument
 from worldwalk.runtime.cli.info import gather
 
-from .context import BenchConfig, BenchContext, Figure, format_table, median, percentile  # noqa: F401 (suites import them from here)
+from .context import BenchConfig, BenchContext, Figure, format_table, median, percentile, report  # noqa: F401 (suites import them from here)
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -63,15 +62,7 @@ def run(args: argparse.Namespace) -> int:
         accel=args.accel,
     )
     result = run_bench(cfg)
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"\nwrote {args.json}")
-    if result["failed"]:
-        print(f"bench: {len(result['failed'])} suite(s) failed", file=sys.stderr)
-        return 1
-    return 0
+    return report(result, args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

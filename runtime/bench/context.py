@@ -4,6 +4,7 @@ the commands built on it (gpu_check, full_size) import it without importing each
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -96,3 +97,15 @@ def format_table(result: dict[str, Any]) -> str:
     for s in result.get("failed", []):
         lines.append(f"| (FAILED) | {s['suite']} | | | {s['error']} |")
     return "\n".join(lines)
+
+
+def report(result: dict[str, Any], json_path: str | None) -> int:
+    """Print the table (and write the JSON when asked); the exit code: 1 when a suite failed."""
+    print(format_table(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {json_path}")
+    for failed in result["failed"]:
+        print(f"bench: {failed['suite']} failed: {failed['error']}", file=sys.stderr)
+    return 1 if result["failed"] else 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -335,7 +334,7 @@ def run_random_init(args: argparse.Namespace) -> int:
     """`worldwalk bench --world sana-wm --random-init KIND`: the figures as a table (and JSON)."""
     from worldwalk.runtime.cli.info import gather
 
-    from .context import BenchConfig, BenchContext, format_table
+    from .context import BenchConfig, BenchContext, report
 
     worlds = args.world or ["sana-wm"]
     if worlds != ["sana-wm"]:
@@ -362,12 +361,4 @@ def run_random_init(args: argparse.Namespace) -> int:
         "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
         "failed": [{"suite": n, "error": e} for n, e in ctx.failed],
     }
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"\nwrote {args.json}")
-    if result["failed"]:
-        print(f"bench: {result['failed'][0]['error']}", file=sys.stderr)
-        return 1
-    return 0
+    return report(result, args.json)
