@@ -10,8 +10,8 @@ import torch
 
 from worldwalk.runtime.accel import apply as accel
 from worldwalk.runtime.accel.apply import AcceleratedStep, AcceleratedVAE, engine
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
-from worldwalk.runtime.sana_wm.stream import LatentStream
 from worldwalk.runtime.sana_wm.vae import DecodeState
 
 from .test_accel import _vae, needs_ort
@@ -21,9 +21,9 @@ from .test_sana_wm_stream import _model as _transformer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _stream_after(tr, chunks: int, backend=None, tokens: int | None = None) -> LatentStream:
+def _stream_after(tr, chunks: int, backend=None, tokens: int | None = None) -> LatentRollout:
     """A stream that has written `chunks` chunks (eagerly), ready for the next."""
-    stream = LatentStream(tr, FlowSampler())
+    stream = LatentRollout(tr, FlowSampler())
     stream.backend = backend
     L = tokens or tr.cfg.caption_tokens
     text = torch.randn(1, L, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))

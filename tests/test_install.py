@@ -48,7 +48,8 @@ def test_readme_install_with_debians_python_in_a_fresh_clone(tmp_path):
         return subprocess.run(["bash", "-c", command], cwd=clone, env=env,
                               capture_output=True, text=True, timeout=300)
 
-    where = readme(".venv/bin/python -c 'import sys, worldwalk.runtime.cli.main as m; print(sys.base_prefix, m.__file__)'")
+    where = readme(".venv/bin/python -c "
+                   "'import sys, worldwalk.runtime.cli.main as m; print(sys.base_prefix, m.__file__)'")
     assert where.returncode == 0, where.stderr
     base, module = where.stdout.split()
     assert base == "/usr" and Path(module).is_relative_to(clone), where.stdout  # Debian's python, the clone's code

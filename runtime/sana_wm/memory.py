@@ -98,15 +98,15 @@ def measure_session_state(
     after chunk k-2 still holds once chunk k is done: the cache and decode tensors no later state shares.
     """
     from .camera import build_camera_inputs
+    from .rollout import LatentRollout
     from .sampler import FlowSampler
-    from .stream import LatentStream
     from .vae import DecodeState
 
     cfg = transformer.cfg
     dev, dtype = next(transformer.parameters()).device, transformer.dtype
     s, L = vae.temporal_stride, cfg.chunk_latent_frames
     hw = (height // vae.spatial_stride, width // vae.spatial_stride)
-    stream = LatentStream(transformer, FlowSampler())
+    stream = LatentRollout(transformer, FlowSampler())
     text = torch.zeros(1, cfg.caption_tokens, cfg.caption_channels, device=dev, dtype=dtype)
     stream.reset(text, torch.ones(1, cfg.caption_tokens, dtype=torch.bool, device=dev), seed)
     image = torch.zeros(1, vae.latent_channels, 1, *hw, device=dev, dtype=dtype)
