@@ -285,7 +285,7 @@ async def browser(url: str) -> dict:
             await until(f"ww.frames.some(f => f.index > {before} && f.wall > Date.now() - 5000)", 30,
                         "frames after the move")
             moved_s = time.monotonic() - t_kill
-            await asyncio.sleep(1.0)
+            await until(f"ww.frames.filter(f => f.index > {before}).length >= 8", 30, "8 frames after the move")
             await page.keyboard.up("w")
             frames = await ww("ww.frames.map(f => f.index)")
             after = [i for i in frames[frames.index(before) + 1:]]
