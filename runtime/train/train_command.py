@@ -14,7 +14,10 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
 render the clips); a stage stops at whichever comes first, so on a busy machine a rerun stops earlier
-in its schedule. `--stage` runs one stage or
+in its schedule. The shipped world model then continued from those weights for 85 minutes on one core:
+`--stage world --world-init <shipped bundled_world.safetensors> --world-minutes 85 --world-steps 100000
+--world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1` (data rendered with the
+default `--revisit 0.35`). `--stage` runs one stage or
 all of them.
 """
 
