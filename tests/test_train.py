@@ -16,6 +16,7 @@ from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_F
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 130 s on an idle 2-core machine; far more on a shared one
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "3", "--world-steps", "2",
