@@ -41,7 +41,22 @@ class DecodeState:
         return sum(t.numel() * t.element_size() for t in self.tails.values())
 
 
-class SanaWMVAE:
+class VAEModule:
+    """What every VAE behind `SanaWM`'s VAE interface shares: the wrapped module in `self.vae`, whose
+    parameters say where it runs and in what dtype."""
+
+    vae: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+
+class SanaWMVAE(VAEModule):
     def __init__(self, vae: AutoencoderKLLTX2Video) -> None:
         self.vae = vae.eval()
         dec = vae.decoder
@@ -53,14 +68,6 @@ class SanaWMVAE:
         self.temporal_stride = dec.patch_size_t * math.prod(u.stride[0] for u in ups)
         self.spatial_stride = dec.patch_size * math.prod(u.stride[1] for u in ups)
         self.latent_channels = vae.config.latent_channels
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
 
     def frames_for(self, latent_frames: int, first: bool) -> int:
         """Video frames a chunk of latent frames decodes to."""

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldwalk.runtime.sana_wm.vae import DecodeState
+from worldwalk.runtime.sana_wm.vae import DecodeState, VAEModule
 
 __all__ = ["BundledVAEConfig", "FastConv3d", "FrameVAE", "FrameVAEConfig", "FrameVAEStream", "build_vae",
            "fast_conv3d", "vae_config_from_dict"]
@@ -234,7 +234,7 @@ class FrameVAE(nn.Module):
         return y[:, :, s - 1 :] if first else y
 
 
-class FrameVAEStream:
+class FrameVAEStream(VAEModule):
     """`FrameVAE` behind the VAE interface `SanaWM` drives (that of `sana_wm.vae.SanaWMVAE`): normalised
     latents in, chunks of frames out, with a carried `DecodeState`. Latent frames decode independently,
     so chunked decoding equals a whole-clip decode exactly; the state carries no tails, only whether
@@ -245,14 +245,6 @@ class FrameVAEStream:
         self.temporal_stride = vae.cfg.temporal_stride
         self.spatial_stride = vae.cfg.spatial_stride
         self.latent_channels = vae.cfg.latent_channels
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
 
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z.device, z.dtype)
