@@ -206,6 +206,18 @@ class SignalingError(Exception):
 SessionFactory = Callable[[], Session]
 
 
+def page_url(cfg: ServeConfig, port: int) -> str:
+    """The URL a player opens: a wildcard bind is reached on loopback, an IPv6 host in brackets, and
+    the token appended when one is required."""
+    host = cfg.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/"
+    return url + f"?token={cfg.token}" if cfg.require_token else url
+
+
 class StreamServer:
     """The `worldwalk serve` server. `await start()`, then `await close()` (or `async with`)."""
 
@@ -266,13 +278,7 @@ class StreamServer:
 
     @property
     def url(self) -> str:
-        host = self.cfg.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        url = f"http://{host}:{self.port}/"
-        return url + f"?token={self.cfg.token}" if self.cfg.require_token else url
+        return page_url(self.cfg, self.port)
 
     async def close(self) -> None:
         """Close every peer connection and session, then the listening socket."""

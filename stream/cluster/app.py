@@ -51,13 +51,9 @@ def free_port(host: str) -> int:
 
 
 def page_url(cfg: ClusterConfig, port: int) -> str:
-    host = cfg.serve.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{port}/"
-    return url + f"?token={cfg.serve.token}" if cfg.serve.require_token else url
+    from worldwalk.stream.server import page_url as serve_page_url
+
+    return serve_page_url(cfg.serve, port)
 
 
 def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
