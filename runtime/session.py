@@ -144,6 +144,8 @@ class Session:
         self._commands: deque[tuple[str, int]] = deque()  # (name, rewind target chunk)
         self._paused = self.cfg.start_paused
         self._stop = False
+        self._handing_off = False  # hand_off(): stop at the next boundary, the walk goes on elsewhere
+        self.handed_off = threading.Event()  # set when the model thread has stopped there
         self._boundaries: deque[Boundary] = deque(maxlen=max(1, self.cfg.max_snapshots))
         self._start_pose = self.integrator.pose.copy()
         self._chunk_index = 0
@@ -195,6 +197,18 @@ class Session:
         with self._wake:
             self._paused = paused
             self._wake.notify_all()
+
+    def hand_off(self) -> None:
+        """Stop at the next chunk boundary, once its listeners have run (they ship it to wherever
+        the walk goes on: the cluster's drain). Frames already queued are still shown; the model
+        thread makes nothing after the boundary, and sets `handed_off` when it has stopped."""
+        with self._wake:
+            self._handing_off = True
+            self._wake.notify_all()
+
+    @property
+    def handing_off(self) -> bool:
+        return self._handing_off
 
     def reset(self) -> None:
         """Back to the first frame; queued frames of the old walk are dropped at once."""
@@ -382,7 +396,7 @@ class Session:
             job, self._carry = self._carry, None
             return self._finish(job, job.pending.result())
         with self._wake:
-            while (self._paused and not self._commands) and not self._stop:
+            while (self._paused and not self._commands) and not (self._stop or self._handing_off):
                 self._wake.wait()
             if self._stop:
                 return False
@@ -415,6 +429,12 @@ class Session:
             except Exception:  # shipping snapshots is best effort; the walk goes on
                 log.exception("a boundary listener failed and was detached; the session goes on")
                 self._boundary_listeners.remove(cb)
+        if self._handing_off:  # the listeners have shipped this boundary: the walk goes on from it elsewhere
+            if self._carry is not None:  # pipelined: the chunk in flight comes before the boundary
+                job, self._carry = self._carry, None
+                self._finish(job, job.pending.result())
+            self.handed_off.set()
+            return False
 
         # 3. Plan the chunk's camera path: the current intent held over the chunk.
         n = self.spec.chunk_frames(k)

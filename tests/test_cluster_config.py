@@ -50,6 +50,37 @@ def test_a_resumed_walk_equals_the_uninterrupted_one():
         assert np.array_equal(f.image, expected[f.index].image), f"frame {f.index} differs"
 
 
+def test_a_handed_off_walk_stops_at_a_boundary_and_goes_on_from_it_without_a_gap():
+    """The drain: `hand_off` stops the model thread at the next boundary (after its listeners ran);
+    the frames queued before it are still shown, and a session resumed from it carries on at the
+    very next frame, equal to the uninterrupted walk's."""
+    cfg = SessionConfig(just_in_time=False, queue_capacity=6)
+    kept: list[Boundary] = []
+    ref = Session(create_world(WORLD), cfg)
+    ref.inputs.press("w")
+    with ref.start():
+        walk = {f.index: f for f in frames_of(ref, 60)}
+    a = Session(create_world(WORLD), cfg)
+    a.add_boundary_listener(kept.append)
+    a.inputs.press("w")
+    with a.start():
+        before = frames_of(a, 20)
+        a.hand_off()
+        assert a.handed_off.wait(10), "the model thread did not stop at a boundary"
+        before += frames_of(a, len(a.frames))  # what was queued is still shown
+        time.sleep(0.1)
+        assert a.frames.get(timeout=0.1) is None  # nothing after the boundary
+    b0 = kept[-1]
+    assert before[-1].index == b0.frame_index - 1 and before[-1].chunk_index == b0.chunk_index - 1
+    b = Session(create_world(WORLD), cfg, resume=b0)
+    b.inputs.press("w")
+    with b.start():
+        after = frames_of(b, 8)
+    assert after[0].index == before[-1].index + 1
+    for f in before + after:
+        assert np.array_equal(f.image, walk[f.index].image), f"frame {f.index} differs from the uninterrupted walk"
+
+
 def need_ray() -> None:
     pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
