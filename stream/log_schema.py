@@ -190,8 +190,8 @@ def check_line(obj: Any, first: bool) -> str:
             problem = matrices(3, 3, (n, n))(obj["intrinsics"])
             if problem is not None:
                 raise SchemaError("intrinsics", problem)
-        if obj.get("keep") is not None:
-            problem = integer(1, n)(obj["keep"])
+        if obj.get("keep") is not None:  # 0: made (the replay needs it) but none of its frames in the video
+            problem = integer(0, n)(obj["keep"])
             if problem is not None:
                 raise SchemaError("keep", f"{problem} (the chunk has {n} poses)")
     return kind

@@ -256,6 +256,18 @@ class SessionLogWriter:
         self._line(line)
         self.chunks += 1
 
+    def write_copied(self, header: Mapping[str, Any], lines: list[dict[str, Any]]) -> None:
+        """Start with another log's header and chunk/event lines as they are (a recording that goes
+        on in another process: stream/recording_resume.py); later lines follow them, their `t`
+        going on from the last one's."""
+        self._intrinsics = np.asarray(header["intrinsics"], dtype=np.float64).reshape(3, 3)
+        self._line(header)
+        for line in lines:
+            self._line(line)
+        self.chunks += sum(1 for line in lines if line.get("type") == "chunk")
+        last_t = max((float(line.get("t") or 0.0) for line in lines), default=0.0)
+        self._t0 = time.monotonic() - last_t
+
     def write_event(self, kind: str, **data: Any) -> None:
         """A session event a replay must follow: "reset" (world.reset, same seed unless `seed`
         given) or "rewind" (`to_chunk`: the next chunk index after restoring)."""
