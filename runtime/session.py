@@ -33,7 +33,7 @@ from worldwalk.controls import (
 
 from .chunk import Chunk, Frame
 from .frame_queue import FrameQueue, Policy, QueueClosed
-from .world import ModelSpec, WorldModel
+from .world import ModelSpec, WorldModel, step_backends
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +254,12 @@ class Session:
         return pose_matrix(R, shown.pose[:3, 3])
 
     def stats(self) -> dict[str, Any]:
+        backends = step_backends(self.world)  # e.g. {"chunk": "onnx", "decode": "eager"}; changes on a fallback
         with self._lock:
             s = self._stats
             pose = self.integrator.pose.copy()
             return {
+                "backends": backends,
                 "world": self.spec.name,
                 "label": self.spec.label,
                 "chunks": s.chunks,

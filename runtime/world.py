@@ -63,12 +63,20 @@ class Accelerable(Protocol):
     `stream`, holding the chunk-step module (`stream.transformer`) and a slot for a stand-in with the
     same call signature (`stream.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
     a wrapper with the same interface may take over. `accelerate(choice)` applies a backend and
-    builds its graphs; it returns the backend chosen ("none" when it runs eagerly).
+    builds its graphs; it returns the backend chosen ("none" when it runs eagerly). An optional
+    `backends()` says what each step runs on now ({"chunk": "onnx", "decode": "eager (onnx failed)"}),
+    read through `step_backends` for the HUD, the page and the exit figures: nothing falls back silently.
 
     The seam only calls `accelerate`: worlds import accel, never the other way round.
     """
 
     def accelerate(self, choice: str) -> str: ...
+
+
+def step_backends(world: Any) -> dict[str, str]:
+    """What each accelerable step of `world` runs on now (its `backends()`); {} for a world without."""
+    backends = getattr(world, "backends", None)
+    return dict(backends()) if callable(backends) else {}
 
 
 @dataclass

@@ -44,6 +44,7 @@ class HudView:
     timewarp: bool = True
     filter: str = "bicubic"
     recording: str | None = None  # the file being recorded, if any
+    recording_note: str | None = None  # why recording stopped ("not recording: disk full"), kept on screen
     mouse_captured: bool = False
     gamepad: str | None = None
     gl_note: str | None = None  # said when the GL renderer is a software one
@@ -81,9 +82,20 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
         flags.append("gamepad")
     flags.append("F1 help" if view.mouse_captured else "F1 help, click to look")
     lines.append("  ".join(flags))
+    backends = backends_line(stats.get("backends"))
+    if backends:
+        lines.append(backends)
+    if view.recording_note:
+        lines.append(view.recording_note)
     if view.gl_note:
         lines.append(view.gl_note)
     return lines
+
+
+def backends_line(backends: dict[str, str] | None) -> str:
+    """What each accelerated step runs on, e.g. "chunk: onnx · decode: eager (onnx failed)"; "" for a
+    world with no such steps (the reference world)."""
+    return " · ".join(f"{part}: {where}" for part, where in (backends or {}).items())
 
 
 class Hud:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,39 @@ def _open_recorder(session: Any, path: str, world_cfg: Any) -> Any:
     return attach_recorder(session, path, world_cfg=world_cfg)
 
 
+def record_problem(path: str) -> str | None:
+    """What is wrong with --record PATH before anything slow starts (None when it looks writable): a
+    folder, or a folder that cannot be made or written. Failures later (a full disk) show in the HUD."""
+    p = Path(path)
+    if p.is_dir():
+        return f"--record {path} is a folder; name a video file in it, e.g. {p / 'walk.mp4'}"
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:  # the folder is made when recording starts
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--record {path}: {folder} is not a folder, so the video cannot be made there; choose another path"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--record {path}: the folder {folder} cannot be written (permission denied); choose one you can write"
+    return None
+
+
+def _close_recorder(recorder: Any) -> str | None:
+    """Finalize the recording and say what it holds; returns why it stopped early, if it did."""
+    try:
+        rec = recorder.close()
+    except Exception as e:  # the disk filled (or the folder went) during the walk: what was written is kept
+        from worldwalk.stream.session_recording import describe_failure
+
+        cause = e.__cause__ or e
+        note = describe_failure(cause)
+        print(f"worldwalk play: {note}: the recording stopped early ({cause}); {recorder.path} keeps what was "
+              "recorded before that (it plays up to its last whole fragment)", file=sys.stderr)
+        return note
+    print(f"worldwalk play: recorded {rec.frames_written} frames to {rec.path}"
+          + (f" (log {rec.log_path})" if rec.log_path else ""), file=sys.stderr)
+    return None
+
+
 NO_DISPLAY_FIX = ("Run it in a desktop session, under a virtual one (Xvfb :1 & DISPLAY=:1 worldwalk play), "
                   "or play in a browser with `worldwalk serve`.")
 
@@ -103,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.image and not Path(args.image).is_file():
         print(f"worldwalk play: --image {args.image} is not a file", file=sys.stderr)
+        return 2
+    problem = record_problem(args.record) if args.record else None
+    if problem:
+        print(f"worldwalk play: {problem}", file=sys.stderr)
         return 2
     problem = display_problem()
     if problem:
@@ -168,9 +206,14 @@ def run(args: argparse.Namespace) -> int:
     )
     recorder = None
     window = None
+    stopped: str | None = None
     try:
         if args.record:
-            recorder = _open_recorder(session, args.record, wcfg)  # before start: no chunk missed
+            try:
+                recorder = _open_recorder(session, args.record, wcfg)  # before start: no chunk missed
+            except (OSError, ValueError) as e:  # a full disk, an odd frame size: nothing is lost yet
+                print(f"worldwalk play: cannot record to {args.record}: {e}", file=sys.stderr)
+                return 2
         cfg = WindowConfig(
             size=args.window, fullscreen=args.fullscreen, seconds=args.seconds,
             filter="nearest" if args.nearest else "bicubic", timewarp=not args.no_timewarp,
@@ -183,10 +226,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
         if recorder is not None:
-            rec = recorder.close()
-            print(f"worldwalk play: recorded {rec.frames_written} frames to {rec.path}"
-                  + (f" (log {rec.log_path})" if rec.log_path else ""), file=sys.stderr)
+            stopped = _close_recorder(recorder)
     if recorder is not None:
         figures["recording"] = str(Path(args.record))
+        figures["recording_error"] = figures.get("recording_error") or stopped
     print(json.dumps(figures), flush=True)
-    return 1 if figures.get("error") else 0
+    return 1 if figures.get("error") or figures.get("recording_error") else 0

@@ -133,7 +133,8 @@ class PlayWindow:
         self.session = session
         self.cfg = cfg or WindowConfig()
         self.bindings = bindings or getattr(session.integrator, "bindings", None) or Bindings()
-        self.recorder = recorder  # anything with write(frame), log_event(kind, **data), path
+        # anything with write(frame), log_event(kind, **data), path; its `error` (if any) stops the recording
+        self.recorder = recorder
         spec = session.spec
         sx, sy, sw, sh = screen_rect()
         frame = (spec.width, spec.height)
@@ -334,6 +335,7 @@ class PlayWindow:
             self.current = frame
         stats = self.session.stats()
         self._update_status(stats, now)
+        self._check_recording(now)
 
         warp = None
         if self.current is not None and self.presenter.cfg.timewarp:
@@ -386,6 +388,22 @@ class PlayWindow:
         else:
             self.hud.status = None
 
+    def _check_recording(self, now: float) -> None:
+        """A recording that stopped (a full disk, a folder that went away) is said in the HUD, for good, and
+        once on stderr; the walk goes on and the file keeps what was recorded until then (the recorder
+        writes fragmented MP4, which plays up to its last whole fragment)."""
+        error = getattr(self.recorder, "error", None)
+        if error is None or self.view.recording_note is not None:
+            return
+        from worldwalk.stream.session_recording import describe_failure
+
+        self.view.recording_note = note = describe_failure(error)
+        self.hud.recording = False
+        self.hud.toast(note, now, 5.0)
+        self._dirty = True
+        print(f"worldwalk play: {note} ({error}); the walk goes on, and {self.view.recording} keeps what was "
+              "recorded until now", file=sys.stderr, flush=True)
+
     def _save_screenshot(self, fb_size: tuple[int, int], now: float) -> None:
         from PIL import Image
 
@@ -435,5 +453,7 @@ class PlayWindow:
             "gl_renderer": self.gl_renderer,
             "software_gl": self.software_gl,
             "hud": self.hud.lines,
+            "backends": stats.get("backends") or {},
+            "recording_error": self.view.recording_note,
             "error": stats.get("error"),
         }

@@ -447,6 +447,25 @@ def summary(world: Any) -> dict[str, Any]:
     return out
 
 
+def backends(world: Any) -> dict[str, str]:
+    """What each accelerable step of `world` runs on now, for the HUD, the page and the exit figures:
+    {"chunk": "onnx", "decode": "eager (onnx failed)"}; a world with no such steps (the reference world)
+    has none: {}. Cheap (reads a few attributes): the window asks every frame."""
+    stream, vae = _world_parts(world)
+    if stream is None:
+        return {}
+    out = {"chunk": _runs_on(getattr(stream, "backend", None))}
+    if vae is not None and hasattr(vae, "decode_chunk"):
+        out["decode"] = _runs_on(vae)
+    return out
+
+
+def _runs_on(part: Any) -> str:
+    if not isinstance(part, AcceleratedStep | AcceleratedVAE):
+        return "eager"
+    return f"eager ({part.backend} failed)" if part.failed else part.backend
+
+
 __all__ = [
     "CHOICES",
     "CPU_DEFAULT",
@@ -455,6 +474,7 @@ __all__ = [
     "AcceleratedVAE",
     "add_accel_argument",
     "apply_accel",
+    "backends",
     "check",
     "resolve",
     "warm_up",

@@ -200,6 +200,13 @@ class SanaWM:
             warm_up(self)
         return chosen
 
+    def backends(self) -> dict[str, str]:
+        """What the chunk step and the VAE decode run on now ("onnx", "eager", "eager (onnx failed)"
+        after a fallback): the HUD, the page and the exit figures say it (see runtime/world.py)."""
+        from worldwalk.runtime.accel.apply import backends
+
+        return backends(self)
+
     def _stream_ctx(self, stream):
         return torch.cuda.stream(stream) if stream is not None else nullcontext()
 
