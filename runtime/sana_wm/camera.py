@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .layers import fp32_island
+
 MIN_FOV_DEG = 25.0
 MAX_FOV_DEG = 120.0
 
@@ -141,6 +143,7 @@ class UcpeTransforms:
     P_inv: torch.Tensor
 
 
+@fp32_island
 def ucpe_transforms(conditions: torch.Tensor, grid: tuple[int, int], patch: tuple[int, int]) -> UcpeTransforms:
     """Build ray<-world SE(3) matrices for every token of a (B, T, 20) camera condition (fp32).
 
@@ -185,6 +188,7 @@ def ucpe_transforms(conditions: torch.Tensor, grid: tuple[int, int], patch: tupl
     return UcpeTransforms(P, P.transpose(-1, -2), P_inv)
 
 
+@fp32_island
 def apply_ucpe(
     x: torch.Tensor, matrix: torch.Tensor, rope: torch.Tensor | None, inverse_rope: bool = False
 ) -> torch.Tensor:

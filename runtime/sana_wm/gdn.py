@@ -26,12 +26,13 @@ import torch.nn.functional as F
 
 from .cache import GDNCache, owned
 from .camera import UcpeTransforms, apply_ucpe
-from .layers import SelfAttentionParams
+from .layers import SelfAttentionParams, fp32_island
 from .rope import apply_rope
 
 EPS = 1e-8  # normaliser epsilon of the main branch (the official blocks pass eps=1e-8)
 
 
+@fp32_island  # the recurrent state stays fp32 under autocast too
 def delta_scan(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -1,12 +1,40 @@
-"""Small pieces shared by the SANA-WM blocks: RMSNorm, the K short conv, the self-attention parameters."""
+"""Small pieces shared by the SANA-WM blocks: RMSNorm, the K short conv, the self-attention parameters, and
+`fp32_island` for the computations that stay fp32 under autocast."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+_Fn = TypeVar("_Fn", bound=Callable)
+
+
+def fp32_island(fn: _Fn) -> _Fn:
+    """Run `fn` with autocast switched off, so the fp32 it computes in stays fp32.
+
+    The model keeps a few computations in fp32 by casting their inputs (the GDN delta-rule state, the UCPE
+    transforms). Under `torch.autocast` (bf16 training, runtime/train/train_device.py) that is not enough:
+    autocast would run their matmuls in bf16 again. Outside autocast this is a plain call (inference and
+    exported graphs are unchanged)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        on = [d for d in ("cuda", "cpu") if torch.is_autocast_enabled(d)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in on:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class RMSNorm(nn.Module):
