@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -47,8 +48,9 @@ def serve_config(**overrides: Any) -> ServeConfig:
 
 def cluster_config() -> ClusterConfig:
     replicas = int(os.environ.get("WORLDWALK_CLUSTER_REPLICAS", "2"))  # `capacity` runs with more
-    return ClusterConfig(serve=serve_config(), replicas=replicas, sessions_per_replica=1, num_cpus=0.5,
-                         admission_wait=2.0, record_frame_hashes=True)
+    record_dir = os.environ.get("WORLDWALK_CLUSTER_RECORD_DIR")  # every walk recorded (`moves` checks one)
+    return ClusterConfig(serve=serve_config(record_dir=record_dir), replicas=replicas, sessions_per_replica=1,
+                         num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True)
 
 
 class Client:
@@ -171,6 +173,30 @@ async def idle_replicas(timeout: float = 60.0) -> None:
     await wait_for(ready, timeout, "two running session hosts", 0.25)
 
 
+def kill_replica(replica: str) -> None:
+    import ray
+
+    ray.kill(ray.get_actor(REPLICA_ACTOR.format(replica), namespace="serve"), no_restart=True)
+
+
+async def drain_and_follow(client: Client, url: str, walk: str, replica: str) -> tuple[Client, dict]:
+    """Drain the player's replica (as `worldwalk cluster drain` does): the player hears `moved` at a
+    chunk boundary and resumes elsewhere. Returns the new client and what was seen."""
+    await idle_replicas()  # a replica to move to (a killed one has been replaced)
+    t_drain = time.monotonic()
+    await store().drain.remote(replica)
+    await wait_for(lambda: client.ended is not None, 30, "the drained replica to hand the walk off")
+    moved, last_before = client.ended, client.frames[-1][0]
+    await client.close()
+    nxt = Client(url)
+    ans = await nxt.open(f"?resume={walk}")
+    out = {"moved": moved, "resumed": ans.get("resumed"), "replica": ans.get("replica"),
+           "gap_s": nxt.frames[0][0] - last_before, "drain_to_moved_s": time.monotonic() - t_drain,
+           "signaling_after": (ans["signaling_ms"], ans["host_ms"])}
+    kill_replica(replica)  # maintenance: the drained replica is taken down; Serve puts a fresh one in its place
+    return nxt, out
+
+
 # ---- scenarios ------------------------------------------------------------------------------------
 
 
@@ -243,6 +269,65 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
         "frames_after": frames_after, "records": records, "snapshot_meta": meta,
         "signaling_after": (ans2["signaling_ms"], ans2["host_ms"]),
     }
+
+
+async def moves(url: str) -> dict:
+    """A recorded walk moves twice: its replica is killed (failover), then the replica it moved to is
+    drained. One recording, continued across both moves."""
+    await idle_replicas()
+    p = Client(url)
+    ans = await p.open()
+    walk, first = ans["walk"], ans["replica"]
+    await p.key("w", True)
+    await wait_for(lambda: len(p.frames) > 40, 30, "40 frames before the kill")
+    kill_replica(first)
+    await wait_for(lambda: p.ended is not None, 30, "the player to hear that its host stopped")
+    await p.close()
+    q = Client(url)
+    ans2 = await q.open(f"?resume={walk}")
+    await wait_for(lambda: len(q.frames) > 30, 30, "30 frames after the failover")
+    r, drained = await drain_and_follow(q, url, walk, ans2["replica"])
+    await wait_for(lambda: len(r.frames) > 20, 30, "20 frames after the drain")
+    recording = (await store().resume_recording.remote(walk))[0]
+    records = await store().records.remote(walk)
+    await r.close()
+    log = Path(recording).with_suffix(".jsonl") if recording else None
+    await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
+    return {"replicas": [first, ans2["replica"], drained["replica"]], "drain": drained, "records": records,
+            "recording": recording}
+
+
+async def spectate(url: str) -> dict:
+    """A spectator link through the gateway reaches the walk's replica, and follows the walk when
+    its replica is drained (the page reconnects with the same link)."""
+    await idle_replicas()
+    p = Client(url)
+    ans = await p.open()
+    walk, watch = ans["walk"], ans["session"]
+    await p.key("w", True)
+    s = Client(url)
+    s_ans = await s.open(f"?watch={watch}")
+    await wait_for(lambda: len(s.frames) > 10, 20, "the spectator's frames")
+    player, drained = await drain_and_follow(p, url, walk, ans["replica"])
+    await wait_for(lambda: s.ended is not None, 30, "the spectator to hear that the walk moved")
+    s_moved, s_before = s.ended, len(s.frames)
+    await s.close()
+    s2 = Client(url)
+    s2_ans = await s2.open(f"?watch={watch}")
+    await wait_for(lambda: len(s2.frames) > 10, 20, "the spectator's frames after the move")
+    t0 = time.monotonic()
+    await player.close()  # the walk ends: its spectator hears so
+    await wait_for(lambda: s2.ended is not None, 20, "the spectator to hear that the walk ended")
+    ended_s = time.monotonic() - t0
+    await s2.close()
+    late = Client(url)
+    refused = await late.open(f"?watch={watch}")
+    await late.close()
+    return {"answers": [s_ans.get("type"), s2_ans.get("type")], "roles": [s_ans.get("role"), s2_ans.get("role")],
+            "spectator_replicas": [s_ans.get("replica"), s2_ans.get("replica")],
+            "player_replicas": [ans["replica"], drained["replica"]], "frames": [s_before, len(s2.frames)],
+            "moved": s_moved, "ended": s2.ended, "ended_s": ended_s, "late": refused,
+            "first_frame_s": [s.first_frame_s, s2.first_frame_s]}
 
 
 async def browser(url: str) -> dict:
@@ -392,7 +477,7 @@ async def failover_sigkill(url: str) -> dict:
 
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
-             "capacity": capacity, "queue": queue, "gate": gate}
+             "capacity": capacity, "queue": queue, "gate": gate, "moves": moves, "spectate": spectate}
 
 
 async def main(names: list[str]) -> dict:

@@ -22,17 +22,21 @@ from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_net
 pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
-SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "browser", "queue"]  # queue redeploys: last
+SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "moves", "spectate", "browser",
+             "queue"]  # queue redeploys: last
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
+DRAIN_BOUND_S = 5.0  # last frame before the hand-off -> first frame after
 
 
 @pytest.fixture(scope="module")
-def cluster_run() -> dict:
+def cluster_run(tmp_path_factory) -> dict:
     reason = netns_unavailable_reason()
     if reason:
         pytest.skip(f"cluster tests run in a loopback-only namespace: {reason}")
     t0 = time.monotonic()
-    proc = run_module_in_loopback_netns("tests.cluster_harness", SCENARIOS, timeout=280)
+    records = tmp_path_factory.mktemp("cluster-recordings")
+    proc = run_module_in_loopback_netns("tests.cluster_harness", SCENARIOS, timeout=340,
+                                        env={"WORLDWALK_CLUSTER_RECORD_DIR": str(records)})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0 and lines, f"the harness failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     out = json.loads(lines[-1])
@@ -60,7 +64,7 @@ def test_two_players_walk_on_different_replicas_and_a_third_hears_busy(cluster_r
 def test_the_gateway_checks_origin_and_host_like_serve(cluster_run):
     r = scenario(cluster_run, "gate")
     assert r["evil_origin"] == 403 and r["foreign_host"] == 403
-    assert r["watch"]["type"] == "error" and r["watch"]["code"] == "no_spectators"
+    assert r["watch"]["type"] == "error" and r["watch"]["code"] == "no_such_session"
     for bad in ("flood_offer", "deep_json"):  # refused at the gateway, with a short reason, no host slot spent
         assert r[bad]["type"] == "error" and r[bad]["code"] == "bad_request", r[bad]
     assert "candidates" in r["flood_offer"]["message"]
@@ -133,6 +137,56 @@ def test_a_killed_replicas_walk_carries_on_elsewhere(cluster_run, name):
     assert replicas[:2] == r["replicas"]
 
 
+def test_a_drained_replicas_walk_moves_at_a_chunk_boundary(cluster_run):
+    """`moves`: killed on its first replica, the walk goes on on a second, which is then drained:
+    the walk moves at a chunk boundary, with no chunk made twice or skipped there, and every pose
+    and frame equal to an uninterrupted walk's."""
+    r = scenario(cluster_run, "moves")
+    d = r["drain"]
+    assert d["moved"]["type"] == "moved" and d["resumed"] is True, d
+    assert len(set(r["replicas"])) == 3, r["replicas"]
+    assert d["gap_s"] < DRAIN_BOUND_S, f"frames stopped for {d['gap_s']:.1f} s"
+    moved_at, replicas = check_walk_carries_on(r["records"])
+    assert replicas == r["replicas"] and moved_at >= 5
+    second = [x["chunk"] for x in r["records"] if x["replica"] == r["replicas"][1]]
+    third = [x["chunk"] for x in r["records"] if x["replica"] == r["replicas"][2]]
+    assert min(third) == max(second) + 1 == d["moved"]["drain"]["chunk"], (second, third, d["moved"])
+
+
+def test_a_recorded_walk_that_moved_is_one_recording_that_replays_bit_identically(cluster_run):
+    """The same walk was recorded: one video and one log across both moves (continued by each
+    replica that took it over), which agree frame for frame, and whose replay makes, bit for bit,
+    the frames the replicas made (their hashes in the store's records)."""
+    from worldwalk.stream.replay import plan_from_log, render_frames
+    from worldwalk.stream.session_log import image_hash, read_log
+
+    from .test_recording_agrees import check_agree
+
+    r = scenario(cluster_run, "moves")
+    video = Path(r["recording"])
+    assert video.is_file() and not list(video.parent.glob("*.moving*"))
+    log = read_log(video.with_suffix(".jsonl"))
+    assert log.end is not None and [e["kind"] for e in log.records if e["type"] == "event"] == ["moved", "moved"]
+    n = check_agree(video)
+    hashes: dict[int, list[str]] = {}
+    for rec in r["records"]:
+        hashes.setdefault(rec["chunk"], rec["hashes"])
+    expected = [h for c in log.chunks for h in hashes[c["index"]][: c.get("keep", len(c["poses"]))]]
+    assert [image_hash(f) for f in render_frames(plan_from_log(log.path))] == expected
+    assert n == len(expected) >= 60
+
+
+def test_a_spectator_link_reaches_the_walks_replica_and_follows_it(cluster_run):
+    r = scenario(cluster_run, "spectate")
+    assert r["answers"] == ["answer", "answer"] and r["roles"] == ["spectator", "spectator"]
+    assert r["player_replicas"][0] != r["player_replicas"][1]
+    assert r["spectator_replicas"] == r["player_replicas"]  # each time, the replica holding the walk
+    assert min(r["frames"]) > 10, r["frames"]
+    assert r["moved"]["type"] == "moved"
+    assert r["ended"]["type"] == "ended" and r["ended"]["reason"] == "session_closed"
+    assert r["late"]["type"] == "error" and r["late"]["code"] == "no_such_session"
+
+
 def test_a_browser_walks_through_the_gateway_and_follows_its_walk(cluster_run):
     """Headless Chromium on the page the gateway serves; its replica is killed mid-walk and the
     page reconnects by itself: frame numbers (barcodes) go on from the snapshot, not from 0."""
@@ -177,6 +231,9 @@ def test_figures(cluster_run):
         "signaling_single_s": single.get("offer_answer_s"), "signaling_cluster_ms_and_host_ms": wb.get("signaling"),
         "busy_after_s": wb.get("busy_s"), "failover_gap_s": fo.get("gap_s"),
         "sigkill_gap_s": cluster_run["failover_sigkill"].get("gap_s"), "snapshot": fo.get("snapshot_meta"),
+        "drain": {k: v for k, v in cluster_run["moves"].get("drain", {}).items()},
+        "spectator_first_frame_s": cluster_run["spectate"].get("first_frame_s"),
+        "spectator_ended_s": cluster_run["spectate"].get("ended_s"),
         "browser": cluster_run["browser"], "queue_turn_s": cluster_run["queue"].get("turn_s"),
         "status": cluster_run.get("status"),
     }, indent=1))

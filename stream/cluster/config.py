@@ -65,7 +65,7 @@ class ClusterConfig:
             "max_ongoing_requests": self.sessions_per_replica,  # one long call per session
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "health_check_period_s": 2.0,
-            "graceful_shutdown_timeout_s": 5.0,
+            "graceful_shutdown_timeout_s": 20.0,  # a drain (Serve stopping a replica) moves its walks first
         }
         if self.autoscaling:
             opts["autoscaling_config"] = {

@@ -11,11 +11,18 @@ browser. Media never passes here: video goes from the replica's node to the brow
 
 When the replica of a walk dies, the call fails: the gateway tells the browser
 `{"type": "moved", "walk": ...}` and closes; the page reconnects with `?resume=<walk>` and the
-walk continues on another replica from its latest snapshot in the store. A walk id is a
-128-bit random token handed only to its player (in the answer), so no one else can take it over.
+walk continues on another replica from its latest snapshot in the store. A draining replica
+hands its walks off the same way (the call ends with {"type": "moved"} at a chunk boundary), and
+refuses new calls, which the gateway then makes again (Serve picks another replica). A walk id
+is a 128-bit random token handed only to its player (in the answer), so no one else can take it
+over.
 
-Spectator links (`?watch=`) are refused with a clear error for now: Serve routes a call to any
-replica, and a spectator must reach the one that holds its session.
+Spectator links (`?watch=<id>`, the id the player's answer carries as `session`, the same
+wherever the walk runs): Serve routes a call to any replica, and a spectator must reach the one
+that holds the walk, so its offer goes through the store's mailbox to that replica (see
+session_host.py), which runs the spectator beside the player and sends its answer back the same
+way. When the walk moves, the spectator hears `{"type": "moved"}` and the page reconnects with
+the same link, to the walk's new replica.
 
 FastAPI reads the route handlers' annotations at run time, so this module does not use
 `from __future__ import annotations`.
@@ -50,11 +57,13 @@ from worldwalk.stream.signaling import (
 )
 
 from .config import ClusterConfig
-from .snapshots import get_store
+from .snapshots import get_store, watch_id
 
 log = logging.getLogger(__name__)
 
 api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+DRAINING_RETRIES = 20
+MOVE_WAIT_S = 30.0  # a spectator waits this long for its walk to come up on another replica
 
 
 def page_headers(content_type: str, host: str) -> dict[str, str]:
@@ -91,6 +100,7 @@ class Gateway:
         self.store = get_store(cfg.records_kept)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
+        self._handoffs: dict[str, dict] = {}  # walk -> what its last hand-off took (drain)
         self.busy_refusals = 0
 
     # ---- the page ----------------------------------------------------------------------------
@@ -109,10 +119,10 @@ class Gateway:
 
     # ---- signaling ---------------------------------------------------------------------------
 
-    def _config_message(self) -> str:
+    def _config_message(self, role: str = "player") -> str:
         s = self.cfg.serve
         return json.dumps({
-            "type": "config", "role": "player",
+            "type": "config", "role": role,
             "iceServers": [i.to_browser() for i in s.peer.ice_servers],
             "barcode": s.fanout.barcode, "maxMessageBytes": s.input.max_bytes,
             "statsInterval": s.stats_interval, "idleTimeout": s.idle_timeout, "cluster": True,
@@ -131,10 +141,9 @@ class Gateway:
             return
         await ws.accept()
         with contextlib.suppress(WebSocketDisconnect):
-            if ws.query_params.get("watch"):
-                await self._refuse(ws, "error", "no_spectators",
-                                   "spectator links are not served by the cluster yet; ask the player to share "
-                                   "their screen, or run `worldwalk serve` without --cluster")
+            watch = ws.query_params.get("watch")
+            if watch:
+                await self._spectate(ws, watch)
                 return
             await ws.send_text(self._config_message())
             offer = await self._receive_offer(ws)
@@ -181,9 +190,15 @@ class Gateway:
     async def _relay(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
         t0 = time.perf_counter()
         calls = self.hosts.options(stream=True)
-        gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
-        admitted = await self._admit(ws, gen, walk)
-        if admitted is None:
+        for _ in range(DRAINING_RETRIES):
+            gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
+            admitted = await self._admit(ws, gen, walk)
+            if admitted is None or admitted["type"] != "draining":
+                break
+            await asyncio.sleep(0.1)  # a draining replica: Serve picks again (it soon stops routing there)
+        if admitted is None or admitted["type"] == "draining":
+            if admitted is not None:
+                await self._refuse(ws, "busy", "busy", "every session host is draining; try again in a little while")
             return
         reader = asyncio.ensure_future(_until_closed(ws))
         pump = asyncio.ensure_future(self._pump(ws, gen, walk, resumed, t0, admitted))
@@ -195,12 +210,18 @@ class Gateway:
                 return
             try:
                 code, reason = pump.result()
-                self.store.end.remote(walk)  # the session ended (idle, error): nothing to resume
-            except Exception as e:  # the replica died (killed, node lost) or was shut down (drain)
+                if reason == "moved":  # handed off at a chunk boundary (a drain)
+                    await ws.send_text(json.dumps({
+                        "type": "moved", "walk": walk, "drain": self._handoffs.pop(walk, None),
+                        "message": "the session host is draining; continuing on another"}))
+                else:
+                    self.store.end.remote(walk)  # the session ended (idle, error): nothing to resume
+            except Exception as e:  # the replica died (killed, node lost) or was shut down
                 if reader.done():  # ... or the browser left while a message was on its way
                     self.store.end.remote(walk)
                     return
                 log.warning("the session host of walk %s stopped (%s); the player moves", walk[:8], type(e).__name__)
+                self.store.unhost.remote(walk)  # its spectators follow it
                 await ws.send_text(json.dumps({"type": "moved", "walk": walk,
                                                "message": "the session host stopped; continuing on another"}))
                 code, reason = 1012, "moved"
@@ -248,6 +269,9 @@ class Gateway:
         async for item in gen:
             if item["type"] == "close":
                 return int(item["code"]), str(item["reason"])
+            if item["type"] == "moved":
+                self._handoffs[walk] = {k: v for k, v in item.items() if k != "type"}
+                return 1012, "moved"
             text = item["text"]
             msg = json.loads(text)
             if msg.get("type") == "config":  # the browser has had the gateway's
@@ -255,8 +279,82 @@ class Gateway:
             if msg.get("type") == "answer":
                 # signaling_ms: offer in -> answer out here; host_ms: the host's part (session built)
                 msg.update(walk=walk, resumed=resumed, replica=admitted["replica"], node=admitted["node"],
+                           session=watch_id(walk),  # the spectator link's id, the same wherever the walk runs
                            signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"))
                 text = json.dumps(msg)
             await ws.send_text(text)
         return 1000, "closed"
 
+
+    # ---- spectators --------------------------------------------------------------------------
+
+    async def _where(self, watch: str, not_on: str | None = None) -> tuple[str, str] | None:
+        """(walk, replica) once the walk runs on a replica other than `not_on`; None: no such walk
+        (or it did not come up again within MOVE_WAIT_S)."""
+        deadline = time.monotonic() + MOVE_WAIT_S
+        while time.monotonic() < deadline:
+            where = await self.store.where.remote(watch)
+            if where is None:
+                return None
+            if where[1] is not None and where[1] != not_on:
+                return where[0], where[1]
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _spectate(self, ws: WebSocket, watch: str) -> None:
+        """A spectator link: signaling to the replica that holds the walk, through the store's mailbox."""
+        if await self.store.where.remote(watch) is None:
+            await self._refuse(ws, "error", "no_such_session", f"no session {watch[:40]!r} is running")
+            return
+        await ws.send_text(self._config_message("spectator"))
+        offer = await self._receive_offer(ws)
+        if offer is None:
+            return
+        where = await self._where(watch)
+        if where is None:
+            await self._refuse(ws, "error", "no_such_session", f"no session {watch[:40]!r} is running")
+            return
+        walk, replica = where
+        rid = secrets.token_urlsafe(12)
+        self.store.post.remote(replica, {"id": rid, "walk": walk, "offer": offer})
+        reader = asyncio.ensure_future(_until_closed(ws))
+        ended: str | None = None
+        try:
+            while ended is None:
+                replies = asyncio.ensure_future(self.store.replies.remote(rid, 1.0))
+                await asyncio.wait({replies, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():  # the spectator left
+                    self.store.post.remote(replica, {"id": rid, "cancel": True})
+                    return
+                messages = replies.result()
+                for m in messages:
+                    if m["type"] == "send":
+                        msg = json.loads(m["text"])
+                        if msg.get("type") == "config":
+                            continue  # the browser has had the gateway's
+                        if msg.get("type") == "ended":
+                            ended = str(msg.get("reason"))
+                            break
+                        if msg.get("type") == "answer":
+                            msg.update(session=watch, replica=replica)
+                        await ws.send_text(json.dumps(msg))
+                    else:  # "close" (its server is done with it) or "gone" (the walk left that replica)
+                        ended = ended or m.get("reason") or m["type"]
+                        break
+                if not messages and ended is None:  # quiet: is the walk still where we sent the spectator?
+                    where = await self.store.where.remote(watch)
+                    if where is None or where[1] != replica:
+                        ended = "moved"
+            # the spectator's session ended: its own peer failed (say so), or the walk moved (follow
+            # it) or ended (say so)
+            if ended not in ("session_closed", "moved", "gone", "closed", "websocket_closed"):
+                await ws.send_text(json.dumps({"type": "ended", "reason": ended}))
+                await ws.close(code=1000, reason=ended[:100])
+            elif await self._where(watch, not_on=replica) is not None:
+                await ws.send_text(json.dumps({"type": "moved", "message": "the walk moved to another session host"}))
+                await ws.close(code=1012, reason="moved")
+            else:
+                await ws.send_text(json.dumps({"type": "ended", "reason": "session_closed"}))
+                await ws.close(code=1000, reason="session_closed")
+        finally:
+            reader.cancel()

@@ -12,7 +12,19 @@ Video goes from this replica's node straight to the browser (the peer's own cand
 STUN/TURN servers configured); only signaling passes the gateway.
 
 Each walk's chunk boundaries go to the cluster's `SnapshotStore` (snapshots.py); a call made
-with `resume` starts from the walk's latest one instead of the first frame.
+with `resume` starts from the walk's latest one instead of the first frame, and continues the
+walk's recording in the same files (recording.py).
+
+Drain: when the store answers a boundary with "drain" (`worldwalk cluster drain`, or Serve
+stopping this replica), every walk here is handed off: its session stops at its next boundary
+(`Session.hand_off`), that boundary is stored, the frames made before it are shown, the recording
+is closed, and the call yields {"type": "moved"}: the gateway tells the player, who goes on on
+another replica from that boundary, with no frame repeated or skipped. A draining replica takes
+no new sessions (a call yields {"type": "draining"} and the gateway asks again).
+
+Spectators: the gateway cannot route a call to a chosen replica, so it leaves a spectator's offer
+in the store's mailbox for the replica that hosts the walk; this replica takes it, runs the
+spectator on its own server (the same fan-out as the player's) and posts its signaling back.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -39,7 +52,7 @@ from worldwalk.stream.session_log import image_hash, input_state_to_dict
 
 from .config import ClusterConfig
 from .relay import RelaySocket
-from .snapshots import WalkSnapshot, get_store
+from .snapshots import WalkSnapshot, get_store, watch_id
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +61,10 @@ class WalkShipper:
     """Sends one walk's boundaries and chunk records to the store, off the model thread."""
 
     def __init__(self, walk: str, replica: str, session: Session, store: Any, every: int,
-                 pool: ThreadPoolExecutor, hashes: bool = False) -> None:
+                 pool: ThreadPoolExecutor, hashes: bool = False, on_drain: Any = None) -> None:
         self.walk, self.replica, self.session, self.hashes = walk, replica, session, hashes
         self.store, self.every, self.pool = store, every, pool
+        self.on_drain = on_drain  # called (on the pool) when the store says this replica drains
         self._boundaries = 0
         self._lock = threading.Lock()
         self._pending: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
@@ -74,18 +88,25 @@ class WalkShipper:
             pending, self._pending = self._pending, None
         if pending is None:
             return
-        b, keys = pending
+        if self.send_now(*pending) and self.on_drain is not None:
+            self.on_drain()
+
+    def send_now(self, b: Boundary, keys: list[str]) -> bool:
+        """Pickle a boundary and store it (any thread but the model's); True when the store says
+        this replica is to drain."""
         try:
             t0 = time.perf_counter()
             data = WalkSnapshot(b, keys).to_bytes()
             t1 = time.perf_counter()
             meta = {"chunk": b.chunk_index, "frame": b.frame_index, "replica": self.replica, "pid": os.getpid(),
                     "bytes": len(data), "pickle_ms": 1000 * (t1 - t0), "made": time.time()}
-            ray.get(self.store.keep.remote(self.walk, data, meta), timeout=60)
+            drain = ray.get(self.store.keep.remote(self.walk, data, meta), timeout=60)
             meta["send_ms"] = 1000 * (time.perf_counter() - t1)
             self.store.timing.remote(self.walk, meta["send_ms"])
         except Exception:
             log.exception("sending walk %s's snapshot to the store failed", self.walk[:8])
+            return False
+        return bool(drain)
 
     def on_chunk(self, chunk: Any, state: Any, frames: list) -> None:
         """Model thread: one record per chunk (small: hashes, not frames)."""
@@ -100,12 +121,39 @@ class WalkShipper:
         self.pool.submit(self.store.record.remote, self.walk, [record])
 
 
+@dataclass
+class HostedWalk:
+    """A walk this replica runs."""
+
+    session: Session
+    shipper: WalkShipper
+    relay: RelaySocket | None = None
+    moving: bool = False  # being handed off (drain)
+    handoff: dict[str, Any] | None = None  # what the hand-off took (for the gateway, figures)
+
+
+class HostServer(StreamServer):
+    """The replica's server: a walk's recording is the walk's own (it goes on where the walk goes);
+    everything else is `worldwalk serve`'s."""
+
+    def __init__(self, cfg: Any, host: SessionHost) -> None:
+        super().__init__(cfg, session_factory=host._make_session)
+        self._host = host
+
+    def _start_recorder(self, session: Session, sid: str) -> Any:
+        try:
+            return self._host._walk_recording(session, sid)
+        except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
+            self._recording_failed("not recording: the recording could not be set up", e)
+            return None
+
+
 class SessionHost:
     """A session-host replica (made a deployment in app.py with the cluster's options)."""
 
     def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
-        self.server = StreamServer(cfg.serve, session_factory=self._make_session).prepare()
+        self.server = HostServer(cfg.serve, self).prepare()
         self.store = get_store(cfg.records_kept)
         ctx = serve.get_replica_context()
         self.replica = ctx.replica_id.unique_id
@@ -116,12 +164,25 @@ class SessionHost:
         self._pending: tuple[str, WalkSnapshot | None] | None = None
         self._claimed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.walks: dict[str, HostedWalk] = {}
+        self._recordings: dict[int, tuple[str, WalkSnapshot | None, tuple]] = {}  # id(session) -> walk's
+        self._resume_recording: tuple[str | None, dict] = (None, {})
+        self.draining = False
+        self._mailbox: asyncio.Task | None = None
+        self._spectators: dict[str, RelaySocket] = {}  # request id -> the spectator's relay
 
     def _make_session(self) -> Session:
         """Runs on a worker thread of the server: the walk's world, from its snapshot if resumed."""
         assert self._pending is not None and self._loop is not None and self._claimed is not None
         walk, snap = self._pending
-        self._loop.call_soon_threadsafe(self._claimed.set)
+        recording = self._resume_recording
+        claimed, loop = self._claimed, self._loop
+        try:
+            return self._build(walk, snap, recording)
+        finally:
+            loop.call_soon_threadsafe(claimed.set)
+
+    def _build(self, walk: str, snap: WalkSnapshot | None, recording: tuple) -> Session:
         cfg = self.cfg.serve
         world = create_world(cfg.world)
         integrator = PoseIntegrator(cfg.controls, cfg.bindings)
@@ -130,40 +191,75 @@ class SessionHost:
         if snap is not None:
             session.inputs.set_keys(snap.keys)  # the walk goes on with the keys held at the move
         shipper = WalkShipper(walk, self.replica, session, self.store, self.cfg.snapshot_every, self.pool,
-                              self.cfg.record_frame_hashes)
+                              self.cfg.record_frame_hashes, on_drain=self._drain_soon)
         session.add_boundary_listener(shipper.on_boundary)
         session.add_listener(shipper.on_chunk)
+        self.walks[walk] = HostedWalk(session, shipper)
+        if cfg.record_dir:
+            self._recordings[id(session)] = (walk, snap, recording)
         return session
+
+    def _walk_recording(self, session: Session, sid: str) -> Any:
+        """The server's recorder for a session (worker thread, before it starts): the walk's own
+        recording, continued in its files when the walk comes from another replica."""
+        from .recording import WalkRecording
+
+        walk, snap, (path, records) = self._recordings.pop(id(session))
+        cfg = self.cfg.serve
+        assert cfg.record_dir is not None
+        resume = (path, snap.boundary.chunk_index, records) if snap is not None and path else None
+        return WalkRecording(session, cfg.record_dir, f"session-{sid}", world_cfg=cfg.world,
+                             on_failure=self.server._recording_failed,
+                             on_open=lambda p: self.store.recording.remote(walk, p), resume=resume)
 
     async def host(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One player's session for its whole life. request: walk, offer (the browser's message),
-        path, resume. Yields {"type": "admitted", ...} at once, then {"type": "send", "text": ...}
-        for each signaling message and {"type": "close", "code", "reason"} at the end."""
+        path, resume. Yields {"type": "admitted", ...} at once (or {"type": "draining"} when this
+        replica takes no new sessions), then {"type": "send", "text": ...} for each signaling
+        message, and at the end {"type": "close", "code", "reason"} or {"type": "moved"} (handed off)."""
         walk, t0 = request["walk"], time.perf_counter()
+        self._loop = asyncio.get_running_loop()
+        if self.draining or await self.store.is_draining.remote(self.replica):
+            self.draining = True
+            yield {"type": "draining", "replica": self.replica}
+            return
         yield {"type": "admitted", "replica": self.replica, "actor": self.actor_name, "node": self.node,
                "pid": os.getpid()}
-        snap = None
+        if self._mailbox is None or self._mailbox.done():
+            self._mailbox = asyncio.ensure_future(self._spectator_mailbox())
+        snap, recording = None, (None, {})
         if request.get("resume"):
             got = await self.store.latest.remote(walk)
             if got is not None:
                 snap = WalkSnapshot.from_bytes(got[0])
+                if self.cfg.serve.record_dir:
+                    recording = await self.store.resume_recording.remote(walk)
         relay = RelaySocket(request.get("path", "/ws"), [json.dumps(request["offer"])])
-        self._loop = asyncio.get_running_loop()
         task: asyncio.Future | None = None
         try:
             async with self._starting:
                 self._pending, self._claimed = (walk, snap), asyncio.Event()
+                self._resume_recording = recording
                 task = asyncio.ensure_future(self.server.handle(relay))
                 claimed = asyncio.ensure_future(self._claimed.wait())
                 try:
                     await asyncio.wait({task, claimed}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     claimed.cancel()
+            hosted = self.walks.get(walk)
+            if hosted is not None:
+                hosted.relay = relay
+                self.store.hosting.remote(walk, self.replica, watch_id(walk))
+                if self.draining:  # a drain came while it started
+                    self._drain_now()
             while True:
                 get = asyncio.ensure_future(relay.outgoing.get())
                 await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
+                    if hosted is not None and hosted.moving:
+                        await asyncio.shield(task)  # the session and its recording are closed first
+                        yield {"type": "moved", **(hosted.handoff or {})}
                     return
                 kind, value = get.result()
                 if kind == "close":
@@ -172,9 +268,102 @@ class SessionHost:
                     return
                 yield {"type": "send", "text": value, "host_ms": round(1000 * (time.perf_counter() - t0), 1)}
         finally:
-            # the call ended: the player left (the gateway then frees the walk's snapshot), or Serve
-            # is shutting this replica down (the snapshot stays: the walk moves elsewhere)
+            # the call ended: the player left (the gateway then frees the walk's snapshot), the walk
+            # was handed off, or Serve is shutting this replica down (the snapshot stays: the walk moves)
             relay.peer_left()
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(task), 15.0)
+            hosted = self.walks.get(walk)
+            if hosted is not None and hosted.relay is relay:
+                del self.walks[walk]
+                self.store.unhost.remote(walk, self.replica)
+
+    # ---- drain -------------------------------------------------------------------------------
+
+    def _drain_soon(self) -> None:
+        """Any thread: the store says this replica drains."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain_now)
+
+    def _drain_now(self) -> None:
+        self.draining = True
+        for walk, hosted in list(self.walks.items()):
+            if not hosted.moving and hosted.relay is not None:
+                hosted.moving = True
+                asyncio.ensure_future(self._hand_off(walk, hosted))
+
+    async def _hand_off(self, walk: str, hosted: HostedWalk) -> None:
+        """Stop the walk at its next boundary, store that boundary, show the frames made before it,
+        then end the session here (the call then yields "moved")."""
+        t0 = time.perf_counter()
+        session = hosted.session
+        session.hand_off()
+        stopped = await asyncio.to_thread(session.handed_off.wait, 30.0)
+        boundary = session.latest_boundary()
+        if stopped and boundary is not None:
+            keys = sorted(session.inputs.peek().keys)
+            await asyncio.to_thread(hosted.shipper.send_now, boundary, keys)
+        t_stored = time.perf_counter()
+        deadline = time.monotonic() + 10.0
+        while len(session.frames) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.5 / session.spec.fps)  # the fan-out sends the last one
+        hosted.handoff = {"chunk": boundary.chunk_index if boundary is not None else None,
+                          "store_ms": round(1000 * (t_stored - t0), 1),
+                          "handoff_ms": round(1000 * (time.perf_counter() - t0), 1)}
+        log.info("walk %s handed off at chunk %s", walk[:8], hosted.handoff["chunk"])
+        assert hosted.relay is not None
+        hosted.relay.peer_left()
+
+    # ---- spectators --------------------------------------------------------------------------
+
+    async def _spectator_mailbox(self) -> None:
+        """Take spectator requests for this replica's walks from the store, as long as it runs."""
+        while True:
+            try:
+                requests = await self.store.take.remote(self.replica, 2.0)
+            except Exception:  # noqa: BLE001 - the store restarting; try again
+                await asyncio.sleep(1.0)
+                continue
+            for req in requests:
+                if req.get("cancel"):
+                    relay = self._spectators.pop(req["id"], None)
+                    if relay is not None:
+                        relay.peer_left()
+                else:
+                    asyncio.ensure_future(self._spectate(req))
+
+    async def _spectate(self, req: dict[str, Any]) -> None:
+        """One spectator of a walk here, on this replica's server: its messages go back through the store."""
+        rid = req["id"]
+        hosted = self.walks.get(req["walk"])
+        play = None
+        if hosted is not None and not hosted.moving:
+            play = next((p for p in self.server.sessions.values() if p.session is hosted.session), None)
+        if play is None:
+            self.store.reply.remote(rid, [{"type": "gone"}])
+            return
+        relay = RelaySocket(f"/ws?watch={play.id}", [json.dumps(req["offer"])])
+        self._spectators[rid] = relay
+        task = asyncio.ensure_future(self.server.handle(relay))
+        end: dict[str, Any] = {"type": "close", "code": 1000, "reason": "closed"}
+        try:
+            while True:
+                get = asyncio.ensure_future(relay.outgoing.get())
+                await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    break
+                kind, value = get.result()
+                if kind == "close":
+                    code, reason = value  # type: ignore[misc]
+                    end = {"type": "close", "code": code, "reason": reason}
+                    break
+                self.store.reply.remote(rid, [{"type": "send", "text": value}])
+        finally:
+            relay.peer_left()
+            self._spectators.pop(rid, None)
+            self.store.reply.remote(rid, [end])
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), 15.0)
