@@ -1,4 +1,4 @@
-"""`worldwalk train`: rebuild the bundled model's weights from scratch on the CPU.
+"""`worldwalk train`: rebuild the bundled model's weights from scratch on the CPU (or a GPU: `--device`).
 
 Stages, in order (each resumes from its checkpoint in --work unless --no-resume):
   data     render random walks through the reference world to a clip cache (walks.py)
@@ -19,6 +19,10 @@ in its schedule. The shipped world model then continued from those weights for 8
 --world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1` (data rendered with the
 default `--revisit 0.35`). `--stage` runs one stage or
 all of them.
+
+`--device cuda` trains on a GPU (`auto`, the default, picks it when torch sees one) with bf16 autocast
+by default (`--precision`); every stage that trains or runs a model uses it (train_device.py), and the
+checkpoints are device-independent, so a run may stop on one device and resume on another.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ship-rollout", action="store_true",
                    help="ship the rollout-stage model (the shipped weights are the teacher-forced one: it "
                         "measured better at 1 s and 20 s, worse at 5 s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto = cuda when torch sees a GPU, else cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="bf16 = autocast around the forward passes (fp32 weights, optimiser and losses); "
+                        "default: bf16 on cuda, fp32 on cpu (where bf16 is several times slower)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: every core; on a machine busy with other work 1 is fastest, "
                         "as idle OpenMP threads spin)")
@@ -74,10 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .state_file import ForeignFileError
+    from .train_device import NoCudaError
 
     try:
         return _run(args)
-    except ForeignFileError as e:  # a planted or foreign file in the work folder: refused, never loaded
+    except (ForeignFileError, NoCudaError) as e:  # a planted or foreign file, or no GPU for --device cuda
         print(f"worldwalk train: {e}", file=sys.stderr)
         return 2
 
@@ -92,10 +102,12 @@ def _run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
 
     from .state_file import default_work
+    from .train_device import resolve_device
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
 
+    dev = resolve_device(args.device, args.precision)  # before any work: --device cuda without a GPU stops here
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     work = Path(args.work) if args.work else default_work()
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -109,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     rollout_file, tuned_file = work / "bundled_world_rollout.safetensors", work / "bundled_vae_tuned.safetensors"
     window = 1 + cfg.stride * cfg.chunk_latents * 3  # the first image and 3 chunks
 
+    print(f"training on {dev}", flush=True)
     for stage in stages:
         print(f"== stage {stage}", flush=True)
         if stage == "data":
@@ -121,15 +134,16 @@ def _run(args: argparse.Namespace) -> int:
             # learned border cues and decoded whole frames to nearly the same image whatever the input
             vcfg = TrainVAEConfig(steps=args.vae_steps, minutes=args.vae_minutes, batch=2,
                                   crop=(cfg.vae.height, cfg.vae.width), seed=args.seed)
-            train_vae(vcfg, clips, work, vae_file, resume=resume, vcfg=cfg.vae)
+            train_vae(vcfg, clips, work, vae_file, resume=resume, vcfg=cfg.vae, dev=dev)
         elif stage == "encode":
             if latents.exists() and resume:
                 print(f"{latents} exists; keeping it")
                 continue
             vae = build_vae(cfg.vae)
             vae.load_state_dict(load_file(str(vae_file)))
+            vae.to(dev.device)
             stream = FrameVAEStream(vae.eval()) if isinstance(vae, FrameVAE) else SanaWMVAE(vae.eval())
-            data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents)
+            data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents, dev=dev)
             np.savez(latents, **data)
         elif stage in ("world", "rollout"):
             data = dict(np.load(latents))
@@ -138,15 +152,15 @@ def _run(args: argparse.Namespace) -> int:
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
                                         context_noise=args.context_noise)
                 init = Path(args.world_init) if args.world_init else None
-                train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init)
+                train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init, dev=dev)
             else:
                 tcfg = TrainWorldConfig(steps=args.rollout_steps, minutes=args.rollout_minutes, seed=args.seed + 7,
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
-                train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout")
+                train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout", dev=dev)
         elif stage == "decoder":
-            samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume)
+            samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
-            finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples)
+            finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tuned_file if tuned_file.exists() else vae_file, out / VAE_FILE)
@@ -157,8 +171,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.Namespace, resume: bool) -> list:
-    """The teacher-forced world model's own latents along training windows (kept in `path` for a resume)."""
+def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.Namespace, resume: bool,
+                   dev: object) -> list:
+    """The teacher-forced world model's own latents along training windows (kept in `path` for a resume),
+    generated on `dev` (a TrainDevice); CPU tensors."""
 
     from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import load_weights
@@ -174,7 +190,10 @@ def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.N
         return []
     cfg, vae, model = load_weights(world_file.parent)  # the work folder's VAE and world model, configs included
     frames, poses, intr = clips.load()
-    samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5)
+    vae.to(dev.device)
+    model.to(dev.device)
+    samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5,
+                             dev=dev)
     save_state(path, "decoder-samples", {f"sample.{j}": z for j, (_, _, z) in enumerate(samples)},
                {"windows": [[i, s] for i, s, _ in samples]})
     return samples

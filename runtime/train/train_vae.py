@@ -10,6 +10,9 @@ sampling it only adds noise here, and the world model reads the mean).
 The run is bounded by steps and by wall-clock minutes (the budget on a shared 2-core CPU), saves
 a resumable checkpoint (model, optimiser, step, RNG) every `ckpt_every` steps and at the end
 exports `vae.safetensors` with the latent statistics filled in.
+
+Device and precision (`--device`, `--precision`): see train_device.py; the forwards run under the
+device's autocast, the losses in fp32 (`vae_loss`).
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from worldwalk.runtime.worlds.bundled_vae import (
 )
 
 from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
+from .train_device import TrainDevice
 from .walks import ClipCache
 
-__all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae"]
+__all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae",
+           "vae_loss"]
 
 
 @dataclass
@@ -77,14 +82,39 @@ def _grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(dy(a), dy(b)) + F.l1_loss(dx(a), dx(b))
 
 
+def vae_loss(vae: torch.nn.Module, x: torch.Tensor, cfg: TrainVAEConfig, dev: TrainDevice
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, reconstruction) of a batch x (B, 3, T, h, w) on `dev`: forwards under its autocast, loss in fp32.
+
+    L1 + MSE on pixels, `edge_weight` x the L1 of image gradients, `kl_weight` x the KL (a small L2 on
+    the latents for the deterministic FrameVAE)."""
+    with dev.autocast():
+        if isinstance(vae, FrameVAE):
+            z = vae.encode(x)
+        else:
+            post = vae.encode(x).latent_dist
+            post = type(post)(post.parameters.float())  # the posterior (and its KL) in fp32
+            z = post.sample() if cfg.sample_posterior else post.mode()
+        y = vae.decode(z) if isinstance(vae, FrameVAE) else vae.decode(z).sample
+    y = y.float()
+    if isinstance(vae, FrameVAE):  # deterministic: a small L2 on the latents stands in for the KL
+        kl = 0.5 * z.float().square().sum() / x.numel()
+    else:
+        kl = post.kl().mean() / x[0].numel()
+    rec = F.l1_loss(y, x) + F.mse_loss(y, x)
+    return rec + cfg.edge_weight * _grad_l1(y, x) + cfg.kl_weight * kl, y
+
+
 @torch.no_grad()
-def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_frames: int = 13
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the posterior means over a few whole clips."""
+def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_frames: int = 13,
+                 dev: TrainDevice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (fp32, on the CPU) of the posterior means over a few whole clips."""
+    dev = dev or TrainDevice()
     zs = []
     for i in range(min(clips, len(frames))):
-        x = torch.from_numpy(np.array(frames[i, :n_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        zs.append(encode_mean(vae, x))  # (1, C, t, h, w)
+        x = dev.put(torch.from_numpy(np.array(frames[i, :n_frames])).permute(3, 0, 1, 2)[None]).float() / 127.5 - 1
+        with dev.autocast():
+            zs.append(encode_mean(vae, x).float().cpu())  # (1, C, t, h, w)
     z = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], dim=1)  # (C, N)
     return z.mean(1), z.std(1)
 
@@ -92,46 +122,51 @@ def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_fr
 def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig | FrameVAEConfig,
                extra: dict | None = None) -> None:
     meta = {"config": json.dumps(vcfg.to_dict()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    sd = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}  # loads on any device
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata=meta)
 
 
 def _save_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
-               rng: np.random.Generator, step: int, extra: dict) -> None:
+               rng: np.random.Generator, step: int, extra: dict, dev: TrainDevice) -> None:
     otensors, ometa = pack_optimizer(opt)
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
-               "torch_rng": torch.get_rng_state()}
-    save_state(path, kind, tensors, {"opt": ometa, "step": step, "rng": rng.bit_generator.state, **extra})
+               "torch_rng": torch.get_rng_state(), **dev.rng_state()}
+    save_state(path, kind, tensors, {"opt": ometa, "step": step, "rng": rng.bit_generator.state,
+                                     "device": str(dev), **extra})
 
 
 def _load_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
-               rng: np.random.Generator) -> int:
-    """Restore model, optimiser and RNGs from a `_save_ckpt` file; returns the step."""
-    tensors, meta = load_state(path, kind)
+               rng: np.random.Generator, dev: TrainDevice) -> int:
+    """Restore model, optimiser and RNGs from a `_save_ckpt` file (whatever device wrote it) into `model`
+    and `opt`, already on `dev`; returns the step."""
+    tensors, meta = load_state(path, kind)  # CPU tensors: load_state_dict copies them to the model's device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    unpack_optimizer(opt, tensors, meta["opt"])
+    unpack_optimizer(opt, tensors, meta["opt"])  # the optimiser state follows its parameters' device
     rng.bit_generator.state = meta["rng"]
     torch.set_rng_state(tensors["torch_rng"])
+    dev.set_rng_state(tensors)
     return int(meta["step"])
 
 
 def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resume: bool = True,
-              vcfg: BundledVAEConfig | FrameVAEConfig | None = None, progress: bool = True) -> Path:
-    """Train (or resume) the VAE; writes checkpoints under `work` and the weights to `out`."""
+              vcfg: BundledVAEConfig | FrameVAEConfig | None = None, progress: bool = True,
+              dev: TrainDevice | None = None) -> Path:
+    """Train (or resume) the VAE on `dev`; writes checkpoints under `work` and the weights to `out`."""
     vcfg = vcfg or FrameVAEConfig()
+    dev = dev or TrainDevice()
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
-    vae = build_vae(vcfg)
+    vae = build_vae(vcfg).to(dev.device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed)
     step, ckpt = 0, work / "vae_ckpt.safetensors"
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
-        step = _load_ckpt(ckpt, "vae", vae, opt, rng)
+        step = _load_ckpt(ckpt, "vae", vae, opt, rng, dev)
 
     def save() -> None:
-        _save_ckpt(ckpt, "vae", vae, opt, rng, step, {"cfg": asdict(cfg)})
+        _save_ckpt(ckpt, "vae", vae, opt, rng, step, {"cfg": asdict(cfg)}, dev)
 
     from tqdm import tqdm
 
@@ -142,16 +177,8 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _batch(frames, cfg, rng)  # (B, 3, T, h, w)
-        if isinstance(vae, FrameVAE):  # deterministic: a small L2 on the latents stands in for the KL
-            z = vae.encode(x)
-            y, kl = vae.decode(z), 0.5 * z.square().sum() / x.numel()
-        else:
-            post = vae.encode(x).latent_dist
-            y = vae.decode(post.sample() if cfg.sample_posterior else post.mode()).sample
-            kl = post.kl().mean() / x[0].numel()
-        rec = F.l1_loss(y, x) + F.mse_loss(y, x)
-        loss = rec + cfg.edge_weight * _grad_l1(y, x) + cfg.kl_weight * kl
+        x = dev.put(_batch(frames, cfg, rng))  # (B, 3, T, h, w)
+        loss, y = vae_loss(vae, x, cfg, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -167,7 +194,7 @@ def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resu
     bar.close()
     save()
     vae.eval()
-    mean, std = latent_stats(vae, frames)
+    mean, std = latent_stats(vae, frames, dev=dev)
     vae.latents_mean.copy_(mean)
     vae.latents_std.copy_(std)
     export_vae(vae, out, vcfg, {"step": step, "train_psnr_ema": ema})
@@ -190,7 +217,8 @@ class DecoderTuneConfig:
 
 def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, work: Path, out: Path,
                      resume: bool = True, progress: bool = True,
-                     samples: list[tuple[int, int, torch.Tensor]] | None = None) -> Path:
+                     samples: list[tuple[int, int, torch.Tensor]] | None = None, dev: TrainDevice | None = None
+                     ) -> Path:
     """Stage 1b: sharpen the decoder on whole frames with the encoder frozen.
 
     The latents (and so the trained world model) stay exactly the same; only the pixels they decode to
@@ -198,7 +226,8 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     decode the world model's own latents along training windows (`samples`, from
     `train_world.sample_windows`) against the true frames of those windows, so the decoder learns to
     turn what the model really makes into the frames it should show; the other half decode the true
-    latents, with noise, so reconstruction stays sharp.
+    latents, with noise, so reconstruction stays sharp. Runs on `dev` (forwards under its autocast, the
+    loss in fp32).
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -206,21 +235,23 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     with safe_open(str(vae_file), "pt") as f:
         meta = f.metadata() or {}
     vcfg = vae_config_from_dict(json.loads(meta["config"]))
+    dev = dev or TrainDevice()
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
     vae = build_vae(vcfg)
     vae.load_state_dict(load_file(str(vae_file)))
+    vae.to(dev.device)
     vae.encoder.requires_grad_(False)  # the latents (and the world model trained on them) stay fixed
     params = [p for p in vae.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed + 11)
     step, ckpt = 0, work / "decoder_ckpt.safetensors"
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
-        step = _load_ckpt(ckpt, "decoder", vae, opt, rng)
+        step = _load_ckpt(ckpt, "decoder", vae, opt, rng, dev)
 
     def save() -> None:
-        _save_ckpt(ckpt, "decoder", vae, opt, rng, step, {})
+        _save_ckpt(ckpt, "decoder", vae, opt, rng, step, {}, dev)
 
     from tqdm import tqdm
 
@@ -237,14 +268,17 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         if samples and rng.uniform() < cfg.sample_share:
             i, s, zn = samples[int(rng.integers(len(samples)))]  # zn (1, C, T, h, w) normalised
             n = 1 + vae.cfg.temporal_stride * (zn.shape[2] - 1)
-            x = torch.from_numpy(np.array(frames[i, s : s + n])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-            z = zn * std + vae.latents_mean.view(1, -1, 1, 1, 1)
+            x = dev.put(torch.from_numpy(np.array(frames[i, s : s + n])).permute(3, 0, 1, 2)[None]).float()
+            x = x / 127.5 - 1.0
+            z = dev.put(zn) * std + vae.latents_mean.view(1, -1, 1, 1, 1)
         else:
-            x = _batch(frames, bcfg, rng)  # (B, 3, T, H, W)
-            with torch.no_grad():
-                z = encode_mean(vae, x)
-                z = z + cfg.latent_noise * std * torch.randn_like(z)
-        y = decode_raw(vae, z)
+            x = dev.put(_batch(frames, bcfg, rng))  # (B, 3, T, H, W)
+            with torch.no_grad(), dev.autocast():
+                z = encode_mean(vae, x).float()
+            z = z + cfg.latent_noise * std * torch.randn_like(z)
+        with dev.autocast():
+            y = decode_raw(vae, z)
+        y = y.float()  # the loss in fp32
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()

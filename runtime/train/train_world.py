@@ -20,6 +20,9 @@ chunk is trained against the ground truth, so the model learns to recover from i
 Camera augmentation: with probability `augment`, every pose of a window is moved by one random
 rigid motion (yaw about world y, a horizontal shift), so the Plücker input is seen away from the
 origin as it is late in a long session.
+
+Device and precision (`--device`, `--precision`): see train_device.py. A batch is built on the host and
+moved to the device once; the forwards run under its autocast, the loss in fp32.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ from worldwalk.runtime.worlds.bundled_world import (
 )
 
 from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
+from .train_device import TrainDevice
 from .walks import ClipCache
 
-__all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world"]
+__all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world", "world_loss"]
 
 
 @dataclass
@@ -73,15 +77,16 @@ class TrainWorldConfig:
 
 
 @torch.no_grad()
-def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: int, hop: int, progress: bool = True
-                   ) -> dict[str, np.ndarray]:
-    """Encode every window of `window` frames (every `hop` frames) of every clip.
+def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: int, hop: int, progress: bool = True,
+                   dev: TrainDevice | None = None) -> dict[str, np.ndarray]:
+    """Encode every window of `window` frames (every `hop` frames) of every clip, with the VAE on `dev`.
 
-    Returns latents (N, C, T, h, w) normalised as SanaWMVAE does, poses (N, window, 4, 4) and
+    Returns latents (N, C, T, h, w) normalised as SanaWMVAE does (fp32), poses (N, window, 4, 4) and
     intrinsics (N, window, 3, 3).
     """
     from tqdm import tqdm
 
+    dev = dev or TrainDevice()
     frames, poses, intr = clips.load()
     n, f = frames.shape[:2]
     starts = list(range(0, f - window + 1, hop))
@@ -89,8 +94,10 @@ def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: in
     for i in tqdm(range(n), desc="encode", disable=not progress, mininterval=5.0):
         for s in starts:
             x = torch.from_numpy(np.array(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
-            x = x.float() / 127.5 - 1.0  # (1, 3, F, H, W)
-            lat.append(_encode_normalised(vae, x)[0].numpy())
+            x = dev.put(x).float() / 127.5 - 1.0  # (1, 3, F, H, W)
+            with dev.autocast():
+                z = _encode_normalised(vae, x)
+            lat.append(z[0].float().cpu().numpy())
             ps.append(poses[i, s : s + window])
             ks.append(intr[i, s : s + window])
     return {"latents": np.stack(lat).astype(np.float32), "poses": np.stack(ps), "intrinsics": np.stack(ks)}
@@ -152,23 +159,23 @@ def _wake_plucker(model: SanaWMStreamingTransformer, seed: int) -> None:
 def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None) -> None:
     meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # loads on any device
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata=meta)
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,
-                resume: bool = True, progress: bool = True, tag: str = "world", init_weights: Path | None = None
-                ) -> Path:
-    """Train (or resume) the world model on encoded windows; checkpoints in `work`, weights to `out`.
+                resume: bool = True, progress: bool = True, tag: str = "world", init_weights: Path | None = None,
+                dev: TrainDevice | None = None) -> Path:
+    """Train (or resume) the world model on encoded windows on `dev`; checkpoints in `work`, weights to `out`.
 
     Without a checkpoint to resume, `init_weights` (a bundled_world.safetensors) gives the starting
     weights, so a run can continue the shipped model instead of starting from scratch."""
+    dev = dev or TrainDevice()
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     model = SanaWMStreamingTransformer(cfg.transformer)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     sampler = FlowSampler(cfg.sampler)
     lat, poses, intr = data["latents"], data["poses"], data["intrinsics"]
     n_win, L = lat.shape[0], cfg.chunk_latents
@@ -176,10 +183,10 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     step, ckpt = 0, work / f"{tag}_ckpt.safetensors"
     spent = 0.0  # seconds of training before this run (a resumed run carries on the schedule)
     init = work / "world_ckpt.safetensors"
+    state = None  # a checkpoint's (tensors, meta), read on the CPU whatever device wrote it
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
-        tensors, meta = load_state(ckpt, "world")
+        state = tensors, meta = load_state(ckpt, "world")
         model.load_state_dict(_strip(tensors, "model."))
-        unpack_optimizer(opt, tensors, meta["opt"])
         step, rng.bit_generator.state = meta["step"], meta["rng"]
         torch.set_rng_state(tensors["torch_rng"])
         spent = meta.get("seconds", 0.0)
@@ -191,6 +198,12 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
         model.load_state_dict(_strip(load_state(init, "world")[0], "model."))
     _wake_plucker(model, tcfg.seed)
+    model.to(dev.device)  # fp32 master weights; the optimiser is made on the device and its state loaded there
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    if state is not None:
+        unpack_optimizer(opt, state[0], state[1]["opt"])
+        dev.set_rng_state(state[0])
+        state = None  # the host copy of the checkpoint is not kept for the run
 
     def seconds() -> float:
         return spent + time.monotonic() - t0
@@ -198,9 +211,10 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     def save() -> None:
         otensors, ometa = pack_optimizer(opt)
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
-                   "torch_rng": torch.get_rng_state()}
+                   "torch_rng": torch.get_rng_state(), **dev.rng_state()}
         save_state(ckpt, "world", tensors, {"opt": ometa, "step": step, "seconds": seconds(),
-                                            "rng": rng.bit_generator.state, "cfg": asdict(tcfg)})
+                                            "rng": rng.bit_generator.state, "cfg": asdict(tcfg),
+                                            "device": str(dev)})
         export_world(model, out, cfg, {"step": step, "stage": tag})
 
     from tqdm import tqdm
@@ -208,7 +222,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     bar = tqdm(total=tcfg.steps, initial=step, desc=tag, disable=not progress, mininterval=5.0)
     t0, ema = time.monotonic(), None
     B = tcfg.batch
-    text, mask = empty_text(cfg, B)
+    text, mask = (dev.put(x) for x in empty_text(cfg, B))
     model.train()
     while step < tcfg.steps and seconds() < tcfg.minutes * 60:
         # the schedule follows whichever budget runs out first, so a slower machine still anneals
@@ -217,41 +231,16 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
         lr = tcfg.lr * min(1.0, (step + 1) / tcfg.warmup) * (0.1 + 0.9 * cosine)
         for g in opt.param_groups:
             g["lr"] = lr
+        # the batch, built on the host and moved to the device once
         idx = rng.integers(0, n_win, B)
-        z = torch.from_numpy(lat[idx])  # (B, C, T, h, w)
+        z = dev.put(torch.from_numpy(lat[idx]))  # (B, C, T, h, w)
         cams = [_cameras(poses[i], intr[i], n_chunks, cfg, tcfg, rng) for i in idx]
-        cams = [CameraInputs(torch.cat([c[k].conditions for c in cams]), torch.cat([c[k].plucker for c in cams]))
-                for k in range(n_chunks)]
+        cams = [CameraInputs(dev.put(torch.cat([c[k].conditions for c in cams])),
+                             dev.put(torch.cat([c[k].plucker for c in cams]))) for k in range(n_chunks)]
         rollout = rng.uniform() < tcfg.rollout_prob
-        cache, losses = None, []
-        for k in range(n_chunks):
-            lo = 0 if k == 0 else 1 + L * k
-            hi = 1 + L * (k + 1)
-            x0 = z[:, :, lo:hi]  # (B, C, T, h, w)
-            sig = torch.from_numpy(_sigmas(rng, B, sampler, tcfg.list_prob)).float().view(B, 1, 1, 1, 1)
-            eps = torch.randn_like(x0)
-            xt = (1 - sig) * x0 + sig * eps
-            t = (sig.view(B, 1) * 1000).floor().expand(B, x0.shape[2]).clone()
-            if k == 0:  # the image latent is clean, at t = 0
-                xt[:, :, :1], t[:, :1] = x0[:, :, :1], 0.0
-            v, _ = model(xt, t, text, mask, cams[k], cache, False)
-            target = eps - x0
-            first = 1 if k == 0 else 0
-            losses.append(F.mse_loss(v[:, :, first:], target[:, :, first:]))
-            if k + 1 < n_chunks:
-                ctx = x0
-                if rollout:  # write the cache from the model's own sample of this chunk
-                    with torch.no_grad():
-                        prefix = x0[:, :, :1] if k == 0 else None
-                        shape = (B, x0.shape[1], L, x0.shape[3], x0.shape[4])
-                        ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, shape, prefix)
-                elif tcfg.context_noise > 0:  # a slightly wrong context, as the model's own chunks are
-                    s_ctx = torch.rand(B, 1, 1, 1, 1) * tcfg.context_noise
-                    ctx = (1 - s_ctx) * x0 + s_ctx * torch.randn_like(x0)
-                    if k == 0:
-                        ctx[:, :, :1] = x0[:, :, :1]  # the first image is the player's own, exact
-                _, cache = model(ctx, torch.zeros(B, x0.shape[2]), text, mask, cams[k], cache, True)
-        loss = torch.stack(losses).mean()
+        sigmas = np.stack([_sigmas(rng, B, sampler, tcfg.list_prob) for _ in range(n_chunks)])  # (chunks, B)
+        loss = world_loss(model, sampler, z, cams, dev.put(torch.from_numpy(sigmas).float()), text, mask, L, dev,
+                          rollout, tcfg.context_noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -267,31 +256,78 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     return out
 
 
+def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch.Tensor, cams: list[CameraInputs],
+               sigmas: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, L: int, dev: TrainDevice,
+               rollout: bool = False, context_noise: float = 0.0) -> torch.Tensor:
+    """The flow-matching loss (fp32 scalar) of one batch through the streaming cache (module doc, steps 1-3).
+
+    z (B, C, T, h, w), cams (one per chunk), sigmas (chunks, B) and text/mask all on `dev`; the forwards run
+    under its autocast. With `rollout` the cache is written from the model's own samples, otherwise from
+    the truth noised up to `context_noise`.
+    """
+    B = z.shape[0]
+    cache, losses = None, []
+    for k in range(len(cams)):
+        lo = 0 if k == 0 else 1 + L * k
+        hi = 1 + L * (k + 1)
+        x0 = z[:, :, lo:hi]  # (B, C, T, h, w)
+        sig = sigmas[k].view(B, 1, 1, 1, 1)
+        eps = torch.randn_like(x0)
+        xt = (1 - sig) * x0 + sig * eps
+        t = (sig.view(B, 1) * 1000).floor().expand(B, x0.shape[2]).clone()
+        if k == 0:  # the image latent is clean, at t = 0
+            xt[:, :, :1], t[:, :1] = x0[:, :, :1], 0.0
+        with dev.autocast():
+            v, _ = model(xt, t, text, mask, cams[k], cache, False)
+        target = eps - x0
+        first = 1 if k == 0 else 0
+        losses.append(F.mse_loss(v[:, :, first:].float(), target[:, :, first:]))
+        if k + 1 < len(cams):
+            ctx = x0
+            if rollout:  # write the cache from the model's own sample of this chunk
+                with torch.no_grad():
+                    prefix = x0[:, :, :1] if k == 0 else None
+                    shape = (B, x0.shape[1], L, x0.shape[3], x0.shape[4])
+                    ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, shape, dev, prefix)
+            elif context_noise > 0:  # a slightly wrong context, as the model's own chunks are
+                s_ctx = torch.rand(B, 1, 1, 1, 1, device=x0.device) * context_noise
+                ctx = (1 - s_ctx) * x0 + s_ctx * torch.randn_like(x0)
+                if k == 0:
+                    ctx[:, :, :1] = x0[:, :, :1]  # the first image is the player's own, exact
+            with dev.autocast():
+                _, cache = model(ctx, torch.zeros(B, x0.shape[2], device=x0.device), text, mask, cams[k], cache, True)
+    return torch.stack(losses).mean()
+
+
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _sample_chunk(model, sampler, cam, cache, text, mask, shape, prefix=None) -> torch.Tensor:  # noqa: ANN001
-    """The 4-step sampler on one chunk reading `cache` (no gradients); a clean prefix is prepended."""
-    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
-    return sampler.denoise(lambda x, t: model(x, t, text, mask, cam, cache, False)[0], tuple(shape), gen,
-                           torch.device("cpu"), torch.float32, prefix)
+def _sample_chunk(model, sampler, cam, cache, text, mask, shape, dev, prefix=None) -> torch.Tensor:  # noqa: ANN001
+    """The 4-step sampler on one chunk reading `cache` (no gradients; fp32 latents, the forwards under `dev`'s
+    autocast); a clean prefix is prepended."""
+    gen = dev.generator(int(torch.randint(0, 2**31, (1,))))
+    with dev.autocast():
+        return sampler.denoise(lambda x, t: model(x, t, text, mask, cam, cache, False)[0], tuple(shape), gen,
+                               dev.device, torch.float32, prefix)
 
 
 @torch.no_grad()
 def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frames: np.ndarray, poses: np.ndarray,
-                   intr: np.ndarray, cfg: BundledConfig, n: int, seed: int, progress: bool = True
-                   ) -> list[tuple[int, int, torch.Tensor]]:
+                   intr: np.ndarray, cfg: BundledConfig, n: int, seed: int, progress: bool = True,
+                   dev: TrainDevice | None = None) -> list[tuple[int, int, torch.Tensor]]:
     """The world model's own latents along `n` random training windows, as a session makes them.
 
     Each window starts from its true first image and follows its poses for 3 chunks; returns
-    (clip, first frame, latents (1, C, 1 + 3 L, h, w) normalised) per window.
+    (clip, first frame, latents (1, C, 1 + 3 L, h, w) normalised, fp32 on the CPU) per window. The model
+    and the VAE run where they are (`dev`'s device), under its autocast.
     """
     from tqdm import tqdm
 
+    dev = dev or TrainDevice()
     rng = np.random.default_rng(seed)
     stream = LatentRollout(model.eval(), FlowSampler(cfg.sampler))
-    text, mask = empty_text(cfg)
+    text, mask = (dev.put(x) for x in empty_text(cfg))
     n_chunks, L = 3, cfg.chunk_latents
     window = 1 + cfg.stride * L * n_chunks
     h, w = cfg.vae.latent_hw
@@ -299,10 +335,12 @@ def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frame
     out = []
     for j in tqdm(range(n), desc="sample", disable=not progress, mininterval=5.0):
         i, s = int(rng.integers(len(frames))), int(rng.integers(0, frames.shape[1] - window + 1))
-        image = torch.from_numpy(np.array(frames[i, s : s + 1])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        image = dev.put(torch.from_numpy(np.array(frames[i, s : s + 1])).permute(3, 0, 1, 2)[None]).float()
+        image = image / 127.5 - 1.0  # (1, 3, 1, H, W)
         cams = _cameras(poses[i, s : s + window], intr[i, s : s + window], n_chunks, cfg, no_augment, rng)
         stream.reset(text, mask, seed + j)
-        z = [stream.step(cams[k], (1, cfg.transformer.in_channels, L, h, w),
-                         vae.encode_video(image) if k == 0 else None) for k in range(n_chunks)]
-        out.append((i, s, torch.cat(z, 2)))  # (1, C, 1 + 3 L, h, w)
+        with dev.autocast():
+            z = [stream.step(cams[k], (1, cfg.transformer.in_channels, L, h, w),
+                             vae.encode_video(image).float() if k == 0 else None) for k in range(n_chunks)]
+        out.append((i, s, torch.cat(z, 2).float().cpu()))  # (1, C, 1 + 3 L, h, w)
     return out
