@@ -183,7 +183,7 @@ def reference_velocity(m, x_all, t_all, cid, cam: CameraInputs, text, mask):
             a = _ref_gdn(blk.attn, a, Fr, rope, ucpe, crope, cid)
         x = x + (gm * a.view(B, Fr, -1, D)).view(B, -1, D)
         x = x + blk.plucker_proj(pl)
-        x = x + blk.cross_attn(x, y, mask.bool())
+        x = x + blk.cross_attn(x, blk.cross_attn.prompt_kv(y), mask.bool())
         f = (blk.norm2(x).view(B, Fr, -1, D) * (1 + cf) + sf).view(B, -1, D)
         x = x + (gf * _ref_ffn(blk.mlp, f, cid, (Fr, h, w)).view(B, Fr, -1, D)).view(B, -1, D)
     x = m.final_layer(x, te.view(B, Fr, D), Fr)

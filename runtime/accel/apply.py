@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from worldwalk.runtime.cli.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
+from worldwalk.runtime.sana_wm.cache import PromptContext
 
 from .onnx_export import (
     STEP_INPUTS,
@@ -50,6 +51,8 @@ from .onnx_export import (
     export_decode_step,
     export_dir,
     module_hash,
+    prompt_inputs,
+    prompt_names,
     step_inputs,
 )
 
@@ -185,7 +188,8 @@ class AcceleratedStep:
         self._runners: dict[tuple, Callable[..., Any]] = {}
         self._unused: set[tuple] = set()  # runners never called yet: their first call finishes the build
         self._layouts: dict[tuple, CacheLayout] = {}
-        self._prep: tuple[Any, ...] | None = None  # (cache, camera, inputs, flat cache, layout) of the chunk
+        self._prep: tuple[Any, ...] | None = None  # (cache, camera, prompt, inputs, flat, layout) of the chunk
+        self._prompt: tuple[Any, ...] | None = None  # (text, text_mask, PromptContext) when given raw text
         self._hash: str | None = None
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
@@ -213,9 +217,10 @@ class AcceleratedStep:
 
     def _prepare(self, latents, timesteps, text, text_mask, camera, cache):
         """Per-chunk inputs (RoPE, UCPE, flat cache), shared by the chunk's four reads and its write."""
+        prompt = self._prompt_context(text, text_mask)
         p = self._prep
-        if p is not None and p[0] is cache and p[1] is camera:
-            return p[2], p[3], p[4]
+        if p is not None and p[0] is cache and p[1] is camera and p[2] is prompt:
+            return p[3], p[4], p[5]
         T, h, w = latents.shape[2:]
         key = tuple(latents.shape)
         if key not in self._layouts:
@@ -226,10 +231,20 @@ class AcceleratedStep:
         if [tuple(t.shape) for t in flat] != [tuple(s) for s in lay.shapes]:  # another cache shape: re-read it
             lay = self._layouts[key] = CacheLayout.from_cache(cache, self.tr, lay.nc)
             flat, mask = lay.flatten(cache)
-        fixed = step_inputs(self.tr, latents, timesteps, text, text_mask, camera, cache)
-        fixed = [*fixed, mask]
-        self._prep = (cache, camera, fixed, flat, lay)
+        fixed = [*step_inputs(self.tr, latents, timesteps, prompt, camera, cache), mask]
+        flat = [*prompt_inputs(prompt), *flat]  # the graph's inputs after kv_mask: the prompt's K/V, the cache
+        self._prep = (cache, camera, prompt, fixed, flat, lay)
         return fixed, flat, lay
+
+    def _prompt_context(self, text, text_mask) -> PromptContext:
+        """`text` when it is the session's PromptContext (LatentRollout passes it), else made from raw text once."""
+        if isinstance(text, PromptContext):
+            return text
+        p = self._prompt
+        if p is None or p[0] is not text or p[1] is not text_mask:
+            with torch.no_grad():
+                p = self._prompt = (text, text_mask, self.tr.prompt_context(text, text_mask))
+        return p[2]
 
     def _weights_hash(self) -> str:
         """Names the exported files; computed only when something is exported (it reads every weight)."""
@@ -247,7 +262,7 @@ class AcceleratedStep:
             with _EXPORT_LOCK:
                 t0 = time.perf_counter()
                 step = ChunkStep(self.tr, lay, write, masked).eval()
-                names = [*STEP_INPUTS, *lay.names]
+                names = [*STEP_INPUTS, *prompt_names(len(self.tr.blocks)), *lay.names]
                 kind = "chunk-write" if write else "chunk-read"
                 self._runners[key] = self.make(
                     kind, step, inputs, names,

@@ -21,8 +21,10 @@ with N_max = N_0 + (kv_window - 1) N_c (N_0 tokens of chunk 0, the sink; N_c of 
 [0, N_0), then the recent chunks oldest first, each N_c long. Slots not yet filled are zeros and masked by
 `kv_mask` (N_max,) (0 = attend, -inf = padding, shared by every softmax block); filled slots sit at the
 end of the recent region, so a write shifts the recent region left by one chunk and appends the new one.
-Tensor names of the graphs: inputs `latents timesteps text text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv
-plucker kv_mask` + the cache names; outputs `velocity` (+ `new.` + the cache names when writing).
+Tensor names of the graphs: inputs `latents timesteps text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv plucker
+kv_mask`, the prompt's cross-attention K/V `b{i}.cross_k b{i}.cross_v` per block (`PromptContext`, made once a
+session, so the graphs carry no caption embedder and no cross-attention K/V projection), then the cache names;
+outputs `velocity` (+ `new.` + the cache names when writing).
 
 Exported files are cached on disk (`export_dir()`: $WORLDWALK_ONNX_DIR or ~/.cache/worldwalk/onnx), one folder
 per graph named by its kind and a hash of the weights, the input shapes and dtypes, the torch/onnx versions, the
@@ -44,14 +46,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache, owned
+from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, PromptContext, SoftmaxCache, StreamingCache, owned
 from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
 from worldwalk.runtime.sana_wm.layers import TemporalShortConv
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 
-STEP_INPUTS = ("latents", "timesteps", "text", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv",
-               "plucker", "kv_mask")
+STEP_INPUTS = ("latents", "timesteps", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv", "plucker",
+               "kv_mask")
 OPSET = 17
 GDN_FIELDS = ("state", "norm_state", "cam_state", "k_tail", "cam_k_tail")
 KV_FIELDS = ("k", "v", "cam_k", "cam_v")
@@ -203,16 +205,25 @@ def real_rope(table: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(table).contiguous()
 
 
+def prompt_names(blocks: int) -> list[str]:
+    """Input names of the prompt's per-block cross-attention K/V (after `STEP_INPUTS`)."""
+    return [f"b{i}.cross_{t}" for i in range(blocks) for t in ("k", "v")]
+
+
+def prompt_inputs(prompt: PromptContext) -> list[torch.Tensor]:
+    """The `prompt_names` tensors of a session's prompt."""
+    return [t.contiguous() for kv in prompt.kv for t in kv]
+
+
 def step_inputs(
     transformer: SanaWMStreamingTransformer,
     latents: torch.Tensor,
     timesteps: torch.Tensor,
-    text: torch.Tensor,
-    text_mask: torch.Tensor,
+    prompt: PromptContext,
     camera: CameraInputs,
     cache: StreamingCache,
 ) -> list[torch.Tensor]:
-    """The `STEP_INPUTS` tensors of one chunk (everything but the flat cache and kv_mask)."""
+    """The `STEP_INPUTS` tensors of one chunk but kv_mask (the prompt's K/V and the flat cache follow it)."""
     cfg = transformer.cfg
     _, _, T, H, W = latents.shape
     p = cfg.patch_size
@@ -224,8 +235,7 @@ def step_inputs(
     return [
         latents.to(dtype).contiguous(),
         timesteps.float().contiguous(),
-        text.to(dtype).contiguous(),
-        text_mask.bool().contiguous(),
+        prompt.mask.bool().contiguous(),
         real_rope(rope),
         real_rope(cam_rope),
         u.P.contiguous(),
@@ -263,10 +273,11 @@ def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor]
 class ChunkStep(nn.Module):
     """One transformer forward over a chunk >= 1 with a flat cache (the graph every backend runs).
 
-    forward(latents, timesteps, text, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask,
-    *cache) -> velocity, or (velocity, *new_cache) when `write`. Mirrors SanaWMStreamingTransformer.forward and
-    Block.forward; the softmax window is padded and masked, or (`masked=False`, for chunks whose window is
-    full) not masked at all: kv_mask is then unused and the exported graph drops it.
+    forward(latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask, *prompt_kv,
+    *cache) -> velocity, or (velocity, *new_cache) when `write` (prompt_kv: `prompt_inputs`, 2 per block).
+    Mirrors SanaWMStreamingTransformer.forward and Block.forward; the softmax window is padded and masked, or
+    (`masked=False`, for chunks whose window is full) not masked at all: kv_mask is then unused and the
+    exported graph drops it.
     """
 
     def __init__(
@@ -278,9 +289,11 @@ class ChunkStep(nn.Module):
         self.write = write
         self.masked = masked
 
-    def forward(self, latents, timesteps, text, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker,
-                kv_mask, *cache):
+    def forward(self, latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask,
+                *rest):
         tr, cfg, lay = self.tr, self.tr.cfg, self.layout
+        n = 2 * len(tr.blocks)
+        prompt_kv, cache = rest[:n], rest[n:]
         B, _, T, H, W = latents.shape
         p = cfg.patch_size
         grid = (T, H // p[1], W // p[2])
@@ -288,21 +301,19 @@ class ChunkStep(nn.Module):
         t_emb = tr.t_embedder(timesteps.long().float().flatten())  # (B*T, C)
         t0 = tr.t_block(t_emb).view(B, T, -1)
         t_emb = t_emb.view(B, T, -1)
-        y = tr.y_embedder(text)
-        if cfg.y_norm:
-            y = tr.attention_y_norm(y)
         ucpe = UcpeTransforms(ucpe_p, ucpe_pt, ucpe_pinv)
         pl = tr.plucker_embedder(plucker)
         entries = dict(zip(lay.names, cache, strict=True))
         new: list[torch.Tensor] = []
         for i, block in enumerate(tr.blocks):
-            x = self._block(i, block, x, y, text_mask, t0, grid, rope, ucpe, cam_rope, pl, entries, kv_mask, new)
+            kv = (prompt_kv[2 * i], prompt_kv[2 * i + 1])
+            x = self._block(i, block, x, kv, text_mask, t0, grid, rope, ucpe, cam_rope, pl, entries, kv_mask, new)
         x = tr.final_layer(x, t_emb, T)
         out = x.view(B, T, grid[1], grid[2], p[1], p[2], cfg.in_channels).permute(0, 6, 1, 2, 4, 3, 5)
         out = out.reshape(B, cfg.in_channels, T, H, W)
         return (out, *new) if self.write else out
 
-    def _block(self, i, block, x, y, mask, t0, grid, rope, ucpe, cam_rope, plucker, entries, kv_mask, new):
+    def _block(self, i, block, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, entries, kv_mask, new):
         B, N, C = x.shape
         T = grid[0]
         mod = (block.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)
@@ -325,7 +336,7 @@ class ChunkStep(nn.Module):
         x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
         if hasattr(block, "plucker_proj"):
             x = x + block.plucker_proj(plucker)
-        x = x + block.cross_attn(x, y, mask)
+        x = x + block.cross_attn(x, prompt_kv, mask)
         h = (block.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
         h, ffn_tail = block.mlp(h, grid, entries.get(f"b{i}.ffn_tail"))
         if self.write and f"b{i}.ffn_tail" in entries:
@@ -506,7 +517,7 @@ def export_chunk_step(step: ChunkStep, inputs: Sequence[torch.Tensor], folder: P
     kind = ("chunk-write" if step.write else "chunk-read") + ("" if step.masked else "-full")
     outs = ["velocity"] + ([f"new.{n}" for n in lay.names] if step.write else [])
     path = folder / cache_key(kind, weights_hash, inputs) / "model.onnx"
-    return export_onnx(step, inputs, [*STEP_INPUTS, *lay.names], outs, path)
+    return export_onnx(step, inputs, [*STEP_INPUTS, *prompt_names(len(step.tr.blocks)), *lay.names], outs, path)
 
 
 def export_decode_step(step: DecodeStep, inputs: Sequence[torch.Tensor], folder: Path, weights_hash: str) -> Path:

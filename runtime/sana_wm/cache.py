@@ -18,6 +18,11 @@ Softmax block (`SoftmaxCache`), bounded by the window:
     ChunkKV = post-RoPE k, v (B, H, N_c, D) and post-UCPE camera k, v, in bf16 when
     `SanaWMConfig.softmax_bf16` (as the official code stores them), else in the model dtype.
 
+Per session (`PromptContext`, built once per prompt by `SanaWMStreamingTransformer.prompt_context`):
+    mask        (B, L) bool           which prompt tokens are real
+    kv          per block: k, v (B, heads, L, D) the cross-attention keys (after k_norm) and values
+                of the embedded prompt (y_embedder, then attention_y_norm), constant until the prompt changes
+
 Only the clean (t = 0) pass after a chunk's last denoising step writes; the denoising passes
 read. Every stored tensor is its own compact copy (`owned`), never a view into an activation, so the
 cache holds the bytes it reports (tests/test_sana_wm_memory.py). Writes replace tensors and lists
@@ -85,6 +90,18 @@ class SoftmaxCache:
 
     def nbytes(self) -> int:
         return sum(kv.nbytes() for kv in self.context()) + _nbytes(self.ffn_tail)
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """The prompt as every block's cross-attention reads it: the same for every forward of a session, so
+    computed once when the prompt is set (`LatentRollout.reset`) instead of in every forward."""
+
+    mask: torch.Tensor  # (B, L) bool
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per block: (k, v), each (B, heads, L, D)
+
+    def nbytes(self) -> int:
+        return _nbytes(self.mask, *(t for kv in self.kv for t in kv))
 
 
 BlockCache = GDNCache | SoftmaxCache

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import SoftmaxAttention
-from .cache import SoftmaxCache, StreamingCache, owned
+from .cache import PromptContext, SoftmaxCache, StreamingCache, owned
 from .camera import CameraInputs, ucpe_transforms
 from .config import SanaWMConfig
 from .ffn import GLUMBConvTemp
@@ -81,13 +81,18 @@ class CrossAttention(nn.Module):
         self.q_norm = qk_norm(dim, norm, 1e-6)
         self.k_norm = qk_norm(dim, norm, 1e-6)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, N, C) queries, y (B, L, C) prompt, mask (B, L) bool."""
+    def prompt_kv(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y (B, L, C) embedded prompt -> k, v (B, heads, L, D): constant for a session (PromptContext)."""
+        B, L, C = y.shape
+        k, v = self.kv_linear(y).view(B, L, 2, C).unbind(2)
+        k = self.k_norm(k).view(B, L, self.heads, C // self.heads).transpose(1, 2)
+        return k, v.view(B, L, self.heads, C // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, C) queries, kv the prompt's `prompt_kv`, mask (B, L) bool."""
         B, N, C = x.shape
-        k, v = self.kv_linear(y).view(B, -1, 2, C).unbind(2)
+        k, v = kv
         q = self.q_norm(self.q_linear(x)).view(B, N, self.heads, -1).transpose(1, 2)
-        k = self.k_norm(k).view(B, -1, self.heads, C // self.heads).transpose(1, 2)
-        v = v.view(B, -1, self.heads, C // self.heads).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return self.proj(out.transpose(1, 2).reshape(B, N, C).type_as(q))
 
@@ -111,7 +116,7 @@ class Block(nn.Module):
         self.mlp = GLUMBConvTemp(d, int(d * cfg.mlp_ratio), cfg.t_kernel_size)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x, y, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write):
+    def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write):
         B, N, C = x.shape
         T = grid[0]
         mod = (self.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)  # each (B, T, 1, C)
@@ -122,7 +127,7 @@ class Block(nn.Module):
         x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
         if plucker is not None and hasattr(self, "plucker_proj"):
             x = x + self.plucker_proj(plucker)
-        x = x + self.cross_attn(x, y, mask)
+        x = x + self.cross_attn(x, prompt_kv, mask)
 
         h = (self.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
         h, ffn_tail = self.mlp(h, grid, cache.ffn_tail)
@@ -195,6 +200,14 @@ class SanaWMStreamingTransformer(nn.Module):
         self._chunk_memo = None if (torch.is_grad_enabled() or not self.memo_chunk_inputs) else (camera, key, out)
         return out
 
+    def prompt_context(self, text: torch.Tensor, text_mask: torch.Tensor) -> PromptContext:
+        """The prompt as the blocks' cross-attentions read it (text (B, L, caption_channels), text_mask (B, L)):
+        compute it once per prompt and pass it as `text` to every forward of the session."""
+        y = self.y_embedder(text.to(self.dtype))
+        if self.cfg.y_norm:
+            y = self.attention_y_norm(y)
+        return PromptContext(text_mask.bool(), tuple(b.cross_attn.prompt_kv(y) for b in self.blocks))
+
     def new_cache(self) -> StreamingCache:
         return StreamingCache.empty([b.softmax for b in self.blocks])
 
@@ -206,8 +219,8 @@ class SanaWMStreamingTransformer(nn.Module):
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
+        text: torch.Tensor | PromptContext,
+        text_mask: torch.Tensor | None,
         camera: CameraInputs | None,
         cache: StreamingCache | None = None,
         write: bool = False,
@@ -215,7 +228,8 @@ class SanaWMStreamingTransformer(nn.Module):
         """Velocity for one chunk.
 
         latents (B, C, T, H, W); timesteps (B, T) per latent frame (truncated to integers, as the official
-        model does); text (B, L, caption_channels) with text_mask (B, L); camera for these T frames.
+        model does); text (B, L, caption_channels) with text_mask (B, L), or the prompt's `prompt_context`
+        (made once a session; text_mask then None); camera for these T frames.
         The chunk sits at absolute frame `cache.frames`; with `write` the returned cache includes it.
         """
         cfg = self.cfg
@@ -230,16 +244,13 @@ class SanaWMStreamingTransformer(nn.Module):
         t_emb = self.t_embedder(timesteps.long().float().flatten())  # (B*T, D)
         t0 = self.t_block(t_emb).view(B, T, -1)
         t_emb = t_emb.view(B, T, -1)
-        y = self.y_embedder(text.to(dtype))
-        if cfg.y_norm:
-            y = self.attention_y_norm(y)
-        mask = text_mask.bool()
+        prompt = text if isinstance(text, PromptContext) else self.prompt_context(text, text_mask)
 
         rope, ucpe, cam_rope, plucker = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
 
         new_blocks = []
-        for block, bc in zip(self.blocks, cache.blocks, strict=True):
-            x, written = block(x, y, mask, t0, grid, rope, ucpe, cam_rope, plucker, bc, write)
+        for block, bc, kv in zip(self.blocks, cache.blocks, prompt.kv, strict=True):
+            x, written = block(x, kv, prompt.mask, t0, grid, rope, ucpe, cam_rope, plucker, bc, write)
             new_blocks.append(written)
 
         x = self.final_layer(x, t_emb, T)
