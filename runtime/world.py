@@ -79,6 +79,12 @@ def step_backends(world: Any) -> dict[str, str]:
     return dict(backends()) if callable(backends) else {}
 
 
+def backends_text(backends: dict[str, str] | None) -> str:
+    """`step_backends` in one short line, as the HUD and the page show it: "chunk: onnx · decode: eager
+    (onnx failed)"; "" for a world with no such steps (the reference world)."""
+    return " · ".join(f"{part}: {where}" for part, where in (backends or {}).items())
+
+
 @dataclass
 class WorldConfig:
     """How to build a world: its registered name plus options each world reads as it likes."""

@@ -22,6 +22,8 @@ ICE, so the browser sends its offer once gathering is complete):
            or {"type": "busy", "message": ...}            then the socket closes (1013)
            or {"type": "error", "code": ..., "message": ...}   then the socket closes
     client -> {"type": "offer", "sdp": "..."}
+    server -> {"type": "progress", "stage": "accel-build", "seconds": s, "done": bool, "message": ...}
+                                        every second while a first start builds the world's graphs
     server -> {"type": "answer", "sdp": "...", "session": "<id>", "codec": "H264"|"VP8"}
     server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
 
@@ -51,8 +53,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
+from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig, backends_text, create_world
 
 from .admission import Admission, AdmissionConfig, SessionSlot
 from .input_channel import InputChannelConfig, InputGate, InputMessage
@@ -419,8 +422,10 @@ class StreamServer:
         try:
             await ws.send(self._config_message(viewer))
             offer = await self._receive_offer(ws)
-            # only now, with the slot held and a valid offer in hand, is the world built
-            building = asyncio.get_running_loop().run_in_executor(None, self._build_session)
+            # only now, with the slot held and a valid offer in hand, is the world built; a first start
+            # that builds graphs tells the page how long it has taken so far
+            loop = asyncio.get_running_loop()
+            building = loop.run_in_executor(None, self._build_session, partial(_tell_progress, ws, loop))
             try:
                 play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
             except BaseException:
@@ -461,10 +466,12 @@ class StreamServer:
         await self._connect(viewer, offer)
         return await self._until_end(viewer)
 
-    def _build_session(self) -> PlaySession:
-        """Runs on a worker thread: load the world, start its session (and its recording, whose
-        files open with the first frame sent; a recording that fails never fails the session)."""
-        session = self._session_factory()
+    def _build_session(self, progress: Callable[[Progress], None] | None = None) -> PlaySession:
+        """Runs on a worker thread: load the world (telling `progress` of a slow graph build), start its
+        session (and its recording, whose files open with the first frame sent; a recording that fails
+        never fails the session)."""
+        with listening(progress):
+            session = self._session_factory()
         sid = secrets.token_urlsafe(6)
         recorder = None
         try:
@@ -669,6 +676,7 @@ class StreamServer:
             "spectators": len(play.spectators),
             "sent": viewer.track.sent if viewer.track is not None else 0,
             "recording": play.recorder.status if play.recorder is not None else None,
+            "backends": backends_text(s.get("backends")),  # "chunk: onnx · decode: eager (onnx failed)"
         })
         return out
 
@@ -689,6 +697,28 @@ async def _drain(ws: ServerConnection) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for _ in ws:
             pass
+
+
+def progress_message(p: Progress) -> dict[str, Any]:
+    """What the page is told while its world is prepared: figures and a fixed text (no paths)."""
+    s = round(p.seconds)
+    if p.stage == "accel-build":
+        text = (f"Accelerated graphs ready after {s} s; starting…" if p.done
+                else f"Building the model's accelerated graphs (first start on this server): {s} s so far…")
+    else:
+        text = f"Preparing the world: {s} s so far…"
+    return {"type": "progress", "stage": p.stage, "seconds": round(p.seconds, 1), "done": p.done, "message": text}
+
+
+def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Progress) -> None:
+    """From the build's progress thread: queue the message on the event loop (a closed socket drops it)."""
+
+    async def send() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(progress_message(p)))
+
+    if not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(send(), loop)
 
 
 def _close_recorder(recorder: Any) -> None:

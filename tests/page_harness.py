@@ -4,7 +4,9 @@
 
 Opens the player page, and reports what lies under the centre of the picture while the help panel
 is up, what a click there does (help closed, pointer lock asked for), what a click on the help
-panel itself does, and what GET /favicon.ico returns. One JSON object on the last line.
+panel itself does, and what GET /favicon.ico returns. The player's world takes a second to build,
+announced as a first start's graph build is (runtime/accel/apply.py): the page's status line says how
+long so far. One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 import traceback
 
 from playwright.async_api import async_playwright
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.controls import PoseIntegrator
+from worldwalk.runtime.accel.apply import announce
+from worldwalk.runtime.session import Session
+from worldwalk.runtime.world import create_world
+from worldwalk.stream.server import ServeConfig, StreamServer
 
 from .loopback_netns import launch_chromium
 from .serve_harness import open_player, server_config, wait_for
@@ -29,10 +36,36 @@ COUNT_LOCKS = """() => {
 }"""
 
 
+# every text the status line shows, in order (installed before the page's own script runs)
+WATCH_STATUS = """() => {
+  window.__statusTexts = [];
+  document.addEventListener('DOMContentLoaded', () => {
+    const el = document.getElementById('status-text');
+    new MutationObserver(() => window.__statusTexts.push(el.textContent))
+      .observe(el, {childList: true, characterData: true, subtree: true});
+  });
+}"""
+
+
+def slow_first_build(cfg: ServeConfig, seconds: float = 1.2):
+    """The server's own session, after `seconds` of a build announced like a first start's graph build."""
+
+    def make() -> Session:
+        with announce("accel: building graphs", first_after=0.05, tell_every=0.25):
+            time.sleep(seconds)
+        return Session(create_world(cfg.world), cfg.session, integrator=PoseIntegrator(cfg.controls, cfg.bindings))
+
+    return make
+
+
 async def first_click(context) -> dict:
     out: dict = {}
-    async with StreamServer(server_config()) as server:
+    cfg = server_config()
+    await context.add_init_script(script=f"({WATCH_STATUS})()")
+    async with StreamServer(cfg, session_factory=slow_first_build(cfg)) as server:
         page = await open_player(context, server.url)
+        out["progress"] = await page.evaluate("() => window.worldwalk.progress")
+        out["status_texts"] = await page.evaluate("() => window.__statusTexts")
         await page.evaluate(COUNT_LOCKS)
         await wait_for(lambda: page.evaluate("() => !document.getElementById('help').hidden"), 10, "the help panel")
         vp = page.viewport_size

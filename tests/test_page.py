@@ -1,6 +1,7 @@
 """The page in a real browser: the help panel never covers the click that starts the walk (a click
 anywhere on the picture, the panel included, closes it and captures the mouse), and the browser's
-/favicon.ico request is served, not a 404 in the console."""
+/favicon.ico request is served, not a 404 in the console; while a first start builds the world's graphs
+the status line says how long it has taken so far."""
 
 from __future__ import annotations
 
@@ -27,3 +28,8 @@ def test_the_first_click_starts_the_walk_and_the_icon_is_served():
     status, ctype, size = r["favicon"]
     assert status == 200 and ctype == "image/x-icon" and size > 100, r
     assert r["icon_link"], r
+    progress = r["progress"]
+    assert len(progress) >= 3 and progress[-1]["done"] and not progress[0]["done"], progress
+    building = [t for t in r["status_texts"] if t.startswith("Building the model's accelerated graphs")]
+    assert building and building[-1].endswith("s so far…"), r["status_texts"]
+    assert any(t.startswith("Accelerated graphs ready after") for t in r["status_texts"]), r["status_texts"]

@@ -17,6 +17,7 @@ from pyglet import shapes
 from pyglet.text import Label
 
 from worldwalk.controls.camera import yaw_pitch_roll
+from worldwalk.runtime.world import backends_text
 
 
 @dataclass
@@ -82,7 +83,7 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
         flags.append("gamepad")
     flags.append("F1 help" if view.mouse_captured else "F1 help, click to look")
     lines.append("  ".join(flags))
-    backends = backends_line(stats.get("backends"))
+    backends = backends_text(stats.get("backends"))
     if backends:
         lines.append(backends)
     if view.recording_note:
@@ -90,12 +91,6 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
     if view.gl_note:
         lines.append(view.gl_note)
     return lines
-
-
-def backends_line(backends: dict[str, str] | None) -> str:
-    """What each accelerated step runs on, e.g. "chunk: onnx · decode: eager (onnx failed)"; "" for a
-    world with no such steps (the reference world)."""
-    return " · ".join(f"{part}: {where}" for part, where in (backends or {}).items())
 
 
 class Hud:

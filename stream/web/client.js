@@ -5,6 +5,8 @@
 // (join a running session read-only as a spectator). On a cluster (`serve --cluster`) a
 // {type: "moved"} message means the session host stopped: the page reconnects by itself with
 // ?resume=<walk> and the walk goes on elsewhere; {type: "queued"} says the player's place in line.
+// {type: "progress"} comes every second while a first start builds the model's graphs: the status
+// line says how long it has taken so far.
 'use strict';
 
 (() => {
@@ -30,6 +32,7 @@
     codec: null,
     config: null,
     lastStats: null,
+    progress: [],         // the {type: "progress"} messages received, in order
     framesShown: 0,       // requestVideoFrameCallback calls
     frames: [],           // {index, wall, width, height} when the server draws a barcode
     keyEvents: [],        // {key, down, wall}
@@ -119,6 +122,9 @@
       await pc.setRemoteDescription({type: 'answer', sdp: msg.sdp});
       document.getElementById('watch-link').textContent =
         `${location.origin}${location.pathname}?watch=${msg.session}` + (token ? `&token=${token}` : '');
+    } else if (msg.type === 'progress') {
+      ww.progress.push(msg);
+      if (ww.state === 'connecting') setStatus('connecting', msg.message || 'Preparing the world…');
     } else if (msg.type === 'queued') {
       setStatus('connecting', msg.message || `Waiting for a free GPU (${msg.ahead} ahead)…`);
     } else if (msg.type === 'moved') {
@@ -259,6 +265,7 @@
       `rtt ${ww.rtt === null ? '-' : ww.rtt.toFixed(1)} ms  input dropped ${s.input ? s.input.dropped : 0}`,
     ];
     if (s.error) lines.push(`error: ${s.error}`);
+    if (s.backends) lines.push(s.backends);
     if (s.recording && s.recording.startsWith('not recording')) lines.push(s.recording);
     statsEl.textContent = lines.join('\n');
   }
