@@ -4,7 +4,8 @@ bf16 is autocast around the forward passes only. The weights (the master copy), 
 the optimiser state stay fp32, the losses are computed in fp32 (the stages cast the model's outputs
 with `.float()` outside `autocast()`), and the model's own fp32 islands (norms, the GDN recurrent
 state, the UCPE transforms: `sana_wm.layers.fp32_island`) stay fp32 inside it. No loss scaling:
-bf16 has fp32's exponent range.
+bf16 has fp32's exponent range. The encode stage and the VAE's latent statistics run in fp32 whatever
+the precision: they make the data set every later stage reads.
 
 Checkpoints hold CPU tensors only (`state_file.save_state` moves them there), and a stage loads one on
 the CPU before moving the model to its device, so a run stopped on a GPU resumes on the CPU and back.

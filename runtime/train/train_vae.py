@@ -108,13 +108,13 @@ def vae_loss(vae: torch.nn.Module, x: torch.Tensor, cfg: TrainVAEConfig, dev: Tr
 @torch.no_grad()
 def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_frames: int = 13,
                  dev: TrainDevice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std (fp32, on the CPU) of the posterior means over a few whole clips."""
+    """Per-channel mean and std (on the CPU) of the posterior means over a few whole clips, with the VAE on
+    `dev` in fp32 whatever the precision (they normalise every latent; a few clips are cheap)."""
     dev = dev or TrainDevice()
     zs = []
     for i in range(min(clips, len(frames))):
         x = dev.put(torch.from_numpy(np.array(frames[i, :n_frames])).permute(3, 0, 1, 2)[None]).float() / 127.5 - 1
-        with dev.autocast():
-            zs.append(encode_mean(vae, x).float().cpu())  # (1, C, t, h, w)
+        zs.append(encode_mean(vae, x).cpu())  # (1, C, t, h, w)
     z = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], dim=1)  # (C, N)
     return z.mean(1), z.std(1)
 

@@ -81,7 +81,9 @@ def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: in
                    dev: TrainDevice | None = None) -> dict[str, np.ndarray]:
     """Encode every window of `window` frames (every `hop` frames) of every clip, with the VAE on `dev`.
 
-    Returns latents (N, C, T, h, w) normalised as SanaWMVAE does (fp32), poses (N, window, 4, 4) and
+    Always in fp32, whatever `dev.precision`: these latents are the data set every later stage reads, and a
+    session encodes its first image in fp32 (one pass over the clips, cheap next to training).
+    Returns latents (N, C, T, h, w) normalised as SanaWMVAE does, poses (N, window, 4, 4) and
     intrinsics (N, window, 3, 3).
     """
     from tqdm import tqdm
@@ -95,9 +97,7 @@ def encode_windows(vae: FrameVAEStream | SanaWMVAE, clips: ClipCache, window: in
         for s in starts:
             x = torch.from_numpy(np.array(frames[i, s : s + window])).permute(3, 0, 1, 2)[None]
             x = dev.put(x).float() / 127.5 - 1.0  # (1, 3, F, H, W)
-            with dev.autocast():
-                z = _encode_normalised(vae, x)
-            lat.append(z[0].float().cpu().numpy())
+            lat.append(_encode_normalised(vae, x)[0].cpu().numpy())
             ps.append(poses[i, s : s + window])
             ks.append(intr[i, s : s + window])
     return {"latents": np.stack(lat).astype(np.float32), "poses": np.stack(ps), "intrinsics": np.stack(ks)}
