@@ -288,13 +288,14 @@ async def moves(url: str) -> dict:
     await wait_for(lambda: len(q.frames) > 30, 30, "30 frames after the failover")
     r, drained = await drain_and_follow(q, url, walk, ans2["replica"])
     await wait_for(lambda: len(r.frames) > 20, 30, "20 frames after the drain")
+    serve_states = await store().serve_replicas.remote()  # what the drain watcher reads from Serve's controller
     recording = (await store().resume_recording.remote(walk))[0]
     records = await store().records.remote(walk)
     await r.close()
     log = Path(recording).with_suffix(".jsonl") if recording else None
     await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
     return {"replicas": [first, ans2["replica"], drained["replica"]], "drain": drained, "records": records,
-            "recording": recording}
+            "recording": recording, "serve_states": serve_states}
 
 
 async def spectate(url: str) -> dict:

@@ -151,6 +151,9 @@ def test_a_drained_replicas_walk_moves_at_a_chunk_boundary(cluster_run):
     second = [x["chunk"] for x in r["records"] if x["replica"] == r["replicas"][1]]
     third = [x["chunk"] for x in r["records"] if x["replica"] == r["replicas"][2]]
     assert min(third) == max(second) + 1 == d["moved"]["drain"]["chunk"], (second, third, d["moved"])
+    # Serve stopping a replica drains it the same way: the store's watcher reads the replicas' states
+    # from Serve's controller under the ids the replicas ship their snapshots with
+    assert r["serve_states"].get(r["replicas"][2]) == "RUNNING", r["serve_states"]
 
 
 def test_a_recorded_walk_that_moved_is_one_recording_that_replays_bit_identically(cluster_run):

@@ -100,6 +100,14 @@ class SnapshotStore:
     def is_draining(self, replica: str) -> bool:
         return replica in self._draining
 
+    def serve_replicas(self) -> dict[str, str]:
+        """Session-host replica id -> its state, as Serve's controller has it (RUNNING, STOPPING, ...)."""
+        from ray.serve.context import _get_global_client
+
+        details = _get_global_client().get_serve_details()
+        replicas = details["applications"][APP_NAME]["deployments"]["SessionHost"]["replicas"]
+        return {r["replica_id"]: str(r["state"]).upper().rsplit(".", 1)[-1] for r in replicas}
+
     def _watch_serve(self) -> None:
         """Serve stopping a session host (scale-down, a new version, shutdown) drains it: Serve then
         waits `graceful_shutdown_timeout_s` for its sessions, and they move at their next boundary."""
@@ -109,13 +117,9 @@ class SnapshotStore:
             if not self._hosts:
                 continue
             try:
-                from ray.serve.context import _get_global_client
-
-                details = _get_global_client().get_serve_details()
-                deps = details["applications"][APP_NAME]["deployments"]
-                for r in deps["SessionHost"]["replicas"]:
-                    if str(r["state"]).upper().endswith("STOPPING"):
-                        self._draining.setdefault(r["replica_id"], "serve stopping")
+                for replica, state in self.serve_replicas().items():
+                    if state == "STOPPING":
+                        self._draining.setdefault(replica, "serve stopping")
             except Exception as e:  # noqa: BLE001 - drains asked for by name still work
                 if not warned:
                     log.warning("cannot watch Serve's replicas for drains (%s: %s)", type(e).__name__, e)
@@ -216,7 +220,7 @@ class SnapshotStore:
                 "snapshot_ms": meta.get("pickle_ms"),
                 "snapshot_send_ms": meta.get("send_ms"),
             }
-        return {"walks": walks, "snapshots": len(self._latest)}
+        return {"walks": walks, "snapshots": len(self._latest), "draining": dict(self._draining)}
 
 
 def get_store(records_kept: int = 256) -> Any:

@@ -1,7 +1,9 @@
 """`worldwalk cluster status`: replicas, nodes, sessions per replica and chunk times of a running
-cluster app (Ray Serve's own status plus the snapshot store's walk records).
+cluster app (Ray Serve's own status plus the snapshot store's walk records); `worldwalk cluster
+drain`: move a replica's walks elsewhere (maintenance) before taking it down.
 
     worldwalk cluster status [--address HEAD:6379] [--json]
+    worldwalk cluster drain REPLICA [--address HEAD:6379]
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ def register(subparsers: Any) -> None:
     s.add_argument("--address", default="auto", help="Ray cluster to ask (default: auto, the one on this machine)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=run_status)
+    d = sub.add_parser("drain", help="move a session host's walks to other replicas, and send it no new ones",
+                       description="Each walk on the replica moves at its next chunk boundary (the player's page "
+                                   "reconnects by itself); the replica then takes no new sessions. Take it down "
+                                   "afterwards (its node, or `ray kill`); Serve starts a fresh one in its place.")
+    d.add_argument("replica", help="the replica's id, as `worldwalk cluster status` lists it")
+    d.add_argument("--address", default="auto", help="Ray cluster to ask (default: auto, the one on this machine)")
+    d.set_defaults(func=run_drain)
 
 
 def cluster_status(address: str = "auto") -> dict[str, Any]:
@@ -40,12 +49,15 @@ def cluster_status(address: str = "auto") -> dict[str, Any]:
         for name, dep in app.deployments.items():
             deployments[name] = {"status": str(dep.status), "replicas": dict(dep.replica_states)}
     try:
-        walks = ray.get(ray.get_actor(STORE_NAME, namespace=NAMESPACE).status.remote(), timeout=10)
+        store = ray.get_actor(STORE_NAME, namespace=NAMESPACE)
+        walks = ray.get(store.status.remote(), timeout=10)
+        hosts = ray.get(store.serve_replicas.remote(), timeout=10) if app is not None else {}
     except ValueError:
-        walks = {"walks": {}, "snapshots": 0}
+        walks, hosts = {"walks": {}, "snapshots": 0}, {}
     live = Counter(w["replica"] for w in walks["walks"].values() if w["live"])
     return {"app": str(app.status) if app is not None else "not deployed", "nodes": nodes,
-            "deployments": deployments, "sessions_per_replica": dict(live), "walks": walks["walks"]}
+            "deployments": deployments, "session_hosts": hosts, "sessions_per_replica": dict(live),
+            "draining": walks.get("draining", {}), "walks": walks["walks"]}
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -70,11 +82,43 @@ def run_status(args: argparse.Namespace) -> int:
     for name, dep in st["deployments"].items():
         states = ", ".join(f"{k.lower()} {v}" for k, v in dep["replicas"].items()) or "none"
         print(f"  {name:<12} {dep['status']}: replicas {states}")
-    for replica, n in sorted(st["sessions_per_replica"].items()):
-        print(f"  replica {replica}: {n} session{'s' if n != 1 else ''}")
+    for replica, state in sorted(st["session_hosts"].items()):
+        n = st["sessions_per_replica"].get(replica, 0)
+        drain = f", draining ({st['draining'][replica]})" if replica in st["draining"] else ""
+        print(f"  session host {replica}: {state.lower()}, {n} session{'s' if n != 1 else ''}{drain}")
     for walk, w in st["walks"].items():
         state = "live" if w["live"] else "ended"
         print(f"  walk {walk}  {state:<5} replica {w['replica']}  chunk {w['chunk']}  {w['chunk_ms']} ms/chunk"
               + (f"  snapshot {w['snapshot_bytes']} B, pickled in {w['snapshot_ms']:.1f} ms, stored in "
                  f"{w.get('snapshot_send_ms') or 0:.1f} ms" if w["snapshot_bytes"] else ""))
+    return 0
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    try:
+        import ray
+    except ImportError:
+        print("worldwalk cluster: Ray is not installed; pip install 'worldwalk[cluster]'", file=sys.stderr)
+        return 2
+    from .config import NAMESPACE, STORE_NAME
+
+    try:
+        if not ray.is_initialized():
+            ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        store = ray.get_actor(STORE_NAME, namespace=NAMESPACE)
+        known = ray.get(store.serve_replicas.remote(), timeout=10)
+    except ConnectionError as e:
+        print(f"worldwalk cluster: no Ray cluster at {args.address}: {e}", file=sys.stderr)
+        return 1
+    except ValueError:
+        print("worldwalk cluster: no worldwalk app runs on this cluster (`worldwalk serve --cluster` first)",
+              file=sys.stderr)
+        return 1
+    if args.replica not in known:
+        names = ", ".join(sorted(known)) or "none"
+        print(f"worldwalk cluster: no session host {args.replica!r}; the replicas are: {names}", file=sys.stderr)
+        return 1
+    walks = ray.get(store.drain.remote(args.replica), timeout=10)
+    print(f"replica {args.replica}: draining; {len(walks)} walk{'s' if len(walks) != 1 else ''} move at their "
+          "next chunk boundary, and it takes no new sessions")
     return 0
