@@ -34,6 +34,7 @@ opset and the device (`<kind>-<hash>/model.onnx`; TensorRT engines are cached be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply
 from worldwalk.runtime.sana_wm.layers import TemporalShortConv
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+from worldwalk.runtime.weights_source import weights_source
 
 STEP_INPUTS = ("latents", "timesteps", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv", "plucker",
                "kv_mask")
@@ -72,14 +74,45 @@ def export_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def module_hash(*modules: nn.Module) -> str:
-    """sha256 of the parameters and buffers (names, dtypes, shapes, bytes) of the modules."""
+    """sha256 naming the weights an export embeds; called only when a graph is exported.
+
+    Every parameter's and buffer's name, dtype and shape count, and every sub-module's config (`cfg` dataclass or
+    diffusers `config`: settings such as softmax_bf16 change the graph without changing a weight). The weights
+    themselves count by their checkpoint files (runtime/weights_source.py) for a sub-module loaded from files
+    and unchanged since, else by their bytes (copied to the host: 5-15 s at full size, which the files avoid)."""
     h = hashlib.sha256()
     for m in modules:
+        sourced: list[str] = []
+        for prefix, sub in m.named_modules():  # parents first: a marked parent covers its children
+            if any(_under(prefix, s) for s in sourced):
+                continue
+            source = weights_source(sub)
+            if source is not None:
+                sourced.append(prefix)
+                h.update(f"{prefix}<-{source}".encode())
+            config = _config_text(sub)
+            if config:
+                h.update(f"{prefix}:{config}".encode())
         for name, t in sorted(m.state_dict().items()):
-            t = t.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if not any(_under(name, s) for s in sourced):
+                t = t.detach().cpu().contiguous()
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def _under(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def _config_text(module: nn.Module) -> str:
+    cfg = getattr(module, "cfg", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    config = getattr(module, "config", None)  # diffusers models: a FrozenDict
+    if isinstance(config, dict):
+        return json.dumps(dict(config), sort_keys=True, default=str)
+    return ""
 
 
 def cache_key(kind: str, weights_hash: str, inputs: Sequence[torch.Tensor], extra: dict | None = None) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from worldwalk.runtime.weights_source import mark_weights_source
+
 from .config import SanaWMConfig
 from .transformer import SanaWMStreamingTransformer
 from .vae import SanaWMVAE
@@ -217,8 +219,11 @@ def from_pretrained(
         source = diffusers_dir
     steps.update()
     transformer = _build(cfg, state, source, device, dtype)
+    files = [official] if layout == "official" else sorted(diffusers_dir.glob("*.safetensors"))
+    mark_weights_source(transformer, files)  # accelerated exports are named by these files (weights_source.py)
     steps.update()
     vae = _load_vae(vae_dir, device, dtype)
+    mark_weights_source(vae.vae, [f for f in vae_dir.iterdir() if f.is_file()])
     steps.update()
     steps.close()
     return LoadedModel(transformer, vae, null, layout)

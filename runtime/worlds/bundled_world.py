@@ -31,6 +31,7 @@ from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.sampler import SamplerConfig
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+from worldwalk.runtime.weights_source import mark_weights_source
 from worldwalk.runtime.world import WorldConfig
 
 from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
@@ -138,6 +139,9 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
     _load_state(vae, load_file(str(folder / VAE_FILE)), folder / VAE_FILE)
     model = SanaWMStreamingTransformer(tcfg)
     _load_state(model, load_file(str(folder / WORLD_FILE)), folder / WORLD_FILE)
+    # an accelerated build names its exports by these files, not by every weight's bytes
+    mark_weights_source(vae, [folder / VAE_FILE])
+    mark_weights_source(model, [folder / WORLD_FILE])
     return cfg, vae.eval(), model.eval()
 
 
