@@ -134,12 +134,11 @@ class ContinuedRecorder(Recorder):
         self.width, self.height = int(h["width"]), int(h["height"])
         capacity = max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // (self.width * self.height * 3)))
         self._queue = queue.Queue(maxsize=capacity)
-        final = self.path
-        moving = final.with_name(f"{final.stem}.moving{final.suffix}")
-        self.path = moving
+        final = self._final = self.path
+        self._moving = final.with_name(f"{final.stem}.moving{final.suffix}")
+        self.path = self._moving
         try:
-            self._open_container()
-            self._copy(old)
+            self._open_container()  # here: a bad path or codec fails in the caller
         finally:
             self.path = final
         assert self.log_path is not None
@@ -147,15 +146,24 @@ class ContinuedRecorder(Recorder):
         self._log = SessionLogWriter(log_moving)
         self._log.write_copied(h, old.lines)
         self._log.write_event("moved", to_chunk=old.resume_chunk, frames=old.frames)
-        os.replace(moving, final)  # both writers keep their open files: the names move, not the data
-        os.replace(log_moving, self.log_path)
+        os.replace(log_moving, self.log_path)  # the writer keeps its open file: the name moves, not the data
         self._log.path = self.log_path
         self.frames_written = old.frames
-        self._thread = threading.Thread(target=self._encode_loop, name="recorder-encode", daemon=True)
+        # the old video is copied on the encode thread, before the new frames (they wait in the
+        # queue), so a long recording does not hold up the walk's start
+        self._thread = threading.Thread(target=self._copy_then_encode, name="recorder-encode", daemon=True)
         self._started = True
         self._thread.start()
         _open_recorders.add(self)
         return self
+
+    def _copy_then_encode(self) -> None:
+        try:
+            self._copy(self.old)
+            os.replace(self._moving, self._final)  # the container keeps its open file
+        except Exception as e:  # noqa: BLE001 - the recording stops (error), the walk goes on
+            self.error = e
+        self._encode_loop()
 
     def _copy(self, old: OldRecording) -> None:
         """The old video's packets, as they are, into the new container; new frames follow the last."""
