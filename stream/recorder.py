@@ -73,6 +73,34 @@ class RecorderError(RuntimeError):
     pass
 
 
+class _WholeWrites:
+    """The video file as the muxer writes it: every write puts all its bytes on disk or raises.
+
+    FFmpeg's own file output takes a short write (the disk filled mid-write) for a whole one: when
+    the last fragment at close is cut short, the muxer never hears of it and a truncated video
+    looked complete. Written through this, the rest of the write fails with ENOSPC and the
+    recording says so. Seekable like the file, so the muxers write the same bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close(), after the muxer's own close
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += self._f.write(view[done:])  # after a short write, the next one raises (ENOSPC)
+        return done
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 @dataclass
 class RecorderConfig:
     codec: str = "auto"  # "h264" (libx264 in MP4), "vp9" (libvpx-vp9 in WebM); auto: by suffix
@@ -330,7 +358,12 @@ class Recorder:
         options = {"flush_packets": "1"}
         if self.format == "mp4":
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
-        self._container = av.open(str(self.path), "w", format=self.format, options=options)
+        self._file = _WholeWrites(self.path)
+        try:
+            self._container = av.open(self._file, "w", format=self.format, options=options)
+        except BaseException:
+            self._file.close()
+            raise
         rate = _rate(self.fps)
         if self.encoder == "libx264":
             opts = {"crf": str(20 if cfg.crf is None else cfg.crf), "preset": cfg.preset}
@@ -411,6 +444,8 @@ class Recorder:
                     self._container.close()
                 except Exception as e:
                     self.error = self.error or e
+                finally:
+                    self._file.close()
 
 
 # Recorders still open at interpreter exit are finalized (an uncaught exception, sys.exit).
