@@ -6,7 +6,9 @@
 
 With no --world it plays the bundled model when that world is registered, else the reference
 world. On exit it prints one JSON line with what the run measured (displayed fps, input-to-frame
-latency, final pose, ...). pyglet is imported only when the command runs: it needs a display.
+latency, final pose, the HUD's lines, which backend each step ran on, ...) and exits 1 when the world
+failed or the recording stopped early (a full disk: the HUD said so, the walk went on, the file keeps
+what was written), 2 for bad input. pyglet is imported only when the command runs: it needs a display.
 """
 
 from __future__ import annotations
