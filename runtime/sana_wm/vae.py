@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLLTX2Video
-from diffusers.models.autoencoders.autoencoder_kl_ltx2 import (
-    LTX2VideoCausalConv3d,
-    LTX2VideoResnetBlock3d,
-    LTX2VideoUpsampler3d,
-)
+
+if TYPE_CHECKING:  # diffusers takes seconds to import: only a world with the LTX-2 VAE pays for it
+    from diffusers import AutoencoderKLLTX2Video
+    from diffusers.models.autoencoders.autoencoder_kl_ltx2 import (
+        LTX2VideoCausalConv3d,
+        LTX2VideoResnetBlock3d,
+        LTX2VideoUpsampler3d,
+    )
 
 
 @dataclass
@@ -58,6 +61,8 @@ class VAEModule:
 
 class SanaWMVAE(VAEModule):
     def __init__(self, vae: AutoencoderKLLTX2Video) -> None:
+        from diffusers.models.autoencoders.autoencoder_kl_ltx2 import LTX2VideoUpsampler3d
+
         self.vae = vae.eval()
         dec = vae.decoder
         if dec.time_embedder is not None or any(
