@@ -298,6 +298,26 @@ async def moves(url: str) -> dict:
             "recording": recording, "serve_states": serve_states}
 
 
+async def serve_stop(url: str) -> dict:
+    """Serve's own graceful shutdown drains (run last: it deletes the app): while a player walks,
+    Serve stops the session hosts; the store sees them STOPPING, and the walk is handed off at a
+    chunk boundary (the player hears `moved` with the hand-off) instead of being cut off when
+    Serve's graceful-shutdown wait is over."""
+    from ray import serve
+
+    p = Client(url)
+    ans = await p.open()
+    await p.key("w", True)
+    await wait_for(lambda: len(p.frames) > 20, 30, "20 frames before Serve stops the app")
+    t0 = time.monotonic()
+    deleting = asyncio.ensure_future(asyncio.to_thread(serve.delete, "worldwalk"))
+    await wait_for(lambda: p.ended is not None, 30, "the player to hear that its host stops")
+    moved_s = time.monotonic() - t0
+    await p.close()
+    await deleting
+    return {"answer": ans["type"], "moved": p.ended, "moved_s": moved_s}
+
+
 async def spectate(url: str) -> dict:
     """A spectator link through the gateway reaches the walk's replica, and follows the walk when
     its replica is drained (the page reconnects with the same link)."""
@@ -478,7 +498,8 @@ async def failover_sigkill(url: str) -> dict:
 
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
-             "capacity": capacity, "queue": queue, "gate": gate, "moves": moves, "spectate": spectate}
+             "capacity": capacity, "queue": queue, "gate": gate, "moves": moves, "spectate": spectate,
+             "serve_stop": serve_stop}
 
 
 async def main(names: list[str]) -> dict:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cluster
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
 SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "moves", "spectate", "browser",
-             "queue"]  # queue redeploys: last
+             "queue", "serve_stop"]  # queue redeploys, serve_stop deletes the app: last
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
 DRAIN_BOUND_S = 5.0  # last frame before the hand-off -> first frame after
 
@@ -156,6 +156,14 @@ def test_a_drained_replicas_walk_moves_at_a_chunk_boundary(cluster_run):
     assert r["serve_states"].get(r["replicas"][2]) == "RUNNING", r["serve_states"]
 
 
+def test_serve_stopping_a_session_host_hands_its_walk_off(cluster_run):
+    """Serve's graceful shutdown (here: the app deleted while a player walks) drains the replica:
+    the walk is handed off at a chunk boundary, well before Serve's 20 s wait would cut it."""
+    r = scenario(cluster_run, "serve_stop")
+    assert r["moved"]["type"] == "moved" and r["moved"]["drain"] is not None, r["moved"]
+    assert r["moved"]["drain"]["chunk"] > 5 and r["moved_s"] < 10.0, r
+
+
 def test_a_recorded_walk_that_moved_is_one_recording_that_replays_bit_identically(cluster_run):
     """The same walk was recorded: one video and one log across both moves (continued by each
     replica that took it over), which agree frame for frame, and whose replay makes, bit for bit,
@@ -237,6 +245,7 @@ def test_figures(cluster_run):
         "drain": {k: v for k, v in cluster_run["moves"].get("drain", {}).items()},
         "spectator_first_frame_s": cluster_run["spectate"].get("first_frame_s"),
         "spectator_ended_s": cluster_run["spectate"].get("ended_s"),
+        "serve_stop_moved_s": cluster_run["serve_stop"].get("moved_s"),
         "browser": cluster_run["browser"], "queue_turn_s": cluster_run["queue"].get("turn_s"),
         "status": cluster_run.get("status"),
     }, indent=1))

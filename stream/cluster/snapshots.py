@@ -101,11 +101,16 @@ class SnapshotStore:
         return replica in self._draining
 
     def serve_replicas(self) -> dict[str, str]:
-        """Session-host replica id -> its state, as Serve's controller has it (RUNNING, STOPPING, ...)."""
+        """Session-host replica id -> its state, as Serve's controller has it (RUNNING, STOPPING, ...).
+        While the app is being deleted Serve lists no deployments: every replica hosting a walk is
+        then STOPPING."""
         from ray.serve.context import _get_global_client
 
-        details = _get_global_client().get_serve_details()
-        replicas = details["applications"][APP_NAME]["deployments"]["SessionHost"]["replicas"]
+        app = _get_global_client().get_serve_details().get("applications", {}).get(APP_NAME)
+        if app is None or str(app.get("status", "")).upper().endswith("DELETING"):
+            return {replica: "STOPPING" for replica, _ in self._hosts.values()}
+        host = app.get("deployments", {}).get("SessionHost")
+        replicas = host["replicas"] if host is not None else []  # none yet: the app is deploying
         return {r["replica_id"]: str(r["state"]).upper().rsplit(".", 1)[-1] for r in replicas}
 
     def _watch_serve(self) -> None:
