@@ -180,11 +180,16 @@ def kill_replica(replica: str) -> None:
 
 
 async def drain_and_follow(client: Client, url: str, walk: str, replica: str) -> tuple[Client, dict]:
-    """Drain the player's replica (as `worldwalk cluster drain` does): the player hears `moved` at a
+    """Drain the player's replica (`worldwalk cluster drain`'s own code): the player hears `moved` at a
     chunk boundary and resumes elsewhere. Returns the new client and what was seen."""
     await idle_replicas()  # a replica to move to (a killed one has been replaced)
+    import argparse
+
+    from worldwalk.stream.cluster.status import run_drain
+
     t_drain = time.monotonic()
-    await store().drain.remote(replica)
+    rc = await asyncio.to_thread(run_drain, argparse.Namespace(replica=replica, address="auto"))  # the CLI's
+    assert rc == 0, f"worldwalk cluster drain {replica} exited {rc}"
     await wait_for(lambda: client.ended is not None, 30, "the drained replica to hand the walk off")
     moved, last_before = client.ended, client.frames[-1][0]
     await client.close()

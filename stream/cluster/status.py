@@ -119,6 +119,7 @@ def run_drain(args: argparse.Namespace) -> int:
         print(f"worldwalk cluster: no session host {args.replica!r}; the replicas are: {names}", file=sys.stderr)
         return 1
     walks = ray.get(store.drain.remote(args.replica), timeout=10)
-    print(f"replica {args.replica}: draining; {len(walks)} walk{'s' if len(walks) != 1 else ''} move at their "
+    n = len(walks)
+    print(f"replica {args.replica}: draining; {n} walk{'s move' if n != 1 else ' moves'} to other replicas at the "
           "next chunk boundary, and it takes no new sessions")
     return 0
