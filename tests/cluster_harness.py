@@ -246,6 +246,9 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     ans = await p.open()
     walk, replica = ans["walk"], ans["replica"]
     await p.key("w", True)
+    watcher = Client(url) if by == "ray.kill" else None  # a spectator follows the walk through the kill
+    if watcher is not None:
+        await watcher.open(f"?watch={ans['session']}")
     await wait_for(lambda: len(p.frames) > 40, 30, "40 frames before the kill")
     snapshot = await store().latest.remote(walk)
     assert snapshot is not None, "the walk has no snapshot in the store"
@@ -263,6 +266,16 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     q = Client(url)
     ans2 = await q.open(f"?resume={moved['walk']}")
     gap_s = q.frames[0][0] - last_before
+    spectator: dict[str, Any] = {}
+    if watcher is not None:
+        await wait_for(lambda: watcher.ended is not None, 30, "the spectator to hear that the walk moved")
+        await watcher.close()
+        again = Client(url)
+        answer = await again.open(f"?watch={ans['session']}")
+        await wait_for(lambda: len(again.frames) > 5, 20, "the spectator's frames after the kill")
+        spectator = {"moved": watcher.ended, "replica": answer.get("replica"), "frames": len(again.frames),
+                     "session_after": ans2.get("session")}
+        await again.close()
     await asyncio.sleep(1.5)  # a few chunks after the move
     frames_after = len(q.frames)
     await q.close()
@@ -272,7 +285,7 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
         "by": by, "moved": moved, "resumed": ans2.get("resumed"), "replicas": [replica, ans2.get("replica")],
         "gap_s": gap_s, "kill_to_moved_s": t_moved - t_kill, "kill_to_first_s": q.frames[0][0] - t_kill,
         "frames_after": frames_after, "records": records, "snapshot_meta": meta,
-        "signaling_after": (ans2["signaling_ms"], ans2["host_ms"]),
+        "signaling_after": (ans2["signaling_ms"], ans2["host_ms"]), "spectator": spectator,
     }
 
 

@@ -135,6 +135,9 @@ def test_a_killed_replicas_walk_carries_on_elsewhere(cluster_run, name):
     moved_at, replicas = check_walk_carries_on(r["records"])
     assert moved_at >= 5, "the walk restarted instead of going on"  # it walked >= 40 frames first
     assert replicas[:2] == r["replicas"]
+    if name == "failover":  # a spectator watched: it follows the walk to its new replica, same link
+        s = r["spectator"]
+        assert s["moved"]["type"] == "moved" and s["replica"] == r["replicas"][1] and s["frames"] > 5, s
 
 
 def test_a_drained_replicas_walk_moves_at_a_chunk_boundary(cluster_run):
