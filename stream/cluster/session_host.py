@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -55,6 +56,13 @@ from .relay import RelaySocket
 from .snapshots import WalkSnapshot, get_store, watch_id
 
 log = logging.getLogger(__name__)
+
+
+def background(coro: Any) -> asyncio.Task:
+    """A task that outlives the call that starts it. Ray marks what an async actor's task calls as
+    that task's children (through a context variable) and cancels them with it: a task started in
+    a fresh context is nobody's child, so a player leaving does not cancel its Ray calls."""
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
 class WalkShipper:
@@ -226,7 +234,7 @@ class SessionHost:
         yield {"type": "admitted", "replica": self.replica, "actor": self.actor_name, "node": self.node,
                "pid": os.getpid()}
         if self._mailbox is None or self._mailbox.done():
-            self._mailbox = asyncio.ensure_future(self._spectator_mailbox())
+            self._mailbox = background(self._spectator_mailbox())
         snap, recording = None, (None, {})
         if request.get("resume"):
             got = await self.store.latest.remote(walk)
@@ -291,7 +299,7 @@ class SessionHost:
         for walk, hosted in list(self.walks.items()):
             if not hosted.moving and hosted.relay is not None:
                 hosted.moving = True
-                asyncio.ensure_future(self._hand_off(walk, hosted))
+                background(self._hand_off(walk, hosted))
 
     async def _hand_off(self, walk: str, hosted: HostedWalk) -> None:
         """Stop the walk at its next boundary, store that boundary, show the frames made before it,
@@ -332,7 +340,7 @@ class SessionHost:
                     if relay is not None:
                         relay.peer_left()
                 else:
-                    asyncio.ensure_future(self._spectate(req))
+                    background(self._spectate(req))
 
     async def _spectate(self, req: dict[str, Any]) -> None:
         """One spectator of a walk here, on this replica's server: its messages go back through the store."""
