@@ -197,7 +197,7 @@ async def drain_and_follow(client: Client, url: str, walk: str, replica: str) ->
     ans = await nxt.open(f"?resume={walk}")
     out = {"moved": moved, "resumed": ans.get("resumed"), "replica": ans.get("replica"),
            "gap_s": nxt.frames[0][0] - last_before, "drain_to_moved_s": time.monotonic() - t_drain,
-           "signaling_after": (ans["signaling_ms"], ans["host_ms"])}
+           "signaling_after": (ans["signaling_ms"], ans["host_ms"]), "attempts": ans.get("attempts")}
     kill_replica(replica)  # maintenance: the drained replica is taken down; Serve puts a fresh one in its place
     return nxt, out
 

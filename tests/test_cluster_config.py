@@ -102,6 +102,22 @@ def test_the_serve_config_file_names_real_flags_and_builds():
     assert hosts.max_ongoing_requests == 1  # one session per replica: a slot per session
 
 
+def test_the_router_never_picks_a_draining_session_host():
+    need_ray()
+    import asyncio
+    from types import SimpleNamespace
+
+    from worldwalk.stream.cluster.config import ClusterConfig
+    from worldwalk.stream.cluster.routing import AvoidDraining
+
+    replicas = [SimpleNamespace(name=n, routing_stats={"draining": n == "b"}) for n in "abc"]
+    for _ in range(20):  # two at random, as Serve's own router, never the draining one
+        (picked,) = asyncio.run(AvoidDraining.choose_replicas(None, replicas))  # type: ignore[arg-type]
+        assert len(picked) == 2 and "b" not in {r.name for r in picked}
+    assert asyncio.run(AvoidDraining.choose_replicas(None, replicas[1:2])) == []  # type: ignore[arg-type]
+    assert ClusterConfig().host_options()["request_router_config"].request_routing_stats_period_s <= 1.0
+
+
 def test_bad_cluster_settings_are_named():
     need_ray()
     from worldwalk.stream.cluster import deploy

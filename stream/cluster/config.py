@@ -61,8 +61,14 @@ class ClusterConfig:
 
     def host_options(self) -> dict[str, Any]:
         """Ray Serve deployment options of the session hosts."""
+        from ray.serve.config import RequestRouterConfig
+
+        from .routing import ROUTING_STATS_PERIOD_S, AvoidDraining
+
         opts: dict[str, Any] = {
             "max_ongoing_requests": self.sessions_per_replica,  # one long call per session
+            "request_router_config": RequestRouterConfig(  # never a draining replica
+                request_router_class=AvoidDraining, request_routing_stats_period_s=ROUTING_STATS_PERIOD_S),
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "health_check_period_s": 2.0,
             "graceful_shutdown_timeout_s": 20.0,  # a drain (Serve stopping a replica) moves its walks first

@@ -102,6 +102,7 @@ class Gateway:
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
         self._handoffs: dict[str, dict] = {}  # walk -> what its last hand-off took (drain)
         self.busy_refusals = 0
+        self.draining_refusals = 0  # calls a draining replica answered (the router had not heard yet)
 
     # ---- the page ----------------------------------------------------------------------------
 
@@ -190,12 +191,17 @@ class Gateway:
     async def _relay(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
         t0 = time.perf_counter()
         calls = self.hosts.options(stream=True)
-        for _ in range(DRAINING_RETRIES):
+        attempts = 0
+        while attempts < DRAINING_RETRIES:
+            attempts += 1
             gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
             admitted = await self._admit(ws, gen, walk)
             if admitted is None or admitted["type"] != "draining":
                 break
-            await asyncio.sleep(0.1)  # a draining replica: Serve picks again (it soon stops routing there)
+            self.draining_refusals += 1
+            await asyncio.sleep(0.05)  # a replica whose draining the router (routing.py) has not heard of yet
+        if admitted is not None:
+            admitted["attempts"] = attempts
         if admitted is None or admitted["type"] == "draining":
             if admitted is not None:
                 await self._refuse(ws, "busy", "busy", "every session host is draining; try again in a little while")
@@ -280,7 +286,8 @@ class Gateway:
                 # signaling_ms: offer in -> answer out here; host_ms: the host's part (session built)
                 msg.update(walk=walk, resumed=resumed, replica=admitted["replica"], node=admitted["node"],
                            session=watch_id(walk),  # the spectator link's id, the same wherever the walk runs
-                           signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"))
+                           signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"),
+                           attempts=admitted.get("attempts", 1))
                 text = json.dumps(msg)
             await ws.send_text(text)
         return 1000, "closed"

@@ -289,6 +289,10 @@ class SessionHost:
 
     # ---- drain -------------------------------------------------------------------------------
 
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Serve asks every ROUTING_STATS_PERIOD_S; the gateway's router (routing.py) skips a draining replica."""
+        return {"draining": self.draining}
+
     def _drain_soon(self) -> None:
         """Any thread: the store says this replica drains."""
         if self._loop is not None:
