@@ -19,7 +19,7 @@ import pytest
 
 from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]  # one worker: one Ray start for all
+pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a harness file)
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
 SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "moves", "spectate", "browser",
