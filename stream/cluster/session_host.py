@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -137,6 +137,7 @@ class HostedWalk:
     shipper: WalkShipper
     relay: RelaySocket | None = None
     moving: bool = False  # being handed off (drain)
+    relay_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the hand-off let go of the session
     handoff: dict[str, Any] | None = None  # what the hand-off took (for the gateway, figures)
 
 
@@ -263,11 +264,13 @@ class SessionHost:
             while True:
                 get = asyncio.ensure_future(relay.outgoing.get())
                 await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
+                if hosted is not None and hosted.moving and hosted.relay_gone.is_set():  # handed off
+                    get.cancel()
+                    await asyncio.shield(task)  # the session and its recording are closed first
+                    yield {"type": "moved", **(hosted.handoff or {})}
+                    return
                 if not get.done():
                     get.cancel()
-                    if hosted is not None and hosted.moving:
-                        await asyncio.shield(task)  # the session and its recording are closed first
-                        yield {"type": "moved", **(hosted.handoff or {})}
                     return
                 kind, value = get.result()
                 if kind == "close":
@@ -326,6 +329,7 @@ class SessionHost:
                           "handoff_ms": round(1000 * (time.perf_counter() - t0), 1)}
         log.info("walk %s handed off at chunk %s", walk[:8], hosted.handoff["chunk"])
         assert hosted.relay is not None
+        hosted.relay_gone.set()
         hosted.relay.peer_left()
 
     # ---- spectators --------------------------------------------------------------------------
