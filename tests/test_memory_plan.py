@@ -142,3 +142,14 @@ def test_info_plans_the_full_size_model(capsys):
     assert d["weight_bytes"]["transformer"] == pytest.approx(2 * d["transformer_params"], abs=1024)  # bf16
     assert 1.0e9 < d["vae_params"] < 1.5e9  # LTX-2's video VAE
     assert d["sessions_fit"] >= 1
+
+
+@pytest.mark.slow
+def test_bench_full_refuses_on_a_cpu_with_the_memory_it_needs(capsys):
+    """`bench --random-init full` names the memory it needs from the plan above (`full_size_plan`, planned
+    once per process: this test sits in this file so that it runs on the worker that planned it)."""
+    from worldwalk.runtime.cli.main import main
+
+    assert main(["bench", "--world", "sana-wm", "--random-init", "full"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB of GPU memory" in err and "weights" in err and "no CUDA device" in err and "small" in err

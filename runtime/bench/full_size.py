@@ -20,7 +20,6 @@ On a machine without the memory for `full` (a CPU) it refuses and says how much 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -112,21 +111,13 @@ def random_world(
     return SanaWM(transformer, SanaWMVAE(vae), run)
 
 
-@functools.lru_cache(maxsize=2)
-def _full_plan(dtype: torch.dtype):
-    """The full-size memory plan (tens of seconds on meta tensors: planned once per process)."""
-    from .memory_plan import full_size_configs, plan_memory
-
-    return plan_memory(*full_size_configs(), *SIZES["full"], dtype)
-
-
 def check_memory(kind: str, device: torch.device, dtype: torch.dtype) -> None:
     """Raise NotEnoughMemory (naming what it would take) when `kind` cannot fit on `device`."""
     if kind != "full":
         return
-    from .memory_plan import GiB
+    from .memory_plan import GiB, full_size_plan
 
-    plan = _full_plan(torch.bfloat16 if dtype == torch.float32 else dtype)
+    plan = full_size_plan(*SIZES["full"], torch.bfloat16 if dtype == torch.float32 else dtype)  # once per process
     need = plan.weights + plan.chunk_peak + plan.per_session
     what = (f"{need / GiB:.1f} GiB of GPU memory (weights {plan.weights / GiB:.1f} GiB, one session's state "
             f"{plan.per_session / GiB:.2f} GiB, activation peak {plan.chunk_peak / GiB:.2f} GiB, bf16; "

@@ -25,6 +25,7 @@ cuBLAS workspaces, allocator slack) is `RESERVE_BYTES` plus `RESERVE_FRACTION` o
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from contextlib import contextmanager
@@ -424,6 +425,14 @@ def full_size_configs() -> tuple[SanaWMConfig, dict[str, Any]]:
     return SanaWMConfig(), released_vae_config()
 
 
+@functools.lru_cache(maxsize=4)
+def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = torch.bfloat16) -> MemoryPlan:
+    """The released model's plan at one size and dtype, planned once per process (about ten CPU seconds
+    of meta-tensor work: `info --random-init full` and the bench's refusal of `full` both read it).
+    Shared: read it, do not change it."""
+    return plan_memory(*full_size_configs(), width, height, dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # `worldwalk info --world sana-wm ...`
 # ---------------------------------------------------------------------------------------------
@@ -452,15 +461,15 @@ def run_plan(args: Any) -> int:
     try:
         width, height = parse_size(args.size)
         gpu = parse_bytes(args.gpu_memory)
+        dtype = getattr(torch, args.dtype)
         if args.checkpoint:
-            model_cfg, vae_cfg = checkpoint_configs(args.checkpoint)
+            plan = plan_memory(*checkpoint_configs(args.checkpoint), width, height, dtype)
         elif args.random_init == "full":
-            model_cfg, vae_cfg = full_size_configs()
+            plan = full_size_plan(width, height, dtype)
         else:
             from worldwalk.runtime.bench.model_suite import small_configs
 
-            model_cfg, vae_cfg = small_configs()
-        plan = plan_memory(model_cfg, vae_cfg, width, height, getattr(torch, args.dtype))
+            plan = plan_memory(*small_configs(), width, height, dtype)
     except (ValueError, OSError) as e:
         print(f"info: {e}", file=sys.stderr)
         return 2
