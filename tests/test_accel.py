@@ -98,7 +98,8 @@ def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     for name, a, b in zip(lay.names, fa, fb, strict=True):
         assert a.shape == b.shape, name
         _close(a, b, 1e-4)
-    assert len(list(tmp_path.glob("chunk-*/model.onnx"))) == 2  # one read and one write graph for every chunk >= 1
+    # one graph for every chunk >= 1, its reads and its write (the weights once, in one session)
+    assert len(list(tmp_path.glob("chunk-*/model.onnx"))) == 1
     # exported files are reused: a second backend on the same weights exports nothing
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     again, _ = _run_stream(tr, AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path), 2)

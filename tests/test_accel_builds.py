@@ -92,7 +92,7 @@ def test_a_prompt_of_another_length_gets_its_own_graph(tmp_path):
         for a, b in zip(got.cache.blocks, ref.cache.blocks, strict=True):
             if hasattr(a, "state"):
                 assert torch.allclose(a.state, b.state, rtol=1e-4, atol=1e-5)
-    assert step.counts["accel"] == 2 * 5 and len(step._runners) == 4  # read + write, per prompt length
+    assert step.counts["accel"] == 2 * 5 and len(step._runners) == 2  # one graph (reads and write) per prompt length
 
 
 def _export_only(paths: list):
@@ -119,7 +119,7 @@ def test_bf16_exports_pass_the_onnx_checker(tmp_path):
     state = DecodeState()
     for k in range(2):
         _, state = acc.decode_chunk(torch.randn(1, 8, CHUNK + (k == 0), 4, 4, generator=g).bfloat16(), state)
-    assert len(paths) == 3  # chunk read, chunk write, decoder
+    assert len(paths) == 2  # the chunk step (its reads and its write), the decoder
     for p in paths:
         model = onnx.load(str(p))
         assert any(t.data_type == onnx.TensorProto.BFLOAT16 for t in model.graph.initializer), p
@@ -171,3 +171,23 @@ def test_a_full_window_runs_the_same_without_the_mask(tmp_path):
         plain = ChunkStep(tr, lay, True, masked=False)(*inputs)
     for a, b in zip(plain, masked, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_ort
+def test_reads_and_write_share_one_graph(tmp_path):
+    """The denoising passes run the write graph and keep its velocity: one exported graph and one ONNX Runtime
+    session hold the weights (TensorRT would embed them twice with a read and a write engine); the latents and
+    the cache are those of separate read and write graphs (the same velocity sums, to fp32 rounding)."""
+    tr = _transformer()
+    shared = AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path / "one")
+    apart = AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path / "two", shared=False)
+    got, want = _stream_after(tr, 3, shared), _stream_after(tr, 3, apart)
+    assert shared.counts["accel"] == apart.counts["accel"] == 2 * 5
+    assert len(shared._runners) == 1 and len(list((tmp_path / "one").glob("chunk-*/model.onnx"))) == 1
+    assert len(apart._runners) == 2
+    for a, b in zip(got.cache.blocks, want.cache.blocks, strict=True):
+        if hasattr(a, "state"):
+            assert torch.allclose(a.state, b.state, rtol=1e-5, atol=1e-6)
+            assert torch.allclose(a.ffn_tail, b.ffn_tail, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.allclose(a.recent[-1].k, b.recent[-1].k, rtol=1e-5, atol=1e-6)

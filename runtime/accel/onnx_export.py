@@ -6,7 +6,9 @@ so they share one flattening of the cache and one graph per chunk shape:
 - `ChunkStep(transformer, layout, write)`: one transformer forward over a chunk after the first. The
   denoising passes (`write=False`) return the velocity; the clean pass (`write=True`) returns the velocity
   and the cache after the chunk. Inputs that the eager model builds from Python ints (RoPE at the chunk's
-  absolute frame position, UCPE matrices) come in as tensors, so one graph serves every chunk >= 1.
+  absolute frame position, UCPE matrices) come in as tensors, so one graph serves every chunk >= 1. Backends
+  whose graphs embed the weights (ONNX Runtime, TensorRT) build only the write step and run the denoising
+  passes on it too, keeping the velocity (apply.AcceleratedStep `shared`): the weights are held once.
 - `DecodeStep(vae, keys, template)`: the VAE's chunked causal decode of a chunk after the first, its
   carried conv tails in and out as tensors.
 
@@ -27,8 +29,9 @@ session, so the graphs carry no caption embedder and no cross-attention K/V proj
 outputs `velocity` (+ `new.` + the cache names when writing).
 
 Exported files are cached on disk (`export_dir()`: $WORLDWALK_ONNX_DIR or ~/.cache/worldwalk/onnx), one folder
-per graph named by its kind and a hash of the weights, the input shapes and dtypes, the torch/onnx versions, the
-opset and the device (`<kind>-<hash>/model.onnx`; TensorRT engines are cached beside it).
+per graph named by its kind and `module_hash` (the checkpoint files a world was loaded from, else the weights'
+bytes; the configs), the input shapes and dtypes, the torch/onnx versions, the opset and the device
+(`<kind>-<hash>/model.onnx`; TensorRT engines are cached beside it).
 """
 
 from __future__ import annotations
