@@ -316,16 +316,18 @@ def plan_memory(
         peaks["denoise_first_chunk"] = live.peak
         _, cache = tr(first, torch.zeros(1, L + 1, device=dev), text, mask, camera(L + 1), None, True)
         snaps = []
-        for _ in range(model_cfg.kv_window + 1):
+        for _ in range(model_cfg.kv_window):
             _, cache = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
             snaps.append(cache)
+        # the window is full (chunk 0 has slid out, or sits in the sink): this write is a steady one
+        with tracked() as live:
+            _, cache = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
+        write_peak = live.peak
+        snaps.append(cache)
         with tracked() as live:
             tr(latents(L), torch.full((1, L), 960.0, device=dev), text, mask, camera(L), cache, False)
         peaks["denoise_steady"] = live.peak
-        with tracked() as live:
-            _, written = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
-        peaks["cache_write"] = live.peak
-        del written
+        peaks["cache_write"] = write_peak
         _, d0 = vae.decode_chunk(latents(L + 1), DecodeState())
         _, d1 = vae.decode_chunk(latents(L), d0)
         with tracked() as live:
@@ -336,6 +338,8 @@ def plan_memory(
     session["vae_decode_state"] = sum(_storages(d2).values())
     session["first_image_latent"] = _held(image_latent)
     session["prompt"] = _held(text) + _held(mask)
+    with torch.no_grad():  # the cross-attention K/V every block reads, made once a session (PromptContext)
+        session["prompt_kv"] = sum(_held(t) for kv in tr.prompt_context(text, mask).kv for t in kv)
     # a kept chunk boundary holds the tensors its chunk wrote: unique bytes of two consecutive states,
     # less one state
     one = _storages(snaps[-1], d2)
