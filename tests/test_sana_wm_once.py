@@ -184,3 +184,14 @@ def test_ffn_temporal_conv_computes_only_the_frames_it_keeps(tail):
         want = (y + conv[:, :, ctx.shape[2] - T :]).permute(0, 2, 3, 1).reshape(B, -1, C)
     assert conv.shape[2] == T + (mlp.pad if tail else 0)
     assert torch.equal(got, want) and torch.equal(new_tail, ctx[:, :, -mlp.pad :])
+
+
+def test_the_prompt_context_holds_what_it_reports():
+    """The session-long K/V are compact copies: V as a view of the (B, L, 2C) K/V projection would keep its
+    K half alive beside the normed K (1.5x the bytes reported with the cross-attention k_norm)."""
+    from worldwalk.runtime.sana_wm.memory import held_bytes, reported_bytes
+
+    for cross_norm in (True, False):
+        tr = tiny_transformer(cross_norm=cross_norm)
+        prompt = tr.prompt_context(*_prompt(tr, 1, tokens=7))
+        assert held_bytes(prompt.kv) == reported_bytes(prompt.kv) == prompt.nbytes() - prompt.mask.numel()

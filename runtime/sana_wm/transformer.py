@@ -84,9 +84,9 @@ class CrossAttention(nn.Module):
     def prompt_kv(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """y (B, L, C) embedded prompt -> k, v (B, heads, L, D): constant for a session (PromptContext)."""
         B, L, C = y.shape
-        k, v = self.kv_linear(y).view(B, L, 2, C).unbind(2)
-        k = self.k_norm(k).view(B, L, self.heads, C // self.heads).transpose(1, 2)
-        return k, v.view(B, L, self.heads, C // self.heads).transpose(1, 2)
+        k, v = self.kv_linear(y).view(B, L, 2, C).unbind(2)  # views of one (B, L, 2C) tensor
+        k, v = self.k_norm(k).contiguous(), v.contiguous()  # each its own: kept for the session, neither pins both
+        return tuple(t.view(B, L, self.heads, C // self.heads).transpose(1, 2) for t in (k, v))
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """x (B, N, C) queries, kv the prompt's `prompt_kv`, mask (B, L) bool."""
