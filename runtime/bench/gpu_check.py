@@ -47,9 +47,14 @@ def cuda_test_files() -> list[Path]:
     return [] if root is None else sorted(p for p in root.glob("test_*.py") if "mark.cuda" in p.read_text())
 
 
+# installed pytest plugins that no worldwalk test uses: loading them costs the check a CPU second or two
+UNUSED_PLUGINS = ["-p", "no:hypothesispytest", "-p", "no:anyio"]
+
+
 def _pytest(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    args = [*UNUSED_PLUGINS, *args]
     root = tests_dir()
     files = [str(p) for p in cuda_test_files()]
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, *files],
