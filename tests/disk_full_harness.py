@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import serve_config, wait_until
+from .hardening_util import recv_answer, serve_config, wait_until
 
 
 class Records(logging.Handler):
@@ -78,7 +78,7 @@ async def play(url: str, seconds: float) -> dict:
         with peer.gather_with_addresses(["127.0.0.1"]):
             await pc.setLocalDescription(await pc.createOffer())
         await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = json.loads(await ws.recv())
+        answer = await recv_answer(ws)
         if answer["type"] != "answer":
             out["error"] = answer
             await pc.close()

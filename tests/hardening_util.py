@@ -66,6 +66,15 @@ class OpenWorlds:
         return Session(world, self.cfg.session, integrator=PoseIntegrator(self.cfg.controls, self.cfg.bindings))
 
 
+async def recv_answer(ws) -> dict:
+    """The server's reply to an offer: an answer or an error, after any {type: progress} messages that a
+    slow first start (a graph build) sends while the client waits."""
+    while True:
+        message = json.loads(await ws.recv())
+        if message.get("type") != "progress":
+            return message
+
+
 async def make_offer(**kw: Any) -> str:
     """A real browser-like offer (recvonly video + a data channel) from aiortc, 127.0.0.1 only."""
     from aiortc import RTCConfiguration, RTCPeerConnection

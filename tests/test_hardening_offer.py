@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import OpenWorlds, make_offer, serve_config, wait_until
+from .hardening_util import OpenWorlds, make_offer, recv_answer, serve_config, wait_until
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -42,7 +42,7 @@ async def _player(url: str, gaps: list[tuple[float, float]], stop: asyncio.Event
         with peer.gather_with_addresses(["127.0.0.1"]):
             await pc.setLocalDescription(await pc.createOffer())
         await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = json.loads(await ws.recv())
+        answer = await recv_answer(ws)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         track = await asyncio.wait_for(track_future, 10)
         for _ in range(15):  # settle: the encoder and jitter buffer warm up

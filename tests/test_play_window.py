@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
+import select
 import shutil
 import subprocess
 import sys
@@ -28,24 +28,18 @@ pytestmark = [pytest.mark.gl, pytest.mark.skipif(
 
 @pytest.fixture
 def display():
-    """A private Xvfb display; yields the environment for processes that should use it."""
-    start = random.randrange(100, 400)
-    for n in range(start, start + 100):
-        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
-            break
-    else:
-        pytest.skip("no free X display number")
+    """A private Xvfb display; yields the environment for processes that should use it. The server picks a
+    free display number itself (-displayfd), so Xvfbs started at the same time never share one."""
     proc = subprocess.Popen(
-        ["Xvfb", f":{n}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["Xvfb", "-displayfd", "1", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
-    env = {**os.environ, "DISPLAY": f":{n}"}
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip(f"Xvfb :{n} did not start")
-        time.sleep(0.05)
+    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    number = proc.stdout.readline().decode().strip() if ready else ""
+    if not number.isdigit():
+        proc.kill()
+        pytest.skip("Xvfb did not start")
+    env = {**os.environ, "DISPLAY": f":{number}"}
     try:
         yield env
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .hardening_util import recv_answer
 from .test_play_window import TOOLS, display, wait_window, xdo  # noqa: F401 (display is a fixture)
 
 
@@ -92,7 +93,7 @@ def test_serve_recording_and_log_agree(tmp_path):
             with peer.gather_with_addresses(["127.0.0.1"]):
                 await pc.setLocalDescription(await pc.createOffer())
             await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-            answer = json.loads(await ws.recv())
+            answer = await recv_answer(ws)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
             track = await asyncio.wait_for(got_track, 10)
             received = 0

@@ -21,6 +21,7 @@ from worldwalk.stream.input_channel import InputChannelConfig, InputGate, Invali
 from worldwalk.stream.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.video_track import read_barcode, stamp_barcode
 
+from .hardening_util import recv_answer
 from .timed_world import TimedWorld
 
 REASONS = {"binary", "oversized", "not_json", "not_object", "unknown_kind", "missing_field", "unknown_field",
@@ -260,7 +261,7 @@ async def _aiortc_client(url: str, codec: str | None = None, after_connect=None)
         with peer.gather_with_addresses(["127.0.0.1"]):
             await pc.setLocalDescription(await pc.createOffer())
         await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = json.loads(await ws.recv())
+        answer = await recv_answer(ws)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         out.update(config=config, answer={k: answer[k] for k in ("session", "codec", "role")})
         track = await asyncio.wait_for(got_track, 10)
