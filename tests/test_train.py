@@ -19,25 +19,25 @@ from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_F
 @pytest.mark.timeout(900)  # about 130 s on an idle 2-core machine; far more on a shared one
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
-    budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "3", "--world-steps", "2",
-              "--rollout-steps", "1", "--decoder-steps", "4", "--decoder-samples", "2", "--threads", "1"]
+    budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "2", "--world-steps", "1",
+              "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1"]
     assert main(["train", *budget]) == 0
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
                  "rollout_ckpt.safetensors", "decoder_samples.safetensors", "decoder_ckpt.safetensors"):
         assert (work / name).is_file(), f"stage output {name} missing"
     assert not list(work.glob("*.pt")), "training state is never pickled"
     assert sorted(p.name for p in out.iterdir()) == sorted([START_FILE, VAE_FILE, WORLD_FILE])
-    assert load_state(work / "world_ckpt.safetensors", "world")[1]["step"] == 2
+    assert load_state(work / "world_ckpt.safetensors", "world")[1]["step"] == 1
     tensors, meta = load_state(work / "decoder_samples.safetensors", "decoder-samples")  # the model's own latents
-    assert len(meta["windows"]) == 2 and tensors["sample.0"].shape == (1, 16, 10, 12, 20)
+    assert len(meta["windows"]) == 1 and tensors["sample.0"].shape == (1, 16, 10, 12, 20)
 
     # resume: a larger step budget carries on from the checkpoint instead of starting again, with
     # the newer options (context noise, rollouts) on
     first = load_state(work / "world_ckpt.safetensors", "world")[1]
-    assert main(["train", *budget, "--stage", "world", "--world-steps", "3", "--context-noise", "0.1",
+    assert main(["train", *budget, "--stage", "world", "--world-steps", "2", "--context-noise", "0.1",
                  "--world-rollout", "0.5"]) == 0
     resumed = load_state(work / "world_ckpt.safetensors", "world")[1]
-    assert resumed["step"] == 3 and resumed["seconds"] > first["seconds"]
+    assert resumed["step"] == 2 and resumed["seconds"] > first["seconds"]
     assert resumed["opt"]["param_groups"][0]["lr"] > 0
 
     world = BundledWorld(out)
