@@ -5,10 +5,16 @@ here (`from .conftest import ...`); fixtures arrive by name.
 Markers (registered in pyproject.toml): `slow` (tens of seconds or more), `browser` (headless
 Chromium), `gl` (an EGL/OpenGL context), `cluster` (a local Ray cluster). A fast run:
 `python3 -m pytest -m "not slow and not browser and not gl and not cluster"`.
+
+The suite runs on two pytest-xdist workers (pyproject's addopts: `-n 2 --dist loadgroup`; `-n 0` runs it
+in one process). Each file runs whole on one worker, so a module's fixtures are made once; the files
+that drive a browser, a window, a full disk or a cluster share one worker, so at most one such harness
+runs at a time; each worker runs torch on one thread (two workers on two cores).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +25,25 @@ import pytest
 from worldwalk.controls import DEFAULT_FOV_DEG  # noqa: F401 (for the tests that import it from here)
 
 T = TypeVar("T")
+
+# files whose tests start a browser, an X server, a mount namespace or a Ray cluster (see the docstring)
+HARNESS_FILES = {"test_cluster", "test_hardening_disk", "test_page", "test_play_hud", "test_play_window",
+                 "test_play_window_fit", "test_recorder_full_disk", "test_recording_agrees", "test_serve_browser",
+                 "test_install"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("harness" if name in HARNESS_FILES else name))
 
 # ---------------------------------------------------------------------------------------------------
 # The tiny SANA-WM: built one way for every test of the model, the stream and the accelerators

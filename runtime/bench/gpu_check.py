@@ -57,7 +57,8 @@ def _pytest(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     args = [*UNUSED_PLUGINS, *args]
     root = tests_dir()
     files = [str(p) for p in cuda_test_files()]
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, *files],
+    # `-o addopts=`: one process, not the suite's two xdist workers (GPU tests share one device)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", *args, *files],
                           capture_output=True, text=True, timeout=timeout, cwd=root.parent, env=env)
 
 
