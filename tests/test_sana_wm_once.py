@@ -139,8 +139,9 @@ def test_camera_inputs_moved_and_embedded_once_per_chunk(monkeypatch):
 
 
 def test_accelerated_step_prepares_a_chunk_once(tmp_path, monkeypatch):
-    """The fixed-shape step flattens the cache (a copy of all of it) and builds its inputs once per chunk,
-    for the 4 reads and the write alike: the write sees the same camera object as the reads."""
+    """The fixed-shape step flattens the cache (a copy of all of it) and builds its inputs, the Plücker
+    embedding among them, once per chunk for the 4 reads and the write alike (the write sees the same camera
+    object as the reads; the embedding is an input of the graph, not a layer in it)."""
     tr = tiny_transformer()
     stream = LatentRollout(tr, FlowSampler())
     stream.backend = step = AcceleratedStep(tr, engine("flat", torch.device("cpu")), tmp_path)
@@ -153,8 +154,14 @@ def test_accelerated_step_prepares_a_chunk_once(tmp_path, monkeypatch):
         return flatten(self, cache)
 
     monkeypatch.setattr(CacheLayout, "flatten", counted)
-    _run(stream, tiny_cameras(3))
-    assert step.counts["accel"] == 2 * 5 and flattens[0] == 2  # chunks 1 and 2 run the step, chunk 0 is eager
+    embeds = [0]
+    hook = _calls(tr.plucker_embedder, embeds)
+    try:
+        _run(stream, tiny_cameras(3))
+    finally:
+        hook.remove()
+    # chunks 1 and 2 run the step, chunk 0 is eager (its Plücker embedding made once too)
+    assert step.counts["accel"] == 2 * 5 and flattens[0] == 2 and embeds[0] == 3
 
 
 @pytest.mark.parametrize("tail", [False, True])

@@ -24,9 +24,10 @@ with N_max = N_0 + (kv_window - 1) N_c (N_0 tokens of chunk 0, the sink; N_c of 
 `kv_mask` (N_max,) (0 = attend, -inf = padding, shared by every softmax block); filled slots sit at the
 end of the recent region, so a write shifts the recent region left by one chunk and appends the new one.
 Tensor names of the graphs: inputs `latents timesteps text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv plucker
-kv_mask`, the prompt's cross-attention K/V `b{i}.cross_k b{i}.cross_v` per block (`PromptContext`, made once a
-session, so the graphs carry no caption embedder and no cross-attention K/V projection), then the cache names;
-outputs `velocity` (+ `new.` + the cache names when writing).
+kv_mask` (`plucker`: the chunk's embedded Plücker rays (B, N, C), made once for its passes), the prompt's
+cross-attention K/V `b{i}.cross_k b{i}.cross_v` per block (`PromptContext`, made once a session, so the
+graphs carry no caption embedder and no cross-attention K/V projection), then the cache names; outputs
+`velocity` (+ `new.` + the cache names when writing).
 
 Exported files are cached on disk (`export_dir()`: $WORLDWALK_ONNX_DIR or ~/.cache/worldwalk/onnx), one folder
 per graph named by its kind and `module_hash` (the checkpoint files a world was loaded from, else the weights'
@@ -268,6 +269,8 @@ def step_inputs(
     rope = transformer.rope(cache.frames, T, h, w, dev)
     cam_rope = transformer.rope.camera_slice(rope)
     u = ucpe_transforms(camera.conditions.to(dev), (h, w), (p[1], p[2]))
+    with torch.no_grad():  # the same for the chunk's passes: embedded here, once, not in the graph
+        plucker = transformer.plucker_embedder(camera.plucker.to(dev, dtype))  # (B, N, C)
     return [
         latents.to(dtype).contiguous(),
         timesteps.float().contiguous(),
@@ -277,7 +280,7 @@ def step_inputs(
         u.P.contiguous(),
         u.P_T.contiguous(),
         u.P_inv.contiguous(),
-        camera.plucker.to(dev, dtype).contiguous(),
+        plucker.contiguous(),
     ]
 
 
@@ -338,7 +341,7 @@ class ChunkStep(nn.Module):
         t0 = tr.t_block(t_emb).view(B, T, -1)
         t_emb = t_emb.view(B, T, -1)
         ucpe = UcpeTransforms(ucpe_p, ucpe_pt, ucpe_pinv)
-        pl = tr.plucker_embedder(plucker)
+        pl = plucker  # embedded once per chunk (step_inputs)
         entries = dict(zip(lay.names, cache, strict=True))
         new: list[torch.Tensor] = []
         for i, block in enumerate(tr.blocks):
