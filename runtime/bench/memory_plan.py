@@ -102,14 +102,16 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        self.current()
+        new = {}
         for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            s = t.untyped_storage()
-            key = s._cdata
-            if key in inputs or key in self.live:
-                continue
+            if isinstance(t, torch.Tensor):
+                s = t.untyped_storage()
+                if s._cdata not in inputs and s._cdata not in self.live:
+                    new[s._cdata] = s
+        if not new:  # a view or an in-place op: nothing more is held, so the peak cannot move
+            return out
+        self.current()  # drop what was freed since the last allocation (the scan costs: only here)
+        for key, s in new.items():
             self.live[key] = (StorageWeakRef(s), s.nbytes())
             self.now += s.nbytes()
         self.peak = max(self.peak, self.now)
