@@ -9,7 +9,7 @@ from worldwalk.runtime.bench.gpu_check import Check, format_checks
 from worldwalk.runtime.cli.main import main
 
 
-@pytest.mark.slow  # a pytest collection in a subprocess and a small bench: about 30 s on 2 busy cores
+@pytest.mark.slow  # a pytest collection in a subprocess and a small bench: about 5 CPU s (8 s on 2 busy cores)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path: this machine has a GPU")
 def test_gpu_check_on_a_cpu_says_so_and_passes(capsys):
     assert main(["bench", "--gpu-check"]) == 0
