@@ -342,8 +342,6 @@ def plan_memory(
     session["prompt"] = _held(text) + _held(mask)
     with torch.no_grad():  # the cross-attention K/V every block reads, made once a session (PromptContext)
         session["prompt_kv"] = sum(_held(t) for kv in tr.prompt_context(text, mask).kv for t in kv)
-    with torch.no_grad():  # the cross-attention K/V every block reads, made once a session (PromptContext)
-        session["prompt_kv"] = sum(_held(t) for kv in tr.prompt_context(text, mask).kv for t in kv)
     # a kept chunk boundary holds the tensors its chunk wrote: unique bytes of two consecutive states,
     # less one state
     one = _storages(snaps[-1], d2)
