@@ -216,8 +216,11 @@ async def walk_busy(url: str) -> dict:
     await a.key("w", True)
     await b.key("w", True)
     n0 = (len(a.frames), len(b.frames))
-    await asyncio.sleep(2.0)
+    t_walk = time.monotonic()
+    await asyncio.sleep(2.0)  # both walk 2 s at least; on a busy machine, until each has shown 10 frames more
+    await wait_for(lambda: min(len(a.frames) - n0[0], len(b.frames) - n0[1]) >= 10, 15.0, "10 frames on both")
     n1 = (len(a.frames), len(b.frames))
+    walked_s = time.monotonic() - t_walk
     walks = [a.answer["walk"], b.answer["walk"]]
     for client in (a, b, c):
         await client.close()
@@ -226,7 +229,7 @@ async def walk_busy(url: str) -> dict:
         "replicas": [ans_a.get("replica"), ans_b.get("replica")],
         "answers": [ans_a["type"], ans_b["type"]],
         "busy": busy, "busy_s": busy_s,
-        "frames_in_2s": [n1[0] - n0[0], n1[1] - n0[1]],
+        "frames_walked": [n1[0] - n0[0], n1[1] - n0[1]], "walked_s": walked_s,
         "sizes": sorted({(w, h) for _, w, h in a.frames + b.frames}),
         "connect_first_frame_s": [a.first_frame_s, b.first_frame_s],
         "offer_answer_s": [a.offer_answer_s, b.offer_answer_s],

@@ -57,7 +57,7 @@ def test_two_players_walk_on_different_replicas_and_a_third_hears_busy(cluster_r
     assert r["record_replicas"] == [[r["replicas"][0]], [r["replicas"][1]]]  # each ran where it was placed
     assert r["busy"]["type"] == "busy" and "busy" in r["busy"]["message"]
     assert r["sizes"] == [[128, 72]]
-    assert min(r["frames_in_2s"]) >= 10, r["frames_in_2s"]  # both stream (16 fps content)
+    assert min(r["frames_walked"]) >= 10, r  # both stream (16 fps content: 32 frames in 2 s on an idle machine)
     assert all(z is not None and z > 0.3 for z in r["z_last"]), r["z_last"]  # W walked both forward
 
 
