@@ -159,9 +159,10 @@ def test_frame_queue_rejects_bad_configuration():
 
 
 def test_pacer_shows_frames_at_the_content_rate():
-    world = TimedWorld(chunk_seconds=0.0, fps=50.0)
+    # 20 fps: a poll loop descheduled for less than a frame (50 ms) on a busy machine still shows every frame
+    world = TimedWorld(chunk_seconds=0.0, fps=20.0)
     with Session(world).start() as session:
-        pacer = FramePacer(session.frames, fps=50.0)
+        pacer = FramePacer(session.frames, fps=20.0)
         t0 = time.monotonic()
         shown = []
         while len(shown) < 20 and time.monotonic() - t0 < 5:
@@ -171,7 +172,7 @@ def test_pacer_shows_frames_at_the_content_rate():
             time.sleep(0.002)
     assert [f.index for _, f in shown] == list(range(20))
     span = shown[-1][0] - shown[0][0]
-    assert 19 / 50 * 0.8 < span < 19 / 50 * 1.5  # about 0.38 s: paced, not bursted
+    assert 19 / 20 * 0.8 < span < 19 / 20 * 1.5  # about 0.95 s: paced, not bursted
 
 
 def _queue_wait(just_in_time: bool) -> float:
