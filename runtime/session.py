@@ -206,10 +206,6 @@ class Session:
             self._handing_off = True
             self._wake.notify_all()
 
-    @property
-    def handing_off(self) -> bool:
-        return self._handing_off
-
     def reset(self) -> None:
         """Back to the first frame; queued frames of the old walk are dropped at once."""
         self._command("reset")
