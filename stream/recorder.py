@@ -207,9 +207,7 @@ class Recorder:
                 "choose an even width and height"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        frame_bytes = self.width * self.height * 3
-        capacity = max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // frame_bytes))
-        self._queue = queue.Queue(maxsize=capacity)
+        self._queue = self._frame_queue()
         self._open_container()  # in the caller's thread: a bad path or codec fails here, loudly
         if not isinstance(header, SessionHeader):
             self.log_path = None  # a bare dict says too little for a replayable log
@@ -350,6 +348,11 @@ class Recorder:
         )
 
     # -- encode thread ---------------------------------------------------------------------
+
+    def _frame_queue(self) -> queue.Queue:
+        """The encoder's queue of frames: at least min_queue_frames, else as many as fit in max_queue_mb."""
+        frame_bytes = self.width * self.height * 3
+        return queue.Queue(maxsize=max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // frame_bytes)))
 
     def _open_container(self) -> None:
         import av

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -132,8 +131,7 @@ class ContinuedRecorder(Recorder):
         old, h = self.old, self.old.header
         self.fps = float(h["fps"])
         self.width, self.height = int(h["width"]), int(h["height"])
-        capacity = max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // (self.width * self.height * 3)))
-        self._queue = queue.Queue(maxsize=capacity)
+        self._queue = self._frame_queue()
         final = self._final = self.path
         self._moving = final.with_name(f"{final.stem}.moving{final.suffix}")
         self.path = self._moving
