@@ -13,8 +13,8 @@ number of snapshots the same way on both.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import fields, replace
 
 import torch
 
@@ -48,23 +48,15 @@ class SnapshotStore:
         t.record_stream(self.stream)  # the allocator keeps t until the copy is done
         return h
 
-    def _kv(self, kv: ChunkKV | None) -> ChunkKV | None:
-        return None if kv is None else ChunkKV(*(self._host(t) for t in (kv.k, kv.v, kv.cam_k, kv.cam_v)))
-
     def offload_cache(self, cache: StreamingCache, after=None) -> tuple[StreamingCache, int, object]:
         """(cache in host memory, bytes this snapshot adds, event marking the copies' end or None).
         `after` is the CUDA stream that wrote the cache (the copies wait for it)."""
         sinks = tuple(b.sink if isinstance(b, SoftmaxCache) else None for b in cache.blocks)
         shared = self._sink is not None and all(a is b for a, b in zip(self._sink[0], sinks, strict=True))
         with self._on_side(after) as event:
-            host_sinks = self._sink[1] if shared else tuple(self._kv(s) for s in sinks)
+            host_sinks = self._sink[1] if shared else tuple(_moved_kv(s, self._host) for s in sinks)
             self._sink = (sinks, host_sinks)
-            blocks = []
-            for b, hs in zip(cache.blocks, host_sinks, strict=True):
-                if isinstance(b, SoftmaxCache):
-                    blocks.append(SoftmaxCache(hs, tuple(self._kv(kv) for kv in b.recent), self._host(b.ffn_tail)))
-                else:
-                    blocks.append(GDNCache(*(self._host(getattr(b, f)) for f in GDN_ORDER)))
+            blocks = [_moved_block(b, hs, self._host) for b, hs in zip(cache.blocks, host_sinks, strict=True)]
         out = StreamingCache(blocks, cache.frames, cache.chunks)
         own = reported_bytes(out) - (reported_bytes(host_sinks) if shared else 0)  # the sink is paid once
         return out, own, event.get("event")
@@ -85,19 +77,9 @@ class SnapshotStore:
         if not self.cuda:
             return cache.snapshot()
         host_sinks = tuple(b.sink if isinstance(b, SoftmaxCache) else None for b in cache.blocks)
-        blocks = []
-        dev_sinks = []
-        for b in cache.blocks:
-            if isinstance(b, SoftmaxCache):
-                sink = None if b.sink is None else ChunkKV(*(self._dev(t) for t in (b.sink.k, b.sink.v, b.sink.cam_k,
-                                                                                     b.sink.cam_v)))
-                dev_sinks.append(sink)
-                recent = tuple(ChunkKV(*(self._dev(t) for t in (kv.k, kv.v, kv.cam_k, kv.cam_v))) for kv in b.recent)
-                blocks.append(SoftmaxCache(sink, recent, self._dev(b.ffn_tail)))
-            else:
-                dev_sinks.append(None)
-                blocks.append(GDNCache(*(self._dev(getattr(b, f)) for f in GDN_ORDER)))
-        self._sink = (tuple(dev_sinks), host_sinks)  # later snapshots reuse the host sink
+        dev_sinks = tuple(_moved_kv(s, self._dev) for s in host_sinks)
+        blocks = [_moved_block(b, ds, self._dev) for b, ds in zip(cache.blocks, dev_sinks, strict=True)]
+        self._sink = (dev_sinks, host_sinks)  # later snapshots reuse the host sink
         return StreamingCache(blocks, cache.frames, cache.chunks)
 
     def restore_decode(self, state: DecodeState, event=None) -> DecodeState:
@@ -125,4 +107,15 @@ class SnapshotStore:
             torch.cuda.current_stream(self.device).wait_event(event)
 
 
-GDN_ORDER = ("state", "norm_state", "cam_state", "k_tail", "cam_k_tail", "ffn_tail")
+Move = Callable[[torch.Tensor | None], torch.Tensor | None]
+
+
+def _moved_kv(kv: ChunkKV | None, move: Move) -> ChunkKV | None:
+    return None if kv is None else ChunkKV(*(move(t) for t in (kv.k, kv.v, kv.cam_k, kv.cam_v)))
+
+
+def _moved_block(b: GDNCache | SoftmaxCache, sink: ChunkKV | None, move: Move) -> GDNCache | SoftmaxCache:
+    """`b` with every tensor moved, its sink replaced by `sink` (already moved, shared across snapshots)."""
+    if isinstance(b, SoftmaxCache):
+        return SoftmaxCache(sink, tuple(_moved_kv(kv, move) for kv in b.recent), move(b.ffn_tail))
+    return GDNCache(**{f.name: move(getattr(b, f.name)) for f in fields(GDNCache)})
