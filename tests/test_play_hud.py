@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ from pathlib import Path
 import pytest
 
 from .test_hardening_disk import _unavailable as _no_private_mounts
-from .test_play_window import TOOLS, display  # noqa: F401 (a fixture)
+from .test_play_window import display, needs_x  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"OMP_NUM_THREADS": "1", "WORLDWALK_TORCH_THREADS": "1"}
-needs_x = pytest.mark.skipif(
-    any(shutil.which(t) is None for t in TOOLS),
-    reason="needs Xvfb, xdotool and ImageMagick's import (apt-get install xvfb xdotool imagemagick)",
-)
 
 
 @pytest.mark.parametrize("where", ["a file's child", "a folder"])

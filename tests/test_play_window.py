@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 TOOLS = ("Xvfb", "xdotool", "import")
-pytestmark = [pytest.mark.gl, pytest.mark.skipif(
+needs_x = pytest.mark.skipif(
     any(shutil.which(t) is None for t in TOOLS),
     reason="needs Xvfb, xdotool and ImageMagick's import (apt-get install xvfb xdotool imagemagick)",
-)]
+)
+pytestmark = [pytest.mark.gl, needs_x]
 
 
 @pytest.fixture
