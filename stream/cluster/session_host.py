@@ -53,7 +53,7 @@ from worldwalk.stream.session_log import image_hash, input_state_to_dict
 
 from .config import ClusterConfig
 from .relay import RelaySocket
-from .snapshots import WalkSnapshot, get_store, watch_id
+from .snapshots import WalkSnapshot, get_store
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class SessionHost:
             hosted = self.walks.get(walk)
             if hosted is not None:
                 hosted.relay = relay
-                self.store.hosting.remote(walk, self.replica, watch_id(walk))
+                self.store.hosting.remote(walk, self.replica)
                 if self.draining:  # a drain came while it started
                     self._drain_now()
             while True:

@@ -70,7 +70,7 @@ class SnapshotStore:
         self._walks_kept = walks_kept
         self._recordings: dict[str, str] = {}  # walk -> its video's path
         self._draining: dict[str, str] = {}  # replica -> why ("asked", "serve stopping")
-        self._hosts: dict[str, tuple[str, str]] = {}  # walk -> (replica, watch id) while a session runs it
+        self._hosts: dict[str, str] = {}  # walk -> the replica whose session runs it
         self._watches: dict[str, str] = {}  # watch id (the spectator link's) -> walk, until the walk ends
         self._mail = threading.Condition()
         self._inbox: dict[str, list[dict[str, Any]]] = defaultdict(list)  # replica -> spectator requests
@@ -95,7 +95,7 @@ class SnapshotStore:
         """Ask a session-host replica to hand its walks off (at each one's next chunk boundary) and
         take no new ones. Returns the walks it holds now."""
         self._draining.setdefault(replica, why)
-        return [w for w, (r, _) in self._hosts.items() if r == replica]
+        return [w for w, r in self._hosts.items() if r == replica]
 
     def is_draining(self, replica: str) -> bool:
         return replica in self._draining
@@ -108,7 +108,7 @@ class SnapshotStore:
 
         app = _get_global_client().get_serve_details().get("applications", {}).get(APP_NAME)
         if app is None or str(app.get("status", "")).upper().endswith("DELETING"):
-            return {replica: "STOPPING" for replica, _ in self._hosts.values()}
+            return {replica: "STOPPING" for replica in self._hosts.values()}
         host = app.get("deployments", {}).get("SessionHost")
         replicas = host["replicas"] if host is not None else []  # none yet: the app is deploying
         return {r["replica_id"]: str(r["state"]).upper().rsplit(".", 1)[-1] for r in replicas}
@@ -132,14 +132,13 @@ class SnapshotStore:
 
     # ---- where walks run (spectators) and their recordings -------------------------------------
 
-    def hosting(self, walk: str, replica: str, watch: str) -> None:
-        self._hosts[walk] = (replica, watch)
-        self._watches[watch] = walk
+    def hosting(self, walk: str, replica: str) -> None:
+        self._hosts[walk] = replica
+        self._watches[watch_id(walk)] = walk
 
     def unhost(self, walk: str, replica: str | None = None) -> None:
         """The walk's session ended on `replica` (None: wherever it was; its replica died)."""
-        entry = self._hosts.get(walk)
-        if entry is not None and replica in (None, entry[0]):
+        if walk in self._hosts and replica in (None, self._hosts[walk]):
             del self._hosts[walk]
 
     def where(self, watch: str) -> tuple[str, str | None] | None:
@@ -147,8 +146,7 @@ class SnapshotStore:
         walk = self._watches.get(watch)
         if walk is None:
             return None
-        entry = self._hosts.get(walk)
-        return walk, entry[0] if entry is not None else None
+        return walk, self._hosts.get(walk)
 
     def recording(self, walk: str, path: str) -> None:
         self._recordings[walk] = path
@@ -205,8 +203,7 @@ class SnapshotStore:
         self._latest.pop(walk, None)
         self._recordings.pop(walk, None)
         self._hosts.pop(walk, None)
-        for watch in [w for w, x in self._watches.items() if x == walk]:
-            del self._watches[watch]
+        self._watches.pop(watch_id(walk), None)
         self._ended.append(walk)
         while len(self._ended) > self._walks_kept:
             self._records.pop(self._ended.popleft(), None)
