@@ -170,12 +170,11 @@ class SessionHost:
         self.node = ray.util.get_node_ip_address()
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="snapshots")
         self._starting = asyncio.Lock()  # one session starts at a time: the factory reads _pending
-        self._pending: tuple[str, WalkSnapshot | None] | None = None
+        self._pending: tuple[str, WalkSnapshot | None, tuple] | None = None  # walk, snapshot, its recording
         self._claimed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.walks: dict[str, HostedWalk] = {}
         self._recordings: dict[int, tuple[str, WalkSnapshot | None, tuple]] = {}  # id(session) -> walk's
-        self._resume_recording: tuple[str | None, dict] = (None, {})
         self.draining = False
         self._mailbox: asyncio.Task | None = None
         self._spectators: dict[str, RelaySocket] = {}  # request id -> the spectator's relay
@@ -183,8 +182,7 @@ class SessionHost:
     def _make_session(self) -> Session:
         """Runs on a worker thread of the server: the walk's world, from its snapshot if resumed."""
         assert self._pending is not None and self._loop is not None and self._claimed is not None
-        walk, snap = self._pending
-        recording = self._resume_recording
+        walk, snap, recording = self._pending
         claimed, loop = self._claimed, self._loop
         try:
             return self._build(walk, snap, recording)
@@ -247,8 +245,7 @@ class SessionHost:
         task: asyncio.Future | None = None
         try:
             async with self._starting:
-                self._pending, self._claimed = (walk, snap), asyncio.Event()
-                self._resume_recording = recording
+                self._pending, self._claimed = (walk, snap, recording), asyncio.Event()
                 task = asyncio.ensure_future(self.server.handle(relay))
                 claimed = asyncio.ensure_future(self._claimed.wait())
                 try:
