@@ -100,7 +100,6 @@ class Gateway:
         self.store = get_store(cfg.records_kept)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
-        self._handoffs: dict[str, dict] = {}  # walk -> what its last hand-off took (drain)
         self.busy_refusals = 0
         self.draining_refusals = 0  # calls a draining replica answered (the router had not heard yet)
 
@@ -191,20 +190,18 @@ class Gateway:
     async def _relay(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
         t0 = time.perf_counter()
         calls = self.hosts.options(stream=True)
-        attempts = 0
-        while attempts < DRAINING_RETRIES:
-            attempts += 1
+        for attempts in range(1, DRAINING_RETRIES + 1):
             gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
             admitted = await self._admit(ws, gen, walk)
-            if admitted is None or admitted["type"] != "draining":
+            if admitted is None:
+                return
+            if admitted["type"] != "draining":
+                admitted["attempts"] = attempts
                 break
             self.draining_refusals += 1
             await asyncio.sleep(0.05)  # a replica whose draining the router (routing.py) has not heard of yet
-        if admitted is not None:
-            admitted["attempts"] = attempts
-        if admitted is None or admitted["type"] == "draining":
-            if admitted is not None:
-                await self._refuse(ws, "busy", "busy", "every session host is draining; try again in a little while")
+        else:
+            await self._refuse(ws, "busy", "busy", "every session host is draining; try again in a little while")
             return
         reader = asyncio.ensure_future(_until_closed(ws))
         pump = asyncio.ensure_future(self._pump(ws, gen, walk, resumed, t0, admitted))
@@ -215,10 +212,10 @@ class Gateway:
                 self.store.end.remote(walk)
                 return
             try:
-                code, reason = pump.result()
+                code, reason, handoff = pump.result()
                 if reason == "moved":  # handed off at a chunk boundary (a drain)
                     await ws.send_text(json.dumps({
-                        "type": "moved", "walk": walk, "drain": self._handoffs.pop(walk, None),
+                        "type": "moved", "walk": walk, "drain": handoff,
                         "message": "the session host is draining; continuing on another"}))
                 else:
                     self.store.end.remote(walk)  # the session ended (idle, error): nothing to resume
@@ -270,14 +267,14 @@ class Gateway:
                 gen.cancel()
 
     async def _pump(self, ws: WebSocket, gen: Any, walk: str, resumed: bool, t0: float,
-                    admitted: dict) -> tuple[int, str]:
-        """Relay the host's messages to the browser until the host closes; (code, reason)."""
+                    admitted: dict) -> tuple[int, str, dict | None]:
+        """Relay the host's messages to the browser until the host closes; (code, reason, what a
+        hand-off took when the host handed the walk off)."""
         async for item in gen:
             if item["type"] == "close":
-                return int(item["code"]), str(item["reason"])
+                return int(item["code"]), str(item["reason"]), None
             if item["type"] == "moved":
-                self._handoffs[walk] = {k: v for k, v in item.items() if k != "type"}
-                return 1012, "moved"
+                return 1012, "moved", {k: v for k, v in item.items() if k != "type"}
             text = item["text"]
             msg = json.loads(text)
             if msg.get("type") == "config":  # the browser has had the gateway's
@@ -290,7 +287,7 @@ class Gateway:
                            attempts=admitted.get("attempts", 1))
                 text = json.dumps(msg)
             await ws.send_text(text)
-        return 1000, "closed"
+        return 1000, "closed", None
 
 
     # ---- spectators --------------------------------------------------------------------------
