@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, PromptContext, SoftmaxCache, StreamingCache, owned
-from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe, ucpe_transforms
+from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe
 from worldwalk.runtime.sana_wm.layers import TemporalShortConv
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
@@ -266,11 +266,8 @@ def step_inputs(
     p = cfg.patch_size
     h, w = H // p[1], W // p[2]
     dev, dtype = latents.device, transformer.dtype
-    rope = transformer.rope(cache.frames, T, h, w, dev)
-    cam_rope = transformer.rope.camera_slice(rope)
-    u = ucpe_transforms(camera.conditions.to(dev), (h, w), (p[1], p[2]))
-    with torch.no_grad():  # the same for the chunk's passes: embedded here, once, not in the graph
-        plucker = transformer.plucker_embedder(camera.plucker.to(dev, dtype))  # (B, N, C)
+    with torch.no_grad():  # the same for the chunk's passes: the Plücker rays embedded here, once, not in the graph
+        rope, u, cam_rope, plucker = transformer._chunk_inputs(camera, cache.frames, T, h, w, dev)  # plucker (B, N, C)
     return [
         latents.to(dtype).contiguous(),
         timesteps.float().contiguous(),
