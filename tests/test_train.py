@@ -20,7 +20,8 @@ from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_F
 def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "2", "--world-steps", "1",
-              "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1"]
+              "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1",
+              "--timesteps", "1000,667,333,0"]
     assert main(["train", *budget]) == 0
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
                  "rollout_ckpt.safetensors", "decoder_samples.safetensors", "decoder_ckpt.safetensors"):
@@ -41,6 +42,7 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert resumed["opt"]["param_groups"][0]["lr"] > 0
 
     world = BundledWorld(out)
+    assert world.stream.sampler.cfg.timesteps == (1000, 667, 333, 0)  # trained for 3 steps: ships with them
     poses = action_string_to_poses("w-13")[:13]
     K = np.broadcast_to(intrinsics_from_fov(160, 96, 70.0), (13, 3, 3)).copy()
     chunk = world.generate_chunk(poses, K)
@@ -48,8 +50,9 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
 
     saved = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(out), "--walks", "1", "--seconds", "1.5", "--save", str(saved),
-                 "--paths", "out-and-back", "--starts", "1"]) == 0
+                 "--paths", "out-and-back", "--starts", "1", "--timesteps", "1000,960,889,727,0"]) == 0
     result = json.loads((saved / "eval.json").read_text())
+    assert result["timesteps"] == [1000, 960, 889, 727, 0]  # scored with the sampler asked for
     table = result["table"]
     back = result["scripted"]["out-and-back"]  # its own row, with the memory score at the return (6 s)
     assert back["return seconds"] == 6.0 and 0 < back["return model"]["psnr"] < 60
@@ -60,3 +63,12 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert 0 < table["model"]["1s"]["psnr"] < 60 and -1 <= table["model"]["1s"]["ssim"] <= 1
     assert (saved / "strip.png").is_file()
     assert "held-out walks" in capsys.readouterr().out
+
+
+def test_timesteps_that_do_not_fall_to_zero_are_refused(capsys):
+    for command in ("train", "eval"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--timesteps", "1000,333,667,0"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--timesteps" in err and "falling strictly to 0" in err and "1000,667,333,0" in err

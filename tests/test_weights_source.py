@@ -112,3 +112,27 @@ def test_weights_are_hashed_only_when_a_graph_is_exported(tmp_path):
     for k, cam in enumerate(tiny_cameras(2)):
         stream.step(cam, (1, tr.cfg.in_channels, CHUNK, LATENT_H, LATENT_W), image if k == 0 else None)
     assert step.counts["accel"] == 5 and step._hash is None
+
+
+def test_a_graph_traced_by_other_code_gets_another_name(tmp_path, monkeypatch):
+    """The exported graph is the code as much as the weights: the same weights under a changed worldwalk source
+    file (an upgrade) are another name, so a graph traced by the old code is never loaded for the new."""
+    import importlib.util
+    import sys
+
+    from worldwalk.runtime.accel import onnx_export
+
+    src = tmp_path / "wrapped_block.py"
+    src.write_text("import torch\n\nclass Wrapped(torch.nn.Module):\n    def __init__(self, inner):\n"
+                   "        super().__init__()\n        self.inner = inner\n\n"
+                   "    def forward(self, x):\n        return self.inner(x)\n")
+    spec = importlib.util.spec_from_file_location("worldwalk._test_wrapped_block", src)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)
+    spec.loader.exec_module(mod)
+    m = mod.Wrapped(tiny_transformer())
+    before = module_hash(m)
+    assert module_hash(m) == before
+    src.write_text(src.read_text().replace("return self.inner(x)", "return 2 * self.inner(x)"))
+    onnx_export._file_digest.cache_clear()  # a new process reads the new file
+    assert module_hash(m) != before

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,10 +85,13 @@ def module_hash(*modules: nn.Module) -> str:
     Every parameter's and buffer's name, dtype and shape count, and every sub-module's config (`cfg` dataclass or
     diffusers `config`: settings such as softmax_bf16 change the graph without changing a weight). The weights
     themselves count by their checkpoint files (runtime/weights_source.py) for a sub-module loaded from files
-    and unchanged since, else by their bytes (copied to the host: 5-15 s at full size, which the files avoid)."""
+    and unchanged since, else by their bytes (copied to the host: 5-15 s at full size, which the files avoid).
+    The source of every worldwalk class in the modules counts too: a graph traced by older code is not reused."""
     h = hashlib.sha256()
     for m in modules:
         sourced: list[str] = []
+        for path in sorted({_source_file(type(sub)) for sub in m.modules()} - {None}):
+            h.update(_file_digest(path).encode())
         for prefix, sub in m.named_modules():  # parents first: a marked parent covers its children
             if any(_under(prefix, s) for s in sourced):
                 continue
@@ -117,6 +122,18 @@ def _config_text(module: nn.Module) -> str:
     if isinstance(config, dict):
         return json.dumps(dict(config), sort_keys=True, default=str)
     return ""
+
+
+def _source_file(cls: type) -> str | None:
+    """The file defining a worldwalk class (None for torch's own and other libraries' classes)."""
+    if not cls.__module__.startswith("worldwalk."):
+        return None
+    return getattr(sys.modules.get(cls.__module__), "__file__", None)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def cache_key(kind: str, weights_hash: str, inputs: Sequence[torch.Tensor], extra: dict | None = None) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .scripted import PATHS
+from .train_command import timesteps_arg
 
 TIMES = (1.0, 5.0, 20.0)
 PATH_TIMES = (1.0, 5.0)
@@ -46,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paths", default="all",
                    help="scripted paths to score besides the walks: all, none, or a comma list of " + ", ".join(PATHS))
     p.add_argument("--starts", type=int, default=3, help="start poses per scripted path (the spawn point first)")
+    p.add_argument("--timesteps", type=timesteps_arg, default=None,
+                   help="score with this sampler instead of the one stored with the weights, e.g. 1000,667,333,0")
     p.set_defaults(func=run)
 
 
@@ -92,13 +95,16 @@ def generate(world, first: np.ndarray, poses: np.ndarray, K: np.ndarray, seed: i
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from worldwalk.runtime.sana_wm.sampler import SamplerConfig
     from worldwalk.runtime.worlds.bundled_world import BundledWorld
     from worldwalk.runtime.worlds.reference_world import ReferenceWorld, ReferenceWorldConfig
 
     from .walks import WalkConfig, random_walk
 
     torch.set_num_threads(args.threads)
-    world = BundledWorld(Path(args.checkpoint) if args.checkpoint else None)
+    sampler = SamplerConfig(timesteps=args.timesteps) if args.timesteps else None
+    world = BundledWorld(Path(args.checkpoint) if args.checkpoint else None, sampler=sampler)
+    print(f"sampler timesteps {', '.join(map(str, world.stream.sampler.cfg.timesteps))}", flush=True)
     spec = world.spec
     wcfg = WalkConfig(width=spec.width, height=spec.height, fps=spec.fps)
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
@@ -146,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         (save / "eval.json").write_text(json.dumps({"table": table, "scripted": scripted, "chunk_seconds": mean_chunk,
-                                                    "walks": args.walks, "seed": args.seed, "starts": args.starts},
+                                                    "walks": args.walks, "seed": args.seed, "starts": args.starts,
+                                                    "timesteps": list(world.stream.sampler.cfg.timesteps)},
                                                    indent=1))
     world.close()
     return 0

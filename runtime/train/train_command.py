@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of world-stage samples whose cache is written from the model's own chunks")
     p.add_argument("--context-noise", type=float, default=0.0,
                    help="world stage: the cache is written from latents noised up to this level")
+    p.add_argument("--timesteps", type=timesteps_arg, default=None,
+                   help="the sampler's timesteps the world stage trains for and ships with, e.g. 1000,667,333,0 "
+                        "(default: SANA-WM's 1000,960,889,727,0)")
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
@@ -81,6 +84,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def timesteps_arg(text: str) -> tuple[int, ...]:
+    """`--timesteps 1000,667,333,0`: the sampler's integer timesteps, strictly falling to 0."""
+    from worldwalk.runtime.sana_wm.sampler import SamplerConfig
+
+    try:
+        steps = tuple(int(x) for x in text.split(","))
+        SamplerConfig(timesteps=steps)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers falling strictly to 0, "
+                                         f"comma-separated, e.g. 1000,667,333,0 ({e})") from None
+    return steps
+
+
 def run(args: argparse.Namespace) -> int:
     from .state_file import ForeignFileError
     from .train_device import NoCudaError
@@ -97,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import load_file
 
+    from worldwalk.runtime.sana_wm.sampler import SamplerConfig
     from worldwalk.runtime.sana_wm.vae import SanaWMVAE
     from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream, build_vae
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
@@ -114,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else WEIGHTS
     resume = not args.no_resume
     stages = STAGES if args.stage == "all" else (args.stage,)
-    cfg = BundledConfig()
+    cfg = BundledConfig(sampler=SamplerConfig(timesteps=args.timesteps)) if args.timesteps else BundledConfig()
     clips = ClipCache(work / "clips")
     latents = work / "latents.npz"
     vae_file, world_file = work / VAE_FILE, work / WORLD_FILE

@@ -158,6 +158,7 @@ def _wake_plucker(model: SanaWMStreamingTransformer, seed: int) -> None:
 
 def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None) -> None:
     meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
+            "sampler": json.dumps(asdict(cfg.sampler)),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # loads on any device
     path.parent.mkdir(parents=True, exist_ok=True)

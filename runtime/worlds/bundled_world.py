@@ -134,7 +134,10 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
     wmeta = _metadata(folder / WORLD_FILE, safe_open)
     vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
     tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
-    cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)))
+    sampler = SamplerConfig(**{k: tuple(v) if k == "timesteps" else v for k, v in json.loads(wmeta["sampler"]).items()}
+                            ) if "sampler" in wmeta else SamplerConfig()  # weights from before it was stored: the default
+    cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)),
+                        sampler=sampler)
     vae = build_vae(vcfg)
     _load_state(vae, load_file(str(folder / VAE_FILE)), folder / VAE_FILE)
     model = SanaWMStreamingTransformer(tcfg)
@@ -194,11 +197,13 @@ class BundledWorld(SanaWM):
     overlap included. What it adds: the shipped weights, the shipped first frame when none is given,
     poses scaled to model units (`translation_scale`), and no prompt (the model has none)."""
 
-    def __init__(self, folder: Path | None = None, seed: int = 0, threads: int | None = None) -> None:
+    def __init__(self, folder: Path | None = None, seed: int = 0, threads: int | None = None,
+                 sampler: SamplerConfig | None = None) -> None:
+        """`sampler` replaces the one the weights were trained for (stored with them), as `eval --timesteps` does."""
         folder = Path(folder) if folder is not None else WEIGHTS
         self.model_cfg, vae, transformer = load_weights(folder)
         c = self.model_cfg
-        run = SanaWMRunConfig(width=c.vae.width, height=c.vae.height, fps=c.fps, sampler=c.sampler,
+        run = SanaWMRunConfig(width=c.vae.width, height=c.vae.height, fps=c.fps, sampler=sampler or c.sampler,
                               threads=threads or 0, translation_scale=c.translation_scale)
         super().__init__(transformer, FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae), run,
                          name="bundled", label="bundled model (small SANA-WM, trained on the reference world)")
