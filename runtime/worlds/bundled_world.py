@@ -134,8 +134,10 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
     wmeta = _metadata(folder / WORLD_FILE, safe_open)
     vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
     tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
-    sampler = SamplerConfig(**{k: tuple(v) if k == "timesteps" else v for k, v in json.loads(wmeta["sampler"]).items()}
-                            ) if "sampler" in wmeta else SamplerConfig()  # weights from before it was stored: the default
+    sampler = SamplerConfig()  # weights from before the sampler was stored with them: SANA-WM's 4 steps
+    if "sampler" in wmeta:
+        stored = json.loads(wmeta["sampler"])
+        sampler = SamplerConfig(timesteps=tuple(stored["timesteps"]), renoise=stored.get("renoise", True))
     cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)),
                         sampler=sampler)
     vae = build_vae(vcfg)
