@@ -117,7 +117,7 @@ def accel_figures(ctx: Any) -> None:
             secs[c].append(t)
     fps = {c: sum(f.shape[0] for f in frames[c]) / sum(secs[c]) for c in walkers}
     for c in walkers:
-        note = f"{label}, chunks 2..{rounds + 1} interleaved: 4 steps + cache write + VAE decode"
+        note = f"{label}, chunks 2..{rounds + 1} interleaved: all sampler steps + cache write + VAE decode"
         ctx.add(f"{labels[c]} generated fps", fps[c], "fps", note)
         ctx.add(f"{labels[c]} chunk time", 1000 * float(np.median(secs[c])), "ms", "median")
         if c != "none" and "none" in walkers:

@@ -9,7 +9,7 @@ A training sample runs the streaming inference path with ground truth in the cac
 2. write the cache: one forward on the clean chunk at t = 0 (gradients flow through the cache);
 3. chunk k: 3 noisy latent frames read the cache -> velocity, loss; write its clean frames; repeat.
 No mask is needed: the chunk-causal structure is the cache itself. Noise levels are drawn mostly
-from the distilled sampler's sigma list (the only levels the 4-step sampler ever asks for), the
+from the sampler's sigma list (`--timesteps`: the only levels the sampler ever asks for), the
 rest uniformly, one level per sample and chunk. The loss is the MSE of the velocity
 (noise - x0).
 
@@ -305,7 +305,7 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def _sample_chunk(model, sampler, cam, cache, text, mask, shape, dev, prefix=None) -> torch.Tensor:  # noqa: ANN001
-    """The 4-step sampler on one chunk reading `cache` (no gradients; fp32 latents, the forwards under `dev`'s
+    """The sampler on one chunk reading `cache` (no gradients; fp32 latents, the forwards under `dev`'s
     autocast); a clean prefix is prepended."""
     gen = dev.generator(int(torch.randint(0, 2**31, (1,))))
     with dev.autocast():

@@ -1,10 +1,11 @@
 """The bundled world: a small SANA-WM-family model trained on the reference world, shipped in the package.
 
 `BundledWorld` is a `SanaWM` (runtime/sana_wm/model.py): the same chunk loop, chunk-causal cache,
-4-step `FlowSampler` and decoder thread, with a small transformer and its own VAE (`FrameVAEStream`
-behind the `SanaWMVAE` interface; see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames,
-3 latent frames (12 video frames, 0.75 s) per chunk; the first chunk is the first image plus 3
-latent frames (13 frames).
+`FlowSampler` (on the timesteps stored with the weights: 1000, 667, 333, 0 for the shipped ones) and
+decoder thread, with a small transformer and its own VAE (`FrameVAEStream` behind the `SanaWMVAE`
+interface; see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames, 3 latent
+frames (12 video frames, 0.75 s) per chunk; the first chunk is the first image plus 3 latent frames
+(13 frames).
 
 Camera: poses are taken relative to the session's first frame (the first image's camera) and
 their translations multiplied by `translation_scale` (world units -> model units) before UCPE
