@@ -21,8 +21,9 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "2", "--world-steps", "1",
               "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1",
-              "--timesteps", "1000,667,333,0"]
+              "--timesteps", "1000,667,333,0", "--world-chunks", "3", "--revisit-frames", "4,8"]
     assert main(["train", *budget]) == 0
+    assert np.load(work / "latents.npz")["latents"].shape[2] == 1 + 3 * 4  # windows of the image and 4 chunks
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
                  "rollout_ckpt.safetensors", "decoder_samples.safetensors", "decoder_ckpt.safetensors"):
         assert (work / name).is_file(), f"stage output {name} missing"
@@ -72,3 +73,13 @@ def test_timesteps_that_do_not_fall_to_zero_are_refused(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "--timesteps" in err and "falling strictly to 0" in err and "1000,667,333,0" in err
+
+
+def test_a_training_window_longer_than_the_clips_is_refused_before_any_work(tmp_path, capsys):
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--work", str(work), "--stage", "data", "--world-chunks", "7"])  # 97 frames > 49
+    assert "--clip-frames 97" in str(e.value) and not (work / "clips").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--revisit-frames", "9,3"])
+    assert e.value.code == 2 and "LO,HI" in capsys.readouterr().err

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, default=320, help="random walks to render")
     p.add_argument("--revisit", type=float, default=0.35,
                    help="share of clips that retrace their path back to the start (teaches the return view)")
+    p.add_argument("--revisit-frames", type=frame_range_arg, default=(6, 18),
+                   help="frames a retracing clip goes out before it turns back, drawn from LO,HI (default 6,18)")
+    p.add_argument("--clip-frames", type=int, default=49, help="frames per rendered clip (at least the training "
+                   "window: 1 + 12 x (--world-chunks + 1))")
+    p.add_argument("--world-chunks", type=int, default=2,
+                   help="chunks after the first in a training window (2: 2.3 s windows; longer ones teach returns "
+                        "further back, at a cost per step)")
     p.add_argument("--vae-minutes", type=float, default=25.0)
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--world-minutes", type=float, default=78.0)
@@ -97,6 +104,17 @@ def timesteps_arg(text: str) -> tuple[int, ...]:
     return steps
 
 
+def frame_range_arg(text: str) -> tuple[int, int]:
+    """`--revisit-frames 12,40`: LO,HI with 1 <= LO <= HI."""
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        lo = hi = 0
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: give LO,HI frames with 1 <= LO <= HI, e.g. 6,18")
+    return lo, hi
+
+
 def run(args: argparse.Namespace) -> int:
     from .state_file import ForeignFileError
     from .train_device import NoCudaError
@@ -136,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     latents = work / "latents.npz"
     vae_file, world_file = work / VAE_FILE, work / WORLD_FILE
     rollout_file, tuned_file = work / "bundled_world_rollout.safetensors", work / "bundled_vae_tuned.safetensors"
-    window = 1 + cfg.stride * cfg.chunk_latents * 3  # the first image and 3 chunks
+    window = 1 + cfg.stride * cfg.chunk_latents * (args.world_chunks + 1)  # the first image and the chunks
+    if args.world_chunks < 1:
+        raise SystemExit("worldwalk train: --world-chunks must be at least 1")
 
     print(f"training on {dev}", flush=True)
     for stage in stages:
@@ -145,7 +165,12 @@ def _run(args: argparse.Namespace) -> int:
             if clips.exists() and resume:
                 print(f"clip cache {clips.folder} exists; keeping it")
                 continue
-            clips.build(args.clips, 49, seed=args.seed + 1, cfg=WalkConfig(revisit=args.revisit))
+            if args.clip_frames < window:
+                raise SystemExit(f"worldwalk train: --clip-frames {args.clip_frames} is shorter than the training "
+                                 f"window of --world-chunks {args.world_chunks} ({window} frames); pass "
+                                 f"--clip-frames {window} or more")
+            clips.build(args.clips, args.clip_frames, seed=args.seed + 1,
+                        cfg=WalkConfig(revisit=args.revisit, revisit_frames=args.revisit_frames))
         elif stage == "vae":
             # whole frames, not crops: trained on 64x64 crops (4x4 latents, all near a border) the VAE
             # learned border cues and decoded whole frames to nearly the same image whatever the input
@@ -160,14 +185,23 @@ def _run(args: argparse.Namespace) -> int:
             vae.load_state_dict(load_file(str(vae_file)))
             vae.to(dev.device)
             stream = FrameVAEStream(vae.eval()) if isinstance(vae, FrameVAE) else SanaWMVAE(vae.eval())
+            clip_frames = clips.load()[0].shape[1]
+            if clip_frames < window:
+                raise SystemExit(f"worldwalk train: the clips in {clips.folder} have {clip_frames} frames, fewer than "
+                                 f"the {window}-frame window of --world-chunks {args.world_chunks}; rebuild them "
+                                 f"(remove the folder, then --stage data --clip-frames {window})")
             data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents, dev=dev)
             np.savez(latents, **data)
         elif stage in ("world", "rollout"):
             data = dict(np.load(latents))
+            have = (data["latents"].shape[2] - 1) // cfg.chunk_latents - 1
+            if stage == "world" and have < args.world_chunks:
+                print(f"the windows in {latents} hold {have} chunks after the first, not the "
+                      f"{args.world_chunks} of --world-chunks: training on {have} (re-encode for longer windows)")
             if stage == "world":
                 tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
-                                        context_noise=args.context_noise)
+                                        context_noise=args.context_noise, chunks=args.world_chunks)
                 init = Path(args.world_init) if args.world_init else None
                 train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init, dev=dev)
             else:
