@@ -14,11 +14,12 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
 render the clips); a stage stops at whichever comes first, so on a busy machine a rerun stops earlier
-in its schedule. The shipped world model then continued from those weights for 85 minutes on one core:
-`--stage world --world-init <shipped bundled_world.safetensors> --world-minutes 85 --world-steps 100000
---world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1` (data rendered with the
-default `--revisit 0.35`). `--stage` runs one stage or
-all of them.
+in its schedule. The shipped world model then continued from those weights for 85 minutes on one core
+(`--stage world --world-init <those bundled_world.safetensors> --world-minutes 85 --world-steps 100000
+--world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1`, data rendered with the
+default `--revisit 0.35`), then for 80 more retuned for the 3-step sampler it ships with (`--timesteps
+1000,667,333,0 --world-lr 1.2e-4 --world-rollout 0.3 --world-minutes 80` from the result). `--stage` runs
+one stage or all of them.
 
 `--device cuda` trains on a GPU (`auto`, the default, picks it when torch sees one) with bf16 autocast
 by default (`--precision`); every stage that trains or runs a model uses it (train_device.py), and the
