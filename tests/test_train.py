@@ -21,7 +21,7 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "2", "--world-steps", "1",
               "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1",
-              "--timesteps", "1000,667,333,0", "--world-chunks", "3", "--revisit-frames", "4,8"]
+              "--timesteps", "1000,800,400,0", "--world-chunks", "3", "--revisit-frames", "4,8"]
     assert main(["train", *budget]) == 0
     assert np.load(work / "latents.npz")["latents"].shape[2] == 1 + 3 * 4  # windows of the image and 4 chunks
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
@@ -43,7 +43,7 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert resumed["opt"]["param_groups"][0]["lr"] > 0
 
     world = BundledWorld(out)
-    assert world.stream.sampler.cfg.timesteps == (1000, 667, 333, 0)  # trained for 3 steps: ships with them
+    assert world.stream.sampler.cfg.timesteps == (1000, 800, 400, 0)  # trained for these steps: ships with them
     poses = action_string_to_poses("w-13")[:13]
     K = np.broadcast_to(intrinsics_from_fov(160, 96, 70.0), (13, 3, 3)).copy()
     chunk = world.generate_chunk(poses, K)

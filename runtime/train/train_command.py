@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-noise", type=float, default=0.0,
                    help="world stage: the cache is written from latents noised up to this level")
     p.add_argument("--timesteps", type=timesteps_arg, default=None,
-                   help="the sampler's timesteps the world stage trains for and ships with, e.g. 1000,667,333,0 "
-                        "(default: SANA-WM's 1000,960,889,727,0)")
+                   help="the sampler's timesteps the world stage trains for and ships with (default: the shipped "
+                        "model's 1000,667,333,0; SANA-WM's distilled sampler is 1000,960,889,727,0)")
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
