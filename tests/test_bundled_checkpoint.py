@@ -58,3 +58,14 @@ def test_the_sampler_comes_with_the_weights_and_older_weights_keep_sana_wm_s(cop
         meta = {k: v for k, v in f.metadata().items() if k != "sampler"}  # written before it was stored
     save_file(load_file(str(copy / WORLD_FILE)), str(copy / WORLD_FILE), metadata=meta)
     assert load_weights(copy)[0].sampler.timesteps == (1000, 960, 889, 727, 0)
+
+
+def test_a_broken_stored_sampler_is_named(copy):
+    from safetensors import safe_open
+
+    with safe_open(str(copy / WORLD_FILE), "pt") as f:
+        meta = dict(f.metadata())
+    meta["sampler"] = '{"timesteps": [1000, 333, 667, 0]}'
+    save_file(load_file(str(copy / WORLD_FILE)), str(copy / WORLD_FILE), metadata=meta)
+    with pytest.raises(ValueError, match=f"{WORLD_FILE}: the sampler stored with the weights .* not usable"):
+        load_weights(copy)

@@ -140,8 +140,14 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
     tcfg = SanaWMConfig.from_dict(json.loads(wmeta["config"]))
     sampler = SamplerConfig()  # weights from before the sampler was stored with them: SANA-WM's 4 steps
     if "sampler" in wmeta:
-        stored = json.loads(wmeta["sampler"])
-        sampler = SamplerConfig(timesteps=tuple(stored["timesteps"]), renoise=stored.get("renoise", True))
+        try:
+            stored = json.loads(wmeta["sampler"])
+            sampler = SamplerConfig(timesteps=tuple(int(t) for t in stored["timesteps"]),
+                                    renoise=bool(stored.get("renoise", True)))
+        except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{folder / WORLD_FILE}: the sampler stored with the weights ({wmeta['sampler']!r}) is "
+                             f"not usable ({e}); retrain or re-export them with `worldwalk train --stage world`, "
+                             "or pass --checkpoint to a folder with good weights") from None
     cfg = BundledConfig(vae=vcfg, transformer=tcfg, translation_scale=float(wmeta.get("translation_scale", 0.1)),
                         sampler=sampler)
     vae = build_vae(vcfg)
