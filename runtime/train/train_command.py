@@ -155,9 +155,9 @@ def _run(args: argparse.Namespace) -> int:
     latents = work / "latents.npz"
     vae_file, world_file = work / VAE_FILE, work / WORLD_FILE
     rollout_file, tuned_file = work / "bundled_world_rollout.safetensors", work / "bundled_vae_tuned.safetensors"
-    window = 1 + cfg.stride * cfg.chunk_latents * (args.world_chunks + 1)  # the first image and the chunks
     if args.world_chunks < 1:
         raise SystemExit("worldwalk train: --world-chunks must be at least 1")
+    window = 1 + cfg.stride * cfg.chunk_latents * (args.world_chunks + 1)  # the first image and the chunks
 
     print(f"training on {dev}", flush=True)
     for stage in stages:
@@ -195,11 +195,11 @@ def _run(args: argparse.Namespace) -> int:
             np.savez(latents, **data)
         elif stage in ("world", "rollout"):
             data = dict(np.load(latents))
-            have = (data["latents"].shape[2] - 1) // cfg.chunk_latents - 1
-            if stage == "world" and have < args.world_chunks:
-                print(f"the windows in {latents} hold {have} chunks after the first, not the "
-                      f"{args.world_chunks} of --world-chunks: training on {have} (re-encode for longer windows)")
             if stage == "world":
+                have = (data["latents"].shape[2] - 1) // cfg.chunk_latents - 1
+                if have < args.world_chunks:
+                    print(f"the windows in {latents} hold {have} chunks after the first, not the {args.world_chunks} "
+                          f"of --world-chunks: training on {have} (re-encode for longer windows)")
                 tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
                                         context_noise=args.context_noise, chunks=args.world_chunks)
