@@ -23,6 +23,7 @@ def test_info_json_lists_the_reference_world(capsys):
     assert main(["info", "--json", "--no-gl"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "reference" in info["worlds"]
+    assert info["checkpoints"] == ["bundled_vae.safetensors", "bundled_world.safetensors"]  # the shipped weights
 
 
 def test_app_config_loads_and_rejects_typos(tmp_path):

@@ -20,7 +20,6 @@ from worldwalk.runtime.bench.memory_plan import (
     MemoryPlan,
     _storages,
     parse_bytes,
-    parse_size,
     plan_memory,
     run_plan,
 )
@@ -57,11 +56,17 @@ def test_parse_sizes():
     assert parse_bytes("80GB") == 80 * 10**9
     assert parse_bytes("80GiB") == 80 * GiB
     assert parse_bytes("24000MiB") == 24000 * 2**20
-    assert parse_size("704x1280") == (1280, 704)
     with pytest.raises(ValueError, match="memory size"):
         parse_bytes("lots")
-    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
-        parse_size("1280")
+
+
+def test_info_size_is_width_by_height_as_everywhere(capsys):
+    """`info --size` reads WIDTHxHEIGHT as play, serve and render do (it read HEIGHTxWIDTH)."""
+    from worldwalk.runtime.cli.main import main
+
+    assert main(["info", "--world", "sana-wm", "--random-init", "small", "--size", "256x144", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["width"], d["height"]) == (256, 144)
 
 
 def _held(obj) -> int:
@@ -118,15 +123,15 @@ def test_sessions_fit_arithmetic():
 def test_info_command_prints_a_plan(capsys):
     from worldwalk.runtime.cli.main import main
 
-    assert main(["info", "--world", "sana-wm", "--random-init", "small", "--size", "144x256", "--gpu-memory",
+    assert main(["info", "--world", "sana-wm", "--random-init", "small", "--size", "256x144", "--gpu-memory",
                  "24GB", "--snapshots", "2"]) == 0
     out = capsys.readouterr().out
     for part in ("weights", "gdn_state", "softmax_sink_kv", "softmax_window_camera_kv", "vae_decode_state",
                  "activation peak of one chunk", "sessions that fit"):
         assert part in out
-    assert main(["info", "--world", "sana-wm", "--size", "144x256"]) == 2  # neither --checkpoint nor --random-init
+    assert main(["info", "--world", "sana-wm", "--size", "256x144"]) == 2  # neither --checkpoint nor --random-init
     assert "exactly one of" in capsys.readouterr().err
-    assert main(["info", "--world", "sana-wm", "--random-init", "small", "--size", "144x250"]) == 2
+    assert main(["info", "--world", "sana-wm", "--random-init", "small", "--size", "250x144"]) == 2
     assert "multiple of" in capsys.readouterr().err
 
 
@@ -134,7 +139,7 @@ def test_info_command_prints_a_plan(capsys):
 def test_info_plans_the_full_size_model(capsys):
     class Args:
         world, checkpoint, random_init, size, gpu_memory, dtype, snapshots, json = (
-            "sana-wm", None, "full", "704x1280", "80GB", "bfloat16", 0, True)
+            "sana-wm", None, "full", (1280, 704), "80GB", "bfloat16", 0, True)
 
     assert run_plan(Args()) == 0
     d = json.loads(capsys.readouterr().out)

@@ -444,14 +444,6 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'704x1280' (height x width, as SANA-WM's docs write it) -> (width, height)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not m:
-        raise ValueError(f"cannot read a size from {text!r}: write HEIGHTxWIDTH, e.g. 704x1280")
-    return int(m.group(2)), int(m.group(1))
-
-
 def run_plan(args: Any) -> int:
     """The `info --world sana-wm` path: print the plan (or its JSON); 2 on bad input."""
     import sys
@@ -465,7 +457,7 @@ def run_plan(args: Any) -> int:
         print("info --world sana-wm: pass exactly one of --checkpoint DIR or --random-init full|small", file=sys.stderr)
         return 2
     try:
-        width, height = parse_size(args.size)
+        width, height = args.size  # (width, height): parsed by the command line
         gpu = parse_bytes(args.gpu_memory)
         dtype = getattr(torch, args.dtype)
         if args.checkpoint:

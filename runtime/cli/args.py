@@ -50,18 +50,24 @@ def add_accel_argument(parser: Any, default: str | None = "auto", help_suffix: s
     )
 
 
-def bundled_weights_installed() -> bool:
-    """Whether the bundled model's weights are installed, found without importing the model (or torch)."""
+def bundled_weights_folder() -> Path | None:
+    """The folder the bundled model's weights ship in (beside runtime/worlds/bundled_world.py), found
+    without importing the model (or torch); None when the package is not importable."""
     import importlib.util
 
     try:
         spec = importlib.util.find_spec("worldwalk.runtime.worlds")
     except (ImportError, ValueError):
-        return False
+        return None
     if spec is None or not spec.submodule_search_locations:
-        return False
-    folder = Path(next(iter(spec.submodule_search_locations))) / "weights"
-    return all((folder / name).is_file() for name in BUNDLED_FILES)
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "weights"
+
+
+def bundled_weights_installed() -> bool:
+    """Whether the bundled model's weights are installed."""
+    folder = bundled_weights_folder()
+    return folder is not None and all((folder / name).is_file() for name in BUNDLED_FILES)
 
 
 def choose_world(world: str | None, checkpoint: str | None) -> str:

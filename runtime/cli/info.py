@@ -9,6 +9,7 @@ import platform
 import sys
 from typing import Any
 
+from .args import bundled_weights_folder, parse_size
 from .version import __version__
 
 
@@ -75,13 +76,10 @@ def _gl_info() -> dict[str, str]:
 
 def _checkpoints() -> list[str]:
     """Bundled weights shipped in the package."""
-    from importlib.resources import files
-
-    try:
-        root = files("worldwalk.runtime") / "weights"
-        return sorted(p.name for p in root.iterdir() if p.name.endswith(".safetensors"))
-    except (FileNotFoundError, NotADirectoryError):
+    folder = bundled_weights_folder()
+    if folder is None or not folder.is_dir():
         return []
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".safetensors"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--world", help="print the GPU memory plan of this world (sana-wm) instead of the machine info")
     g.add_argument("--checkpoint", metavar="DIR", help="plan for the model in this local checkpoint folder")
     g.add_argument("--random-init", choices=("full", "small"), help="plan the released size (full) or the small one")
-    g.add_argument("--size", default="704x1280", help="HEIGHTxWIDTH of the video (default 704x1280)")
+    g.add_argument("--size", type=parse_size, metavar="WxH", default=(1280, 704),
+                   help="WIDTHxHEIGHT of the video, as everywhere in worldwalk (default 1280x704)")
     g.add_argument("--gpu-memory", default="80GB", help="GPU memory to fit sessions into (default 80GB)")
     g.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"),
                    help="weights and activations (default bfloat16)")
