@@ -78,13 +78,18 @@ class ReplayPlan:
             checkpoint=self.checkpoint, device=self.device, accel=self.accel, options=dict(self.world_options),
         )
 
-    def camera(self) -> np.ndarray:
-        """(3, 3) pixel intrinsics at the plan's size."""
-        if self.intrinsics is not None:
-            return np.asarray(self.intrinsics, dtype=np.float64)
-        from worldwalk.controls.camera import intrinsics_from_fov
+    def camera(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """(3, 3) pixel intrinsics for frames of width x height (default: the plan's size). A world that
+        keeps its own size (the bundled one) gets the plan's field of view at that size, as `play` gives it."""
+        width, height = width or self.width, height or self.height
+        if self.intrinsics is None:
+            from worldwalk.controls.camera import intrinsics_from_fov
 
-        return intrinsics_from_fov(self.width, self.height)
+            return intrinsics_from_fov(width, height)
+        K = np.asarray(self.intrinsics, dtype=np.float64)
+        if (width, height) == (self.width, self.height):
+            return K
+        return np.diag([width / self.width, height / self.height, 1.0]) @ K  # same field of view
 
     def chunked(self, spec: Any) -> list[ReplayStep]:
         """The steps for a world with this ModelSpec."""
@@ -364,7 +369,7 @@ def iter_render(plan: ReplayPlan, world: Any) -> Iterator[tuple[ReplayStep, Any]
     """Run the plan on a world; yields (step, Chunk) per generated chunk, in order."""
     steps = plan.chunked(world.spec)
     targets = {s.chunk_index for s in steps if s.kind == "restore"}
-    K = plan.camera()
+    K = plan.camera(world.spec.width, world.spec.height)
     snapshots: dict[int, object] = {}
     world.reset(plan.first_image, plan.prompt, plan.seed)
     for step in steps:
@@ -437,8 +442,8 @@ def render_to_file(
     try:
         total = plan_frames(plan, world.spec)
         header, first = header_from_world(
-            world, plan.world, plan.seed, plan.camera(), checkpoint=plan.checkpoint, prompt=plan.prompt,
-            first_image=plan.first_image, world_options=plan.world_options,
+            world, plan.world, plan.seed, plan.camera(world.spec.width, world.spec.height), checkpoint=plan.checkpoint,
+            prompt=plan.prompt, first_image=plan.first_image, world_options=plan.world_options,
             settings={"render": {"source": plan.source}},
         )
         rec = Recorder(out, rec_cfg).start(header, first)

@@ -157,3 +157,21 @@ def test_logs_from_another_version_world_or_model_need_force(tmp_path, capsys):
 
     assert render("--log", log, "-o", tmp_path / "good.mp4") == 2  # would overwrite its own log
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_render_gives_the_bundled_world_plays_camera():
+    """A rendered action string sees the bundled world through play's 70-degree camera at the bundled
+    frame size (it got the reference world's 256x144 intrinsics: 47 degrees across 160 pixels)."""
+    from worldwalk.controls.camera import fov_degrees
+    from worldwalk.stream.replay import iter_render, open_world
+
+    plan = plan_from_actions("w-4", world="bundled", width=256, height=144)
+    world = open_world(plan)
+    try:
+        spec = world.spec
+        _, chunk = next(iter_render(plan, world))
+    finally:
+        world.close()
+    for K in chunk.intrinsics:
+        fov_x, _ = fov_degrees(K, spec.width, spec.height)
+        assert fov_x == pytest.approx(70.0, abs=1e-6)
