@@ -46,9 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="chunk-step backend (default: the log's, else auto); see worldwalk play --help")
     p.add_argument("-o", "--output", metavar="OUT.mp4", help="video to write (a .webm gets VP9)")
     p.add_argument("--force", action="store_true", help="render a log from another world, model or version")
-    p.add_argument("--codec", choices=["auto", "h264", "vp9"], default="auto")
-    p.add_argument("--crf", type=int, help="quality (lower is better; default 20 for H.264, 32 for VP9)")
-    p.add_argument("--preset", default="medium", help="libx264 preset (default medium)")
+    p.add_argument("--codec", choices=["auto", "h264", "vp9"], default=None,
+                   help="video codec (default: the log's, else auto: by the output's suffix)")
+    p.add_argument("--crf", type=int, help="quality (lower is better; default: the log's, else 20 for H.264, "
+                   "32 for VP9)")
+    p.add_argument("--preset", default=None, help="libx264 preset (default: the log's, so that a recording "
+                   "replays to the same video, else medium)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.accel.apply import AccelUnavailable
     from worldwalk.runtime.world import UnknownWorldError
 
-    from .recorder import RecorderConfig, RecorderError
+    from .recorder import RecorderError
     from .replay import (
         ReplayError,
         plan_from_actions,
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             kw = dict(world=choose_world(args.world, args.checkpoint), seed=args.seed or 0, width=w, height=h,
                       checkpoint=args.checkpoint, device=args.device or "cpu", accel=args.accel or "auto")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)
-        cfg = RecorderConfig(codec=args.codec, crf=args.crf, preset=args.preset, tune=None, threads=0)
+        cfg = encoder_config(plan.header, codec=args.codec, crf=args.crf, preset=args.preset)
         result = render_to_file(plan, out, cfg, progress=not args.no_progress)
     except ActionStringError as e:
         print(f"worldwalk render: bad --actions string: {e}", file=sys.stderr)
@@ -120,3 +123,26 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# the encoder settings a session log carries that decide the bits of the video (threads too: x264's
+# output depends on its thread count)
+ENCODER_FIELDS = ("codec", "crf", "preset", "tune", "vp9_cpu_used", "keyframe_seconds", "threads")
+
+
+def encoder_config(header: dict | None, **flags: object) -> object:
+    """The recorder config a render encodes with: the log's own encoder settings when rendering a log
+    (so a recording replays to the same video), else an offline default (medium preset, all threads);
+    the flags given (not None) win."""
+    from .recorder import RecorderConfig
+
+    logged = ((header or {}).get("settings") or {}).get("recorder")
+    if isinstance(logged, dict):
+        base = {k: logged[k] for k in ENCODER_FIELDS if k in logged}
+    else:
+        base = {"preset": "medium", "tune": None, "threads": 0}
+    base.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return RecorderConfig(**base)
+    except TypeError as e:
+        raise ValueError(f"the log's encoder settings cannot be used ({e}); pass --codec/--crf/--preset") from e

@@ -68,6 +68,10 @@ def test_replaying_a_live_session_gives_its_raw_frames_bit_identical(tmp_path):
     images, _, stream = decode(tmp_path / "live.mp4")
     assert len(images) == stats.frames_written > 0 and stats.frames_dropped == 0
     assert (stream.width, stream.height) == (W, H)
+    # rendered with no encoder flags, the log replays to the same video: it carries the live encoder settings
+    assert render("--log", str(tmp_path / "live.jsonl"), "-o", str(tmp_path / "again.mp4")) == 0
+    again, _, _ = decode(tmp_path / "again.mp4")
+    assert np.array_equal(images, again)
 
 
 def test_render_actions_to_video_log_and_back(tmp_path):
