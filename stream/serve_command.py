@@ -66,6 +66,7 @@ def build_config(args: argparse.Namespace) -> Any:
     from worldwalk.runtime.cli.app_config import AppConfig, build_foreign
 
     from .peer import IceServerConfig, PeerConfig
+    from .recorder import RecorderConfig
     from .server import ServeConfig
 
     app = AppConfig.load(args.config)
@@ -108,7 +109,7 @@ def build_config(args: argparse.Namespace) -> Any:
         host=args.host, port=args.port, max_sessions=args.max_sessions, max_spectators=args.max_spectators,
         idle_timeout=args.idle_timeout, token=args.token, allowed_origins=args.allow_origin,
         record_dir=args.record_dir, world=world, session=session, controls=app.controls,
-        bindings=app.bindings, peer=peer,
+        bindings=app.bindings, peer=peer, recorder=build_foreign(RecorderConfig, app, "recorder"),
     )
 
 

@@ -69,6 +69,7 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
+from .recorder import RecorderConfig
 from .signaling import AccessConfig, load_web_files, query_param, route_request, text_response
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
@@ -100,6 +101,7 @@ class ServeConfig:
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     stats_interval: float = 0.25  # seconds between stats messages on the data channel
     record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)  # how recordings encode ([recorder])
 
     def __post_init__(self) -> None:
         self.admission_config()  # names a bad limit
@@ -504,7 +506,7 @@ class StreamServer:
         assert self.cfg.record_dir is not None
         try:
             return SessionRecording(session, self.cfg.record_dir, f"session-{sid}", world_cfg=self.cfg.world,
-                                    on_failure=self._recording_failed)
+                                    recorder_cfg=self.cfg.recorder, on_failure=self._recording_failed)
         except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
             self._recording_failed("not recording: the recording could not be set up", e)
             return None

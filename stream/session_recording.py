@@ -51,6 +51,7 @@ class SessionRecording:
         stem: str,
         *,
         world_cfg: Any = None,
+        recorder_cfg: Any = None,
         on_failure: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         from .recorder import session_header
@@ -58,6 +59,7 @@ class SessionRecording:
         self.folder, self.stem = Path(folder), stem
         self.header, self.first_image = session_header(session, world_cfg)
         self.on_failure = on_failure
+        self.recorder_cfg = recorder_cfg  # RecorderConfig (the [recorder] table of --config); None: defaults
         self.recorder: Any = None
         self.status = WAITING
         self.path: Path | None = None
@@ -108,7 +110,7 @@ class SessionRecording:
         rec = None
         try:
             self.path = next_recording_path(self.folder, stem=self.stem)
-            rec = Recorder(self.path)
+            rec = Recorder(self.path, self.recorder_cfg)
             rec.start(self.header, self.first_image)
         except Exception as e:  # noqa: BLE001
             if rec is not None:

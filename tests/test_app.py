@@ -45,6 +45,31 @@ def test_app_config_loads_and_rejects_typos(tmp_path):
         AppConfig.load(tmp_path / "missing.toml")
 
 
+def _serve_config(*argv: str):
+    import argparse
+
+    from worldwalk.stream.serve_command import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return build_config(parser.parse_args(["serve", *argv]))
+
+
+def test_serve_reads_the_recorder_section_and_refuses_what_nothing_reads(tmp_path):
+    """[recorder] sets how serve's recordings encode (it was accepted and never read); a typo in it, or a
+    [viewer] section no command reads, is an error naming it."""
+    cfg_file = tmp_path / "app.toml"
+    cfg_file.write_text('[recorder]\npreset = "veryfast"\ncrf = 26\n')
+    cfg = _serve_config("--config", str(cfg_file), "--port", "0")
+    assert (cfg.recorder.preset, cfg.recorder.crf) == ("veryfast", 26)
+    cfg_file.write_text('[recorder]\nprset = "veryfast"\n')
+    with pytest.raises(ConfigError, match="prset.*valid keys"):
+        _serve_config("--config", str(cfg_file))
+    cfg_file.write_text("[viewer]\nvsync = true\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[viewer\]"):
+        AppConfig.load(cfg_file)
+
+
 def test_bench_quick_runs_and_its_json_parses(tmp_path, capsys):
     # two cheap suites: this checks the command, its table and JSON; each suite's figures are the bench's
     # own business (the whole --quick bench is about a minute, too much for every test run). In this

@@ -13,9 +13,10 @@ forward = ["w", "up"]
 crf = 20
 ```
 
-Sections other packages own (`recorder`, `server`, `viewer`) are kept as plain tables and
-turned into their configs there, since `runtime` never imports `viewer` or `stream`. An unknown
-section or key is an error that names it and lists the valid ones: a typo must not be ignored.
+Sections other packages own (`recorder`, `server`) are kept as plain tables and turned into their
+configs there (`serve` builds its ServeConfig and RecorderConfig from them, checking their keys),
+since `runtime` never imports `viewer` or `stream`. An unknown section or key is an error that names
+it and lists the valid ones: a typo must not be ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from worldwalk.controls import Bindings, IntegratorConfig
 from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import WorldConfig
 
-FOREIGN_SECTIONS = ("recorder", "server", "viewer")
+FOREIGN_SECTIONS = ("recorder", "server")  # read by `serve` (stream/serve_command.py)
 
 
 class ConfigError(ValueError):
@@ -43,7 +44,7 @@ class AppConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # recorder, server, viewer
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # recorder, server
 
     @classmethod
     def load(cls, path: str | Path | None) -> AppConfig:

@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 class WalkRecording(SessionRecording):
     def __init__(self, session: Any, folder: str | Path, stem: str, *, world_cfg: Any = None,
-                 on_failure: Callable[[str, BaseException], None] | None = None,
+                 recorder_cfg: Any = None, on_failure: Callable[[str, BaseException], None] | None = None,
                  on_open: Callable[[str], None] | None = None,
                  resume: tuple[str, int, dict[int, dict[str, Any]]] | None = None) -> None:
         """resume: (the walk's video path, the chunk it resumes at, its chunk records by index)."""
-        super().__init__(session, folder, stem, world_cfg=world_cfg, on_failure=on_failure)
+        super().__init__(session, folder, stem, world_cfg=world_cfg, recorder_cfg=recorder_cfg,
+                         on_failure=on_failure)
         self.on_open = on_open
         self.continued_frames: int | None = None  # frames the old files held, when continued
         if resume is None:

@@ -216,7 +216,7 @@ class SessionHost:
         assert cfg.record_dir is not None
         resume = (path, snap.boundary.chunk_index, records) if snap is not None and path else None
         return WalkRecording(session, cfg.record_dir, f"session-{sid}", world_cfg=cfg.world,
-                             on_failure=self.server._recording_failed,
+                             recorder_cfg=cfg.recorder, on_failure=self.server._recording_failed,
                              on_open=lambda p: self.store.recording.remote(walk, p), resume=resume)
 
     async def host(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
