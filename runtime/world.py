@@ -34,6 +34,13 @@ class ModelSpec:
     dtype: str = "float32"
     is_model: bool = True  # False for renderers of ground truth (the reference world)
     label: str = ""  # what the HUD and logs call it
+    takes_prompt: bool = False  # whether reset's text prompt steers it (SANA-WM); others ignore it
+
+    def prompt_ignored(self, prompt: str | None) -> str | None:
+        """The note a command prints when it was given a prompt this world does not read, else None."""
+        if prompt and not self.takes_prompt:
+            return f"--prompt is ignored: the {self.name} world takes no text prompt"
+        return None
 
     def chunk_frames(self, chunk_index: int) -> int:
         return self.first_chunk_frames if chunk_index == 0 else self.frames_per_chunk

@@ -50,6 +50,14 @@ def test_shipped_weights_generate_a_chunk(world: BundledWorld) -> None:
     assert {"denoise", "cache_write", "decode"} <= set(second.timings)
 
 
+def test_only_sana_wm_takes_a_prompt(world: BundledWorld) -> None:
+    from .conftest import tiny_world
+
+    assert world.spec.prompt_ignored("a castle") == "--prompt is ignored: the bundled world takes no text prompt"
+    assert world.spec.prompt_ignored(None) is None
+    assert tiny_world().spec.prompt_ignored("a castle") is None  # SANA-WM reads it (or names what it needs)
+
+
 def test_snapshot_restore_is_bit_identical(world: BundledWorld) -> None:
     poses, K = _poses(37)
     world.reset(None, None, seed=3)

@@ -196,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     spec = world.spec
+    if note := spec.prompt_ignored(args.prompt):
+        print(f"worldwalk play: {note}", file=sys.stderr)
     first = load_image(args.image, (spec.width, spec.height)) if args.image else None
     # The window paces frames itself (with its own jitter slack), so the queue only needs one
     # chunk: every frame queued beyond that is latency between a key press and its answer.

@@ -131,6 +131,7 @@ class SanaWM:
         null_caption: torch.Tensor | None = None,
         name: str = "sana-wm",
         label: str = "SANA-WM",
+        takes_prompt: bool = True,
     ) -> None:
         self.cfg = cfg = cfg or SanaWMRunConfig()
         mc: SanaWMConfig = transformer.cfg
@@ -166,6 +167,7 @@ class SanaWM:
             dtype=cfg.dtype,
             is_model=True,
             label=label,
+            takes_prompt=takes_prompt,
         )
         self._encoder: GemmaPromptEncoder | None = None
         cuda = _cuda(self.device)

@@ -218,7 +218,8 @@ class BundledWorld(SanaWM):
         run = SanaWMRunConfig(width=c.vae.width, height=c.vae.height, fps=c.fps, sampler=sampler or c.sampler,
                               threads=threads or 0, translation_scale=c.translation_scale)
         super().__init__(transformer, FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae), run,
-                         name="bundled", label="bundled model (small SANA-WM, trained on the reference world)")
+                         name="bundled", label="bundled model (small SANA-WM, trained on the reference world)",
+                         takes_prompt=False)
         self.start = np.load(folder / START_FILE) if (folder / START_FILE).exists() else None
         self.reset(None, None, seed)
 
