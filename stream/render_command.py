@@ -15,6 +15,7 @@ from pathlib import Path
 
 from worldwalk.runtime.cli.args import (
     ACCEL_CHOICES,
+    ACTION_STRING_HELP,
     BUNDLED_SIZE,
     REFERENCE_SIZE,
     choose_world,
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--log", metavar="FILE.jsonl", help="a session log written beside a recording")
-    src.add_argument("--actions", metavar="STRING", help='a SANA-WM action string, e.g. "w-24,jw-12,none-8"')
+    src.add_argument("--actions", metavar="STRING", help=ACTION_STRING_HELP)
     src.add_argument("--path", metavar="FILE", help="camera-to-world poses: .npy (F, 4, 4) or .json list of 4x4")
     p.add_argument("--world", help="registered world (default: the log's, else bundled when its weights are "
                    "installed, else reference)")

@@ -123,3 +123,15 @@ def test_error_messages_say_what_to_write():
         parse_action_string("  ")
     with pytest.raises(ActionStringError, match="max_frames"):
         parse_action_string("w-5", ActionConfig(max_frames=4))
+
+
+def test_render_help_lists_every_letter_of_the_action_string():
+    """The letters were listed only in the error after a typo; `render --help` names each with its move."""
+    import re
+
+    from worldwalk.controls.action_string import ACTION_KEYS
+    from worldwalk.runtime.cli.args import ACTION_STRING_HELP
+
+    named = set(re.findall(r"\b([a-z])/([a-z])\b", ACTION_STRING_HELP))
+    assert {k for pair in named for k in pair} == set(ACTION_KEYS)
+    assert "none" in ACTION_STRING_HELP

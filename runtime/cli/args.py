@@ -21,6 +21,14 @@ BUNDLED_FILES = ("bundled_vae.safetensors", "bundled_world.safetensors")
 BUNDLED_SIZE = (160, 96)
 REFERENCE_SIZE = (256, 144)  # WorldConfig's default size: the reference world's when none is given
 
+# the action string's letters (controls/action_string.py), for --help; tests/test_controls_action_string.py
+# checks that it names every key the parser takes
+ACTION_STRING_HELP = (
+    'a SANA-WM action string such as "w-24,jw-12,none-8": comma-separated KEYS-FRAMES tokens, the letters of '
+    "KEYS held together for FRAMES frames: w/s forward/back, a/d left/right, i/k pitch up/down, j/l yaw "
+    "left/right; none holds still"
+)
+
 DEFAULT_WORLD_HELP = (
     f"registered world: bundled (the default when its weights are installed; {BUNDLED_SIZE[0]}x{BUNDLED_SIZE[1]}), "
     "reference (the GLSL ground truth), sana-wm (needs --checkpoint)"
