@@ -122,3 +122,13 @@ def test_play_without_a_display_says_how_to_get_one():
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no display" in proc.stderr and "worldwalk serve" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_screenshots_go_to_the_pictures_folder_not_the_current_one(monkeypatch, tmp_path):
+    from worldwalk.viewer.play_command import default_screenshot_dir
+
+    monkeypatch.setenv("XDG_PICTURES_DIR", str(tmp_path / "pics"))
+    assert default_screenshot_dir() == tmp_path / "pics" / "worldwalk"
+    monkeypatch.delenv("XDG_PICTURES_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_screenshot_dir() == tmp_path / "Pictures" / "worldwalk"

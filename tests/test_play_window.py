@@ -145,7 +145,7 @@ def test_holding_w_walks_forward_and_the_hud_shows(display, tmp_path):
     time.sleep(2.8)  # the "paused" toast fades
     xdo(env, "key", "F12")
     time.sleep(0.5)
-    xdo(env, "key", "h", "F12")
+    xdo(env, "key", "F2", "F12")  # F2 hides the HUD, as it hides the page's stats
     time.sleep(0.5)
     figures, out, err = finish(env, wid, proc)
     shots = sorted(tmp_path.glob("worldwalk-*.png"))

@@ -59,13 +59,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bindings", metavar="TOML", default=None, help="key bindings overriding the defaults")
     p.add_argument("--nearest", action="store_true", help="nearest-neighbour upscaling instead of bicubic")
     p.add_argument("--no-timewarp", action="store_true", help="start with rotation timewarp off (T toggles)")
-    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (H toggles)")
+    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (F2 toggles)")
     p.add_argument("--queue", type=int, metavar="FRAMES", default=None,
                    help="frames the model may run ahead of the screen (default: one chunk); "
                    "more absorbs slower chunks, fewer answers keys sooner")
     p.add_argument("--display-hz", type=float, default=60.0, help="redraw rate when vsync does not pace")
-    p.add_argument("--screenshot-dir", default=".", help="where F12 saves PNG screenshots")
+    p.add_argument("--screenshot-dir", default=None,
+                   help="where F12 saves PNG screenshots (default: worldwalk/ in your pictures folder, "
+                   "$XDG_PICTURES_DIR or ~/Pictures)")
     p.set_defaults(func=run)
+
+
+def default_screenshot_dir() -> Path:
+    """Where F12 screenshots go unless --screenshot-dir says: a worldwalk folder in the user's pictures
+    folder ($XDG_PICTURES_DIR, else ~/Pictures), never the folder play happened to start in."""
+    pictures = os.environ.get("XDG_PICTURES_DIR") or str(Path.home() / "Pictures")
+    return Path(os.path.expanduser(pictures)) / "worldwalk"
 
 
 def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -221,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = WindowConfig(
             size=args.window, fullscreen=args.fullscreen, seconds=args.seconds,
             filter="nearest" if args.nearest else "bicubic", timewarp=not args.no_timewarp,
-            hud=not args.no_hud, display_hz=args.display_hz, screenshot_dir=args.screenshot_dir,
+            hud=not args.no_hud, display_hz=args.display_hz,
+            screenshot_dir=args.screenshot_dir or str(default_screenshot_dir()),
         )
         label = spec.label or spec.name
         window = PlayWindow(session, cfg, bindings, recorder, title=f"worldwalk: {label}")

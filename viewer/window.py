@@ -8,7 +8,7 @@ own; until its first chunk arrives the window shows a "generating first chunk" s
 
 Controls: click captures the mouse, Esc releases it (Esc again quits); keys go to the session
 by name per the bindings; focus loss clears held keys. P pause, R reset, Backspace rewind (hold
-to keep rewinding), T timewarp, N nearest/bicubic, H HUD, F1 or ? help, F11 fullscreen,
+to keep rewinding), T timewarp, N nearest/bicubic, F2 HUD, H, F1 or ? help, F11 fullscreen,
 F12 screenshot.
 
 Create any headless EGL world (the reference world) before importing this module: importing
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Keys the window handles itself; they never reach the session.
 COMMAND_KEYS = {
-    key.ESCAPE, key.F1, key.QUESTION, key.F11, key.F12, key.P, key.R, key.T, key.N, key.H, key.BACKSPACE,
+    key.ESCAPE, key.F1, key.F2, key.QUESTION, key.F11, key.F12, key.P, key.R, key.T, key.N, key.H, key.BACKSPACE,
 }
 
 
@@ -115,9 +115,9 @@ def help_lines(bindings: Bindings) -> list[str]:
         "              triggers sink / rise",
         "",
         "P pause   R reset   Backspace rewind",
-        "T timewarp   N nearest/bicubic   H HUD",
+        "T timewarp   N nearest/bicubic   F2 HUD",
         "F11 fullscreen   F12 screenshot",
-        "F1 or ? help     Esc twice: quit",
+        "H, F1 or ? help  Esc twice: quit",
     ]
 
 
@@ -202,9 +202,9 @@ class PlayWindow:
             else:
                 self._esc_time = now
                 self.hud.toast("press Esc again to quit", now, self.cfg.esc_quit_seconds)
-        elif symbol in (key.F1, key.QUESTION, key.SLASH):
+        elif symbol in (key.H, key.F1, key.QUESTION, key.SLASH):  # as on the page
             self.hud.help_visible = not self.hud.help_visible
-        elif symbol == key.H:
+        elif symbol == key.F2:  # the HUD: the page's stats panel
             self.hud.visible = not self.hud.visible
         elif symbol == key.P:
             paused = not self.session.paused
@@ -410,10 +410,15 @@ class PlayWindow:
         data = self.ctx.screen.read(viewport=(0, 0, *fb_size), components=3, alignment=1)
         image = np.frombuffer(data, np.uint8).reshape(fb_size[1], fb_size[0], 3)[::-1]  # GL rows bottom-up
         folder = Path(self.cfg.screenshot_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = folder / f"worldwalk-{stamp}-{len(self.screenshots):03d}.png"
-        Image.fromarray(image).save(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+        except OSError as e:  # a read-only or full folder: say so, play on
+            print(f"screenshot not saved: {e}; choose a folder with --screenshot-dir", file=sys.stderr, flush=True)
+            self.hud.toast(f"screenshot not saved: {e.strerror or e}", now)
+            return
         self.screenshots.append(str(path))
         print(f"screenshot: {path}", flush=True)
         self.hud.toast(f"saved {path}", now)

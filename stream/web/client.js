@@ -345,7 +345,7 @@
   }
 
   window.addEventListener('keydown', (e) => {
-    if (e.code === 'KeyH' || e.key === '?') { toggleHelp(); return; }
+    if (e.code === 'KeyH' || e.code === 'F1' || e.key === '?') { toggleHelp(); e.preventDefault(); return; }
     if (e.code === 'F2') { showStatsPanel = !showStatsPanel; statsEl.hidden = !showStatsPanel; e.preventDefault(); return; }
     if (role !== 'player' || e.ctrlKey || e.metaKey) return;
     if (COMMAND_KEYS[e.code]) {
