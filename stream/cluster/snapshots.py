@@ -5,7 +5,8 @@ snapshot, the pose integrator's state, the frame count and the held keys, pickle
 thread so later chunks cannot change it) to one detached named actor, `SnapshotStore`. The store
 `ray.put`s it, so the object lives in Ray's object store owned by the store, not by the replica
 that made it: when a replica dies its walks' snapshots survive, and the replica that takes a walk
-over resumes it there. The store also keeps a short record of each walk's chunks (chunk index,
+over resumes it there. The store lives on the head node (`get_store`), so losing any other
+machine loses none of it. The store also keeps a short record of each walk's chunks (chunk index,
 replica, input, poses, frame hashes, chunk time) for `worldwalk cluster status` and for checking
 that a moved walk carries on as if nothing happened, and each walk's recording (its video's path,
 which the replica that takes the walk over continues).
@@ -68,6 +69,7 @@ class WalkSnapshot:
 
 
 MAIL_KEPT_S = 60.0  # a spectator message nobody took within this long is dropped (its reader left)
+HEAD_NODE = {"node:__internal_head__": 0.001}  # Ray's own resource of the head node (and of no other)
 
 
 def _serve_state(state: Any) -> str:
@@ -374,7 +376,10 @@ SnapshotStore = ray.remote(num_cpus=0, max_concurrency=64)(WalkStore)
 
 
 def get_store(records_kept: int = 256, resume_timeout: float = 60.0) -> Any:
-    """The cluster's store, made on first use (detached: it outlives whoever made it)."""
+    """The cluster's store, made on first use by whoever comes first. Detached: it outlives whoever
+    made it. On the head node: it outlives the loss of any other machine, with the snapshots (objects
+    it owns, kept on its node) and the spectator mailboxes; the head's loss ends the cluster anyway."""
     return SnapshotStore.options(
         name=STORE_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        resources=HEAD_NODE, scheduling_strategy="DEFAULT",  # not in a caller's placement group
     ).remote(records_kept, resume_timeout=resume_timeout)
