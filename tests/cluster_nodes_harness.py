@@ -74,21 +74,27 @@ async def walk_on_worker(url: str, worker: str) -> tuple[Client, dict]:
     return second, ans2
 
 
-async def lose_nodes(cluster: Any, url: str, nodes: dict[str, Any]) -> dict:
+async def ask(method: str, *args: Any, timeout: float = 20.0) -> Any:
+    """A call to the snapshot store, bounded (a store lost with its node would never answer)."""
+    return await asyncio.wait_for(getattr(store(), method).remote(*args), timeout)
+
+
+async def lose_nodes(cluster: Any, url: str, nodes: dict[str, Any], out: dict[str, Any]) -> None:
+    """Fills `out` as it goes (what was seen before a failure stays there)."""
     head, worker, spare = (nodes[k].node_id for k in ("head", "worker", "spare"))
-    out: dict[str, Any] = {"store_node": {head: "head", worker: "worker", spare: "spare"}.get(store_node())}
+    out["store_node"] = {head: "head", worker: "worker", spare: "spare"}.get(store_node())
     p, ans = await walk_on_worker(url, worker)
     walk = ans["walk"]
     await p.key("w", True)
     await wait_for(lambda: len(p.frames) > 40, 30, "40 frames before a node is lost")
 
     # the spare node goes: no walk notices, and the walk's snapshots still reach the store
-    chunk_before = (await store().latest.remote(walk))[1]["chunk"]
+    chunk_before = (await ask("latest", walk))[1]["chunk"]
     frames_before = len(p.frames)
     await asyncio.to_thread(cluster.remove_node, nodes["spare"], False)
     await wait_for(lambda: len(p.frames) > frames_before + 32, 30, "32 frames after the spare node went")
     try:
-        latest = await asyncio.wait_for(store().latest.remote(walk), 10)
+        latest = await ask("latest", walk, timeout=10)
     except Exception as e:  # noqa: BLE001 - the store went with the node
         latest = None
         out["store_error"] = f"{type(e).__name__}: {e}"[:300]
@@ -99,22 +105,21 @@ async def lose_nodes(cluster: Any, url: str, nodes: dict[str, Any]) -> dict:
     await asyncio.to_thread(cluster.remove_node, nodes["worker"], False)
     await wait_for(lambda: p.ended is not None, 60, "the player to hear that its host was lost")
     out["lost_to_moved_s"] = time.monotonic() - t_lost
-    last = await store().latest.remote(walk)  # the walk's last snapshot: nothing made after it was kept
+    last = await ask("latest", walk)  # the walk's last snapshot: nothing made after it was kept
     last_before = p.frames[-1][0]
     await p.close()
     q = Client(url)
     ans2 = await q.open(f"?resume={walk}")
     await wait_for(lambda: len(q.frames) > 30, 30, "30 frames after the move")
     await q.close()
-    recording = (await store().resume_recording.remote(walk))[0]
-    records = await store().records.remote(walk)
+    recording = (await ask("resume_recording", walk))[0]
+    records = await ask("records", walk)
     log = recording and recording.rsplit(".", 1)[0] + ".jsonl"
     await wait_for(lambda: log is None or '"type":"end"' in open(log).read(), 20, "the recording to be finalized")
     out.update(moved=p.ended, resumed=ans2.get("resumed"), replicas=[ans["replica"], ans2.get("replica")],
                resumed_node=session_hosts().get(ans2.get("replica")) == head,
                last_snapshot_chunk=last[1]["chunk"] if last else None, gap_s=q.frames[0][0] - last_before,
                records=records, recording=recording)
-    return out
 
 
 def main() -> dict:
@@ -133,6 +138,8 @@ def main() -> dict:
     nodes = {"head": cluster.head_node, "spare": cluster.add_node(num_cpus=0)}
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
     out["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
+    mode = ray._raylet.get_authentication_mode()  # the test asks for token mode (RAY_AUTH_MODE)
+    out["auth"] = "token" if mode == ray._raylet.AuthenticationMode.TOKEN else str(mode)
     cfg = cluster_config()
     try:
         @ray.remote(num_cpus=0)
@@ -158,10 +165,11 @@ def main() -> dict:
         out["up_s"] = time.monotonic() - t0
         out["hosts_on"] = sorted({"head" if n == nodes["head"].node_id else "worker" if n == nodes["worker"].node_id
                                   else n for n in session_hosts().values()})
+        out["lose"] = {}
         try:
-            out["lose"] = asyncio.run(asyncio.wait_for(lose_nodes(cluster, url, nodes), 240))
+            asyncio.run(asyncio.wait_for(lose_nodes(cluster, url, nodes, out["lose"]), 240))
         except Exception:
-            out["lose"] = {"error": traceback.format_exc()}
+            out["lose"]["error"] = traceback.format_exc()
     finally:
         t1 = time.monotonic()
         stop(ClusterConfig(serve=cfg.serve))  # address None: shut Ray down too
