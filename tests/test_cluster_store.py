@@ -82,6 +82,13 @@ def test_a_player_coming_back_keeps_its_walk(store):
     assert store.expire() == [] and store.status()["walks"]["walk-a"]["state"] == "live"
 
 
+def test_a_walk_lost_before_its_first_snapshot_ends_at_once(store):
+    store.hosting("walk-a", "r1")
+    store.unhost("walk-a")
+    assert store.where(watch_id("walk-a")) is None and store.claim("walk-a") is False
+    assert store.status()["moved"] == 0
+
+
 def test_spectator_mail_nobody_takes_is_dropped(store):
     walk_on(store, "walk-a", "r1")
     store.post("gone-replica", {"id": "s1", "walk": "walk-a", "offer": {}})

@@ -208,7 +208,10 @@ class WalkStore:
         with self._lock:
             if walk in self._hosts and replica in (None, self._hosts[walk]):
                 del self._hosts[walk]
-                self._moved[walk] = self._clock()
+                if walk in self._latest:
+                    self._moved[walk] = self._clock()
+                else:  # lost before its first snapshot: nothing to resume
+                    self.end(walk)
 
     def claim(self, walk: str) -> bool:
         """A player comes back for its walk (the gateway, before it asks a session host to resume
