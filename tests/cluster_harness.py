@@ -33,6 +33,7 @@ from worldwalk.stream.video_track import FanoutConfig
 
 WIDTH, HEIGHT, FPS = 128, 72, 16.0
 REPLICA_ACTOR = "SERVE_REPLICA::worldwalk#SessionHost#{}"
+RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a second here)
 
 
 def serve_config(**overrides: Any) -> ServeConfig:
@@ -50,7 +51,7 @@ def cluster_config() -> ClusterConfig:
     replicas = int(os.environ.get("WORLDWALK_CLUSTER_REPLICAS", "2"))  # `capacity` runs with more
     record_dir = os.environ.get("WORLDWALK_CLUSTER_RECORD_DIR")  # every walk recorded (`moves` checks one)
     return ClusterConfig(serve=serve_config(record_dir=record_dir), replicas=replicas, sessions_per_replica=1,
-                         num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True)
+                         num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True, resume_timeout=RESUME_TIMEOUT_S)
 
 
 class Client:
@@ -319,6 +320,62 @@ async def moves(url: str) -> dict:
             "recording": recording, "serve_states": serve_states}
 
 
+async def expire(url: str) -> dict:
+    """A drained walk whose player never comes back expires after the resume timeout (its snapshot
+    freed); the drain of the only other session host is refused (it would leave no host taking
+    players); `worldwalk cluster status` shows the walk waiting (with its time left), the drain,
+    and the drain's end."""
+    import argparse
+    import contextlib
+    import io
+
+    from worldwalk.stream.cluster.status import cluster_status, run_drain, run_status
+
+    def cli(run: Any, **args: Any) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rc = run(argparse.Namespace(address="auto", **args))
+        return rc, out.getvalue()
+
+    await idle_replicas()
+    p = Client(url)
+    ans = await p.open()
+    walk, replica = ans["walk"], ans["replica"]
+    await p.key("w", True)
+    await wait_for(lambda: len(p.frames) > 20, 30, "20 frames before the drain")
+    drained = await asyncio.to_thread(cli, run_drain, replica=replica)
+    await wait_for(lambda: p.ended is not None, 30, "the drained replica to hand the walk off")
+    t_moved = time.monotonic()
+    await p.close()  # the player never comes back
+    other = next(r for r in await store().serve_replicas.remote() if r != replica)
+    last = await asyncio.to_thread(cli, run_drain, replica=other)
+    other_draining = await store().is_draining.remote(other)
+
+    async def walk_state() -> dict:
+        return (await store().status.remote())["walks"].get(walk[:8], {})
+
+    deadline = time.monotonic() + 10
+    while (await walk_state()).get("state") != "moved" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    waiting = await asyncio.to_thread(cluster_status)
+    waiting_text = (await asyncio.to_thread(cli, run_status, json=False))[1]
+    deadline = time.monotonic() + RESUME_TIMEOUT_S + 20
+    while await store().latest.remote(walk) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    expired_s = time.monotonic() - t_moved
+    after = await asyncio.to_thread(cluster_status)
+    after_text = (await asyncio.to_thread(cli, run_status, json=False))[1]
+    kill_replica(replica)  # taken down: Serve puts a fresh one in its place, and the drain is forgotten
+    await idle_replicas()
+    deadline = time.monotonic() + 10
+    while replica in (await store().status.remote())["draining"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return {"walk": walk[:8], "replica": replica, "drained": drained, "last": last,
+            "other_draining": other_draining, "waiting": waiting, "waiting_text": waiting_text,
+            "expired_s": expired_s, "after": after, "after_text": after_text,
+            "forgotten": replica not in (await store().status.remote())["draining"]}
+
+
 async def serve_stop(url: str) -> dict:
     """Serve's own graceful shutdown drains (run last: it deletes the app): while a player walks,
     Serve stops the session hosts; the store sees them STOPPING, and the walk is handed off at a
@@ -520,7 +577,7 @@ async def failover_sigkill(url: str) -> dict:
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
              "capacity": capacity, "queue": queue, "gate": gate, "moves": moves, "spectate": spectate,
-             "serve_stop": serve_stop}
+             "serve_stop": serve_stop, "expire": expire}
 
 
 async def main(names: list[str]) -> dict:

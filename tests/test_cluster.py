@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
 SCENARIOS = ["single", "gate", "walk_busy", "failover", "failover_sigkill", "moves", "spectate", "browser",
-             "queue", "serve_stop"]  # queue redeploys, serve_stop deletes the app: last
+             "expire", "queue", "serve_stop"]  # queue redeploys, serve_stop deletes the app: last
 FAILOVER_BOUND_S = 10.0  # last frame before the kill -> first frame after (measured: about 0.5 s here)
 DRAIN_BOUND_S = 5.0  # last frame before the hand-off -> first frame after
 
@@ -190,6 +190,27 @@ def test_a_recorded_walk_that_moved_is_one_recording_that_replays_bit_identicall
     assert n == len(expected) >= 60
 
 
+def test_a_walk_nobody_resumes_expires_and_the_last_session_host_is_not_drained(cluster_run):
+    """`expire`: a drained walk whose player never comes back waits the resume timeout (status shows
+    it, with the time left, and the drain's end), then its snapshot is freed; the drain of the other
+    (last) session host is refused with the reason, and a drained replica taken down is forgotten."""
+    from .cluster_harness import RESUME_TIMEOUT_S
+
+    r = scenario(cluster_run, "expire")
+    assert r["drained"][0] == 0, r["drained"]
+    assert r["last"][0] == 1 and "last session host taking new players" in r["last"][1], r["last"]
+    assert r["other_draining"] is False
+    w = r["waiting"]["walks"][r["walk"]]
+    assert w["state"] == "moved" and 0 < w["resume_s"] <= RESUME_TIMEOUT_S, w
+    assert r["waiting"]["draining"][r["replica"]]["state"] == "drained", r["waiting"]["draining"]
+    assert f"walk {r['walk']}  moved, resumable" in r["waiting_text"], r["waiting_text"]
+    assert "drained (asked): no walk left here (1 handed-off walk(s) still waiting" in r["waiting_text"]
+    assert RESUME_TIMEOUT_S - 1 < r["expired_s"] < RESUME_TIMEOUT_S + 10, r["expired_s"]
+    assert r["after"]["walks"][r["walk"]]["state"] == "ended" and r["after"]["snapshots"] == 0, r["after"]
+    assert "drained (asked): no walk left here; take it down" in r["after_text"], r["after_text"]
+    assert r["forgotten"]
+
+
 def test_a_spectator_link_reaches_the_walks_replica_and_follows_it(cluster_run):
     r = scenario(cluster_run, "spectate")
     assert r["answers"] == ["answer", "answer"] and r["roles"] == ["spectator", "spectator"]
@@ -250,6 +271,7 @@ def test_figures(cluster_run):
         "spectator_ended_s": cluster_run["spectate"].get("ended_s"),
         "serve_stop_moved_s": cluster_run["serve_stop"].get("moved_s"),
         "browser": cluster_run["browser"], "queue_turn_s": cluster_run["queue"].get("turn_s"),
+        "expired_after_s": cluster_run["expire"].get("expired_s"),
         "status": cluster_run.get("status"),
     }, indent=1))
     assert single.get("connect_first_frame_s") is not None

@@ -35,7 +35,9 @@ class ClusterConfig:
     snapshot_every: int = 1  # chunks between snapshots of a walk sent to the store
     records_kept: int = 256  # chunk records the store keeps per walk (status, failover checks)
     record_frame_hashes: bool = False  # sha256 of every frame in the records (tests; costly at 720p)
-    resume_timeout: float = 60.0  # seconds a dead replica's walk may be resumed by its player
+    # seconds a walk that lost its session host (died, drained) waits for its player; then it expires
+    # (its snapshot, recording entry and spectator mail freed)
+    resume_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.sessions_per_replica < 1:
@@ -48,6 +50,8 @@ class ClusterConfig:
             raise ValueError(
                 f"need 0 <= min_replicas <= max_replicas, got {self.min_replicas} and {self.max_replicas}"
             )
+        if not self.resume_timeout > 0:
+            raise ValueError(f"resume_timeout must be positive, got {self.resume_timeout}")
         if self.snapshot_every < 1:
             raise ValueError(f"snapshot_every must be at least 1, got {self.snapshot_every}")
         if self.autoscaling and self.admission_wait is not None:

@@ -97,7 +97,7 @@ class Gateway:
         self.access = AccessConfig(token=s.token, require_token=bool(s.require_token),
                                    loopback_only=is_loopback_host(s.host), allowed_origins=list(s.allowed_origins))
         self.files = load_web_files()
-        self.store = get_store(cfg.records_kept)
+        self.store = get_store(cfg.records_kept, cfg.resume_timeout)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
         self.busy_refusals = 0
@@ -153,7 +153,7 @@ class Gateway:
             if resume in self.live:
                 await self._refuse(ws, "error", "walk_running", "this walk is running in another tab")
                 return
-            walk = resume if resume and await self.store.latest.remote(resume) is not None else None
+            walk = resume if resume and await self.store.claim.remote(resume) else None
             await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
 
     async def _refuse(self, ws: WebSocket, kind: str, code: str, message: str) -> None:

@@ -163,7 +163,7 @@ class SessionHost:
     def __init__(self, cfg: ClusterConfig) -> None:
         self.cfg = cfg
         self.server = HostServer(cfg.serve, self).prepare()
-        self.store = get_store(cfg.records_kept)
+        self.store = get_store(cfg.records_kept, cfg.resume_timeout)
         ctx = serve.get_replica_context()
         self.replica = ctx.replica_id.unique_id
         self.actor_name = ctx.replica_id.to_full_id_str()  # ray.get_actor(name, namespace="serve")

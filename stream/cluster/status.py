@@ -57,7 +57,8 @@ def cluster_status(address: str = "auto") -> dict[str, Any]:
     live = Counter(w["replica"] for w in walks["walks"].values() if w["live"])
     return {"app": str(app.status) if app is not None else "not deployed", "nodes": nodes,
             "deployments": deployments, "session_hosts": hosts, "sessions_per_replica": dict(live),
-            "draining": walks.get("draining", {}), "walks": walks["walks"]}
+            "draining": walks.get("draining", {}), "walks": walks["walks"],
+            "snapshots": walks.get("snapshots", 0), "resume_timeout": walks.get("resume_timeout")}
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -84,14 +85,28 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"  {name:<12} {dep['status']}: replicas {states}")
     for replica, state in sorted(st["session_hosts"].items()):
         n = st["sessions_per_replica"].get(replica, 0)
-        drain = f", draining ({st['draining'][replica]})" if replica in st["draining"] else ""
-        print(f"  session host {replica}: {state.lower()}, {n} session{'s' if n != 1 else ''}{drain}")
+        print(f"  session host {replica}: {state.lower()}, {n} session{'s' if n != 1 else ''}"
+              + drain_text(st["draining"].get(replica)))
     for walk, w in st["walks"].items():
-        state = "live" if w["live"] else "ended"
+        state = w.get("state") or ("live" if w["live"] else "ended")
+        if state == "moved":
+            state = f"moved, resumable {w['resume_s']:g} s more"
         print(f"  walk {walk}  {state:<5} replica {w['replica']}  chunk {w['chunk']}  {w['chunk_ms']} ms/chunk"
               + (f"  snapshot {w['snapshot_bytes']} B, pickled in {w['snapshot_ms']:.1f} ms, stored in "
                  f"{w.get('snapshot_send_ms') or 0:.1f} ms" if w["snapshot_bytes"] else ""))
     return 0
+
+
+def drain_text(drain: dict[str, Any] | None) -> str:
+    """A session host's drain, for the status line ("" when it does not drain)."""
+    if not drain:
+        return ""
+    why = drain["why"]
+    if drain["state"] == "draining":
+        return f", draining ({why}): {drain['walks_here']} walk(s) still here"
+    n = drain["walks_waiting"]
+    waiting = f" ({n} handed-off walk(s) still waiting for their players)" if n else ""
+    return f", drained ({why}): no walk left here{waiting}; take it down"
 
 
 def run_drain(args: argparse.Namespace) -> int:
@@ -118,8 +133,11 @@ def run_drain(args: argparse.Namespace) -> int:
         names = ", ".join(sorted(known)) or "none"
         print(f"worldwalk cluster: no session host {args.replica!r}; the replicas are: {names}", file=sys.stderr)
         return 1
-    walks = ray.get(store.drain.remote(args.replica), timeout=10)
-    n = len(walks)
+    answer = ray.get(store.drain.remote(args.replica), timeout=10)
+    if "refused" in answer:
+        print(f"worldwalk cluster: not draining: {answer['refused']}", file=sys.stderr)
+        return 1
+    n = len(answer["walks"])
     print(f"replica {args.replica}: draining; {n} walk{'s move' if n != 1 else ' moves'} to other replicas at the "
           "next chunk boundary, and it takes no new sessions")
     return 0
