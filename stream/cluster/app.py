@@ -41,6 +41,7 @@ def cluster_config(args: argparse.Namespace, serve: Any) -> ClusterConfig:
                                                      "min_replicas", "max_replicas", "admission_wait")}
     address = getattr(args, "cluster", None)
     return ClusterConfig(serve=serve, address=None if address in (None, "local") else address,
+                         insecure=bool(getattr(args, "insecure_cluster", False)),
                          **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -57,12 +58,16 @@ def page_url(cfg: ClusterConfig, port: int) -> str:
 
 
 def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
-    """Start or join Ray, deploy the app; returns the page URL."""
+    """Start or join Ray (in token mode: security.py; raises InsecureCluster), deploy the app;
+    returns the page URL."""
     import ray
     from ray import serve
 
+    from .security import secure_ray
+
     port = http_port or cfg.serve.port or free_port(cfg.serve.host)
     if not ray.is_initialized():
+        secure_ray(cfg.address, cfg.insecure).print("worldwalk serve")
         local: dict[str, Any] = {}
         if cfg.address is None:  # a local cluster fits what is asked (logical CPUs may exceed the cores)
             wanted = cfg.gateway_cpus + cfg.num_cpus * (cfg.max_replicas or cfg.replicas)
@@ -98,11 +103,23 @@ def run_cluster(cfg: ClusterConfig) -> int:
         return 2
     where = f"joining the Ray cluster at {cfg.address}" if cfg.address else "starting a local Ray cluster"
     print(f"worldwalk serve: {where}", flush=True)
+    from .security import InsecureCluster, is_auth_error
+
     try:
         url = start(cfg)
+    except InsecureCluster as e:
+        print(f"worldwalk serve: refusing to {'join' if cfg.address else 'start'} the Ray cluster: {e}",
+              file=sys.stderr)
+        return 2
     except ConnectionError as e:
         print(f"worldwalk serve: cannot reach the Ray cluster at {cfg.address}: {e}. Start it with "
               "`ray start --head` (or check the address).", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if not is_auth_error(e):
+            raise
+        print(f"worldwalk serve: the Ray cluster at {cfg.address} refused this machine's token: {e}",
+              file=sys.stderr)
         return 1
     print(f"worldwalk serve: open {url}", flush=True)
     if cfg.serve.require_token:

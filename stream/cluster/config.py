@@ -36,6 +36,7 @@ class ClusterConfig:
     records_kept: int = 256  # chunk records the store keeps per walk (status, failover checks)
     record_frame_hashes: bool = False  # sha256 of every frame in the records (tests; costly at 720p)
     resume_timeout: float = 60.0  # seconds a dead replica's walk may be resumed by its player
+    insecure: bool = False  # --insecure-cluster: start or join Ray without token authentication
 
     def __post_init__(self) -> None:
         if self.sessions_per_replica < 1:

@@ -57,6 +57,7 @@ from worldwalk.stream.signaling import (
 )
 
 from .config import ClusterConfig
+from .security import bind_replica_grpc_to_node_address
 from .snapshots import get_store, watch_id
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ async def _until_closed(ws: WebSocket) -> None:
 @serve.ingress(api)
 class Gateway:
     def __init__(self, hosts: Any, cfg: ClusterConfig) -> None:
+        bind_replica_grpc_to_node_address()  # before Serve opens its port, after this returns
         self.hosts = hosts  # DeploymentHandle of SessionHost
         self.cfg = cfg
         s = cfg.serve
