@@ -535,8 +535,8 @@ async def main(names: list[str]) -> dict:
         except Exception:
             out["single"] = {"error": traceback.format_exc()}
     t0 = time.monotonic()
-    ray.init(num_cpus=max(4, cluster_config().replicas + 1), include_dashboard=False, log_to_driver=False,
-             namespace="worldwalk")
+    ray.init(address="local", num_cpus=max(4, cluster_config().replicas + 1), include_dashboard=False,
+             log_to_driver=False, namespace="worldwalk")  # "local": never a cluster another run left its address for
     out["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
     cfg = cluster_config()
     try:
