@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import signal
@@ -18,6 +19,9 @@ import threading
 from typing import Any
 
 from .config import APP_NAME, NAMESPACE, STORE_NAME, ClusterConfig
+
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "worldwalk.stream.cluster.proxy_limits:middlewares"
 
 
 def build_app(cfg: ClusterConfig) -> Any:
@@ -57,6 +61,15 @@ def page_url(cfg: ClusterConfig, port: int) -> str:
     return serve_page_url(cfg.serve, port)
 
 
+def proxy_options(serve: Any) -> dict[str, Any]:
+    """serve.start's options that put proxy_limits.py's middleware in Serve's HTTP proxy: an
+    environment variable of the controller, which the proxies it starts inherit (Serve has no
+    other way since HTTPOptions.middlewares went). Only a controller started here takes them."""
+    if "controller_options" not in inspect.signature(serve.start).parameters:
+        return {}
+    return {"controller_options": {"runtime_env": {"env_vars": {PROXY_CALLBACK_ENV: PROXY_CALLBACK}}}}
+
+
 def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
     """Start or join Ray (in token mode: security.py; raises InsecureCluster), deploy the app;
     returns the page URL."""
@@ -73,8 +86,10 @@ def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
             wanted = cfg.gateway_cpus + cfg.num_cpus * (cfg.max_replicas or cfg.replicas)
             local["num_cpus"] = max(os.cpu_count() or 1, math.ceil(wanted))
         # "local": a new cluster, never one another `ray start` on this machine left its address for
+        if cfg.address is None:  # the local Ray's processes (Serve's proxy among them) inherit it
+            os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
         ray.init(address=cfg.address or "local", namespace=NAMESPACE, log_to_driver=False, **local)
-    serve.start(http_options={"host": cfg.serve.host, "port": port})
+    serve.start(http_options={"host": cfg.serve.host, "port": port}, **proxy_options(serve))
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     return page_url(cfg, port)
 
