@@ -85,9 +85,9 @@ def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
         if cfg.address is None:  # a local cluster fits what is asked (logical CPUs may exceed the cores)
             wanted = cfg.gateway_cpus + cfg.num_cpus * (cfg.max_replicas or cfg.replicas)
             local["num_cpus"] = max(os.cpu_count() or 1, math.ceil(wanted))
-        # "local": a new cluster, never one another `ray start` on this machine left its address for
         if cfg.address is None:  # the local Ray's processes (Serve's proxy among them) inherit it
             os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+        # "local": a new cluster, never one another `ray start` on this machine left its address for
         ray.init(address=cfg.address or "local", namespace=NAMESPACE, log_to_driver=False, **local)
     serve.start(http_options={"host": cfg.serve.host, "port": port}, **proxy_options(serve))
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")

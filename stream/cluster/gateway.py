@@ -54,7 +54,7 @@ from starlette.websockets import WebSocketDisconnect
 from worldwalk.stream.admission import Admission
 from worldwalk.stream.offer import BadOffer, check_offer
 from worldwalk.stream.peer import is_loopback_host
-from worldwalk.stream.server import MAX_SIGNALING_BYTES
+from worldwalk.stream.server import MAX_SIGNALING_BYTES, RateLimitedLog
 from worldwalk.stream.signaling import (
     _SAFE_HOST,
     PAGES,
@@ -73,6 +73,7 @@ from .snapshots import get_store, watch_id
 log = logging.getLogger(__name__)
 
 api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+REFUSALS = RateLimitedLog("signaling refused")  # one line a minute per kind, however many come
 DRAINING_RETRIES = 20
 MOVE_WAIT_S = 30.0  # a spectator waits this long for its walk to come up on another replica
 
@@ -107,7 +108,7 @@ async def receive_message(ws: WebSocket) -> str | None:
 
 
 async def close_too_big(ws: WebSocket) -> None:
-    log.warning("signaling closed: a message over %d bytes", MAX_SIGNALING_BYTES)
+    REFUSALS.note("too_big", f"a message over {MAX_SIGNALING_BYTES} bytes closed its connection")
     with contextlib.suppress(Exception):
         await ws.close(code=1009, reason="message too big for signaling")
 
@@ -180,7 +181,7 @@ class Gateway:
         key = object()
         refusal = self.admission.open_connection(key, ws.client.host if ws.client else "?")
         if refusal is not None:
-            log.warning("signaling refused: %s", refusal)
+            REFUSALS.note("connections", refusal)
             await self._deny(ws, refusal + "; try again later")
             return
         try:
