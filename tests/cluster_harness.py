@@ -13,6 +13,7 @@ reports {"error": traceback} and the others still run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -562,6 +563,110 @@ async def gate(url: str) -> dict:
     return out
 
 
+async def refused_or_open(url: str) -> Any:
+    """Open a websocket: its config message, or the HTTP status it was refused with."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        ws = await connect(url, open_timeout=20)
+    except InvalidStatus as e:
+        return e.response.status_code
+    json.loads(await asyncio.wait_for(ws.recv(), 20))
+    return ws
+
+
+async def closed_with(ws: Any, timeout: float) -> tuple[int, str] | None:
+    """(code, reason) the server closed `ws` with within `timeout` s (other messages skipped), or
+    None when it is still open."""
+    from websockets.exceptions import ConnectionClosed
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+    except ConnectionClosed as e:
+        return (e.rcvd.code, e.rcvd.reason) if e.rcvd is not None else (1006, "")
+    return None
+
+
+async def limits(url: str) -> dict:
+    """The gateway's connection limits (`serve`'s: 16 open signaling sockets per address) and its
+    bound on a message's size, before the offer and during a walk."""
+    per_client = serve_config().max_connections_per_client
+    out: dict[str, Any] = {"per_client": per_client}
+    held = [await refused_or_open(url) for _ in range(per_client)]
+    out["held"] = sum(1 for ws in held if not isinstance(ws, int))
+    one_more = await refused_or_open(url)  # over the limit: refused before the websocket opens
+    out["one_more"] = one_more if isinstance(one_more, int) else "open"
+    if not isinstance(one_more, int):
+        await one_more.close()
+    await held.pop().close()
+    await asyncio.sleep(0.5)
+    again = await refused_or_open(url)  # a closed socket gives its place back
+    out["after_one_closed"] = "open" if not isinstance(again, int) else again
+    for ws in [*held, again]:
+        if not isinstance(ws, int):
+            await ws.close()
+    big = json.dumps({"type": "offer", "sdp": "v=0\r\n" + "a" * (300 * 1024)})
+    async with connect(url, open_timeout=20) as ws:  # an offer over the bound
+        json.loads(await asyncio.wait_for(ws.recv(), 20))
+        await ws.send(big)
+        out["before_offer"] = await closed_with(ws, 20)
+    p = Client(url)  # and during a walk: the first message over the bound ends the connection
+    ans = await p.open()
+    p._signals.cancel()  # closed_with reads the socket from here on
+    out["walk_answer"] = ans["type"]
+    await p.ws.send(big)
+    out["during_walk"] = await closed_with(p.ws, 10)
+    await p.close()
+    return out
+
+
+def rss_mb(match: str) -> dict[str, float]:
+    """VmRSS and VmHWM (peak), MB, of the first process whose command line contains `match`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if match not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                continue
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        except OSError:
+            continue
+        return {k: round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
+    return {}
+
+
+async def proxy_memory(url: str) -> dict:
+    """Not a test: the memory of Serve's HTTP proxy and of the gateway around twenty 16 MiB
+    messages, sent during a walk on one connection, and then one each on twenty connections
+    before their offer (what the proxy reads whole before the gateway can close)."""
+    big = "x" * (16 * 1024 * 1024 - 64)
+    out: dict[str, Any] = {"before": {"proxy": rss_mb("ray::ProxyActor"), "gateway": rss_mb("worldwalk:Gateway")}}
+    p = Client(url)
+    await p.open()
+    p._signals.cancel()
+    sent = 0
+    with contextlib.suppress(Exception):
+        for _ in range(20):
+            await p.ws.send(big)
+            sent += 1
+    out["walk"] = {"sent": sent, "closed": await closed_with(p.ws, 20)}
+    await p.close()
+    await asyncio.sleep(5)
+    out["after_walk"] = {"proxy": rss_mb("ray::ProxyActor"), "gateway": rss_mb("worldwalk:Gateway")}
+    codes = []
+    for _ in range(20):
+        async with connect(url, open_timeout=20, max_size=None) as ws:
+            json.loads(await asyncio.wait_for(ws.recv(), 20))
+            with contextlib.suppress(Exception):
+                await ws.send(big)
+            codes.append(await closed_with(ws, 20))
+    await asyncio.sleep(5)
+    out["pre_offer"] = {"closes": sorted({str(c) for c in codes})}
+    out["after_pre_offer"] = {"proxy": rss_mb("ray::ProxyActor"), "gateway": rss_mb("worldwalk:Gateway")}
+    return out
+
+
 async def single_process() -> dict:
     """The same player on the single-process server, for the connect -> first frame figure."""
     async with StreamServer(serve_config()) as server:
@@ -577,7 +682,7 @@ async def failover_sigkill(url: str) -> dict:
 
 SCENARIOS = {"walk_busy": walk_busy, "failover": failover, "failover_sigkill": failover_sigkill, "browser": browser,
              "capacity": capacity, "queue": queue, "gate": gate, "moves": moves, "spectate": spectate,
-             "serve_stop": serve_stop, "expire": expire}
+             "serve_stop": serve_stop, "expire": expire, "limits": limits, "proxy_memory": proxy_memory}
 
 
 async def main(names: list[str]) -> dict:
@@ -592,8 +697,8 @@ async def main(names: list[str]) -> dict:
         except Exception:
             out["single"] = {"error": traceback.format_exc()}
     t0 = time.monotonic()
-    ray.init(num_cpus=max(4, cluster_config().replicas + 1), include_dashboard=False, log_to_driver=False,
-             namespace="worldwalk")
+    ray.init(address="local", num_cpus=max(4, cluster_config().replicas + 1), include_dashboard=False,
+             log_to_driver=False, namespace="worldwalk")  # "local": never a cluster another run left its address for
     out["session_dir"] = ray._private.worker._global_node.get_session_dir_path()
     cfg = cluster_config()
     try:

@@ -5,7 +5,9 @@
     relay.py         a session host's end of a websocket the gateway holds
     snapshots.py     the store of each walk's latest chunk boundary (failover)
     app.py           the app, its Serve-config builder, start/stop
-    status.py        `worldwalk cluster status`
+    status.py        `worldwalk cluster status`, `drain`, `token`
+    security.py      Ray's token authentication required to start or join a cluster
+    proxy_limits.py  the middleware in Serve's HTTP proxy that bounds websocket messages
     config.py        ClusterConfig; flags.py: the command-line flags
 
 Needs the `cluster` extra (`pip install "worldwalk[cluster]"`); nothing here is imported by

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import signal
@@ -18,6 +19,9 @@ import threading
 from typing import Any
 
 from .config import APP_NAME, NAMESPACE, STORE_NAME, ClusterConfig
+
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "worldwalk.stream.cluster.proxy_limits:middlewares"
 
 
 def build_app(cfg: ClusterConfig) -> Any:
@@ -41,6 +45,7 @@ def cluster_config(args: argparse.Namespace, serve: Any) -> ClusterConfig:
                                                      "min_replicas", "max_replicas", "admission_wait")}
     address = getattr(args, "cluster", None)
     return ClusterConfig(serve=serve, address=None if address in (None, "local") else address,
+                         insecure=bool(getattr(args, "insecure_cluster", False)),
                          **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -56,19 +61,35 @@ def page_url(cfg: ClusterConfig, port: int) -> str:
     return serve_page_url(cfg.serve, port)
 
 
+def proxy_options(serve: Any) -> dict[str, Any]:
+    """serve.start's options that put proxy_limits.py's middleware in Serve's HTTP proxy: an
+    environment variable of the controller, which the proxies it starts inherit (Serve has no
+    other way since HTTPOptions.middlewares went). Only a controller started here takes them."""
+    if "controller_options" not in inspect.signature(serve.start).parameters:
+        return {}
+    return {"controller_options": {"runtime_env": {"env_vars": {PROXY_CALLBACK_ENV: PROXY_CALLBACK}}}}
+
+
 def start(cfg: ClusterConfig, http_port: int | None = None) -> str:
-    """Start or join Ray, deploy the app; returns the page URL."""
+    """Start or join Ray (in token mode: security.py; raises InsecureCluster), deploy the app;
+    returns the page URL."""
     import ray
     from ray import serve
 
+    from .security import secure_ray
+
     port = http_port or cfg.serve.port or free_port(cfg.serve.host)
     if not ray.is_initialized():
+        secure_ray(cfg.address, cfg.insecure).print("worldwalk serve")
         local: dict[str, Any] = {}
         if cfg.address is None:  # a local cluster fits what is asked (logical CPUs may exceed the cores)
             wanted = cfg.gateway_cpus + cfg.num_cpus * (cfg.max_replicas or cfg.replicas)
             local["num_cpus"] = max(os.cpu_count() or 1, math.ceil(wanted))
-        ray.init(address=cfg.address, namespace=NAMESPACE, log_to_driver=False, **local)
-    serve.start(http_options={"host": cfg.serve.host, "port": port})
+        if cfg.address is None:  # the local Ray's processes (Serve's proxy among them) inherit it
+            os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+        # "local": a new cluster, never one another `ray start` on this machine left its address for
+        ray.init(address=cfg.address or "local", namespace=NAMESPACE, log_to_driver=False, **local)
+    serve.start(http_options={"host": cfg.serve.host, "port": port}, **proxy_options(serve))
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     return page_url(cfg, port)
 
@@ -98,11 +119,23 @@ def run_cluster(cfg: ClusterConfig) -> int:
         return 2
     where = f"joining the Ray cluster at {cfg.address}" if cfg.address else "starting a local Ray cluster"
     print(f"worldwalk serve: {where}", flush=True)
+    from .security import InsecureCluster, is_auth_error
+
     try:
         url = start(cfg)
+    except InsecureCluster as e:
+        print(f"worldwalk serve: refusing to {'join' if cfg.address else 'start'} the Ray cluster: {e}",
+              file=sys.stderr)
+        return 2
     except ConnectionError as e:
         print(f"worldwalk serve: cannot reach the Ray cluster at {cfg.address}: {e}. Start it with "
               "`ray start --head` (or check the address).", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if not is_auth_error(e):
+            raise
+        print(f"worldwalk serve: the Ray cluster at {cfg.address} refused this machine's token: {e}",
+              file=sys.stderr)
         return 1
     print(f"worldwalk serve: open {url}", flush=True)
     if cfg.serve.require_token:

@@ -38,6 +38,7 @@ class ClusterConfig:
     # seconds a walk that lost its session host (died, drained) waits for its player; then it expires
     # (its snapshot, recording entry and spectator mail freed)
     resume_timeout: float = 60.0
+    insecure: bool = False  # --insecure-cluster: start or join Ray without token authentication
 
     def __post_init__(self) -> None:
         if self.sessions_per_replica < 1:

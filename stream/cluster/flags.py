@@ -18,3 +18,10 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-replicas", type=int, default=None, help="... up to this many (players wait in line)")
     g.add_argument("--admission-wait", type=float, default=None,
                    help="seconds a player waits for a free slot before hearing busy (default 3)")
+    add_insecure_argument(g)
+
+
+def add_insecure_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--insecure-cluster", action="store_true",
+                   help="start or join a Ray cluster without Ray's token authentication (anyone who reaches "
+                        "its ports can run commands on every node; only on a network no one else reaches)")

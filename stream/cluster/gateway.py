@@ -1,7 +1,9 @@
 """`Gateway`: the cluster's ingress deployment (Ray Serve + FastAPI): page, signaling, admission.
 
 It serves the page and the signaling websocket with the single-process server's own gate (Host,
-Origin and token checks of `signaling.py`), sends the browser its config, takes its offer and
+Origin and token checks of `signaling.py`) and connection limits (`admission.py`: at most
+`max_connections` signaling sockets open at once, `max_connections_per_client` from one address;
+over them, refused before the websocket opens), sends the browser its config, takes its offer and
 opens one long streaming call to the session hosts (`SessionHost.host`) for the player's whole
 session. Ray Serve picks a replica with a free slot; the call's first item ("admitted") says it
 got one. No slot within `admission_wait` seconds: the player hears `busy`. With autoscaling the
@@ -24,6 +26,13 @@ session_host.py), which runs the spectator beside the player and sends its answe
 way. When the walk moves, the spectator hears `{"type": "moved"}` and the page reconnects with
 the same link, to the walk's new replica.
 
+Every message the browser sends is bounded as `serve` bounds it (MAX_SIGNALING_BYTES, an offer
+with room to spare): the first larger one closes the connection, which ends its session. Serve's
+HTTP proxy does it before the message comes here (proxy_limits.py, "message too big"); where that
+middleware is not in the proxy (a Serve started without it), the gateway does it on reading the
+message ("message too big for signaling"), by when the proxy has read and queued, without bound,
+all the browser sent (up to uvicorn's 16 MiB a message).
+
 FastAPI reads the route handlers' annotations at run time, so this module does not use
 `from __future__ import annotations`.
 """
@@ -42,9 +51,10 @@ from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
+from worldwalk.stream.admission import Admission
 from worldwalk.stream.offer import BadOffer, check_offer
 from worldwalk.stream.peer import is_loopback_host
-from worldwalk.stream.server import MAX_SIGNALING_BYTES
+from worldwalk.stream.server import MAX_SIGNALING_BYTES, RateLimitedLog
 from worldwalk.stream.signaling import (
     _SAFE_HOST,
     PAGES,
@@ -57,11 +67,13 @@ from worldwalk.stream.signaling import (
 )
 
 from .config import ClusterConfig
+from .security import bind_replica_grpc_to_node_address
 from .snapshots import get_store, watch_id
 
 log = logging.getLogger(__name__)
 
 api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+REFUSALS = RateLimitedLog("signaling refused")  # one line a minute per kind, however many come
 DRAINING_RETRIES = 20
 MOVE_WAIT_S = 30.0  # a spectator waits this long for its walk to come up on another replica
 
@@ -79,24 +91,51 @@ def page_headers(content_type: str, host: str) -> dict[str, str]:
     }
 
 
+class MessageTooBig(Exception):
+    """The browser sent a message larger than signaling needs (MAX_SIGNALING_BYTES)."""
+
+
+async def receive_message(ws: WebSocket) -> str | None:
+    """The browser's next message: its text (None for a binary one). Raises WebSocketDisconnect
+    when it closed, MessageTooBig (before anything reads it) when it is over the bound."""
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    text, data = msg.get("text"), msg.get("bytes")
+    if len(text if text is not None else data or b"") > MAX_SIGNALING_BYTES:
+        raise MessageTooBig()
+    return text
+
+
+async def close_too_big(ws: WebSocket) -> None:
+    REFUSALS.note("too_big", f"a message over {MAX_SIGNALING_BYTES} bytes closed its connection")
+    with contextlib.suppress(Exception):
+        await ws.close(code=1009, reason="message too big for signaling")
+
+
 async def _until_closed(ws: WebSocket) -> None:
-    """Read (and ignore) what the browser sends after its offer, until it closes."""
+    """Read (and ignore) what the browser sends after its offer, until it closes; the first
+    message over the bound closes it."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
+            try:
+                await receive_message(ws)
+            except MessageTooBig:
+                await close_too_big(ws)
                 return
 
 
 @serve.ingress(api)
 class Gateway:
     def __init__(self, hosts: Any, cfg: ClusterConfig) -> None:
+        bind_replica_grpc_to_node_address()  # before Serve opens its port, after this returns
         self.hosts = hosts  # DeploymentHandle of SessionHost
         self.cfg = cfg
         s = cfg.serve
         self.access = AccessConfig(token=s.token, require_token=bool(s.require_token),
                                    loopback_only=is_loopback_host(s.host), allowed_origins=list(s.allowed_origins))
         self.files = load_web_files()
+        self.admission = Admission(s.admission_config())  # its connection limits (sessions: the hosts')
         self.store = get_store(cfg.records_kept, cfg.resume_timeout)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
@@ -139,22 +178,41 @@ class Gateway:
             log.warning("signaling refused: %s", e.reason)
             await ws.close(code=1008, reason=e.reason[:120])  # before accept: HTTP 403
             return
-        await ws.accept()
-        with contextlib.suppress(WebSocketDisconnect):
-            watch = ws.query_params.get("watch")
-            if watch:
-                await self._spectate(ws, watch)
+        key = object()
+        refusal = self.admission.open_connection(key, ws.client.host if ws.client else "?")
+        if refusal is not None:
+            REFUSALS.note("connections", refusal)
+            await self._deny(ws, refusal + "; try again later")
+            return
+        try:
+            await ws.accept()
+            with contextlib.suppress(WebSocketDisconnect):
+                watch = ws.query_params.get("watch")
+                if watch:
+                    await self._spectate(ws, watch)
+                    return
+                await ws.send_text(self._config_message())
+                offer = await self._receive_offer(ws)
+                if offer is None:
+                    return
+                resume = ws.query_params.get("resume")
+                if resume in self.live:
+                    await self._refuse(ws, "error", "walk_running", "this walk is running in another tab")
+                    return
+                walk = resume if resume and await self.store.claim.remote(resume) else None
+                await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
+        finally:
+            self.admission.close_connection(key)
+
+    @staticmethod
+    async def _deny(ws: WebSocket, reason: str) -> None:
+        """Refuse a websocket before it opens: HTTP 503 where the server can send one, else the
+        close before accept (HTTP 403)."""
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            with contextlib.suppress(Exception):
+                await ws.send_denial_response(PlainTextResponse(reason + "\n", status_code=503))
                 return
-            await ws.send_text(self._config_message())
-            offer = await self._receive_offer(ws)
-            if offer is None:
-                return
-            resume = ws.query_params.get("resume")
-            if resume in self.live:
-                await self._refuse(ws, "error", "walk_running", "this walk is running in another tab")
-                return
-            walk = resume if resume and await self.store.claim.remote(resume) else None
-            await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
+        await ws.close(code=1013, reason=reason[:120])
 
     async def _refuse(self, ws: WebSocket, kind: str, code: str, message: str) -> None:
         with contextlib.suppress(Exception):
@@ -163,13 +221,16 @@ class Gateway:
 
     async def _receive_offer(self, ws: WebSocket) -> dict | None:
         try:
-            raw = await asyncio.wait_for(ws.receive_text(), timeout=self.cfg.serve.connect_timeout)
+            raw = await asyncio.wait_for(receive_message(ws), timeout=self.cfg.serve.connect_timeout)
         except asyncio.TimeoutError:  # noqa: UP041
             await self._refuse(ws, "error", "offer_timeout", "no offer came in time")
             return None
+        except MessageTooBig:
+            await close_too_big(ws)
+            return None
         msg = None
         with contextlib.suppress(ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            msg = json.loads(raw) if len(raw) <= MAX_SIGNALING_BYTES else None
+            msg = json.loads(raw) if raw is not None else None
         if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
             await self._refuse(ws, "error", "bad_request", "bad signaling message: expected {type: offer, sdp}")
             return None

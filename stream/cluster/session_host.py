@@ -53,6 +53,7 @@ from worldwalk.stream.session_log import image_hash, input_state_to_dict
 
 from .config import ClusterConfig
 from .relay import RelaySocket
+from .security import bind_replica_grpc_to_node_address
 from .snapshots import WalkSnapshot, get_store
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class SessionHost:
     """A session-host replica (made a deployment in app.py with the cluster's options)."""
 
     def __init__(self, cfg: ClusterConfig) -> None:
+        bind_replica_grpc_to_node_address()  # before Serve opens its port, after this returns
         self.cfg = cfg
         self.server = HostServer(cfg.serve, self).prepare()
         self.store = get_store(cfg.records_kept, cfg.resume_timeout)
