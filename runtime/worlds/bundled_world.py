@@ -34,6 +34,7 @@ from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.vae import SanaWMVAE
 from worldwalk.runtime.weights_source import mark_weights_source
 from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.world_options import Integer, check_options
 
 from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
 
@@ -44,6 +45,8 @@ VAE_FILE, WORLD_FILE, START_FILE = "bundled_vae.safetensors", "bundled_world.saf
 # The sampler the bundled model trains for: 3 steps ending lower than SANA-WM's distilled 4 (1000, 960, 889, 727,
 # then clean), which leaves a model trained by flow matching alone at the average of what could be in view
 TIMESTEPS = (1000, 667, 333, 0)
+# The options `create` reads from WorldConfig.options, and their limits (a session log may carry any).
+OPTIONS = {"threads": Integer(0, 256, "torch threads (0: the default)")}
 
 
 def transformer_config(in_channels: int = FrameVAEConfig.latent_channels) -> SanaWMConfig:
@@ -237,9 +240,6 @@ def create(cfg: WorldConfig) -> BundledWorld:
 
     The bundled model has a fixed size (160x96 at 16 fps): cfg.width, cfg.height and cfg.fps are not used.
     """
-    known = {"threads"}
-    unknown = sorted(set(cfg.options) - known)
-    if unknown:
-        raise ValueError(f"unknown bundled world options {unknown}; known: {sorted(known)}")
+    check_options("bundled", cfg.options, OPTIONS)
     return BundledWorld(Path(cfg.checkpoint) if cfg.checkpoint else None, seed=cfg.seed,
                         threads=cfg.options.get("threads"))
