@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from worldwalk.runtime.safe_files import UnsafeFileError, check_inside, printable
+
 from .log_schema import MAX_PIXELS, MAX_SIDE
 from .session_log import SessionLogError, checkpoint_hash, header_from_world, image_hash, read_log, worldwalk_version
 
@@ -211,9 +213,14 @@ def plan_from_log(
     if ckpt is not None:
         if not Path(ckpt).exists():
             raise ReplayError(
-                f"{src}: checkpoint {ckpt} does not exist; pass --checkpoint DIR with the checkpoint "
-                f"the session used (hash {h.get('checkpoint_hash')})"
+                f"{printable(src)}: checkpoint {printable(ckpt)} does not exist; pass --checkpoint DIR with the "
+                f"checkpoint the session used (hash {printable(h.get('checkpoint_hash'))})"
             )
+        if checkpoint is None:  # the log's own: nothing in it may lead out of the log's folder, or hang a read
+            try:
+                check_inside(ckpt, log.path.parent, "the log's checkpoint")
+            except UnsafeFileError as e:
+                raise ReplayError(f"{printable(src)}:1: field 'checkpoint': {e}") from None
         want = h.get("checkpoint_hash")
         got = checkpoint_hash(ckpt)
         if want is not None and got != want:
@@ -267,7 +274,11 @@ def _inside_log_folder(log: Any, field_name: str, line: int) -> str | None:
     if value is None:
         return None
     folder = log.path.parent.resolve()
-    target = (folder / value).resolve()
+    try:
+        target = (folder / value).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13), a name too long
+        raise ReplayError(f"{printable(log.path)}:{line}: field '{field_name}': {printable(repr(value)[:200])} "
+                          f"cannot be followed ({printable(e)})") from None
     if not target.is_relative_to(folder):
         hint = ("pass --checkpoint DIR to use a checkpoint from elsewhere" if field_name == "checkpoint"
                 else "keep the file beside the log and name it there")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldwalk.runtime.safe_files import check_regular
 from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
@@ -137,6 +138,8 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
             f"bundled weights {missing} not found in {folder}; run `worldwalk train` to build them "
             "or pass --checkpoint to a folder that has them"
         )
+    for name in (VAE_FILE, WORLD_FILE):  # a FIFO would hang the open: only regular files are read
+        check_regular(folder / name)
     vmeta = _metadata(folder / VAE_FILE, safe_open)
     wmeta = _metadata(folder / WORLD_FILE, safe_open)
     vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
@@ -222,7 +225,8 @@ class BundledWorld(SanaWM):
                               threads=threads or 0, translation_scale=c.translation_scale)
         super().__init__(transformer, FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae), run,
                          name="bundled", label="bundled model (small SANA-WM, trained on the reference world)")
-        self.start = np.load(folder / START_FILE) if (folder / START_FILE).exists() else None
+        start = folder / START_FILE
+        self.start = np.load(check_regular(start), allow_pickle=False) if start.exists() else None
         self.reset(None, None, seed)
 
     def reset(self, first_frame: np.ndarray | None = None, prompt: str | None = None, seed: int = 0) -> None:
