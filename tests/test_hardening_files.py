@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,13 +28,13 @@ def bounded(fn, fifos: list[Path]):
     """fn()'s result, or a test failure if it blocked on a FIFO. A blocked open holds the GIL (in the
     safetensors extension), so no thread of ours could act: a watchdog process opens each FIFO once after
     HANG seconds, which lets a blocked reader go (it then reads an empty file), and fn is timed."""
-    watchdog = subprocess.Popen(["sh", "-c", f'sleep {HANG}; for f in "$@"; do : <> "$f"; done', "sh",
-                                 *map(str, fifos)])
+    watchdog = subprocess.Popen(["sh", "-c", f'sleep {HANG:.0f}; for f in "$@"; do : <> "$f"; done', "sh",
+                                 *map(str, fifos)], start_new_session=True)
     t0 = time.monotonic()
     try:
         value = fn()
     finally:
-        watchdog.kill()
+        os.killpg(watchdog.pid, signal.SIGKILL)  # its own group: the shell and its sleep
         watchdog.wait()
     if time.monotonic() - t0 >= HANG:
         pytest.fail(f"blocked on a FIFO until it was opened for writing after {HANG:.0f} s")
