@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Choice", "Flag", "Integer", "Integers", "Text", "WorldOptionError", "check_options"]
+__all__ = ["Choice", "FilePath", "Flag", "Integer", "Integers", "Text", "WorldOptionError", "check_options"]
 
 
 class WorldOptionError(ValueError):
@@ -93,7 +93,15 @@ class Text:
         return f"a name of 1 to {self.most} characters"
 
 
-Rule = Integer | Integers | Choice | Flag | Text
+@dataclass(frozen=True)
+class FilePath(Text):
+    """A file or folder the world reads. A replayed log's are kept inside the log's folder (replay.py)."""
+
+    def span(self) -> str:
+        return f"a path of 1 to {self.most} characters"
+
+
+Rule = Integer | Integers | Choice | Flag | Text | FilePath
 
 
 def check_options(world: str, options: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:

@@ -260,17 +260,44 @@ def plan_from_log(
         width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
         device=device or h.get("device", "cpu"), prompt=h.get("prompt"), first_image=first_image,
         accel=accel or log_accel,
-        world_options=dict(h.get("world_options") or {}), steps=steps, source=src, header=h,
+        world_options=_log_world_options(log, world or h["world"]), steps=steps, source=src, header=h,
         force=force,
     )
     return plan
 
 
-def _inside_log_folder(log: Any, field_name: str, line: int) -> str | None:
-    """The header's path `field_name` resolved against the log's folder; a path that leaves the
-    folder (absolute, `..`, a symlink out) is refused: a log may come from anyone, and must not
-    make us read (or hash, or copy beside the output) files it names elsewhere."""
-    value = log.header.get(field_name)
+def _log_world_options(log: Any, world: str) -> dict[str, Any]:
+    """The header's world options, with the paths among them (those the world names as `FilePath`, such
+    as sana-wm's prompt_file) resolved inside the log's folder, as its checkpoint is."""
+    import importlib
+
+    from worldwalk.runtime.world import available_worlds
+    from worldwalk.runtime.world_options import FilePath
+
+    options = dict(log.header.get("world_options") or {})
+    entry = available_worlds().get(world)
+    try:
+        rules = getattr(importlib.import_module(entry.module), "OPTIONS", {}) if entry is not None else {}
+    except ImportError:  # the world cannot be built either: creating it says why
+        rules = {}
+    for name, rule in rules.items():
+        if isinstance(rule, FilePath) and isinstance(options.get(name), str) and options[name]:
+            field_name = f"world_options.{name}"
+            options[name] = _inside_log_folder(log, field_name, 1, options[name])
+            if not Path(options[name]).exists():
+                continue  # the world says what is missing
+            try:
+                check_inside(options[name], log.path.parent, f"the log's {name}")
+            except UnsafeFileError as e:
+                raise ReplayError(f"{printable(log.path)}:1: field '{field_name}': {e}") from None
+    return options
+
+
+def _inside_log_folder(log: Any, field_name: str, line: int, value: Any = None) -> str | None:
+    """The header's path `field_name` (or `value`, when given) resolved against the log's folder; a path
+    that leaves the folder (absolute, `..`, a symlink out) is refused: a log may come from anyone, and
+    must not make us read (or hash, or copy beside the output) files it names elsewhere."""
+    value = log.header.get(field_name) if value is None else value
     if value is None:
         return None
     folder = log.path.parent.resolve()
@@ -282,8 +309,8 @@ def _inside_log_folder(log: Any, field_name: str, line: int) -> str | None:
     if not target.is_relative_to(folder):
         hint = ("pass --checkpoint DIR to use a checkpoint from elsewhere" if field_name == "checkpoint"
                 else "keep the file beside the log and name it there")
-        raise ReplayError(f"{log.path}:{line}: field '{field_name}': {str(value)[:200]!r} is outside the log's "
-                          f"folder {folder}; {hint}")
+        raise ReplayError(f"{printable(log.path)}:{line}: field '{field_name}': {str(value)[:200]!r} is outside "
+                          f"the log's folder {printable(folder)}; {hint}")
     return str(target)
 
 

@@ -85,6 +85,26 @@ def test_a_symlink_in_a_logs_checkpoint_may_not_lead_out_of_its_folder(tmp_path)
     assert plan_from_log(write_log(logs, checkpoint="ck"), force=True).checkpoint == str((logs / "ck").resolve())
 
 
+def test_paths_among_a_logs_world_options_stay_in_its_folder(tmp_path):
+    from worldwalk.stream.replay import ReplayError, plan_from_log
+
+    (tmp_path / "elsewhere").mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for value in ("/etc/passwd", "../elsewhere/prompt.pt"):
+        log = write_log(logs, world="sana-wm", model="sana-wm", world_options={"prompt_file": value})
+        with pytest.raises(ReplayError, match=r":1: field 'world_options.prompt_file': .* is outside the log's folder"):
+            plan_from_log(log, force=True)
+    os.mkfifo(logs / "prompt.pt")
+    log = write_log(logs, world="sana-wm", model="sana-wm", world_options={"prompt_file": "prompt.pt"})
+    with pytest.raises(ReplayError, match=r"'world_options.prompt_file': .*prompt.pt.* is a FIFO"):
+        plan_from_log(log, force=True)
+    (logs / "prompt.pt").unlink()
+    (logs / "prompt.pt").write_bytes(b"")
+    options = plan_from_log(log, force=True).world_options  # beside the log: found there, wherever we run
+    assert options == {"prompt_file": str((logs / "prompt.pt").resolve())}
+
+
 def test_escape_codes_in_paths_are_shown_escaped(tmp_path, capsys):
     name = tmp_path / "\x1b]0;pwned\x07\x1b[31mred\x9b.jsonl"
     assert main(["render", "--log", str(name)]) == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.runtime.world_options import Choice, Flag, Integer, Integers, Text, check_options
+from worldwalk.runtime.world_options import Choice, FilePath, Flag, Integer, Integers, check_options
 
 from .checkpoint import from_pretrained
 from .model import SanaWM, SanaWMRunConfig
@@ -27,8 +27,8 @@ OPTIONS = {
     "kv_window": Integer(1, 64, "chunks"),
     "renoise": Flag(),
     "timesteps": Integers(0, 1000, 16),
-    "prompt_file": Text(),
-    "text_encoder": Text(),
+    "prompt_file": FilePath(),
+    "text_encoder": FilePath(),
     "progress": Flag(),
 }
 
