@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from worldwalk.runtime.safe_files import open_regular
+
 EDGE_BYTES = 1 << 20
 _ATTR = "_worldwalk_weights_source"
 
@@ -30,7 +32,7 @@ def file_identity(path: str | os.PathLike) -> str:
     p = Path(path).resolve()
     st = p.stat()
     h = hashlib.sha256(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(p, "rb") as f:
+    with open_regular(p) as f:  # a FIFO put in the file's place is refused, not waited on
         h.update(f.read(EDGE_BYTES))
         if st.st_size > EDGE_BYTES:
             f.seek(max(EDGE_BYTES, st.st_size - EDGE_BYTES))

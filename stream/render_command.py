@@ -70,17 +70,22 @@ def _output(args: argparse.Namespace) -> Path:
 def input_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line, found before the model (and torch) load."""
     for flag, path in (("--log", args.log), ("--path", args.path)):
-        if path and not Path(path).is_file():
-            return f"{flag} {path} does not exist"
+        try:
+            if path and not Path(path).is_file():
+                return f"{flag} {path} does not exist"
+        except OSError as e:  # a name too long, a folder we may not enter
+            return f"{flag} {path}: {e.strerror}"
     if args.log:
         return world_problem(args.world, None) if args.world and args.world != "sana-wm" else None
     return world_problem(choose_world(args.world, args.checkpoint), args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
+    from worldwalk.runtime.safe_files import printable
+
     problem = input_problem(args)
     if problem:
-        print(f"worldwalk render: {problem}", file=sys.stderr)
+        print(f"worldwalk render: {printable(problem)}", file=sys.stderr)
         return 2
     from worldwalk.controls.action_string import ActionStringError
     from worldwalk.runtime.accel.apply import AccelUnavailable
@@ -112,15 +117,18 @@ def run(args: argparse.Namespace) -> int:
         cfg = encoder_config(plan.header, codec=args.codec, crf=args.crf, preset=args.preset)
         result = render_to_file(plan, out, cfg, progress=not args.no_progress)
     except ActionStringError as e:
-        print(f"worldwalk render: bad --actions string: {e}", file=sys.stderr)
+        print(f"worldwalk render: bad --actions string: {printable(e)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, UnknownWorldError, RecorderError, AccelUnavailable) as e:  # named fixes
-        print(f"worldwalk render: {e}", file=sys.stderr)
+        print(f"worldwalk render: {printable(e)}", file=sys.stderr)  # paths from a log may hold escape codes
         return 2
+    except OSError as e:  # a path the system refuses (a name too long, no permission): said plainly
+        print(f"worldwalk render: {printable(e)}", file=sys.stderr)
+        return 1
     print(
-        f"wrote {result.path} ({result.frames} frames, {result.size[0]}x{result.size[1]} "
+        f"wrote {printable(result.path)} ({result.frames} frames, {result.size[0]}x{result.size[1]} "
         f"at {result.content_fps:g} fps; "
-        f"rendered at {result.fps:.1f} fps) and its log {result.log_path}",
+        f"rendered at {result.fps:.1f} fps) and its log {printable(result.log_path)}",
         file=sys.stderr,
     )
     return 0

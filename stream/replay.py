@@ -21,12 +21,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from worldwalk.runtime.safe_files import UnsafeFileError, check_inside, printable
 
 from .log_schema import MAX_PIXELS, MAX_SIDE
 from .session_log import SessionLogError, checkpoint_hash, header_from_world, image_hash, read_log, worldwalk_version
@@ -215,9 +218,14 @@ def plan_from_log(
     if ckpt is not None:
         if not Path(ckpt).exists():
             raise ReplayError(
-                f"{src}: checkpoint {ckpt} does not exist; pass --checkpoint DIR with the checkpoint "
-                f"the session used (hash {h.get('checkpoint_hash')})"
+                f"{printable(src)}: checkpoint {printable(ckpt)} does not exist; pass --checkpoint DIR with the "
+                f"checkpoint the session used (hash {printable(h.get('checkpoint_hash'))})"
             )
+        if checkpoint is None:  # the log's own: nothing in it may lead out of the log's folder, or hang a read
+            try:
+                check_inside(ckpt, log.path.parent, "the log's checkpoint")
+            except UnsafeFileError as e:
+                raise ReplayError(f"{printable(src)}:1: field 'checkpoint': {e}") from None
         want = h.get("checkpoint_hash")
         got = checkpoint_hash(ckpt)
         if want is not None and got != want:
@@ -257,26 +265,57 @@ def plan_from_log(
         width=width, height=height, fps=float(h["fps"]), intrinsics=K, checkpoint=ckpt,
         device=device or h.get("device", "cpu"), prompt=h.get("prompt"), first_image=first_image,
         accel=accel or log_accel,
-        world_options=dict(h.get("world_options") or {}), steps=steps, source=src, header=h,
+        world_options=_log_world_options(log, world or h["world"]), steps=steps, source=src, header=h,
         force=force,
     )
     return plan
 
 
-def _inside_log_folder(log: Any, field_name: str, line: int) -> str | None:
-    """The header's path `field_name` resolved against the log's folder; a path that leaves the
-    folder (absolute, `..`, a symlink out) is refused: a log may come from anyone, and must not
-    make us read (or hash, or copy beside the output) files it names elsewhere."""
-    value = log.header.get(field_name)
+def _log_world_options(log: Any, world: str) -> dict[str, Any]:
+    """The header's world options, with the paths among them (those the world names as `FilePath`, such
+    as sana-wm's prompt_file) resolved inside the log's folder, as its checkpoint is."""
+    import importlib
+
+    from worldwalk.runtime.world import available_worlds
+    from worldwalk.runtime.world_options import FilePath
+
+    options = dict(log.header.get("world_options") or {})
+    entry = available_worlds().get(world)
+    try:
+        rules = getattr(importlib.import_module(entry.module), "OPTIONS", {}) if entry is not None else {}
+    except ImportError:  # the world cannot be built either: creating it says why
+        rules = {}
+    for name, rule in rules.items():
+        if isinstance(rule, FilePath) and isinstance(options.get(name), str) and options[name]:
+            field_name = f"world_options.{name}"
+            options[name] = _inside_log_folder(log, field_name, 1, options[name])
+            if not Path(options[name]).exists():
+                continue  # the world says what is missing
+            try:
+                check_inside(options[name], log.path.parent, f"the log's {name}")
+            except UnsafeFileError as e:
+                raise ReplayError(f"{printable(log.path)}:1: field '{field_name}': {e}") from None
+    return options
+
+
+def _inside_log_folder(log: Any, field_name: str, line: int, value: Any = None) -> str | None:
+    """The header's path `field_name` (or `value`, when given) resolved against the log's folder; a path
+    that leaves the folder (absolute, `..`, a symlink out) is refused: a log may come from anyone, and
+    must not make us read (or hash, or copy beside the output) files it names elsewhere."""
+    value = log.header.get(field_name) if value is None else value
     if value is None:
         return None
     folder = log.path.parent.resolve()
-    target = (folder / value).resolve()
+    try:
+        target = (folder / value).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13), a name too long
+        raise ReplayError(f"{printable(log.path)}:{line}: field '{field_name}': {printable(repr(value)[:200])} "
+                          f"cannot be followed ({printable(e)})") from None
     if not target.is_relative_to(folder):
         hint = ("pass --checkpoint DIR to use a checkpoint from elsewhere" if field_name == "checkpoint"
                 else "keep the file beside the log and name it there")
-        raise ReplayError(f"{log.path}:{line}: field '{field_name}': {str(value)[:200]!r} is outside the log's "
-                          f"folder {folder}; {hint}")
+        raise ReplayError(f"{printable(log.path)}:{line}: field '{field_name}': {str(value)[:200]!r} is outside "
+                          f"the log's folder {printable(folder)}; {hint}")
     return str(target)
 
 
@@ -353,8 +392,14 @@ def _steps_from_records(records: list[dict[str, Any]], src: str, scale: np.ndarr
 def open_world(plan: ReplayPlan) -> Any:
     """Build the plan's world (its entry point) and check it is the model the log names."""
     from worldwalk.runtime.world import create_world
+    from worldwalk.runtime.world_options import WorldOptionError
 
-    world = create_world(plan.world_config())
+    try:
+        world = create_world(plan.world_config())
+    except WorldOptionError as e:
+        if plan.header is None:
+            raise
+        raise ReplayError(f"{plan.source}:1: field 'world_options': {e} (in the log's header)") from None
     h = plan.header
     if h is not None and not plan.force and world.spec.name != h.get("model"):
         world.close()
@@ -365,22 +410,84 @@ def open_world(plan: ReplayPlan) -> Any:
     return world
 
 
-def iter_render(plan: ReplayPlan, world: Any) -> Iterator[tuple[ReplayStep, Any]]:
-    """Run the plan on a world; yields (step, Chunk) per generated chunk, in order."""
+class KeptBoundaries:
+    """The chunk boundaries a live session still holds for rewind, kept as `Session` keeps them: at most
+    `SessionConfig.max_snapshots`, the oldest dropped while their snapshots outgrow its memory budget, those
+    after a rewind's target dropped by the rewind. A session's log only rewinds to a boundary it held, so a
+    replay that keeps boundaries the same way has every snapshot a real log needs, and a crafted log cannot
+    make it keep more (SANA-WM's are 1.6 GB each at 704x1280; the bundled model's about 5 MB).
+
+    Every boundary is counted with its snapshot's size; only those a later rewind goes back to (`targets`)
+    keep their snapshot."""
+
+    def __init__(self, targets: set[int], max_snapshots: int, budget_bytes: float) -> None:
+        self.targets = targets
+        self.max_snapshots = max(1, max_snapshots)
+        self.budget = budget_bytes
+        self._order: deque[tuple[int, int]] = deque()  # (chunk index, snapshot bytes), oldest first
+        self.snapshots: dict[int, object] = {}
+
+    def push(self, chunk_index: int, snapshot: object) -> None:
+        """The boundary before chunk `chunk_index` (its snapshot taken there)."""
+        nbytes = getattr(snapshot, "nbytes", None)
+        self._order.append((chunk_index, int(nbytes()) if callable(nbytes) else 0))
+        if chunk_index in self.targets:
+            self.snapshots[chunk_index] = snapshot
+        while len(self._order) > self.max_snapshots:
+            self._drop_oldest()
+        total = sum(b for _, b in self._order)
+        while len(self._order) > 1 and total > self.budget:
+            total -= self._drop_oldest()
+
+    def pop_to(self, chunk_index: int) -> object | None:
+        """A rewind to the boundary before `chunk_index`: its snapshot, or None when a session would no
+        longer hold it. The boundaries after it go, and it too (it is pushed again when its chunk is redone)."""
+        while self._order and self._order[-1][0] > chunk_index:
+            self.snapshots.pop(self._order.pop()[0], None)
+        if not self._order or self._order[-1][0] != chunk_index:
+            return None
+        self._order.pop()
+        return self.snapshots.pop(chunk_index, None)
+
+    def clear(self) -> None:
+        self._order.clear()
+        self.snapshots.clear()
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def _drop_oldest(self) -> int:
+        k, nbytes = self._order.popleft()
+        self.snapshots.pop(k, None)
+        return nbytes
+
+
+def iter_render(plan: ReplayPlan, world: Any, session: Any = None) -> Iterator[tuple[ReplayStep, Any]]:
+    """Run the plan on a world; yields (step, Chunk) per generated chunk, in order. Rewind snapshots are
+    kept as a session with config `session` (default: `SessionConfig()`) keeps them."""
+    from worldwalk.runtime.session import SessionConfig
+
     steps = plan.chunked(world.spec)
     targets = {s.chunk_index for s in steps if s.kind == "restore"}
     K = plan.camera(world.spec.width, world.spec.height)
-    snapshots: dict[int, object] = {}
+    cfg = session or SessionConfig()
+    kept = KeptBoundaries(targets, cfg.max_snapshots, cfg.snapshot_budget_mb * 1e6)
     world.reset(plan.first_image, plan.prompt, plan.seed)
     for step in steps:
         if step.kind == "reset":
             world.reset(plan.first_image, plan.prompt, plan.seed)
-            snapshots.clear()
+            kept.clear()
         elif step.kind == "restore":
-            world.restore(snapshots[step.chunk_index])
+            snapshot = kept.pop_to(step.chunk_index)
+            if snapshot is None:
+                raise ReplayError(
+                    f"{plan.source}: the log rewinds to chunk {step.chunk_index}, further back than a session keeps "
+                    f"(the last {cfg.max_snapshots} chunk boundaries, within {cfg.snapshot_budget_mb:g} MB of "
+                    "snapshots); it was not written by a worldwalk session, so it cannot be replayed")
+            world.restore(snapshot)
         else:
-            if step.chunk_index in targets:
-                snapshots[step.chunk_index] = world.snapshot()
+            if targets:  # a session snapshots every boundary: the budget counts them all
+                kept.push(step.chunk_index, world.snapshot())
             Ks = step.intrinsics if step.intrinsics is not None else np.broadcast_to(K, (len(step.poses), 3, 3))
             yield step, world.generate_chunk(step.poses, np.ascontiguousarray(Ks))
 

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from worldwalk.runtime.safe_files import open_regular
+
 from .log_schema import MAX_LINE_BYTES, MAX_LINES, SchemaError, check_line
 
 FORMAT = "worldwalk-session"
@@ -89,7 +91,7 @@ def checkpoint_hash(path: str | os.PathLike | None) -> str | None:
     for p in files:
         size = p.stat().st_size
         h.update(f"{p.relative_to(root) if p != root else p.name}\0{size}\0".encode())
-        with open(p, "rb") as f:
+        with open_regular(p) as f:  # the files were regular a moment ago: never a FIFO swapped in since
             if full or size <= 2 * _SAMPLE:
                 for block in iter(lambda f=f: f.read(2**20), b""):
                     h.update(block)
@@ -334,7 +336,7 @@ def read_log(path: str | os.PathLike) -> SessionLog:
     records: list[dict[str, Any]] = []
     end = None
     truncated = False
-    with open(p, "rb") as f:
+    with open_regular(p) as f:
         n = 0
         while True:
             raw = f.readline(MAX_LINE_BYTES + 1)

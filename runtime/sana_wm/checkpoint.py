@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from worldwalk.runtime.safe_files import UnsafeFileError, check_regular
 from worldwalk.runtime.weights_source import mark_weights_source
 
 from .config import SanaWMConfig
@@ -69,6 +70,7 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    _regular(path)
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -95,11 +97,20 @@ def _read_safetensors_dir(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"no *.safetensors weights in {folder}")
     state: dict[str, torch.Tensor] = {}
     for f in files:
+        _regular(f)
         try:
             state.update(load_file(f))
         except Exception as e:
             raise CheckpointError(f"cannot read {f} ({type(e).__name__}: {e}); the file is truncated or corrupt") from e
     return state
+
+
+def _regular(path: Path) -> None:
+    """Refuse a checkpoint file that is not a regular file (a FIFO would hang the read) at once."""
+    try:
+        check_regular(path)
+    except UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def infer_config(state: dict[str, torch.Tensor], **overrides) -> SanaWMConfig:
@@ -172,6 +183,9 @@ def _load_vae(folder: Path, device, dtype) -> SanaWMVAE:
 
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"VAE folder {folder} has no config.json (expected a diffusers AutoencoderKLLTX2Video)")
+    for f in folder.iterdir():  # diffusers opens what it finds: no FIFO (its open would hang) nor device
+        if not f.is_dir():
+            _regular(f)
     try:
         vae = AutoencoderKLLTX2Video.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
     except Exception as e:

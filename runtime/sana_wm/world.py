@@ -11,10 +11,26 @@ from __future__ import annotations
 import torch
 
 from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.world_options import Choice, FilePath, Flag, Integer, Integers, check_options
 
 from .checkpoint import from_pretrained
 from .model import SanaWM, SanaWMRunConfig
 from .sampler import SamplerConfig
+
+# The options `create` reads, and their limits (a session log may carry any). 2048 a side: 4.5x the native
+# 1280x704 in pixels, where a chunk's cache and snapshots already take tens of GB.
+OPTIONS = {
+    "dtype": Choice(("float32", "bfloat16", "float16")),
+    "width": Integer(32, 2048, "pixels"),
+    "height": Integer(32, 2048, "pixels"),
+    "use_cache": Flag(),
+    "kv_window": Integer(1, 64, "chunks"),
+    "renoise": Flag(),
+    "timesteps": Integers(0, 1000, 16),
+    "prompt_file": FilePath(),
+    "text_encoder": FilePath(),
+    "progress": Flag(),
+}
 
 
 def create(cfg: WorldConfig) -> SanaWM:
@@ -23,7 +39,8 @@ def create(cfg: WorldConfig) -> SanaWM:
             "the sana-wm world needs a checkpoint folder: pass --checkpoint DIR (a local SANA-WM_streaming "
             "download with sana_dit/model.pt and ltx2_causal_vae/, or a diffusers transformer/ + vae/ folder)"
         )
-    o = dict(cfg.options)
+    check_options("sana-wm", cfg.options, OPTIONS)
+    o = {k: v for k, v in cfg.options.items() if v is not None}
     cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
     dtype = o.get("dtype", "bfloat16" if cuda else "float32")
     overrides = {k: o[k] for k in ("kv_window",) if k in o}

@@ -10,13 +10,17 @@ suffix), with an error that names the file and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-__all__ = ["KIND_KEY", "ForeignFileError", "default_work", "load_state", "refuse_legacy", "save_state",
-           "pack_optimizer", "unpack_optimizer"]
+from worldwalk.runtime.safe_files import UnsafeFileError, check_regular, open_regular, printable, replaced
+
+__all__ = ["KIND_KEY", "ForeignFileError", "default_work", "load_state", "refuse_legacy", "restoring", "save_state",
+           "pack_optimizer", "unpack_optimizer", "work_file"]
 
 KIND_KEY = "worldwalk_train_state"
 LEGACY = ".pt"
@@ -38,41 +42,71 @@ def default_work() -> Path:
 
 def refuse_legacy(path: Path) -> None:
     """Raise if the pickle file `path` exists: it is never loaded (it could run code)."""
-    if path.exists():
+    if path.is_symlink() or path.exists():
         raise ForeignFileError(
-            f"{path} is a pickle checkpoint; `worldwalk train` keeps its state in .safetensors and does not "
+            f"{printable(path)} is a pickle checkpoint; `worldwalk train` keeps its state in .safetensors and does not "
             "load pickles (they can run code). Delete it (or pass --no-resume, or another --work) to go on.")
 
 
 def save_state(path: Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write tensors and JSON-able `meta` to `path` atomically (a `.part` file, then a rename)."""
-    from safetensors.torch import save_file
+    """Write tensors and JSON-able `meta` to `path` atomically, through a fresh temporary file in the
+    folder (`safe_files.replaced`: a symlink planted at `path` is refused, never written through)."""
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(part),
-              metadata={KIND_KEY: kind, "meta": json.dumps(meta)})
-    part.replace(path)
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                 metadata={KIND_KEY: kind, "meta": json.dumps(meta)})
+    with replaced(path) as f:
+        f.write(data)
+
+
+def work_file(path: Path) -> Path:
+    """`path`, checked to be a regular file and not a symlink before a library opens it by name (a FIFO
+    would hang the open; a link could lead anywhere). Raises ForeignFileError naming it and the fix."""
+    try:
+        return check_regular(path, follow_symlinks=False)
+    except UnsafeFileError as e:
+        raise ForeignFileError(f"{e}; `worldwalk train` did not put it in its work folder (or pass another "
+                               "--work)") from None
 
 
 def load_state(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta) of a state file written by `save_state` with the same `kind`; anything else raises."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """(tensors, meta) of a state file written by `save_state` with the same `kind`; anything else raises.
+    The file is read through one descriptor opened as a regular file, never through a symlink."""
+    from safetensors.torch import load
 
     refuse_legacy(path.with_suffix(LEGACY))
     try:
-        with safe_open(str(path), "pt") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
+        with open_regular(path, follow_symlinks=False) as f:
+            data = f.read()
+    except UnsafeFileError as e:
+        raise ForeignFileError(f"{e}; `worldwalk train` did not put it in its work folder (or pass --no-resume, "
+                               "or another --work)") from None
+    try:
+        tensors = load(data)  # checks the layout; its header (8 bytes of length, then JSON) holds the metadata
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
         meta = json.loads(header.get("meta", "null"))
     except Exception as e:  # not safetensors, truncated, or bad JSON
-        raise ForeignFileError(f"{path} is not a training state file written by `worldwalk train` ({e}); "
-                               "delete it or pass --no-resume") from e
+        raise ForeignFileError(f"{printable(path)} is not a training state file written by `worldwalk train` "
+                               f"({printable(str(e)[:200])}); delete it or pass --no-resume") from e
     if header.get(KIND_KEY) != kind or not isinstance(meta, dict):
-        raise ForeignFileError(f"{path} is not a `worldwalk train` {kind} state (its tag is "
-                               f"{header.get(KIND_KEY)!r}); delete it or pass --no-resume")
+        raise ForeignFileError(f"{printable(path)} is not a `worldwalk train` {kind} state (its tag is "
+                               f"{printable(repr(header.get(KIND_KEY))[:60])}); delete it or pass --no-resume")
     return tensors, meta
+
+
+@contextlib.contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Apply a loaded state inside this block: what a malformed one raises there (a missing key, a
+    wrong shape, type or value) becomes a ForeignFileError naming the file and the fix."""
+    try:
+        yield
+    except ForeignFileError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+        raise ForeignFileError(f"{printable(path)} does not hold a state `worldwalk train` can resume from "
+                               f"({type(e).__name__}: {printable(str(e)[:200])}); delete it or pass --no-resume"
+                               ) from None
 
 
 def pack_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt.") -> tuple[dict[str, torch.Tensor], dict]:

@@ -117,14 +117,19 @@ def frame_range_arg(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from worldwalk.runtime.safe_files import UnsafeFileError, printable
+
     from .state_file import ForeignFileError
     from .train_device import NoCudaError
 
     try:
         return _run(args)
-    except (ForeignFileError, NoCudaError) as e:  # a planted or foreign file, or no GPU for --device cuda
-        print(f"worldwalk train: {e}", file=sys.stderr)
+    except (ForeignFileError, UnsafeFileError, NoCudaError) as e:  # a planted or foreign file, or no GPU for cuda
+        print(f"worldwalk train: {printable(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the system refuses (a name too long, no permission, a full disk): said plainly
+        print(f"worldwalk train: {printable(e)}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,12 +137,13 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from safetensors.torch import load_file
 
+    from worldwalk.runtime.safe_files import open_regular, replaced
     from worldwalk.runtime.sana_wm.sampler import SamplerConfig
     from worldwalk.runtime.sana_wm.vae import SanaWMVAE
     from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream, build_vae
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
 
-    from .state_file import default_work
+    from .state_file import default_work, restoring, work_file
     from .train_device import resolve_device
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
@@ -183,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{latents} exists; keeping it")
                 continue
             vae = build_vae(cfg.vae)
-            vae.load_state_dict(load_file(str(vae_file)))
+            with restoring(vae_file):
+                vae.load_state_dict(load_file(str(work_file(vae_file))))
             vae.to(dev.device)
             stream = FrameVAEStream(vae.eval()) if isinstance(vae, FrameVAE) else SanaWMVAE(vae.eval())
             clip_frames = clips.load()[0].shape[1]
@@ -192,9 +199,11 @@ def _run(args: argparse.Namespace) -> int:
                                  f"the {window}-frame window of --world-chunks {args.world_chunks}; rebuild them "
                                  f"(remove the folder, then --stage data --clip-frames {window})")
             data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents, dev=dev)
-            np.savez(latents, **data)
+            with replaced(latents) as f:
+                np.savez(f, **data)
         elif stage in ("world", "rollout"):
-            data = dict(np.load(latents))
+            with restoring(latents):
+                data = dict(np.load(work_file(latents)))
             if stage == "world":
                 have = (data["latents"].shape[2] - 1) // cfg.chunk_latents - 1
                 if have < args.world_chunks:
@@ -215,10 +224,12 @@ def _run(args: argparse.Namespace) -> int:
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tuned_file if tuned_file.exists() else vae_file, out / VAE_FILE)
             best = rollout_file if args.ship_rollout and rollout_file.exists() else world_file
-            shutil.copyfile(best, out / WORLD_FILE)
-            np.save(out / START_FILE, np.ascontiguousarray(_start_frame(cfg)))
+            for src, dst in ((tuned_file if tuned_file.exists() else vae_file, VAE_FILE), (best, WORLD_FILE)):
+                with open_regular(work_file(src), follow_symlinks=False) as f, replaced(out / dst) as g:
+                    shutil.copyfileobj(f, g)
+            with replaced(out / START_FILE) as f:
+                np.save(f, np.ascontiguousarray(_start_frame(cfg)))
             print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.name}), {START_FILE}")
     return 0
 
@@ -231,12 +242,13 @@ def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.N
     from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import load_weights
 
-    from .state_file import load_state, save_state
+    from .state_file import load_state, restoring, save_state
     from .train_world import sample_windows
 
     if resume and (path.exists() or path.with_suffix(".pt").exists()):
         tensors, meta = load_state(path, "decoder-samples")
-        return [(int(i), int(s), tensors[f"sample.{j}"]) for j, (i, s) in enumerate(meta["windows"])]
+        with restoring(path):
+            return [(int(i), int(s), tensors[f"sample.{j}"]) for j, (i, s) in enumerate(meta["windows"])]
     if not world_file.exists():
         print(f"no world model in {world_file} yet: the decoder is tuned on true latents only")
         return []

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from worldwalk.runtime.safe_files import replaced
 from worldwalk.runtime.worlds.bundled_vae import (
     BundledVAEConfig,
     FrameVAE,
@@ -38,7 +39,7 @@ from worldwalk.runtime.worlds.bundled_vae import (
     vae_config_from_dict,
 )
 
-from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
+from .state_file import load_state, pack_optimizer, restoring, save_state, unpack_optimizer, work_file
 from .train_device import TrainDevice
 from .walks import ClipCache
 
@@ -124,7 +125,9 @@ def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig | FrameV
     meta = {"config": json.dumps(vcfg.to_dict()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     sd = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}  # loads on any device
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata=meta)
+    data = save(sd, metadata=meta)
+    with replaced(path) as f:  # never through a symlink planted in a shared folder
+        f.write(data)
 
 
 def _save_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -141,12 +144,13 @@ def _load_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.O
     """Restore model, optimiser and RNGs from a `_save_ckpt` file (whatever device wrote it) into `model`
     and `opt`, already on `dev`; returns the step."""
     tensors, meta = load_state(path, kind)  # CPU tensors: load_state_dict copies them to the model's device
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    unpack_optimizer(opt, tensors, meta["opt"])  # the optimiser state follows its parameters' device
-    rng.bit_generator.state = meta["rng"]
-    torch.set_rng_state(tensors["torch_rng"])
-    dev.set_rng_state(tensors)
-    return int(meta["step"])
+    with restoring(path):
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        unpack_optimizer(opt, tensors, meta["opt"])  # the optimiser state follows its parameters' device
+        rng.bit_generator.state = meta["rng"]
+        torch.set_rng_state(tensors["torch_rng"])
+        dev.set_rng_state(tensors)
+        return int(meta["step"])
 
 
 def train_vae(cfg: TrainVAEConfig, clips: ClipCache, work: Path, out: Path, resume: bool = True,
@@ -232,15 +236,17 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(vae_file), "pt") as f:
-        meta = f.metadata() or {}
-    vcfg = vae_config_from_dict(json.loads(meta["config"]))
+    with restoring(vae_file):  # the stage-1 VAE, written by export_vae
+        with safe_open(str(work_file(vae_file)), "pt") as f:
+            meta = f.metadata() or {}
+        vcfg = vae_config_from_dict(json.loads(meta["config"]))
     dev = dev or TrainDevice()
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
     vae = build_vae(vcfg)
-    vae.load_state_dict(load_file(str(vae_file)))
+    with restoring(vae_file):
+        vae.load_state_dict(load_file(str(work_file(vae_file))))
     vae.to(dev.device)
     vae.encoder.requires_grad_(False)  # the latents (and the world model trained on them) stay fixed
     params = [p for p in vae.decoder.parameters()]

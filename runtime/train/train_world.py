@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from worldwalk.runtime.safe_files import check_regular, replaced
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
@@ -52,7 +53,7 @@ from worldwalk.runtime.worlds.bundled_world import (
     relative_poses,
 )
 
-from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
+from .state_file import load_state, pack_optimizer, restoring, save_state, unpack_optimizer
 from .train_device import TrainDevice
 from .walks import ClipCache
 
@@ -162,7 +163,9 @@ def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConf
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # loads on any device
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata=meta)
+    data = save(sd, metadata=meta)
+    with replaced(path) as f:  # never through a symlink planted in a shared folder
+        f.write(data)
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,
@@ -187,23 +190,26 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     state = None  # a checkpoint's (tensors, meta), read on the CPU whatever device wrote it
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
         state = tensors, meta = load_state(ckpt, "world")
-        model.load_state_dict(_strip(tensors, "model."))
-        step, rng.bit_generator.state = meta["step"], meta["rng"]
-        torch.set_rng_state(tensors["torch_rng"])
-        spent = meta.get("seconds", 0.0)
+        with restoring(ckpt):
+            model.load_state_dict(_strip(tensors, "model."))
+            step, rng.bit_generator.state = int(meta["step"]), meta["rng"]
+            torch.set_rng_state(tensors["torch_rng"])
+            spent = float(meta.get("seconds", 0.0))
     elif init_weights is not None:  # continue from shipped weights (a new run: fresh optimiser and schedule)
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(str(init_weights)))
+        model.load_state_dict(load_file(str(check_regular(init_weights))))
         print(f"{tag}: starting from the weights in {init_weights}", flush=True)
     elif tag != "world" and init.exists():  # a later stage starts from the teacher-forced model
-        model.load_state_dict(_strip(load_state(init, "world")[0], "model."))
+        with restoring(init):
+            model.load_state_dict(_strip(load_state(init, "world")[0], "model."))
     _wake_plucker(model, tcfg.seed)
     model.to(dev.device)  # fp32 master weights; the optimiser is made on the device and its state loaded there
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     if state is not None:
-        unpack_optimizer(opt, state[0], state[1]["opt"])
-        dev.set_rng_state(state[0])
+        with restoring(ckpt):
+            unpack_optimizer(opt, state[0], state[1]["opt"])
+            dev.set_rng_state(state[0])
         state = None  # the host copy of the checkpoint is not kept for the run
 
     def seconds() -> float:

@@ -21,6 +21,8 @@ re-rendering them.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from worldwalk.controls import (
     intrinsics_from_fov,
     yaw_pitch_roll,
 )
+from worldwalk.runtime.safe_files import UnsafeFileError, printable, replaced
 
 __all__ = ["WalkConfig", "Clip", "random_walk", "retrace", "render_clips", "ClipCache", "INTENTS"]
 
@@ -183,7 +186,10 @@ class ClipCache:
               progress: bool = True) -> None:
         cfg = cfg or WalkConfig()
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "frames.npy.part"
+        # a fresh name nobody could have planted a link at (the folder may be shared); moved in place at the end
+        fd, name = tempfile.mkstemp(dir=self.folder, prefix=".frames.npy.", suffix=".part")
+        os.close(fd)
+        tmp = Path(name)
         frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(n_clips, n_frames, cfg.height, cfg.width, 3))
         poses = np.empty((n_clips, n_frames, 4, 4))
@@ -197,13 +203,20 @@ class ClipCache:
             frames[i], poses[i], intr[i] = clip.frames, clip.poses, clip.intrinsics
         frames.flush()
         del frames
-        np.save(self.folder / "poses.npy", poses)
-        np.save(self.folder / "intrinsics.npy", intr)
-        tmp.rename(self.folder / "frames.npy")
+        for kind, a in (("poses", poses), ("intrinsics", intr)):
+            with replaced(self.folder / f"{kind}.npy") as f:
+                np.save(f, a)
+        if (self.folder / "frames.npy").is_symlink():
+            tmp.unlink()
+            raise UnsafeFileError(f"{printable(self.folder / 'frames.npy')} is a symbolic link; remove it")
+        tmp.replace(self.folder / "frames.npy")
 
     def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(frames memmap (N, F, H, W, 3) uint8, poses (N, F, 4, 4), intrinsics (N, F, 3, 3))."""
         if not self.exists():
             raise FileNotFoundError(f"no clip cache in {self.folder}; build it first (worldwalk train --stage data)")
-        return (np.load(self.folder / "frames.npy", mmap_mode="r"), np.load(self.folder / "poses.npy"),
-                np.load(self.folder / "intrinsics.npy"))
+        from .state_file import restoring, work_file
+
+        files = [work_file(self.folder / f"{n}.npy") for n in ("frames", "poses", "intrinsics")]
+        with restoring(self.folder):
+            return np.load(files[0], mmap_mode="r"), np.load(files[1]), np.load(files[2])

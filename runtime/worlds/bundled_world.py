@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldwalk.runtime.safe_files import check_regular
 from worldwalk.runtime.sana_wm.camera import CameraInputs, build_camera_inputs, pose_inverse
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
@@ -34,6 +35,7 @@ from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.vae import SanaWMVAE
 from worldwalk.runtime.weights_source import mark_weights_source
 from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.world_options import Integer, check_options
 
 from .bundled_vae import BundledVAEConfig, FrameVAE, FrameVAEConfig, FrameVAEStream, build_vae, vae_config_from_dict
 
@@ -44,6 +46,8 @@ VAE_FILE, WORLD_FILE, START_FILE = "bundled_vae.safetensors", "bundled_world.saf
 # The sampler the bundled model trains for: 3 steps ending lower than SANA-WM's distilled 4 (1000, 960, 889, 727,
 # then clean), which leaves a model trained by flow matching alone at the average of what could be in view
 TIMESTEPS = (1000, 667, 333, 0)
+# The options `create` reads from WorldConfig.options, and their limits (a session log may carry any).
+OPTIONS = {"threads": Integer(0, 256, "torch threads (0: the default)")}
 
 
 def transformer_config(in_channels: int = FrameVAEConfig.latent_channels) -> SanaWMConfig:
@@ -134,6 +138,8 @@ def load_weights(folder: Path | None = None) -> tuple[BundledConfig, torch.nn.Mo
             f"bundled weights {missing} not found in {folder}; run `worldwalk train` to build them "
             "or pass --checkpoint to a folder that has them"
         )
+    for name in (VAE_FILE, WORLD_FILE):  # a FIFO would hang the open: only regular files are read
+        check_regular(folder / name)
     vmeta = _metadata(folder / VAE_FILE, safe_open)
     wmeta = _metadata(folder / WORLD_FILE, safe_open)
     vcfg = vae_config_from_dict(json.loads(vmeta["config"]))
@@ -220,7 +226,8 @@ class BundledWorld(SanaWM):
         super().__init__(transformer, FrameVAEStream(vae) if isinstance(vae, FrameVAE) else SanaWMVAE(vae), run,
                          name="bundled", label="bundled model (small SANA-WM, trained on the reference world)",
                          takes_prompt=False)
-        self.start = np.load(folder / START_FILE) if (folder / START_FILE).exists() else None
+        start = folder / START_FILE
+        self.start = np.load(check_regular(start), allow_pickle=False) if start.exists() else None
         self.reset(None, None, seed)
 
     def reset(self, first_frame: np.ndarray | None = None, prompt: str | None = None, seed: int = 0) -> None:
@@ -238,9 +245,6 @@ def create(cfg: WorldConfig) -> BundledWorld:
 
     The bundled model has a fixed size (160x96 at 16 fps): cfg.width, cfg.height and cfg.fps are not used.
     """
-    known = {"threads"}
-    unknown = sorted(set(cfg.options) - known)
-    if unknown:
-        raise ValueError(f"unknown bundled world options {unknown}; known: {sorted(known)}")
+    check_options("bundled", cfg.options, OPTIONS)
     return BundledWorld(Path(cfg.checkpoint) if cfg.checkpoint else None, seed=cfg.seed,
                         threads=cfg.options.get("threads"))

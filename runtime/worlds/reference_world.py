@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import moderngl
@@ -26,6 +26,7 @@ import numpy as np
 
 from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.world import ModelSpec, WorldConfig
+from worldwalk.runtime.world_options import Integer, WorldOptionError, check_options
 from worldwalk.shaders import create_program
 
 from .gl_context import shared_gl_thread
@@ -35,6 +36,14 @@ __all__ = ["Landmarks", "ReferenceWorld", "ReferenceWorldConfig", "ReferenceWorl
 LABEL = "reference renderer (ground truth, not a model)"
 MAX_LANDMARKS = 16  # must match MAX_LANDMARKS in reference_world.glsl
 GROUND = -1.5  # the shader's meadow level (scene frame, y up): 1.5 below a camera at the origin
+MAX_CHUNK_BYTES = 2**30  # one chunk's frames (F x H x W x 3 bytes): a renderer needs a few, not gigabytes
+
+# The options `create` reads from WorldConfig.options, and their limits (a session log may carry any).
+OPTIONS = {
+    "frames_per_chunk": Integer(1, 1024, "frames a chunk"),  # 1024: the most a session log's chunk holds
+    "march_steps": Integer(8, 1024, "samples a ray"),
+    "shadow_steps": Integer(0, 64, "samples a shadow ray"),
+}
 
 # Landmark colours (linear RGB), far apart in hue so each place is recognisable.
 PALETTE = np.array(
@@ -74,6 +83,13 @@ class ReferenceWorldConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.march_steps < 8 or self.shadow_steps < 0:
             raise ValueError("march_steps must be >= 8 and shadow_steps >= 0")
+        nbytes = self.frames_per_chunk * self.width * self.height * 3
+        if nbytes > MAX_CHUNK_BYTES:
+            most = max(1, MAX_CHUNK_BYTES // (self.width * self.height * 3))
+            raise WorldOptionError(
+                f"reference world option 'frames_per_chunk' is {self.frames_per_chunk}: a chunk of that many "
+                f"{self.width}x{self.height} frames takes {nbytes / 2**30:.1f} GiB, beyond the world's limit of "
+                f"{MAX_CHUNK_BYTES / 2**30:g} GiB a chunk; set it to {most} or fewer at this size")
 
 
 @dataclass(frozen=True)
@@ -335,10 +351,8 @@ def _world_uniforms(seed: int) -> dict[str, Any]:
 
 def create(cfg: WorldConfig) -> ReferenceWorld:
     """Entry point of the `reference` world: WorldConfig (+ options such as frames_per_chunk)."""
-    known = {f.name for f in fields(ReferenceWorldConfig)} - {"width", "height", "fps", "seed"}
-    unknown = sorted(set(cfg.options) - known)
-    if unknown:
-        raise ValueError(f"unknown reference world options {unknown}; known: {sorted(known)}")
+    check_options("reference", cfg.options, OPTIONS)
+    options = {k: v for k, v in cfg.options.items() if v is not None}
     return ReferenceWorld(
-        ReferenceWorldConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, seed=cfg.seed, **cfg.options)
+        ReferenceWorldConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, seed=cfg.seed, **options)
     )
