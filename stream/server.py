@@ -53,9 +53,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
+from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, create_world
+from worldwalk.runtime.world import WorldConfig, backends_text, create_world, load_world_code
 
 from .admission import Admission, AdmissionConfig, SessionSlot
 from .input_channel import InputChannelConfig, InputGate, InputMessage
@@ -253,6 +254,10 @@ class StreamServer:
         self._files = load_web_files()
         apply_bitrate(self.cfg.peer.max_bitrate)
         install_candidate_hook()
+        try:  # the world's imports happen here, not inside the first session's build
+            load_world_code(self.cfg.world)
+        except Exception as e:  # noqa: BLE001 - the first session's build reports it properly
+            log.debug("the world's code did not import: %s: %s", type(e).__name__, e)
         return self
 
     async def handle(self, ws: Any) -> None:
@@ -373,7 +378,10 @@ class StreamServer:
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
         finally:
+            had_world = viewer.role == "player" and viewer.play is not None
             await self._close_viewer(viewer, reason)
+            if had_world:  # its world, peer and frames are freed by now: give the heap back
+                await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
             self.viewers.discard(viewer)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
@@ -585,6 +593,12 @@ class StreamServer:
             await viewer.pc.close()
         if viewer.play is not None:
             viewer.play.spectators.discard(viewer)
+            if viewer.play.player is viewer:
+                viewer.play.player = None
+        # cut the links to the session and the peer: a viewer and its session refer to each other,
+        # and a closed peer connection is a cycle of aiortc objects; left linked, a closed session
+        # (its world above all) would wait for the cyclic garbage collector, which runs rarely
+        viewer.play = viewer.pc = viewer.track = viewer.channel = None
         with contextlib.suppress(Exception):
             await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
             await viewer.ws.close(1000, reason[:100])
@@ -742,6 +756,7 @@ def _close_built_session(slot: SessionSlot, fut: asyncio.Future) -> None:
             play.session.close()
             if play.recorder is not None:
                 _close_recorder(play.recorder)
+            release_free_heap()
         finally:
             slot.release()
 
