@@ -59,6 +59,7 @@ def test_a_closed_session_is_freed_without_the_collector():
                                    return_when=asyncio.FIRST_COMPLETED)
                 assert connected.is_set(), spectator.exception() if spectator.done() else "no spectator"
                 refs.update(_refs(server, sid))
+                assert "spectator 0 track" in refs, sorted(refs)
                 spectator.cancel()
 
             async def plain(sid: str) -> None:
