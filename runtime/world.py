@@ -142,6 +142,18 @@ def create_world(cfg: WorldConfig) -> WorldModel:
     return world
 
 
+def load_world_code(cfg: WorldConfig) -> None:
+    """Import the code of the world `cfg` names without building one (nothing for an unknown name).
+
+    A server calls this at start: a first `import torch` leaves a reference cycle of frames behind
+    (torch.fx captures its caller's frame), and every frame on the stack at that moment keeps its
+    locals; had the import happened inside a world's build, that world would stay in memory until
+    the cyclic garbage collector ran."""
+    entry = available_worlds().get(cfg.name)
+    if entry is not None:
+        entry.load()
+
+
 def default_world_name() -> str:
     """The world `play`, `serve` and `render` use when none is named: the bundled model when its
     weights are installed, else the reference world. A bundled world that cannot be loaded at all

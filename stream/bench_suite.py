@@ -125,3 +125,21 @@ def browser(ctx: Any) -> None:
         ctx.add("browser key press -> frame generated with it", key["to_generated_ms"], "ms", note)
     if key.get("to_shown_ms") is not None:
         ctx.add("browser key press -> that frame shown", key["to_shown_ms"], "ms", note)
+
+
+def session_memory(ctx: Any) -> None:
+    """The server's RSS over real WebRTC sessions one after another, the garbage collector off: what a
+    closed session leaves behind (`session_memory_bench.py`)."""
+    import asyncio
+
+    from worldwalk.runtime.world import default_world_name
+
+    from .session_memory_bench import bench_config, sessions_rss
+
+    world = default_world_name()
+    n = 6 if ctx.quick else 30
+    rss = asyncio.run(sessions_rss(bench_config(world), n))
+    note = f"{world} world, {n} sessions one after another, each receiving 3 frames; gc disabled"
+    ctx.add("RSS after the first session", rss[0], "MiB", note)
+    ctx.add(f"RSS after session {n}, change from the first", rss[-1] - rss[0], "MiB", note)
+    ctx.add("largest RSS change from the first", max(rss) - rss[0], "MiB", note)

@@ -9,9 +9,14 @@ the tab closes (or the peer connection fails, or it idles too long), the session
 thread, its tracks and its peer connection are freed. `close()` ends every one of them.
 
 Admission comes before any work (`admission.py`): every TCP connection counts against a total
-and a per-address limit from accept (over them: HTTP 503); a player holds a session slot from
-its first message on, its world is built only once a valid offer (`offer.py`) has arrived, and
-the slot comes back only when that world is closed. Clients get short codes and fixed messages;
+and a per-address limit from accept; one over them is answered HTTP 503 at once and closed, except
+that over the total a newcomer takes the place of a socket that has sent no request for a second.
+A socket that has not sent a complete request within `request_timeout` is closed. A player holds a
+session slot (at most `max_sessions`, `max_sessions_per_client` for one address) from its first
+message on, its world is built only once a valid offer (`offer.py`) has arrived, and the slot
+comes back only when that world is closed. At start the open-file limit is raised to its hard
+limit and the connection limit kept below what it leaves; a failing accept is logged once a
+minute, without a traceback. Clients get short codes and fixed messages;
 bad input is logged once per kind and minute, without a traceback. A recording (`--record-dir`,
 `session_recording.py`) opens its files with the first frame sent and never fails a walk.
 
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
+import errno
 import json
 import logging
 import secrets
@@ -53,11 +58,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
+from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, create_world
+from worldwalk.runtime.world import WorldConfig, backends_text, create_world, load_world_code
 
-from .admission import Admission, AdmissionConfig, SessionSlot
+from .admission import (
+    Admission,
+    AdmissionConfig,
+    SessionSlot,
+    connections_within_fds,
+    open_fds,
+    raise_fd_limit,
+)
 from .input_channel import InputChannelConfig, InputGate, InputMessage
 from .offer import BadOffer, OfferLimits, check_offer
 from .peer import (
@@ -70,7 +83,7 @@ from .peer import (
     new_peer_connection,
 )
 from .recorder import RecorderConfig
-from .signaling import AccessConfig, load_web_files, query_param, route_request, text_response
+from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -89,6 +102,8 @@ class ServeConfig:
     max_sessions: int = 4  # players (worlds) at once, counting those being torn down; one more gets "busy"
     max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
     max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
+    max_sessions_per_client: int = 2  # players (worlds) at once from one address
+    request_timeout: float = 5.0  # seconds from accept to a complete HTTP request; then the socket is closed
     max_spectators: int = 8  # per session
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
     connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
@@ -112,7 +127,8 @@ class ServeConfig:
 
     def admission_config(self) -> AdmissionConfig:
         return AdmissionConfig(max_sessions=self.max_sessions, max_connections=self.max_connections,
-                               max_connections_per_client=self.max_connections_per_client)
+                               max_connections_per_client=self.max_connections_per_client,
+                               max_sessions_per_client=self.max_sessions_per_client)
 
 
 @dataclass
@@ -154,24 +170,50 @@ class Viewer:
     __eq__ = object.__eq__
 
 
+_REFUSED_TEXT = b"worldwalk has too many open connections; try again in a few seconds.\n"
+REFUSED_AT_ACCEPT = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 5\r\n\r\n%s"
+                     % (len(_REFUSED_TEXT), _REFUSED_TEXT))
+
+
 class AdmittedConnection(ServerConnection):
     """A TCP connection counted against the admission's connection limits from accept to close
-    (idle sockets that never send a request count too, until websockets' open timeout ends them).
-    One over a limit is answered 503 with `refusal` when its request arrives."""
+    (sockets that send no request count too, until `request_timeout` closes them). One over a
+    limit is answered 503 and closed at accept: it never becomes a websockets connection."""
 
     def __init__(self, admission: Admission, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.admission = admission
-        self.refusal: str | None = None
+        self.refused = False
+        self.client = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        self.refusal = self.admission.open_connection(self, str(peer[0]) if peer else "?")
+        self.client = str(peer[0]) if peer else "?"
+        if self.admission.open_connection(self, self.client, evict=_evict) is not None:
+            self.refused = True
+            transport.write(REFUSED_AT_ACCEPT)  # type: ignore[attr-defined]
+            transport.close()  # after the 503 is written; nothing is read
+            return
+        super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
         super().connection_lost(exc)
         self.admission.close_connection(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self.refused else super().eof_received()
+
+
+def _evict(connection: Any) -> None:
+    """An idle socket gives its place to a newcomer: closed now, without a word."""
+    connection.transport.abort()
 
 
 class RateLimitedLog:
@@ -243,9 +285,12 @@ class StreamServer:
         self.admission = Admission(self.cfg.admission_config())
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
+        self.accept_failures = RateLimitedLog("accepting a connection failed")
+        self.fd_limit = 0
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
+        self._loop_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -255,6 +300,10 @@ class StreamServer:
         self._files = load_web_files()
         apply_bitrate(self.cfg.peer.max_bitrate)
         install_candidate_hook()
+        try:  # the world's imports happen here, not inside the first session's build
+            load_world_code(self.cfg.world)
+        except Exception as e:  # noqa: BLE001 - the first session's build reports it properly
+            log.debug("the world's code did not import: %s: %s", type(e).__name__, e)
         return self
 
     async def handle(self, ws: Any) -> None:
@@ -264,6 +313,10 @@ class StreamServer:
 
     async def start(self) -> StreamServer:
         self.prepare()
+        self._limit_connections_to_fds()
+        loop = asyncio.get_running_loop()
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         self._server = await serve(
             self._handle,
             self.cfg.host,
@@ -271,10 +324,35 @@ class StreamServer:
             process_request=self._process_request,
             create_connection=self._new_connection,
             max_size=MAX_SIGNALING_BYTES,
+            open_timeout=self.cfg.request_timeout,  # from accept to the handshake's end
             ping_interval=10,
             ping_timeout=20,
         )
         return self
+
+    def _limit_connections_to_fds(self) -> None:
+        """Raise the open-file limit to its hard limit; keep the connection limit below what is left."""
+        self.fd_limit = raise_fd_limit()
+        limits = self.admission.cfg
+        allowed = connections_within_fds(limits.max_connections, self.fd_limit, open_fds(), limits.max_sessions)
+        if allowed < limits.max_connections:
+            log.warning("the open-file limit is %d: at most %d connections at once (not %d)",
+                        self.fd_limit, allowed, limits.max_connections)
+            limits.max_connections = allowed
+            limits.max_connections_per_client = min(limits.max_connections_per_client, allowed)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A failing accept (out of descriptors or memory) is said once a minute, without a traceback;
+        asyncio retries the accept by itself. Anything else goes to the loop's usual handler."""
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            exc = context.get("exception")
+            kind = errno.errorcode.get(getattr(exc, "errno", None) or 0, "error")
+            self.accept_failures.note(kind, f"{exc}; the server waits a second and accepts again")
+            return
+        if self._loop_handler is not None:
+            self._loop_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     @property
     def port(self) -> int:
@@ -302,6 +380,9 @@ class StreamServer:
             await self._server.wait_closed()
         for play in list(self.sessions.values()):  # a session whose handler did not finish
             await self._end_session(play)
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._loop_handler)
 
     async def __aenter__(self) -> StreamServer:
         return await self.start()
@@ -317,6 +398,8 @@ class StreamServer:
             "viewers": len(self.viewers),
             "max_sessions": self.cfg.max_sessions,
             "busy_refusals": self.busy_refusals,
+            "refused_connections": self.admission.refused_connections,
+            "evicted_idle_connections": self.admission.evicted_connections,
             "opened": self.sessions_opened,
             "closed": self.sessions_closed,
         }
@@ -324,19 +407,18 @@ class StreamServer:
     # ---- HTTP ---------------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.admission.request_received(connection)  # no longer idle: its place is its own
         # a full server still serves the page: it connects, hears "busy" and says so clearly
-        response = route_request(self.access, self._files, connection, request)
-        if response is not None:
-            return response
-        # a websocket upgrade from a socket over the connection limits (counted from accept)
-        refusal = getattr(connection, "refusal", None)
-        if refusal is not None:
-            return text_response(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, refusal + "; try again later")
-        return None
+        return route_request(self.access, self._files, connection, request)
 
     def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
         """websockets' connection factory: every TCP connection counts against the limits."""
         return AdmittedConnection(self.admission, *args, **kwargs)
+
+    def _client_busy_message(self) -> str:
+        n = self.cfg.max_sessions_per_client
+        return (f"worldwalk allows {n} session{'s' if n != 1 else ''} at once from one address, and yours "
+                "are in use. Close one (another tab?) and try again.")
 
     def _busy_message(self) -> str:
         n = self.cfg.max_sessions
@@ -375,7 +457,10 @@ class StreamServer:
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
         finally:
+            had_world = viewer.role == "player" and viewer.play is not None
             await self._close_viewer(viewer, reason)
+            if had_world:  # its world, peer and frames are freed by now: give the heap back
+                await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
             self.viewers.discard(viewer)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
@@ -416,10 +501,12 @@ class StreamServer:
 
     async def _run_player(self, viewer: Viewer) -> str:
         ws = viewer.ws
-        slot = self.admission.try_acquire()  # before any work for this player
+        client = _client_address(ws)
+        slot = self.admission.try_acquire(client)  # before any work for this player
         if slot is None:
             self.busy_refusals += 1
-            await self._refuse(ws, "busy", "busy", self._busy_message())
+            full = self.admission.full or client is None
+            await self._refuse(ws, "busy", "busy", self._busy_message() if full else self._client_busy_message())
             raise BusyError
         try:
             await ws.send(self._config_message(viewer))
@@ -587,6 +674,12 @@ class StreamServer:
             await viewer.pc.close()
         if viewer.play is not None:
             viewer.play.spectators.discard(viewer)
+            if viewer.play.player is viewer:
+                viewer.play.player = None
+        # cut the links to the session and the peer: a viewer and its session refer to each other,
+        # and a closed peer connection is a cycle of aiortc objects; left linked, a closed session
+        # (its world above all) would wait for the cyclic garbage collector, which runs rarely
+        viewer.play = viewer.pc = viewer.track = viewer.channel = None
         with contextlib.suppress(Exception):
             await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
             await viewer.ws.close(1000, reason[:100])
@@ -694,6 +787,13 @@ class StreamServer:
             await asyncio.sleep(self.cfg.stats_interval)
 
 
+def _client_address(ws: Any) -> str | None:
+    """The client's IP address, for the per-address session cap; None when not known (a websocket
+    relayed from elsewhere, as on the cluster's session hosts)."""
+    client = getattr(ws, "client", None)  # AdmittedConnection
+    return client if isinstance(client, str) and client != "?" else None
+
+
 async def _drain(ws: ServerConnection) -> None:
     """Read (and ignore) what the browser sends after the offer, until the socket closes."""
     with contextlib.suppress(ConnectionClosed):
@@ -744,6 +844,7 @@ def _close_built_session(slot: SessionSlot, fut: asyncio.Future) -> None:
             play.session.close()
             if play.recorder is not None:
                 _close_recorder(play.recorder)
+            release_free_heap()
         finally:
             slot.release()
 

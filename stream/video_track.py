@@ -177,6 +177,8 @@ class FrameFanout:
             self._task = None
         await self._finish()
         self._latest = None
+        self._pacer.on_frame = None  # the pacer's hook back to this fan-out: a cycle otherwise
+        self.on_frame = None
 
 
 class SessionVideoTrack(MediaStreamTrack):
@@ -186,14 +188,20 @@ class SessionVideoTrack(MediaStreamTrack):
 
     def __init__(self, fanout: FrameFanout) -> None:
         super().__init__()
-        self._fanout = fanout
+        self._fanout: FrameFanout | None = fanout
         self._seq = 0
         self._start: float | None = None
         self._last_pts = -1
         self.sent = 0
 
+    def stop(self) -> None:
+        super().stop()
+        # the peer connection's sender keeps its track until the collector frees the closed peer's
+        # cycles; it need not keep the fan-out (and its frames) as well
+        self._fanout = None
+
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
+        if self.readyState != "live" or self._fanout is None:
             raise MediaStreamError("track ended")
         self._seq, frame, image, released = await self._fanout.next(self._seq)
         if self._start is None:

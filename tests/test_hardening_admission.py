@@ -86,7 +86,8 @@ def test_a_bad_offer_builds_no_world():
 @pytest.mark.parametrize("per_client, total", [(3, 100), (100, 3)])
 def test_open_websockets_are_capped(per_client, total):
     async def go():
-        cfg = serve_config(max_sessions=10, max_connections_per_client=per_client, max_connections=total)
+        cfg = serve_config(max_sessions=10, max_sessions_per_client=10, max_connections_per_client=per_client,
+                           max_connections=total)
         worlds = OpenWorlds(cfg)
         async with StreamServer(cfg, session_factory=worlds) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"  # players waiting to send their offer
