@@ -55,7 +55,8 @@ from websockets.http11 import Request, Response
 from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, create_world
+from worldwalk.runtime.world import WorldConfig, backends_text
+from worldwalk.runtime.world_pool import WorldPool, default_max_sessions
 
 from .admission import Admission, AdmissionConfig, SessionSlot
 from .input_channel import InputChannelConfig, InputGate, InputMessage
@@ -85,7 +86,9 @@ class ServeConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
-    max_sessions: int = 4  # players (worlds) at once, counting those being torn down; one more gets "busy"
+    # players (worlds) at once, counting those being torn down; one more gets "busy". None: on a GPU what the
+    # memory plan fits beside the shared model (runtime/world_pool.py:default_max_sessions), 4 on the CPU
+    max_sessions: int | None = None
     max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
     max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
     max_spectators: int = 8  # per session
@@ -102,6 +105,8 @@ class ServeConfig:
     record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
 
     def __post_init__(self) -> None:
+        if self.max_sessions is None:
+            self.max_sessions = default_max_sessions(self.world)
         self.admission_config()  # names a bad limit
         if self.require_token is None:
             self.require_token = self.token is not None or not is_loopback_host(self.host)
@@ -239,6 +244,7 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
+        self.worlds = WorldPool(self.cfg.world)  # one model for every session (runtime/world_pool.py)
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
         self._files: dict[str, bytes] = {}
@@ -300,6 +306,7 @@ class StreamServer:
             await self._server.wait_closed()
         for play in list(self.sessions.values()):  # a session whose handler did not finish
             await self._end_session(play)
+        self.worlds.close()
 
     async def __aenter__(self) -> StreamServer:
         return await self.start()
@@ -492,7 +499,7 @@ class StreamServer:
         self.recording_failures.note(status, f"{type(error).__name__}: {error}"[:300])
 
     def _default_session(self) -> Session:
-        world = create_world(self.cfg.world)
+        world = self.worlds.session_world()
         integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
         return Session(world, self.cfg.session, integrator=integrator)
 

@@ -26,6 +26,7 @@ Tolerance: every backend reproduces eager frames within 2/255 per pixel on the s
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -205,6 +206,13 @@ class AcceleratedStep:
         self._prep: tuple[Any, ...] | None = None  # (cache, camera, prompt, inputs, flat, layout) of the chunk
         self._prompt: tuple[Any, ...] | None = None  # (text, text_mask, PromptContext) when given raw text
         self._hash: str | None = None
+
+    def for_session(self) -> AcceleratedStep:
+        """The same graphs (runners, layouts, build counts) for another session on the same model: only the
+        per-chunk and per-prompt inputs are the session's own (`SanaWM.fork`)."""
+        twin = copy.copy(self)  # shares _runners, _unused, _layouts and counts by reference
+        twin._prep = twin._prompt = None
+        return twin
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
         if self.failed or cache is None or cache.chunks == 0 or camera is None:

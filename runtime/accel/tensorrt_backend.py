@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 import torch
@@ -144,8 +145,17 @@ class TrtStep:
         io = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in io if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in io if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        # one execution context (one activation memory): sessions sharing the engine take turns, on the host
+        # (binding) and on the GPU (a call on another stream waits for the last call's end)
+        self.lock = threading.Lock()
+        self._done = torch.cuda.Event()
+        self._last: torch.cuda.Stream | None = None
 
     def __call__(self, *inputs: torch.Tensor):
+        with self.lock:
+            return self._run(inputs)
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]):
         given = dict(zip(self.names, inputs, strict=True))
         keep = []
         for n in self.inputs:  # inputs the graph dropped as unused are simply not bound
@@ -160,8 +170,12 @@ class TrtStep:
             outs.append(t)
             self.context.set_tensor_address(n, t.data_ptr())
         stream = torch.cuda.current_stream(dev)
+        if self._last is not None and self._last != stream:
+            stream.wait_event(self._done)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
+        self._done.record(stream)
+        self._last = stream
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
@@ -183,10 +197,22 @@ class CudaGraphStep:
         with torch.no_grad(), torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
             self.static_out = module(*self.static_in)
         torch.cuda.current_stream(dev).wait_stream(side)
+        self.lock = threading.Lock()  # sessions sharing the graph take turns with its static buffers
+        self._done = torch.cuda.Event()  # the last call's clones are queued before this
+        self._last: torch.cuda.Stream | None = None
 
     def __call__(self, *inputs: torch.Tensor):
-        for dst, src in zip(self.static_in, inputs, strict=True):
-            dst.copy_(src)
-        self.graph.replay()
-        out = self.static_out
-        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+        # copy in, replay, clone out on the caller's stream, under the lock: the next caller's copy-in is queued
+        # after this one's clones on its own stream, so it waits for them (below) before overwriting the buffers
+        with self.lock:
+            stream = torch.cuda.current_stream(self.static_in[0].device)
+            if self._last is not None and self._last != stream:
+                stream.wait_event(self._done)
+            for dst, src in zip(self.static_in, inputs, strict=True):
+                dst.copy_(src)
+            self.graph.replay()
+            out = self.static_out
+            out = tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+            self._done.record(stream)
+            self._last = stream
+            return out
