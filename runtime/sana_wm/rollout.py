@@ -153,7 +153,8 @@ class LatentRollout:
 
     def restore(self, state: RolloutState) -> None:
         if state.text is not None and (state.text is not self.text or state.mask is not self.mask):
-            self._set_prompt(state.text, state.mask)  # taken under another prompt (or unpickled): its K/V again
+            dev = self.transformer.x_embedder.proj.weight.device  # an unpickled prompt comes in host memory
+            self._set_prompt(state.text.to(dev), state.mask.to(dev))  # taken under another prompt: its K/V again
         self.cache = state.cache.snapshot()
         self.generator.set_state(state.rng)
         self.history = list(state.history)
