@@ -9,15 +9,16 @@ eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures t
 How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
 interface of runtime/world.py: `stream.transformer`, `stream.backend`, `vae`) gets an `AcceleratedStep`
 in `stream.backend` and an `AcceleratedVAE` as its `vae`. `create_world` asks the world to
-`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world.
-Both run the first chunk eagerly (other shapes, once a session) and every later chunk through the
-fixed-shape modules of onnx_export.py, built lazily at the first chunk that needs them (exports are
-cached on disk). The typed `StreamingCache` and the VAE's decode state stay the source of truth,
-flattened in and out around each step, so snapshot, restore and rewind work unchanged. Asking for a
-backend that is not installed raises `AccelUnavailable` naming what to install. Under `auto` a
-backend that fails to build falls back to eager with a warning, and what runs where is fixed per
-device, never timed at run time (so a replay takes the same path as the session it replays): on the
-CPU, ONNX Runtime for the chunk step and the VAE decoder.
+`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world. Both
+run the first chunk eagerly (other shapes, once a session; on a GPU the chunk step also runs every chunk
+before its attention window is full eagerly, so no masked graph is built for one chunk a session) and
+every later chunk through the fixed-shape modules of onnx_export.py, built lazily at the first chunk
+that needs them (exports are cached on disk). The typed `StreamingCache` and the VAE's decode state stay
+the source of truth, flattened in and out around each step, so snapshot, restore and rewind work
+unchanged. Asking for a backend that is not installed raises `AccelUnavailable` naming what to install.
+Under `auto` a backend that fails to build falls back to eager with a warning, and what runs where is
+fixed per device, never timed at run time (so a replay takes the same path as the session it replays):
+on the CPU, ONNX Runtime for the chunk step and the VAE decoder.
 
 Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
 (tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
@@ -200,6 +201,9 @@ class AcceleratedStep:
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
+        # graphs for full windows only, unmasked (chunks before run eagerly); None: on CUDA, where the unmasked
+        # step runs flash attention (the CPU keeps one masked graph for every chunk after the first)
+        self.full_window_only: bool | None = None
         self._runners: dict[tuple, Callable[..., Any]] = {}
         self._unused: set[tuple] = set()  # runners never called yet: their first call finishes the build
         self._layouts: dict[tuple, CacheLayout] = {}
@@ -215,14 +219,18 @@ class AcceleratedStep:
         return twin
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
-        if self.failed or cache is None or cache.chunks == 0 or camera is None:
+        # eager: chunk 0 (other shapes), and on a GPU every chunk before the window is full (chunk 1 with the
+        # default window), as its masked graphs, engines or pools would be built and held for one chunk a session
+        full_only = latents.is_cuda if self.full_window_only is None else self.full_window_only
+        if (self.failed or cache is None or cache.chunks == 0 or camera is None
+                or (full_only and not _window_full(cache, self.tr.cfg.kv_window - 1))):
             self.counts["eager"] += 1
             return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
         try:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
-            # on a GPU a full window runs without the mask (flash attention); the CPU keeps one graph
-            masked = not (latents.is_cuda and _window_full(cache, lay))
+            # on a GPU the window is full here: no mask (flash attention); the CPU keeps one masked graph
+            masked = not full_only
             key, run = self._runner(write or self.shared, inputs, lay, masked)
             if not write and self.shared:  # a read on the write graph: its velocity only
                 run = partial(_velocity, run)
@@ -362,9 +370,9 @@ def _velocity(run: Callable[..., Any], *inputs: torch.Tensor) -> torch.Tensor:
     return run(*inputs)[0]
 
 
-def _window_full(cache: Any, lay: CacheLayout) -> bool:
-    """Every softmax block's recent region is filled: no padded slot to mask."""
-    return all(len(b.recent) >= lay.keep for b in cache.blocks if hasattr(b, "recent"))
+def _window_full(cache: Any, keep: int) -> bool:
+    """Every softmax block's recent region holds its `keep` chunks: no padded slot to mask."""
+    return all(len(b.recent) >= keep for b in cache.blocks if hasattr(b, "recent"))
 
 
 def _first_call_locked(owner: AcceleratedStep | AcceleratedVAE, keyed: tuple, inputs: list[torch.Tensor]) -> Any:
@@ -487,8 +495,8 @@ def warm_up(world: Any) -> float:
         spec = world.spec
         K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
         world.reset(None, None, 0)
-        # chunk 0 runs eagerly; chunk 1 builds the fixed-shape graphs; on a GPU the chunk that first sees a
-        # full window (chunk kv_window) builds the unmasked ones
+        # chunk 0 runs eagerly; on the CPU chunk 1 builds the fixed-shape graphs; on a GPU the chunks before the
+        # window is full run eagerly too and the first chunk with a full window (chunk kv_window) builds them
         tr = stream.transformer
         cuda = next(tr.parameters()).is_cuda
         for k in range(1 + max(1, tr.cfg.kv_window) if cuda else 2):
