@@ -3,7 +3,9 @@
 Choices: `none` (eager PyTorch), `compile` (torch.compile), `onnx` (ONNX Runtime, CPU execution
 provider), `tensorrt` (TensorRT engines, NVIDIA GPUs), `cudagraph` (CUDA graphs of the fixed-shape
 step under plain PyTorch, NVIDIA GPUs) and `auto`: on a CUDA device TensorRT when the `tensorrt`
-package imports, else CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
+package imports and a chunk-step engine is already on disk, else CUDA graphs (a cold TensorRT build
+takes tens of minutes: `--accel tensorrt` builds the engines once); with TensorRT the VAE decoder runs
+on CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
 eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures them all).
 
 How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
@@ -69,6 +71,8 @@ CHOICES = ACCEL_CHOICES  # defined beside the parsers, which must not import tor
 CPU_DEFAULT = "onnx"
 # Backends whose built graphs embed the weights: the chunk step's reads and write share one graph there.
 SHARED_GRAPH = ("onnx", "tensorrt")
+# The VAE decoder's backend where it is not the chunk step's (see apply_accel)
+VAE_BACKEND = {"tensorrt": "cudagraph"}
 
 # make(kind, module, example_inputs, input_names, export) -> callable like the module
 Make = Callable[[str, nn.Module, list[torch.Tensor], list[str], Callable[[], Path]], Callable[..., Any]]
@@ -108,13 +112,21 @@ def check(choice: str, device: torch.device | str) -> tuple[bool, str]:
     raise ValueError(f"unknown --accel {choice!r}; choose one of {', '.join(CHOICES)}")
 
 
-def resolve(choice: str, device: torch.device | str) -> str:
-    """The backend `choice` means on `device`; raises AccelUnavailable for an explicit choice that cannot run."""
+def resolve(choice: str, device: torch.device | str, cache_dir: str | Path | None = None) -> str:
+    """The backend `choice` means on `device`; raises AccelUnavailable for an explicit choice that cannot run.
+
+    `auto` on CUDA: TensorRT once a chunk-step engine for this GPU is on disk (built by `--accel tensorrt`:
+    tens of minutes cold at full size, too long for a start that did not ask for it), else CUDA graphs."""
     device = torch.device(device)
     if choice == "auto":
         order = ["tensorrt", "cudagraph"] if _cuda(device) else [CPU_DEFAULT]
         for c in order:
             ok, why = check(c, device)
+            if ok and c == "tensorrt":
+                from .tensorrt_backend import engines_on_disk
+
+                if not engines_on_disk(export_dir(cache_dir), device):
+                    ok, why = False, "no TensorRT engine built yet (run once with --accel tensorrt to build them)"
             if ok:
                 return c
             log.info("--accel auto: not %s (%s)", c, why)
@@ -457,7 +469,7 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
             log.warning("--accel %s: %s has no SANA-WM chunk step; running it as is", choice, type(world).__name__)
         return "none"
     device = stream.transformer.x_embedder.proj.weight.device
-    chosen = resolve(choice, device)
+    chosen = resolve(choice, device, cache_dir)
     inner_vae = vae.inner if isinstance(vae, AcceleratedVAE) else vae
     if chosen == "none":
         stream.backend = None
@@ -466,6 +478,9 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
         return "none"
     folder = export_dir(cache_dir)
     make = engine(chosen, device)
+    # the decoder's backend: TensorRT would run every LTX-2 conv in fp32/TF32 between casts (an ONNX bf16 Conv
+    # needs opset 22, past the exporter's), slower than eager bf16: CUDA graphs run it in bf16
+    vae_choice = VAE_BACKEND.get(chosen, chosen)
     # auto falls back to eager if a backend fails to build. Its choice is fixed per device, never
     # timed at run time, so a replay of a recorded session takes the same path and gives the same
     # frames: on the CPU, ONNX Runtime for the chunk step and the VAE decoder (see CPU_DEFAULT).
@@ -474,8 +489,9 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
     stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto, backend=chosen,
                                      shared=chosen in SHARED_GRAPH)
     if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
-        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto, backend=chosen)
-    log.info("accel: chunk step and VAE decoder on %s (chunk 0 eager)", chosen)
+        vae_make = make if vae_choice == chosen else engine(vae_choice, device)
+        world.vae = AcceleratedVAE(inner_vae, vae_make, folder, fallback=auto, backend=vae_choice)
+    log.info("accel: chunk step on %s, VAE decoder on %s (chunk 0 eager)", chosen, vae_choice)
     return chosen
 
 

@@ -68,12 +68,7 @@ def _precision() -> str:
 
 def engine_path(onnx_path: Path, device: torch.device, precision: str) -> Path:
     """Engine file for this ONNX file on this GPU, TensorRT version and precision."""
-    import tensorrt as trt
-
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    name = re.sub(r"[^A-Za-z0-9]+", "_", torch.cuda.get_device_name(idx)).strip("_")
-    major, minor = torch.cuda.get_device_capability(idx)
-    return onnx_path.with_name(f"{onnx_path.stem}-{name}-sm{major}{minor}-trt{trt.__version__}-{precision}.engine")
+    return onnx_path.with_name(f"{onnx_path.stem}-{_gpu_tag(device)}-{precision}.engine")
 
 
 def build_engine(onnx_path: Path, device: torch.device | str) -> Path:
@@ -101,6 +96,12 @@ def build_engine(onnx_path: Path, device: torch.device | str) -> Path:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
+    if precision in ("strong", "fp32") and hasattr(trt.BuilderFlag, "TF32"):
+        # TensorRT sets TF32 by default: the fp32 islands (GDN scan and states, norms, UCPE) would run in TF32
+        config.clear_flag(trt.BuilderFlag.TF32)
+    timing = timing_cache_path(Path(onnx_path), device)
+    cache = config.create_timing_cache(timing.read_bytes() if timing.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
     if precision == "auto":
         major, minor = torch.cuda.get_device_capability(device)
         config.set_flag(trt.BuilderFlag.FP16)
@@ -108,13 +109,45 @@ def build_engine(onnx_path: Path, device: torch.device | str) -> Path:
             config.set_flag(trt.BuilderFlag.BF16)
         if (major, minor) >= (8, 9) and hasattr(trt.BuilderFlag, "FP8"):
             config.set_flag(trt.BuilderFlag.FP8)
-    serialized = builder.build_serialized_network(network, config)
+    from .apply import announce
+
+    with announce(f"TensorRT: building an engine from {Path(onnx_path).parent.name} (tens of minutes cold at full "
+                  f"size; the timing cache {timing.name} makes later builds faster)", first_after=5.0, every=30.0):
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, out)
+    _write(timing, bytes(config.get_timing_cache().serialize()))
+    _write(out, bytes(serialized))
     return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(f"{path.suffix}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _gpu_tag(device: torch.device) -> str:
+    import tensorrt as trt
+
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    name = re.sub(r"[^A-Za-z0-9]+", "_", torch.cuda.get_device_name(idx)).strip("_")
+    major, minor = torch.cuda.get_device_capability(idx)
+    return f"{name}-sm{major}{minor}-trt{trt.__version__}"
+
+
+def timing_cache_path(onnx_path: Path, device: torch.device) -> Path:
+    """One TensorRT timing cache per GPU and TensorRT version, beside the exports (shared by every engine)."""
+    return onnx_path.parent.parent / f"timing-{_gpu_tag(torch.device(device))}.cache"
+
+
+def engines_on_disk(folder: Path, device: torch.device | str) -> list[Path]:
+    """Chunk-step engines built for this GPU and TensorRT version under `folder` (the exports' folder)."""
+    try:
+        tag = _gpu_tag(torch.device(device))
+    except Exception:  # no tensorrt, no CUDA
+        return []
+    return sorted(Path(folder).glob(f"chunk-*/*-{tag}-*.engine"))
 
 
 def _torch_dtype(trt_dtype) -> torch.dtype:

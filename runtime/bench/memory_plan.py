@@ -193,16 +193,17 @@ class MemoryPlan:
           activations: the chunk read (the cache and prompt K/V in; a denoising pass), the chunk write (the
           cache in and out; the write pass) and the decoder (the tails in and out; a decode). Chunks whose
           window is not full run eagerly, so there is no masked graph;
-        - tensorrt: the engines embed their weights (one chunk-step engine for the reads and the write, one
-          decoder engine, counted with the whole VAE's weights) plus each one's activation memory;
+        - tensorrt: the chunk-step engine embeds the transformer's weights (one engine for the reads and the
+          write) plus its activation memory; the decoder runs on a CUDA graph (runtime/accel/apply.py);
         - none, compile, onnx: nothing held beyond the eager peak."""
         s, p = self.session_bytes, self.peak_bytes
         cache = sum(v for k, v in s.items() if k not in ("vae_decode_state", "first_image_latent", "prompt"))
         decode = s.get("vae_decode_state", 0)
+        decoder_graph = 2 * decode + p["vae_decode"]
         if backend == "cudagraph":
-            return (cache + p["denoise_steady"]) + (2 * cache + p["cache_write"]) + (2 * decode + p["vae_decode"])
+            return (cache + p["denoise_steady"]) + (2 * cache + p["cache_write"]) + decoder_graph
         if backend == "tensorrt":
-            return self.weights + p["cache_write"] + p["vae_decode"]
+            return self.weight_bytes["transformer"] + p["cache_write"] + decoder_graph
         return 0
 
     def sessions_fit(self, gpu_bytes: int, snapshots: int, backend: str = "none", shared: bool = True) -> int:
