@@ -10,6 +10,7 @@ built per session as before.
 
     pool = WorldPool(cfg.world)
     world = pool.session_world()   # first call builds the model (slow), later ones are light
+                                   # (with batch=True they also share forwards: runtime/batching.py)
     ... world.close()              # frees the session's state; the model stays for the next one
     pool.close()                   # the model goes when the last session's world has gone
 """
@@ -41,8 +42,14 @@ def default_max_sessions(cfg: WorldConfig) -> int:
 
 
 class WorldPool:
-    def __init__(self, cfg: WorldConfig) -> None:
+    """`batch`: sessions in step share forwards too (runtime/batching.py: a chunk pass of every waiting session as
+    one forward with a batch dimension), for an eager model; an accelerated one (`--accel`) runs its graphs per
+    session instead."""
+
+    def __init__(self, cfg: WorldConfig, batch: bool = False) -> None:
         self.cfg = cfg
+        self.batch = batch
+        self.batcher: Any = None
         self._lock = threading.Lock()  # one build at a time; later sessions wait for it, then fork
         self._model: Any = None  # the world whose model the sessions share (holds no session itself)
         self._forks: bool | None = None  # whether the world forks (known after the first build)
@@ -65,10 +72,24 @@ class WorldPool:
                 except Exception:
                     log.exception("freeing the shared world's warm-up state failed")
                 self._model = world
+                if self.batch:
+                    self.batcher = self._batcher(world)
             model = self._model
         twin = model.fork()
         self.forks += 1
+        if self.batcher is not None:
+            self.batcher.join(twin)  # its close() leaves the batch first
         return twin
+
+    @staticmethod
+    def _batcher(world: Any) -> Any:
+        from .batching import ForwardBatcher
+
+        if getattr(world.stream, "backend", None) is not None:
+            log.warning("serve: sessions are not batched: the model's chunk step is accelerated (--accel %s); "
+                        "batching runs eager forwards", getattr(world, "accel", "?"))
+            return None
+        return ForwardBatcher(world.stream.transformer)
 
     def _whole(self) -> WorldModel:
         world = create_world(self.cfg)
@@ -84,3 +105,6 @@ class WorldPool:
         """Drop the pool's reference to the model: its memory goes once the last session's world is closed."""
         with self._lock:
             self._model = None
+            if self.batcher is not None:
+                self.batcher.close()
+                self.batcher = None

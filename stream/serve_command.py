@@ -40,6 +40,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-sessions", type=int, default=None,
                    help="players at once (default: on a GPU what the memory plan fits beside the one shared model, "
                         "its graphs and pinned snapshots; 4 on the CPU)")
+    p.add_argument("--batch-sessions", action="store_true", default=None,
+                   help="sessions in step share forwards of the one model (a batch dimension; eager model only)")
     p.add_argument("--max-spectators", type=int, default=None, help="spectators per session (default 8)")
     p.add_argument("--idle-timeout", type=float, default=None, help="seconds without input before a session ends")
     p.add_argument("--token", default=None, help="access token (generated when binding a non-loopback address)")
@@ -109,8 +111,8 @@ def build_config(args: argparse.Namespace) -> Any:
         ServeConfig, app, "server",
         host=args.host, port=args.port, max_sessions=args.max_sessions, max_spectators=args.max_spectators,
         idle_timeout=args.idle_timeout, token=args.token, allowed_origins=args.allow_origin,
-        record_dir=args.record_dir, world=world, session=session, controls=app.controls,
-        bindings=app.bindings, peer=peer,
+        record_dir=args.record_dir, batch_sessions=args.batch_sessions, world=world, session=session,
+        controls=app.controls, bindings=app.bindings, peer=peer,
     )
 
 

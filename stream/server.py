@@ -103,6 +103,7 @@ class ServeConfig:
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     stats_interval: float = 0.25  # seconds between stats messages on the data channel
     record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
+    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
 
     def __post_init__(self) -> None:
         if self.max_sessions is None:
@@ -244,7 +245,8 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
-        self.worlds = WorldPool(self.cfg.world)  # one model for every session (runtime/world_pool.py)
+        # one model for every session (runtime/world_pool.py)
+        self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
         self._files: dict[str, bytes] = {}

@@ -121,3 +121,24 @@ def test_a_snapshot_moves_between_sessions_of_one_model(alone) -> None:
     a.close()
     b.close()
     pool.close()
+
+
+def test_batched_sessions_on_the_shared_model_give_their_frames_alone(alone) -> None:
+    """`serve --batch-sessions`: the pool's sessions also share forwards (runtime/batching.py)."""
+    pool = WorldPool(WorldConfig(name="bundled"), batch=True)
+    pool.session_world().close()  # built and closed: it left the batch
+    worlds = [pool.session_world() for _ in WALKS[:2]]
+    pool.batcher.window = 2.0  # the sessions run in step: every pass waits for the other
+    results: list = [None, None]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _play(worlds[i], WALKS[i], 10 + i)))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert pool.batcher.batches.get(2, 0) >= 10  # the passes went through as batches of two
+    for i in range(2):
+        assert all(np.array_equal(a, b) for a, b in zip(results[i], alone[i], strict=True)), i
+    for w in worlds:
+        w.close()
+    pool.close()
