@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -206,7 +207,8 @@ class SanaWM:
             is_model=True,
             label=label,
         )
-        self._encoder: GemmaPromptEncoder | None = None
+        self._encoders: dict[str, GemmaPromptEncoder] = {}  # the text encoder, made on first use; forks share it
+        self._encoder_lock = threading.Lock()
         self._start_session_state(LatentRollout(transformer, FlowSampler(cfg.sampler), cfg.use_cache))
 
     def _start_session_state(self, stream: LatentRollout) -> None:
@@ -276,11 +278,13 @@ class SanaWM:
         if self.cfg.prompt_file:
             return load_prompt_file(self.cfg.prompt_file, mc.caption_channels)
         if prompt and self.cfg.text_encoder:
-            if self._encoder is None:
-                self._encoder = GemmaPromptEncoder(
-                    self.cfg.text_encoder, os.path.expanduser(self.cfg.prompt_cache_dir), str(self.device)
-                )
-            return self._encoder.encode(prompt)
+            with self._encoder_lock:  # one encoder for the model and its forks, however many sessions reset at once
+                if "gemma" not in self._encoders:
+                    self._encoders["gemma"] = GemmaPromptEncoder(
+                        self.cfg.text_encoder, os.path.expanduser(self.cfg.prompt_cache_dir), str(self.device)
+                    )
+                encoder = self._encoders["gemma"]
+                return encoder.encode(prompt)
         if prompt:
             raise ValueError(
                 "a text prompt needs a text encoder: pass options text_encoder=<local Gemma-2 folder> or "
