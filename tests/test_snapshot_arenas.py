@@ -6,6 +6,7 @@ runs into unpinned ones (`copies=True`)."""
 from __future__ import annotations
 
 import gc
+import threading
 
 import numpy as np
 import pytest
@@ -94,3 +95,17 @@ def test_pinned_arenas_on_cuda():
     h.copy_(t, non_blocking=True)
     torch.cuda.synchronize()
     assert torch.equal(h, t.cpu())
+
+
+def test_a_spare_arena_is_made_off_the_model_thread():
+    pool = PinnedArenas(budget=8 * ARENA_GRANULE, pin=False)
+    first = pool.take(ARENA_GRANULE)
+    for _ in range(500):  # the helper thread makes the spare
+        if pool._free.get(ARENA_GRANULE):
+            break
+        threading.Event().wait(0.01)
+    second = pool.take(ARENA_GRANULE)  # the spare: nothing made here
+    assert first is not None and second is not None
+    assert pool.made_on[0] == threading.current_thread().name
+    assert pool.made_on[1] == "pinned-arena"
+    assert pool.allocated <= pool.budget

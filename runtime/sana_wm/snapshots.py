@@ -91,11 +91,13 @@ class PinnedArenas:
 
     A snapshot takes one arena (its tensors are carved from it), so it costs one `cudaHostRegister` the
     first time an arena of its size is needed and none after: arenas go back to the pool when their
-    snapshot is dropped, and the next snapshot of any session reuses them. `take` returns None when a new
+    snapshot is dropped, and the next snapshot of any session reuses them; one spare arena of the size last
+    taken is made ahead on a helper thread, so a session's first snapshots do not pin memory on the model
+    thread (only the very first of the process does). `take` returns None when a new
     arena would pass the budget (free arenas of other sizes are dropped first); the store then copies into
     pageable memory, slower but bounded by the sessions' own snapshot budgets."""
 
-    def __init__(self, budget: int | None = None, pin: bool = True) -> None:
+    def __init__(self, budget: int | None = None, pin: bool = True, spare: bool = True) -> None:
         self.budget = pinned_budget() if budget is None else int(budget)
         self.pin = pin and torch.cuda.is_available()
         self._lock = threading.Lock()
@@ -104,9 +106,49 @@ class PinnedArenas:
         self.lent = 0
         self.allocations = 0  # arenas made (each a cudaHostRegister on CUDA)
         self.refused = 0
+        self.spare = spare  # keep one free arena of the last size taken, made on a helper thread
+        self._making: set[int] = set()
+        self.made_on: list[str] = []  # the thread each arena was made on (tests)
 
     def take(self, nbytes: int) -> Lease | None:
         size = arena_size(nbytes)
+        lease = self._take(size)
+        if lease is not None and self.spare:
+            self._keep_spare(size)
+        return lease
+
+    def _keep_spare(self, size: int) -> None:
+        """Have one free arena of `size` ready for the next snapshot, made on a helper thread (a session's
+        first snapshots then do not pay the pinning on the model thread), within the budget."""
+        with self._lock:
+            if self._free.get(size) or size in self._making or self.allocated + size > self.budget:
+                return
+            self._making.add(size)
+            self.allocated += size
+            self.allocations += 1
+
+        def make() -> None:
+            try:
+                arena = self._new(size)
+            except Exception:  # a spare is a nicety: the next take makes its own
+                with self._lock:
+                    self.allocated -= size
+                    self._making.discard(size)
+                return
+            with self._lock:
+                self._free.setdefault(size, []).append((arena, []))
+                self._making.discard(size)
+
+        threading.Thread(target=make, name="pinned-arena", daemon=True).start()
+
+    def _new(self, size: int) -> torch.Tensor:
+        arena = torch.empty(size, dtype=torch.uint8)
+        if self.pin:
+            _check(torch.cuda.cudart().cudaHostRegister(arena.data_ptr(), size, 0), "cudaHostRegister")
+        self.made_on.append(threading.current_thread().name)
+        return arena
+
+    def _take(self, size: int) -> Lease | None:
         with self._lock:
             free = self._free.get(size)
             if free:
@@ -128,10 +170,7 @@ class PinnedArenas:
             self.allocations += 1
         for a in dropped:
             self._unpin(a)
-        arena = torch.empty(size, dtype=torch.uint8)
-        if self.pin:
-            _check(torch.cuda.cudart().cudaHostRegister(arena.data_ptr(), size, 0), "cudaHostRegister")
-        return Lease(self, arena, [])
+        return Lease(self, self._new(size), [])
 
     def _give(self, arena: torch.Tensor, events: list) -> None:
         with self._lock:
