@@ -450,8 +450,11 @@ class SanaWM:
             pass  # the decode's error was already reported to whoever took its result
         self._decoder.shutdown(wait=True)
         self._image_latent = None
+        self._decode_start = DecodeState()
+        self._snapshots.reset()
         self.stream.cache = self.transformer.new_cache()
         self.stream.history = []
+        self.stream.prompt = self.stream.text = self.stream.mask = None
         if _cuda(self.device):
             torch.cuda.empty_cache()
 

@@ -136,6 +136,9 @@ class LatentRollout:
         else:
             self.history.append((z, camera))
         self._reading = self._camera = None
+        # the chunk is written: its RoPE and camera inputs (kept for its passes, per thread) are not needed again
+        if getattr(self.transformer, "memo_chunk_inputs", False):
+            self.transformer._chunk_memo = None
         if timings is not None:
             timings["cache_write"] = clock.between(t0, clock.now())
 
