@@ -62,8 +62,7 @@ def test_a_cuda_snapshot_pickles_without_its_events():
     assert snap.cache_event is not None
     hold.set()
     pending.result()
-    snap.decode.result()
-    data = pickle.dumps(snap)
+    data = pickle.dumps(snap)  # its decode may still be a future here, or already copied to the host
     want = world.generate_chunk(*_inputs(world, 1)).frames
     back = pickle.loads(data)
     assert all(t.device.type == "cpu" for t in back.decode.tails.values())
