@@ -212,8 +212,10 @@ class SanaWMStreamingTransformer(nn.Module):
         if memo is None:
             self._chunk_memos.pop(me, None)
             return
-        if me not in self._chunk_memos and len(self._chunk_memos) >= 64:  # threads of closed sessions
-            self._chunk_memos.pop(next(iter(self._chunk_memos)), None)
+        if me not in self._chunk_memos and len(self._chunk_memos) >= 64:  # threads that never wrote their chunk
+            oldest = list(self._chunk_memos)[:1]  # one C call: safe while other threads add theirs
+            if oldest:
+                self._chunk_memos.pop(oldest[0], None)
         self._chunk_memos[me] = memo
 
     def prompt_context(self, text: torch.Tensor, text_mask: torch.Tensor) -> PromptContext:
