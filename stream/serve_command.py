@@ -89,6 +89,8 @@ def build_config(args: argparse.Namespace) -> Any:
         order = ("video/H264", "video/VP8") if args.codec == "h264" else ("video/VP8", "video/H264")
         peer_table["codecs"] = order
     peer = PeerConfig(ice_servers=ice, **peer_table)
+    if getattr(args, "batch_sessions", None):
+        table["batch_sessions"] = True
 
     world = app.world
     if args.world or args.checkpoint or args.config is None:
@@ -111,8 +113,8 @@ def build_config(args: argparse.Namespace) -> Any:
         ServeConfig, app, "server",
         host=args.host, port=args.port, max_sessions=args.max_sessions, max_spectators=args.max_spectators,
         idle_timeout=args.idle_timeout, token=args.token, allowed_origins=args.allow_origin,
-        record_dir=args.record_dir, batch_sessions=args.batch_sessions, world=world, session=session,
-        controls=app.controls, bindings=app.bindings, peer=peer,
+        record_dir=args.record_dir, world=world, session=session, controls=app.controls,
+        bindings=app.bindings, peer=peer,
     )
 
 

@@ -92,6 +92,7 @@ class ServeConfig:
     max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
     max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
     max_spectators: int = 8  # per session
+    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
     connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
     token: str | None = None
@@ -103,7 +104,6 @@ class ServeConfig:
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     stats_interval: float = 0.25  # seconds between stats messages on the data channel
     record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
-    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
 
     def __post_init__(self) -> None:
         if self.max_sessions is None:
