@@ -51,3 +51,14 @@ def test_serve_defaults_to_four_sessions_on_the_cpu():
 
     assert ServeConfig().max_sessions == 4
     assert ServeConfig(max_sessions=2).max_sessions == 2
+
+
+def test_serve_batch_sessions_flag():
+    import argparse
+
+    from worldwalk.stream.serve_command import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert build_config(parser.parse_args(["serve", "--batch-sessions"])).batch_sessions is True
+    assert build_config(parser.parse_args(["serve"])).batch_sessions is False
