@@ -138,7 +138,10 @@ class SanaWMVAE(VAEModule):
         k = conv.kernel_size[0]
         if k == 1:
             return conv.conv(x)
-        place = self._places[id(conv)]
+        place = self._places.get(id(conv))
+        if place is None:  # the decoder's modules were replaced (a copy, a reload): number them again
+            self._places = {id(m): i for i, m in enumerate(self.vae.decoder.modules())}
+            place = self._places[id(conv)]
         prev = st.tails.get(place)
         pad = x[:, :, :1].repeat(1, 1, k - 1, 1, 1) if prev is None else prev
         full = torch.cat([pad, x], 2)
