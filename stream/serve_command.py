@@ -37,7 +37,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None)
     add_accel_argument(p)
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
-    p.add_argument("--max-sessions", type=int, default=None, help="players at once (default 4)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="players at once (default: on a GPU what the memory plan fits beside the one shared model, "
+                        "its graphs and pinned snapshots; 4 on the CPU)")
+    p.add_argument("--batch-sessions", action="store_true", default=None,
+                   help="sessions in step share forwards of the one model (a batch dimension; eager model only)")
     p.add_argument("--max-spectators", type=int, default=None, help="spectators per session (default 8)")
     p.add_argument("--idle-timeout", type=float, default=None, help="seconds without input before a session ends")
     p.add_argument("--token", default=None, help="access token (generated when binding a non-loopback address)")
@@ -86,6 +90,8 @@ def build_config(args: argparse.Namespace) -> Any:
         order = ("video/H264", "video/VP8") if args.codec == "h264" else ("video/VP8", "video/H264")
         peer_table["codecs"] = order
     peer = PeerConfig(ice_servers=ice, **peer_table)
+    if getattr(args, "batch_sessions", None):
+        table["batch_sessions"] = True
 
     world = app.world
     if args.world or args.checkpoint or args.config is None:

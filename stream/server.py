@@ -61,7 +61,8 @@ from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, create_world, load_world_code
+from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
+from worldwalk.runtime.world_pool import WorldPool, default_max_sessions
 
 from .admission import (
     Admission,
@@ -99,12 +100,15 @@ class ServeConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
-    max_sessions: int = 4  # players (worlds) at once, counting those being torn down; one more gets "busy"
+    # players (worlds) at once, counting those being torn down; one more gets "busy". None: on a GPU what the
+    # memory plan fits beside the shared model (runtime/world_pool.py:default_max_sessions), 4 on the CPU
+    max_sessions: int | None = None
     max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
     max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
     max_sessions_per_client: int = 2  # players (worlds) at once from one address
     request_timeout: float = 5.0  # seconds from accept to a complete HTTP request; then the socket is closed
     max_spectators: int = 8  # per session
+    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
     idle_timeout: float = 300.0  # seconds without input before a player's session is freed
     connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
     token: str | None = None
@@ -119,6 +123,8 @@ class ServeConfig:
     recorder: RecorderConfig = field(default_factory=RecorderConfig)  # how recordings encode ([recorder])
 
     def __post_init__(self) -> None:
+        if self.max_sessions is None:
+            self.max_sessions = default_max_sessions(self.world)
         self.admission_config()  # names a bad limit
         if self.require_token is None:
             self.require_token = self.token is not None or not is_loopback_host(self.host)
@@ -283,6 +289,8 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
+        # one model for every session (runtime/world_pool.py)
+        self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
         self.accept_failures = RateLimitedLog("accepting a connection failed")
@@ -383,6 +391,7 @@ class StreamServer:
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._loop_handler)
+        self.worlds.close()
 
     async def __aenter__(self) -> StreamServer:
         return await self.start()
@@ -581,7 +590,7 @@ class StreamServer:
         self.recording_failures.note(status, f"{type(error).__name__}: {error}"[:300])
 
     def _default_session(self) -> Session:
-        world = create_world(self.cfg.world)
+        world = self.worlds.session_world()
         integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
         return Session(world, self.cfg.session, integrator=integrator)
 

@@ -67,11 +67,12 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
 
 
 def _run_stream(tr, backend, chunks):
+    dev = next(tr.parameters()).device  # the prompt, its mask and the image where the model is (a CUDA model too)
     stream = LatentRollout(tr, FlowSampler())
     stream.backend = backend
     text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
-    stream.reset(text, torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool), seed=3)
-    image = torch.randn(1, tr.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(2))
+    stream.reset(text.to(dev), torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool, device=dev), seed=3)
+    image = torch.randn(1, tr.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(2)).to(dev)
     out = [stream.step(cam, (1, tr.cfg.in_channels, CHUNK, H, W), image if k == 0 else None)
            for k, cam in enumerate(_cameras(chunks))]
     return out, stream.cache
@@ -273,6 +274,15 @@ def test_snapshot_restore_through_backend(tmp_path):
     world.restore(snap)
     b = world.generate_chunk(poses, K).frames
     assert np.array_equal(a, b)
+
+
+def test_the_eager_reference_runs_where_the_model_is():
+    """The CUDA graph and TensorRT tests compare against `_run_stream(tr, None, ...)` on a CUDA model: its
+    prompt and image must be made on the model's device (seen here on `meta`, which mixes with the CPU no
+    better than CUDA does)."""
+    tr = _transformer().to("meta")
+    out, cache = _run_stream(tr, None, 1)
+    assert out[0].device.type == "meta" and cache.chunks == 1
 
 
 @pytest.mark.cuda

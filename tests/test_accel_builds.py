@@ -152,6 +152,31 @@ def test_summary_names_the_backend_each_part_runs_on(caplog):
     assert "chunk-write graph runs on flat" in caplog.text and "vae-decode graph runs on flat" in caplog.text
 
 
+def test_on_a_gpu_chunks_before_a_full_window_run_eagerly(tmp_path):
+    """A GPU builds no masked graph: chunk 0 and chunk 1 (window not full, kv_window 2) run eagerly, every later
+    chunk through one unmasked graph per shape; the latents are those of the masked graphs the CPU runs."""
+    tr = _transformer()
+    cams = _cameras(4)
+
+    image = torch.randn(1, tr.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(2))
+
+    def run(full_window_only):
+        step = AcceleratedStep(tr, engine("flat", torch.device("cpu")), tmp_path)
+        step.full_window_only = full_window_only
+        stream = _stream_after(tr, 0, backend=step)
+        out = [stream.step(cam, (1, tr.cfg.in_channels, CHUNK, H, W), image if k == 0 else None)
+               for k, cam in enumerate(cams)]
+        return step, out
+
+    gpu, got = run(True)
+    assert gpu.counts == {"eager": 10, "accel": 10}  # chunks 0 and 1 eager (5 passes each), 2 and 3 accelerated
+    assert all(not key[1] for key in gpu._runners)  # no masked runner
+    cpu, want = run(False)
+    assert cpu.counts == {"eager": 5, "accel": 15} and all(key[1] for key in cpu._runners)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_a_full_window_runs_the_same_without_the_mask(tmp_path):
     """On a GPU the chunk step drops the SDPA mask once the window is full (flash attention can run):
     the unmasked step gives what the masked one gives (its mask is all zeros then)."""
@@ -164,7 +189,7 @@ def test_a_full_window_runs_the_same_without_the_mask(tmp_path):
     latents = torch.randn(1, tr.cfg.in_channels, CHUNK, H, W, generator=torch.Generator().manual_seed(5))
     fixed, flat, lay = step._prepare(latents, torch.full((1, CHUNK), 500.0), stream.text, stream.mask, cam,
                                      stream.cache)
-    assert accel._window_full(stream.cache, lay) and (fixed[-1] == 0).all()
+    assert accel._window_full(stream.cache, lay.keep) and (fixed[-1] == 0).all()
     inputs = [latents, torch.full((1, CHUNK), 500.0), *fixed[2:], *flat]
     with torch.no_grad():
         masked = ChunkStep(tr, lay, True, masked=True)(*inputs)

@@ -4,7 +4,8 @@
   frames of one chunk at a time, bit for bit; snapshot/restore is exact; the frames are the CPU fp32
   frames up to bf16 rounding (a device or dtype mistake shows as a crash or a different picture).
 - The memory plan (runtime/bench/memory_plan.py) against the CUDA allocator on a small model: weights
-  within 1% + 1 MiB, a session's state within 10% + 2 MiB, the chunk peak within 30% + 16 MiB.
+  within 1% + 1 MiB, a session's state within 10% + 2 MiB (measured after the cuBLAS workspaces exist),
+  the chunk peak within 30% + 48 MiB (cuDNN's workspaces). The full-size comparison is `bench --gpu-check`'s.
 `WORLDWALK_CUDA_TESTS_DEVICE=cpu` runs the device-independent ones on the CPU (a dry run of their logic).
 """
 
@@ -29,9 +30,10 @@ pytestmark = [
 STRIDE, W, H = 4, 64, 48
 
 
-def _world(device: str, dtype: str, kind: str = "tiny") -> SanaWM:
+def _world(device: str, dtype: str, kind: str = "tiny", softmax_bf16: bool = True) -> SanaWM:
     if kind == "tiny":
-        cfg, vae = SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE), small_vae_config(STRIDE)
+        cfg = SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE, softmax_bf16=softmax_bf16)
+        vae = small_vae_config(STRIDE)
     else:
         from worldwalk.runtime.bench.model_suite import small_configs
 
@@ -82,19 +84,24 @@ def test_bf16_on_the_device_overlap_snapshot_and_cpu_agreement():
     assert diff < 6.0
 
 
-def test_fp32_on_the_device_equals_the_cpu():
-    world = _world(DEVICE, "float32")
+def test_fp32_on_the_device_equals_the_cpu(monkeypatch):
+    # true fp32 on both sides: matmuls and cuDNN convolutions without TF32 (cuDNN allows it by default), and the
+    # softmax attention in fp32 (tiny() runs it in bf16, on different CPU and CUDA kernels)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    world = _world(DEVICE, "float32", softmax_bf16=False)
     got = _frames(world, 3, pipelined=True)
     world.close()
-    cpu = _world("cpu", "float32")
+    cpu = _world("cpu", "float32", softmax_bf16=False)
     ref = _frames(cpu, 3, pipelined=False)
     cpu.close()
     for a, b in zip(got, ref, strict=True):
-        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # TF32 off by default for matmuls in torch
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
 
 
 @pytest.mark.skipif(not ON_GPU, reason="measures the CUDA allocator")
 def test_memory_plan_matches_the_allocator():
+    from worldwalk.runtime.bench.gpu_paths import warm_workspaces
     from worldwalk.runtime.bench.memory_plan import plan_memory
     from worldwalk.runtime.bench.model_suite import small_configs
 
@@ -107,16 +114,22 @@ def test_memory_plan_matches_the_allocator():
     world = _world(DEVICE, "bfloat16", kind="small")
     weights = torch.cuda.memory_allocated(dev) - base
     assert weights == pytest.approx(plan.weights, rel=0.01, abs=2**20)
+    # cuBLAS takes a 32 MiB workspace per (thread, stream) through the allocator on first use: made now, so that
+    # the session's state is measured from here (at this size the workspaces outweigh the state)
+    warm_workspaces(world)
+    torch.cuda.synchronize(dev)
+    base = torch.cuda.memory_allocated(dev)
     world.reset(None, None, seed=0)
     for k in range(cfg.kv_window + 2):
         world.generate_chunk(*_inputs(world, k))
+    world.cache_nbytes()  # settles the decode
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
-    steady = torch.cuda.memory_allocated(dev) - base - weights
+    steady = torch.cuda.memory_allocated(dev) - base
     world.generate_chunk(*_inputs(world, cfg.kv_window + 2))
     torch.cuda.synchronize(dev)
-    peak = torch.cuda.max_memory_allocated(dev) - base - weights - steady
+    peak = torch.cuda.max_memory_allocated(dev) - base - steady
     world.close()
     print(f"state {steady} B (plan {plan.per_session}), chunk peak {peak} B (plan {plan.chunk_peak})")
     assert steady == pytest.approx(plan.per_session, rel=0.10, abs=2 * 2**20)
-    assert peak == pytest.approx(plan.chunk_peak, rel=0.30, abs=16 * 2**20)
+    assert peak == pytest.approx(plan.chunk_peak, rel=0.30, abs=48 * 2**20)  # + cuDNN's per-call workspaces

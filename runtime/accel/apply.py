@@ -3,21 +3,24 @@
 Choices: `none` (eager PyTorch), `compile` (torch.compile), `onnx` (ONNX Runtime, CPU execution
 provider), `tensorrt` (TensorRT engines, NVIDIA GPUs), `cudagraph` (CUDA graphs of the fixed-shape
 step under plain PyTorch, NVIDIA GPUs) and `auto`: on a CUDA device TensorRT when the `tensorrt`
-package imports, else CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
+package imports and a chunk-step engine is already on disk, else CUDA graphs (a cold TensorRT build
+takes tens of minutes: `--accel tensorrt` builds the engines once); with TensorRT the VAE decoder runs
+on CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
 eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures them all).
 
 How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
 interface of runtime/world.py: `stream.transformer`, `stream.backend`, `vae`) gets an `AcceleratedStep`
 in `stream.backend` and an `AcceleratedVAE` as its `vae`. `create_world` asks the world to
-`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world.
-Both run the first chunk eagerly (other shapes, once a session) and every later chunk through the
-fixed-shape modules of onnx_export.py, built lazily at the first chunk that needs them (exports are
-cached on disk). The typed `StreamingCache` and the VAE's decode state stay the source of truth,
-flattened in and out around each step, so snapshot, restore and rewind work unchanged. Asking for a
-backend that is not installed raises `AccelUnavailable` naming what to install. Under `auto` a
-backend that fails to build falls back to eager with a warning, and what runs where is fixed per
-device, never timed at run time (so a replay takes the same path as the session it replays): on the
-CPU, ONNX Runtime for the chunk step and the VAE decoder.
+`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world. Both
+run the first chunk eagerly (other shapes, once a session; on a GPU the chunk step also runs every chunk
+before its attention window is full eagerly, so no masked graph is built for one chunk a session) and
+every later chunk through the fixed-shape modules of onnx_export.py, built lazily at the first chunk
+that needs them (exports are cached on disk). The typed `StreamingCache` and the VAE's decode state stay
+the source of truth, flattened in and out around each step, so snapshot, restore and rewind work
+unchanged. Asking for a backend that is not installed raises `AccelUnavailable` naming what to install.
+Under `auto` a backend that fails to build falls back to eager with a warning, and what runs where is
+fixed per device, never timed at run time (so a replay takes the same path as the session it replays):
+on the CPU, ONNX Runtime for the chunk step and the VAE decoder.
 
 Tolerance: every backend reproduces eager frames within 2/255 per pixel on the small configs
 (tests/test_accel.py); the chunk step's velocity and carried cache within 1e-4 relative.
@@ -26,6 +29,7 @@ Tolerance: every backend reproduces eager frames within 2/255 per pixel on the s
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -67,6 +71,8 @@ CHOICES = ACCEL_CHOICES  # defined beside the parsers, which must not import tor
 CPU_DEFAULT = "onnx"
 # Backends whose built graphs embed the weights: the chunk step's reads and write share one graph there.
 SHARED_GRAPH = ("onnx", "tensorrt")
+# The VAE decoder's backend where it is not the chunk step's (see apply_accel)
+VAE_BACKEND = {"tensorrt": "cudagraph"}
 
 # make(kind, module, example_inputs, input_names, export) -> callable like the module
 Make = Callable[[str, nn.Module, list[torch.Tensor], list[str], Callable[[], Path]], Callable[..., Any]]
@@ -106,13 +112,21 @@ def check(choice: str, device: torch.device | str) -> tuple[bool, str]:
     raise ValueError(f"unknown --accel {choice!r}; choose one of {', '.join(CHOICES)}")
 
 
-def resolve(choice: str, device: torch.device | str) -> str:
-    """The backend `choice` means on `device`; raises AccelUnavailable for an explicit choice that cannot run."""
+def resolve(choice: str, device: torch.device | str, cache_dir: str | Path | None = None) -> str:
+    """The backend `choice` means on `device`; raises AccelUnavailable for an explicit choice that cannot run.
+
+    `auto` on CUDA: TensorRT once a chunk-step engine for this GPU is on disk (built by `--accel tensorrt`:
+    tens of minutes cold at full size, too long for a start that did not ask for it), else CUDA graphs."""
     device = torch.device(device)
     if choice == "auto":
         order = ["tensorrt", "cudagraph"] if _cuda(device) else [CPU_DEFAULT]
         for c in order:
             ok, why = check(c, device)
+            if ok and c == "tensorrt":
+                from .tensorrt_backend import engines_on_disk
+
+                if not engines_on_disk(export_dir(cache_dir), device):
+                    ok, why = False, "no TensorRT engine built yet (run once with --accel tensorrt to build them)"
             if ok:
                 return c
             log.info("--accel auto: not %s (%s)", c, why)
@@ -199,6 +213,9 @@ class AcceleratedStep:
         self.failed: str | None = None
         self.counts = {"eager": 0, "accel": 0}
         self.build_seconds = 0.0
+        # graphs for full windows only, unmasked (chunks before run eagerly); None: on CUDA, where the unmasked
+        # step runs flash attention (the CPU keeps one masked graph for every chunk after the first)
+        self.full_window_only: bool | None = None
         self._runners: dict[tuple, Callable[..., Any]] = {}
         self._unused: set[tuple] = set()  # runners never called yet: their first call finishes the build
         self._layouts: dict[tuple, CacheLayout] = {}
@@ -206,15 +223,26 @@ class AcceleratedStep:
         self._prompt: tuple[Any, ...] | None = None  # (text, text_mask, PromptContext) when given raw text
         self._hash: str | None = None
 
+    def for_session(self) -> AcceleratedStep:
+        """The same graphs (runners, layouts, build counts) for another session on the same model: only the
+        per-chunk and per-prompt inputs are the session's own (`SanaWM.fork`)."""
+        twin = copy.copy(self)  # shares _runners, _unused, _layouts and counts by reference
+        twin._prep = twin._prompt = None
+        return twin
+
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
-        if self.failed or cache is None or cache.chunks == 0 or camera is None:
+        # eager: chunk 0 (other shapes), and on a GPU every chunk before the window is full (chunk 1 with the
+        # default window), as its masked graphs, engines or pools would be built and held for one chunk a session
+        full_only = latents.is_cuda if self.full_window_only is None else self.full_window_only
+        if (self.failed or cache is None or cache.chunks == 0 or camera is None
+                or (full_only and not _window_full(cache, self.tr.cfg.kv_window - 1))):
             self.counts["eager"] += 1
             return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
         try:
             fixed, flat, lay = self._prepare(latents, timesteps, text, text_mask, camera, cache)
             inputs = [latents.to(fixed[0].dtype), timesteps.float(), *fixed[2:], *flat]
-            # on a GPU a full window runs without the mask (flash attention); the CPU keeps one graph
-            masked = not (latents.is_cuda and _window_full(cache, lay))
+            # on a GPU the window is full here: no mask (flash attention); the CPU keeps one masked graph
+            masked = not full_only
             key, run = self._runner(write or self.shared, inputs, lay, masked)
             if not write and self.shared:  # a read on the write graph: its velocity only
                 run = partial(_velocity, run)
@@ -354,9 +382,9 @@ def _velocity(run: Callable[..., Any], *inputs: torch.Tensor) -> torch.Tensor:
     return run(*inputs)[0]
 
 
-def _window_full(cache: Any, lay: CacheLayout) -> bool:
-    """Every softmax block's recent region is filled: no padded slot to mask."""
-    return all(len(b.recent) >= lay.keep for b in cache.blocks if hasattr(b, "recent"))
+def _window_full(cache: Any, keep: int) -> bool:
+    """Every softmax block's recent region holds its `keep` chunks: no padded slot to mask."""
+    return all(len(b.recent) >= keep for b in cache.blocks if hasattr(b, "recent"))
 
 
 def _first_call_locked(owner: AcceleratedStep | AcceleratedVAE, keyed: tuple, inputs: list[torch.Tensor]) -> Any:
@@ -441,7 +469,7 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
             log.warning("--accel %s: %s has no SANA-WM chunk step; running it as is", choice, type(world).__name__)
         return "none"
     device = stream.transformer.x_embedder.proj.weight.device
-    chosen = resolve(choice, device)
+    chosen = resolve(choice, device, cache_dir)
     inner_vae = vae.inner if isinstance(vae, AcceleratedVAE) else vae
     if chosen == "none":
         stream.backend = None
@@ -450,6 +478,9 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
         return "none"
     folder = export_dir(cache_dir)
     make = engine(chosen, device)
+    # the decoder's backend: TensorRT would run every LTX-2 conv in fp32/TF32 between casts (an ONNX bf16 Conv
+    # needs opset 22, past the exporter's), slower than eager bf16: CUDA graphs run it in bf16
+    vae_choice = VAE_BACKEND.get(chosen, chosen)
     # auto falls back to eager if a backend fails to build. Its choice is fixed per device, never
     # timed at run time, so a replay of a recorded session takes the same path and gives the same
     # frames: on the CPU, ONNX Runtime for the chunk step and the VAE decoder (see CPU_DEFAULT).
@@ -458,8 +489,9 @@ def apply_accel(world: Any, choice: str = "auto", cache_dir: str | Path | None =
     stream.backend = AcceleratedStep(stream.transformer, make, folder, fallback=auto, backend=chosen,
                                      shared=chosen in SHARED_GRAPH)
     if inner_vae is not None and hasattr(inner_vae, "decode_chunk"):
-        world.vae = AcceleratedVAE(inner_vae, make, folder, fallback=auto, backend=chosen)
-    log.info("accel: chunk step and VAE decoder on %s (chunk 0 eager)", chosen)
+        vae_make = make if vae_choice == chosen else engine(vae_choice, device)
+        world.vae = AcceleratedVAE(inner_vae, vae_make, folder, fallback=auto, backend=vae_choice)
+    log.info("accel: chunk step on %s, VAE decoder on %s (chunk 0 eager)", chosen, vae_choice)
     return chosen
 
 
@@ -479,8 +511,8 @@ def warm_up(world: Any) -> float:
         spec = world.spec
         K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
         world.reset(None, None, 0)
-        # chunk 0 runs eagerly; chunk 1 builds the fixed-shape graphs; on a GPU the chunk that first sees a
-        # full window (chunk kv_window) builds the unmasked ones
+        # chunk 0 runs eagerly; on the CPU chunk 1 builds the fixed-shape graphs; on a GPU the chunks before the
+        # window is full run eagerly too and the first chunk with a full window (chunk kv_window) builds them
         tr = stream.transformer
         cuda = next(tr.parameters()).is_cuda
         for k in range(1 + max(1, tr.cfg.kv_window) if cuda else 2):

@@ -82,6 +82,8 @@ def _materialise(module: torch.nn.Module, device: torch.device, dtype: torch.dty
     for name, b in module.named_buffers():
         if b.is_floating_point():
             b.fill_(1.0 if "std" in name else 0.0)
+    if _cuda(device):  # drawn on the default stream: the world's own streams must not read them before
+        torch.cuda.synchronize(device)
     return module
 
 
@@ -255,11 +257,13 @@ def measure(world: SanaWM, chunks: int) -> dict[str, Any]:
         pipelined = (time.perf_counter() - t1) / chunks
         timer.take()
         peak = torch.cuda.max_memory_allocated(world.device) if cuda else None
+        reserved = torch.cuda.max_memory_reserved(world.device) if cuda else None
+        used = (lambda free, total: total - free)(*torch.cuda.mem_get_info(world.device)) if cuda else None
     finally:
         timer.remove()
     video = world.spec.frames_per_chunk / world.spec.fps
     return {"chunk": totals, "passes": passes, "ttff": ttff, "pipelined": pipelined, "video_seconds": video,
-            "peak_bytes": peak}
+            "peak_bytes": peak, "reserved_bytes": reserved, "used_bytes": used}
 
 
 def accel_choices(choice: str, device: torch.device) -> list[str]:
@@ -314,6 +318,11 @@ def random_init_figures(ctx, cfg: RandomInitBench) -> None:
             ctx.add(f"{tag} time to first frame", 1000 * r["ttff"], "ms", "reset (first-image encode) + chunk 0")
             if r["peak_bytes"] is not None:
                 ctx.add(f"{tag} peak GPU memory", r["peak_bytes"] / 2**30, "GiB", "torch max_memory_allocated")
+                # allocated misses CUDA-graph pools' intermediates and TensorRT's engine and context memory
+                ctx.add(f"{tag} peak GPU memory reserved", r["reserved_bytes"] / 2**30, "GiB",
+                        "torch max_memory_reserved (graph pools included)")
+                ctx.add(f"{tag} GPU memory in use", r["used_bytes"] / 2**30, "GiB",
+                        "cudaMemGetInfo total - free (TensorRT engines and contexts included)")
     finally:
         apply_accel(world, "none")
         world.close()

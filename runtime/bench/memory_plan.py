@@ -47,6 +47,7 @@ from worldwalk.runtime.sana_wm.config import SanaWMConfig
 GiB = 2**30
 RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
 RESERVE_FRACTION = 0.05  # allocator fragmentation
+MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
 def released_vae_config() -> dict[str, Any]:
@@ -185,9 +186,47 @@ class MemoryPlan:
     def reserve(self, gpu_bytes: int) -> int:
         return RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
 
-    def sessions_fit(self, gpu_bytes: int, snapshots: int) -> int:
-        free = gpu_bytes - self.reserve(gpu_bytes) - self.weights - self.chunk_peak
+    def graph_bytes(self, backend: str = "none") -> int:
+        """Device memory one model's accelerated graphs or engines hold for good (shared by its sessions).
+        An estimate from the plan's parts, not a measurement (`bench --gpu-check` compares):
+        - cudagraph: each graph keeps its static inputs and outputs and a private pool as large as its pass's
+          activations: the chunk read (the cache and prompt K/V in; a denoising pass), the chunk write (the
+          cache in and out; the write pass) and the decoder (the tails in and out; a decode). Chunks whose
+          window is not full run eagerly, so there is no masked graph;
+        - tensorrt: the chunk-step engine embeds the transformer's weights (one engine for the reads and the
+          write) plus its activation memory; the decoder runs on a CUDA graph (runtime/accel/apply.py);
+        - none, compile, onnx: nothing held beyond the eager peak."""
+        s, p = self.session_bytes, self.peak_bytes
+        cache = sum(v for k, v in s.items() if k not in ("vae_decode_state", "first_image_latent", "prompt"))
+        decode = s.get("vae_decode_state", 0)
+        decoder_graph = 2 * decode + p["vae_decode"]
+        if backend == "cudagraph":
+            return (cache + p["denoise_steady"]) + (2 * cache + p["cache_write"]) + decoder_graph
+        if backend == "tensorrt":
+            return self.weight_bytes["transformer"] + p["cache_write"] + decoder_graph
+        return 0
+
+    def sessions_fit(self, gpu_bytes: int, snapshots: int, backend: str = "none", shared: bool = True) -> int:
+        """Sessions a GPU holds. `shared`: one model (weights, graphs) per device and a light world per
+        session (runtime/world_pool.py); otherwise every session builds the whole world (how `serve` ran
+        before the pool), its own weights, graphs and activation peak."""
+        model = self.weights + self.graph_bytes(backend)
+        if not shared:
+            return max(0, (gpu_bytes - self.reserve(gpu_bytes)) //
+                       (model + self.chunk_peak + self.per_session_with(snapshots)))
+        free = gpu_bytes - self.reserve(gpu_bytes) - model - self.chunk_peak
         return max(0, free // self.per_session_with(snapshots))
+
+    def pinned_snapshot_bytes(self) -> int:
+        """Pinned host memory one kept snapshot takes: its bytes rounded up to the arena (a power of two,
+        as the pinned pool of runtime/sana_wm/snapshots.py allocates them)."""
+        from worldwalk.runtime.sana_wm.snapshots import arena_size
+
+        return arena_size(self.snapshot_bytes)
+
+    def sessions_fit_host(self, pinned_budget: int, snapshots: int = MIN_SNAPSHOTS) -> int:
+        """Sessions whose rewind snapshots (at least `snapshots` each) fit the process's pinned budget."""
+        return pinned_budget // max(1, snapshots * self.pinned_snapshot_bytes())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -398,7 +437,7 @@ def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:
     return max(1, min(cfg.max_snapshots, fit))
 
 
-def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int) -> str:
+def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int, pinned_budget: int = 0) -> str:
     def gib(b: int) -> str:
         return f"{b / GiB:8.3f} GiB" if b >= GiB // 4 else f"{b / 2**20:8.1f} MiB"
 
@@ -420,8 +459,16 @@ def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int) -> str:
         f"  ({gib(plan.per_session).strip()} each; rewind snapshots in host memory)",
         f"    with {snapshots} snapshots on the GPU    {plan.sessions_fit(gpu_bytes, snapshots):8d}"
         f"  ({gib(plan.per_session_with(snapshots)).strip()} each)",
-        f"  host memory for {snapshots} snapshots    {gib(snapshots * plan.snapshot_bytes)} a session",
+        f"  host memory for {snapshots} snapshots    {gib(snapshots * plan.snapshot_bytes)} a session"
+        f"  ({gib(snapshots * plan.pinned_snapshot_bytes()).strip()} pinned)",
+        "  sessions per GPU by backend       shared model  a world each",
     ]
+    for backend in ("none", "cudagraph", "tensorrt"):
+        shared, each = plan.sessions_fit(gpu_bytes, 0, backend), plan.sessions_fit(gpu_bytes, 0, backend, False)
+        lines.append(f"    {backend:<12} graphs {gib(plan.graph_bytes(backend))}  {shared:8d}  {each:8d}")
+    if pinned_budget:
+        lines.append(f"  pinned host budget {gib(pinned_budget).strip()}: sessions with {MIN_SNAPSHOTS} snapshots each"
+                     f" {plan.sessions_fit_host(pinned_budget):6d}")
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
@@ -437,6 +484,39 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
     of meta-tensor work: `info --random-init full` and the bench's refusal of `full` both read it).
     Shared: read it, do not change it."""
     return plan_memory(*full_size_configs(), width, height, dtype)
+
+
+def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | None = None) -> tuple[int, str]:
+    """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the plan's GPU fit
+    for its backend, bounded by the snapshots' pinned budget; at least 1. Worlds the plan cannot size
+    (no SANA-WM checkpoint) get the CPU default."""
+    from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+    from worldwalk.runtime.world_pool import CPU_SESSIONS
+
+    if world.name != "sana-wm" or not world.checkpoint:
+        return CPU_SESSIONS, f"no memory plan for world {world.name!r}: the default {CPU_SESSIONS}"
+    o = world.options
+    device = torch.device(world.device)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    if gpu_bytes is None:
+        if not cuda:
+            return CPU_SESSIONS, f"no GPU: the default {CPU_SESSIONS}"
+        gpu_bytes = torch.cuda.get_device_properties(device).total_memory
+    dtype = getattr(torch, o.get("dtype", "bfloat16"))
+    plan = plan_memory(*checkpoint_configs(world.checkpoint), int(o.get("width", 1280)), int(o.get("height", 704)),
+                       dtype)
+    if world.accel == "auto":
+        from worldwalk.runtime.accel.apply import resolve
+
+        backend = resolve("auto", device) if cuda else "cudagraph"
+    else:
+        backend = world.accel
+    gpu = plan.sessions_fit(gpu_bytes, 0, backend)
+    pinned = pinned_budget() if pinned is None else pinned
+    host = plan.sessions_fit_host(pinned)
+    n = max(1, min(gpu, host))
+    return n, (f"memory plan: {gpu} fit on {gpu_bytes / 1e9:.0f} GB beside one {backend} model, {host} within "
+               f"{pinned / 1e9:.0f} GB of pinned snapshot memory")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,8 +555,15 @@ def run_plan(args: Any) -> int:
     if getattr(args, "json", False):
         d = plan.to_dict()
         d.update(gpu_bytes=gpu, snapshots=snapshots, sessions_fit=plan.sessions_fit(gpu, 0),
-                 sessions_fit_snapshots_on_gpu=plan.sessions_fit(gpu, snapshots))
+                 sessions_fit_snapshots_on_gpu=plan.sessions_fit(gpu, snapshots),
+                 graph_bytes={b: plan.graph_bytes(b) for b in ("none", "cudagraph", "tensorrt")},
+                 sessions_fit_by_backend={b: {"shared": plan.sessions_fit(gpu, 0, b),
+                                              "world_each": plan.sessions_fit(gpu, 0, b, False)}
+                                          for b in ("none", "cudagraph", "tensorrt")},
+                 pinned_snapshot_bytes=plan.pinned_snapshot_bytes())
         print(json.dumps(d, indent=2))
     else:
-        print(format_plan(plan, gpu, snapshots))
+        from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+
+        print(format_plan(plan, gpu, snapshots, pinned_budget()))
     return 0

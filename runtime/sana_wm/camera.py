@@ -74,11 +74,23 @@ class CameraInputs:
     plucker: torch.Tensor  # (B, 6 * s, T, h, w)
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> CameraInputs:
+        dev = torch.device(device)
+        if dev.type == "cuda" and torch.cuda.is_available():
+            # cast on the host, pin, copy without blocking: a pageable copy makes the host wait for the model's
+            # stream (two waits a chunk), so it could not queue the next chunk while this one runs
+            return CameraInputs(_to_cuda(self.conditions, dev, torch.float32), _to_cuda(self.plucker, dev, dtype))
         return CameraInputs(self.conditions.to(device, torch.float32), self.plucker.to(device, dtype))
 
     @staticmethod
     def cat(parts: list[CameraInputs]) -> CameraInputs:
         return CameraInputs(torch.cat([p.conditions for p in parts], 1), torch.cat([p.plucker for p in parts], 2))
+
+
+def _to_cuda(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if t.device.type != "cpu":
+        return t.to(device, dtype)
+    t = t.to(dtype)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
 
 
 def plucker_rays(K4: torch.Tensor, c2w: torch.Tensor, h: int, w: int) -> torch.Tensor:

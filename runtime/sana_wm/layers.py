@@ -123,6 +123,20 @@ class SelfAttentionParams(nn.Module):
         if short_conv > 0:
             self.conv_k_cam = TemporalShortConv(dim, short_conv)
 
+    FP32 = ("A_log", "dt_bias")  # the GDN decay's parameters: A = exp(A_log) in bf16 is off by up to 0.8%
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202
+        """`.to(dtype)`, `.half()`, `.to_empty(...)` and alike move A_log and dt_bias but keep them fp32: the
+        model's dtype would shift every frame's decay (the GDN scan reads them as fp32)."""
+        keep = {n: getattr(self, n).data for n in self.FP32}
+        out = super()._apply(fn, recurse)
+        for n, old in keep.items():
+            p = getattr(self, n)
+            if p.dtype != old.dtype:
+                p.data = (torch.empty_like(p, dtype=old.dtype) if old.is_meta or p.is_meta
+                          else old.to(p.device, copy=True))
+        return out
+
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, H, N, D)."""
         B, N, _ = x.shape

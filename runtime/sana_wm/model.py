@@ -18,7 +18,10 @@ code runs with `nullcontext()` in place of streams, the decoder thread using the
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -74,10 +77,30 @@ class SanaWMSnapshot:
     decode_event: object = None  # the same for the decode state
     cache_bytes: int = 0  # bytes this snapshot adds (the sink, shared by all, is counted once)
     decode_bytes: int = 0  # the decode state's bytes (the last known size while its decode runs)
+    leases: list = field(default_factory=list)  # pinned arenas its host tensors live in (snapshots.py)
+    sink_lease: object = None  # the arena of the session's host sink (shared with its other snapshots)
 
     def nbytes(self) -> int:
         """Memory this snapshot keeps: what a session's snapshot budget counts."""
         return self.cache_bytes + self.decode_bytes
+
+    def __getstate__(self) -> dict:
+        """What pickle keeps (the cluster's failover store): the copies off the device finished, a running
+        decode waited for, CUDA events and pinned-arena leases dropped, every tensor a compact host copy
+        (a tensor carved from an arena would otherwise pickle the whole arena)."""
+        decode = self.decode  # read before its event: the decode's callback sets the event first, then this
+        if isinstance(decode, Future):
+            decode = decode.result()[1]
+        for event in (self.cache_event, self.decode_event):
+            if event is not None:
+                event.synchronize()
+        state = dict(self.__dict__)
+        state.update(
+            stream=_on_host(self.stream),
+            decode=DecodeState({k: _host_copy(t) for k, t in decode.tails.items()}, decode.started),
+            cache_event=None, decode_event=None, leases=[], sink_lease=None,
+        )
+        return state
 
 
 @dataclass
@@ -102,6 +125,24 @@ class PendingChunk:
 
 def _cuda(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
+
+
+def _host_copy(t):
+    """A compact copy in (pageable) host memory that owns its storage."""
+    return None if t is None else t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+
+def _on_host(obj):
+    """`obj` (tensors in dataclasses, lists, tuples, dicts) with every tensor a compact host copy."""
+    if isinstance(obj, torch.Tensor):
+        return _host_copy(obj)
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_host(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _on_host(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return replace(obj, **{f.name: _on_host(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init})
+    return obj
 
 
 def _copy(state: DecodeState) -> DecodeState:
@@ -154,7 +195,6 @@ class SanaWM:
             raise ValueError(f"output size {cfg.width}x{cfg.height} must be a multiple of {step} (VAE stride x patch)")
         self.latent_hw = (cfg.height // vae.spatial_stride, cfg.width // vae.spatial_stride)
         self.null_caption = null_caption
-        self.stream = LatentRollout(transformer, FlowSampler(cfg.sampler), cfg.use_cache)
         L = mc.chunk_latent_frames
         self.spec = ModelSpec(
             name=name,
@@ -169,7 +209,15 @@ class SanaWM:
             label=label,
             takes_prompt=takes_prompt,
         )
-        self._encoder: GemmaPromptEncoder | None = None
+        self._encoders: dict[str, GemmaPromptEncoder] = {}  # the text encoder, made on first use; forks share it
+        self._encoder_lock = threading.Lock()
+        self._start_session_state(LatentRollout(transformer, FlowSampler(cfg.sampler), cfg.use_cache))
+
+    def _start_session_state(self, stream: LatentRollout) -> None:
+        """What one session holds for itself over the model: its rollout (cache, noise generator, prompt),
+        streams, decoder thread, snapshot store and position. Everything else (the transformer, the VAE,
+        their accelerated graphs or engines, the text encoder) is the model, which `fork` shares."""
+        self.stream = stream
         cuda = _cuda(self.device)
         self._model_stream = torch.cuda.Stream(self.device) if cuda else None
         self._decode_stream = torch.cuda.Stream(self.device) if cuda else None
@@ -181,6 +229,20 @@ class SanaWM:
         self._decode_bytes = 0  # size of the last decode state a snapshot kept
         self._chunk_index = 0
         self._first_pose_inv: np.ndarray | None = None
+
+    def fork(self) -> SanaWM:
+        """A light world for one more session on this one's model: the same transformer, VAE and
+        accelerated graphs (one copy of the weights on the device), its own cache, noise, snapshots,
+        streams and decoder thread. Sessions run their chunks on their own threads; the model's modules
+        hold no per-session state (the per-chunk memo of the transformer is kept per thread). The fork
+        starts like a fresh world: reset it (a Session does on start). Closing it frees its own state only."""
+        twin = copy.copy(self)  # subclasses' read-only extras (the bundled start frame, configs) come along
+        step = self.stream.backend
+        stream = LatentRollout(self.transformer, self.stream.sampler, self.stream.use_cache)
+        if step is not None:
+            stream.backend = step.for_session() if hasattr(step, "for_session") else step
+        twin._start_session_state(stream)
+        return twin
 
     # ---- construction without a checkpoint (tests, the bundled model) ----
     @classmethod
@@ -218,11 +280,13 @@ class SanaWM:
         if self.cfg.prompt_file:
             return load_prompt_file(self.cfg.prompt_file, mc.caption_channels)
         if prompt and self.cfg.text_encoder:
-            if self._encoder is None:
-                self._encoder = GemmaPromptEncoder(
-                    self.cfg.text_encoder, os.path.expanduser(self.cfg.prompt_cache_dir), str(self.device)
-                )
-            return self._encoder.encode(prompt)
+            with self._encoder_lock:  # one encoder for the model and its forks, however many sessions reset at once
+                if "gemma" not in self._encoders:
+                    self._encoders["gemma"] = GemmaPromptEncoder(
+                        self.cfg.text_encoder, os.path.expanduser(self.cfg.prompt_cache_dir), str(self.device)
+                    )
+                encoder = self._encoders["gemma"]
+                return encoder.encode(prompt)
         if prompt:
             raise ValueError(
                 "a text prompt needs a text encoder: pass options text_encoder=<local Gemma-2 folder> or "
@@ -291,16 +355,21 @@ class SanaWM:
                 ready = torch.cuda.Event()
                 ready.record(torch.cuda.current_stream(self.device))
                 z.record_stream(self._decode_stream)
-            self._decoding = self._decoder.submit(self._decode_job, z, ready, self._decoding, n, k)
+            # the decode chain's start goes with the job: nothing here holds it (0.55 GB at full size) after
+            start = None
+            if self._decoding is None:
+                start, self._decode_start = self._decode_start, DecodeState()
+            self._decoding = self._decoder.submit(self._decode_job, z, ready, self._decoding, n, k, start)
             self.stream.commit(z, camera, timings)
         self._chunk_index += 1
         return PendingChunk(k, poses, intrinsics, timings, t_start, self._decoding)
 
     @torch.no_grad()
-    def _decode_job(self, z: torch.Tensor, ready, previous: Future | None, n: int, k: int):
+    def _decode_job(self, z: torch.Tensor, ready, previous: Future | None, n: int, k: int,
+                    start: DecodeState | None = None):
         """On the decoder thread, in chunk order: (frames, decode state after, seconds)."""
         use_torch_threads(self.cfg.threads)
-        state = previous.result()[1] if previous is not None else self._decode_start
+        state = previous.result()[1] if previous is not None else start
         t0 = time.perf_counter()
         if ready is not None:
             self._decode_stream.wait_event(ready)
@@ -326,7 +395,7 @@ class SanaWM:
         done its state replaces the future (and the frames the future also holds). On CUDA the tensors
         go to pinned host memory on a side stream (`SnapshotStore`)."""
         st = self.stream.snapshot()
-        cache, cache_bytes, event = self._snapshots.offload_cache(st.cache, self._model_stream)
+        cache, cache_bytes, event, leases = self._snapshots.offload_cache(st.cache, self._model_stream)
         snap = SanaWMSnapshot(
             replace(st, cache=cache),
             DecodeState(),
@@ -335,6 +404,8 @@ class SanaWM:
             cache_event=event,
             cache_bytes=cache_bytes,
             decode_bytes=self._decode_bytes,
+            leases=leases,
+            sink_lease=self._snapshots.sink_lease(),
         )
         if self._decoding is not None:
             snap.decode = self._decoding
@@ -349,7 +420,8 @@ class SanaWM:
             self._keep_decode_state(snap, decoding.result()[1])
 
     def _keep_decode_state(self, snap: SanaWMSnapshot, state: DecodeState) -> None:
-        decode, n, event = self._snapshots.offload_decode(state, self._decode_stream)
+        decode, n, event, leases = self._snapshots.offload_decode(state, self._decode_stream)
+        snap.leases = [*snap.leases, *leases]
         snap.decode_event, snap.decode_bytes = event, n
         snap.decode = decode  # last: restore() reads the event only once it sees the state
         self._decode_bytes = n
@@ -359,13 +431,16 @@ class SanaWM:
             raise TypeError(f"expected a SanaWMSnapshot from this world's snapshot(), got {type(snapshot).__name__}")
         self._settle()
         with self._stream_ctx(self._model_stream):  # copies back in the model's order (the decode waits for it)
-            cache = self._snapshots.restore_cache(snapshot.stream.cache, snapshot.cache_event)
+            cache = self._snapshots.restore_cache(snapshot.stream.cache, snapshot.cache_event, snapshot.sink_lease)
             self.stream.restore(replace(snapshot.stream, cache=cache))
             decode = snapshot.decode
             if isinstance(decode, Future):
                 decode = decode.result()[1]  # on the device still
             else:
                 decode = self._snapshots.restore_decode(decode, snapshot.decode_event)
+                if self._decode_stream is not None:  # copied on the model stream, read on the decode stream
+                    for t in decode.tails.values():
+                        t.record_stream(self._decode_stream)
         self._decode_start = _copy(decode)
         self._chunk_index = snapshot.chunk_index
         self._first_pose_inv = None if snapshot.first_pose_inv is None else snapshot.first_pose_inv.copy()
@@ -377,8 +452,11 @@ class SanaWM:
             pass  # the decode's error was already reported to whoever took its result
         self._decoder.shutdown(wait=True)
         self._image_latent = None
+        self._decode_start = DecodeState()
+        self._snapshots.reset()
         self.stream.cache = self.transformer.new_cache()
         self.stream.history = []
+        self.stream.prompt = self.stream.text = self.stream.mask = None
         if _cuda(self.device):
             torch.cuda.empty_cache()
 

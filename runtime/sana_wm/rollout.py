@@ -136,6 +136,9 @@ class LatentRollout:
         else:
             self.history.append((z, camera))
         self._reading = self._camera = None
+        # the chunk is written: its RoPE and camera inputs (kept for its passes, per thread) are not needed again
+        if getattr(self.transformer, "memo_chunk_inputs", False):
+            self.transformer._chunk_memo = None
         if timings is not None:
             timings["cache_write"] = clock.between(t0, clock.now())
 
@@ -153,7 +156,8 @@ class LatentRollout:
 
     def restore(self, state: RolloutState) -> None:
         if state.text is not None and (state.text is not self.text or state.mask is not self.mask):
-            self._set_prompt(state.text, state.mask)  # taken under another prompt (or unpickled): its K/V again
+            dev = self.transformer.x_embedder.proj.weight.device  # an unpickled prompt comes in host memory
+            self._set_prompt(state.text.to(dev), state.mask.to(dev))  # taken under another prompt: its K/V again
         self.cache = state.cache.snapshot()
         self.generator.set_state(state.rng)
         self.history = list(state.history)

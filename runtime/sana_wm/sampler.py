@@ -63,22 +63,26 @@ class FlowSampler:
         """
         B = shape[0]
         P = 0 if clean_prefix is None else clean_prefix.shape[2]
-        x = self.noise(shape, generator, device, dtype) * self.sigmas[0]
+        # the state between steps stays fp32 (x0 = x - sigma v would round to bf16 at every step); only the
+        # model's input is cast to its dtype
+        f32 = torch.float32
+        x = self.noise(shape, generator, device, f32) * self.sigmas[0]
         if clean_prefix is not None:
-            x = torch.cat([clean_prefix.to(device, dtype), x], 2)
+            prefix = clean_prefix.to(device, dtype).to(f32)  # the model's own latent, as it would read it
+            x = torch.cat([prefix, x], 2)
         frames = x.shape[2]
         for i, sigma in enumerate(self.sigmas[:-1]):
             nxt = self.sigmas[i + 1]
             t = torch.full((B, frames), self.model_timestep(sigma), device=device)
             t[:, :P] = 0.0
-            v = velocity(x, t)
+            v = velocity(x.to(dtype), t).to(f32)
             if nxt == 0.0:
                 x = x - sigma * v
             elif self.cfg.renoise:
                 x0 = x - sigma * v
-                x = (1.0 - nxt) * x0 + nxt * self.noise(tuple(x.shape), generator, device, dtype)
+                x = (1.0 - nxt) * x0 + nxt * self.noise(tuple(x.shape), generator, device, f32)
             else:
                 x = x + (nxt - sigma) * v
             if clean_prefix is not None:
-                x[:, :, :P] = clean_prefix.to(device, dtype)
-        return x
+                x[:, :, :P] = prefix
+        return x.to(dtype)

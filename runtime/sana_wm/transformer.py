@@ -10,6 +10,7 @@ bidirectional forward on that chunk (see gdn.py / attention.py for the two docum
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 
 import torch
@@ -177,13 +178,14 @@ class SanaWMStreamingTransformer(nn.Module):
         self.final_layer = FinalLayer(d, p, cfg.in_channels)
         self.rope = Rope3D(cfg.linear_head_dim, cfg.rope_max_seq_len, cfg.rope_theta)
         self.memo_chunk_inputs = True  # keep a chunk's RoPE / camera inputs across its passes (_chunk_inputs)
-        self._chunk_memo: tuple | None = None
+        # per thread (one session's model thread each): sessions sharing this module keep their own chunk's inputs
+        self._chunk_memos: dict[int, tuple] = {}
 
     def _chunk_inputs(self, camera: CameraInputs | None, frame: int, T: int, h: int, w: int, device: torch.device):
         """RoPE, UCPE transforms, camera RoPE and the Plücker embedding of a chunk at frame `frame`.
 
         They depend on the chunk's position and camera only, so the chunk's denoising passes (one camera
-        object) compute them once: the last result is kept while no gradient is recorded."""
+        object) compute them once: the last result of each thread is kept while no gradient is recorded."""
         key = (frame, T, h, w, device, self.dtype)
         memo = self._chunk_memo
         hit = memo is not None and memo[0] is camera and memo[1] == key
@@ -199,6 +201,22 @@ class SanaWMStreamingTransformer(nn.Module):
         out = (rope, ucpe, cam_rope, plucker)
         self._chunk_memo = None if (torch.is_grad_enabled() or not self.memo_chunk_inputs) else (camera, key, out)
         return out
+
+    @property
+    def _chunk_memo(self) -> tuple | None:
+        return self._chunk_memos.get(threading.get_ident())
+
+    @_chunk_memo.setter
+    def _chunk_memo(self, memo: tuple | None) -> None:
+        me = threading.get_ident()
+        if memo is None:
+            self._chunk_memos.pop(me, None)
+            return
+        if me not in self._chunk_memos and len(self._chunk_memos) >= 64:  # threads that never wrote their chunk
+            oldest = list(self._chunk_memos)[:1]  # one C call: safe while other threads add theirs
+            if oldest:
+                self._chunk_memos.pop(oldest[0], None)
+        self._chunk_memos[me] = memo
 
     def prompt_context(self, text: torch.Tensor, text_mask: torch.Tensor) -> PromptContext:
         """The prompt as the blocks' cross-attentions read it (text (B, L, caption_channels), text_mask (B, L)):

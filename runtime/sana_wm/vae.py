@@ -37,7 +37,9 @@ if TYPE_CHECKING:  # diffusers takes seconds to import: only a world with the LT
 class DecodeState:
     """What a causal decode carries from one chunk to the next."""
 
-    tails: dict[int, torch.Tensor] = field(default_factory=dict)  # id(conv) -> last (k - 1) input frames
+    # conv's place among the decoder's modules -> its last (k - 1) input frames; a place, not the module's id,
+    # so a state restores on another copy of the model (an unpickled snapshot, in another process)
+    tails: dict[int, torch.Tensor] = field(default_factory=dict)
     started: bool = False  # a chunk was decoded: upsamplers keep every frame from now on
 
     def nbytes(self) -> int:
@@ -73,6 +75,7 @@ class SanaWMVAE(VAEModule):
         self.temporal_stride = dec.patch_size_t * math.prod(u.stride[0] for u in ups)
         self.spatial_stride = dec.patch_size * math.prod(u.stride[1] for u in ups)
         self.latent_channels = vae.config.latent_channels
+        self._places = {id(m): i for i, m in enumerate(dec.modules())}
 
     def frames_for(self, latent_frames: int, first: bool) -> int:
         """Video frames a chunk of latent frames decodes to."""
@@ -131,16 +134,19 @@ class SanaWMVAE(VAEModule):
         new.started = True
         return x, new
 
-    @staticmethod
-    def _conv(conv: LTX2VideoCausalConv3d, x: torch.Tensor, st: DecodeState) -> torch.Tensor:
+    def _conv(self, conv: LTX2VideoCausalConv3d, x: torch.Tensor, st: DecodeState) -> torch.Tensor:
         k = conv.kernel_size[0]
         if k == 1:
             return conv.conv(x)
-        prev = st.tails.get(id(conv))
+        place = self._places.get(id(conv))
+        if place is None:  # the decoder's modules were replaced (a copy, a reload): number them again
+            self._places = {id(m): i for i, m in enumerate(self.vae.decoder.modules())}
+            place = self._places[id(conv)]
+        prev = st.tails.get(place)
         pad = x[:, :, :1].repeat(1, 1, k - 1, 1, 1) if prev is None else prev
         full = torch.cat([pad, x], 2)
         # a copy: a slice would keep the whole padded input alive as long as the state (and every snapshot)
-        st.tails[id(conv)] = full[:, :, -(k - 1) :].clone(memory_format=torch.contiguous_format)
+        st.tails[place] = full[:, :, -(k - 1) :].clone(memory_format=torch.contiguous_format)
         return conv.conv(full)
 
     def _resnet(self, r: LTX2VideoResnetBlock3d, x: torch.Tensor, st: DecodeState) -> torch.Tensor:

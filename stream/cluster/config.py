@@ -23,7 +23,7 @@ class ClusterConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)  # host/port: the gateway's HTTP address
     address: str | None = None  # Ray cluster to join ("auto", "HEAD:6379", "ray://..."); None: start one
     replicas: int = 1  # session hosts when autoscaling is off
-    sessions_per_replica: int = 1  # SANA-WM: one session fills a GPU
+    sessions_per_replica: int = 1  # they share one model (`worldwalk info --world sana-wm`: how many fit)
     num_gpus: float = 0.0  # per session-host replica (1 on GPU clusters)
     num_cpus: float = 1.0  # per session-host replica
     gateway_cpus: float = 0.25

@@ -47,7 +47,6 @@ from ray import serve
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Boundary, Session
-from worldwalk.runtime.world import create_world
 from worldwalk.stream.server import StreamServer
 from worldwalk.stream.session_log import image_hash, input_state_to_dict
 
@@ -193,7 +192,7 @@ class SessionHost:
 
     def _build(self, walk: str, snap: WalkSnapshot | None, recording: tuple) -> Session:
         cfg = self.cfg.serve
-        world = create_world(cfg.world)
+        world = self.server.worlds.session_world()  # the replica's model, shared by its sessions
         integrator = PoseIntegrator(cfg.controls, cfg.bindings)
         session = Session(world, cfg.session, integrator=integrator,
                           resume=snap.boundary if snap is not None else None)

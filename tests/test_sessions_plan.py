@@ -1,0 +1,64 @@
+"""How many sessions a GPU takes (runtime/bench/memory_plan.py): one shared model against a world each,
+graphs and engines counted, pinned snapshot memory bounded; `serve --max-sessions` defaults to it."""
+
+from __future__ import annotations
+
+from worldwalk.runtime.bench import memory_plan
+from worldwalk.runtime.bench.memory_plan import GiB, MemoryPlan, planned_sessions
+from worldwalk.runtime.sana_wm.snapshots import ARENA_GRANULE
+from worldwalk.runtime.world import WorldConfig
+
+
+def _plan() -> MemoryPlan:
+    return MemoryPlan(1280, 704, "bfloat16", 1, 1, {"transformer": 5 * GiB, "vae": 2 * GiB},
+                      {"gdn_state": GiB // 2, "vae_decode_state": GiB // 2}, GiB,
+                      {"denoise_first_chunk": GiB, "denoise_steady": GiB, "cache_write": 2 * GiB,
+                       "vae_encode_first_image": 0, "vae_decode": 3 * GiB})
+
+
+def test_sharing_the_model_fits_many_more_sessions_and_graphs_are_counted():
+    plan, gpu = _plan(), 80 * GiB
+    free = gpu - plan.reserve(gpu)
+    # a world each: weights + peak + state per session
+    assert plan.sessions_fit(gpu, 0, "none", shared=False) == free // (7 * GiB + 5 * GiB + GiB)
+    assert plan.sessions_fit(gpu, 0, "none") == (free - 12 * GiB) // GiB
+    # CUDA graphs: read (cache + a pass), write (cache in and out + the write pass), decoder (tails in, out + decode)
+    graphs = (GiB // 2 + GiB) + (GiB + 2 * GiB) + (GiB + 3 * GiB)
+    assert plan.graph_bytes("cudagraph") == graphs
+    assert plan.sessions_fit(gpu, 0, "cudagraph") == (free - 12 * GiB - graphs) // GiB
+    # the TensorRT chunk-step engine holds its own transformer weights; the decoder is a CUDA graph
+    assert plan.graph_bytes("tensorrt") == 5 * GiB + 2 * GiB + (GiB + 3 * GiB)
+    for backend in ("none", "cudagraph", "tensorrt"):
+        assert plan.sessions_fit(gpu, 0, backend) > 3 * plan.sessions_fit(gpu, 0, backend, shared=False)
+    # pinned host memory: 2 snapshots a session, each an arena of its bytes rounded to 2 MiB
+    assert plan.pinned_snapshot_bytes() == GiB
+    assert plan.sessions_fit_host(10 * GiB) == 5
+
+
+def test_max_sessions_default_is_the_plan(monkeypatch):
+    monkeypatch.setattr(memory_plan, "checkpoint_configs", lambda path: memory_plan.full_size_configs())
+    monkeypatch.setattr(memory_plan, "plan_memory", lambda *a, **k: _plan())
+    world = WorldConfig(name="sana-wm", checkpoint="/nowhere", device="cuda", accel="cudagraph")
+    n, why = planned_sessions(world, gpu_bytes=80 * GiB, pinned=1000 * GiB)
+    assert n == _plan().sessions_fit(80 * GiB, 0, "cudagraph") and "cudagraph" in why
+    n, why = planned_sessions(world, gpu_bytes=80 * GiB, pinned=6 * GiB + ARENA_GRANULE)
+    assert n == 3 and "pinned" in why  # the host's pinned budget binds first
+    assert planned_sessions(world, gpu_bytes=8 * GiB, pinned=1000 * GiB)[0] == 1  # at least one
+
+
+def test_serve_defaults_to_four_sessions_on_the_cpu():
+    from worldwalk.stream.server import ServeConfig
+
+    assert ServeConfig().max_sessions == 4
+    assert ServeConfig(max_sessions=2).max_sessions == 2
+
+
+def test_serve_batch_sessions_flag():
+    import argparse
+
+    from worldwalk.stream.serve_command import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert build_config(parser.parse_args(["serve", "--batch-sessions"])).batch_sessions is True
+    assert build_config(parser.parse_args(["serve"])).batch_sessions is False
