@@ -1,5 +1,12 @@
 """`Session`: one player's walk through one world, run chunk by chunk on its own model thread.
 
+Each chunk's camera path is planned from the input timeline the player made since the last
+plan (`controls.PathPlanner`): every press, release, stick value and mouse motion at its time. A
+world that conditions on actions rather than poses may define `use_input(path)`: it gets each
+chunk's `PlannedPath` before the chunk is generated, and `path.timeline.frame_inputs(path.edges)`
+says which keys were held and how the mouse moved during each planned frame (the first chunk's
+first frame, the start pose, has no interval).
+
 The session owns the world, the model thread, the `FrameQueue` and the generation counter.
 The UI side (window, browser channel) writes intent into `session.inputs` (an `InputBox`) and
 takes frames from `session.frames`; those two objects are the only meeting points. Commands
@@ -24,11 +31,14 @@ from worldwalk.controls import (
     InputBox,
     InputState,
     IntegratorState,
+    PathPlanner,
+    PlannedPath,
+    PlannerConfig,
+    PlannerState,
     PoseIntegrator,
     intrinsics_from_fov,
     pose_matrix,
     rotation,
-    yaw_pitch_roll,
 )
 
 from .chunk import Chunk, Frame
@@ -63,6 +73,14 @@ class SessionConfig:
     # i.e. SANA-WM): more chunks per second at the cost of one decode of input latency.
     # None = on for CUDA devices, off on the CPU.
     pipeline: bool | None = None
+    # The chunk's camera path from the input timeline (controls/path_planner.py): a chunk planned
+    # sooner than its length after the last depicts at least this share of it in content time,
+    # and a forecast that did not come true is corrected over catch_up seconds of content.
+    min_span: float = 0.75
+    catch_up: float = 0.25
+    # Input older than this when a chunk is planned (a long pause, a slow first chunk) is folded
+    # into the state held then: the walk does not race through minutes of held keys.
+    max_replay_s: float = 2.0
 
 
 def _snapshot_bytes(snapshot: object) -> int:
@@ -81,7 +99,7 @@ class Boundary:
     world: object
     integrator: IntegratorState
     frame_index: int = 0  # the index the chunk's first frame is stamped with
-    look: tuple[float, float] = (0.0, 0.0)  # mouse look planned before the chunk (yaw, pitch)
+    planner: PlannerState | None = None  # the path planner there (None: start it at `integrator`)
 
 
 
@@ -93,8 +111,7 @@ class _Job:
     n: int
     state: InputState
     generation: int
-    look0: tuple[float, float]  # mouse look planned before this chunk
-    look_delta: tuple[float, float]  # mouse look spread over this chunk
+    path: PlannedPath  # the camera path planned for it, and the input timeline it came from
     t0: float
     pending: Any = None  # the world's PendingChunk, pipelined
 
@@ -126,7 +143,8 @@ class Session:
         self.cfg = cfg or SessionConfig()
         self.spec: ModelSpec = world.spec
         self.inputs = inputs or InputBox()
-        self.integrator = integrator or PoseIntegrator()
+        self.integrator = integrator or PoseIntegrator()  # the exact integral of every input read
+        self.planner = PathPlanner(self.integrator, PlannerConfig(self.cfg.min_span, self.cfg.catch_up))
         self.first_frame = first_frame
         K = intrinsics if intrinsics is not None else intrinsics_from_fov(
             self.spec.width, self.spec.height, self.cfg.fov_x_deg
@@ -154,7 +172,6 @@ class Session:
         self._pipelined = bool(pipelined) and hasattr(world, "submit")
         self._carry: _Job | None = None  # pipelined: the submitted chunk whose frames come next
         self._last_finish = 0.0
-        self._look_planned = (0.0, 0.0)  # mouse look (yaw, pitch) fed into plans so far, radians
         self._listeners: list[ChunkListener] = []
         self._boundary_listeners: list[Callable[[Boundary], None]] = []
         self._stats = SessionStats()
@@ -229,25 +246,16 @@ class Session:
         self.frames.flush(self._generation)
 
     def held_pose(self, shown: Frame | None = None) -> np.ndarray:
-        """The pose the player holds right now, for timewarp: the frame on screen turned by all the
-        mouse look commanded since that frame (planned for later frames, or not planned yet).
-
-        Turning with keys or sticks is not added: it is a rate the frames already carry, and
-        adding the rest of a planned chunk would make the view jump ahead once per chunk.
-        Without `shown`, the integrator's latest pose with the pending look (rotation only).
+        """The pose the player holds right now, for timewarp: the frame on screen (its position)
+        turned to the orientation every input so far puts the player in, mouse look, turn keys
+        and sticks alike, integrated up to this moment. The frames carry the same turns later;
+        the view shows them now. Without `shown`, at the position the input has reached.
         """
-        state = self.inputs.peek()
         with self._lock:
-            if shown is None:
-                return self.integrator.preview(state)
-            pending = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
-            limit = np.radians(self.integrator.cfg.pitch_limit)
-            planned = self._look_planned
-        dyaw = planned[0] + pending[0] - shown.look[0]
-        dpitch = planned[1] + pending[1] - shown.look[1]
-        yaw, pitch, roll = yaw_pitch_roll(shown.pose[:3, :3])
-        R = rotation(yaw + dyaw, float(np.clip(pitch + dpitch, -limit, limit)), roll)
-        return pose_matrix(R, shown.pose[:3, 3])
+            pending = self.inputs.peek_timeline()
+            yaw, pitch, roll = self.planner.held_rotation(pending)
+            position = self.integrator.pose[:3, 3] if shown is None else shown.pose[:3, 3]
+        return pose_matrix(rotation(yaw, pitch, roll), position)
 
     def stats(self) -> dict[str, Any]:
         backends = step_backends(self.world)  # e.g. {"chunk": "onnx", "decode": "eager"}; changes on a fallback
@@ -333,17 +341,27 @@ class Session:
         self.world.reset(self.first_frame, self.cfg.prompt, self.cfg.seed)
         with self._lock:
             self.integrator.reset(self._start_pose.copy())
+            held = self.inputs.take_timeline()  # input before the walk starts moves nothing
+            self.planner.restart(held.end, held.final)
             self._boundaries.clear()
             self._chunk_index = 0
+
+    def _restore_planner(self, b: Boundary) -> None:
+        """The planner (and the integrator) as at boundary `b`, carried on from now (lock held)."""
+        held = self.inputs.take_timeline()  # input made after the boundary belongs to the old walk
+        if b.planner is not None:
+            self.planner.set_state(b.planner, held.end)
+        else:
+            self.integrator.set_state(b.integrator)
+            self.planner.restart(held.end, held.final)
 
     def _resume_world(self, b: Boundary) -> None:
         """Continue a walk begun elsewhere: the world, the pose and the frame count of boundary `b`."""
         self.world.restore(b.world)
         with self._lock:
-            self.integrator.set_state(b.integrator)
+            self._restore_planner(b)
             self._chunk_index = b.chunk_index
             self._frame_index = b.frame_index
-            self._look_planned = b.look
 
     def _trim_boundaries(self) -> None:
         """Drop the oldest boundaries while their snapshots outgrow the memory budget (lock held)."""
@@ -358,7 +376,7 @@ class Session:
             b = self._boundaries[-1] if self._boundaries else None
             if b is not None:
                 self._boundaries.pop()  # the boundary is pushed again when its chunk is redone
-                self.integrator.set_state(b.integrator)
+                self._restore_planner(b)
                 self._chunk_index = b.chunk_index
         if b is not None:
             self.world.restore(b.world)
@@ -418,7 +436,8 @@ class Session:
             k = self._chunk_index
             # pipelined, the chunk still in flight is counted: its frames come before this one's
             first = self._frame_index + (self._carry.n if self._carry is not None else 0)
-            boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first, self._look_planned)
+            boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first,
+                                self.planner.get_state())
             self._boundaries.append(boundary)
             self._trim_boundaries()
         for cb in list(self._boundary_listeners):
@@ -434,26 +453,29 @@ class Session:
             self.handed_off.set()
             return False
 
-        # 3. Plan the chunk's camera path: the current intent held over the chunk.
+        # 3. Plan the chunk's camera path from what the player did since the last plan (the
+        #    input timeline), extrapolating the held input past now.
         n = self.spec.chunk_frames(k)
         dt = 1.0 / self.spec.fps
-        state = self.inputs.take()
         with self._lock:
-            look0 = self._look_planned
-            dyaw, dpitch = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
-            self._look_planned = (look0[0] + dyaw, look0[1] + dpitch)
-            if k == 0:
-                # the first frame is the start pose itself (SANA-WM: the first image)
-                poses = np.concatenate([self.integrator.pose[None], self.integrator.plan(state, n - 1, dt)])
-            else:
-                poses = self.integrator.plan(state, n, dt)  # (n, 4, 4)
+            timeline = self.inputs.take_timeline()
+            if timeline.duration > self.cfg.max_replay_s:
+                timeline = timeline.since(timeline.end - self.cfg.max_replay_s)
+            start = self.planner.path.pose
+            # the first frame is the start pose itself (SANA-WM: the first image)
+            path = self.planner.plan(timeline, n - 1 if k == 0 else n, dt)
+            poses = np.concatenate([start[None], path.poses]) if k == 0 else path.poses  # (n, 4, 4)
+        state = timeline.state
         intrinsics = np.broadcast_to(self.intrinsics, (n, 3, 3)).copy()
 
         # 4. Generate. Pipelined: start this chunk, then finish the previous one, whose VAE
         #    decode ran while this one was denoised.
         with self._lock:
             self._chunk_index = k + 1
-        job = _Job(k, n, state, generation, look0, (dyaw, dpitch), time.perf_counter())
+        job = _Job(k, n, state, generation, path, time.perf_counter())
+        use_input = getattr(self.world, "use_input", None)
+        if callable(use_input):  # an action world reads the chunk's per-frame input from the path
+            use_input(path)
         if not self._pipelined:
             return self._finish(job, self.world.generate_chunk(poses, intrinsics))
         job.pending = self.world.submit(poses, intrinsics)
@@ -480,16 +502,12 @@ class Session:
         # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
         now = time.monotonic()
         frames = []
-        look0, (dyaw, dpitch) = job.look0, job.look_delta
-        planned = n - 1 if k == 0 else n  # frames the mouse look was spread over
         for i in range(n):
             idx = self._frame_index + i
-            share = (i + 1 - (n - planned)) / planned if planned else 1.0
-            look = (look0[0] + share * dyaw, look0[1] + share * dpitch)
             frames.append(Frame(
                 image=chunk.frames[i], pose=chunk.poses[i], intrinsics=chunk.intrinsics[i],
                 index=idx, pts=idx / self.spec.fps, chunk_index=k, generation=generation,
-                created=now, input_time=state.timestamp if state.timestamp > 0 else None, look=look,
+                created=now, input_time=state.timestamp if state.timestamp > 0 else None,
             ))
         self._frame_index += n
         with self._lock:
