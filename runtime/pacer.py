@@ -40,6 +40,11 @@ class FramePacer:
         self.shown = 0
         self.skipped = 0  # frames that were due but superseded before they could be shown
 
+    @property
+    def last_due(self) -> float:
+        """The wall time the frame `poll` last returned fell due (it is shown at the next poll)."""
+        return self._last_due
+
     def poll(self, now: float) -> Frame | None:
         """The newest frame due at wall time `now`, or None if nothing new is due (non-blocking).
 

@@ -113,7 +113,23 @@ class _Job:
     generation: int
     path: PlannedPath  # the camera path planned for it, and the input timeline it came from
     t0: float
+    planned: float = 0.0  # box clock: input read
+    model: float = 0.0  # box clock: world asked
     pending: Any = None  # the world's PendingChunk, pipelined
+
+
+@dataclass(frozen=True)
+class ChunkTiming:
+    """When each step of a chunk happened, on the input box's clock (time.monotonic()): the
+    key -> screen latency broken down (`viewer.metrics.LatencyBreakdown`)."""
+
+    chunk_index: int
+    generation: int
+    planned: float  # the input timeline was read: the chunk's camera path was fixed
+    model: float  # the world was asked for the chunk
+    generated: float  # the world returned it, decoded
+    decode_s: float  # of which the decode, when the world says (Chunk.timings["decode"])
+    queued: float  # its frames are in the queue (after the chunk listeners ran)
 
 
 @dataclass
@@ -175,6 +191,7 @@ class Session:
         self._listeners: list[ChunkListener] = []
         self._boundary_listeners: list[Callable[[Boundary], None]] = []
         self._stats = SessionStats()
+        self._timings: deque[ChunkTiming] = deque(maxlen=64)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._world_freed = False
@@ -256,6 +273,14 @@ class Session:
             yaw, pitch, roll = self.planner.held_rotation(pending)
             position = self.integrator.pose[:3, 3] if shown is None else shown.pose[:3, 3]
         return pose_matrix(rotation(yaw, pitch, roll), position)
+
+    def timing(self, frame: Frame) -> ChunkTiming | None:
+        """When the steps of `frame`'s chunk happened, if the chunk is recent."""
+        with self._lock:
+            for t in reversed(self._timings):
+                if t.chunk_index == frame.chunk_index and t.generation == frame.generation:
+                    return t
+        return None
 
     def stats(self) -> dict[str, Any]:
         backends = step_backends(self.world)  # e.g. {"chunk": "onnx", "decode": "eager"}; changes on a fallback
@@ -472,10 +497,11 @@ class Session:
         #    decode ran while this one was denoised.
         with self._lock:
             self._chunk_index = k + 1
-        job = _Job(k, n, state, generation, path, time.perf_counter())
+        job = _Job(k, n, state, generation, path, time.perf_counter(), timeline.end)
         use_input = getattr(self.world, "use_input", None)
         if callable(use_input):  # an action world reads the chunk's per-frame input from the path
             use_input(path)
+        job.model = self.inputs.clock()
         if not self._pipelined:
             return self._finish(job, self.world.generate_chunk(poses, intrinsics))
         job.pending = self.world.submit(poses, intrinsics)
@@ -489,6 +515,7 @@ class Session:
         k, n, state, generation = job.k, job.n, job.state, job.generation
         if len(chunk) != n:
             raise RuntimeError(f"world {self.spec.name!r} returned {len(chunk)} frames for a {n}-frame chunk")
+        generated = self.inputs.clock()
         now_s = time.perf_counter()
         # pipelined, the time between finished chunks is what a chunk costs (stages overlap)
         elapsed = now_s - max(job.t0, self._last_finish) if self._pipelined else now_s - job.t0
@@ -525,6 +552,10 @@ class Session:
                 log.exception("a chunk listener failed and was detached; the session goes on")
                 self._listeners.remove(cb)
         # 7. Queue them.
+        with self._lock:
+            decode = float(chunk.timings.get("decode", 0.0)) if chunk.timings else 0.0
+            self._timings.append(ChunkTiming(k, generation, job.planned, job.model, generated, decode,
+                                             self.inputs.clock()))
         for frame in frames:
             while not self._stop:
                 try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 class RateMeter:
@@ -35,12 +37,59 @@ class RateMeter:
         return len(self._times) / max(span, self.window * 0.5)
 
 
+@dataclass(frozen=True)
+class LatencySplit:
+    """One key -> presented latency, step by step (seconds; they add up to `total`).
+
+    wait: the press waits for the next chunk to be planned (its input read).
+    plan: planning to the model (snapshot, boundary listeners, path planning).
+    generate: the world makes the chunk (all sampler steps, cache write), decode excluded.
+    decode: the world's VAE decode, when it reports one.
+    queue: the frame waits in the queue and for its turn at the content rate.
+    display: from being taken for the screen to presented (upload, draw, flip).
+    """
+
+    wait: float
+    plan: float
+    generate: float
+    decode: float
+    queue: float
+    display: float
+
+    @property
+    def total(self) -> float:
+        return self.wait + self.plan + self.generate + self.decode + self.queue + self.display
+
+    @classmethod
+    def of(cls, press: float, timing: Any, taken: float, presented: float) -> LatencySplit:
+        """From the press time, the frame's chunk timing (`runtime.session.ChunkTiming`), the
+        time the frame was taken for the screen and the time it was presented."""
+        gen = timing.generated - timing.model
+        decode = min(max(timing.decode_s, 0.0), gen)
+        return cls(timing.planned - press, timing.model - timing.planned, gen - decode, decode,
+                   taken - timing.generated, presented - taken)
+
+    @staticmethod
+    def median(splits: list[LatencySplit]) -> LatencySplit | None:
+        """Step by step medians (they need not add up to the median total)."""
+        if not splits:
+            return None
+        return LatencySplit(*(statistics.median(getattr(s, f.name) for s in splits) for f in fields(LatencySplit)))
+
+    def text(self) -> str:
+        """`wait 30 + plan 1 + gen 20 + dec 0 + queue 140 + show 9 ms`"""
+        ms = [round(1000 * getattr(self, f.name)) for f in fields(self)]
+        return "wait {} + plan {} + gen {} + dec {} + queue {} + show {} ms".format(*ms)
+
+
 class LatencyMeter:
-    """Key press -> first presented frame that reflects it, in seconds."""
+    """Key press -> first presented frame that reflects it, in seconds, and step by step when
+    the frame's chunk timing is known."""
 
     def __init__(self, keep: int = 256) -> None:
         self.pending: float | None = None  # time of the oldest press not yet answered
         self.samples: deque[float] = deque(maxlen=keep)
+        self.splits: deque[LatencySplit] = deque(maxlen=keep)
 
     def press(self, now: float) -> None:
         if self.pending is None:
@@ -50,14 +99,21 @@ class LatencyMeter:
         """A reset or rewind: the press will never be answered by the old timeline."""
         self.pending = None
 
-    def presented(self, input_time: float | None, now: float) -> float | None:
-        """A frame was presented at `now`; returns the latency it completes, if any."""
+    def presented(self, input_time: float | None, now: float, timing: Any = None,
+                  taken: float | None = None) -> float | None:
+        """A frame was presented at `now` (taken for the screen at `taken`; its chunk's
+        `ChunkTiming` is `timing`); returns the latency it completes, if any."""
         if self.pending is None or input_time is None or input_time < self.pending:
             return None
         latency = now - self.pending
+        if timing is not None:
+            self.splits.append(LatencySplit.of(self.pending, timing, now if taken is None else taken, now))
         self.pending = None
         self.samples.append(latency)
         return latency
+
+    def split_median(self) -> LatencySplit | None:
+        return LatencySplit.median(list(self.splits))
 
     @property
     def last(self) -> float | None:
@@ -74,4 +130,6 @@ class LatencyMeter:
             "mean_ms": 1000 * statistics.fmean(s) if s else None,
             "min_ms": 1000 * s[0] if s else None,
             "max_ms": 1000 * s[-1] if s else None,
+            "median_split_ms": None if (m := self.split_median()) is None
+            else {f.name: 1000 * getattr(m, f.name) for f in fields(m)},
         }
