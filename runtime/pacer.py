@@ -17,7 +17,9 @@ from .frame_queue import FrameQueue
 
 @dataclass
 class PacerConfig:
-    jitter_frames: int = 2  # slack added when (re)anchoring, in frames
+    # Slack added when (re)anchoring, in frames. 0: a chunk's first frame is shown as soon as it
+    # is made (a late chunk shows as a short stall instead of as latency from then on).
+    jitter_frames: int = 0
 
 
 class FramePacer:

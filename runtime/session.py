@@ -61,13 +61,18 @@ class SessionConfig:
     # its size through `nbytes()`; SANA-WM's live in host memory, about 1.6 GB each at 704x1280), and
     # never more than max_snapshots.
     max_snapshots: int = 64
+    rewind_frames: int = 4  # a rewind goes back at least this many frames (whole chunks)
     snapshot_budget_mb: float = 8192.0
     # Plan each chunk as late as possible ("block" policy only): wait until the frames still queued
-    # last as long as the slowest recent chunk took to make (times this margin, plus slack seconds),
-    # so the chunk is planned with the freshest input instead of queueing ahead and adding latency.
+    # last as long as this world's chunks take to make, as measured over the recent ones (their
+    # jit_quantile, times jit_margin, plus jit_slack seconds), so the chunk is planned with the
+    # freshest input instead of queueing ahead and adding latency. A chunk slower than that shows
+    # as a short stall, not as lasting latency.
     just_in_time: bool = True
-    jit_margin: float = 1.25
-    jit_slack: float = 0.05
+    jit_quantile: float = 0.9
+    jit_margin: float = 1.15
+    jit_slack: float = 0.02
+    jit_window: int = 16  # recent chunks measured
     start_paused: bool = False
     # Overlap the VAE decode of chunk k with the denoising of chunk k+1 (worlds with `submit`,
     # i.e. SANA-WM): more chunks per second at the cost of one decode of input latency.
@@ -192,6 +197,7 @@ class Session:
         self._boundary_listeners: list[Callable[[Boundary], None]] = []
         self._stats = SessionStats()
         self._timings: deque[ChunkTiming] = deque(maxlen=64)
+        self._chunk_times: deque[float] = deque(maxlen=max(1, self.cfg.jit_window))  # seconds a chunk took
         self._thread: threading.Thread | None = None
         self._closed = False
         self._world_freed = False
@@ -245,13 +251,15 @@ class Session:
         self._command("reset")
 
     def rewind(self) -> int | None:
-        """Back to the boundary before the chunk on screen. Returns the chunk generation resumes
-        at, or None when there is nothing to rewind to."""
+        """Back to the boundary before the chunk on screen (and further for short chunks, to go
+        back `rewind_frames` at least). Returns the chunk generation resumes at, or None when there is
+        nothing to rewind to."""
         with self._lock:
             if not self._boundaries:
                 return None
-            # the oldest boundary still kept bounds how far back one can go
-            target = max(self._shown_chunk() - 1, self._boundaries[0].chunk_index)
+            # at least rewind_frames back (one chunk at the least); the oldest boundary kept bounds it
+            back = -(-max(1, self.cfg.rewind_frames) // max(1, self.spec.frames_per_chunk))
+            target = max(self._shown_chunk() - back, self._boundaries[0].chunk_index)
         self._command("rewind", target)
         return target
 
@@ -414,16 +422,26 @@ class Session:
         head = self.frames.peek()
         return head.chunk_index if head is not None else self._chunk_index - 1
 
+    def _queued_seconds(self) -> float:
+        """How long until the frames queued run out: the frames waiting, and what is left of the
+        one on screen (a sink that paces takes each frame when it falls due)."""
+        dt = 1.0 / self.spec.fps
+        on_screen = 0.0
+        if self.frames.last_taken is not None and self.frames.last_taken.generation == self._generation:
+            on_screen = min(dt, max(0.0, self.frames.last_taken_at + dt - time.monotonic()))
+        return len(self.frames) * dt + on_screen
+
     def _wait_until_due(self) -> bool:
         """Hold planning until the queued frames run low. False if a command or stop came meanwhile."""
         if not self.cfg.just_in_time or self.cfg.queue_policy != "block":
             return True
         with self._wake:
-            recent = [t for _, t in self._stats.recent]
+            recent = list(self._chunk_times)
             if not recent:
                 return True
-            lead = max(recent) * self.cfg.jit_margin + self.cfg.jit_slack  # the slowest recent chunk
-            while len(self.frames) / self.spec.fps > lead:
+            made = float(np.quantile(recent, self.cfg.jit_quantile))  # how long this world's chunks take
+            lead = made * self.cfg.jit_margin + self.cfg.jit_slack
+            while self._queued_seconds() > lead:
                 if self._stop or self._commands:
                     return False
                 self._wake.wait(0.005)
@@ -544,6 +562,7 @@ class Session:
             s.chunk_index = k
             s.last_chunk_s = elapsed
             s.recent.append((n, elapsed))
+            self._chunk_times.append(elapsed)
             s.gen_fps = sum(f for f, _ in s.recent) / max(1e-9, sum(t for _, t in s.recent))
         for cb in list(self._listeners):
             try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.frame_queue import FrameQueue
-from worldwalk.runtime.pacer import FramePacer
+from worldwalk.runtime.pacer import FramePacer, PacerConfig
 from worldwalk.runtime.session import Session, SessionConfig
 
 from .timed_world import TimedWorld
@@ -121,6 +121,17 @@ def test_rewind_restores_an_earlier_boundary():
         # poses continue from the restored boundary: equal to the first walk's poses there
         first_walk = {f.chunk_index: f.pose for f in frames}
         np.testing.assert_allclose(after[0].pose, first_walk[shown - 1])
+    finally:
+        session.close()
+
+
+def test_rewind_with_one_frame_chunks_goes_back_several_chunks():
+    world = TimedWorld(chunk_seconds=0.001, frames_per_chunk=1, first_chunk_frames=1)
+    session = Session(world, SessionConfig(queue_capacity=6, rewind_frames=4)).start()
+    try:
+        frames = drain(session, 12)
+        shown = frames[-1].chunk_index
+        assert session.rewind() == shown - 4
     finally:
         session.close()
 
@@ -247,7 +258,7 @@ def test_pacer_hands_every_frame_to_on_frame_even_the_skipped_ones():
         queue.put(Frame(image=np.zeros((2, 2, 3), np.uint8), pose=np.eye(4), intrinsics=np.eye(3), index=i,
                         pts=i / 50, chunk_index=0, generation=0, created=0.0))
     seen = []
-    pacer = FramePacer(queue, fps=50.0, on_frame=lambda f: seen.append(f.index))
+    pacer = FramePacer(queue, fps=50.0, cfg=PacerConfig(jitter_frames=2), on_frame=lambda f: seen.append(f.index))
     t0 = time.monotonic()
     pacer.poll(t0)  # anchors the timeline
     shown = pacer.poll(t0 + 10.0)  # a display that stalled: every frame is due at once

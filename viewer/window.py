@@ -61,7 +61,7 @@ class WindowConfig:
     display_hz: float = 60.0  # redraws per second (timewarp answers the mouse at this rate)
     vsync: bool = True
     seconds: float | None = None  # quit after this long (tests, demos)
-    jitter_frames: int = 2  # pacer slack
+    jitter_frames: int = 0  # pacer slack (0: a chunk's first frame is shown as soon as it is made)
     filter: str = "bicubic"
     timewarp: bool = True
     hud: bool = True
