@@ -30,7 +30,7 @@ import numpy as np
 from .bindings import Bindings
 from .camera import check_pose, pose_matrix, rotation, yaw_pitch_roll
 from .gamepad import GamepadConfig, gamepad_to_intent
-from .input_state import InputState
+from .input_state import InputState, Intent
 from .timeline import InputTimeline
 
 
@@ -244,6 +244,20 @@ class PoseIntegrator:
         self._mark_mouse_applied(timeline.state)
         return poses
 
+    def _intents(self, state: InputState) -> tuple[Intent, Intent]:
+        pad = gamepad_to_intent(state.left_stick, state.right_stick, state.left_trigger,
+                                state.right_trigger, self.cfg.gamepad)
+        return self.bindings.intent(state.keys), pad
+
+    def _rates(self, keys: Intent, pad: Intent) -> tuple[float, float]:
+        cfg = self.cfg
+        return (math.radians(keys.yaw * cfg.turn_speed + pad.yaw * cfg.stick_look_speed),
+                math.radians(keys.pitch * cfg.turn_speed + pad.pitch * cfg.stick_look_speed))
+
+    def turn_rates(self, state: InputState) -> tuple[float, float]:
+        """(yaw, pitch) rates in rad/s that holding ``state`` turns at (keys and right stick)."""
+        return self._rates(*self._intents(state))
+
     def _advance(self, dt: float, state: InputState, mouse_dx: float, mouse_dy: float) -> None:
         if not (math.isfinite(dt) and dt >= 0.0):
             raise ValueError(f"dt must be a finite number of seconds >= 0, got {dt}")
@@ -254,11 +268,8 @@ class PoseIntegrator:
         yaw0, self._pitch = self._turn(self._yaw, self._pitch, myaw, mpitch)
 
         # 2. Intent from keys and sticks; turn rates in rad/s, constant over the tick.
-        keys = self.bindings.intent(state.keys)
-        pad = gamepad_to_intent(state.left_stick, state.right_stick, state.left_trigger,
-                                state.right_trigger, cfg.gamepad)
-        yaw_rate = math.radians(keys.yaw * cfg.turn_speed + pad.yaw * cfg.stick_look_speed)
-        pitch_rate = math.radians(keys.pitch * cfg.turn_speed + pad.pitch * cfg.stick_look_speed)
+        keys, pad = self._intents(state)
+        yaw_rate, pitch_rate = self._rates(keys, pad)
         forward, right = keys.forward + pad.forward, keys.right + pad.right
         norm = math.hypot(forward, right)
         if norm > 1.0:
