@@ -176,6 +176,25 @@ class PathPlanner:
         self._advance_committed(now, float(times[-1]) if m else c, timeline.final)
         return PlannedPath(poses, times, edges, timeline, max(0.0, float(edges[-1]) - now))
 
+    def skip(self, timeline: InputTimeline) -> None:
+        """Let ``timeline`` pass without walking (a pause): the turns in it still count, as the
+        view showed them, but the walk stays where the last frame was, at rest."""
+        if timeline.start < self.committed:
+            timeline = timeline.since(self.committed)
+        probe = self.exact.clone()
+        if timeline.start > self.committed:
+            probe.follow(InputTimeline.still(self.committed, timeline.start, self._held), [])
+        probe.follow(timeline, [])
+        turned = probe.get_state()
+        here = self.path.get_state()
+        state = replace(here, yaw=turned.yaw, pitch=turned.pitch, velocity=(0.0, 0.0, 0.0))
+        self.exact.set_state(state)
+        self.exact._mark_mouse_applied(timeline.state)
+        self.path.set_state(state)
+        self.path._mark_mouse_applied(timeline.state)
+        self._on_track = True
+        self._advance_committed(timeline.end, timeline.end, timeline.final)
+
     def _advance_committed(self, now: float, cursor: float, held: InputState) -> None:
         self.committed = now
         self.cursor = cursor

@@ -182,6 +182,7 @@ class Session:
         self._generation = 0
         self._commands: deque[tuple[str, int]] = deque()  # (name, rewind target chunk)
         self._paused = self.cfg.start_paused
+        self.standing = False  # the model thread waits, paused
         self._stop = False
         self._handing_off = False  # hand_off(): stop at the next boundary, the walk goes on elsewhere
         self.handed_off = threading.Event()  # set when the model thread has stopped there
@@ -455,13 +456,18 @@ class Session:
             job, self._carry = self._carry, None
             return self._finish(job, job.pending.result())
         with self._wake:
+            waited = False
             while (self._paused and not self._commands) and not (self._stop or self._handing_off):
+                waited = self.standing = True
                 self._wake.wait()
+            self.standing = False
             if self._stop:
                 return False
             commands = list(self._commands)
             self._commands.clear()
             generation = self._generation
+            if waited:  # paused: the walk stood still meanwhile (the turns still count)
+                self.planner.skip(self.inputs.take_timeline())
         if commands:
             self._carry = None  # a submitted chunk of the old walk: never shown
         for command, target in commands:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -321,3 +322,25 @@ def test_planner_held_rotation_includes_the_unread_input():
     pending = InputTimeline.from_events(0.0, 0.5, [(0.0, "press", "right"), (0.25, "mouse", (100.0, 0.0))])
     yaw, _, _ = planner.held_rotation(pending)
     assert math.degrees(yaw) == pytest.approx(45.0 + 100 * integrator.cfg.mouse_sensitivity, abs=1e-9)
+
+
+def test_a_pause_keeps_the_turns_but_not_the_walk(walk):
+    path = chunk_after(walk, T1)
+    walk.session.set_paused(True)
+    walk.clock.t = T1 + 0.1
+    walk.world.gate.release()  # the chunk in flight finishes; then the model thread waits
+    deadline = time.monotonic() + 10
+    while not walk.session.standing and time.monotonic() < deadline:
+        threading.Event().wait(0.001)
+    assert walk.session.standing
+    walk.box.press("w", now=T1 + 0.2)
+    walk.box.add_mouse(100.0, 0.0, now=T1 + 0.3)
+    walk.clock.t = T1 + 5.0
+    count = len(walk.planned)  # type: ignore[attr-defined]
+    walk.session.set_paused(False)
+    assert walk.world.asked.acquire(timeout=10), walk.session.error
+    path = walk.planned[count]  # type: ignore[attr-defined]
+    yaw = math.degrees(yaw_pitch_roll(path.poses[0][:3, :3])[0])
+    assert yaw == pytest.approx(100 * 0.15, abs=1e-9)
+    # w is still held: the walk starts from where it stood, at the resume, not 4.8 s further
+    assert path.poses[-1, 2, 3] <= 0.25 + 1e-9
