@@ -530,7 +530,8 @@ class StreamServer:
             viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
             # each frame's pose, for the page's timewarp
             viewer.tasks.append(asyncio.ensure_future(pose_loop(
-                play.fanout, play.session, partial(self._send, viewer), lambda: viewer.gate.last_seq)))
+                play.fanout, play.session, partial(self._send, viewer), lambda: viewer.gate.last_seq,
+                viewer.key_log)))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:

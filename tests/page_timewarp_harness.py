@@ -5,7 +5,8 @@
 Opens the player page, clicks into it and holds E (turn right, 90 degrees/s) for half a second.
 Reports the rotation the page's WebGL timewarp shows (`worldwalk.timewarp.view`) and the one of
 the frame on screen (`.frame`), mid-press and once the frames have caught up, and how long the
-server saw the key held (its arrival stamps). One JSON object on the last line.
+server saw the key held (its arrival stamps), and the page's key -> presented split. One JSON
+object on the last line.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ async def turn(context) -> dict:
         out["released"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
         await asyncio.sleep(1.5)
         out["end"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        out["latency"] = await ww(page, "ww.latency")
+        out["stats_text"] = await page.evaluate("() => document.getElementById('stats').textContent")
         session_id = await ww(page, "ww.session")
         log = [(k, d, t) for k, d, t in player_of(server, session_id).key_log if k == "e"]
         out["held_s"] = log[-1][2] - log[0][2] if len(log) >= 2 else None

@@ -1,6 +1,7 @@
 """The page's WebGL timewarp in a real browser: holding E turns the view at once, ahead of the
 frames, and a half-second press ends turned by what the server saw it held (90 degrees/s), on
-screen and in the frames once they arrive."""
+screen and in the frames once they arrive. The press's latency is split step by step, the page's
+own steps (the key's way in, the frame's way out, decode and paint) included."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def test_a_turn_key_turns_the_page_view_at_once_and_ends_where_it_was_let_go():
     assert abs(view_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
     assert abs(frame_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
     assert abs(r["released"][0][0] - expected) <= ONE_DISPLAY_FRAME_DEG, r  # no overshoot on screen
+    # the press's latency, step by step: the server's part and the page's own
+    assert r["latency"], r
+    split = r["latency"][0]
+    steps = ["in", "wait", "plan", "generate", "decode", "queue", "out", "paint"]
+    assert all(split[k] > -5.0 for k in steps), split
+    assert split["total"] == pytest.approx(sum(split[k] for k in steps)) and 0 < split["total"] < 3000, split
+    assert "key " in r["stats_text"] and " + paint " in r["stats_text"], r["stats_text"]

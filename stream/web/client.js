@@ -36,6 +36,8 @@
     framesShown: 0,       // requestVideoFrameCallback calls
     frames: [],           // {index, wall, width, height} when the server draws a barcode
     keyEvents: [],        // {key, down, wall}
+    latency: [],          // key -> presented, step by step (ms): in, wait, plan, generate, decode,
+                          // queue, out, paint, total
     rtt: null,
     clock: null,          // {offset: server wall clock - ours in ms, rtt}
     send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
@@ -270,6 +272,8 @@
       `frame ${s.frame}  pos ${p.map((v) => v.toFixed(2)).join(' ')}${s.paused ? '  PAUSED' : ''}`,
       `rtt ${ww.rtt === null ? '-' : ww.rtt.toFixed(1)} ms  input dropped ${s.input ? s.input.dropped : 0}`,
     ];
+    const lat = latencyText();
+    if (lat) lines.push(lat);
     if (s.error) lines.push(`error: ${s.error}`);
     if (s.backends) lines.push(s.backends);
     if (s.recording && s.recording.startsWith('not recording')) lines.push(s.recording);
@@ -320,7 +324,38 @@
         matchPose(0, index);
       }
     }
+    keyLatency(now, meta);
     video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  // Key -> presented, step by step: the server's part comes with the pose of the frame that
+  // answers a press ("lat", "rt"); the page adds the key message's way in (half the ping round
+  // trip), the frame's encode and way out (released -> its last packet here) and the page's
+  // decode and paint (last packet -> presented).
+  function keyLatency(now, meta) {
+    const p = warp.shown;
+    if (!p || !p.lat || p.latDone || !ww.clock) return;
+    p.latDone = true;
+    const toServer = (t) => performance.timeOrigin + t + ww.clock.offset;  // ms, server wall clock
+    const received = meta.receiveTime !== undefined ? meta.receiveTime : now;
+    const split = Object.assign({in: ww.clock.rtt / 2}, p.lat, {
+      out: toServer(received) - 1000 * p.rt,
+      paint: now - received,
+    });
+    split.total = Object.values(split).reduce((a, b) => a + b, 0);
+    ww.latency.push(split);
+    if (ww.latency.length > 256) ww.latency.shift();
+  }
+
+  function latencyText() {
+    if (!ww.latency.length) return null;
+    const median = (k) => {
+      const v = ww.latency.map((s) => s[k]).sort((a, b) => a - b);
+      return Math.round(v[v.length >> 1]);
+    };
+    return `key ${median('total')} ms: in ${median('in')} + wait ${median('wait')} + plan ${median('plan')}` +
+      ` + gen ${median('generate')} + dec ${median('decode')} + queue ${median('queue')}` +
+      ` + out ${median('out')} + paint ${median('paint')}`;
   }
 
   if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
