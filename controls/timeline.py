@@ -192,9 +192,17 @@ class InputTimeline:
                                   (float(ls[0]), float(ls[1])), (float(rs[0]), float(rs[1])), lt, rt))
         return out
 
-    def since(self, t: float) -> InputTimeline:
+    def until(self, t: float) -> InputTimeline:
+        """This timeline up to ``t`` (clipped to it): what ``since(t)`` leaves out."""
+        t = min(max(t, self.start), self.end)
+        held = tuple(h for h in self.held if h[0] <= t) or self.held[:1]
+        mouse = tuple(m for m in self.mouse if m[0] <= t)
+        return InputTimeline(self.start, t, held, mouse, self.state)
+
+    def since(self, t: float, fold_mouse: bool = True) -> InputTimeline:
         """This timeline from ``t`` on (``t`` clipped to it): what came before is folded into the
-        held state at ``t`` and one mouse impulse at ``t``, so no mouse motion is lost."""
+        held state at ``t`` and (``fold_mouse``) one mouse impulse at ``t``, so no mouse motion is
+        lost; without it, the mouse motion before ``t`` is left out (``until(t)`` has it)."""
         if t <= self.start:
             return self
         t = min(t, self.end)
@@ -202,6 +210,6 @@ class InputTimeline:
         dx = sum(m[1] for m in self.mouse if m[0] <= t)
         dy = sum(m[2] for m in self.mouse if m[0] <= t)
         mouse = [m for m in self.mouse if m[0] > t]
-        if dx or dy:
+        if fold_mouse and (dx or dy):
             mouse.insert(0, (t, dx, dy))
         return InputTimeline(t, self.end, tuple(held), tuple(mouse), self.state)

@@ -83,8 +83,8 @@ class SessionConfig:
     # and a forecast that did not come true is corrected over catch_up seconds of content.
     min_span: float = 0.75
     catch_up: float = 0.25
-    # Input older than this when a chunk is planned (a long pause, a slow first chunk) is folded
-    # into the state held then: the walk does not race through minutes of held keys.
+    # Input older than this when a chunk is planned (a world much slower than real time) still
+    # turns the camera but does not walk it: the walk does not race through minutes of held keys.
     max_replay_s: float = 2.0
 
 
@@ -126,7 +126,7 @@ class _Job:
 @dataclass(frozen=True)
 class ChunkTiming:
     """When each step of a chunk happened, on the input box's clock (time.monotonic()): the
-    key -> screen latency broken down (`viewer.metrics.LatencyBreakdown`)."""
+    key -> screen latency broken down (`viewer.metrics.LatencySplit`)."""
 
     chunk_index: int
     generation: int
@@ -508,8 +508,10 @@ class Session:
         dt = 1.0 / self.spec.fps
         with self._lock:
             timeline = self.inputs.take_timeline()
-            if timeline.duration > self.cfg.max_replay_s:
-                timeline = timeline.since(timeline.end - self.cfg.max_replay_s)
+            if timeline.duration > self.cfg.max_replay_s:  # older input turns, but does not walk
+                cut = timeline.end - self.cfg.max_replay_s
+                self.planner.skip(timeline.until(cut))
+                timeline = timeline.since(cut, fold_mouse=False)
             start = self.planner.path.pose
             # the first frame is the start pose itself (SANA-WM: the first image)
             path = self.planner.plan(timeline, n - 1 if k == 0 else n, dt)
