@@ -349,16 +349,20 @@ def test_a_pause_keeps_the_turns_but_not_the_walk(walk):
 def test_input_older_than_the_replay_limit_turns_but_does_not_walk():
     w = Walk(max_replay_s=1.0)  # a world far slower than real time: 3 s between plannings
     try:
-        w.box.press("w", now=T1 - 0.25)
-        w.box.add_mouse(100.0, 0.0, now=T1)
-        w.box.release("w", now=T1 + 2.5)
         planned: list = []
         original = w.session.planner.plan
         w.session.planner.plan = lambda tl, m, dt: planned.append(original(tl, m, dt)) or planned[-1]
         w.planned = planned  # type: ignore[attr-defined]
-        path = chunk_after(w, T1 + 2.75)
+        w.box.press("w", now=T1 - 0.25)
+        assert chunk_after(w, T1).poses[-1, 2, 3] == pytest.approx(0.25, abs=1e-12)
+        w.box.add_mouse(100.0, 0.0, now=T1 + 0.5)
+        w.box.release("w", now=T1 + 2.75)
+        path = chunk_after(w, T1 + 3.0)
         assert math.degrees(yaw_pitch_roll(path.poses[-1][:3, :3])[0]) == pytest.approx(15.0, abs=1e-9)
-        # of the 2.75 s "w" was held, only what lies in the last second counts: 0.75 s
-        assert math.hypot(path.poses[-1, 0, 3], path.poses[-1, 2, 3]) == pytest.approx(0.75, abs=1e-9)
+        # of the 2.75 s "w" was held since, only what lies in the last second counts: 0.75 s
+        x, z = path.poses[-1, 0, 3], path.poses[-1, 2, 3]
+        a = math.radians(15.0)
+        assert x == pytest.approx(0.75 * math.sin(a), abs=1e-9)
+        assert z == pytest.approx(0.25 + 0.75 * math.cos(a), abs=1e-9)
     finally:
         w.close()
