@@ -24,9 +24,9 @@ Planning a chunk of ``m`` frames with a new timeline ``(committed, now]``:
    showed it held), the frames start from where the last frame was and the difference fades out
    over ``catch_up`` seconds of content: no jump, and the walk ends where the input put it.
 
-When nothing changed since the last plan (the same keys held, no mouse) and no correction is
-fading, the path simply goes on at content rate, exactly as holding that input for ``m`` frames
-(``PoseIntegrator.plan``), so a steady walk is the same however the chunks were timed.
+When nothing changed since the last plan (the same keys held, no mouse), the path simply goes on
+at content rate, exactly as holding that input for ``m`` frames (``PoseIntegrator.plan``), and a
+correction still fading goes on fading: a steady walk is the same however the chunks were timed.
 
 The rotation the player holds right now, for timewarp (``held_rotation``): the exact
 integrator plus the not-yet-read input integrated to now.
@@ -51,10 +51,11 @@ class PlannerState:
     ``committed``), so a walk can resume in another process with another clock."""
 
     exact: IntegratorState
-    path: IntegratorState
+    path: IntegratorState  # the target path at the cursor, without the correction
     ahead: float = 0.0  # cursor - committed, seconds
     held: InputState = InputState()  # the input held at ``committed`` (the forecast's assumption)
-    on_track: bool = True  # path == exact carried to the cursor: no correction fading
+    correction: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)  # x, y, z, yaw, pitch
+    fade: tuple[float, float] = (1.0, 1.0)  # (seconds of content the correction fades over, done)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class PathPlanner:
         self.committed = 0.0
         self.cursor = 0.0
         self._held = InputState()
-        self._on_track = True
+        self._correction = np.zeros(5)
+        self._fade = (1.0, 1.0)
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -99,11 +101,13 @@ class PathPlanner:
         self.path.set_state(self.exact.get_state())
         self.committed = self.cursor = float(now)
         self._held = held_part(held or InputState())
-        self._on_track = True
+        self._correction = np.zeros(5)  # x, y, z, yaw, pitch: shown minus target, when the fade began
+        self._fade = (1.0, 1.0)  # (length, done) in seconds of content
 
     def get_state(self) -> PlannerState:
+        c = tuple(float(v) for v in self._correction)
         return PlannerState(self.exact.get_state(), self.path.get_state(), self.cursor - self.committed,
-                            self._held, self._on_track)
+                            self._held, c, self._fade)  # type: ignore[arg-type]
 
     def set_state(self, state: PlannerState, now: float) -> None:
         self.exact.set_state(state.exact)
@@ -111,7 +115,28 @@ class PathPlanner:
         self.committed = float(now)
         self.cursor = self.committed + state.ahead
         self._held = state.held
-        self._on_track = state.on_track
+        self._correction = np.array(state.correction, dtype=np.float64)
+        self._fade = state.fade
+
+    def _weight(self, done: float) -> float:
+        """The share of the correction still shown after ``done`` seconds of its fade."""
+        length = self._fade[0]
+        return max(0.0, 1.0 - done / length) if length > 0 else 0.0
+
+    def _corrected(self, pose: np.ndarray, w: float) -> np.ndarray:
+        """``pose`` with ``w`` of the correction added."""
+        if w == 0.0 or not self._correction.any():
+            return pose
+        d = w * self._correction
+        yaw, pitch, roll = yaw_pitch_roll(pose[:3, :3])
+        limit = math.radians(self.exact.cfg.pitch_limit)
+        pitch = min(max(pitch + d[4], -limit), limit)
+        return pose_matrix(rotation(yaw + d[3], pitch, roll), pose[:3, 3] + d[:3])
+
+    @property
+    def shown_pose(self) -> np.ndarray:
+        """The pose of the last frame planned (the target with what is left of the correction)."""
+        return self._corrected(self.path.pose, self._weight(self._fade[1]))
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -127,52 +152,42 @@ class PathPlanner:
         now = timeline.end
         unchanged = len(timeline.held) == 1 and not timeline.mouse and timeline.held[0][1] == self._held
 
-        if unchanged and self._on_track:
-            # The forecast came true: go on at content rate.
+        if unchanged:
+            # The forecast came true: the target goes on at content rate (and a correction still
+            # fading goes on fading), the same however the chunks were timed.
             c = self.cursor
             state = timeline.final
-            poses = self.path.plan(state, m, dt)
+            target = self.path.plan(state, m, dt)
             times = c + dt * np.arange(1, m + 1)
             edges = c + dt * np.arange(m + 1)
             self.exact.follow(timeline, [])
-            self._advance_committed(now, c + m * dt, state)
-            return PlannedPath(poses, times, edges, timeline, max(0.0, c + m * dt - now))
+        else:
+            # 1. The chunk's span of timeline time.
+            c = max(self.cursor, timeline.start)
+            span = max(now - c, self.cfg.min_span * m * dt) if m else 0.0
+            times = c + span * np.arange(1, m + 1) / max(m, 1)
+            edges = c + span * np.arange(m + 1) / max(m, 1)
 
-        # 1. The chunk's span of timeline time.
-        c = max(self.cursor, timeline.start)
-        span = max(now - c, self.cfg.min_span * m * dt) if m else 0.0
-        times = c + span * np.arange(1, m + 1) / max(m, 1)
-        edges = c + span * np.arange(m + 1) / max(m, 1)
+            # 2. The exact path through the timeline, extrapolated past its end.
+            probe = self.exact.clone()
+            sampled = probe.follow(timeline, np.concatenate([[c], times]))
+            self.exact.follow(timeline, [])
 
-        # 2. The exact path through the timeline, extrapolated past its end.
-        target = self.exact.clone()
-        sampled = target.follow(timeline, np.concatenate([[c], times])) if m else np.empty((1, 4, 4))
-        ref = sampled[0] if m else self.exact.pose
-        self.exact.follow(timeline, [])
+            # 3. The correction: where the last frame was, against where the input put it then.
+            shown, ref = self.shown_pose, sampled[0]
+            y0, p0, _ = yaw_pitch_roll(shown[:3, :3])
+            y1, p1, _ = yaw_pitch_roll(ref[:3, :3])
+            self._correction = np.array([*(shown[:3, 3] - ref[:3, 3]), _wrap(y0 - y1), p0 - p1])
+            self._fade = (max(self.cfg.catch_up, m * dt), 0.0)
+            target = sampled[1:]
+            if m:
+                self.path.set_state(probe.get_state())
+                self.path._mark_mouse_applied(timeline.state)
 
-        # 3. The correction: where the last frame was, against where the input put it then.
-        last = self.path.pose
-        d_pos = last[:3, 3] - ref[:3, 3]
-        y0, p0, _ = yaw_pitch_roll(last[:3, :3])
-        y1, p1, _ = yaw_pitch_roll(ref[:3, :3])
-        d_yaw, d_pitch = _wrap(y0 - y1), p0 - p1
-        fade = max(self.cfg.catch_up, m * dt)
-        limit = math.radians(self.exact.cfg.pitch_limit)
-        poses = np.empty((m, 4, 4))
-        w = 0.0
-        for i in range(m):
-            w = max(0.0, 1.0 - (i + 1) * dt / fade)
-            yaw, pitch, roll = yaw_pitch_roll(sampled[i + 1][:3, :3])
-            pitch = min(max(pitch + w * d_pitch, -limit), limit)
-            poses[i] = pose_matrix(rotation(yaw + w * d_yaw, pitch, roll), sampled[i + 1][:3, 3] + w * d_pos)
-        if m:
-            end = target.get_state()
-            yaw, pitch, roll = yaw_pitch_roll(poses[-1][:3, :3])
-            p = poses[-1][:3, 3]
-            self.path.set_state(replace(end, position=(float(p[0]), float(p[1]), float(p[2])),
-                                        yaw=yaw, pitch=pitch, roll=roll))
-            self.path._mark_mouse_applied(timeline.state)
-            self._on_track = w == 0.0
+        length, done = self._fade
+        poses = np.stack([self._corrected(target[i], self._weight(done + (i + 1) * dt)) for i in range(m)]) \
+            if m else np.empty((0, 4, 4))
+        self._fade = (length, done + m * dt)
         self._advance_committed(now, float(times[-1]) if m else c, timeline.final)
         return PlannedPath(poses, times, edges, timeline, max(0.0, float(edges[-1]) - now))
 
@@ -186,13 +201,16 @@ class PathPlanner:
             probe.follow(InputTimeline.still(self.committed, timeline.start, self._held), [])
         probe.follow(timeline, [])
         turned = probe.get_state()
-        here = self.path.get_state()
-        state = replace(here, yaw=turned.yaw, pitch=turned.pitch, velocity=(0.0, 0.0, 0.0))
+        shown = self.shown_pose
+        yaw, pitch, roll = yaw_pitch_roll(shown[:3, :3])
+        p = shown[:3, 3]
+        state = replace(self.path.get_state(), position=(float(p[0]), float(p[1]), float(p[2])),
+                        yaw=turned.yaw, pitch=turned.pitch, roll=roll, velocity=(0.0, 0.0, 0.0))
         self.exact.set_state(state)
         self.exact._mark_mouse_applied(timeline.state)
         self.path.set_state(state)
         self.path._mark_mouse_applied(timeline.state)
-        self._on_track = True
+        self._correction = np.zeros(5)
         self._advance_committed(timeline.end, timeline.end, timeline.final)
 
     def _advance_committed(self, now: float, cursor: float, held: InputState) -> None:

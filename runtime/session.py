@@ -512,7 +512,7 @@ class Session:
                 cut = timeline.end - self.cfg.max_replay_s
                 self.planner.skip(timeline.until(cut))
                 timeline = timeline.since(cut, fold_mouse=False)
-            start = self.planner.path.pose
+            start = self.planner.shown_pose
             # the first frame is the start pose itself (SANA-WM: the first image)
             path = self.planner.plan(timeline, n - 1 if k == 0 else n, dt)
             poses = np.concatenate([start[None], path.poses]) if k == 0 else path.poses  # (n, 4, 4)
