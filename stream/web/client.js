@@ -232,6 +232,7 @@
     obj.ts = performance.timeOrigin + performance.now();
     obj.n = ++inputSeq;  // the server's pose messages say which of these they include
     if (obj.t === 'mouse') warp.sentMouse.push({n: obj.n, dx: obj.dx, dy: obj.dy});
+    else if (obj.t === 'key' || obj.t === 'pad' || obj.t === 'blur') warp.sentHeld.push({n: obj.n, at: performance.now()});
     return sendRaw(JSON.stringify(obj));
   }
 
@@ -377,7 +378,9 @@
     shown: null,      // the pose of the frame on screen
     latest: null,     // the newest pose message
     sentMouse: [],    // {n, dx, dy} mouse messages the server may not have applied yet
+    sentHeld: [],     // {n, at}: key and pad messages, likewise (they end the held turn rate)
     newFrame: false,
+    drawn: '',        // what the canvas shows (frame, size, view): unchanged, no redraw
     gl: null,
   };
   ww.timewarp = {on: warp.on, active: false, poses: 0, view: null, frame: null};
@@ -388,6 +391,7 @@
     warp.poses.push(msg);
     if (warp.poses.length > 64) warp.poses.shift();
     warp.sentMouse = warp.sentMouse.filter((m) => m.n > msg.n);
+    warp.sentHeld = warp.sentHeld.filter((m) => m.n > msg.n);
     ww.timewarp.poses += 1;
     if (!warp.shown) warp.shown = msg;
   }
@@ -422,7 +426,10 @@
   // The rotation the player holds now (yaw, pitch, roll).
   function heldRotation() {
     const p = warp.latest;
-    const dt = Math.min(0.25, (performance.now() - p.arrival) / 1000);  // no messages: stop guessing
+    // the turn rate held when the pose was sent goes on until the page changed what it holds
+    // (the next pose says what that does), and for a quarter second at most with no news
+    const until = warp.sentHeld.length ? Math.min(performance.now(), warp.sentHeld[0].at) : performance.now();
+    const dt = Math.max(0, Math.min(0.25, (until - p.arrival) / 1000));
     let dx = mouseDx, dy = mouseDy;
     for (const m of warp.sentMouse) { dx += m.dx; dy += m.dy; }
     const limit = 85 * Math.PI / 180;
@@ -477,12 +484,16 @@
     const dpr = window.devicePixelRatio || 1;
     const cw = Math.round(canvas.clientWidth * dpr) || 1, ch = Math.round(canvas.clientHeight * dpr) || 1;
     if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+    const f = warp.shown, view = heldRotation();
+    // redraw only when something on screen changes: a new frame, a turn, a resize
+    const state = [f.i, cw, ch, ...view.map((v) => v.toFixed(5))].join();
+    if (!warp.newFrame && warp.gl.uploaded && state === warp.drawn) return;
+    warp.drawn = state;
     if (warp.newFrame || !warp.gl.uploaded) {
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGB, gl.RGB, gl.UNSIGNED_BYTE, video);
       warp.gl.uploaded = true;
       warp.newFrame = false;
     }
-    const f = warp.shown, view = heldRotation();
     // H = K R_frame^T R_view K^-1, with K in fractions of the picture (stream/pose_channel.py "k")
     const [fx, fy, cx, cy] = f.k;
     const K = [fx, 0, cx, 0, fy, cy, 0, 0, 1];
