@@ -31,6 +31,10 @@ def _worlds(ctx: BenchContext) -> list[str]:
 
 def _build(ctx: BenchContext, name: str) -> WorldModel | None:
     try:
+        if name == "sana-wm-small":  # SANA-WM's code with small random weights (no download)
+            from .model_suite import small_world
+
+            return small_world()
         return create_world(WorldConfig(name=name, accel=ctx.cfg.accel))
     except Exception as e:
         ctx.skip(f"world {name}", f"{type(e).__name__}: {e}")
