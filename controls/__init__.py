@@ -20,7 +20,8 @@ from .camera import (
     yaw_pitch_roll,
 )
 from .gamepad import GamepadConfig, axis_dead_zone, gamepad_to_intent, radial_dead_zone
-from .input_state import InputBox, InputState, Intent, key_name
+from .input_box import InputBox
+from .input_state import InputState, Intent, key_name
 from .path_planner import PathPlanner, PlannedPath, PlannerConfig, PlannerState
 from .pose_integrator import IntegratorConfig, IntegratorState, PoseIntegrator
 from .timeline import FrameInput, InputTimeline

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .input_state import InputState
+from .input_state import InputState, key_name
 
 
 @dataclass(frozen=True)
@@ -89,29 +89,36 @@ class InputTimeline:
     ) -> InputTimeline:
         """Build a timeline from a script: ``(t, "press" | "release", key)``, ``(t, "mouse", (dx,
         dy))`` and ``(t, "pad", (left_stick, right_stick, lt, rt))`` in time order (for tests and
-        replays; the box builds its own)."""
-        from .input_state import InputBox
-
-        box = InputBox(clock=lambda: start)
-        if initial is not None:
-            box.set_keys(initial.keys, now=start)
-            box.set_gamepad(initial.left_stick, initial.right_stick, initial.left_trigger,
-                            initial.right_trigger, now=start)
-            box.take_timeline(now=start)
+        replays; the box builds its own). Times before ``start`` count at ``start``."""
+        now = held_part(initial or InputState())
+        held: list[tuple[float, InputState]] = [(start, now)]
+        mouse: list[tuple[float, float, float]] = []
+        dx = dy = 0.0
         for t, kind, arg in events:
-            if kind == "press":
-                box.press(str(arg), now=t)
-            elif kind == "release":
-                box.release(str(arg), now=t)
+            t = max(float(t), start)
+            if kind in ("press", "release"):
+                keys = set(now.keys)
+                (keys.add if kind == "press" else keys.discard)(key_name(str(arg)))
+                now = replace(now, keys=frozenset(keys))
             elif kind == "mouse":
-                dx, dy = arg  # type: ignore[misc]
-                box.add_mouse(dx, dy, now=t)
+                mx, my = arg  # type: ignore[misc]
+                mouse.append((t, float(mx), float(my)))
+                dx, dy = dx + float(mx), dy + float(my)
+                continue
             elif kind == "pad":
                 ls, rs, lt, rt = arg  # type: ignore[misc]
-                box.set_gamepad(ls, rs, lt, rt, now=t)
+                now = replace(now, left_stick=tuple(ls), right_stick=tuple(rs),
+                              left_trigger=float(lt), right_trigger=float(rt))
             else:
                 raise ValueError(f"unknown timeline event kind {kind!r}")
-        return box.take_timeline(now=end)
+            if now == held[-1][1]:
+                continue
+            if t <= held[-1][0] and len(held) > 1:
+                held[-1] = (held[-1][0], now)
+            else:
+                held.append((t, now))
+        state = replace(now, mouse_dx=dx, mouse_dy=dy)
+        return cls(start, end, tuple(held), tuple(mouse), state)
 
     # ---- reading it ---------------------------------------------------------------------------
 

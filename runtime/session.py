@@ -43,6 +43,7 @@ from worldwalk.controls import (
 
 from .chunk import Chunk, Frame
 from .frame_queue import FrameQueue, Policy, QueueClosed
+from .latency import ChunkTiming
 from .world import ModelSpec, WorldModel, step_backends
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,6 @@ class _Job:
     planned: float = 0.0  # box clock: input read
     model: float = 0.0  # box clock: world asked
     pending: Any = None  # the world's PendingChunk, pipelined
-
-
-@dataclass(frozen=True)
-class ChunkTiming:
-    """When each step of a chunk happened, on the input box's clock (time.monotonic()): the
-    key -> screen latency broken down (`viewer.metrics.LatencySplit`)."""
-
-    chunk_index: int
-    generation: int
-    planned: float  # the input timeline was read: the chunk's camera path was fixed
-    model: float  # the world was asked for the chunk
-    generated: float  # the world returned it, decoded
-    decode_s: float  # of which the decode, when the world says (Chunk.timings["decode"])
-    queued: float  # its frames are in the queue (after the chunk listeners ran)
 
 
 @dataclass

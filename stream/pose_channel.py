@@ -11,7 +11,7 @@ to then: `Session.held_pose`), `w`: the turn rate of the input held then (keys, 
 `n`: the number of the newest input message the server had applied (the page numbers what it
 sends), `k`: the frame's intrinsics as fractions of its size, `m`: radians of yaw and pitch per
 pixel of mouse motion. A frame that answers a key press also carries "lat", the server's part of
-that key's latency in ms (wait, plan, generate, decode, queue: `viewer.metrics.LatencySplit`),
+that key's latency in ms (wait, plan, generate, decode, queue: `runtime.latency.LatencySplit`),
 and "rt", when it was released on the server's wall clock.
 
 The page turns the frame on screen from `f` to `h` plus what it has sent since `n` plus `w`
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from worldwalk.controls import yaw_pitch_roll
+from worldwalk.runtime.latency import LatencySplit
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ class KeyLatency:
 
     def on_frame(self, frame: Any, session: Any, released: float) -> dict[str, float] | None:
         """The split (ms) completed by `frame`, released by the fan-out at `released`, if any."""
-        from worldwalk.viewer.metrics import LatencySplit
-
         for _, down, t in list(self.key_log):
             if down and t > self._seen:
                 self._seen = t

@@ -14,10 +14,10 @@ import numpy as np
 
 from worldwalk.controls import PoseIntegrator, intrinsics_from_fov
 from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.latency import LatencySplit
 from worldwalk.runtime.pacer import FramePacer
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import ModelSpec, WorldConfig, WorldModel, available_worlds, create_world
-from worldwalk.viewer.metrics import LatencySplit
 
 from .bench_command import BenchContext
 
