@@ -1,4 +1,6 @@
-"""worldwalk.controls: devices -> InputState -> PoseIntegrator -> camera-to-world poses.
+"""worldwalk.controls: devices -> InputBox (an InputTimeline of every change) -> PathPlanner /
+PoseIntegrator -> camera-to-world poses; or, for action worlds, per-frame inputs
+(``InputTimeline.frame_inputs``).
 
 numpy only (no GL, no torch), so the window, the browser path and the tests share it. The camera
 convention is stated once, in camera.py.
@@ -18,8 +20,11 @@ from .camera import (
     yaw_pitch_roll,
 )
 from .gamepad import GamepadConfig, axis_dead_zone, gamepad_to_intent, radial_dead_zone
-from .input_state import InputBox, InputState, Intent, key_name
+from .input_box import InputBox
+from .input_state import InputState, Intent, key_name
+from .path_planner import PathPlanner, PlannedPath, PlannerConfig, PlannerState
 from .pose_integrator import IntegratorConfig, IntegratorState, PoseIntegrator
+from .timeline import FrameInput, InputTimeline
 
 __all__ = [
     "DEFAULT_FOV_DEG",
@@ -27,12 +32,18 @@ __all__ = [
     "ActionStringError",
     "Bindings",
     "BindingsError",
+    "FrameInput",
     "GamepadConfig",
     "InputBox",
     "InputState",
+    "InputTimeline",
     "IntegratorConfig",
     "IntegratorState",
     "Intent",
+    "PathPlanner",
+    "PlannedPath",
+    "PlannerConfig",
+    "PlannerState",
     "PoseIntegrator",
     "action_string_to_poses",
     "axis_dead_zone",

@@ -30,7 +30,8 @@ import numpy as np
 from .bindings import Bindings
 from .camera import check_pose, pose_matrix, rotation, yaw_pitch_roll
 from .gamepad import GamepadConfig, gamepad_to_intent
-from .input_state import InputState
+from .input_state import InputState, Intent
+from .timeline import InputTimeline
 
 
 @dataclass
@@ -120,6 +121,15 @@ class PoseIntegrator:
             self._yaw, self._pitch, self._roll = yaw_pitch_roll(pose[:3, :3])
         self._vel = np.zeros(3)
 
+    def clone(self) -> PoseIntegrator:
+        """An integrator with the same config, bindings, state and mouse bookkeeping."""
+        other = PoseIntegrator.__new__(PoseIntegrator)
+        other.cfg, other.bindings = self.cfg, self.bindings
+        other._mouse_epoch, other._mouse_applied = self._mouse_epoch, self._mouse_applied
+        other._pos, other._vel = self._pos.copy(), self._vel.copy()
+        other._yaw, other._pitch, other._roll = self._yaw, self._pitch, self._roll
+        return other
+
     def get_state(self) -> IntegratorState:
         p, v = self._pos, self._vel
         return IntegratorState(
@@ -200,6 +210,54 @@ class PoseIntegrator:
             poses[i] = self.pose
         return poses
 
+    def follow(self, timeline: InputTimeline, times: np.ndarray | list[float]) -> np.ndarray:
+        """Integrate ``timeline`` exactly from its start (this integrator's current state is the
+        state at ``timeline.start``) and return the poses at ``times`` (m, 4, 4), ascending and
+        >= ``timeline.start``. Held input changes and mouse motions act at their own times; past
+        ``timeline.end`` the held input goes on. The integrator ends at ``times[-1]`` (or at
+        ``timeline.end`` when no times are given)."""
+        ts = np.asarray(times, dtype=np.float64).reshape(-1)
+        if ts.size and (np.any(np.diff(ts) < 0) or ts[0] < timeline.start):
+            raise ValueError("follow needs ascending times from the timeline's start on")
+        stop = float(ts[-1]) if ts.size else timeline.end
+        impulses: dict[float, list[float]] = {}
+        for t, dx, dy in timeline.mouse:
+            acc = impulses.setdefault(max(t, timeline.start), [0.0, 0.0])
+            acc[0] += dx
+            acc[1] += dy
+        cuts = sorted({timeline.start, stop, *impulses, *(float(t) for t in ts),
+                       *(h[0] for h in timeline.held if timeline.start < h[0] < stop)})
+        poses = np.empty((ts.size, 4, 4))
+        j = 0
+        t = timeline.start
+        for c in cuts:
+            if c > stop:
+                break
+            for a, b, held in timeline.segments(t, c):
+                self._advance(b - a, held, 0.0, 0.0)
+            t = c
+            if c in impulses:  # a mouse motion turns the camera at its time
+                self._advance(0.0, timeline.state_at(c), *impulses[c])
+            while j < ts.size and ts[j] == c:
+                poses[j] = self.pose
+                j += 1
+        self._mark_mouse_applied(timeline.state)
+        return poses
+
+    def _intents(self, state: InputState) -> tuple[Intent, Intent]:
+        pad = gamepad_to_intent(state.left_stick, state.right_stick, state.left_trigger,
+                                state.right_trigger, self.cfg.gamepad)
+        return self.bindings.intent(state.keys), pad
+
+    def _rates(self, keys: Intent, pad: Intent) -> tuple[float, float]:
+        cfg = self.cfg
+        return (math.radians(keys.yaw * cfg.turn_speed + pad.yaw * cfg.stick_look_speed),
+                math.radians(keys.pitch * cfg.turn_speed + pad.pitch * cfg.stick_look_speed))
+
+    def turn_rates(self, state: InputState) -> tuple[float, float]:
+        """(yaw, pitch) rates in rad/s that holding ``state`` turns at (keys and right stick)."""
+        return self._rates(*self._intents(state))
+
     def _advance(self, dt: float, state: InputState, mouse_dx: float, mouse_dy: float) -> None:
         if not (math.isfinite(dt) and dt >= 0.0):
             raise ValueError(f"dt must be a finite number of seconds >= 0, got {dt}")
@@ -210,11 +268,8 @@ class PoseIntegrator:
         yaw0, self._pitch = self._turn(self._yaw, self._pitch, myaw, mpitch)
 
         # 2. Intent from keys and sticks; turn rates in rad/s, constant over the tick.
-        keys = self.bindings.intent(state.keys)
-        pad = gamepad_to_intent(state.left_stick, state.right_stick, state.left_trigger,
-                                state.right_trigger, cfg.gamepad)
-        yaw_rate = math.radians(keys.yaw * cfg.turn_speed + pad.yaw * cfg.stick_look_speed)
-        pitch_rate = math.radians(keys.pitch * cfg.turn_speed + pad.pitch * cfg.stick_look_speed)
+        keys, pad = self._intents(state)
+        yaw_rate, pitch_rate = self._rates(keys, pad)
         forward, right = keys.forward + pad.forward, keys.right + pad.right
         norm = math.hypot(forward, right)
         if norm > 1.0:

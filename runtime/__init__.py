@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "Chunk": "chunk", "Frame": "chunk", "FrameQueue": "frame_queue", "FramePacer": "pacer",
     "Session": "session", "SessionConfig": "session", "ModelSpec": "world", "WorldConfig": "world",
-    "WorldModel": "world", "create_world": "world",
+    "WorldModel": "world", "create_world": "world", "ChunkTiming": "latency", "LatencySplit": "latency",
 }
 
 
@@ -26,9 +26,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Chunk",
+    "ChunkTiming",
     "Frame",
     "FramePacer",
     "FrameQueue",
+    "LatencySplit",
     "ModelSpec",
     "Session",
     "SessionConfig",

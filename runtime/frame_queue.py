@@ -46,6 +46,7 @@ class FrameQueue:
         self._closed = False
         self._cond = threading.Condition()
         self.last_taken: Frame | None = None  # what a sink took last: the frame on screen
+        self.last_taken_at = 0.0  # time.monotonic() when it was taken
 
     def __len__(self) -> int:
         with self._cond:
@@ -97,6 +98,7 @@ class FrameQueue:
                 self._cond.wait(remaining)
             frame = self._frames.popleft()
             self.last_taken = frame
+            self.last_taken_at = time.monotonic()
             self.stats.taken += 1
             self._cond.notify_all()
             return frame

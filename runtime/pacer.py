@@ -17,7 +17,9 @@ from .frame_queue import FrameQueue
 
 @dataclass
 class PacerConfig:
-    jitter_frames: int = 2  # slack added when (re)anchoring, in frames
+    # Slack added when (re)anchoring, in frames. 0: a chunk's first frame is shown as soon as it
+    # is made (a late chunk shows as a short stall instead of as latency from then on).
+    jitter_frames: int = 0
 
 
 class FramePacer:
@@ -39,6 +41,11 @@ class FramePacer:
         self._last_due = float("-inf")
         self.shown = 0
         self.skipped = 0  # frames that were due but superseded before they could be shown
+
+    @property
+    def last_due(self) -> float:
+        """The wall time the frame `poll` last returned fell due (it is shown at the next poll)."""
+        return self._last_due
 
     def poll(self, now: float) -> Frame | None:
         """The newest frame due at wall time `now`, or None if nothing new is due (non-blocking).

@@ -1,5 +1,12 @@
 """`Session`: one player's walk through one world, run chunk by chunk on its own model thread.
 
+Each chunk's camera path is planned from the input timeline the player made since the last
+plan (`controls.PathPlanner`): every press, release, stick value and mouse motion at its time. A
+world that conditions on actions rather than poses may define `use_input(path)`: it gets each
+chunk's `PlannedPath` before the chunk is generated, and `path.timeline.frame_inputs(path.edges)`
+says which keys were held and how the mouse moved during each planned frame (the first chunk's
+first frame, the start pose, has no interval).
+
 The session owns the world, the model thread, the `FrameQueue` and the generation counter.
 The UI side (window, browser channel) writes intent into `session.inputs` (an `InputBox`) and
 takes frames from `session.frames`; those two objects are the only meeting points. Commands
@@ -24,15 +31,19 @@ from worldwalk.controls import (
     InputBox,
     InputState,
     IntegratorState,
+    PathPlanner,
+    PlannedPath,
+    PlannerConfig,
+    PlannerState,
     PoseIntegrator,
     intrinsics_from_fov,
     pose_matrix,
     rotation,
-    yaw_pitch_roll,
 )
 
 from .chunk import Chunk, Frame
 from .frame_queue import FrameQueue, Policy, QueueClosed
+from .latency import ChunkTiming
 from .world import ModelSpec, WorldModel, step_backends
 
 log = logging.getLogger(__name__)
@@ -51,18 +62,31 @@ class SessionConfig:
     # its size through `nbytes()`; SANA-WM's live in host memory, about 1.6 GB each at 704x1280), and
     # never more than max_snapshots.
     max_snapshots: int = 64
+    rewind_frames: int = 4  # a rewind goes back at least this many frames (whole chunks)
     snapshot_budget_mb: float = 8192.0
     # Plan each chunk as late as possible ("block" policy only): wait until the frames still queued
-    # last as long as the slowest recent chunk took to make (times this margin, plus slack seconds),
-    # so the chunk is planned with the freshest input instead of queueing ahead and adding latency.
+    # last as long as this world's chunks take to make, as measured over the recent ones (their
+    # jit_quantile, times jit_margin, plus jit_slack seconds), so the chunk is planned with the
+    # freshest input instead of queueing ahead and adding latency. A chunk slower than that shows
+    # as a short stall, not as lasting latency.
     just_in_time: bool = True
-    jit_margin: float = 1.25
-    jit_slack: float = 0.05
+    jit_quantile: float = 0.9
+    jit_margin: float = 1.15
+    jit_slack: float = 0.02
+    jit_window: int = 16  # recent chunks measured
     start_paused: bool = False
     # Overlap the VAE decode of chunk k with the denoising of chunk k+1 (worlds with `submit`,
     # i.e. SANA-WM): more chunks per second at the cost of one decode of input latency.
     # None = on for CUDA devices, off on the CPU.
     pipeline: bool | None = None
+    # The chunk's camera path from the input timeline (controls/path_planner.py): a chunk planned
+    # sooner than its length after the last depicts at least this share of it in content time,
+    # and a forecast that did not come true is corrected over catch_up seconds of content.
+    min_span: float = 0.75
+    catch_up: float = 0.25
+    # Input older than this when a chunk is planned (a world much slower than real time) still
+    # turns the camera but does not walk it: the walk does not race through minutes of held keys.
+    max_replay_s: float = 2.0
 
 
 def _snapshot_bytes(snapshot: object) -> int:
@@ -81,7 +105,7 @@ class Boundary:
     world: object
     integrator: IntegratorState
     frame_index: int = 0  # the index the chunk's first frame is stamped with
-    look: tuple[float, float] = (0.0, 0.0)  # mouse look planned before the chunk (yaw, pitch)
+    planner: PlannerState | None = None  # the path planner there (None: start it at `integrator`)
 
 
 
@@ -93,9 +117,10 @@ class _Job:
     n: int
     state: InputState
     generation: int
-    look0: tuple[float, float]  # mouse look planned before this chunk
-    look_delta: tuple[float, float]  # mouse look spread over this chunk
+    path: PlannedPath  # the camera path planned for it, and the input timeline it came from
     t0: float
+    planned: float = 0.0  # box clock: input read
+    model: float = 0.0  # box clock: world asked
     pending: Any = None  # the world's PendingChunk, pipelined
 
 
@@ -126,7 +151,8 @@ class Session:
         self.cfg = cfg or SessionConfig()
         self.spec: ModelSpec = world.spec
         self.inputs = inputs or InputBox()
-        self.integrator = integrator or PoseIntegrator()
+        self.integrator = integrator or PoseIntegrator()  # the exact integral of every input read
+        self.planner = PathPlanner(self.integrator, PlannerConfig(self.cfg.min_span, self.cfg.catch_up))
         self.first_frame = first_frame
         K = intrinsics if intrinsics is not None else intrinsics_from_fov(
             self.spec.width, self.spec.height, self.cfg.fov_x_deg
@@ -143,6 +169,7 @@ class Session:
         self._generation = 0
         self._commands: deque[tuple[str, int]] = deque()  # (name, rewind target chunk)
         self._paused = self.cfg.start_paused
+        self.standing = False  # the model thread waits, paused
         self._stop = False
         self._handing_off = False  # hand_off(): stop at the next boundary, the walk goes on elsewhere
         self.handed_off = threading.Event()  # set when the model thread has stopped there
@@ -154,10 +181,11 @@ class Session:
         self._pipelined = bool(pipelined) and hasattr(world, "submit")
         self._carry: _Job | None = None  # pipelined: the submitted chunk whose frames come next
         self._last_finish = 0.0
-        self._look_planned = (0.0, 0.0)  # mouse look (yaw, pitch) fed into plans so far, radians
         self._listeners: list[ChunkListener] = []
         self._boundary_listeners: list[Callable[[Boundary], None]] = []
         self._stats = SessionStats()
+        self._timings: deque[ChunkTiming] = deque(maxlen=64)
+        self._chunk_times: deque[float] = deque(maxlen=max(1, self.cfg.jit_window))  # seconds a chunk took
         self._thread: threading.Thread | None = None
         self._closed = False
         self._world_freed = False
@@ -211,13 +239,15 @@ class Session:
         self._command("reset")
 
     def rewind(self) -> int | None:
-        """Back to the boundary before the chunk on screen. Returns the chunk generation resumes
-        at, or None when there is nothing to rewind to."""
+        """Back to the boundary before the chunk on screen (and further for short chunks, to go
+        back `rewind_frames` at least). Returns the chunk generation resumes at, or None when there is
+        nothing to rewind to."""
         with self._lock:
             if not self._boundaries:
                 return None
-            # the oldest boundary still kept bounds how far back one can go
-            target = max(self._shown_chunk() - 1, self._boundaries[0].chunk_index)
+            # at least rewind_frames back (one chunk at the least); the oldest boundary kept bounds it
+            back = -(-max(1, self.cfg.rewind_frames) // max(1, self.spec.frames_per_chunk))
+            target = max(self._shown_chunk() - back, self._boundaries[0].chunk_index)
         self._command("rewind", target)
         return target
 
@@ -229,25 +259,24 @@ class Session:
         self.frames.flush(self._generation)
 
     def held_pose(self, shown: Frame | None = None) -> np.ndarray:
-        """The pose the player holds right now, for timewarp: the frame on screen turned by all the
-        mouse look commanded since that frame (planned for later frames, or not planned yet).
-
-        Turning with keys or sticks is not added: it is a rate the frames already carry, and
-        adding the rest of a planned chunk would make the view jump ahead once per chunk.
-        Without `shown`, the integrator's latest pose with the pending look (rotation only).
+        """The pose the player holds right now, for timewarp: the frame on screen (its position)
+        turned to the orientation every input so far puts the player in, mouse look, turn keys
+        and sticks alike, integrated up to this moment. The frames carry the same turns later;
+        the view shows them now. Without `shown`, at the position the input has reached.
         """
-        state = self.inputs.peek()
         with self._lock:
-            if shown is None:
-                return self.integrator.preview(state)
-            pending = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
-            limit = np.radians(self.integrator.cfg.pitch_limit)
-            planned = self._look_planned
-        dyaw = planned[0] + pending[0] - shown.look[0]
-        dpitch = planned[1] + pending[1] - shown.look[1]
-        yaw, pitch, roll = yaw_pitch_roll(shown.pose[:3, :3])
-        R = rotation(yaw + dyaw, float(np.clip(pitch + dpitch, -limit, limit)), roll)
-        return pose_matrix(R, shown.pose[:3, 3])
+            pending = self.inputs.peek_timeline()
+            yaw, pitch, roll = self.planner.held_rotation(pending)
+            position = self.integrator.pose[:3, 3] if shown is None else shown.pose[:3, 3]
+        return pose_matrix(rotation(yaw, pitch, roll), position)
+
+    def timing(self, frame: Frame) -> ChunkTiming | None:
+        """When the steps of `frame`'s chunk happened, if the chunk is recent."""
+        with self._lock:
+            for t in reversed(self._timings):
+                if t.chunk_index == frame.chunk_index and t.generation == frame.generation:
+                    return t
+        return None
 
     def stats(self) -> dict[str, Any]:
         backends = step_backends(self.world)  # e.g. {"chunk": "onnx", "decode": "eager"}; changes on a fallback
@@ -333,17 +362,27 @@ class Session:
         self.world.reset(self.first_frame, self.cfg.prompt, self.cfg.seed)
         with self._lock:
             self.integrator.reset(self._start_pose.copy())
+            held = self.inputs.take_timeline()  # input before the walk starts moves nothing
+            self.planner.restart(held.end, held.final)
             self._boundaries.clear()
             self._chunk_index = 0
+
+    def _restore_planner(self, b: Boundary) -> None:
+        """The planner (and the integrator) as at boundary `b`, carried on from now (lock held)."""
+        held = self.inputs.take_timeline()  # input made after the boundary belongs to the old walk
+        if b.planner is not None:
+            self.planner.set_state(b.planner, held.end)
+        else:
+            self.integrator.set_state(b.integrator)
+            self.planner.restart(held.end, held.final)
 
     def _resume_world(self, b: Boundary) -> None:
         """Continue a walk begun elsewhere: the world, the pose and the frame count of boundary `b`."""
         self.world.restore(b.world)
         with self._lock:
-            self.integrator.set_state(b.integrator)
+            self._restore_planner(b)
             self._chunk_index = b.chunk_index
             self._frame_index = b.frame_index
-            self._look_planned = b.look
 
     def _trim_boundaries(self) -> None:
         """Drop the oldest boundaries while their snapshots outgrow the memory budget (lock held)."""
@@ -358,7 +397,7 @@ class Session:
             b = self._boundaries[-1] if self._boundaries else None
             if b is not None:
                 self._boundaries.pop()  # the boundary is pushed again when its chunk is redone
-                self.integrator.set_state(b.integrator)
+                self._restore_planner(b)
                 self._chunk_index = b.chunk_index
         if b is not None:
             self.world.restore(b.world)
@@ -371,16 +410,26 @@ class Session:
         head = self.frames.peek()
         return head.chunk_index if head is not None else self._chunk_index - 1
 
+    def _queued_seconds(self) -> float:
+        """How long until the frames queued run out: the frames waiting, and what is left of the
+        one on screen (a sink that paces takes each frame when it falls due)."""
+        dt = 1.0 / self.spec.fps
+        on_screen = 0.0
+        if self.frames.last_taken is not None and self.frames.last_taken.generation == self._generation:
+            on_screen = min(dt, max(0.0, self.frames.last_taken_at + dt - time.monotonic()))
+        return len(self.frames) * dt + on_screen
+
     def _wait_until_due(self) -> bool:
         """Hold planning until the queued frames run low. False if a command or stop came meanwhile."""
         if not self.cfg.just_in_time or self.cfg.queue_policy != "block":
             return True
         with self._wake:
-            recent = [t for _, t in self._stats.recent]
+            recent = list(self._chunk_times)
             if not recent:
                 return True
-            lead = max(recent) * self.cfg.jit_margin + self.cfg.jit_slack  # the slowest recent chunk
-            while len(self.frames) / self.spec.fps > lead:
+            made = float(np.quantile(recent, self.cfg.jit_quantile))  # how long this world's chunks take
+            lead = made * self.cfg.jit_margin + self.cfg.jit_slack
+            while self._queued_seconds() > lead:
                 if self._stop or self._commands:
                     return False
                 self._wake.wait(0.005)
@@ -394,13 +443,18 @@ class Session:
             job, self._carry = self._carry, None
             return self._finish(job, job.pending.result())
         with self._wake:
+            waited = False
             while (self._paused and not self._commands) and not (self._stop or self._handing_off):
+                waited = self.standing = True
                 self._wake.wait()
+            self.standing = False
             if self._stop:
                 return False
             commands = list(self._commands)
             self._commands.clear()
             generation = self._generation
+            if waited:  # paused: the walk stood still meanwhile (the turns still count)
+                self.planner.skip(self.inputs.take_timeline())
         if commands:
             self._carry = None  # a submitted chunk of the old walk: never shown
         for command, target in commands:
@@ -418,7 +472,8 @@ class Session:
             k = self._chunk_index
             # pipelined, the chunk still in flight is counted: its frames come before this one's
             first = self._frame_index + (self._carry.n if self._carry is not None else 0)
-            boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first, self._look_planned)
+            boundary = Boundary(k, self.world.snapshot(), self.integrator.get_state(), first,
+                                self.planner.get_state())
             self._boundaries.append(boundary)
             self._trim_boundaries()
         for cb in list(self._boundary_listeners):
@@ -434,26 +489,32 @@ class Session:
             self.handed_off.set()
             return False
 
-        # 3. Plan the chunk's camera path: the current intent held over the chunk.
+        # 3. Plan the chunk's camera path from what the player did since the last plan (the
+        #    input timeline), extrapolating the held input past now.
         n = self.spec.chunk_frames(k)
         dt = 1.0 / self.spec.fps
-        state = self.inputs.take()
         with self._lock:
-            look0 = self._look_planned
-            dyaw, dpitch = self.integrator.mouse_look(state.mouse_dx, state.mouse_dy)
-            self._look_planned = (look0[0] + dyaw, look0[1] + dpitch)
-            if k == 0:
-                # the first frame is the start pose itself (SANA-WM: the first image)
-                poses = np.concatenate([self.integrator.pose[None], self.integrator.plan(state, n - 1, dt)])
-            else:
-                poses = self.integrator.plan(state, n, dt)  # (n, 4, 4)
+            timeline = self.inputs.take_timeline()
+            if timeline.duration > self.cfg.max_replay_s:  # older input turns, but does not walk
+                cut = timeline.end - self.cfg.max_replay_s
+                self.planner.skip(timeline.until(cut))
+                timeline = timeline.since(cut, fold_mouse=False)
+            start = self.planner.shown_pose
+            # the first frame is the start pose itself (SANA-WM: the first image)
+            path = self.planner.plan(timeline, n - 1 if k == 0 else n, dt)
+            poses = np.concatenate([start[None], path.poses]) if k == 0 else path.poses  # (n, 4, 4)
+        state = timeline.state
         intrinsics = np.broadcast_to(self.intrinsics, (n, 3, 3)).copy()
 
         # 4. Generate. Pipelined: start this chunk, then finish the previous one, whose VAE
         #    decode ran while this one was denoised.
         with self._lock:
             self._chunk_index = k + 1
-        job = _Job(k, n, state, generation, look0, (dyaw, dpitch), time.perf_counter())
+        job = _Job(k, n, state, generation, path, time.perf_counter(), timeline.end)
+        use_input = getattr(self.world, "use_input", None)
+        if callable(use_input):  # an action world reads the chunk's per-frame input from the path
+            use_input(path)
+        job.model = self.inputs.clock()
         if not self._pipelined:
             return self._finish(job, self.world.generate_chunk(poses, intrinsics))
         job.pending = self.world.submit(poses, intrinsics)
@@ -467,6 +528,7 @@ class Session:
         k, n, state, generation = job.k, job.n, job.state, job.generation
         if len(chunk) != n:
             raise RuntimeError(f"world {self.spec.name!r} returned {len(chunk)} frames for a {n}-frame chunk")
+        generated = self.inputs.clock()
         now_s = time.perf_counter()
         # pipelined, the time between finished chunks is what a chunk costs (stages overlap)
         elapsed = now_s - max(job.t0, self._last_finish) if self._pipelined else now_s - job.t0
@@ -480,16 +542,12 @@ class Session:
         # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
         now = time.monotonic()
         frames = []
-        look0, (dyaw, dpitch) = job.look0, job.look_delta
-        planned = n - 1 if k == 0 else n  # frames the mouse look was spread over
         for i in range(n):
             idx = self._frame_index + i
-            share = (i + 1 - (n - planned)) / planned if planned else 1.0
-            look = (look0[0] + share * dyaw, look0[1] + share * dpitch)
             frames.append(Frame(
                 image=chunk.frames[i], pose=chunk.poses[i], intrinsics=chunk.intrinsics[i],
                 index=idx, pts=idx / self.spec.fps, chunk_index=k, generation=generation,
-                created=now, input_time=state.timestamp if state.timestamp > 0 else None, look=look,
+                created=now, input_time=state.timestamp if state.timestamp > 0 else None,
             ))
         self._frame_index += n
         with self._lock:
@@ -499,6 +557,7 @@ class Session:
             s.chunk_index = k
             s.last_chunk_s = elapsed
             s.recent.append((n, elapsed))
+            self._chunk_times.append(elapsed)
             s.gen_fps = sum(f for f, _ in s.recent) / max(1e-9, sum(t for _, t in s.recent))
         for cb in list(self._listeners):
             try:
@@ -507,6 +566,10 @@ class Session:
                 log.exception("a chunk listener failed and was detached; the session goes on")
                 self._listeners.remove(cb)
         # 7. Queue them.
+        with self._lock:
+            decode = float(chunk.timings.get("decode", 0.0)) if chunk.timings else 0.0
+            self._timings.append(ChunkTiming(k, generation, job.planned, job.model, generated, decode,
+                                             self.inputs.clock()))
         for frame in frames:
             while not self._stop:
                 try:

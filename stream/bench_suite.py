@@ -125,6 +125,14 @@ def browser(ctx: Any) -> None:
         ctx.add("browser key press -> frame generated with it", key["to_generated_ms"], "ms", note)
     if key.get("to_shown_ms") is not None:
         ctx.add("browser key press -> that frame shown", key["to_shown_ms"], "ms", note)
+    split = key.get("split")
+    if split:  # the page's own measure of the press, step by step (stream/web/client.js keyLatency)
+        steps = {"in": "key message to the server (half the ping)", "wait": "until the next chunk is planned",
+                 "plan": "planning to the model", "generate": "the world makes the chunk",
+                 "decode": "the world's VAE decode", "queue": "queue, until released at the content rate",
+                 "out": "encode + network (released -> last packet here)", "paint": "the page's decode + paint"}
+        for step, what in steps.items():
+            ctx.add(f"browser key -> presented: {step}", split[step], "ms", what)
 
 
 def session_memory(ctx: Any) -> None:

@@ -4,7 +4,9 @@ Every message is one JSON object of at most `max_bytes`, validated by hand again
 schema (below), and let through a token-bucket rate limit. A message that fails any check is
 dropped and counted by reason; nothing a browser sends can raise into the session.
 
-Messages (field `t` selects the kind; `ts`, the sender's clock in ms, is allowed on all):
+Messages (field `t` selects the kind; `ts`, the sender's clock in ms, and `n`, the sender's
+message number, are allowed on all; the gate remembers the last `n` it let through, which the
+pose messages send back so the page knows which of its inputs a pose includes):
 
     {"t": "key", "key": "w", "down": true}          key NAMES as controls.InputState uses them
     {"t": "mouse", "dx": 3.0, "dy": -1.5}           pixels under pointer lock, +dx right, +dy down
@@ -21,7 +23,7 @@ import math
 import string
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Key names a browser may press: letters, digits and the named keys of controls.InputState.
@@ -58,6 +60,7 @@ class InputMessage:
     right_trigger: float = 0.0
     command: str = ""
     ping_id: int = 0
+    seq: int = -1  # the sender's message number `n`, -1 when not sent
 
 
 class InvalidMessage(ValueError):
@@ -100,6 +103,11 @@ def _stick(obj: dict[str, Any], name: str) -> tuple[float, float]:
 
 def parse_message(raw: str | bytes, max_bytes: int = 4096) -> InputMessage:
     """Validate one data-channel message; raises `InvalidMessage` naming what is wrong."""
+    msg, seq = _parse(raw, max_bytes)
+    return msg if seq < 0 else replace(msg, seq=seq)
+
+
+def _parse(raw: str | bytes, max_bytes: int) -> tuple[InputMessage, int]:
     if isinstance(raw, bytes):
         raise InvalidMessage("binary", "messages are JSON text")
     if not isinstance(raw, str):
@@ -121,11 +129,17 @@ def parse_message(raw: str | bytes, max_bytes: int = 4096) -> InputMessage:
     missing = required - keys
     if missing:
         raise InvalidMessage("missing_field", ", ".join(sorted(missing)))
-    extra = keys - required - optional - {"t", "ts"}
+    extra = keys - required - optional - {"t", "ts", "n"}
     if extra:
         raise InvalidMessage("unknown_field", ", ".join(sorted(extra))[:80])
     if "ts" in obj:
         _number(obj, "ts", 0.0, 1e15)
+    seq = -1
+    if "n" in obj:
+        n = obj["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**53:
+            raise InvalidMessage("bad_type", "n must be a non-negative integer")
+        seq = n
 
     if kind == "key":
         key, down = obj["key"], obj["down"]
@@ -133,11 +147,11 @@ def parse_message(raw: str | bytes, max_bytes: int = 4096) -> InputMessage:
             raise InvalidMessage("unknown_key", str(key)[:20])
         if not isinstance(down, bool):
             raise InvalidMessage("bad_type", "down must be true or false")
-        return InputMessage("key", key=key, down=down)
+        return InputMessage("key", key=key, down=down), seq
     if kind == "mouse":
         dx = _number(obj, "dx", -MAX_MOUSE_DELTA, MAX_MOUSE_DELTA)
         dy = _number(obj, "dy", -MAX_MOUSE_DELTA, MAX_MOUSE_DELTA)
-        return InputMessage("mouse", dx=dx, dy=dy)
+        return InputMessage("mouse", dx=dx, dy=dy), seq
     if kind == "pad":
         return InputMessage(
             "pad",
@@ -145,18 +159,18 @@ def parse_message(raw: str | bytes, max_bytes: int = 4096) -> InputMessage:
             right_stick=_stick(obj, "rs"),
             left_trigger=_number(obj, "lt", 0.0, 1.0),
             right_trigger=_number(obj, "rt", 0.0, 1.0),
-        )
+        ), seq
     if kind == "cmd":
         cmd = obj["cmd"]
         if not isinstance(cmd, str) or cmd not in COMMANDS:
             raise InvalidMessage("unknown_command", str(cmd)[:20])
-        return InputMessage("cmd", command=cmd)
+        return InputMessage("cmd", command=cmd), seq
     if kind == "ping":
         pid = obj["id"]
         if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 2**53:
             raise InvalidMessage("bad_type", "id must be a non-negative integer")
-        return InputMessage("ping", ping_id=pid)
-    return InputMessage("blur")
+        return InputMessage("ping", ping_id=pid), seq
+    return InputMessage("blur"), seq
 
 
 class RateLimiter:
@@ -199,6 +213,7 @@ class InputGate:
     def __init__(self, cfg: InputChannelConfig | None = None, clock=time.monotonic) -> None:
         self.cfg = cfg or InputChannelConfig()
         self.counters = InputCounters()
+        self.last_seq = -1  # the newest message number `n` let through
         self._limiter = RateLimiter(self.cfg.rate, self.cfg.burst, clock)
 
     def admit(self, raw: object) -> InputMessage | None:
@@ -212,6 +227,8 @@ class InputGate:
         except Exception:  # noqa: BLE001 - whatever a browser sends must not reach the session
             return self._drop("invalid")
         self.counters.accepted += 1
+        if msg.seq > self.last_seq:
+            self.last_seq = msg.seq
         return msg
 
     def _drop(self, reason: str) -> None:

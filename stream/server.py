@@ -83,6 +83,7 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
+from .pose_channel import pose_loop
 from .recorder import RecorderConfig
 from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
@@ -625,6 +626,10 @@ class StreamServer:
             viewer.channel = channel
             channel.on("message", partial(self._on_message, viewer))
             viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
+            # each frame's pose, for the page's timewarp
+            viewer.tasks.append(asyncio.ensure_future(pose_loop(
+                play.fanout, play.session, partial(self._send, viewer), lambda: viewer.gate.last_seq,
+                viewer.key_log)))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:

@@ -161,6 +161,8 @@ async def walk(context, **overrides: Any) -> dict:
             "to_server_ms": 1000 * (received + WALL_MINUS_MONO) - down["wall"],
             "to_generated_ms": (1000 * (first.created + WALL_MINUS_MONO) - down["wall"]) if first else None,
             "to_shown_ms": (shown_first["wall"] - down["wall"]) if shown_first else None,
+            # the page's own split of the press (ms): in, wait, plan, generate, decode, queue, out, paint
+            "split": (await ww(page, "ww.latency.slice()") or [None])[0],
         }
         pcs = [v.pc for v in server.viewers]
         clock = await ww(page, "ww.clock")

@@ -80,20 +80,11 @@ def test_the_gateway_admits_connections_like_serve_and_bounds_messages(cluster_r
     assert r["walk_answer"] == "answer" and r["during_walk"] == [1009, "message too big"], r
 
 
-def _input_state(d: dict):
-    from worldwalk.controls import InputState
-
-    return InputState(keys=frozenset(d["keys"]), mouse_dx=d["mouse_dx"], mouse_dy=d["mouse_dy"],
-                      left_stick=tuple(d["left_stick"]), right_stick=tuple(d["right_stick"]),
-                      left_trigger=d["left_trigger"], right_trigger=d["right_trigger"],
-                      timestamp=d["timestamp"], mouse_epoch=d["mouse_epoch"])
-
-
 def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
-    """The moved walk against an uninterrupted one: replay the recorded inputs from the first
-    frame on one world, chunk by chunk as `Session` plans them, and compare every pose and frame
-    hash the replicas recorded. Returns the chunk the walk moved at and the replicas in order."""
-    from worldwalk.controls import PoseIntegrator, intrinsics_from_fov
+    """The moved walk against an uninterrupted one: chunks made on both replicas came out the
+    same, and every frame hash the replicas recorded is what its pose renders to on one world.
+    Returns the chunk the walk moved at and the replicas in order."""
+    from worldwalk.controls import intrinsics_from_fov
     from worldwalk.runtime.world import WorldConfig, create_world
     from worldwalk.stream.session_log import image_hash
 
@@ -112,22 +103,19 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
         for rec in by_chunk[k][1:]:
             assert rec["hashes"] == first["hashes"] and rec["poses"] == first["poses"], f"chunk {k} differs"
 
+    # every frame is what its recorded pose renders to, on one world walked from the first frame
+    # (the poses come from input timelines the records do not hold: the remade chunks above
+    # show the moved walk plans them as the first replica did)
     world = create_world(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS))
-    integrator = PoseIntegrator()
     try:
         world.reset(None, None, 0)
         frame = 0
         for k in chunks:
             rec = by_chunk[k][-1]
-            state, n = _input_state(rec["input"]), len(rec["poses"])
+            poses, n = np.asarray(rec["poses"]), len(rec["poses"])
             assert rec["frame"] == frame, f"chunk {k} starts at frame {rec['frame']}, expected {frame}"
-            if k == 0:
-                poses = np.concatenate([integrator.pose[None], integrator.plan(state, n - 1, 1 / FPS)])
-            else:
-                poses = integrator.plan(state, n, 1 / FPS)
             K = np.broadcast_to(intrinsics_from_fov(WIDTH, HEIGHT, 70.0), (n, 3, 3)).copy()
             chunk = world.generate_chunk(poses, K)
-            assert np.array_equal(poses, np.asarray(rec["poses"])), f"chunk {k}: the pose did not carry on"
             assert [image_hash(f) for f in chunk.frames] == rec["hashes"], f"chunk {k}: frames differ"
             frame += n
     finally:

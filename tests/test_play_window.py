@@ -189,3 +189,25 @@ def test_no_gamepad_says_so_once(display, tmp_path):
         assert "/dev/input" in err
     assert figures["frames_shown"] > 10, figures
     assert figures["error"] is None
+
+
+@pytest.mark.timeout(60)
+def test_a_short_tap_moves_the_view(display, tmp_path):
+    """A 0.1 s tap of the turn key, shorter than planning a chunk could once catch: the view turns
+    by what 0.1 s at 90 degrees/s is worth (xdotool's own timing adds a little), not nothing and
+    not a whole chunk's worth."""
+    env = display
+    proc = play(env, tmp_path, "--seconds", "30", "--no-hud")
+    wid = wait_window(env, proc)
+    wait_picture(env, wid, tmp_path)
+    xdo(env, "mousemove", "--window", wid, "256", "144", "click", "1")  # focus (captures the mouse)
+    time.sleep(0.5)
+    before = grab(env, wid, tmp_path / "before.png")
+    xdo(env, "keydown", "e", "sleep", "0.1", "keyup", "e")
+    time.sleep(1.0)
+    after = grab(env, wid, tmp_path / "after.png")
+    change = np.abs(after.astype(int) - before.astype(int)).mean()
+    assert change > 4.0, f"a short tap did not move the view (mean abs diff {change:.2f})"
+    figures, _, _ = finish(env, wid, proc)
+    yaw = figures["yaw_pitch_roll_deg"][0]
+    assert 6.0 < yaw < 20.0, figures  # 9 degrees for 0.1 s

@@ -243,7 +243,7 @@ def test_a_window_context_on_the_calling_thread_does_not_matter(world, tmp_path)
 def test_it_is_a_world_model_labelled_as_a_renderer(world):
     assert isinstance(world, WorldModel)
     spec = world.spec
-    assert (spec.fps, spec.frames_per_chunk, spec.first_chunk_frames) == (16.0, 4, 4)
+    assert (spec.fps, spec.frames_per_chunk, spec.first_chunk_frames) == (16.0, 1, 1)
     assert (spec.width, spec.height) == (W, H)
     assert spec.is_model is False and spec.label == LABEL and "not a model" in spec.label
 

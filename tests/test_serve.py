@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import string
 import urllib.error
@@ -356,3 +357,31 @@ def test_the_bundled_model_streams_and_walks():
     assert out["frames"] == [(160, 96)] * 10
     stats = [s for s in out["stats"] if s.get("t") == "stats"]
     assert stats and stats[-1]["position"][2] > 0.3, stats[-1]  # W walked forward in the model's world
+
+
+def test_message_numbers_are_checked_and_the_gate_remembers_the_newest():
+    gate = InputGate()
+    assert gate.admit('{"t": "mouse", "dx": 1, "dy": 0, "n": 7}').seq == 7
+    assert gate.admit('{"t": "key", "key": "w", "down": true, "n": 9}').seq == 9
+    assert gate.admit('{"t": "mouse", "dx": 1, "dy": 0}').seq == -1  # n is optional
+    assert gate.last_seq == 9
+    assert gate.admit('{"t": "mouse", "dx": 1, "dy": 0, "n": -1}') is None
+    assert gate.admit('{"t": "mouse", "dx": 1, "dy": 0, "n": true}') is None
+    assert gate.counters.reasons["bad_type"] == 2
+
+
+def test_a_pose_message_carries_the_frame_and_the_held_rotation():
+    from worldwalk.stream.pose_channel import pose_message
+
+    with Session(TimedWorld(chunk_seconds=0.0, fps=16.0)).start() as session:
+        frame = session.frames.get(timeout=10)
+        assert frame is not None
+        session.inputs.add_mouse(100.0, 0.0)
+        session.inputs.press("e")
+        msg = pose_message(frame, session, input_seq=12)
+    assert msg["t"] == "pose" and msg["i"] == frame.index and msg["n"] == 12
+    assert msg["f"] == [0.0, 0.0, 0.0]
+    assert msg["h"][0] == pytest.approx(math.radians(15.0), abs=0.01)  # 100 px at 0.15 deg/px (and a moment of E)
+    assert msg["w"] == [pytest.approx(math.radians(90.0)), 0.0]
+    assert msg["k"][2:] == [0.5, 0.5] and msg["m"][1] < 0
+    json.dumps(msg)

@@ -42,6 +42,7 @@ class HudView:
     draw_fps: float = 0.0  # display refreshes per second
     latency_ms: float | None = None  # last key press -> first frame reflecting it
     latency_median_ms: float | None = None
+    latency_split: str | None = None  # the median latency step by step (LatencySplit.text)
     timewarp: bool = True
     filter: str = "bicubic"
     recording: str | None = None  # the file being recorded, if any
@@ -68,6 +69,8 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
     if view.latency_median_ms is not None:
         lat += f" (med {view.latency_median_ms:.0f})"
     lines.append(lat)
+    if view.latency_split:
+        lines.append(f"  {view.latency_split}")
     pose = stats.get("pose")
     if pose is not None:
         pose = np.asarray(pose)

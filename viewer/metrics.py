@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from dataclasses import fields
+from typing import Any
+
+from worldwalk.runtime.latency import LatencySplit
 
 
 class RateMeter:
@@ -36,11 +40,13 @@ class RateMeter:
 
 
 class LatencyMeter:
-    """Key press -> first presented frame that reflects it, in seconds."""
+    """Key press -> first presented frame that reflects it, in seconds, and step by step when
+    the frame's chunk timing is known."""
 
     def __init__(self, keep: int = 256) -> None:
         self.pending: float | None = None  # time of the oldest press not yet answered
         self.samples: deque[float] = deque(maxlen=keep)
+        self.splits: deque[LatencySplit] = deque(maxlen=keep)
 
     def press(self, now: float) -> None:
         if self.pending is None:
@@ -50,14 +56,21 @@ class LatencyMeter:
         """A reset or rewind: the press will never be answered by the old timeline."""
         self.pending = None
 
-    def presented(self, input_time: float | None, now: float) -> float | None:
-        """A frame was presented at `now`; returns the latency it completes, if any."""
+    def presented(self, input_time: float | None, now: float, timing: Any = None,
+                  taken: float | None = None) -> float | None:
+        """A frame was presented at `now` (taken for the screen at `taken`; its chunk's
+        `ChunkTiming` is `timing`); returns the latency it completes, if any."""
         if self.pending is None or input_time is None or input_time < self.pending:
             return None
         latency = now - self.pending
+        if timing is not None:
+            self.splits.append(LatencySplit.of(self.pending, timing, now if taken is None else taken, now))
         self.pending = None
         self.samples.append(latency)
         return latency
+
+    def split_median(self) -> LatencySplit | None:
+        return LatencySplit.median(list(self.splits))
 
     @property
     def last(self) -> float | None:
@@ -74,4 +87,6 @@ class LatencyMeter:
             "mean_ms": 1000 * statistics.fmean(s) if s else None,
             "min_ms": 1000 * s[0] if s else None,
             "max_ms": 1000 * s[-1] if s else None,
+            "median_split_ms": None if (m := self.split_median()) is None
+            else {f.name: 1000 * getattr(m, f.name) for f in fields(m)},
         }

@@ -61,7 +61,7 @@ class WindowConfig:
     display_hz: float = 60.0  # redraws per second (timewarp answers the mouse at this rate)
     vsync: bool = True
     seconds: float | None = None  # quit after this long (tests, demos)
-    jitter_frames: int = 2  # pacer slack
+    jitter_frames: int = 0  # pacer slack (0: a chunk's first frame is shown as soon as it is made)
     filter: str = "bicubic"
     timewarp: bool = True
     hud: bool = True
@@ -347,6 +347,8 @@ class PlayWindow:
         self.view.latency_ms = None if self.latency.last is None else 1000 * self.latency.last
         median = self.latency.median()
         self.view.latency_median_ms = None if median is None else 1000 * median
+        split = self.latency.split_median()
+        self.view.latency_split = None if split is None else split.text()
         self.view.gamepad = self.gamepad.name
         hud_changed = self.hud.set_lines(hud_lines(stats, self.view), now)
 
@@ -372,7 +374,7 @@ class PlayWindow:
             self.shown.tick(presented)
             if self.first_frame_s is None:
                 self.first_frame_s = presented - self._t0
-            self.latency.presented(frame.input_time, presented)
+            self.latency.presented(frame.input_time, presented, self.session.timing(frame), taken=now)
 
     def _update_status(self, stats: dict[str, Any], now: float) -> None:
         error = stats.get("error")

@@ -14,6 +14,7 @@ import numpy as np
 
 from worldwalk.controls import PoseIntegrator, intrinsics_from_fov
 from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.latency import LatencySplit
 from worldwalk.runtime.pacer import FramePacer
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import ModelSpec, WorldConfig, WorldModel, available_worlds, create_world
@@ -30,6 +31,10 @@ def _worlds(ctx: BenchContext) -> list[str]:
 
 def _build(ctx: BenchContext, name: str) -> WorldModel | None:
     try:
+        if name == "sana-wm-small":  # SANA-WM's code with small random weights (no download)
+            from .model_suite import small_world
+
+            return small_world()
         return create_world(WorldConfig(name=name, accel=ctx.cfg.accel))
     except Exception as e:
         ctx.skip(f"world {name}", f"{type(e).__name__}: {e}")
@@ -82,29 +87,45 @@ def generation(ctx: BenchContext) -> None:
 
 
 def latency(ctx: BenchContext) -> None:
-    """Input event -> first frame generated with it, and -> first frame presented.
+    """Input event -> first frame generated with it, and -> first frame presented, step by step.
 
     Presentation uses the content-rate pacer polled by a simulated 60 Hz display clock, as the
-    window does, so the figure includes queueing and pacing but not the GL upload.
+    window does, so the figure includes queueing and pacing but not the GL upload: "display" is
+    the wait from the frame falling due to the display tick that shows it.
     """
     trials = 3 if ctx.quick else 8
     for name in _worlds(ctx):
         world = _build(ctx, name)
         if world is None:
             continue
-        gen, shown = _input_latency(world, trials)
+        gen, shown, splits = _input_latency(world, trials)
         ctx.add(f"{name} key -> frame generated p50", 1000 * np.median(gen), "ms", f"{trials} presses, session thread")
         ctx.add(f"{name} key -> frame presented p50", 1000 * np.median(shown), "ms",
                 "incl. queue + content-rate pacing, 60 Hz display clock")
+        split = LatencySplit.median(splits)
+        if split is not None:
+            for step, what in STEPS:
+                ctx.add(f"{name} key -> presented: {step} p50", 1000 * getattr(split, step), "ms", what)
 
 
-def _input_latency(world: WorldModel, trials: int) -> tuple[list[float], list[float]]:
+STEPS = (
+    ("wait", "until the next chunk is planned (its input read)"),
+    ("plan", "planning to the model: snapshot, listeners, path"),
+    ("generate", "the world makes the chunk, decode excluded"),
+    ("decode", "the world's VAE decode (when it reports one)"),
+    ("queue", "in the queue, until due at the content rate"),
+    ("display", "due -> shown by the 60 Hz display clock"),
+)
+
+
+def _input_latency(world: WorldModel, trials: int) -> tuple[list[float], list[float], list[LatencySplit]]:
     display_dt = 1 / 60
     session = Session(world, SessionConfig()).start()
     pacer = FramePacer(session.frames, world.spec.fps)
     rng = np.random.default_rng(0)
     gen: list[float] = []
     shown: list[float] = []
+    splits: list[LatencySplit] = []
     try:
         t_end = time.monotonic() + 1.0  # warm up: let frames flow
         while time.monotonic() < t_end:
@@ -127,6 +148,9 @@ def _input_latency(world: WorldModel, trials: int) -> tuple[list[float], list[fl
                 if frame is not None and frame.input_time is not None and frame.input_time >= t_press:
                     got_shown = now - t_press
                     got_gen = frame.created - t_press
+                    timing = session.timing(frame)
+                    if timing is not None:
+                        splits.append(LatencySplit.of(t_press, timing, min(pacer.last_due, now), now))
                 time.sleep(display_dt)
             session.inputs.release(key)
             if session.error:
@@ -136,7 +160,7 @@ def _input_latency(world: WorldModel, trials: int) -> tuple[list[float], list[fl
                 shown.append(got_shown)
     finally:
         session.close()
-    return gen, shown
+    return gen, shown, splits
 
 
 class InstantWorld:

@@ -69,7 +69,9 @@ class ReferenceWorldConfig:
     width: int = 256
     height: int = 144
     fps: float = 16.0
-    frames_per_chunk: int = 4  # the first chunk has as many
+    # It renders any frame on its own, so it plans a frame at a time: the freshest input for each
+    # frame (the first chunk has as many)
+    frames_per_chunk: int = 1
     seed: int = 0
     march_steps: int = 80  # terrain samples per ray: cost versus reach toward the horizon
     shadow_steps: int = 6  # terrain samples per shadow ray (0: landmarks cast the only shadows)

@@ -36,6 +36,8 @@
     framesShown: 0,       // requestVideoFrameCallback calls
     frames: [],           // {index, wall, width, height} when the server draws a barcode
     keyEvents: [],        // {key, down, wall}
+    latency: [],          // key -> presented, step by step (ms): in, wait, plan, generate, decode,
+                          // queue, out, paint, total
     rtt: null,
     clock: null,          // {offset: server wall clock - ours in ms, rtt}
     send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
@@ -223,9 +225,14 @@
     return false;
   }
 
+  let inputSeq = 0;
+
   function send(obj) {
     if (role !== 'player' && obj.t !== 'ping') return false;
     obj.ts = performance.timeOrigin + performance.now();
+    obj.n = ++inputSeq;  // the server's pose messages say which of these they include
+    if (obj.t === 'mouse') warp.sentMouse.push({n: obj.n, dx: obj.dx, dy: obj.dy});
+    else if (obj.t === 'key' || obj.t === 'pad' || obj.t === 'blur') warp.sentHeld.push({n: obj.n, at: performance.now()});
     return sendRaw(JSON.stringify(obj));
   }
 
@@ -247,6 +254,8 @@
         ww.clock = {rtt: ww.rtt,
                     offset: 1000 * msg.server_time - (performance.timeOrigin + (sent + now) / 2)};
       }
+    } else if (msg.t === 'pose') {
+      onPose(msg);
     } else if (msg.t === 'stats') {
       ww.lastStats = msg;
       showStats(msg);
@@ -264,6 +273,8 @@
       `frame ${s.frame}  pos ${p.map((v) => v.toFixed(2)).join(' ')}${s.paused ? '  PAUSED' : ''}`,
       `rtt ${ww.rtt === null ? '-' : ww.rtt.toFixed(1)} ms  input dropped ${s.input ? s.input.dropped : 0}`,
     ];
+    const lat = latencyText();
+    if (lat) lines.push(lat);
     if (s.error) lines.push(`error: ${s.error}`);
     if (s.backends) lines.push(s.backends);
     if (s.recording && s.recording.startsWith('not recording')) lines.push(s.recording);
@@ -300,6 +311,8 @@
 
   function onVideoFrame(now, meta) {
     ww.framesShown += 1;
+    warp.newFrame = true;
+    matchPose(meta.receiveTime !== undefined ? meta.receiveTime : now);
     if (ww.config && ww.config.barcode) {
       const index = readBarcode(meta.width, meta.height);
       if (index !== null) {
@@ -309,13 +322,197 @@
           received: meta.receiveTime ? performance.timeOrigin + meta.receiveTime : null,
         });
         if (ww.frames.length > 4000) ww.frames.splice(0, 1000);
+        matchPose(0, index);
       }
     }
+    keyLatency(now, meta);
     video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  // Key -> presented, step by step: the server's part comes with the pose of the frame that
+  // answers a press ("lat", "rt"); the page adds the key message's way in (half the ping round
+  // trip), the frame's encode and way out (released -> its last packet here) and the page's
+  // decode and paint (last packet -> presented).
+  function keyLatency(now, meta) {
+    const p = warp.shown;
+    if (!p || !p.lat || p.latDone || !ww.clock) return;
+    p.latDone = true;
+    const toServer = (t) => performance.timeOrigin + t + ww.clock.offset;  // ms, server wall clock
+    const received = meta.receiveTime !== undefined ? meta.receiveTime : now;
+    const split = Object.assign({in: ww.clock.rtt / 2}, p.lat, {
+      out: toServer(received) - 1000 * p.rt,
+      paint: now - received,
+    });
+    split.total = Object.values(split).reduce((a, b) => a + b, 0);
+    ww.latency.push(split);
+    if (ww.latency.length > 256) ww.latency.shift();
+  }
+
+  function latencyText() {
+    if (!ww.latency.length) return null;
+    const median = (k) => {
+      const v = ww.latency.map((s) => s[k]).sort((a, b) => a - b);
+      return Math.round(v[v.length >> 1]);
+    };
+    return `key ${median('total')} ms: in ${median('in')} + wait ${median('wait')} + plan ${median('plan')}` +
+      ` + gen ${median('generate')} + dec ${median('decode')} + queue ${median('queue')}` +
+      ` + out ${median('out')} + paint ${median('paint')}`;
   }
 
   if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
     video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  // ---- timewarp -------------------------------------------------------------------------------
+  // The server sends each frame's camera rotation with the frames ({t: "pose"}, see
+  // stream/pose_channel.py): the rotation the frame was made at (f), the one the player held when
+  // it was sent (h) with the turn rate held then (w), and the number of the newest input message it
+  // had applied (n). The page draws the video through a WebGL canvas, turned from the frame's
+  // rotation to the one the player holds now: h, plus the turn rate since the message came, plus
+  // the mouse motion sent after message n. Turning answers at once; the frames catch up.
+  // ?timewarp=0 shows the video as it comes.
+
+  const warp = {
+    on: params.get('timewarp') !== '0',
+    poses: [],        // recent pose messages, with their arrival time
+    shown: null,      // the pose of the frame on screen
+    latest: null,     // the newest pose message
+    sentMouse: [],    // {n, dx, dy} mouse messages the server may not have applied yet
+    sentHeld: [],     // {n, at}: key and pad messages, likewise (they end the held turn rate)
+    newFrame: false,
+    drawn: '',        // what the canvas shows (frame, size, view): unchanged, no redraw
+    gl: null,
+  };
+  ww.timewarp = {on: warp.on, active: false, poses: 0, view: null, frame: null};
+
+  function onPose(msg) {
+    msg.arrival = performance.now();
+    warp.latest = msg;
+    warp.poses.push(msg);
+    if (warp.poses.length > 64) warp.poses.shift();
+    warp.sentMouse = warp.sentMouse.filter((m) => m.n > msg.n);
+    warp.sentHeld = warp.sentHeld.filter((m) => m.n > msg.n);
+    ww.timewarp.poses += 1;
+    if (!warp.shown) warp.shown = msg;
+  }
+
+  // The pose of the frame the video shows: by its barcode when the server draws one, else the
+  // newest pose that came before the frame did (the pose is sent as the frame is).
+  function matchPose(frameArrival, index = null) {
+    let best = null;
+    for (const p of warp.poses) {
+      if (index !== null ? p.i === index : p.arrival <= frameArrival + 8) best = p;
+    }
+    if (best) warp.shown = best;
+  }
+
+  function rotation(yaw, pitch, roll) {  // R = Ry(yaw) Rx(pitch) Rz(roll), row-major 3x3
+    const cy = Math.cos(yaw), sy = Math.sin(yaw), cp = Math.cos(pitch), sp = Math.sin(pitch);
+    const cr = Math.cos(roll), sr = Math.sin(roll);
+    const ry = [cy, 0, sy, 0, 1, 0, -sy, 0, cy];
+    const rx = [1, 0, 0, 0, cp, -sp, 0, sp, cp];
+    const rz = [cr, -sr, 0, sr, cr, 0, 0, 0, 1];
+    return mul(mul(ry, rx), rz);
+  }
+
+  function mul(a, b) {
+    const out = new Array(9).fill(0);
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 3; k++) out[3 * i + j] += a[3 * i + k] * b[3 * k + j];
+    return out;
+  }
+
+  function transpose(a) { return [a[0], a[3], a[6], a[1], a[4], a[7], a[2], a[5], a[8]]; }
+
+  // The rotation the player holds now (yaw, pitch, roll).
+  function heldRotation() {
+    const p = warp.latest;
+    // the turn rate held when the pose was sent goes on until the page changed what it holds
+    // (the next pose says what that does), and for a quarter second at most with no news
+    const until = warp.sentHeld.length ? Math.min(performance.now(), warp.sentHeld[0].at) : performance.now();
+    const dt = Math.max(0, Math.min(0.25, (until - p.arrival) / 1000));
+    let dx = mouseDx, dy = mouseDy;
+    for (const m of warp.sentMouse) { dx += m.dx; dy += m.dy; }
+    const limit = 85 * Math.PI / 180;
+    const pitch = Math.max(-limit, Math.min(limit, p.h[1] + p.w[1] * dt + p.m[1] * dy));
+    return [p.h[0] + p.w[0] * dt + p.m[0] * dx, pitch, p.h[2]];
+  }
+
+  const VERTEX = `attribute vec2 pos; varying vec2 uv;
+    void main() { uv = vec2(0.5 * (pos.x + 1.0), 0.5 * (1.0 - pos.y)); gl_Position = vec4(pos, 0.0, 1.0); }`;
+  // uv: the view's pixel as a fraction of the picture (x right, y down); H maps it into the frame.
+  const FRAGMENT = `precision mediump float; varying vec2 uv; uniform mat3 H; uniform sampler2D tex;
+    void main() {
+      vec3 p = H * vec3(uv, 1.0);
+      vec2 q = p.xy / p.z;
+      if (p.z <= 0.0 || q.x < 0.0 || q.x > 1.0 || q.y < 0.0 || q.y > 1.0) { gl_FragColor = vec4(0.0, 0.0, 0.0, 1.0); return; }
+      gl_FragColor = vec4(texture2D(tex, q).rgb, 1.0);
+    }`;
+
+  function setupWarp() {
+    const canvas = document.createElement('canvas');
+    canvas.id = 'warp';
+    canvas.hidden = true;
+    document.body.insertBefore(canvas, video.nextSibling);
+    const gl = canvas.getContext('webgl', {antialias: false, alpha: false});
+    if (!gl) return null;
+    const shader = (type, src) => { const s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s); return s; };
+    const prog = gl.createProgram();
+    gl.attachShader(prog, shader(gl.VERTEX_SHADER, VERTEX));
+    gl.attachShader(prog, shader(gl.FRAGMENT_SHADER, FRAGMENT));
+    gl.linkProgram(prog);
+    if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) return null;
+    gl.useProgram(prog);
+    gl.bindBuffer(gl.ARRAY_BUFFER, gl.createBuffer());
+    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+    const loc = gl.getAttribLocation(prog, 'pos');
+    gl.enableVertexAttribArray(loc);
+    gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+    const tex = gl.createTexture();
+    gl.bindTexture(gl.TEXTURE_2D, tex);
+    for (const [k, v] of [[gl.TEXTURE_MIN_FILTER, gl.LINEAR], [gl.TEXTURE_MAG_FILTER, gl.LINEAR],
+      [gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE], [gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE]]) gl.texParameteri(gl.TEXTURE_2D, k, v);
+    return {canvas, gl, H: gl.getUniformLocation(prog, 'H'), uploaded: false};
+  }
+
+  function drawWarp() {
+    if (!warp.on || !warp.latest || !warp.shown || !video.videoWidth) return;
+    if (!warp.gl) {
+      warp.gl = setupWarp();
+      if (!warp.gl) { warp.on = ww.timewarp.on = false; return; }
+    }
+    const {canvas, gl} = warp.gl;
+    const dpr = window.devicePixelRatio || 1;
+    const cw = Math.round(canvas.clientWidth * dpr) || 1, ch = Math.round(canvas.clientHeight * dpr) || 1;
+    if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
+    const f = warp.shown, view = heldRotation();
+    // redraw only when something on screen changes: a new frame, a turn, a resize
+    const state = [f.i, cw, ch, ...view.map((v) => v.toFixed(5))].join();
+    if (!warp.newFrame && warp.gl.uploaded && state === warp.drawn) return;
+    warp.drawn = state;
+    if (warp.newFrame || !warp.gl.uploaded) {
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGB, gl.RGB, gl.UNSIGNED_BYTE, video);
+      warp.gl.uploaded = true;
+      warp.newFrame = false;
+    }
+    // H = K R_frame^T R_view K^-1, with K in fractions of the picture (stream/pose_channel.py "k")
+    const [fx, fy, cx, cy] = f.k;
+    const K = [fx, 0, cx, 0, fy, cy, 0, 0, 1];
+    const Kinv = [1 / fx, 0, -cx / fx, 0, 1 / fy, -cy / fy, 0, 0, 1];
+    const R = mul(transpose(rotation(f.f[0], f.f[1], f.f[2])), rotation(view[0], view[1], view[2]));
+    const H = mul(mul(K, R), Kinv);
+    // letterbox the picture as the video element does (object-fit: contain)
+    const scale = Math.min(cw / video.videoWidth, ch / video.videoHeight);
+    const w = Math.round(video.videoWidth * scale), h = Math.round(video.videoHeight * scale);
+    gl.viewport(0, 0, cw, ch);
+    gl.clearColor(0, 0, 0, 1);
+    gl.clear(gl.COLOR_BUFFER_BIT);
+    gl.viewport((cw - w) >> 1, (ch - h) >> 1, w, h);
+    gl.uniformMatrix3fv(warp.gl.H, false, new Float32Array(transpose(H)));  // GLSL wants columns
+    gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    canvas.hidden = false;
+    ww.timewarp.active = true;
+    ww.timewarp.view = view;
+    ww.timewarp.frame = f.f;
   }
 
   // ---- keyboard, mouse, gamepad -------------------------------------------------------------
@@ -429,6 +626,7 @@
       mouseDx = mouseDy = 0;
     }
     if (role === 'player') pollGamepad();
+    drawWarp();
     requestAnimationFrame(tick);
   }
   requestAnimationFrame(tick);

@@ -1,0 +1,71 @@
+"""The page's timewarp, in headless Chromium inside a loopback-only namespace:
+
+    unshare -n sh -c 'ip link set lo up && exec python -m tests.page_timewarp_harness'
+
+Opens the player page, clicks into it and holds E (turn right, 90 degrees/s) for half a second.
+Reports the rotation the page's WebGL timewarp shows (`worldwalk.timewarp.view`) and the one of
+the frame on screen (`.frame`), mid-press and once the frames have caught up, and how long the
+server saw the key held (its arrival stamps), and the page's key -> presented split. One JSON
+object on the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import traceback
+
+from playwright.async_api import async_playwright
+
+from worldwalk.stream.server import StreamServer
+
+from .loopback_netns import launch_chromium
+from .serve_harness import open_player, player_of, server_config, wait_for, ww
+
+
+async def turn(context) -> dict:
+    out: dict = {}
+    async with StreamServer(server_config()) as server:
+        page = await open_player(context, server.url, frames=3)
+        vp = page.viewport_size
+        await page.mouse.click(vp["width"] / 2, vp["height"] / 2)  # closes the help, focuses the page
+        await wait_for(lambda: ww(page, "ww.timewarp.poses > 5"), 20, "pose messages")
+        await asyncio.sleep(0.5)
+        out["active"] = await ww(page, "ww.timewarp.active")
+        out["start"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        await page.keyboard.down("e")
+        await asyncio.sleep(0.25)
+        out["mid"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        await asyncio.sleep(0.25)
+        await page.keyboard.up("e")
+        await asyncio.sleep(0.05)
+        out["released"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        await asyncio.sleep(1.5)
+        out["end"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        out["latency"] = await ww(page, "ww.latency")
+        out["stats_text"] = await page.evaluate("() => document.getElementById('stats').textContent")
+        session_id = await ww(page, "ww.session")
+        log = [(k, d, t) for k, d, t in player_of(server, session_id).key_log if k == "e"]
+        out["held_s"] = log[-1][2] - log[0][2] if len(log) >= 2 else None
+        for k in ("start", "mid", "released", "end"):
+            if out[k][0] is not None:
+                out[k] = [[math.degrees(v) for v in rot] for rot in out[k]]
+    return out
+
+
+async def main() -> dict:
+    async with async_playwright() as p:
+        context, profile = await launch_chromium(p)
+        try:
+            return await asyncio.wait_for(turn(context), 90)
+        except Exception:
+            return {"error": traceback.format_exc()}
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))

@@ -1,0 +1,40 @@
+"""The page's WebGL timewarp in a real browser: holding E turns the view at once, ahead of the
+frames, and a half-second press ends turned by what the server saw it held (90 degrees/s), on
+screen and in the frames once they arrive. The press's latency is split step by step, the page's
+own steps (the key's way in, the frame's way out, decode and paint) included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+
+_skip = netns_unavailable_reason()
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_skip is not None, reason=f"loopback namespace: {_skip}")]
+
+ONE_DISPLAY_FRAME_DEG = 90.0 / 60.0  # the turn rate times a 60 Hz display frame
+
+
+@pytest.mark.timeout(150)
+def test_a_turn_key_turns_the_page_view_at_once_and_ends_where_it_was_let_go():
+    proc = run_module_in_loopback_netns("tests.page_timewarp_harness", [], timeout=140)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"harness failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    r = json.loads(lines[-1])
+    assert "error" not in r, r["error"]
+    assert r["active"], "the page did not draw through its timewarp (no WebGL?)"
+    (view_mid, frame_mid), (view_end, frame_end) = r["mid"], r["end"]
+    assert view_mid[0] > frame_mid[0] + 5.0, r  # the view answers before the frames do
+    expected = 90.0 * r["held_s"]
+    assert abs(view_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
+    assert abs(frame_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
+    assert abs(r["released"][0][0] - expected) <= ONE_DISPLAY_FRAME_DEG, r  # no overshoot on screen
+    # the press's latency, step by step: the server's part and the page's own
+    assert r["latency"], r
+    split = r["latency"][0]
+    steps = ["in", "wait", "plan", "generate", "decode", "queue", "out", "paint"]
+    assert all(split[k] > -5.0 for k in steps), split
+    assert split["total"] == pytest.approx(sum(split[k] for k in steps)) and 0 < split["total"] < 3000, split
+    assert "key " in r["stats_text"] and " + paint " in r["stats_text"], r["stats_text"]
