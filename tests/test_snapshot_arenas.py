@@ -86,6 +86,7 @@ def test_the_pool_budget_bounds_all_sessions(one_torch_thread):
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of torch")
 def test_pinned_arenas_on_cuda():
     pool = PinnedArenas(budget=8 * ARENA_GRANULE)
     lease = pool.take(3 << 20)

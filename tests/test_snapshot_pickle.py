@@ -56,6 +56,7 @@ def test_a_snapshot_taken_mid_pipeline_pickles_and_restores(one_torch_thread):
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of torch")
 def test_a_cuda_snapshot_pickles_without_its_events():
     world = tiny_world(device="cuda")
     snap, pending, hold = _mid_pipeline_snapshot(world)
