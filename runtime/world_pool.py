@@ -25,16 +25,14 @@ from .world import WorldConfig, WorldModel, create_world
 
 log = logging.getLogger(__name__)
 
-CPU_SESSIONS = 4  # `serve --max-sessions` on the CPU, where compute, not memory, bounds the players
-
-
 def default_max_sessions(cfg: WorldConfig) -> int:
     """`serve --max-sessions` when not given: on a GPU what the memory plan fits beside one shared model
     (its weights, the graphs or engines of `cfg.accel`, a chunk's activations; pinned snapshot memory
     within the process's budget: runtime/bench/memory_plan.py:planned_sessions); on the CPU, 4."""
+    from worldwalk.runtime.bench.memory_plan import CPU_SESSIONS, planned_sessions
+
     if not cfg.device.startswith("cuda"):
         return CPU_SESSIONS
-    from worldwalk.runtime.bench.memory_plan import planned_sessions
 
     n, why = planned_sessions(cfg)
     log.info("serve: at most %d sessions (%s)", n, why)

@@ -20,7 +20,7 @@ import traceback
 from playwright.async_api import async_playwright
 
 from worldwalk.controls import PoseIntegrator
-from worldwalk.runtime.accel.apply import announce
+from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
 from worldwalk.runtime.world import create_world
 from worldwalk.stream.server import ServeConfig, StreamServer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from worldwalk.runtime.accel.apply import announce
+from worldwalk.runtime.accel.announce import announce
 
 
 def test_a_slow_build_is_announced_with_progress(caplog):

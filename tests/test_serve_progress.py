@@ -12,7 +12,7 @@ import time
 
 from websockets.asyncio.client import connect
 
-from worldwalk.runtime.accel.apply import announce
+from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
 from worldwalk.stream.peer import PeerConfig
 from worldwalk.stream.server import ServeConfig, StreamServer

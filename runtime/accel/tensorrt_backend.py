@@ -109,7 +109,7 @@ def build_engine(onnx_path: Path, device: torch.device | str) -> Path:
             config.set_flag(trt.BuilderFlag.BF16)
         if (major, minor) >= (8, 9) and hasattr(trt.BuilderFlag, "FP8"):
             config.set_flag(trt.BuilderFlag.FP8)
-    from .apply import announce
+    from .announce import announce
 
     with announce(f"TensorRT: building an engine from {Path(onnx_path).parent.name} (tens of minutes cold at full "
                   f"size; the timing cache {timing.name} makes later builds faster)", first_after=5.0, every=30.0):

@@ -28,30 +28,11 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # PASS, FAIL or SKIP
-    detail: str = ""
-    seconds: float = 0.0
-    bar: str = ""  # what a PASS needs
-
-    @property
-    def ok(self) -> bool:
-        """Not failed (a SKIP is not a pass either: see `summary`)."""
-        return self.status != FAIL
-
-
-def verdict(ok: bool) -> str:
-    return PASS if ok else FAIL
+from .check import FAIL, PASS, SKIP, Check, verdict  # noqa: F401 (re-exported)
 
 
 def tests_dir() -> Path | None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .gpu_check import FAIL, PASS, SKIP, Check
+from .check import FAIL, PASS, SKIP, Check
 
 LEVELS = 4  # frames within this many levels of 255 of eager
 WEIGHTS_TOL, STEADY_TOL = 0.02, 0.10  # the memory plan against the allocator

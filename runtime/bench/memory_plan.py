@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported: info and tests read it here)
 from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
@@ -66,19 +66,6 @@ def _held(t: torch.Tensor | None, held: set[int] | None = None) -> int:
         return 0
     held.add(s._cdata)
     return s.nbytes()
-
-
-def parse_bytes(text: str) -> int:
-    """'80GB', '80GiB', '81920MiB', '8e10' -> bytes (GB = 10^9 bytes, GiB = 2^30; a bare 'G' means GiB)."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?)(i?)(B?)\s*", text or "")
-    if not m:
-        raise ValueError(f"cannot read a memory size from {text!r}: write e.g. 80GB, 80GiB or 24000MiB")
-    value, unit, binary, b = float(m.group(1)), m.group(2).upper(), m.group(3), m.group(4)
-    if not unit:
-        return int(value)
-    power = "KMGT".index(unit) + 1
-    base = 1024 if (binary or not b) else 1000
-    return int(value * base**power)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,12 +473,14 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
     return plan_memory(*full_size_configs(), width, height, dtype)
 
 
+CPU_SESSIONS = 4  # `serve --max-sessions` on the CPU, where compute, not memory, bounds the players
+
+
 def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | None = None) -> tuple[int, str]:
     """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the plan's GPU fit
     for its backend, bounded by the snapshots' pinned budget; at least 1. Worlds the plan cannot size
     (no SANA-WM checkpoint) get the CPU default."""
     from worldwalk.runtime.sana_wm.snapshots import pinned_budget
-    from worldwalk.runtime.world_pool import CPU_SESSIONS
 
     if world.name != "sana-wm" or not world.checkpoint:
         return CPU_SESSIONS, f"no memory plan for world {world.name!r}: the default {CPU_SESSIONS}"

@@ -47,7 +47,7 @@ def pinned_budget() -> int:
     `WORLDWALK_PINNED_BUDGET` (e.g. 64GiB), else half of the machine's memory."""
     text = os.environ.get("WORLDWALK_PINNED_BUDGET", "").strip()
     if text:
-        from worldwalk.runtime.bench.memory_plan import parse_bytes
+        from worldwalk.runtime.byte_sizes import parse_bytes
 
         return parse_bytes(text)
     try:
