@@ -27,7 +27,7 @@ from worldwalk.controls import DEFAULT_FOV_DEG  # noqa: F401 (for the tests that
 T = TypeVar("T")
 
 # files whose tests start a browser, an X server, a mount namespace or a Ray cluster (see the docstring)
-HARNESS_FILES = {"test_cluster", "test_cluster_auth", "test_cluster_nodes", "test_hardening_disk", "test_page",
+HARNESS_FILES = {"test_cluster", "test_cluster_auth", "test_cluster_nodes", "test_serve_disk_full", "test_page",
                  "test_page_timewarp", "test_play_hud", "test_play_window", "test_play_window_fit",
                  "test_recorder_full_disk", "test_recording_agrees", "test_serve_browser", "test_install"}
 

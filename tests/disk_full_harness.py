@@ -1,5 +1,5 @@
 """A full disk under `serve --record-dir`, for real: run inside a private mount namespace where
-two tiny tmpfs are mounted (see tests/test_hardening_disk.py):
+two tiny tmpfs are mounted (see tests/test_serve_disk_full.py):
 
     unshare -m sh -c 'mount -t tmpfs -o size=1m tmpfs A && mount -t tmpfs -o size=48k tmpfs B &&
                       exec python -m tests.disk_full_harness A B C'
@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import recv_answer, serve_config, wait_until
+from .server_probe import recv_answer, serve_config, wait_until
 
 
 class Records(logging.Handler):

@@ -1,5 +1,5 @@
 """A `StreamServer` in a process of its own with a small open-file limit, for
-tests/test_hardening_idle_sockets.py.
+tests/test_serve_idle_sockets.py.
 
     python -m tests.fd_limit_harness SOFT HARD [--fill]
 
@@ -20,7 +20,7 @@ import sys
 
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import serve_config
+from .server_probe import serve_config
 
 FILL_SECONDS = 3.0
 

@@ -1,8 +1,8 @@
-"""What `worldwalk play`'s HUD says that the log and the page already said (issue 19, item 2; the
+"""What `worldwalk play`'s HUD says that the log and the page already said (the
 failure standard): which backend each accelerated step runs on, a fallback to eager the moment it
 happens, and a recording that stopped (a full disk), with what was recorded kept. Real windows under
 Xvfb (see test_play_window.py); the full disk is a tiny tmpfs in a private mount namespace (root), as
-in test_hardening_disk.py. A bad --record path is refused before anything slow starts."""
+in test_serve_disk_full.py. A bad --record path is refused before anything slow starts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_hardening_disk import _unavailable as _no_private_mounts
 from .test_play_window import display, needs_x  # noqa: F401 (a fixture)
+from .test_serve_disk_full import _unavailable as _no_private_mounts
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"OMP_NUM_THREADS": "1", "WORLDWALK_TORCH_THREADS": "1"}

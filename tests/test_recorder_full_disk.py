@@ -1,6 +1,6 @@
 """A recording whose last fragment the disk cuts short at close says so (it used to close as if whole:
 FFmpeg's file output takes a short write for a full one). Real ENOSPC from a 32 KiB tmpfs in a
-private mount namespace (root), as in test_hardening_disk.py: with ever more frames, until the video
+private mount namespace (root), as in test_serve_disk_full.py: with ever more frames, until the video
 no longer fits, every recording either closes with the disk-full error or decodes every frame it
 wrote."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_hardening_disk import _unavailable as _no_private_mounts
+from .test_serve_disk_full import _unavailable as _no_private_mounts
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .hardening_util import recv_answer
+from .server_probe import recv_answer
 from .test_play_window import TOOLS, display, wait_window, xdo  # noqa: F401 (display is a fixture)
 
 

@@ -22,7 +22,7 @@ from worldwalk.stream.input_channel import InputChannelConfig, InputGate, Invali
 from worldwalk.stream.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.video_track import read_barcode, stamp_barcode
 
-from .hardening_util import recv_answer
+from .server_probe import recv_answer
 from .timed_world import TimedWorld
 
 REASONS = {"binary", "oversized", "not_json", "not_object", "unknown_kind", "missing_field", "unknown_field",

@@ -17,7 +17,7 @@ from worldwalk.runtime.session import Session
 from worldwalk.stream.peer import PeerConfig
 from worldwalk.stream.server import ServeConfig, StreamServer
 
-from .hardening_util import make_offer
+from .server_probe import make_offer
 from .timed_world import TimedWorld
 
 

@@ -1,4 +1,4 @@
-"""Issue 13, item 8: error text and logs. Bad signaling input gets a short code and a fixed
+"""error text and logs. Bad signaling input gets a short code and a fixed
 message (no exception text), the log gets at most one line per kind of bad input (and no
 traceback); a real server fault gets a fixed `server_error` message, and its traceback is logged."""
 
@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import make_offer, serve_config
+from .server_probe import make_offer, serve_config
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 

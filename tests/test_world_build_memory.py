@@ -1,4 +1,4 @@
-"""Issue 13, item 5: memory per world build. A server builds a world per player, so 500
+"""memory per world build. A server builds a world per player, so 500
 reference-world builds and closes must give their memory back: RSS grows by less than 10 MB,
 and no thread is left behind per world. (The world's own factory is called directly: the entry-
 point lookup of `create_world` adds ~25 ms a build and nothing else.)"""
@@ -14,7 +14,7 @@ import pytest
 from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds.reference_world import create as create_world  # the `reference` entry point
 
-from .hardening_util import rss_mib
+from .server_probe import rss_mib
 
 pytestmark = pytest.mark.gl  # every test here builds reference worlds (EGL)
 

@@ -1,4 +1,4 @@
-"""Issue 29, item 7: files in folders others may write to. A FIFO in a log's checkpoint folder or in
+"""files in folders others may write to. A FIFO in a log's checkpoint folder or in
 train's work folder is refused at once (it used to hang the command); a symlink in a log's checkpoint
 folder that leads out of the log's folder is refused; escape codes in paths are shown escaped; an
 over-long path component and malformed train state files end in a message, not a traceback; and

@@ -1,4 +1,4 @@
-"""Issue 13, item 3: a full disk never takes the service down. Real ENOSPC from tiny tmpfs mounts
+"""a full disk never takes the service down. Real ENOSPC from tiny tmpfs mounts
 in a private mount namespace (`unshare -m`, root): with the record folder full, players are
 still served and told "not recording: disk full"; a disk that fills during a recording does not
 end the walk; sockets that never send an offer leave no files; every file opened is closed

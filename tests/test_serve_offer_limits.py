@@ -1,4 +1,4 @@
-"""Issue 13, item 2: offers are bounded. An offer of ~250 KB with 4,000 `a=candidate` lines (all
+"""offers are bounded. An offer of ~250 KB with 4,000 `a=candidate` lines (all
 loopback addresses) is refused with `bad_request` within 100 ms, builds no world, and another
 player's video keeps flowing meanwhile (frame gaps under 150 ms)."""
 
@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import OpenWorlds, make_offer, recv_answer, serve_config, wait_until
+from .server_probe import OpenWorlds, make_offer, recv_answer, serve_config, wait_until
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_hardening_*.py files: a real server with a tiny reference
+"""Helpers shared by the serve tests (test_serve_*.py and others): a real server with a tiny reference
 world whose live worlds are counted, a real aiortc offer, RSS from /proc/self/status."""
 
 from __future__ import annotations

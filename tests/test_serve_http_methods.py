@@ -1,4 +1,4 @@
-"""Issue 13, item 7: HTTP methods. Only GET and HEAD are served (405 with `Allow` otherwise),
+"""HTTP methods. Only GET and HEAD are served (405 with `Allow` otherwise),
 HEAD gets the headers without a body, and a malformed request (two Host headers) gets 400 with
 no traceback in the log. Raw requests over a socket on 127.0.0.1."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import serve_config
+from .server_probe import serve_config
 
 
 async def raw_request(port: int, head: str) -> tuple[int, dict[str, str], bytes]:

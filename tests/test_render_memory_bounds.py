@@ -1,4 +1,4 @@
-"""Issue 29, item 6: `render --log` memory from a crafted log. World options are bounded by the world's
+"""`render --log` memory from a crafted log. World options are bounded by the world's
 own limits (refused before anything is built or allocated, naming the option, the limit and the fix),
 and a replay keeps rewind snapshots as a live session does: at most `max_snapshots`, within the memory
 budget, so rewinds cannot make it keep one snapshot per chunk."""

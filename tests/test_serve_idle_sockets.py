@@ -1,4 +1,4 @@
-"""Issue 29, item 3: sockets held open without a request cannot keep players out. A socket that
+"""sockets held open without a request cannot keep players out. A socket that
 has not sent a complete request within `request_timeout` (5 s) is closed; over a per-address limit
 a socket is answered 503 and closed at accept; over the total, a newcomer takes the place of a
 socket idle for a second; one address cannot hold every session; the open-file limit is raised to
@@ -19,8 +19,8 @@ from websockets.exceptions import InvalidStatus
 from worldwalk.stream.admission import Admission, AdmissionConfig
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import serve_config
 from .loopback_netns import REPO
+from .server_probe import serve_config
 
 
 def run(coro, timeout: float = 60):

@@ -1,4 +1,4 @@
-"""Issue 13, item 6: session logs are untrusted input. `worldwalk render --log` on a log with a bad
+"""session logs are untrusted input. `worldwalk render --log` on a log with a bad
 field, an absurd size or count, a too-deep or too-long line, or a path that leaves the log's
 folder exits 2 with a message naming the line and the field: no traceback, nothing read outside
 the folder, memory bounded by the line cap."""

@@ -1,4 +1,4 @@
-"""Issue 13, item 1: admission before work. With `max_sessions=1`, quick connect -> config ->
+"""admission before work. With `max_sessions=1`, quick connect -> config ->
 close cycles (and some that send a real offer and leave at once) never have more than 2 worlds
 alive, build no world for a socket that sent no offer, and give the memory back; the number of
 websockets one client (and all clients) may hold open is capped."""
@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from worldwalk.stream.server import StreamServer
 
-from .hardening_util import OpenWorlds, make_offer, rss_mib, serve_config, wait_until
+from .server_probe import OpenWorlds, make_offer, rss_mib, serve_config, wait_until
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 

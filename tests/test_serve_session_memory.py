@@ -1,4 +1,4 @@
-"""Issue 29, item 2: a closed session gives its memory back at once. With the cyclic garbage
+"""a closed session gives its memory back at once. With the cyclic garbage
 collector off (with torch loaded it runs rarely in a real server), everything a closed session held
 (the world above all, its `Session`, the server's records of it, its viewers, the fan-out) is freed
 by reference counting alone as soon as the session ends, spectators included; over real bundled
@@ -17,7 +17,7 @@ from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.server import StreamServer
 from worldwalk.stream.session_memory_bench import play_once, sessions_rss, until_freed
 
-from .hardening_util import TINY, serve_config
+from .server_probe import TINY, serve_config
 
 
 def run(coro, timeout: float = 300):
