@@ -55,6 +55,19 @@ def cluster_config() -> ClusterConfig:
                          num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True, resume_timeout=RESUME_TIMEOUT_S)
 
 
+# what the clients' background tasks ended with other than a normal end of the stream or websocket
+# (main() returns them as "client_errors": recorded, not swallowed)
+CLIENT_ERRORS: list[str] = []
+
+
+def _note_client_error(where: str, e: BaseException) -> None:
+    from aiortc.mediastreams import MediaStreamError
+    from websockets.exceptions import ConnectionClosedOK
+
+    if not isinstance(e, (MediaStreamError, ConnectionClosedOK, asyncio.CancelledError)):
+        CLIENT_ERRORS.append(f"{where}: {type(e).__name__}: {e}"[:300])
+
+
 class Client:
     """One player over aiortc, as the page does it: config, offer, answer, frames, input."""
 
@@ -114,8 +127,8 @@ class Client:
             while True:
                 frame = await track.recv()
                 self.frames.append((time.monotonic(), frame.width, frame.height))
-        except Exception:
-            return
+        except Exception as e:  # the track ends when the session does: anything else is recorded
+            _note_client_error("video", e)
 
     async def _listen(self) -> None:
         try:
@@ -124,8 +137,8 @@ class Client:
                 self.signals.append(msg)
                 if msg["type"] in ("moved", "ended"):
                     self.ended = msg
-        except Exception:
-            pass
+        except Exception as e:
+            _note_client_error("signaling", e)
 
     async def key(self, key: str, down: bool) -> None:
         for _ in range(200):
@@ -713,6 +726,7 @@ async def main(names: list[str]) -> dict:
             except Exception:
                 out[name] = {"error": traceback.format_exc()}
         out["status"] = await store().status.remote()
+        out["client_errors"] = list(CLIENT_ERRORS)
     finally:
         t1 = time.monotonic()
         stop(ClusterConfig(serve=cfg.serve))  # address None: shut Ray down too
