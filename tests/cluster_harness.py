@@ -30,7 +30,9 @@ from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream import peer
 from worldwalk.stream.cluster.config import ClusterConfig
 from worldwalk.stream.server import ServeConfig, StreamServer
-from worldwalk.stream.video_track import FanoutConfig
+
+from . import builders
+from .builders import wait_for  # noqa: F401 (the harnesses built on this one take it from here)
 
 WIDTH, HEIGHT, FPS = 128, 72, 16.0
 REPLICA_ACTOR = "SERVE_REPLICA::worldwalk#SessionHost#{}"
@@ -38,14 +40,8 @@ RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a
 
 
 def serve_config(**overrides: Any) -> ServeConfig:
-    cfg: dict[str, Any] = dict(
-        host="127.0.0.1", port=0,
-        world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
-        session=SessionConfig(), peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]),
-        fanout=FanoutConfig(barcode=True), idle_timeout=60.0,
-    )
-    cfg.update(overrides)
-    return ServeConfig(**cfg)
+    return builders.serve_config(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS), barcode=True,
+                                 session=SessionConfig(), idle_timeout=60.0, **overrides)
 
 
 def cluster_config() -> ClusterConfig:
@@ -155,17 +151,6 @@ class Client:
             await self.pc.close()
         if self.ws is not None:
             await self.ws.close()
-
-
-async def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def store():

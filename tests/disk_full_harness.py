@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .server_probe import recv_answer, serve_config, wait_until
+from .server_probe import recv_answer, serve_config, wait_for
 
 
 class Records(logging.Handler):
@@ -109,7 +109,7 @@ async def main(full: Path, filling: Path, plain: Path) -> dict:
                 return not server.sessions and not server.viewers and not slots
 
             await play(url, 0.5)  # warm-up: codecs, GL, executor threads
-            await wait_until(idle, 20, "the warm-up session to end")
+            await wait_for(idle, 20, "the warm-up session to end")
             for p in list(folder.iterdir()):  # the warm-up's own files
                 if p.name != "filler":
                     p.unlink()
@@ -117,10 +117,10 @@ async def main(full: Path, filling: Path, plain: Path) -> dict:
             for _ in range(3):  # sockets that never send an offer
                 async with connect(url) as ws:
                     await ws.recv()
-            await wait_until(idle, 10, "the offer-less sockets to be freed")
+            await wait_for(idle, 10, "the offer-less sockets to be freed")
             no_offer_files = files(folder)
             players = [await play(url, seconds) for _ in range(2 if name == "full" else 1)]
-            await wait_until(idle, 20, "every session to end")
+            await wait_for(idle, 20, "every session to end")
             result[name] = {"players": players, "no_offer_files": no_offer_files, "files": files(folder),
                             "fds_before": base, "fds_after": fds()}
     records = [r for r in handler.records if r.levelno >= logging.WARNING]

@@ -31,8 +31,9 @@ from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.peer import PeerConfig
 from worldwalk.stream.server import ServeConfig, StreamServer
-from worldwalk.stream.video_track import FanoutConfig
 
+from . import builders
+from .builders import wait_for  # noqa: F401 (the page harnesses take it from here)
 from .loopback_netns import launch_chromium
 
 WIDTH, HEIGHT, FPS = 256, 144, 20.0
@@ -40,28 +41,8 @@ WALL_MINUS_MONO = time.time() - time.monotonic()  # server monotonic -> wall clo
 
 
 def server_config(**overrides: Any) -> ServeConfig:
-    cfg = dict(
-        host="127.0.0.1",
-        port=0,
-        world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
-        session=SessionConfig(),
-        peer=PeerConfig(candidate_addresses=["127.0.0.1"]),
-        fanout=FanoutConfig(barcode=True),
-        idle_timeout=60.0,
-    )
-    cfg.update(overrides)
-    return ServeConfig(**cfg)
-
-
-async def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(interval)
+    return builders.serve_config(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS), barcode=True,
+                                 session=SessionConfig(), idle_timeout=60.0, **overrides)
 
 
 async def ww(page: Page, expr: str) -> Any:

@@ -3,10 +3,8 @@ world whose live worlds are counted, a real aiortc offer, RSS from /proc/self/st
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +12,13 @@ from websockets.asyncio.client import connect
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Session
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import create_world
 from worldwalk.stream import peer
 from worldwalk.stream.server import ServeConfig
 
-TINY = WorldConfig(name="reference", width=64, height=32, fps=20.0)
+from .builders import TINY_REFERENCE, serve_config, wait_for  # noqa: F401 (the serve tests take them from here)
+
+TINY = TINY_REFERENCE
 
 
 def rss_mib() -> float:
@@ -27,12 +27,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def serve_config(**overrides: Any) -> ServeConfig:
-    kw: dict[str, Any] = dict(port=0, world=TINY, peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
-    kw.update(overrides)
-    return ServeConfig(**kw)
 
 
 class OpenWorlds:
@@ -87,14 +81,6 @@ async def make_offer(**kw: Any) -> str:
     sdp = pc.localDescription.sdp
     await pc.close()
     return sdp
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def first_message(url: str, then: Callable[[Any], Awaitable[None]] | None = None) -> dict:

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from worldwalk.stream.server import StreamServer
 
-from .server_probe import OpenWorlds, make_offer, rss_mib, serve_config, wait_until
+from .server_probe import OpenWorlds, make_offer, rss_mib, serve_config, wait_for
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -45,14 +45,14 @@ def test_connect_cycles_build_no_world_before_an_offer_and_stay_bounded():
 
             for _ in range(3):  # warm-up: GL driver, codecs, executor threads
                 await _cycle(url, offer)
-                await wait_until(idle, 20, "the warm-up session to be freed")
+                await wait_for(idle, 20, "the warm-up session to be freed")
             gc.collect()
             base, built0 = rss_mib(), worlds.built
             kinds: dict[str, int] = {}
             for i in range(200):
                 kind = await _cycle(url, offer if i % 20 == 0 else None)  # 10 of them offer and leave
                 kinds[kind] = kinds.get(kind, 0) + 1
-            await wait_until(idle, 30, "every session to be freed")
+            await wait_for(idle, 30, "every session to be freed")
             gc.collect()
             await asyncio.sleep(0.2)
             return worlds.max_open, worlds.built - built0, rss_mib() - base, kinds
@@ -74,7 +74,7 @@ def test_a_bad_offer_builds_no_world():
                 assert json.loads(await ws.recv())["type"] == "config"
                 await ws.send(json.dumps({"type": "offer", "sdp": "v=0\r\nthis is no offer\r\n"}))
                 err = json.loads(await ws.recv())
-            await wait_until(lambda: not server.viewers, 10, "the socket to be freed")
+            await wait_for(lambda: not server.viewers, 10, "the socket to be freed")
             await asyncio.sleep(0.3)  # a build started in the background would have counted by now
             return err, worlds.built
 
@@ -113,7 +113,7 @@ def test_open_websockets_are_capped(per_client, total):
             for _, writer in idle:
                 writer.close()
             # closed sockets give their places back
-            await wait_until(lambda: not server.viewers and not server.admission.connections, 10,
+            await wait_for(lambda: not server.viewers and not server.admission.connections, 10,
                              "the sockets to be freed")
             async with connect(url):
                 pass

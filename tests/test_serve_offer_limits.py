@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from worldwalk.stream import peer
 from worldwalk.stream.server import StreamServer
 
-from .server_probe import OpenWorlds, make_offer, recv_answer, serve_config, wait_until
+from .server_probe import OpenWorlds, make_offer, recv_answer, serve_config, wait_for
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -79,7 +79,7 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
             await asyncio.sleep(1.2)  # what the refused offer costs the other player shows up here
             stop.set()
             await player
-            await wait_until(lambda: not server.sessions, 15, "the player's session to end")
+            await wait_for(lambda: not server.sessions, 15, "the player's session to end")
             control = [g for t, g in gaps if t0 - 1.2 <= t < t0]
             during = [g for t, g in gaps if t >= t0]  # until 1.2 s after the reply
             return len(bad), reply, refused_in, worlds.built - built, control, during
