@@ -259,6 +259,8 @@ def main() -> None:
         torch.randn_like = real_randn_like
 
     # -- write --
+    for name, module in (("dit", generator.model), ("vae_encoder", vae.model.encoder), ("vae_decoder", decoder)):
+        gold[f"keys/{name}"] = np.array([f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items()])
     put("in/cond_concat", cond_concat)
     for j, noise_j in enumerate(fresh):
         put(f"sampler/fresh_noise/{j}", noise_j)
