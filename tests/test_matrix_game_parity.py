@@ -232,3 +232,22 @@ def _step_without_clean_pass(self, keyboard, mouse=None):
 
 
 ORIGINAL_STEP = Rollout.step
+
+
+def test_clip_image_tokens_match_upstream(gold) -> None:
+    from worldwalk.runtime.matrix_game.clip import ClipVision, ClipVisionConfig
+
+    clip = ClipVision(ClipVisionConfig(**{**ClipVisionConfig.tiny().__dict__, **_clip_sizes()})).eval()
+    tiny.fill_weights(clip)
+    ours = {k: str(tuple(v.shape)) for k, v in clip.state_dict().items()}
+    assert ours == dict(s.rsplit(":", 1) for s in gold["keys/clip"])
+    with torch.no_grad():
+        tokens = clip(torch.as_tensor(gold["in/image"])[:, :, 0])
+    assert tokens.shape == gold["clip/tokens"].shape
+    assert rel(tokens, gold["clip/tokens"]) < TOL
+
+
+def _clip_sizes() -> dict:
+    c = tiny.CLIP
+    return dict(image_size=c["image_size"], dim=c["dim"], heads=c["heads"], layers=c["layers"], out_dim=c["out_dim"],
+                use_layers=c["layers"] - 1)

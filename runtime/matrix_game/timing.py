@@ -64,12 +64,13 @@ def main() -> None:
             vae.encode_chunk(image if i == 0 else torch.zeros_like(image).expand(-1, -1, 4, -1, -1), cache)
             print(f"encoder chunk {i} ({1 if i == 0 else 4} frames): {time.perf_counter() - t:.1f} s", flush=True)
     roll = Rollout(cfg, dit, vae)
-    stamps: list[float] = [time.perf_counter()]
+    stamps: list[tuple[float, float]] = [(time.perf_counter(), time.process_time())]
 
     def observe(c: dict) -> None:
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.process_time())
         t = float(c["t"][0, 0])
-        print(f"  DiT call at latent {c['first_frame']}, t={t:.1f}: {now - stamps[-1]:.1f} s", flush=True)
+        print(f"  DiT call at latent {c['first_frame']}, t={t:.1f}: {now[0] - stamps[-1][0]:.1f} s "
+              f"({now[1] - stamps[-1][1]:.1f} s of CPU)", flush=True)
         stamps.append(now)
 
     roll.observer = observe
@@ -78,23 +79,24 @@ def main() -> None:
         n = roll.raw_frames_needed()
         kb = (torch.rand(1, n, cfg.keyboard_dim, generator=g) < 0.3).float()
         ms = torch.randn(1, n, cfg.mouse_dim, generator=g) * 0.1 if cfg.mouse else None
-        start = time.perf_counter()
-        stamps.append(start)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        stamps.append((start, cpu_start))
         real_decode = vae.decode_block
 
         def timed_decode(z, cache, _real=real_decode):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = _real(z, cache)
-            print(f"  VAE decode of {out.shape[1]} frames: {time.perf_counter() - t:.1f} s", flush=True)
+            print(f"  VAE decode of {out.shape[1]} frames: {time.perf_counter() - t:.1f} s "
+                  f"({time.process_time() - c:.1f} s of CPU)", flush=True)
             return out
 
         vae.decode_block = timed_decode  # type: ignore[method-assign]
         block = roll.step(kb, ms)
         vae.decode_block = real_decode  # type: ignore[method-assign]
-        took = time.perf_counter() - start
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         frames = block.video.shape[1]
-        print(f"block {b}: {frames} frames in {took:.1f} s ({took / frames:.2f} s a frame, real time needs "
-              f"{frames / cfg.fps:.2f} s); peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+        print(f"block {b}: {frames} frames in {took:.1f} s wall, {cpu:.1f} s of CPU on {torch.get_num_threads()} "
+              f"thread(s) (real time needs {frames / cfg.fps:.2f} s); peak RSS {peak_rss_gib():.2f} GiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,12 @@ def import_upstream(root: Path) -> types.SimpleNamespace:
     tok = types.ModuleType("wan.modules.tokenizers")
     tok.HuggingfaceTokenizer = None
     sys.modules["wan.modules.tokenizers"] = tok
+    tv = types.ModuleType("torchvision")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tv.transforms
+    wtok = types.ModuleType("wan.vae.wanx_vae_src.tokenizers")
+    wtok.HuggingfaceTokenizer = None
+    sys.modules["wan.vae.wanx_vae_src.tokenizers"] = wtok
     for pkg in ("wan", "wan.modules", "wan.vae", "wan.vae.wanx_vae_src"):
         m = types.ModuleType(pkg)
         m.__path__ = [str(root / pkg.replace(".", "/"))]
@@ -112,6 +118,7 @@ def import_upstream(root: Path) -> types.SimpleNamespace:
     import wan.modules.attention as attention
     import wan.modules.causal_model as causal_model
     import wan.modules.model as model
+    import wan.vae.wanx_vae_src.clip as wanx_clip
     import wan.vae.wanx_vae_src.vae as wanx_vae
     from demo_utils import vae_block3
     from pipeline import causal_inference
@@ -121,9 +128,11 @@ def import_upstream(root: Path) -> types.SimpleNamespace:
     model.flash_attention = wan_attention
     causal_model.attention = wan_attention
     action_module.flash_attn_func = flash_attn_func
+    wanx_clip.flash_attention = wan_attention
     assert not action_module.FLASH_ATTN_3_AVAILABLE
     return types.SimpleNamespace(
-        causal_inference=causal_inference, wan_wrapper=wan_wrapper, vae_block3=vae_block3, wanx_vae=wanx_vae
+        causal_inference=causal_inference, wan_wrapper=wan_wrapper, vae_block3=vae_block3, wanx_vae=wanx_vae,
+        wanx_clip=wanx_clip,
     )
 
 
@@ -174,6 +183,20 @@ def main() -> None:
     mask[:, :, 1:] = 0
     cond_concat = torch.cat([mask[:, :4], img_cond], dim=1)
     put("enc/img_cond", img_cond)
+
+    # -- CLIP image tokens: upstream's VisionTransformer, preprocessed as CLIPModel.encode_video does --
+    clip = up.wanx_clip.VisionTransformer(
+        image_size=tiny.CLIP["image_size"], patch_size=14, dim=tiny.CLIP["dim"], mlp_ratio=4,
+        out_dim=tiny.CLIP["out_dim"], num_heads=tiny.CLIP["heads"], num_layers=tiny.CLIP["layers"],
+        pool_type="token", pre_norm=True, activation="gelu").eval()
+    tiny.fill_weights(clip)
+    frames = image.transpose(1, 2).reshape(1, 3, *image.shape[-2:])
+    frames = F.interpolate(frames, size=(tiny.CLIP["image_size"],) * 2, mode="bicubic", align_corners=False)
+    clip_mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    clip_std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    frames = frames.mul(0.5).add(0.5).sub(clip_mean).div(clip_std)  # torchvision's Normalize
+    put("clip/tokens", clip(frames, use_31_block=True))
+    gold["keys/clip"] = np.array([f"{k}:{tuple(v.shape)}" for k, v in clip.state_dict().items()])
 
     # -- the DiT and the pipeline --
     generator = up.wan_wrapper.WanDiffusionWrapper(model_config=copy.deepcopy(cfg), timestep_shift=5.0)

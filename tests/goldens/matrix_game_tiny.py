@@ -55,6 +55,8 @@ DIT = dict(
     ),
 )
 VAE_DIM = 16  # Wan 2.1 uses 96
+# the CLIP visual tower (ViT-H/14: 224 px, width 1280, 16 heads, 32 blocks of which 31 run)
+CLIP = dict(image_size=28, dim=64, heads=2, layers=3, out_dim=32)
 DENOISING_STEPS = [1000, 666, 333]
 
 
