@@ -84,6 +84,11 @@ class ClipVision(nn.Module):
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
+    def reset_statistics(self, device: torch.device | str) -> None:
+        """Sets the normalisation constants (not in the checkpoint) after building on the meta device."""
+        self.mean = torch.tensor(CLIP_MEAN, device="cpu").view(1, 3, 1, 1).to(device)
+        self.std = torch.tensor(CLIP_STD, device="cpu").view(1, 3, 1, 1).to(device)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) in [-1, 1] -> tokens (B, 1 + (224/14)^2, dim)."""
         size = (self.cfg.image_size,) * 2

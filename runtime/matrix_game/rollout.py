@@ -64,6 +64,18 @@ def _same(a: TimeCache, b: TimeCache) -> bool:
 
 
 @dataclass
+class RolloutState:
+    """Everything a rollout carries between blocks (for rewind and failover): caches, RNG, position."""
+
+    cache: DiTCache
+    vae_cache: TimeCache
+    first_frame: int
+    keyboard: torch.Tensor
+    mouse: torch.Tensor
+    rng: torch.Tensor
+
+
+@dataclass
 class Block:
     latents: torch.Tensor  # (B, 16, F, h, w) the block's clean latents
     video: torch.Tensor  # (B, T, 3, H, W) in [-1, 1]; T = 9 for the first block, 12 after
@@ -95,6 +107,16 @@ class Rollout:
 
     def _gaussian(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def snapshot(self) -> RolloutState:
+        return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
+                            self.mouse.clone(), self.generator.get_state())
+
+    def restore(self, state: RolloutState) -> None:
+        self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
+        self.first_frame = state.first_frame
+        self.keyboard, self.mouse = state.keyboard.clone(), state.mouse.clone()
+        self.generator.set_state(state.rng)
 
     def raw_frames_needed(self) -> int:
         """Raw action frames the next block takes: 9 for the first, 12 after."""

@@ -251,6 +251,11 @@ class WanVAE(nn.Module):
         self.register_buffer("mean", torch.tensor(LATENT_MEAN), persistent=False)
         self.register_buffer("inv_std", 1.0 / torch.tensor(LATENT_STD), persistent=False)
 
+    def reset_statistics(self, device: torch.device | str) -> None:
+        """Sets the latent statistics (not in the checkpoint) after building on the meta device."""
+        self.mean = torch.tensor(LATENT_MEAN, device="cpu").to(device)
+        self.inv_std = (1.0 / torch.tensor(LATENT_STD, device="cpu")).to(device)
+
     def _stat(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return t.to(like.dtype).view(1, self.z_dim, 1, 1, 1)
 
