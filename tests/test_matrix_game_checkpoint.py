@@ -119,3 +119,22 @@ def test_create_needs_a_checkpoint_or_random_init() -> None:
         create(WorldConfig(name="matrix-game"))
     assert create(WorldConfig(name="matrix-game", options={"random_init": "tiny", "mode": "gta_drive"})).cfg.mode \
         == "gta_drive"
+
+
+@pytest.mark.slow
+def test_a_session_streams_the_world() -> None:
+    """The engine's Session drives the tiny world like any other: 9 frames, then 12 a chunk."""
+    import time
+
+    from worldwalk.runtime.session import Session
+
+    world = random_world("tiny")
+    frames, deadline = [], time.monotonic() + 120
+    with Session(world).start() as session:
+        while len(frames) < 21 and time.monotonic() < deadline:
+            f = session.frames.get(timeout=0.1)
+            if f is not None:
+                frames.append(f)
+        assert len(frames) == 21, session.error
+    assert [f.chunk_index for f in frames] == [0] * 9 + [1] * 12
+    assert frames[0].image.shape == (world.spec.height, world.spec.width, 3)
