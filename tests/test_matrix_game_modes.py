@@ -97,3 +97,36 @@ def test_image_condition_covers_any_length() -> None:
     assert far.shape == (1, 20, 3, cfg.latent_height, cfg.latent_width)
     assert far[:, :4].abs().sum() == 0  # the mask marks latent 0 only
     assert torch.equal(far[:, 4:, 0:1], cond.latents[-1])
+
+
+def test_a_session_runs_past_upstreams_1024_frame_table() -> None:
+    """Two blocks, then the session is moved 3600 latent frames on (caches, positions and the raw action
+    timeline alike, as if that much had been played) and keeps going: positions are computed, not
+    looked up in a 1024-frame table, and old raw actions are dropped as windows move on."""
+    cfg = MatrixGameConfig.tiny()
+    dit, vae = CausalDiT(cfg).eval(), WanVAE(dim=cfg.vae_dim).eval()
+    tiny.fill_weights(dit)
+    roll = Rollout(cfg, dit, vae)
+    g = torch.Generator().manual_seed(0)
+    roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=ReadyCondition(cfg, g))
+    starts: list[int] = []
+    roll.observer = lambda c: starts.append(c["first_frame"])
+
+    def block():
+        n = roll.raw_frames_needed()
+        return roll.step(torch.ones(1, n, cfg.keyboard_dim), torch.full((1, n, 2), 0.1))
+
+    block(), block()
+    jump = 3600
+    roll.first_frame += jump
+    roll.raw_start += cfg.vae_time_ratio * jump
+    for layer in roll.cache.layers:
+        layer.self_kv.global_end += jump * cfg.frame_tokens
+        for kv in (layer.mouse_kv, layer.keyboard_kv):
+            if kv is not None:
+                kv.global_end += jump
+    for _ in range(2):
+        out = block()
+        assert torch.isfinite(out.latents).all() and out.video.shape[1] == 12
+    assert starts[-1] == 3 * 3 + jump
+    assert roll.keyboard.shape[1] <= cfg.raw_window  # only what the next windows read is kept

@@ -176,9 +176,9 @@ def patched(obj, name, value):
         setattr(obj, name, old)
 
 
-def _shifted_windows(raw, first_latent, frames, ratio, window):
+def _shifted_windows(raw, first_latent, frames, ratio, window, offset=0):
     shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)  # every raw frame one later
-    return ORIGINAL_WINDOWS(shifted, first_latent, frames, ratio, window)
+    return ORIGINAL_WINDOWS(shifted, first_latent, frames, ratio, window, offset)
 
 
 ORIGINAL_WINDOWS = action_mod.action_windows

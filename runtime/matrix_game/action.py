@@ -25,14 +25,18 @@ from .config import MatrixGameConfig
 from .rope import action_rope, apply_action_rope
 
 
-def action_windows(raw: torch.Tensor, first_latent: int, frames: int, ratio: int, window: int) -> torch.Tensor:
-    """raw (B, T_raw, C) -> (B, frames, ratio*window, C): the raw frames [4f - 12, 4f) of each latent f."""
+def action_windows(raw: torch.Tensor, first_latent: int, frames: int, ratio: int, window: int,
+                   offset: int = 0) -> torch.Tensor:
+    """raw (B, T, C) holding raw frames [offset, offset + T) -> (B, frames, ratio*window, C): the raw
+    frames [4f - 12, 4f) of each latent frame f (frames before 0 repeat raw frame 0)."""
     span = ratio * window
     idx = torch.arange(first_latent, first_latent + frames)[:, None] * ratio - span + torch.arange(span)[None, :]
-    if int(idx.max()) >= raw.shape[1]:
+    idx = idx.clamp(min=0) - offset
+    if int(idx.min()) < 0 or int(idx.max()) >= raw.shape[1]:
         last = first_latent + frames - 1
-        raise ValueError(f"latent frame {last} needs raw action {int(idx.max())}, have {raw.shape[1]}")
-    return raw[:, idx.clamp(min=0).to(raw.device)]
+        raise ValueError(f"latent frames {first_latent}..{last} need raw actions {int(idx.min()) + offset}.."
+                         f"{int(idx.max()) + offset}, have {offset}..{offset + raw.shape[1] - 1}")
+    return raw[:, idx.to(raw.device)]
 
 
 class GainFreeRMSNorm(nn.Module):

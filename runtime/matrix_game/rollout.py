@@ -72,6 +72,7 @@ class RolloutState:
     first_frame: int
     keyboard: torch.Tensor
     mouse: torch.Tensor
+    raw_start: int
     rng: torch.Tensor
 
 
@@ -102,6 +103,7 @@ class Rollout:
         self.first_frame = 0
         self.keyboard = torch.zeros(b, 0, self.cfg.keyboard_dim, device=self.device, dtype=self.dtype)
         self.mouse = torch.zeros(b, 0, self.cfg.mouse_dim, device=self.device, dtype=self.dtype)
+        self.raw_start = 0  # raw frame index of self.keyboard[:, 0]: older frames no window reads are dropped
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.noise = noise or self._gaussian
 
@@ -110,12 +112,12 @@ class Rollout:
 
     def snapshot(self) -> RolloutState:
         return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
-                            self.mouse.clone(), self.generator.get_state())
+                            self.mouse.clone(), self.raw_start, self.generator.get_state())
 
     def restore(self, state: RolloutState) -> None:
         self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
         self.first_frame = state.first_frame
-        self.keyboard, self.mouse = state.keyboard.clone(), state.mouse.clone()
+        self.keyboard, self.mouse, self.raw_start = state.keyboard.clone(), state.mouse.clone(), state.raw_start
         self.generator.set_state(state.rng)
 
     def raw_frames_needed(self) -> int:
@@ -136,13 +138,14 @@ class Rollout:
         if keyboard.shape[1] != need:
             raise ValueError(f"the block at latent {first} takes {need} raw action frames, got {keyboard.shape[1]}")
         self.keyboard = torch.cat([self.keyboard, keyboard.to(self.keyboard)], dim=1)
-        kb = action_windows(self.keyboard, first, n, cfg.vae_time_ratio, cfg.action_window)  # (B, F, 12, K)
+        windows = dict(ratio=cfg.vae_time_ratio, window=cfg.action_window, offset=self.raw_start)
+        kb = action_windows(self.keyboard, first, n, **windows)  # (B, F, 12, K)
         ms = None
         if cfg.mouse:
             if mouse is None:
                 raise ValueError(f"mode {cfg.mode} is steered by the mouse too")
             self.mouse = torch.cat([self.mouse, mouse.to(self.mouse)], dim=1)
-            ms = action_windows(self.mouse, first, n, cfg.vae_time_ratio, cfg.action_window)  # (B, F, 12, 2)
+            ms = action_windows(self.mouse, first, n, **windows)  # (B, F, 12, 2)
         cond = self.condition.block(first, n).to(self.device, self.dtype)  # (B, 20, F, h, w)
         shape = (b, cfg.out_dim, n, cfg.latent_height, cfg.latent_width)
 
@@ -165,6 +168,11 @@ class Rollout:
         call(x0, torch.zeros(b, n, device=self.device))
         # 5. decode the block's latents with the streaming decoder
         video = self.vae.decode_block(x0.permute(0, 2, 1, 3, 4), self.vae_cache)
-        # 6. advance: positions keep counting
+        # 6. advance: positions keep counting; raw actions no later window reads are dropped
         self.first_frame += n
+        keep_from = max(0, cfg.vae_time_ratio * self.first_frame - cfg.raw_window)
+        if keep_from > self.raw_start:
+            drop = keep_from - self.raw_start
+            self.keyboard, self.mouse = self.keyboard[:, drop:].clone(), self.mouse[:, drop:].clone()
+            self.raw_start = keep_from
         return Block(x0, video, first)
