@@ -130,3 +130,21 @@ def test_a_session_runs_past_upstreams_1024_frame_table() -> None:
         assert torch.isfinite(out.latents).all() and out.video.shape[1] == 12
     assert starts[-1] == 3 * 3 + jump
     assert roll.keyboard.shape[1] <= cfg.raw_window  # only what the next windows read is kept
+
+
+def test_memory_plan_at_full_size() -> None:
+    """Computed on the meta device. Upstream's figures: self-attention KV 928 MiB in bf16 (30 blocks x 6
+    frames x 880 tokens), cross-attention 45 MiB, mouse 619 MiB for 30 blocks (we keep the 15 that use
+    it), and the decoder's 32-slot time cache of demo_utils/constant.py (2.0 GiB in fp32)."""
+    from worldwalk.runtime.matrix_game.memory import memory_plan
+
+    plan = memory_plan(MatrixGameConfig())
+    assert plan["cache.self_attention"] == 30 * 2 * 6 * 880 * 1536 * 2
+    assert plan["cache.cross_attention"] == 30 * 2 * 257 * 1536 * 2
+    assert plan["cache.mouse"] == 15 * 2 * 880 * 6 * 1024 * 2
+    a = 44 * 80  # upstream's slot layout, in fp16
+    upstream_vae_cache = 16 * 2 * a + 11 * 384 * 2 * a + 192 * 2 * 4 * a + 6 * 384 * 2 * 4 * a \
+        + 6 * 192 * 2 * 16 * a + 7 * 96 * 2 * 64 * a
+    assert plan["cache.vae_decoder"] == upstream_vae_cache * 2
+    assert 3.23e9 < plan["weights.dit"] < 3.25e9  # 1.619 B parameters in bf16
+    assert memory_plan(MatrixGameConfig.for_mode("gta_drive"))["cache.self_attention"] == 30 * 2 * 4 * 880 * 1536 * 2
