@@ -81,6 +81,8 @@ def replay(gold, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, condition: 
             for kind, kv in (("self", layer.self_kv), ("mouse", layer.mouse_kv), ("keyboard", layer.keyboard_kv)):
                 if kv is not None:
                     snap[f"{kind}/{i}"] = (kv.k.clone(), kv.v.clone(), kv.global_end, kv.local_end)
+        if not calls:
+            snap["cross"] = list(zip(c["cache"].cross.k, c["cache"].cross.v, strict=True))
         calls.append(snap)
 
     roll = Rollout(cfg, dit, vae)
@@ -104,6 +106,9 @@ def call_errors(gold, calls: list[dict], cfg: MatrixGameConfig) -> dict[str, flo
     n_gold = len([k for k in gold if k.startswith("call/") and k.endswith("/flow")])
     assert len(calls) == n_gold, f"{len(calls)} DiT calls, upstream made {n_gold}"
     worst: dict[str, float] = {}
+    for i, (k, v) in enumerate(calls[0]["cross"]):
+        worst[f"cross{i}.k"] = rel(k, gold[f"cache/cross/{i}/k"])
+        worst[f"cross{i}.v"] = rel(v, gold[f"cache/cross/{i}/v"])
     s = cfg.frame_tokens
     for n, c in enumerate(calls):
         p = f"call/{n}/"
