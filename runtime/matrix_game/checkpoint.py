@@ -114,13 +114,15 @@ def config_for(model_file: Path, state: dict[str, torch.Tensor], mode: str | Non
         raise CheckpointError(f"--mode {mode} does not match {model_file}: its keyboard takes {width} keys ({found})")
     sizes: dict = {}
     config_json = model_file.parent / "config.json"
-    if config_json.is_file():
+    if config_json.is_file():  # upstream's CausalWanModel config; absent fields keep the released sizes
         c = json.loads(config_json.read_text())
         a = c.get("action_config", {})
-        sizes = dict(dim=c["dim"], ffn_dim=c["ffn_dim"], num_heads=c["num_heads"], num_layers=c["num_layers"],
-                     local_attn_size=c.get("local_attn_size", 6), action_blocks=tuple(a.get("blocks", range(15))),
-                     keyboard_embed_dim=a.get("hidden_size", 128), action_hidden=a.get("mouse_hidden_dim", 1024),
-                     action_heads=a.get("heads_num", 16))
+        named = dict(dim=c.get("dim"), ffn_dim=c.get("ffn_dim"), num_heads=c.get("num_heads"),
+                     num_layers=c.get("num_layers"), local_attn_size=c.get("local_attn_size"),
+                     action_blocks=tuple(a["blocks"]) if "blocks" in a else None,
+                     keyboard_embed_dim=a.get("hidden_size"), action_hidden=a.get("mouse_hidden_dim"),
+                     action_heads=a.get("heads_num"))
+        sizes = {k: v for k, v in named.items() if v is not None}
     if base is not None:
         return MatrixGameConfig.for_mode(found, **{**_sizes_of(base), **sizes})
     return MatrixGameConfig.for_mode(found, **sizes)
@@ -144,6 +146,16 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtyp
     module.load_state_dict(state, strict=True, assign=True)
 
 
+def _load_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A .pth state dict, memory-mapped (files in torch's zip format; older ones are read whole)."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e) and "zip" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load(path: str | Path, mode: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
          base: MatrixGameConfig | None = None, clip_cfg: ClipVisionConfig | None = None) -> LoadedMatrixGame:
     model_file, vae_file, clip_file = find_files(path, mode)
@@ -153,7 +165,7 @@ def load(path: str | Path, mode: str | None = None, device: str = "cpu", dtype: 
         dit = CausalDiT(cfg)
     _assign(dit, dit_state, dtype, device, model_file)
 
-    vae_state = torch.load(vae_file, map_location="cpu", mmap=True, weights_only=True)
+    vae_state = _load_pth(vae_file)
     vae_state = {k: v for k, v in vae_state.items() if k.split(".")[0] in ("encoder", "conv1", "decoder", "conv2")}
     vae_dim = int(vae_state["encoder.conv1.weight"].shape[0]) if "encoder.conv1.weight" in vae_state else cfg.vae_dim
     with torch.device("meta"):
@@ -161,7 +173,7 @@ def load(path: str | Path, mode: str | None = None, device: str = "cpu", dtype: 
     _assign(vae, vae_state, dtype, device, vae_file)
     vae.reset_statistics(device)
 
-    clip_state = torch.load(clip_file, map_location="cpu", mmap=True, weights_only=True)
+    clip_state = _load_pth(clip_file)
     clip_state = {k.removeprefix("visual."): v for k, v in clip_state.items() if k.startswith("visual.")}
     with torch.device("meta"):
         clip = ClipVision(clip_cfg or ClipVisionConfig())

@@ -203,10 +203,3 @@ class CausalDiT(nn.Module):
         out = out.view(b, f, rows, cols, ph, pw, cfg.out_dim)
         out = torch.einsum("bfhwqrc->bcfhqwr", out)
         return out.reshape(b, cfg.out_dim, f, rows * ph, cols * pw)
-
-
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-
