@@ -137,13 +137,13 @@ class Rollout:
         need = self.raw_frames_needed()
         if keyboard.shape[1] != need:
             raise ValueError(f"the block at latent {first} takes {need} raw action frames, got {keyboard.shape[1]}")
+        if cfg.mouse and (mouse is None or mouse.shape[1] != need):
+            raise ValueError(f"mode {cfg.mode} is steered by the mouse too: give {need} raw frames of it")
         self.keyboard = torch.cat([self.keyboard, keyboard.to(self.keyboard)], dim=1)
         windows = dict(ratio=cfg.vae_time_ratio, window=cfg.action_window, offset=self.raw_start)
         kb = action_windows(self.keyboard, first, n, **windows)  # (B, F, 12, K)
         ms = None
         if cfg.mouse:
-            if mouse is None:
-                raise ValueError(f"mode {cfg.mode} is steered by the mouse too")
             self.mouse = torch.cat([self.mouse, mouse.to(self.mouse)], dim=1)
             ms = action_windows(self.mouse, first, n, **windows)  # (B, F, 12, 2)
         cond = self.condition.block(first, n).to(self.device, self.dtype)  # (B, 20, F, h, w)
