@@ -148,8 +148,13 @@ def test_first_image_condition_matches_upstream_encoder(gold, condition) -> None
     ours = torch.cat([condition.block(f, 1) for f in range(tiny.LATENT_FRAMES)], dim=2)
     assert rel(ours, gold["in/cond_concat"]) < TOL
     # the encoder's zero-frame latents settle (its cache reached a fixed point), so a session of any
-    # length reuses the last one instead of encoding frames up front
+    # length reuses the last one instead of encoding frames up front; upstream's long encode agrees
     assert len(condition.latents) <= ImageCondition.MAX_CHUNKS
+    long_ref = gold["enc/long_img_cond"]
+    assert len(condition.latents) < long_ref.shape[2]
+    ours_long = torch.cat([condition.block(f, 1)[:, 4:] for f in range(long_ref.shape[2])], dim=2)
+    assert rel(ours_long, long_ref) < TOL
+    assert rel(ours_long[:, :, -1:], long_ref[:, :, -1:]) < TOL
 
 
 def test_every_dit_call_and_cache_write_matches_upstream(gold, models, condition) -> None:

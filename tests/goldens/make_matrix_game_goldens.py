@@ -183,6 +183,12 @@ def main() -> None:
     mask[:, :, 1:] = 0
     cond_concat = torch.cat([mask[:, :4], img_cond], dim=1)
     put("enc/img_cond", img_cond)
+    # a longer session's condition, encoded up front as upstream does: its zero-frame latents settle
+    n_long = tiny.LONG_LATENT_FRAMES
+    long_video = torch.cat([image, torch.zeros_like(image).repeat(1, 1, 4 * (n_long - 1), 1, 1)], dim=2)
+    put("enc/long_img_cond", vae.encode(long_video, device="cpu", tiled=True,
+                                        tile_size=[tiny.LATENT_H, tiny.LATENT_W],
+                                        tile_stride=[tiny.LATENT_H // 2, tiny.LATENT_W // 2]))
 
     # -- CLIP image tokens: upstream's VisionTransformer, preprocessed as CLIPModel.encode_video does --
     clip = up.wanx_clip.VisionTransformer(

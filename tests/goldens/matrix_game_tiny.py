@@ -16,6 +16,7 @@ import torch
 
 LATENT_H, LATENT_W = 4, 6
 LATENT_FRAMES = 9  # three blocks of three latent frames
+LONG_LATENT_FRAMES = 40  # the image condition of a longer session (the encoder settles after ~30)
 CONTEXT_TOKENS = 5  # CLIP tokens given to the image embedder (257 for the real CLIP)
 SEED = 1234
 
