@@ -138,3 +138,20 @@ def test_a_session_streams_the_world() -> None:
         assert len(frames) == 21, session.error
     assert [f.chunk_index for f in frames] == [0] * 9 + [1] * 12
     assert frames[0].image.shape == (world.spec.height, world.spec.width, 3)
+
+
+@pytest.mark.slow
+def test_bench_random_init_small_and_the_full_size_refusal(monkeypatch) -> None:
+    from worldwalk.runtime.bench.context import BenchConfig, BenchContext
+    from worldwalk.runtime.matrix_game import bench
+
+    ctx = BenchContext(BenchConfig(quick=True, worlds=["matrix-game"], accel="none"))
+    ctx.suite = "matrix-game random small"
+    bench.random_init_figures(ctx, "small", chunks=1)
+    names = [f.name.strip() for f in ctx.figures]
+    for want in ("chunk time p50", "denoise_1 p50", "denoise_3 p50", "cache_write (t=0) p50", "vae_decode p50",
+                 "real-time factor", "time to first frame", "peak memory"):
+        assert want in names, names
+    monkeypatch.setattr(bench, "_available_bytes", lambda device: 2**30)
+    with pytest.raises(bench.NotEnoughMemory, match="needs about"):
+        bench.check_memory("full", "cpu", torch.float32)

@@ -102,7 +102,8 @@ class MatrixGameWorld:
         pass
 
 
-def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0) -> MatrixGameWorld:
+def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> MatrixGameWorld:
     """Random weights at the released size ("full") or the test size ("tiny", with a tiny CLIP)."""
     torch.manual_seed(seed)
     if size == "full":
@@ -110,9 +111,10 @@ def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: 
     else:
         clip_cfg = ClipVisionConfig.tiny()
         cfg = MatrixGameConfig.tiny(mode, clip_dim=clip_cfg.dim)
-    dit = CausalDiT(cfg).eval()
-    vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval()
-    return MatrixGameWorld(cfg, dit, vae, ClipVision(clip_cfg).eval(), device)
+    dit = CausalDiT(cfg).eval().to(device, dtype)
+    vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval().to(device, dtype)
+    clip = ClipVision(clip_cfg).eval().to(device, dtype)
+    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed)
 
 
 def create(cfg: WorldConfig) -> MatrixGameWorld:
