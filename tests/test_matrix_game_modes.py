@@ -148,3 +148,15 @@ def test_memory_plan_at_full_size() -> None:
     assert plan["cache.vae_decoder"] == upstream_vae_cache * 2
     assert 3.23e9 < plan["weights.dit"] < 3.25e9  # 1.619 B parameters in bf16
     assert memory_plan(MatrixGameConfig.for_mode("gta_drive"))["cache.self_attention"] == 30 * 2 * 4 * 880 * 1536 * 2
+
+
+def test_info_prints_the_plan(capsys) -> None:
+    from types import SimpleNamespace
+
+    from worldwalk.runtime.bench.memory_plan import run_plan
+
+    args = SimpleNamespace(world="matrix-game", checkpoint=None, random_init="full", size="352x640",
+                           gpu_memory="24GB", dtype="bfloat16", snapshots=None, json=False)
+    assert run_plan(args) == 0
+    out = capsys.readouterr().out
+    assert "cache.self_attention" in out and "928.1 MiB" in out and "sessions in 24 GB" in out

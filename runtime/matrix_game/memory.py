@@ -51,3 +51,17 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
         "cache.per_session": self_kv + mouse + keyboard + cache.cross.nbytes() + time_cache.nbytes(),
         "_dtype_bytes": size,
     }
+
+
+def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
+    """The plan as `worldwalk info --world matrix-game` prints it."""
+    plan = memory_plan(cfg, dtype=dtype)
+    weights = sum(v for k, v in plan.items() if k.startswith("weights."))
+    session = plan["cache.per_session"]
+    lines = [f"Matrix-Game 2.0 {cfg.mode}, {cfg.height}x{cfg.width}, DiT {str(dtype)[6:]}, VAE float16"]
+    for key, value in plan.items():
+        if not key.startswith("_"):
+            lines.append(f"  {key:<24} {value / MiB:10.1f} MiB")
+    fit = max(0, (gpu_bytes - weights) // session) if session else 0
+    lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {fit} (weights shared; activations not counted)")
+    return "\n".join(lines)
