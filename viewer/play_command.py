@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
 
     wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel,
-                       options={"mode": args.mode} if args.mode else {})
+                       options={"mode": args.mode} if getattr(args, "mode", None) else {})
     if args.size:
         wcfg.width, wcfg.height = args.size
     try:
