@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -118,8 +119,6 @@ def measure(world: MatrixGameWorld, chunks: int) -> dict[str, Any]:
 
 def random_init_figures(ctx, kind: str, chunks: int, device: str = "") -> None:
     """Adds the figures to a bench context (`ctx.add`, `ctx.add_timings`)."""
-    from worldwalk.runtime.bench.context import median
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     need = check_memory(kind, device, dtype)
