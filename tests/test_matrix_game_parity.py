@@ -28,7 +28,7 @@ TOL = 1e-4
 
 def rel(ours: torch.Tensor, ref: np.ndarray) -> float:
     ref_t = torch.as_tensor(ref, dtype=torch.float64)
-    return float((ours.detach().double() - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
+    return float((ours.detach().cpu().double() - ref_t).norm() / ref_t.norm().clamp_min(1e-30))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def condition(gold, models) -> ImageCondition:
         return ImageCondition(models[2], torch.as_tensor(gold["in/image"])[:, :, 0])
 
 
-def replay(gold, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, condition: ImageCondition) -> list[dict]:
+def replay(gold, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, condition: ImageCondition,
+           device: str = "cpu") -> list[dict]:
     """Runs our rollout on the goldens' inputs and noise; returns what every DiT call saw and left."""
     noise = torch.as_tensor(gold["in/noise"])
     fresh = iter(
@@ -69,9 +70,9 @@ def replay(gold, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, condition: 
 
     def source(kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         if kind == "fresh":
-            return next(fresh)
+            return next(fresh).to(device)
         b = next(block_index)
-        return noise[:, :, 3 * b : 3 * b + 3]
+        return noise[:, :, 3 * b : 3 * b + 3].to(device)
 
     calls: list[dict] = []
 
@@ -85,10 +86,10 @@ def replay(gold, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, condition: 
             snap["cross"] = list(zip(c["cache"].cross.k, c["cache"].cross.v, strict=True))
         calls.append(snap)
 
-    roll = Rollout(cfg, dit, vae)
+    roll = Rollout(cfg, dit, vae, device)
     roll.observer = observe
-    roll.reset(torch.as_tensor(gold["in/visual_context"]), condition=condition, noise=source)
-    keyboard, mouse = torch.as_tensor(gold["in/keyboard"]), torch.as_tensor(gold["in/mouse"])
+    roll.reset(torch.as_tensor(gold["in/visual_context"]).to(device), condition=condition, noise=source)
+    keyboard, mouse = torch.as_tensor(gold["in/keyboard"]).to(device), torch.as_tensor(gold["in/mouse"]).to(device)
     done = 0
     for _ in range(3):
         n = roll.raw_frames_needed()
