@@ -74,6 +74,7 @@ class RolloutState:
     mouse: torch.Tensor
     raw_start: int
     rng: torch.Tensor
+    condition: ImageCondition  # fixed for a session: shared, never copied
 
 
 @dataclass
@@ -112,13 +113,14 @@ class Rollout:
 
     def snapshot(self) -> RolloutState:
         return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
-                            self.mouse.clone(), self.raw_start, self.generator.get_state())
+                            self.mouse.clone(), self.raw_start, self.generator.get_state(), self.condition)
 
     def restore(self, state: RolloutState) -> None:
         self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
         self.first_frame = state.first_frame
         self.keyboard, self.mouse, self.raw_start = state.keyboard.clone(), state.mouse.clone(), state.raw_start
         self.generator.set_state(state.rng)
+        self.condition = state.condition
 
     def raw_frames_needed(self) -> int:
         """Raw action frames the next block takes: 9 for the first, 12 after."""
