@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port to bind (default 8080; 0 picks one)")
     p.add_argument("--world", default=None, help=DEFAULT_WORLD_HELP)
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
+    p.add_argument("--mode", choices=("universal", "gta_drive", "templerun"), default=None,
+                   help="matrix-game: which of the checkpoint's models to serve (default: read off the weights)")
     p.add_argument("--size", type=parse_size, metavar="WxH", default=None, help="frame size (resolution) to generate")
     p.add_argument("--fps", type=float, default=None, help="content frame rate of worlds that take one")
     p.add_argument("--seed", type=int, default=None)
@@ -98,6 +100,8 @@ def build_config(args: argparse.Namespace) -> Any:
         world.name = choose_world(args.world, args.checkpoint)
     if args.checkpoint:
         world.checkpoint = args.checkpoint
+    if getattr(args, "mode", None):
+        world.options = {**world.options, "mode": args.mode}
     world.accel = args.accel
     if args.size:
         world.width, world.height = args.size

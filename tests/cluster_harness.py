@@ -319,6 +319,10 @@ async def moves(url: str) -> dict:
             "recording": recording, "serve_states": serve_states}
 
 
+async def _no_drains() -> bool:
+    return not (await store().status.remote())["draining"]
+
+
 async def expire(url: str) -> dict:
     """A drained walk whose player never comes back expires after the resume timeout (its snapshot
     freed); the drain of the only other session host is refused (it would leave no host taking
@@ -336,13 +340,19 @@ async def expire(url: str) -> dict:
             rc = run(argparse.Namespace(address="auto", **args))
         return rc, out.getvalue()
 
+    # a replica an earlier scenario drained takes no players: take it down (as its drain says to), so
+    # that the walk's replica is not the last one taking players
+    for left in list((await store().status.remote())["draining"]):
+        kill_replica(left)
     await idle_replicas()
+    await wait_for(lambda: _no_drains(), 30, "earlier drains to be forgotten", 0.25)
     p = Client(url)
     ans = await p.open()
     walk, replica = ans["walk"], ans["replica"]
     await p.key("w", True)
     await wait_for(lambda: len(p.frames) > 20, 30, "20 frames before the drain")
     drained = await asyncio.to_thread(cli, run_drain, replica=replica)
+    assert drained[0] == 0, drained  # else the walk is never handed off: say why now
     await wait_for(lambda: p.ended is not None, 30, "the drained replica to hand the walk off")
     t_moved = time.monotonic()
     await p.close()  # the player never comes back

@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--world", default=None, help=DEFAULT_WORLD_HELP)
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint folder for a model world")
+    p.add_argument("--mode", choices=("universal", "gta_drive", "templerun"), default=None,
+                   help="matrix-game: which of the checkpoint's models to play (default: read off the weights)")
     p.add_argument("--image", metavar="PNG", default=None, help="first frame to start from")
     p.add_argument("--prompt", default=None, help="text prompt for worlds that take one")
     p.add_argument("--size", type=parse_size, metavar="WxH", default=None,
@@ -174,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.session import Session, SessionConfig
     from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
 
-    wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel)
+    wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel,
+                       options={"mode": args.mode} if getattr(args, "mode", None) else {})
     if args.size:
         wcfg.width, wcfg.height = args.size
     try:

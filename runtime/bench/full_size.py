@@ -337,6 +337,8 @@ def run_random_init(args: argparse.Namespace) -> int:
     from .context import BenchConfig, BenchContext, report
 
     worlds = args.world or ["sana-wm"]
+    if worlds == ["matrix-game"]:
+        return _matrix_game(args)
     if worlds != ["sana-wm"]:
         print(f"bench: --random-init builds SANA-WM; drop --world {' '.join(worlds)} or pass --world sana-wm",
               file=sys.stderr)
@@ -357,6 +359,35 @@ def run_random_init(args: argparse.Namespace) -> int:
         ctx.failed.append((ctx.suite, f"{type(e).__name__}: {e}"))
     result = {
         "machine": gather(gl=False), "date": started, "quick": cfg.chunks < 8,
+        "figures": [f.__dict__ for f in ctx.figures],
+        "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
+        "failed": [{"suite": n, "error": e} for n, e in ctx.failed],
+    }
+    return report(result, args.json)
+
+
+def _matrix_game(args: argparse.Namespace) -> int:
+    """`worldwalk bench --world matrix-game --random-init KIND` (runtime/matrix_game/bench.py)."""
+    from worldwalk.runtime.cli.info import gather
+    from worldwalk.runtime.matrix_game.bench import NotEnoughMemory as MGNotEnoughMemory
+    from worldwalk.runtime.matrix_game.bench import random_init_figures as mg_figures
+
+    from .context import BenchConfig, BenchContext, report
+
+    chunks = getattr(args, "chunks", None) or (2 if args.random_init == "full" or args.quick else 8)
+    ctx = BenchContext(BenchConfig(quick=args.quick, worlds=["matrix-game"], accel="none"))
+    ctx.suite = f"matrix-game random {args.random_init}"
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"[{ctx.suite}]", file=sys.stderr, flush=True)
+    try:
+        mg_figures(ctx, args.random_init, chunks)
+    except MGNotEnoughMemory as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        ctx.failed.append((ctx.suite, f"{type(e).__name__}: {e}"))
+    result = {
+        "machine": gather(gl=False), "date": started, "quick": chunks < 8,
         "figures": [f.__dict__ for f in ctx.figures],
         "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
         "failed": [{"suite": n, "error": e} for n, e in ctx.failed],

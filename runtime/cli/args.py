@@ -31,7 +31,7 @@ ACTION_STRING_HELP = (
 
 DEFAULT_WORLD_HELP = (
     f"registered world: bundled (the default when its weights are installed; {BUNDLED_SIZE[0]}x{BUNDLED_SIZE[1]}), "
-    "reference (the GLSL ground truth), sana-wm (needs --checkpoint)"
+    "reference (the GLSL ground truth), sana-wm (needs --checkpoint), matrix-game (needs --checkpoint)"
 )
 
 

@@ -1,0 +1,180 @@
+"""`Rollout`: a Matrix-Game 2.0 session, one block of 3 latent frames at a time, for as long as it runs.
+
+The first image conditions every frame: a mask channel (ones on latent 0), the VAE latent of the
+image followed by zero frames (upstream's "black" padding), and the CLIP tokens the cross-attention
+reads. The encoder is causal and has a finite memory, so after a few latents the zero-frame latents
+repeat exactly: `ImageCondition` encodes until its cache stops changing and then repeats that latent,
+so a session needs no precomputed length (upstream encodes a fixed number of frames up front).
+
+Raw actions arrive per block at the pixel frame rate: 9 for the first block (1 + 4 + 4), 12 after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .action import action_windows
+from .cache import DiTCache
+from .config import MatrixGameConfig
+from .dit import CausalDiT
+from .sampler import FlowSchedule
+from .vae import TimeCache, WanVAE
+
+NoiseSource = Callable[[str, tuple[int, ...]], torch.Tensor]  # ("block" | "fresh", shape) -> noise
+CallObserver = Callable[[dict], None]
+
+
+class ImageCondition:
+    """Per latent frame, the 20 condition channels: 4 mask channels + the 16-channel image latent."""
+
+    MAX_CHUNKS = 64
+
+    def __init__(self, vae: WanVAE, image: torch.Tensor) -> None:
+        """image (B, 3, H, W) in [-1, 1]."""
+        cache = TimeCache()
+        frames = image[:, :, None]  # (B, 3, 1, H, W)
+        self.latents = [vae.encode_chunk(frames, cache)]  # (B, 16, 1, h, w) each
+        zeros = torch.zeros_like(frames).expand(-1, -1, 4, -1, -1)
+        before = None
+        for _ in range(self.MAX_CHUNKS):
+            self.latents.append(vae.encode_chunk(zeros, cache))
+            if before is not None and _same(before, cache):
+                break  # the encoder reached its fixed point: every later latent equals the last one
+            before = cache.clone()
+        else:
+            raise RuntimeError("the VAE encoder did not settle on zero frames")
+
+    def block(self, first: int, frames: int) -> torch.Tensor:
+        """(B, 20, frames, h, w) for latent frames [first, first + frames)."""
+        lat = torch.cat([self.latents[min(f, len(self.latents) - 1)] for f in range(first, first + frames)], dim=2)
+        mask = torch.zeros_like(lat[:, :4])
+        if first == 0:
+            mask[:, :, 0] = 1
+        return torch.cat([mask, lat], dim=1)
+
+
+def _same(a: TimeCache, b: TimeCache) -> bool:
+    return len(a.slots) == len(b.slots) and all(
+        (x == y) if isinstance(x, str) or isinstance(y, str) else torch.equal(x, y)
+        for x, y in zip(a.slots, b.slots, strict=True)
+    )
+
+
+@dataclass
+class RolloutState:
+    """Everything a rollout carries between blocks (for rewind and failover): caches, RNG, position."""
+
+    cache: DiTCache
+    vae_cache: TimeCache
+    first_frame: int
+    keyboard: torch.Tensor
+    mouse: torch.Tensor
+    raw_start: int
+    rng: torch.Tensor
+    condition: ImageCondition  # fixed for a session: shared, never copied
+
+
+@dataclass
+class Block:
+    latents: torch.Tensor  # (B, 16, F, h, w) the block's clean latents
+    video: torch.Tensor  # (B, T, 3, H, W) in [-1, 1]; T = 9 for the first block, 12 after
+    first_frame: int  # latent index of the block's first frame
+
+
+class Rollout:
+    def __init__(self, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.cfg, self.dit, self.vae = cfg, dit, vae
+        self.device, self.dtype = torch.device(device), dtype
+        self.schedule = FlowSchedule.create(cfg)
+        self.steps = self.schedule.warped_steps(cfg.denoising_steps)  # e.g. [1000, 908.84, 713.98]
+        self.observer: CallObserver | None = None
+
+    # -- session start --
+    def reset(self, clip_tokens: torch.Tensor, image: torch.Tensor | None = None,
+              condition: ImageCondition | None = None, seed: int = 0, noise: NoiseSource | None = None) -> None:
+        """clip_tokens (B, L, 1280); the first image (B, 3, H, W) in [-1, 1] (or its ready `condition`)."""
+        b = clip_tokens.shape[0]
+        self.condition = condition if condition is not None else ImageCondition(self.vae, image)
+        self.cache: DiTCache = self.dit.new_cache(b, self.dtype, self.device, self.dit.image_context(clip_tokens))
+        self.vae_cache = TimeCache()
+        self.first_frame = 0
+        self.keyboard = torch.zeros(b, 0, self.cfg.keyboard_dim, device=self.device, dtype=self.dtype)
+        self.mouse = torch.zeros(b, 0, self.cfg.mouse_dim, device=self.device, dtype=self.dtype)
+        self.raw_start = 0  # raw frame index of self.keyboard[:, 0]: older frames no window reads are dropped
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.noise = noise or self._gaussian
+
+    def _gaussian(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device, dtype=self.dtype)
+
+    def snapshot(self) -> RolloutState:
+        return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
+                            self.mouse.clone(), self.raw_start, self.generator.get_state(), self.condition)
+
+    def restore(self, state: RolloutState) -> None:
+        self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
+        self.first_frame = state.first_frame
+        self.keyboard, self.mouse, self.raw_start = state.keyboard.clone(), state.mouse.clone(), state.raw_start
+        self.generator.set_state(state.rng)
+        self.condition = state.condition
+
+    def raw_frames_needed(self) -> int:
+        """Raw action frames the next block takes: 9 for the first, 12 after."""
+        n = self.cfg.frames_per_block
+        return self.cfg.raw_frames(self.first_frame + n) - self.cfg.raw_frames(self.first_frame)
+
+    # -- one block --
+    @torch.no_grad()
+    def step(self, keyboard: torch.Tensor, mouse: torch.Tensor | None = None) -> Block:
+        """keyboard (B, n, K) and mouse (B, n, 2) raw actions of the block's frames (n = raw_frames_needed)."""
+        cfg, dit, n = self.cfg, self.dit, self.cfg.frames_per_block
+        first = self.first_frame
+        b = keyboard.shape[0]
+
+        # 1. extend the raw action timeline; cut each latent frame's window [4f - 12, 4f)
+        need = self.raw_frames_needed()
+        if keyboard.shape[1] != need:
+            raise ValueError(f"the block at latent {first} takes {need} raw action frames, got {keyboard.shape[1]}")
+        if cfg.mouse and (mouse is None or mouse.shape[1] != need):
+            raise ValueError(f"mode {cfg.mode} is steered by the mouse too: give {need} raw frames of it")
+        self.keyboard = torch.cat([self.keyboard, keyboard.to(self.keyboard)], dim=1)
+        windows = dict(ratio=cfg.vae_time_ratio, window=cfg.action_window, offset=self.raw_start)
+        kb = action_windows(self.keyboard, first, n, **windows)  # (B, F, 12, K)
+        ms = None
+        if cfg.mouse:
+            self.mouse = torch.cat([self.mouse, mouse.to(self.mouse)], dim=1)
+            ms = action_windows(self.mouse, first, n, **windows)  # (B, F, 12, 2)
+        cond = self.condition.block(first, n).to(self.device, self.dtype)  # (B, 20, F, h, w)
+        shape = (b, cfg.out_dim, n, cfg.latent_height, cfg.latent_width)
+
+        def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            flow = dit(x, t, cond, self.cache, first, ms, kb)
+            if self.observer is not None:
+                self.observer(dict(x=x, t=t, first_frame=first, flow=flow, cache=self.cache))
+            return flow
+
+        # 2. start from Gaussian noise
+        x = self.noise("block", shape)  # (B, 16, F, h, w)
+        # 3. denoise with the warped timesteps; between steps re-noise x0 with FRESH noise
+        for i, t_i in enumerate(self.steps):
+            t = torch.full((b, n), float(t_i), device=self.device)
+            x0 = self.schedule.to_x0(call(x, t), x, t)
+            if i + 1 < len(self.steps):
+                t_next = torch.full((b, n), float(self.steps[i + 1]), device=self.device)
+                x = self.schedule.renoise(x0, self.noise("fresh", shape), t_next)
+        # 4. one pass on the clean latents at t = 0 writes their keys/values into every cache
+        call(x0, torch.zeros(b, n, device=self.device))
+        # 5. decode the block's latents with the streaming decoder
+        video = self.vae.decode_block(x0.permute(0, 2, 1, 3, 4), self.vae_cache)
+        # 6. advance: positions keep counting; raw actions no later window reads are dropped
+        self.first_frame += n
+        keep_from = max(0, cfg.vae_time_ratio * self.first_frame - cfg.raw_window)
+        if keep_from > self.raw_start:
+            drop = keep_from - self.raw_start
+            self.keyboard, self.mouse = self.keyboard[:, drop:].clone(), self.mouse[:, drop:].clone()
+            self.raw_start = keep_from
+        return Block(x0, video, first)

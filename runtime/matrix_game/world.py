@@ -1,0 +1,136 @@
+"""`create(cfg)`: the `matrix-game` entry of the `worldwalk.worlds` registry, and `MatrixGameWorld`.
+
+Needs `cfg.checkpoint` (the official folder, see checkpoint.py), or `options["random_init"]` =
+"tiny" | "full" for random weights (tests, benchmarks). Options: mode (universal, gta_drive,
+templerun; default: read off the weights), dtype.
+
+Matrix-Game is steered by per-frame keyboard and mouse actions, not by a camera path: the poses a
+session hands `generate_chunk` are passed through to the chunk, and the actions come from
+`set_actions` (raw frames for the next chunk); without them the chunk is generated with no key
+held and the mouse still.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.world import ModelSpec, WorldConfig
+
+from .clip import ClipVision, ClipVisionConfig
+from .config import MatrixGameConfig
+from .dit import CausalDiT
+from .rollout import Rollout
+from .vae import WanVAE
+
+
+def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, h, w) in [-1, 1] at the model's size: centre-cropped to its aspect, then
+    resized (upstream's `_resizecrop` + bilinear resize); None -> a mid-grey frame."""
+    if image is None:
+        return torch.zeros(1, 3, cfg.height, cfg.width)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    h, w = x.shape[-2:]
+    if h / w > cfg.height / cfg.width:
+        nh, nw = int(w * cfg.height / cfg.width), w
+    else:
+        nh, nw = h, int(h * cfg.width / cfg.height)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    x = x[..., top : top + nh, left : left + nw]
+    return F.interpolate(x, size=(cfg.height, cfg.width), mode="bilinear", antialias=True, align_corners=False)
+
+
+class MatrixGameWorld:
+    def __init__(self, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, clip: ClipVision,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+        self.cfg, self.clip, self.seed = cfg, clip, seed
+        self.rollout = Rollout(cfg, dit, vae, device, dtype)
+        self.device, self.dtype = device, dtype
+        self.spec = ModelSpec(
+            name="matrix-game", fps=float(cfg.fps), frames_per_chunk=cfg.vae_time_ratio * cfg.frames_per_block,
+            first_chunk_frames=cfg.raw_frames(cfg.frames_per_block), width=cfg.width, height=cfg.height,
+            device=device, dtype=str(dtype).removeprefix("torch."), label=f"Matrix-Game 2.0 ({cfg.mode})",
+        )
+        self._actions: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._chunk = 0
+        self.accel = "none"
+
+    # -- session --
+    @torch.no_grad()
+    def reset(self, first_frame: np.ndarray | None, prompt: str | None, seed: int) -> None:
+        image = image_tensor(first_frame, self.cfg).to(self.device, self.dtype)
+        tokens = self.clip(image)  # (1, 257, 1280)
+        self.rollout.reset(tokens, image=image, seed=seed)
+        self._chunk, self._actions = 0, None
+
+    def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
+        """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
+        self._actions = (np.asarray(keyboard, np.float32), None if mouse is None else np.asarray(mouse, np.float32))
+
+    def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
+        n = self.rollout.raw_frames_needed()
+        if len(poses) != n:
+            raise ValueError(f"chunk {self._chunk} has {n} frames, got {len(poses)} poses")
+        keyboard, mouse = self._actions or (np.zeros((n, self.cfg.keyboard_dim), np.float32),
+                                            np.zeros((n, self.cfg.mouse_dim), np.float32))
+        self._actions = None
+        kb = torch.from_numpy(keyboard)[None].to(self.device, self.dtype)
+        ms = torch.from_numpy(mouse)[None].to(self.device, self.dtype) if self.cfg.mouse and mouse is not None else None
+        if self.cfg.mouse and ms is None:
+            ms = torch.zeros(1, n, self.cfg.mouse_dim, device=self.device, dtype=self.dtype)
+        start = time.perf_counter()
+        block = self.rollout.step(kb, ms)
+        frames = ((block.video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (T, 3, H, W)
+        chunk = Chunk(frames.permute(0, 2, 3, 1).cpu().numpy(), np.asarray(poses, np.float64),
+                      np.asarray(intrinsics, np.float64), self._chunk,
+                      {"block": time.perf_counter() - start})
+        self._chunk += 1
+        return chunk
+
+    def snapshot(self) -> object:
+        return (self.rollout.snapshot(), self._chunk)
+
+    def restore(self, snapshot: object) -> None:
+        state, self._chunk = snapshot  # type: ignore[misc]
+        self.rollout.restore(state)
+
+    def close(self) -> None:
+        pass
+
+
+def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
+                 dtype: torch.dtype = torch.float32) -> MatrixGameWorld:
+    """Random weights at the released size ("full") or the test size ("tiny", with a tiny CLIP)."""
+    torch.manual_seed(seed)
+    if size == "full":
+        cfg, clip_cfg = MatrixGameConfig.for_mode(mode), ClipVisionConfig()
+    else:
+        clip_cfg = ClipVisionConfig.tiny()
+        cfg = MatrixGameConfig.tiny(mode, clip_dim=clip_cfg.dim)
+    dit = CausalDiT(cfg).eval().to(device, dtype)
+    vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval().to(device, dtype)
+    clip = ClipVision(clip_cfg).eval().to(device, dtype)
+    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed)
+
+
+def create(cfg: WorldConfig) -> MatrixGameWorld:
+    o = dict(cfg.options)
+    mode = o.get("mode")
+    if cfg.checkpoint:
+        from .checkpoint import load
+
+        cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
+        dtype = getattr(torch, o.get("dtype", "bfloat16" if cuda else "float32"))
+        loaded = load(cfg.checkpoint, mode=mode, device=cfg.device, dtype=dtype)
+        return MatrixGameWorld(loaded.cfg, loaded.dit, loaded.vae, loaded.clip, cfg.device, dtype, cfg.seed)
+    if o.get("random_init") in ("tiny", "full"):
+        return random_world(o["random_init"], mode or "universal", cfg.device, cfg.seed)
+    raise ValueError(
+        "the matrix-game world needs a checkpoint folder: pass --checkpoint DIR with the files of "
+        "Skywork/Matrix-Game-2.0 from Hugging Face (base_distilled_model/, Wan2.1_VAE.pth, "
+        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth)"
+    )
