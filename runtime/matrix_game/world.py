@@ -26,7 +26,7 @@ from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
 from .rollout import Rollout
-from .steering import ActionMapper
+from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
 
@@ -59,7 +59,7 @@ class MatrixGameWorld:
             steering="actions",
         )
         self.mapper = ActionMapper(cfg.mode)
-        self.sent = ""  # the last actions sent, for the HUD
+        self.actions_sent = ""  # the last actions sent, for the HUD
         self._actions: tuple[np.ndarray, np.ndarray | None] | None = None
         self._chunk = 0
         self.accel = "none"
@@ -90,8 +90,12 @@ class MatrixGameWorld:
         keyboard = np.concatenate([np.zeros((pad, keyboard.shape[1]), np.float32), keyboard])
         if mouse is not None:
             mouse = np.concatenate([np.zeros((pad, 2), np.float32), mouse])
-        self.sent = self.mapper.describe(keyboard, mouse)
+        self.actions_sent = self.mapper.describe(keyboard, mouse)
         self.set_actions(keyboard, mouse)
+
+    def controls_help(self) -> list[str]:
+        """The key map of this world's mode, for the window's help."""
+        return help_lines(self.cfg.mode)
 
     def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
         n = self.rollout.raw_frames_needed()
