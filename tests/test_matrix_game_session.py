@@ -84,3 +84,18 @@ def test_a_w_tap_reaches_the_model_in_the_frames_it_was_held(walk):
     np.testing.assert_allclose(mouse.sum(axis=0), [10 * MOUSE_UNITS_PER_PX, 30 * MOUSE_UNITS_PER_PX], atol=1e-6)
     i = int(np.searchsorted(edges, t_down) - 1)
     assert np.flatnonzero(mouse[:, 1]).tolist() == [i]
+
+
+@pytest.mark.slow
+def test_the_latency_bench_splits_matrix_games_key_to_presented_time():
+    from worldwalk.runtime.bench import engine_suite
+    from worldwalk.runtime.bench.context import BenchConfig, BenchContext
+
+    ctx = BenchContext(BenchConfig(quick=True, worlds=["matrix-game-small"], accel="none"))
+    ctx.suite = "latency"
+    engine_suite.latency(ctx)
+    figures = {f.name.strip(): f.value for f in ctx.figures}
+    assert not ctx.skipped, ctx.skipped
+    for step, _ in engine_suite.STEPS:
+        assert f"matrix-game-small key -> presented: {step} p50" in figures, figures
+    assert figures["matrix-game-small key -> presented: decode p50"] > 0  # the world reports its decode
