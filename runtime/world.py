@@ -35,6 +35,10 @@ class ModelSpec:
     is_model: bool = True  # False for renderers of ground truth (the reference world)
     label: str = ""  # what the HUD and logs call it
     takes_prompt: bool = False  # whether reset's text prompt steers it (SANA-WM); others ignore it
+    # what the player's input steers: "camera" (a 6-DoF camera path; the window timewarps its
+    # frames by the look commanded since) or "actions" (per-frame keyboard and mouse actions read
+    # from the input timeline by the world's `use_input`; no known angle per unit, no timewarp)
+    steering: str = "camera"
 
     def prompt_ignored(self, prompt: str | None) -> str | None:
         """The note a command prints when it was given a prompt this world does not read, else None."""

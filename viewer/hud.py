@@ -44,6 +44,8 @@ class HudView:
     latency_median_ms: float | None = None
     latency_split: str | None = None  # the median latency step by step (LatencySplit.text)
     timewarp: bool = True
+    steering: str = "camera"  # the world's ModelSpec.steering: "actions" worlds are never timewarped
+    actions: str | None = None  # what an action world was last sent ("forward+left  pitch +0.00 yaw +0.30")
     filter: str = "bicubic"
     recording: str | None = None  # the file being recorded, if any
     recording_note: str | None = None  # why recording stopped ("not recording: disk full"), kept on screen
@@ -79,7 +81,12 @@ def hud_lines(stats: dict, view: HudView) -> list[str]:
         lines.append(
             f"x {x:+.2f} y {y:+.2f} z {z:+.2f}  yaw {math.degrees(yaw):+.0f} pitch {math.degrees(pitch):+.0f}"
         )
-    flags = [f"timewarp {'on' if view.timewarp else 'off'}", view.filter]
+    if view.actions:
+        lines.append(f"sent {view.actions}")
+    warp = f"timewarp {'on' if view.timewarp else 'off'}"
+    if view.steering == "actions":
+        warp = "timewarp off (action world)"
+    flags = [warp, view.filter]
     if stats.get("paused"):
         flags.append("PAUSED")
     if view.gamepad:

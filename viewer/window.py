@@ -23,6 +23,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,27 @@ def software_gl_note(renderer: str) -> str:
     return f"GL: {name} (software: the CPU draws)"
 
 
-def help_lines(bindings: Bindings) -> list[str]:
+def timewarp_allowed(spec: Any) -> bool:
+    """Whether frames of this world may be timewarped: only camera-steered worlds, whose poses give
+    the angle the view turns by. An action world's yaw/pitch units have no known angle."""
+    return getattr(spec, "steering", "camera") == "camera"
+
+
+def help_lines(bindings: Bindings, world: Sequence[str] = ()) -> list[str]:
+    """The help overlay; `world` replaces the camera controls for an action world (its key map)."""
     def keys(action: str) -> str:
         return "/".join(k.upper() if len(k) == 1 else k for k in getattr(bindings, action)) or "-"
 
+    common = [
+        "",
+        "P pause   R reset   Backspace rewind",
+        "T timewarp   N nearest/bicubic   F2 HUD",
+        "F11 fullscreen   F12 screenshot",
+        "H, F1 or ? help  Esc twice: quit",
+    ]
+    if world:
+        return ["CONTROLS", *world, "mouse look    click to capture, Esc releases",
+                "timewarp      off: this world's look actions have no known angle", *common]
     return [
         "CONTROLS",
         f"move          {keys('forward')} {keys('left')} {keys('back')} {keys('right')}",
@@ -113,11 +131,7 @@ def help_lines(bindings: Bindings) -> list[str]:
         "mouse look    click to capture, Esc releases",
         "gamepad       left stick moves, right looks",
         "              triggers sink / rise",
-        "",
-        "P pause   R reset   Backspace rewind",
-        "T timewarp   N nearest/bicubic   F2 HUD",
-        "F11 fullscreen   F12 screenshot",
-        "H, F1 or ? help  Esc twice: quit",
+        *common,
     ]
 
 
@@ -154,15 +168,19 @@ class PlayWindow:
                 self.window.set_size(*size)
             self.window.set_location(sx + max(0, (sw - size[0]) // 2), sy + max(0, (sh - size[1]) // 2))
         self.window.set_visible(True)
-        self.presenter = Presenter(self.ctx, PresenterConfig(filter=self.cfg.filter, timewarp=self.cfg.timewarp))
-        self.hud = Hud(self.window, help_lines(self.bindings), HudConfig())
+        self.warp_allowed = timewarp_allowed(spec)
+        timewarp = self.cfg.timewarp and self.warp_allowed
+        self.presenter = Presenter(self.ctx, PresenterConfig(filter=self.cfg.filter, timewarp=timewarp))
+        world_help = getattr(session.world, "controls_help", None)
+        self.hud = Hud(self.window, help_lines(self.bindings, world_help() if callable(world_help) else ()),
+                       HudConfig())
         self.hud.visible = self.cfg.hud
         self.hud.recording = recorder is not None
         self.pacer = FramePacer(session.frames, spec.fps, PacerConfig(jitter_frames=self.cfg.jitter_frames),
                                 on_frame=recorder.write if recorder is not None else None)
         self.gamepad = Gamepad()
         self.view = HudView(title=title or spec.label or spec.name, filter=self.cfg.filter,
-                            timewarp=self.cfg.timewarp,
+                            timewarp=timewarp, steering=getattr(spec, "steering", "camera"),
                             recording=str(getattr(recorder, "path", "")) or None,
                             gl_note=software_gl_note(self.gl_renderer) if self.software_gl else None)
         self.current: Frame | None = None
@@ -216,6 +234,8 @@ class PlayWindow:
             if self.recorder is not None:
                 self.recorder.log_event("reset")
             self.hud.toast("reset to the first frame", now)
+        elif symbol == key.T and not self.warp_allowed:
+            self.hud.toast("no timewarp for this world: its look actions have no known angle", now)
         elif symbol == key.T:
             self.presenter.cfg.timewarp = self.view.timewarp = not self.presenter.cfg.timewarp
             self.hud.toast(f"timewarp {'on' if self.view.timewarp else 'off'}", now)
@@ -343,6 +363,7 @@ class PlayWindow:
         fb_size = self.window.get_framebuffer_size()
 
         self.view.draw_fps = self.draws.rate(now)
+        self.view.actions = getattr(self.session.world, "actions_sent", None) or None  # action worlds only
         self.view.shown_fps = self.shown.rate(now)
         self.view.latency_ms = None if self.latency.last is None else 1000 * self.latency.last
         median = self.latency.median()

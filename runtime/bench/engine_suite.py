@@ -35,6 +35,10 @@ def _build(ctx: BenchContext, name: str) -> WorldModel | None:
             from .model_suite import small_world
 
             return small_world()
+        if name == "matrix-game-small":  # Matrix-Game's code with the tiny random test model (32x48)
+            from worldwalk.runtime.matrix_game.world import random_world
+
+            return random_world("tiny")
         return create_world(WorldConfig(name=name, accel=ctx.cfg.accel))
     except Exception as e:
         ctx.skip(f"world {name}", f"{type(e).__name__}: {e}")

@@ -11,6 +11,7 @@ Raw actions arrive per block at the pixel frame rate: 9 for the first block (1 +
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -168,8 +169,14 @@ class Rollout:
                 x = self.schedule.renoise(x0, self.noise("fresh", shape), t_next)
         # 4. one pass on the clean latents at t = 0 writes their keys/values into every cache
         call(x0, torch.zeros(b, n, device=self.device))
-        # 5. decode the block's latents with the streaming decoder
+        # 5. decode the block's latents with the streaming decoder (timed: the session's latency split)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
         video = self.vae.decode_block(x0.permute(0, 2, 1, 3, 4), self.vae_cache)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.decode_s = time.perf_counter() - start
         # 6. advance: positions keep counting; raw actions no later window reads are dropped
         self.first_frame += n
         keep_from = max(0, cfg.vae_time_ratio * self.first_frame - cfg.raw_window)

@@ -4,10 +4,11 @@ Needs `cfg.checkpoint` (the official folder, see checkpoint.py), or `options["ra
 "tiny" | "full" for random weights (tests, benchmarks). Options: mode (universal, gta_drive,
 templerun; default: read off the weights), dtype.
 
-Matrix-Game is steered by per-frame keyboard and mouse actions, not by a camera path: the poses a
-session hands `generate_chunk` are passed through to the chunk, and the actions come from
-`set_actions` (raw frames for the next chunk); without them the chunk is generated with no key
-held and the mouse still.
+Matrix-Game is steered by per-frame keyboard and mouse actions, not by a camera path
+(`spec.steering == "actions"`): the poses a session hands `generate_chunk` are passed through to
+the chunk, and the actions come from `use_input(path)` (the session's planned chunk: its input
+timeline read per frame, mapped by steering.py) or `set_actions` (raw frames for the next chunk);
+without either the chunk is generated with no key held and the mouse still.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
 from .rollout import Rollout
+from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
 
@@ -54,7 +56,10 @@ class MatrixGameWorld:
             name="matrix-game", fps=float(cfg.fps), frames_per_chunk=cfg.vae_time_ratio * cfg.frames_per_block,
             first_chunk_frames=cfg.raw_frames(cfg.frames_per_block), width=cfg.width, height=cfg.height,
             device=device, dtype=str(dtype).removeprefix("torch."), label=f"Matrix-Game 2.0 ({cfg.mode})",
+            steering="actions",
         )
+        self.mapper = ActionMapper(cfg.mode)
+        self.actions_sent = ""  # the last actions sent, for the HUD
         self._actions: tuple[np.ndarray, np.ndarray | None] | None = None
         self._chunk = 0
         self.accel = "none"
@@ -66,10 +71,31 @@ class MatrixGameWorld:
         tokens = self.clip(image)  # (1, 257, 1280)
         self.rollout.reset(tokens, image=image, seed=seed)
         self._chunk, self._actions = 0, None
+        self.mapper.reset()
 
     def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
         """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
         self._actions = (np.asarray(keyboard, np.float32), None if mouse is None else np.asarray(mouse, np.float32))
+
+    def use_input(self, path) -> None:
+        """The session's planned chunk (`controls.PlannedPath`) -> this chunk's actions: its input
+        timeline read per frame. The first chunk's first frame (the first image) has no interval
+        and gets no key and no look."""
+        n = self.rollout.raw_frames_needed()
+        frames = path.timeline.frame_inputs(path.edges)
+        if len(frames) > n:
+            raise ValueError(f"chunk {self._chunk} takes {n} action frames, the path has {len(frames)}")
+        keyboard, mouse = self.mapper.actions(frames, path.timeline)
+        pad = n - len(frames)
+        keyboard = np.concatenate([np.zeros((pad, keyboard.shape[1]), np.float32), keyboard])
+        if mouse is not None:
+            mouse = np.concatenate([np.zeros((pad, 2), np.float32), mouse])
+        self.actions_sent = self.mapper.describe(keyboard, mouse)
+        self.set_actions(keyboard, mouse)
+
+    def controls_help(self) -> list[str]:
+        """The key map of this world's mode, for the window's help."""
+        return help_lines(self.cfg.mode)
 
     def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
         n = self.rollout.raw_frames_needed()
@@ -87,7 +113,7 @@ class MatrixGameWorld:
         frames = ((block.video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (T, 3, H, W)
         chunk = Chunk(frames.permute(0, 2, 3, 1).cpu().numpy(), np.asarray(poses, np.float64),
                       np.asarray(intrinsics, np.float64), self._chunk,
-                      {"block": time.perf_counter() - start})
+                      {"block": time.perf_counter() - start, "decode": getattr(self.rollout, "decode_s", 0.0)})
         self._chunk += 1
         return chunk
 
@@ -97,6 +123,7 @@ class MatrixGameWorld:
     def restore(self, snapshot: object) -> None:
         state, self._chunk = snapshot  # type: ignore[misc]
         self.rollout.restore(state)
+        self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 
     def close(self) -> None:
         pass

@@ -1,0 +1,101 @@
+"""The tiny random Matrix-Game world steered through a real Session: keys and mouse recorded by the
+input box (on an injected clock) reach the model as upstream's per-frame actions, in the frames
+they happened in."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from worldwalk.controls import InputBox
+from worldwalk.runtime.matrix_game.steering import MOUSE_UNITS_PER_PX
+from worldwalk.runtime.matrix_game.world import random_world
+from worldwalk.runtime.session import Session, SessionConfig
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def walk():
+    world = random_world("tiny")
+    assert world.spec.steering == "actions"
+    gate, asked = threading.Semaphore(0), threading.Semaphore(0)
+    paths: list = []
+    sent: list[tuple[np.ndarray, np.ndarray]] = []  # what the rollout was given, per chunk
+    use_input, generate, step = world.use_input, world.generate_chunk, world.rollout.step
+
+    def spy_input(path):
+        paths.append(path)
+        use_input(path)
+
+    def gated(poses, intrinsics):
+        asked.release()
+        assert gate.acquire(timeout=30), "the test never let the chunk through"
+        return generate(poses, intrinsics)
+
+    def spy_step(keyboard, mouse=None):
+        sent.append((keyboard[0].numpy().copy(), mouse[0].numpy().copy()))
+        return step(keyboard, mouse)
+
+    world.use_input, world.generate_chunk, world.rollout.step = spy_input, gated, spy_step
+    clock = Clock()
+    box = InputBox(clock=clock)
+    session = Session(world, SessionConfig(just_in_time=False, queue_capacity=4096), inputs=box).start()
+    assert asked.acquire(timeout=30)  # chunk 0 planned at t = 0
+
+    def plan_at(t: float) -> None:
+        clock.t = t
+        gate.release()
+        assert asked.acquire(timeout=60), session.error
+
+    yield box, plan_at, paths, sent
+    gate.release(100)
+    session.close()
+
+
+def test_a_w_tap_reaches_the_model_in_the_frames_it_was_held(walk):
+    box, plan_at, paths, sent = walk
+    # chunk 0 (planned at 0) depicts (0, 0.32]; chunk 1, planned at 0.80, the 0.48 s before that
+    t_down = 0.45  # a 0.05 s tap, with a mouse motion at the same moment
+    box.press("w", now=t_down)
+    box.release("w", now=t_down + 0.05)
+    box.add_mouse(30.0, -10.0, now=t_down)
+    plan_at(0.80)
+    plan_at(1.28)  # chunk 1's block has run once chunk 2 is asked for
+    assert len(sent) == 2 and len(paths) == 3
+    # chunk 0: the first image and 8 frames, nothing pressed
+    assert sent[0][0].shape == (9, 4) and not sent[0][0].any() and not sent[0][1].any()
+    edges = paths[1].edges
+    assert edges[0] < t_down and edges[-1] > t_down + 0.05
+    touched = [i for i in range(len(edges) - 1) if edges[i] < t_down + 0.05 and edges[i + 1] >= t_down]
+    keyboard, mouse = sent[1]
+    assert keyboard.shape == (12, 4) and len(touched) in (2, 3)
+    assert np.flatnonzero(keyboard[:, 0]).tolist() == touched  # W, in exactly the frames the tap touched
+    assert not keyboard[:, 1:].any()
+    # [pitch, yaw]: 10 px up and 30 px right, all of it, in the frame it happened in
+    np.testing.assert_allclose(mouse.sum(axis=0), [10 * MOUSE_UNITS_PER_PX, 30 * MOUSE_UNITS_PER_PX], atol=1e-6)
+    i = int(np.searchsorted(edges, t_down) - 1)
+    assert np.flatnonzero(mouse[:, 1]).tolist() == [i]
+
+
+@pytest.mark.slow
+def test_the_latency_bench_splits_matrix_games_key_to_presented_time():
+    from worldwalk.runtime.bench import engine_suite
+    from worldwalk.runtime.bench.context import BenchConfig, BenchContext
+
+    ctx = BenchContext(BenchConfig(quick=True, worlds=["matrix-game-small"], accel="none"))
+    ctx.suite = "latency"
+    engine_suite.latency(ctx)
+    figures = {f.name.strip(): f.value for f in ctx.figures}
+    assert not ctx.skipped, ctx.skipped
+    for step, _ in engine_suite.STEPS:
+        assert f"matrix-game-small key -> presented: {step} p50" in figures, figures
+    assert figures["matrix-game-small key -> presented: decode p50"] > 0  # the world reports its decode
