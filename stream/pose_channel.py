@@ -12,7 +12,8 @@ to then: `Session.held_pose`), `w`: the turn rate of the input held then (keys, 
 sends), `k`: the frame's intrinsics as fractions of its size, `m`: radians of yaw and pitch per
 pixel of mouse motion. A frame that answers a key press also carries "lat", the server's part of
 that key's latency in ms (wait, plan, generate, decode, queue: `runtime.latency.LatencySplit`),
-and "rt", when it was released on the server's wall clock.
+and "rt", when it was released on the server's wall clock. A world steered by actions
+(Matrix-Game: `ModelSpec.steering`) adds `"warp": false`: the page shows its video unturned.
 
 The page turns the frame on screen from `f` to `h` plus what it has sent since `n` plus `w`
 times the time since the message came: the view answers the player at once, and the frames
@@ -50,7 +51,7 @@ def pose_message(frame: Any, session: Any, input_seq: int) -> dict[str, Any]:
     K = np.asarray(frame.intrinsics, dtype=np.float64)
     cfg = integrator.cfg
     per_px = math.radians(cfg.mouse_sensitivity)
-    return {
+    msg: dict[str, Any] = {
         "t": "pose",
         "i": int(frame.index),
         "f": [_r(v) for v in f],
@@ -60,6 +61,9 @@ def pose_message(frame: Any, session: Any, input_seq: int) -> dict[str, Any]:
         "k": [_r(K[0, 0] / W), _r(K[1, 1] / H), _r(K[0, 2] / W), _r(K[1, 2] / H)],
         "m": [_r(per_px), _r(per_px if cfg.invert_mouse_y else -per_px)],
     }
+    if getattr(session.spec, "steering", "camera") == "actions":
+        msg["warp"] = False  # an action world's frames have no camera to turn them by: shown as they come
+    return msg
 
 
 class KeyLatency:

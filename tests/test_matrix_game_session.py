@@ -99,3 +99,23 @@ def test_the_latency_bench_splits_matrix_games_key_to_presented_time():
     for step, _ in engine_suite.STEPS:
         assert f"matrix-game-small key -> presented: {step} p50" in figures, figures
     assert figures["matrix-game-small key -> presented: decode p50"] > 0  # the world reports its decode
+
+
+def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
+    """The page's timewarp turns frames by the camera the player holds; an action world has none, so its
+    pose messages say `warp: false` (a camera world's do not)."""
+    from types import SimpleNamespace
+
+    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.stream.pose_channel import pose_message
+
+    for world, warp in ((random_world("tiny"), False), (create_world(WorldConfig(name="reference", width=64,
+                                                                                 height=32)), None)):
+        session = Session(world, SessionConfig())
+        try:
+            frame = SimpleNamespace(pose=np.eye(4), index=0, image=np.zeros((32, 64, 3), np.uint8),
+                                    intrinsics=session.intrinsics)
+            assert pose_message(frame, session, 0).get("warp") is warp
+        finally:
+            session.close()
+            world.close()

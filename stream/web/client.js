@@ -386,6 +386,10 @@
   ww.timewarp = {on: warp.on, active: false, poses: 0, view: null, frame: null};
 
   function onPose(msg) {
+    if (msg.warp === false && warp.on) {  // a world steered by actions: no camera to turn its frames by
+      warp.on = ww.timewarp.on = false;
+      if (warp.gl) warp.gl.canvas.hidden = true;
+    }
     msg.arrival = performance.now();
     warp.latest = msg;
     warp.poses.push(msg);
