@@ -20,6 +20,9 @@ class Chunk:
     intrinsics: np.ndarray  # (F, 3, 3) pixel intrinsics of the frames as generated
     index: int  # chunk number within the session, 0 is the first
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: denoise, decode, ...
+    # what a world steered by actions (ModelSpec.steering == "actions") was given per frame: "keyboard"
+    # (F, K) and "mouse" (F, 2) or None; None for camera worlds. The session log keeps it for the replay.
+    actions: dict[str, np.ndarray | None] | None = None
 
     def __post_init__(self) -> None:
         f = self.frames

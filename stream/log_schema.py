@@ -140,6 +140,7 @@ CHUNK: dict[str, Rule] = {
     "input": optional(mapping),
     "poses": matrices(4, 4, (1, MAX_CHUNK_FRAMES)),
     "timings": optional(mapping),
+    "actions": optional(mapping),
 }
 CHUNK_REQUIRED = ("index", "poses")
 
@@ -157,6 +158,23 @@ END: dict[str, Rule] = {
 
 RULES = {"header": (HEADER, HEADER_REQUIRED), "chunk": (CHUNK, CHUNK_REQUIRED), "event": (EVENT, ()),
          "end": (END, ())}
+
+
+MAX_ACTION_WIDTH = 16  # action values a frame: Matrix-Game's keyboards take 2, 4 or 7; its mouse 2
+
+
+def _actions_problems(actions: dict[str, Any], n: int) -> list[tuple[str, str]]:
+    """An action world's per-frame actions: "keyboard" and "mouse", each n rows of finite numbers."""
+    out = [("keyboard", "missing")] if actions and "keyboard" not in actions else []
+    for name, v in actions.items():
+        if name not in ("keyboard", "mouse"):
+            out.append((name, "unknown action; expected keyboard or mouse"))
+        elif not (isinstance(v, list) and len(v) == n and all(
+                isinstance(r, list) and 1 <= len(r) <= MAX_ACTION_WIDTH and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in r)
+                for r in v)):
+            out.append((name, f"expected {n} rows (one a frame) of 1 to {MAX_ACTION_WIDTH} finite numbers"))
+    return out
 
 
 def _check(obj: dict[str, Any], rules: dict[str, Rule], required: tuple[str, ...]) -> None:
@@ -190,6 +208,8 @@ def check_line(obj: Any, first: bool) -> str:
             problem = matrices(3, 3, (n, n))(obj["intrinsics"])
             if problem is not None:
                 raise SchemaError("intrinsics", problem)
+        for name, problem in _actions_problems(obj.get("actions") or {}, n):
+            raise SchemaError(f"actions.{name}", problem)
         if obj.get("keep") is not None:  # 0: made (the replay needs it) but none of its frames in the video
             problem = integer(0, n)(obj["keep"])
             if problem is not None:

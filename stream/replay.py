@@ -51,6 +51,7 @@ class ReplayStep:
     intrinsics: np.ndarray | None = None  # (F, 3, 3); None: the plan's intrinsics
     keep: int | None = None  # frames of the chunk that belong to the output (None: all)
     input: dict[str, Any] | None = None  # the input state the session made the chunk with
+    actions: dict[str, np.ndarray] | None = None  # an action world's per-frame actions ("keyboard", "mouse")
 
 
 @dataclass
@@ -377,8 +378,9 @@ def _steps_from_records(records: list[dict[str, Any]], src: str, scale: np.ndarr
                 raise ReplayError(f"{src}: chunk {k} intrinsics have shape {Ks.shape}, expected ({n}, 3, 3)")
             Ks = scale @ Ks
         keep = r.get("keep")
+        actions = {name: np.asarray(v, np.float32) for name, v in (r.get("actions") or {}).items()} or None
         steps.append(ReplayStep("chunk", k, poses, Ks, keep=int(keep) if keep is not None else None,
-                                input=r.get("input")))
+                                input=r.get("input"), actions=actions))
         done.add(k)
         prev = k
     if not any(s.kind == "chunk" for s in steps):
@@ -488,6 +490,11 @@ def iter_render(plan: ReplayPlan, world: Any, session: Any = None) -> Iterator[t
         else:
             if targets:  # a session snapshots every boundary: the budget counts them all
                 kept.push(step.chunk_index, world.snapshot())
+            if step.actions is not None:  # an action world: steered by what the session gave it
+                if not hasattr(world, "set_actions"):
+                    raise ReplayError(f"{plan.source}: chunk {step.chunk_index} carries keyboard/mouse actions, "
+                                      f"but world {world.spec.name!r} is steered by a camera path")
+                world.set_actions(step.actions["keyboard"], step.actions.get("mouse"))
             Ks = step.intrinsics if step.intrinsics is not None else np.broadcast_to(K, (len(step.poses), 3, 3))
             yield step, world.generate_chunk(step.poses, np.ascontiguousarray(Ks))
 

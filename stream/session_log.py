@@ -254,6 +254,9 @@ class SessionLogWriter:
         k = np.asarray(chunk.intrinsics, dtype=np.float64)  # (F, 3, 3)
         if self._intrinsics is None or not np.array_equal(k, np.broadcast_to(self._intrinsics, k.shape)):
             line["intrinsics"] = k.tolist()
+        actions = getattr(chunk, "actions", None)
+        if actions:  # an action world's per-frame actions: the replay steers it with these
+            line["actions"] = {k: np.asarray(v, np.float64).tolist() for k, v in actions.items() if v is not None}
         line.update({key: _jsonable(v) for key, v in extra.items()})
         self._line(line)
         self.chunks += 1

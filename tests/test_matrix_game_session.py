@@ -119,3 +119,61 @@ def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
         finally:
             session.close()
             world.close()
+
+
+def test_a_recorded_walk_replays_bit_identically_with_its_actions(tmp_path):
+    """The log keeps the actions each chunk was steered by (keys, mouse, a rewind between them); a render
+    of the log gives the raw frames the live session made, bit for bit."""
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.stream.recorder import attach_recorder
+    from worldwalk.stream.replay import plan_from_log, render_frames
+    from worldwalk.stream.session_log import read_log
+
+    world = random_world("tiny")
+    session = Session(world, SessionConfig(seed=3))
+    wc = WorldConfig(name="matrix-game", width=world.spec.width, height=world.spec.height, seed=3)
+    rec = attach_recorder(session, tmp_path / "walk.mp4", world_cfg=wc, consume=True)
+    live: list[np.ndarray] = []
+    take = rec.write
+    rec.write = lambda frame: (live.append(frame.image.copy()), take(frame))[1]
+
+    def chunks(k: int) -> None:
+        import time
+
+        target = session.stats()["chunks"] + k
+        deadline = time.monotonic() + 120
+        while session.stats()["chunks"] < target:
+            assert time.monotonic() < deadline and session.error is None, session.error
+            time.sleep(0.01)
+
+    try:
+        session.start()
+        session.inputs.press("w")
+        chunks(2)
+        session.inputs.add_mouse(40.0, -10.0)
+        chunks(2)
+        assert session.rewind() is not None
+        session.inputs.release("w")
+        chunks(2)
+    finally:
+        session.close()
+        rec.close()
+    log = read_log(tmp_path / "walk.jsonl")
+    steered = [c for c in log.chunks if np.asarray(c["actions"]["keyboard"]).any()]
+    assert steered and all("mouse" in c["actions"] for c in log.chunks)
+    replay = render_frames(plan_from_log(tmp_path / "walk.jsonl"), world=random_world("tiny"))
+    assert np.array_equal(np.stack(live), replay)
+
+
+def test_bad_actions_in_a_log_are_named():
+    from worldwalk.stream.log_schema import SchemaError, check_line
+
+    line = {"type": "chunk", "index": 0, "poses": [np.eye(4).tolist()] * 2}
+    assert check_line({**line, "actions": {"keyboard": [[1, 0], [0, 0]], "mouse": [[0.1, 0], [0, 0]]}}, False)
+    for actions, field in (({"keyboard": [[1, 0]]}, "actions.keyboard"),  # one row for two frames
+                           ({"mouse": [[0, 0], [0, 0]]}, "actions.keyboard"),  # no keyboard
+                           ({"keyboard": [[1, 0], [0, float("nan")]]}, "actions.keyboard"),
+                           ({"keyboard": [[0] * 2] * 2, "joystick": [[0], [0]]}, "actions.joystick")):
+        with pytest.raises(SchemaError) as e:
+            check_line({**line, "actions": actions}, False)
+        assert e.value.field == field, (actions, str(e.value))

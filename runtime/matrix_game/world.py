@@ -113,7 +113,8 @@ class MatrixGameWorld:
         frames = ((block.video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (T, 3, H, W)
         chunk = Chunk(frames.permute(0, 2, 3, 1).cpu().numpy(), np.asarray(poses, np.float64),
                       np.asarray(intrinsics, np.float64), self._chunk,
-                      {"block": time.perf_counter() - start, "decode": getattr(self.rollout, "decode_s", 0.0)})
+                      {"block": time.perf_counter() - start, "decode": getattr(self.rollout, "decode_s", 0.0)},
+                      actions={"keyboard": keyboard, "mouse": mouse if self.cfg.mouse else None})
         self._chunk += 1
         return chunk
 
