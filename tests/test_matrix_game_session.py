@@ -177,3 +177,29 @@ def test_bad_actions_in_a_log_are_named():
         with pytest.raises(SchemaError) as e:
             check_line({**line, "actions": actions}, False)
         assert e.value.field == field, (actions, str(e.value))
+
+
+def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
+    """serve's pool (runtime/world_pool.py) builds Matrix-Game once: forks share the DiT, VAE and CLIP
+    weights (one copy) and each makes exactly the frames a world of its own makes."""
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.world_pool import WorldPool
+
+    def play(world, keys: list[int]) -> np.ndarray:
+        world.reset(None, None, 7)
+        out = []
+        for k in range(2):
+            n = world.spec.chunk_frames(k)
+            kb = np.zeros((n, world.cfg.keyboard_dim), np.float32)
+            kb[:, keys] = 1.0
+            world.set_actions(kb, np.full((n, 2), 0.05, np.float32))
+            out.append(world.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0)).frames)
+        return np.concatenate(out)
+
+    pool = WorldPool(WorldConfig(name="matrix-game", seed=7, options={"random_init": "tiny"}))
+    a, b = pool.session_world(), pool.session_world()
+    assert pool.builds == 1 and pool.forks == 2
+    assert a.rollout.dit is b.rollout.dit and a.clip is b.clip and a.rollout.vae is b.rollout.vae
+    alone = random_world("tiny", seed=7)
+    assert np.array_equal(play(a, [0]), play(alone, [0]))
+    assert np.array_equal(play(b, [1, 2]), play(alone, [1, 2]))

@@ -73,6 +73,12 @@ class MatrixGameWorld:
         self._chunk, self._actions = 0, None
         self.mapper.reset()
 
+    def fork(self) -> MatrixGameWorld:
+        """A world for one more session over this one's model: the DiT, VAE and CLIP tower are shared
+        (runtime/world_pool.py), the rollout's caches, noise and actions are its own."""
+        return MatrixGameWorld(self.cfg, self.rollout.dit, self.rollout.vae, self.clip, self.device, self.dtype,
+                               self.seed)
+
     def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
         """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
         self._actions = (np.asarray(keyboard, np.float32), None if mouse is None else np.asarray(mouse, np.float32))
