@@ -162,7 +162,9 @@ def create(cfg: WorldConfig) -> MatrixGameWorld:
         loaded = load(cfg.checkpoint, mode=mode, device=cfg.device, dtype=dtype)
         return MatrixGameWorld(loaded.cfg, loaded.dit, loaded.vae, loaded.clip, cfg.device, dtype, cfg.seed)
     if o.get("random_init") in ("tiny", "full"):
-        return random_world(o["random_init"], mode or "universal", cfg.device, cfg.seed)
+        # the weights are the option's, not the session's: seeded 0 whatever cfg.seed, so a log replays
+        # on the same random model (the session's seed still picks the noise, at reset)
+        return random_world(o["random_init"], mode or "universal", cfg.device, 0)
     raise ValueError(
         "the matrix-game world needs a checkpoint folder: pass --checkpoint DIR with the files of "
         "Skywork/Matrix-Game-2.0 from Hugging Face (base_distilled_model/, Wan2.1_VAE.pth, "
