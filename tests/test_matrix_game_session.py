@@ -203,3 +203,26 @@ def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
     alone = random_world("tiny")  # random_init's weights are seeded 0, whatever the session's seed
     assert np.array_equal(play(a, [0]), play(alone, [0]))
     assert np.array_equal(play(b, [1, 2]), play(alone, [1, 2]))
+
+
+def test_a_snapshot_pickles_and_goes_on_in_another_world():
+    """What the cluster sends to its store at a chunk boundary: pickled, restored into another process's
+    world (here: another world object), the walk goes on with the same frames."""
+    import pickle
+
+    def chunk(world, k: int) -> np.ndarray:
+        n = world.spec.chunk_frames(k)
+        kb = np.zeros((n, world.cfg.keyboard_dim), np.float32)
+        kb[:, 0] = 1.0
+        world.set_actions(kb, np.full((n, 2), 0.1, np.float32))
+        return world.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0)).frames
+
+    a = random_world("tiny")
+    a.reset(None, None, 5)
+    chunk(a, 0)
+    blob = pickle.dumps(a.snapshot())
+    expected = chunk(a, 1)
+    b = random_world("tiny")
+    b.reset(None, None, 9)  # another walk's state, replaced by the restore
+    b.restore(pickle.loads(blob))
+    assert np.array_equal(chunk(b, 1), expected)
