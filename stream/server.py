@@ -299,6 +299,7 @@ class StreamServer:
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
+        self._prompt_noted = False  # "--prompt is ignored" said once
         self._loop_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -592,6 +593,9 @@ class StreamServer:
 
     def _default_session(self) -> Session:
         world = self.worlds.session_world()
+        if not self._prompt_noted and (note := world.spec.prompt_ignored(self.cfg.session.prompt)):
+            self._prompt_noted = True
+            log.warning("serve: %s", note)  # once: every session of this server would say the same
         integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
         return Session(world, self.cfg.session, integrator=integrator)
 

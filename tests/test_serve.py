@@ -444,3 +444,18 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
     replay = render_frames(plan_from_log(video.with_suffix(".jsonl")))
     assert replay.shape == shown.shape and len(shown) > 10
     assert np.abs(shown - replay).mean(axis=(1, 2, 3)).max() < 25.0
+
+
+def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
+    from worldwalk.runtime.session import SessionConfig
+
+    from .builders import TINY_REFERENCE
+
+    server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
+    with caplog.at_level("WARNING", logger="worldwalk.stream.server"):
+        for _ in range(2):
+            session = server._default_session()
+            session.close()
+            session.world.close()
+    notes = [r.getMessage() for r in caplog.records if "--prompt is ignored" in r.getMessage()]
+    assert notes == ["serve: --prompt is ignored: the reference world takes no text prompt"]
