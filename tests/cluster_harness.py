@@ -40,8 +40,10 @@ RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a
 
 
 def serve_config(**overrides: Any) -> ServeConfig:
-    return builders.serve_config(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS), barcode=True,
-                                 session=SessionConfig(), idle_timeout=60.0, **overrides)
+    kw: dict[str, Any] = dict(world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+                              session=SessionConfig(), idle_timeout=60.0)
+    kw.update(overrides)
+    return builders.serve_config(barcode=True, **kw)
 
 
 def cluster_config() -> ClusterConfig:

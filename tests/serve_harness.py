@@ -41,8 +41,10 @@ WALL_MINUS_MONO = time.time() - time.monotonic()  # server monotonic -> wall clo
 
 
 def server_config(**overrides: Any) -> ServeConfig:
-    return builders.serve_config(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS), barcode=True,
-                                 session=SessionConfig(), idle_timeout=60.0, **overrides)
+    kw: dict[str, Any] = dict(world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+                              session=SessionConfig(), idle_timeout=60.0)
+    kw.update(overrides)
+    return builders.serve_config(barcode=True, **kw)
 
 
 async def ww(page: Page, expr: str) -> Any:

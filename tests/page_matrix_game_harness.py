@@ -1,0 +1,62 @@
+"""Matrix-Game in the browser, in headless Chromium inside a loopback-only namespace:
+
+    unshare -n sh -c 'ip link set lo up && exec python -m tests.page_matrix_game_harness'
+
+Serves the tiny random Matrix-Game world, opens the player page, clicks into it and holds W then
+moves the mouse. Reports whether the page's timewarp stayed off (an action world's frames have no
+camera to turn them by), how many frames it showed, and the actions the world was sent. One JSON
+object on the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import traceback
+
+from playwright.async_api import async_playwright
+
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.stream.server import StreamServer
+
+from .loopback_netns import launch_chromium
+from .serve_harness import open_player, server_config, wait_for, ww
+
+
+async def walk(context) -> dict:
+    out: dict = {}
+    world = WorldConfig(name="matrix-game", seed=1, options={"random_init": "tiny"})
+    async with StreamServer(server_config(world=world)) as server:
+        page = await open_player(context, server.url, frames=3, timeout=60)
+        vp = page.viewport_size
+        await page.mouse.click(vp["width"] / 2, vp["height"] / 2)  # closes the help, focuses the page
+        await wait_for(lambda: ww(page, "ww.timewarp.poses > 3"), 30, "pose messages")
+        session = next(iter(server.sessions.values())).session
+        sent: set[str] = set()
+        await page.keyboard.down("w")
+        for _ in range(60):  # the actions of the chunks planned while W is held
+            await asyncio.sleep(0.05)
+            sent.add(session.world.actions_sent)
+        await page.keyboard.up("w")
+        out["sent"] = sorted(s for s in sent if s)
+        out["timewarp_on"] = await ww(page, "ww.timewarp.on")
+        out["timewarp_active"] = await ww(page, "ww.timewarp.active")
+        out["frames"] = await ww(page, "ww.frames.length")
+    return out
+
+
+async def main() -> dict:
+    async with async_playwright() as p:
+        context, profile = await launch_chromium(p)
+        try:
+            return await asyncio.wait_for(walk(context), 120)
+        except Exception:
+            return {"error": traceback.format_exc()}
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))
