@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
-import traceback
-
-from playwright.async_api import async_playwright
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.accel.announce import announce
@@ -25,8 +21,7 @@ from worldwalk.runtime.session import Session
 from worldwalk.runtime.world import create_world
 from worldwalk.stream.server import ServeConfig, StreamServer
 
-from .loopback_netns import launch_chromium
-from .serve_harness import open_player, server_config, wait_for
+from .serve_harness import in_chromium, open_player, server_config, wait_for
 
 COUNT_LOCKS = """() => {
   window.__locks = 0;
@@ -91,15 +86,7 @@ async def first_click(context) -> dict:
 
 
 async def main() -> dict:
-    async with async_playwright() as p:
-        context, profile = await launch_chromium(p)
-        try:
-            return await asyncio.wait_for(first_click(context), 90)
-        except Exception:
-            return {"error": traceback.format_exc()}
-        finally:
-            await context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    return await in_chromium(first_click, 90)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import traceback
-
-from playwright.async_api import async_playwright
 
 from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.server import StreamServer
 
-from .loopback_netns import launch_chromium
-from .serve_harness import open_player, server_config, wait_for, ww
+from .serve_harness import in_chromium, open_player, server_config, wait_for, ww
 
 
 async def walk(context) -> dict:
@@ -47,15 +42,7 @@ async def walk(context) -> dict:
 
 
 async def main() -> dict:
-    async with async_playwright() as p:
-        context, profile = await launch_chromium(p)
-        try:
-            return await asyncio.wait_for(walk(context), 120)
-        except Exception:
-            return {"error": traceback.format_exc()}
-        finally:
-            await context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    return await in_chromium(walk, 120)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import shutil
-import traceback
-
-from playwright.async_api import async_playwright
 
 from worldwalk.stream.server import StreamServer
 
-from .loopback_netns import launch_chromium
-from .serve_harness import open_player, player_of, server_config, wait_for, ww
+from .serve_harness import in_chromium, open_player, player_of, server_config, wait_for, ww
 
 
 async def turn(context) -> dict:
@@ -56,15 +51,7 @@ async def turn(context) -> dict:
 
 
 async def main() -> dict:
-    async with async_playwright() as p:
-        context, profile = await launch_chromium(p)
-        try:
-            return await asyncio.wait_for(turn(context), 90)
-        except Exception:
-            return {"error": traceback.format_exc()}
-        finally:
-            await context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    return await in_chromium(turn, 90)
 
 
 if __name__ == "__main__":

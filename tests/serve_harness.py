@@ -61,6 +61,25 @@ async def open_player(context, url: str, frames: int = 1, timeout: float = 30.0)
     return page
 
 
+async def in_chromium(scenario, timeout: float) -> dict:
+    """Run `scenario(context)` in a fresh headless Chromium (its own profile, removed after); its result,
+    or {"error": traceback} (a harness prints one JSON object whatever happens)."""
+    import shutil
+    import traceback
+
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        context, profile = await launch_chromium(p)
+        try:
+            return await asyncio.wait_for(scenario(context), timeout)
+        except Exception:
+            return {"error": traceback.format_exc()}
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
 def player_of(server: StreamServer, session_id: str):
     return server.sessions[session_id].player
 
