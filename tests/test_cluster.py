@@ -244,8 +244,9 @@ def test_with_autoscaling_a_third_player_waits_in_line_and_gets_its_turn(cluster
     assert r["turn_s"] < 10.0
 
 
-def test_shutdown_leaves_no_ray_process(cluster_run):
-    session = Path(cluster_run["session_dir"]).name
+def ray_processes_of(session_dir: str) -> list[str]:
+    """The processes still running for a Ray session (its folder's name on their command lines)."""
+    session = Path(session_dir).name
     left = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -256,6 +257,11 @@ def test_shutdown_leaves_no_ray_process(cluster_run):
             continue
         if session in cmdline:
             left.append(f"{pid}: {cmdline[:120]}")
+    return left
+
+
+def test_shutdown_leaves_no_ray_process(cluster_run):
+    left = ray_processes_of(cluster_run["session_dir"])
     assert not left, "Ray processes outlived the cluster:\n" + "\n".join(left)
 
 

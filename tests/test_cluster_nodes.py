@@ -6,7 +6,6 @@ walk to the other node from its last snapshot, with its recording continued."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from .test_cluster import ray_processes_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # one xdist worker runs the file (conftest: a harness file)
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
@@ -73,15 +73,5 @@ def test_losing_a_node_moves_only_its_walks_from_the_store_on_the_head(nodes_run
 
 
 def test_no_ray_process_outlives_the_nodes(nodes_run):
-    session = Path(nodes_run["session_dir"]).name
-    left = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if session in cmdline:
-            left.append(f"{pid}: {cmdline[:120]}")
+    left = ray_processes_of(nodes_run["session_dir"])
     assert not left, "Ray processes outlived the cluster:\n" + "\n".join(left)
