@@ -96,10 +96,13 @@ def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path
     assert world.generate_chunk(np.broadcast_to(np.eye(4), (5, 4, 4)).copy(), K).frames.shape == (5, 96, 160, 3)
     before = {k: v.clone() for k, v in tensors.items() if k.startswith("student.")}
 
-    # resume: a larger budget carries on from the dmd checkpoint (the ode phase is not run again)
+    # resume: a larger budget carries on from the dmd checkpoint; the ode phases are not run again (their
+    # data need not be kept: the resumable state is the dmd checkpoint, the teacher and the clips)
+    (tmp_path / "distill_ode_data.safetensors").unlink()
     distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4}), ClipCache(tmp_path / "clips"), tmp_path,
             tmp_path / WORLD_FILE, log=lambda m: None)
     tensors, meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
     assert meta["step"] == 4
     assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
     assert any(not torch.equal(before[k], tensors[k]) for k in before), "the student did not move"
+    assert not (tmp_path / "distill_ode_data.safetensors").exists()

@@ -347,38 +347,39 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     student.load_state_dict(teacher.state_dict())
     student.to(dev.device)
 
-    # -- phase 1: the teacher's trajectories
-    ode_file = work / "distill_ode_data.safetensors"
-    rng = np.random.default_rng(dcfg.seed + 31)
-    have: dict[str, torch.Tensor] = {}
-    meta: dict = {"windows": []}
-    if resume and ode_file.exists():
-        have, meta = load_state(ode_file, "distill-ode-data")
-        rng.bit_generator.state = meta["rng"]
-    gen = dev.generator(dcfg.seed + 5 + len(meta["windows"]))
-    t_last = time.monotonic()
-    while len(meta["windows"]) < dcfg.ode_windows:
-        j, i = len(meta["windows"]), int(rng.integers(len(data)))
-        image = data.latents(i)
-        cams = data.cameras(i, t_chunks, cfg)
-        states, x0s = teacher_trajectory(teacher, image, cams, n_latents, cfg.chunk_latents, grid, keep, gen, dev)
-        have[f"states.{j}"], have[f"x0.{j}"] = states.cpu(), x0s.cpu()
-        meta["windows"].append(i)
-        if time.monotonic() - t_last > dcfg.ckpt_minutes * 60 or len(meta["windows"]) == dcfg.ode_windows:
-            meta["rng"] = rng.bit_generator.state
-            save_state(ode_file, "distill-ode-data", have, meta)
-            t_last = time.monotonic()
-            log(f"distill ode-data: {len(meta['windows'])}/{dcfg.ode_windows} teacher trajectories")
-    windows = meta["windows"]
-
-    # -- phase 2: ODE regression
-    opt = torch.optim.AdamW(student.parameters(), lr=dcfg.ode_lr, weight_decay=0.0, betas=(0.9, 0.99))
-    rng = np.random.default_rng(dcfg.seed + 41)
-    ph = _Phase(work / "distill_ode_ckpt.safetensors", "distill-ode", {"student": student}, {"student": opt}, rng, dev)
     dmd_file = work / "distill_dmd_ckpt.safetensors"
     if resume and dmd_file.exists():
-        log("distill: the dmd phase has a checkpoint; the ode phase is done")
+        log("distill: the dmd phase has a checkpoint; the ode phases are done")
     else:
+        # -- phase 1: the teacher's trajectories
+        ode_file = work / "distill_ode_data.safetensors"
+        rng = np.random.default_rng(dcfg.seed + 31)
+        have: dict[str, torch.Tensor] = {}
+        meta: dict = {"windows": []}
+        if resume and ode_file.exists():
+            have, meta = load_state(ode_file, "distill-ode-data")
+            rng.bit_generator.state = meta["rng"]
+        gen = dev.generator(dcfg.seed + 5 + len(meta["windows"]))
+        t_last = time.monotonic()
+        while len(meta["windows"]) < dcfg.ode_windows:
+            j, i = len(meta["windows"]), int(rng.integers(len(data)))
+            image = data.latents(i)
+            cams = data.cameras(i, t_chunks, cfg)
+            states, x0s = teacher_trajectory(teacher, image, cams, n_latents, cfg.chunk_latents, grid, keep, gen, dev)
+            have[f"states.{j}"], have[f"x0.{j}"] = states.cpu(), x0s.cpu()
+            meta["windows"].append(i)
+            if time.monotonic() - t_last > dcfg.ckpt_minutes * 60 or len(meta["windows"]) == dcfg.ode_windows:
+                meta["rng"] = rng.bit_generator.state
+                save_state(ode_file, "distill-ode-data", have, meta)
+                t_last = time.monotonic()
+                log(f"distill ode-data: {len(meta['windows'])}/{dcfg.ode_windows} teacher trajectories")
+        windows = meta["windows"]
+
+        # -- phase 2: ODE regression
+        opt = torch.optim.AdamW(student.parameters(), lr=dcfg.ode_lr, weight_decay=0.0, betas=(0.9, 0.99))
+        rng = np.random.default_rng(dcfg.seed + 41)
+        ph = _Phase(work / "distill_ode_ckpt.safetensors", "distill-ode", {"student": student}, {"student": opt}, rng,
+                    dev)
         if resume and ph.load():
             log(f"distill ode: resumed at step {ph.step}")
         ema = None
@@ -420,7 +421,7 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
         ph.save()
         _export(student, scfg, work, "ode", ph.step)
         log(f"distill ode: done at step {ph.step}")
-    del have
+        del have
 
     # -- phase 3: Self-Forcing with distribution matching (and optionally a latent critic)
     fake = SanaWMStreamingTransformer(cfg.transformer)
