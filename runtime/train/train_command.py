@@ -84,6 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
     p.add_argument("--decoder-steps", type=int, default=900)
+    p.add_argument("--decoder-adv", type=float, default=0.0,
+                   help="decoder: weight of a patch critic against the true frames (0: off; detail, as TAESD's "
+                        "decoders are trained)")
+    p.add_argument("--decoder-detail", type=float, default=0.0,
+                   help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
+    p.add_argument("--decoder-channels", type=channels_arg, default=None,
+                   help="decoder: train a new decoder of these widths (e.g. 64,192) beside the frozen encoder "
+                        "instead of tuning the one the VAE has")
     p.add_argument("--decoder-samples", type=int, default=200,
                    help="training windows the world model generates for the decoder stage")
     p.add_argument("--ship-rollout", action="store_true",
@@ -125,6 +133,17 @@ def timesteps_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give integers falling strictly to 0, "
                                          f"comma-separated, e.g. 1000,667,333,0 ({e})") from None
     return steps
+
+
+def channels_arg(text: str) -> tuple[int, ...]:
+    """`--decoder-channels 64,192`: widths, multiples of 8 (GroupNorm's groups)."""
+    try:
+        widths = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(w < 8 or w % 8 for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths that are multiples of 8, e.g. 64,192")
+    return widths
 
 
 def frame_range_arg(text: str) -> tuple[int, int]:
@@ -247,7 +266,9 @@ def _run(args: argparse.Namespace) -> int:
                     log=lambda m: print(m, flush=True))
         elif stage == "decoder":
             samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
-            dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
+            dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,
+                                     adv_weight=args.decoder_adv, detail_weight=args.decoder_detail,
+                                     decoder_channels=args.decoder_channels)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
