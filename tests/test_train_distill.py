@@ -3,6 +3,8 @@ the phases run and resume from their checkpoints, and the student loads as a wor
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,26 @@ def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path
     assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
     assert any(not torch.equal(before[k], tensors[k]) for k in before), "the student did not move"
     assert not (tmp_path / "distill_ode_data.safetensors").exists()
+
+
+CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(CUDA_TESTS_DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                    reason="needs an NVIDIA GPU and CUDA torch")
+def test_distill_on_the_gpu_in_bf16_and_its_checkpoint_resumes_on_the_cpu(tmp_path, one_torch_thread):
+    """WORLDWALK_CUDA_TESTS_DEVICE=cpu runs it on the CPU in bf16 (a dry run of its logic)."""
+    from worldwalk.runtime.train.train_device import resolve_device
+
+    _tiny(tmp_path)
+    gpu = resolve_device(CUDA_TESTS_DEVICE, "bf16")
+    dcfg = DistillConfig(teacher_steps=2, ode_windows=1, ode_steps=1, dmd_steps=2, gan_weight=0.1, fake_ratio=1)
+    distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, dev=gpu, log=lambda m: None)
+    meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]
+    assert meta["step"] == 2 and meta["device"] == str(gpu)
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 3}), ClipCache(tmp_path / "clips"), tmp_path,
+            tmp_path / WORLD_FILE, dev=TrainDevice(), log=lambda m: None)
+    meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]
+    assert meta["step"] == 3 and meta["device"] == "cpu fp32"
+    assert BundledWorld(tmp_path / "distill").spec.frames_per_chunk == 4
