@@ -44,7 +44,14 @@ from torch import nn
 
 from worldwalk.runtime.sana_wm.sampler import FlowSampler, SamplerConfig
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
-from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WORLD_FILE, BundledConfig, empty_text
+from worldwalk.runtime.worlds.bundled_world import (
+    START_FILE,
+    VAE_FILE,
+    WEIGHTS,
+    WORLD_FILE,
+    BundledConfig,
+    empty_text,
+)
 
 from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
@@ -306,9 +313,11 @@ def _export(student: SanaWMStreamingTransformer, scfg: BundledConfig, work: Path
     """The student's weights as a bundled-weights folder (`<work>/distill/`): world, VAE and start frame."""
     folder = work / "distill"
     export_world(student, folder / WORLD_FILE, scfg, {"step": step, "stage": f"distill-{phase}"})
-    for name in (VAE_FILE, START_FILE):
-        if (work / name).exists() and not (folder / name).exists():
-            shutil.copyfile(work / name, folder / name)
+    if (work / VAE_FILE).exists() and not (folder / VAE_FILE).exists():
+        shutil.copyfile(work / VAE_FILE, folder / VAE_FILE)
+    start = work / START_FILE if (work / START_FILE).exists() else WEIGHTS / START_FILE  # the ship stage's frame
+    if start.exists() and not (folder / START_FILE).exists():
+        shutil.copyfile(start, folder / START_FILE)
     return folder
 
 
