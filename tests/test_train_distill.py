@@ -85,12 +85,12 @@ def test_the_training_rollout_is_the_sessions_chunk_loop(tmp_path, one_torch_thr
 @pytest.mark.timeout(600)
 def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path, one_torch_thread):
     _tiny(tmp_path, start=False)  # a work folder without a start frame: the export takes the shipped one
-    dcfg = DistillConfig(teacher_steps=4, ode_windows=2, ode_steps=2, dmd_steps=3, gan_weight=0.1, fake_ratio=1)
+    dcfg = DistillConfig(teacher_steps=4, ode_windows=2, ode_steps=2, dmd_steps=3, fake_ratio=1)
     folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
     assert load_state(tmp_path / "distill_ode_data.safetensors", "distill-ode-data")[1]["windows"].__len__() == 2
     assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
     tensors, meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
-    assert meta["step"] == 3 and any(k.startswith("critic.") for k in tensors) and "opt_fake.0.exp_avg" in tensors
+    assert meta["step"] == 3 and "opt_fake.0.exp_avg" in tensors and not any(k.startswith("critic.") for k in tensors)
     world = BundledWorld(folder)
     assert world.spec.frames_per_chunk == 4 and world.spec.first_chunk_frames == 5
     assert world.stream.sampler.cfg.timesteps == (1000, 500, 0)
@@ -99,13 +99,14 @@ def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path
     assert world.generate_chunk(np.broadcast_to(np.eye(4), (5, 4, 4)).copy(), K).frames.shape == (5, 96, 160, 3)
     before = {k: v.clone() for k, v in tensors.items() if k.startswith("student.")}
 
-    # resume: a larger budget carries on from the dmd checkpoint; the ode phases are not run again (their
-    # data need not be kept: the resumable state is the dmd checkpoint, the teacher and the clips)
+    # resume: a larger budget carries on from the dmd checkpoint, here with the critic switched on; the ode
+    # phases are not run again (their data need not be kept: the resumable state is the dmd checkpoint, the
+    # teacher and the clips)
     (tmp_path / "distill_ode_data.safetensors").unlink()
-    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4}), ClipCache(tmp_path / "clips"), tmp_path,
-            tmp_path / WORLD_FILE, log=lambda m: None)
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4, "gan_weight": 0.1}), ClipCache(tmp_path / "clips"),
+            tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
     tensors, meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
-    assert meta["step"] == 4
+    assert meta["step"] == 4 and any(k.startswith("critic.") for k in tensors) and "opt_critic.0.exp_avg" in tensors
     assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
     assert any(not torch.equal(before[k], tensors[k]) for k in before), "the student did not move"
     assert not (tmp_path / "distill_ode_data.safetensors").exists()

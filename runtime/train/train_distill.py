@@ -268,8 +268,10 @@ class _Phase:
     """A resumable training phase: modules and optimisers saved and restored together with step and RNGs."""
 
     def __init__(self, path: Path, kind: str, modules: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
-                 rng: np.random.Generator, dev: TrainDevice) -> None:
+                 rng: np.random.Generator, dev: TrainDevice, optional: tuple[str, ...] = ()) -> None:
+        """`modules` and `opts` share their names; a name in `optional` may be missing from the file."""
         self.path, self.kind, self.modules, self.opts, self.rng, self.dev = path, kind, modules, opts, rng, dev
+        self.optional = optional
         self.step, self.spent = 0, 0.0
         self.t0 = time.monotonic()
         self.last_save = time.monotonic()
@@ -282,9 +284,10 @@ class _Phase:
             return False
         tensors, meta = load_state(self.path, self.kind)
         for name, m in self.modules.items():
+            if name in self.optional and name not in meta["opt"]:
+                continue  # switched on after the run that wrote the file (the critic): it starts new
             m.load_state_dict(_strip(tensors, f"{name}."))
-        for name, o in self.opts.items():
-            unpack_optimizer(o, tensors, meta["opt"][name], prefix=f"opt_{name}.")
+            unpack_optimizer(self.opts[name], tensors, meta["opt"][name], prefix=f"opt_{name}.")
         self.step, self.spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         self.rng.bit_generator.state = meta["rng"]
         torch.set_rng_state(tensors["torch_rng"])
@@ -445,7 +448,7 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     opts = {"student": opt_s, "fake": opt_f}
     if dcfg.gan_weight > 0:
         modules["critic"], opts["critic"] = critic, opt_c
-    ph = _Phase(dmd_file, "distill-dmd", modules, opts, rng, dev)
+    ph = _Phase(dmd_file, "distill-dmd", modules, opts, rng, dev, optional=("critic",))
     if resume and ph.load():
         log(f"distill dmd: resumed at step {ph.step}")
     gen = dev.generator(dcfg.seed + 1000 + ph.step)
