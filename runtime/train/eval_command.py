@@ -16,6 +16,15 @@ and the memory score: on a path that comes back to its start pose, the frames fr
 there (the first frame again), beside the VAE's reconstruction of them (the frame-group VAE
 blurs a group the camera moves in, so the score is taken once it rests).
 `--save` writes a strip per scripted path (truth over model, from the spawn point).
+
+Beside PSNR/SSIM, the goals of the bundled world (goal_metrics.py): detail, the edge energy of the
+frames over the truth's at 1, 5 and 10 s of the walks (for the model, the still camera, the frozen
+frame and the VAE's reconstruction); the landmark, the blue block's area in the model's frames over
+its true area and the IoU of the two masks at 2, 4 and 6 s of the walk toward it from each landmark
+start (the spawn point, then 10 units to either side, facing it); ghosting, from the same starts a
+360-degree turn in place, the share of the frame blue in the model's frames where the truth has no
+blue, over the frames turned 90 degrees or more away, and the share of those frames with any ghost
+(more than 0.1% of the frame).
 """
 
 from __future__ import annotations
@@ -27,10 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import goal_metrics as gm
 from .scripted import PATHS
 from .train_command import timesteps_arg
 
-TIMES = (1.0, 5.0, 20.0)
+TIMES = (1.0, 5.0, 10.0, 20.0)
+EDGE_TIMES = (1.0, 5.0, 10.0)
+LANDMARK_TIMES = (2.0, 4.0, 6.0)
+GHOST_MIN = 0.001  # a frame ghosts when more than this share of it is blue where the truth has none
 PATH_TIMES = (1.0, 5.0)
 PATH_SECONDS = 6.25  # every scripted path that returns is back at its start and at rest for 4 frames by then
 RETURN_FRAMES = 5  # the memory score: mean over the return frame and the 4 after it
@@ -111,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         (args.seconds * spec.fps + 3 - spec.first_chunk_frames) / spec.frames_per_chunk)
     K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
     rows: dict[str, dict[float, list[tuple[float, float]]]] = {}
+    edges: dict[str, dict[float, list[float]]] = {}
     chunk_times: list[float] = []
     ref = ReferenceWorld(ReferenceWorldConfig(width=spec.width, height=spec.height, seed=wcfg.world_seed))
     save = Path(args.save) if args.save else None
@@ -130,11 +144,17 @@ def run(args: argparse.Namespace) -> int:
                 score = _score_at(frames, truth, t, spec.fps)
                 if score is not None:
                     rows.setdefault(name, {}).setdefault(t, []).append(score)
+            for t in EDGE_TIMES:
+                idx = gm.window(t, spec.fps, min(len(frames), len(truth)))
+                if idx:
+                    edges.setdefault(name, {}).setdefault(t, []).append(gm.edge_ratio(frames[idx], truth[idx]))
         if save is not None and w == 0:
             _strips(save, {"truth": truth, "model": gen, "still": still, "vae": recon}, spec.fps)
     names = _path_names(args.paths)
     scripted = _scripted(world, ref, names, args, spec, wcfg, save) if names else {}
+    landmark = _landmark_goals(world, ref, args, spec, wcfg, save) if "toward-landmark" in names else {}
     ref.close()
+    detail = {name: {f"{t:g}s": float(np.mean(v)) for t, v in by_t.items()} for name, by_t in edges.items()}
     table = {name: {f"{t:g}s": {"psnr": float(np.mean([v[0] for v in vals])),
                                 "ssim": float(np.mean([v[1] for v in vals]))}
                     for t, vals in by_t.items()} for name, by_t in rows.items()}
@@ -147,11 +167,14 @@ def run(args: argparse.Namespace) -> int:
         cells = "".join(f"{by_t[f'{t:g}s']['psnr']:>10.2f} / {by_t[f'{t:g}s']['ssim']:.3f}" if f"{t:g}s" in by_t
                         else f"{'-':>18s}" for t in TIMES)
         print(f"{name:22s}{cells}")
-    print(f"chunk time (12 frames, decode included, threads={args.threads}): {mean_chunk * 1000:.0f} ms "
+    _print_goals(detail, landmark)
+    print(f"chunk time ({spec.frames_per_chunk} frames, decode included, threads={args.threads}): "
+          f"{mean_chunk * 1000:.0f} ms "
           f"-> {spec.frames_per_chunk / mean_chunk:.1f} frames/s")
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         (save / "eval.json").write_text(json.dumps({"table": table, "scripted": scripted, "chunk_seconds": mean_chunk,
+                                                    "detail": detail, "landmark": landmark,
                                                     "walks": args.walks, "seed": args.seed, "starts": args.starts,
                                                     "timesteps": list(world.stream.sampler.cfg.timesteps)},
                                                    indent=1))
@@ -230,6 +253,67 @@ def _scripted(world, ref, names: list[str], args: argparse.Namespace, spec, wcfg
             out[name]["return seconds"] = ret
         print(f"scripted {name}: done", flush=True)
     return out
+
+
+def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path | None) -> dict:  # noqa: ANN001
+    """The landmark and ghosting goals from the three landmark starts (module doc):
+    {"area": {"2s": ...}, "iou": {...}, "ghost share": {"model": ..., "frozen first frame": ...},
+    "ghost frames": {...}, "starts": 3}."""
+    from .scripted import scripted_path, start_poses
+
+    n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
+        (PATH_SECONDS * spec.fps + 1 - spec.first_chunk_frames) / spec.frames_per_chunk)
+    K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
+    n_starts = 3
+    _, toward = start_poses(n_starts, args.seed, _landmark_xz(wcfg.world_seed), wcfg)
+    area: dict[str, list[float]] = {}
+    iou: dict[str, list[float]] = {}
+    ghost: dict[str, list[float]] = {}
+    ghosted: dict[str, list[float]] = {}
+    for j, start in enumerate(toward):
+        path = scripted_path("toward-landmark", start, n_frames, wcfg)
+        truth = ref.render_many(path.poses, K)
+        gen, _ = generate(world, truth[0], path.poses, K, seed=j)
+        for t in LANDMARK_TIMES:
+            for i in gm.window(t, spec.fps, len(gen)):
+                scores = gm.mask_scores(gen[i], truth[i])
+                if scores is not None:
+                    area.setdefault(f"{t:g}s", []).append(scores[0])
+                    iou.setdefault(f"{t:g}s", []).append(scores[1])
+        turn = scripted_path("turn-360", start, n_frames, wcfg)
+        truth = ref.render_many(turn.poses, K)
+        gen, _ = generate(world, truth[0], turn.poses, K, seed=j)
+        away = np.flatnonzero(gm.turned_away(turn.poses[: len(gen)], 90.0))
+        for row, frames in (("model", gen), ("frozen first frame", np.broadcast_to(truth[0], truth.shape))):
+            shares = [gm.ghost_share(frames[i], truth[i]) for i in away]
+            ghost.setdefault(row, []).append(float(np.mean(shares)))
+            ghosted.setdefault(row, []).append(float(np.mean([s > GHOST_MIN for s in shares])))
+        if save is not None and j == 0:
+            _strips(save, {"truth": truth, "model": gen}, spec.fps, (0, 1, 1.5, 2, 3, 4, 4.5, 5, 6),
+                    "strip_turn-away.png")
+    print("landmark goals: done", flush=True)
+    return {"area": {k: float(np.mean(v)) for k, v in area.items()},
+            "iou": {k: float(np.mean(v)) for k, v in iou.items()},
+            "ghost share": {k: float(np.mean(v)) for k, v in ghost.items()},
+            "ghost frames": {k: float(np.mean(v)) for k, v in ghosted.items()}, "starts": n_starts}
+
+
+def _print_goals(detail: dict, landmark: dict) -> None:
+    print("\ngoals: detail (edge energy over the truth's, goal >= 0.75) on the walks")
+    print(f"{'':22s}" + "".join(f"{f'{t:g} s':>9s}" for t in EDGE_TIMES))
+    for name, by_t in detail.items():
+        print(f"{name:22s}" + "".join(f"{by_t.get(f'{t:g}s', math.nan):>9.3f}" for t in EDGE_TIMES))
+    if landmark:
+        print(f"landmark walk ({landmark['starts']} starts): blue block area over the truth's (goal 0.6-1.6) and "
+              "mask IoU (goal >= 0.5)")
+        for t in LANDMARK_TIMES:
+            k = f"{t:g}s"
+            a, u = landmark["area"].get(k, math.nan), landmark["iou"].get(k, math.nan)
+            print(f"  {t:g} s: area {a:.3f}, IoU {u:.3f}")
+        g, f = landmark["ghost share"], landmark["ghost frames"]
+        print("turned >= 90 deg away from the block (goal: no blue where the truth has none): share of the frame "
+              f"blue there {g['model']:.4f} (frozen frame {g['frozen first frame']:.4f}); frames with a ghost "
+              f"{f['model']:.2f} (frozen frame {f['frozen first frame']:.2f})")
 
 
 def _print_scripted(scripted: dict, starts: int) -> None:

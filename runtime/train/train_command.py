@@ -11,6 +11,12 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder);
            the teacher-forced world model unless --ship-rollout
 
+and, run on its own (`--stage distill`, not part of `all` until a distilled model ships):
+  distill  a few-step student with short chunks (`--distill-chunk` latent frames, 1 = 4 video frames) distilled
+           from the world stage's model: the teacher's ODE trajectories, ODE regression, then Self-Forcing with
+           distribution matching against a fake score trained beside it, optionally with a latent critic against
+           the true renders' latents (train_distill.py); exported to <work>/distill/ for `eval --checkpoint`
+
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
 render the clips); a stage stops at whichever comes first, so on a busy machine a rerun stops earlier
@@ -35,11 +41,13 @@ import sys
 from pathlib import Path
 
 STAGES = ("data", "vae", "encode", "world", "rollout", "decoder", "ship")
+OWN_STAGES = ("distill",)  # run only when named
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the bundled world model from scratch (reference world data)")
-    p.add_argument("--stage", choices=("all",) + STAGES, default="all", help="run one stage (default: all)")
+    p.add_argument("--stage", choices=("all",) + STAGES + OWN_STAGES, default="all",
+                   help="run one stage (default: all)")
     p.add_argument("--work", default=None,
                    help="folder for clips, latents and checkpoints (default: $XDG_CACHE_HOME/worldwalk/train, "
                         "else ~/.cache/worldwalk/train)")
@@ -76,11 +84,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollout-steps", type=int, default=80)
     p.add_argument("--decoder-minutes", type=float, default=6.0)
     p.add_argument("--decoder-steps", type=int, default=900)
+    p.add_argument("--decoder-adv", type=float, default=0.0,
+                   help="decoder: weight of a patch critic against the true frames (0: off; detail, as TAESD's "
+                        "decoders are trained)")
+    p.add_argument("--decoder-detail", type=float, default=0.0,
+                   help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
+    p.add_argument("--decoder-channels", type=channels_arg, default=None,
+                   help="decoder: train a new decoder of these widths (e.g. 64,192) beside the frozen encoder "
+                        "instead of tuning the one the VAE has")
     p.add_argument("--decoder-samples", type=int, default=200,
                    help="training windows the world model generates for the decoder stage")
     p.add_argument("--ship-rollout", action="store_true",
                    help="ship the rollout-stage model (the shipped weights are the teacher-forced one: it "
                         "measured better at 1 s and 20 s, worse at 5 s)")
+    p.add_argument("--distill-chunk", type=int, default=1,
+                   help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
+    p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
+                   help="distill: the student's sampler (default 1000,500,0: two passes a chunk)")
+    p.add_argument("--teacher-steps", type=int, default=16, help="distill: Euler steps of the teacher's ODE")
+    p.add_argument("--ode-windows", type=int, default=160, help="distill: teacher trajectories to regress")
+    p.add_argument("--ode-steps", type=int, default=400)
+    p.add_argument("--ode-minutes", type=float, default=20.0)
+    p.add_argument("--dmd-steps", type=int, default=4000)
+    p.add_argument("--dmd-minutes", type=float, default=85.0)
+    p.add_argument("--distill-lr", type=float, default=3e-5, help="distill: the student's learning rate (dmd)")
+    p.add_argument("--distill-gan", type=float, default=0.0,
+                   help="distill: weight of a latent critic against the true renders' latents (0: off)")
+    p.add_argument("--ckpt-minutes", type=float, default=4.0, help="distill: minutes between checkpoints")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: auto = cuda when torch sees a GPU, else cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
@@ -103,6 +133,17 @@ def timesteps_arg(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give integers falling strictly to 0, "
                                          f"comma-separated, e.g. 1000,667,333,0 ({e})") from None
     return steps
+
+
+def channels_arg(text: str) -> tuple[int, ...]:
+    """`--decoder-channels 64,192`: widths, multiples of 8 (GroupNorm's groups)."""
+    try:
+        widths = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(w < 8 or w % 8 for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths that are multiples of 8, e.g. 64,192")
+    return widths
 
 
 def frame_range_arg(text: str) -> tuple[int, int]:
@@ -155,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = Path(args.out) if args.out else WEIGHTS
     resume = not args.no_resume
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = STAGES if args.stage == "all" else (args.stage,)  # an OWN_STAGES stage only when named
     cfg = BundledConfig(sampler=SamplerConfig(timesteps=args.timesteps)) if args.timesteps else BundledConfig()
     clips = ClipCache(work / "clips")
     latents = work / "latents.npz"
@@ -218,9 +259,25 @@ def _run(args: argparse.Namespace) -> int:
                 tcfg = TrainWorldConfig(steps=args.rollout_steps, minutes=args.rollout_minutes, seed=args.seed + 7,
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
                 train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout", dev=dev)
+        elif stage == "distill":
+            from .train_distill import DistillConfig, distill
+
+            if not world_file.exists():
+                raise SystemExit(f"worldwalk train: the distill stage needs a teacher in {world_file}: run the world "
+                                 "stage first, or copy a bundled_world.safetensors (and its bundled_vae.safetensors, "
+                                 "whose latents it was trained on) there")
+            dcfg = DistillConfig(chunk_latents=args.distill_chunk, timesteps=args.distill_timesteps,
+                                 teacher_steps=args.teacher_steps, ode_windows=args.ode_windows,
+                                 ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
+                                 dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
+                                 ckpt_minutes=args.ckpt_minutes, seed=args.seed)
+            distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
+                    log=lambda m: print(m, flush=True))
         elif stage == "decoder":
             samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
-            dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed)
+            dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,
+                                     adv_weight=args.decoder_adv, detail_weight=args.decoder_detail,
+                                     decoder_channels=args.decoder_channels)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save
+from torch import nn
 
 from worldwalk.runtime.safe_files import replaced
 from worldwalk.runtime.worlds.bundled_vae import (
@@ -43,8 +44,8 @@ from .state_file import load_state, pack_optimizer, restoring, save_state, unpac
 from .train_device import TrainDevice
 from .walks import ClipCache
 
-__all__ = ["DecoderTuneConfig", "TrainVAEConfig", "export_vae", "finetune_decoder", "latent_stats", "train_vae",
-           "vae_loss"]
+__all__ = ["DecoderTuneConfig", "PatchCritic", "TrainVAEConfig", "edge_energy_t", "export_vae", "finetune_decoder",
+           "latent_stats", "train_vae", "vae_loss"]
 
 
 @dataclass
@@ -215,8 +216,61 @@ class DecoderTuneConfig:
     latent_noise: float = 0.1  # x latent std: the decoder learns to tolerate the world model's errors
     sample_share: float = 0.5  # share of steps on the world model's own latents (when given samples)
     edge_weight: float = 0.5
+    adv_weight: float = 0.0  # a patch critic on the decoded frames against the true ones (hinge); 0: off
+    adv_start: int = 100  # steps of reconstruction alone before the critic joins
+    detail_weight: float = 0.0  # match each frame's edge energy (the eval's detail measure) at 1x and 2x
+    decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
+    # encoder from scratch (None: tune the decoder the VAE has)
     ckpt_every: int = 100
     seed: int = 0
+
+
+class PatchCritic(nn.Module):
+    """A small patch discriminator on frames (N, 3, H, W) in [-1, 1]: a logit per 8x8 patch."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for c in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(cin, c, 4, stride=2, padding=1), nn.GroupNorm(8, c), nn.LeakyReLU(0.2)]
+            cin = c
+        self.net = nn.Sequential(*layers[:1], *layers[2:], nn.Conv2d(cin, 1, 3, padding=1))  # no norm on the input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _frames(y: torch.Tensor) -> torch.Tensor:
+    """(B, 3, F, H, W) -> (B F, 3, H, W)."""
+    return y.transpose(1, 2).flatten(0, 1)
+
+
+def edge_energy_t(y: torch.Tensor) -> torch.Tensor:
+    """The eval's edge energy (goal_metrics.edge_energy) per frame of (N, 3, H, W) in [-1, 1], in grey levels
+    of 0-255, differentiable: (N,)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    g = (y * w).sum(1) * 127.5
+    return (g[:, 1:] - g[:, :-1]).abs().mean((1, 2)) + (g[:, :, 1:] - g[:, :, :-1]).abs().mean((1, 2))
+
+
+def _detail_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """|edge energy of y - that of x| / 255 per frame, at full and half resolution."""
+    fy, fx = _frames(y), _frames(x)
+    loss = (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()
+    fy, fx = F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2)
+    return (loss + (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()) / 255.0
+
+
+def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
+    """A FrameVAE with `vae`'s encoder and latent statistics and a new, randomly initialised decoder."""
+    import dataclasses
+
+    new = FrameVAE(dataclasses.replace(vae.cfg, decoder_channels=tuple(channels)))
+    new.encoder.load_state_dict(vae.encoder.state_dict())
+    new.latents_mean.copy_(vae.latents_mean)
+    new.latents_std.copy_(vae.latents_std)
+    return new
 
 
 def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, work: Path, out: Path,
@@ -247,17 +301,26 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     vae = build_vae(vcfg)
     with restoring(vae_file):
         vae.load_state_dict(load_file(str(work_file(vae_file))))
+    if cfg.decoder_channels and isinstance(vae, FrameVAE) and tuple(cfg.decoder_channels) != vae.cfg.dec_channels:
+        vae = _widen_decoder(vae, cfg.decoder_channels)
+        vcfg = vae.cfg
     vae.to(dev.device)
     vae.encoder.requires_grad_(False)  # the latents (and the world model trained on them) stay fixed
     params = [p for p in vae.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed + 11)
-    step, ckpt = 0, work / "decoder_ckpt.safetensors"
+    critic = PatchCritic().to(dev.device)
+    opt_c = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.5, 0.99))
+    step, ckpt, ckpt_c = 0, work / "decoder_ckpt.safetensors", work / "decoder_critic_ckpt.safetensors"
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
         step = _load_ckpt(ckpt, "decoder", vae, opt, rng, dev)
+        if cfg.adv_weight > 0 and ckpt_c.exists():
+            _load_ckpt(ckpt_c, "decoder-critic", critic, opt_c, np.random.default_rng(), dev)
 
     def save() -> None:
         _save_ckpt(ckpt, "decoder", vae, opt, rng, step, {}, dev)
+        if cfg.adv_weight > 0:
+            _save_ckpt(ckpt_c, "decoder-critic", critic, opt_c, np.random.default_rng(), step, {}, dev)
 
     from tqdm import tqdm
 
@@ -286,10 +349,24 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
             y = decode_raw(vae, z)
         y = y.float()  # the loss in fp32
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
+        if cfg.detail_weight > 0:
+            loss = loss + cfg.detail_weight * _detail_loss(y, x)
+        adv = cfg.adv_weight > 0 and step >= cfg.adv_start
+        if adv:
+            with dev.autocast():
+                g_adv = -critic(_frames(y)).float().mean()
+            loss = loss + cfg.adv_weight * g_adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if adv:  # the critic: true frames against the decoded ones (hinge)
+            with dev.autocast():
+                c_loss = (F.relu(1 - critic(_frames(x))).float().mean() +
+                          F.relu(1 + critic(_frames(y.detach()))).float().mean())
+            opt_c.zero_grad(set_to_none=True)
+            c_loss.backward()
+            opt_c.step()
         step += 1
         psnr = 10 * math.log10(4.0 / max(F.mse_loss(y.detach().clamp(-1, 1), x).item(), 1e-10))
         ema = psnr if ema is None else 0.98 * ema + 0.02 * psnr

@@ -125,6 +125,8 @@ def vae_config_from_dict(d: dict) -> BundledVAEConfig | FrameVAEConfig:
     """The config stored in a VAE weight file's metadata (`to_dict`)."""
     d = dict(d)
     d["channels"] = tuple(d["channels"])
+    if d.get("decoder_channels") is not None:
+        d["decoder_channels"] = tuple(d["decoder_channels"])
     if d.pop("kind", "ltx2") == "frame":
         return FrameVAEConfig(**d)
     return BundledVAEConfig(**d)
@@ -160,6 +162,8 @@ class FrameVAEConfig:
     latent_channels: int = 16
     channels: tuple[int, ...] = (48, 128)  # at 1/2 and 1/4 of the frame (then 1/8)
     temporal_stride: int = 4
+    decoder_channels: tuple[int, ...] | None = None  # the decoder's own widths (None: `channels`); a wider
+    # decoder draws more detail from the same latents (train --decoder-channels)
 
     @property
     def spatial_stride(self) -> int:
@@ -169,9 +173,17 @@ class FrameVAEConfig:
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.spatial_stride, self.width // self.spatial_stride
 
+    @property
+    def dec_channels(self) -> tuple[int, ...]:
+        return tuple(self.decoder_channels or self.channels)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if self.decoder_channels is None:
+            d.pop("decoder_channels")  # files from before the field read the same
+        else:
+            d["decoder_channels"] = list(self.decoder_channels)
         d["kind"] = "frame"
         return d
 
@@ -199,6 +211,9 @@ class FrameVAE(nn.Module):
             enc += [_Res(c), nn.Conv2d(c, nxt, 3, stride=2, padding=1)]
         enc += [_Res(ch[-1]), nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
+        if len(cfg.dec_channels) != len(ch):
+            raise ValueError(f"decoder_channels {cfg.dec_channels} must have as many levels as channels {ch}")
+        ch = list(cfg.dec_channels)
         dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), _Res(ch[-1])]
         for i in reversed(range(len(ch))):
             prev = ch[i + 1] if i + 1 < len(ch) else ch[-1]

@@ -1,0 +1,68 @@
+"""The decoder stage's detail options: a wider decoder beside the frozen encoder, a patch critic and an
+edge-energy loss that measures what the eval measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from worldwalk.runtime.train import goal_metrics as gm
+from worldwalk.runtime.train.state_file import load_state
+from worldwalk.runtime.train.train_vae import DecoderTuneConfig, edge_energy_t, export_vae, finetune_decoder
+from worldwalk.runtime.train.walks import ClipCache
+from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEConfig, build_vae, vae_config_from_dict
+
+
+def test_the_training_edge_energy_is_the_evals():
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (3, 12, 20, 3), dtype=np.uint8)
+    frames[1] = 128  # flat
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).double() / 127.5 - 1
+    got = edge_energy_t(x).numpy()
+    np.testing.assert_allclose(got, [gm.edge_energy(f) for f in frames], rtol=1e-9, atol=1e-9)
+    assert got[1] == 0 and got[0] > 50
+
+
+def test_a_wider_decoder_with_a_critic_trains_beside_the_frozen_encoder_and_resumes(tmp_path, one_torch_thread):
+    torch.manual_seed(0)
+    vcfg = FrameVAEConfig(channels=(8, 16))
+    vae = FrameVAE(vcfg)
+    vae.latents_std.fill_(2.0)
+    export_vae(vae, tmp_path / "vae.safetensors", vcfg)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(clips / "frames.npy", rng.integers(0, 256, (2, 13, 96, 160, 3), dtype=np.uint8))
+    np.save(clips / "poses.npy", np.broadcast_to(np.eye(4), (2, 13, 4, 4)).copy())
+    np.save(clips / "intrinsics.npy", np.broadcast_to(np.eye(3), (2, 13, 3, 3)).copy())
+    cfg = DecoderTuneConfig(steps=2, frames=5, batch=1, adv_weight=0.1, adv_start=0, detail_weight=1.0,
+                            decoder_channels=(16, 24))
+    out = tmp_path / "tuned.safetensors"
+    finetune_decoder(cfg, ClipCache(clips), tmp_path / "vae.safetensors", tmp_path, out, progress=False)
+    with safe_open(str(out), "pt") as f:
+        tuned_cfg = vae_config_from_dict(__import__("json").loads(f.metadata()["config"]))
+    assert tuned_cfg.decoder_channels == (16, 24) and tuned_cfg.channels == (8, 16)
+    tuned = build_vae(tuned_cfg)
+    tuned.load_state_dict(load_file(str(out)))
+    for k, v in vae.encoder.state_dict().items():  # the latents, and the world model trained on them, stay
+        assert torch.equal(tuned.encoder.state_dict()[k], v), k
+    assert torch.equal(tuned.latents_std, vae.latents_std)
+    assert tuned.decoder[0].out_channels == 24
+    x = torch.zeros(1, 3, 5, 96, 160)
+    assert tuned.decode(tuned.encode(x)).shape == (1, 3, 5, 96, 160)
+    assert load_state(tmp_path / "decoder_critic_ckpt.safetensors", "decoder-critic")[1]["step"] == 2
+
+    finetune_decoder(DecoderTuneConfig(**{**cfg.__dict__, "steps": 3}), ClipCache(clips), tmp_path / "vae.safetensors",
+                     tmp_path, out, progress=False)
+    assert load_state(tmp_path / "decoder_ckpt.safetensors", "decoder")[1]["step"] == 3
+    assert load_state(tmp_path / "decoder_critic_ckpt.safetensors", "decoder-critic")[1]["step"] == 3
+
+
+def test_vae_files_without_decoder_widths_read_as_before():
+    cfg = FrameVAEConfig()
+    d = cfg.to_dict()
+    assert "decoder_channels" not in d and vae_config_from_dict(d) == cfg
+    wide = FrameVAEConfig(decoder_channels=(64, 160))
+    assert vae_config_from_dict(wide.to_dict()) == wide

@@ -1,0 +1,135 @@
+"""`worldwalk train --stage distill` on a tiny teacher: the training rollout is the session's own chunk loop,
+the phases run and resume from their checkpoints, and the student loads as a world with 4-frame chunks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.sana_wm.rollout import LatentRollout
+from worldwalk.runtime.sana_wm.sampler import FlowSampler
+from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
+from worldwalk.runtime.train.state_file import load_state
+from worldwalk.runtime.train.train_device import TrainDevice
+from worldwalk.runtime.train.train_distill import DistillConfig, Windows, distill, student_config, student_rollout
+from worldwalk.runtime.train.train_vae import export_vae
+from worldwalk.runtime.train.train_world import export_world
+from worldwalk.runtime.train.walks import ClipCache, WalkConfig, random_walk
+from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEConfig, FrameVAEStream
+from worldwalk.runtime.worlds.bundled_world import (
+    START_FILE,
+    VAE_FILE,
+    WORLD_FILE,
+    BundledConfig,
+    BundledWorld,
+    empty_text,
+    load_weights,
+)
+
+
+def _tiny(folder, seed: int = 0, start: bool = True) -> BundledConfig:
+    """A tiny teacher (weights and VAE) and 3 random clips of 37 frames in `folder`."""
+    torch.manual_seed(seed)
+    vcfg = FrameVAEConfig(channels=(8, 16))
+    tcfg = SanaWMConfig.small(in_channels=16, num_layers=2, hidden_size=32, num_attention_heads=1,
+                              linear_head_dim=32, caption_channels=8, caption_tokens=1, chunk_plucker_channels=24,
+                              chunk_plucker_post_attn_blocks=2, mlp_ratio=2.0, rope_max_seq_len=512,
+                              softmax_bf16=False)
+    cfg = BundledConfig(vae=vcfg, transformer=tcfg)
+    model = SanaWMStreamingTransformer(tcfg)
+    with torch.no_grad():
+        for p in model.parameters():  # the zero-initialised output and camera projections would hide the cache
+            p.add_(torch.randn_like(p) * 0.02)
+    export_world(model, folder / WORLD_FILE, cfg)
+    export_vae(FrameVAE(vcfg), folder / VAE_FILE, vcfg)
+    rng = np.random.default_rng(seed)
+    clips = folder / "clips"
+    clips.mkdir(parents=True)
+    np.save(clips / "frames.npy", rng.integers(0, 256, (3, 37, 96, 160, 3), dtype=np.uint8))
+    wc = WalkConfig()
+    np.save(clips / "poses.npy", np.stack([random_walk(37, s, wc) for s in range(3)]))
+    np.save(clips / "intrinsics.npy", np.broadcast_to(wc.intrinsics(), (3, 37, 3, 3)).copy())
+    if start:
+        np.save(folder / START_FILE, rng.integers(0, 256, (96, 160, 3), dtype=np.uint8))
+    return cfg
+
+
+def test_the_training_rollout_is_the_sessions_chunk_loop(tmp_path, one_torch_thread):
+    cfg = _tiny(tmp_path)
+    scfg = student_config(cfg, DistillConfig())
+    assert scfg.chunk_latents == 1 and scfg.sampler.timesteps == (1000, 500, 0)
+    _, vae, teacher = load_weights(tmp_path)
+    student = SanaWMStreamingTransformer(scfg.transformer)
+    student.load_state_dict(teacher.state_dict())
+    student.eval()
+    dev = TrainDevice()
+    data = Windows(ClipCache(tmp_path / "clips"), FrameVAEStream(vae), 37, 12, dev)
+    image, cams = data.latents(1), data.cameras(1, 9, scfg)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        z = student_rollout(student, FlowSampler(scfg.sampler), image, cams, 10, gen, dev, grad=False)
+    stream = LatentRollout(student, FlowSampler(scfg.sampler))
+    stream.reset(*empty_text(scfg), seed=7)
+    ref = [stream.step(cams[k], (1, 16, 1, 12, 20), image if k == 0 else None) for k in range(9)]
+    ref = torch.cat(ref, 2)
+    assert z.shape == ref.shape == (1, 16, 10, 12, 20)
+    torch.testing.assert_close(z, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(z[:, :, 2], z[:, :, 1])  # chunks differ: the loop went on
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path, one_torch_thread):
+    _tiny(tmp_path, start=False)  # a work folder without a start frame: the export takes the shipped one
+    dcfg = DistillConfig(teacher_steps=4, ode_windows=2, ode_steps=2, dmd_steps=3, fake_ratio=1)
+    folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    assert load_state(tmp_path / "distill_ode_data.safetensors", "distill-ode-data")[1]["windows"].__len__() == 2
+    assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
+    tensors, meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
+    assert meta["step"] == 3 and "opt_fake.0.exp_avg" in tensors and not any(k.startswith("critic.") for k in tensors)
+    world = BundledWorld(folder)
+    assert world.spec.frames_per_chunk == 4 and world.spec.first_chunk_frames == 5
+    assert world.stream.sampler.cfg.timesteps == (1000, 500, 0)
+    K = np.broadcast_to(np.eye(3), (5, 3, 3)).copy()
+    K[:, 0, 0] = K[:, 1, 1] = 100.0
+    assert world.generate_chunk(np.broadcast_to(np.eye(4), (5, 4, 4)).copy(), K).frames.shape == (5, 96, 160, 3)
+    before = {k: v.clone() for k, v in tensors.items() if k.startswith("student.")}
+
+    # resume: a larger budget carries on from the dmd checkpoint, here with the critic switched on; the ode
+    # phases are not run again (their data need not be kept: the resumable state is the dmd checkpoint, the
+    # teacher and the clips)
+    (tmp_path / "distill_ode_data.safetensors").unlink()
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4, "gan_weight": 0.1}), ClipCache(tmp_path / "clips"),
+            tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    tensors, meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
+    assert meta["step"] == 4 and any(k.startswith("critic.") for k in tensors) and "opt_critic.0.exp_avg" in tensors
+    assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
+    assert any(not torch.equal(before[k], tensors[k]) for k in before), "the student did not move"
+    assert not (tmp_path / "distill_ode_data.safetensors").exists()
+
+
+CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(CUDA_TESTS_DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                    reason="needs an NVIDIA GPU and CUDA torch")
+def test_distill_on_the_gpu_in_bf16_and_its_checkpoint_resumes_on_the_cpu(tmp_path, one_torch_thread):
+    """WORLDWALK_CUDA_TESTS_DEVICE=cpu runs it on the CPU in bf16 (a dry run of its logic)."""
+    from worldwalk.runtime.train.train_device import resolve_device
+
+    _tiny(tmp_path)
+    gpu = resolve_device(CUDA_TESTS_DEVICE, "bf16")
+    dcfg = DistillConfig(teacher_steps=2, ode_windows=1, ode_steps=1, dmd_steps=2, gan_weight=0.1, fake_ratio=1)
+    distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, dev=gpu, log=lambda m: None)
+    meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]
+    assert meta["step"] == 2 and meta["device"] == str(gpu)
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 3}), ClipCache(tmp_path / "clips"), tmp_path,
+            tmp_path / WORLD_FILE, dev=TrainDevice(), log=lambda m: None)
+    meta = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]
+    assert meta["step"] == 3 and meta["device"] == "cpu fp32"
+    assert BundledWorld(tmp_path / "distill").spec.frames_per_chunk == 4
