@@ -15,18 +15,11 @@ from worldwalk.runtime.session import Session
 from worldwalk.runtime.world import create_world
 from worldwalk.stream import peer
 from worldwalk.stream.server import ServeConfig
+from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
 
 from .builders import TINY_REFERENCE, serve_config, wait_for  # noqa: F401 (the serve tests take them from here)
 
 TINY = TINY_REFERENCE
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 class OpenWorlds:
