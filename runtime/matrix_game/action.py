@@ -52,8 +52,8 @@ class GainFreeRMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention over (N, L, H, D) tensors."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention, no mask, over (N, L, H, D) tensors (the DiT's and the action module's)."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
 
@@ -101,7 +101,7 @@ class ActionModule(nn.Module):
             q = apply_action_rope(self.img_attn_q_norm(q), cos, sin)
             k = apply_action_rope(self.img_attn_k_norm(k), cos, sin)
             k_win, v_win = mouse_kv.write(k, v, first_frame)
-            out = _attend(q, k_win, v_win)  # (B*S, F, Ha, Da)
+            out = attend(q, k_win, v_win)  # (B*S, F, Ha, Da)
             out = out.reshape(b, s, f, heads * hd).transpose(1, 2).reshape(b, fs, -1)
             x = x + self.proj_mouse(out)
 
@@ -114,6 +114,6 @@ class ActionModule(nn.Module):
         w = k_win.shape[1]
         k_tok = k_win[:, None].expand(b, s, w, heads, hd).reshape(b * s, w, heads, hd)
         v_tok = v_win[:, None].expand(b, s, w, heads, hd).reshape(b * s, w, heads, hd)
-        out = _attend(q, k_tok, v_tok)  # (B*S, F, Ha, Da)
+        out = attend(q, k_tok, v_tok)  # (B*S, F, Ha, Da)
         out = out.reshape(b, s, f, heads * hd).transpose(1, 2).reshape(b, fs, -1)
         return x + self.proj_keyboard(out)

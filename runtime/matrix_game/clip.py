@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .action import attend
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -52,8 +54,7 @@ class _Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, c = x.shape
         q, k, v = self.to_qkv(x).view(b, s, 3, self.heads, c // self.heads).unbind(2)  # (B, S, H, D)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(out.transpose(1, 2).reshape(b, s, c))
+        return self.proj(attend(q, k, v).reshape(b, s, c))
 
 
 class _Block(nn.Module):

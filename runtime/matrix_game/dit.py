@@ -15,10 +15,9 @@ Parameter names follow upstream's `CausalWanModel` (checkpoint keys `model.` + t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .action import ActionModule
+from .action import ActionModule, attend
 from .cache import CrossKV, DiTCache, LayerCache, WindowKV
 from .config import MatrixGameConfig
 from .rope import apply_video_rope, video_rope
@@ -50,12 +49,9 @@ class LayerNorm(nn.LayerNorm):
         return super().forward(x).type_as(x)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention, no mask, over (B, L, H, D) tensors."""
-    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+class _Attention(nn.Module):
+    """q, k, v, o projections with RMS-normed q and k (the names upstream's checkpoints use)."""
 
-
-class SelfAttention(nn.Module):
     def __init__(self, cfg: MatrixGameConfig) -> None:
         super().__init__()
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
@@ -63,31 +59,24 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], -1, self.heads, self.head_dim)  # (B, L, C) -> (B, L, H, D)
+
+
+class SelfAttention(_Attention):
     def forward(self, x: torch.Tensor, rot: torch.Tensor, cache: WindowKV, start_token: int) -> torch.Tensor:
-        b, L, _ = x.shape
-        shape = (b, L, self.heads, self.head_dim)
-        q = apply_video_rope(self.norm_q(self.q(x)).view(shape), rot)  # (B, L, H, D)
-        k = apply_video_rope(self.norm_k(self.k(x)).view(shape), rot)
-        k_win, v_win = cache.write(k, self.v(x).view(shape), start_token)  # (B, <= W*S, H, D)
+        q = apply_video_rope(self._heads(self.norm_q(self.q(x))), rot)  # (B, L, H, D)
+        k = apply_video_rope(self._heads(self.norm_k(self.k(x))), rot)
+        k_win, v_win = cache.write(k, self._heads(self.v(x)), start_token)  # (B, <= W*S, H, D)
         return self.o(attend(q, k_win, v_win).flatten(2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, cfg: MatrixGameConfig) -> None:
-        super().__init__()
-        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.q, self.k, self.v, self.o = (nn.Linear(cfg.dim, cfg.dim) for _ in range(4))
-        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
-        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
-
+class CrossAttention(_Attention):
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = context.shape[0]
-        k = self.norm_k(self.k(context)).view(b, -1, self.heads, self.head_dim)
-        return k, self.v(context).view(b, -1, self.heads, self.head_dim)
+        return self._heads(self.norm_k(self.k(context))), self._heads(self.v(context))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self.norm_q(self.q(x)).view(x.shape[0], -1, self.heads, self.head_dim)
-        return self.o(attend(q, k, v).flatten(2))
+        return self.o(attend(self._heads(self.norm_q(self.q(x))), k, v).flatten(2))
 
 
 class DiTBlock(nn.Module):
