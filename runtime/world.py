@@ -20,6 +20,11 @@ from .chunk import Chunk
 log = logging.getLogger(__name__)
 
 
+# `serve --max-sessions` on the CPU, where compute, not memory, bounds the players (on a GPU the memory
+# plan says: runtime/world_pool.py)
+CPU_SESSIONS = 4
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What downstream code needs to know about a world's output."""

@@ -43,6 +43,7 @@ from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported:
 from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.world import CPU_SESSIONS
 
 GiB = 2**30
 RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
@@ -471,9 +472,6 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
     of meta-tensor work: `info --random-init full` and the bench's refusal of `full` both read it).
     Shared: read it, do not change it."""
     return plan_memory(*full_size_configs(), width, height, dtype)
-
-
-CPU_SESSIONS = 4  # `serve --max-sessions` on the CPU, where compute, not memory, bounds the players
 
 
 def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | None = None) -> tuple[int, str]:
