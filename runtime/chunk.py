@@ -50,4 +50,3 @@ class Frame:
     generation: int  # session generation; bumped by reset/rewind so stale frames can be dropped
     created: float  # time.monotonic() when the session put it in the queue
     input_time: float | None = None  # monotonic time of the newest input the chunk was made with
-    look: tuple[float, float] = (0.0, 0.0)  # session's mouse look (yaw, pitch rad) planned up to this frame

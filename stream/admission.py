@@ -148,9 +148,6 @@ class Admission:
                 else:
                     self._client_slots.pop(slot.client, None)
 
-    def client_slots(self, client: str) -> int:
-        return self._client_slots.get(client, 0)
-
     @property
     def slots_held(self) -> int:
         return self._slots

@@ -105,7 +105,7 @@ def collect_cuda_tests(timeout: float = 120.0) -> Check:
     return Check("cuda tests collected", verdict(ok), detail, time.perf_counter() - t0, "they import and would run")
 
 
-def bench_check(kind: str, accel: str, chunks: int, size: tuple[int, int] | None = None) -> list[Check]:
+def bench_check(kind: str, accel: str, chunks: int) -> list[Check]:
     """The random-init bench for each backend in `accel` (comma list); one Check per backend, its build time
     and pipelined real-time factor in the detail (a speed figure: it passes when it ran)."""
     from .context import BenchConfig, BenchContext
@@ -118,7 +118,7 @@ def bench_check(kind: str, accel: str, chunks: int, size: tuple[int, int] | None
         name = f"bench {kind} --accel {choice}"
         bar = "runs; speed reported"
         try:
-            random_init_figures(ctx, RandomInitBench(kind=kind, chunks=chunks, accel=choice, size=size))
+            random_init_figures(ctx, RandomInitBench(kind=kind, chunks=chunks, accel=choice))
         except Exception as e:
             checks.append(Check(name, FAIL, f"{type(e).__name__}: {e}"[:300], time.perf_counter() - t0, bar))
             continue

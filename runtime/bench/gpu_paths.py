@@ -83,14 +83,10 @@ class Worlds:
         self._full, self._small = None, {}
 
 
-def _walk(world, k: int):
-    from .full_size import _walk as walk
-
-    return walk(world, k)
-
-
 def play(world, chunks: int, seed: int, start: int = 0) -> list[np.ndarray]:
     """Frames of chunks `start`.. `start + chunks` of a fresh session (reset at `start` = 0)."""
+    from .full_size import _walk
+
     if start == 0:
         world.reset(None, None, seed=seed)
     return [world.generate_chunk(*_walk(world, k)).frames for k in range(start, start + chunks)]

@@ -15,8 +15,6 @@ All take (H, W, 3) uint8 frames (or (N, H, W, 3) stacks where said) and return f
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 __all__ = ["BLUE_MARGIN", "BLUE_MIN", "blue_mask", "edge_energy", "edge_ratio", "ghost_share", "mask_scores",
@@ -75,7 +73,3 @@ def window(t: float, fps: float, n: int, half: int = 2) -> list[int]:
     """Frame indices within +-`half` of time `t` (s), after the first frame and before `n`."""
     c = int(round(t * fps))
     return [i for i in range(c - half, c + half + 1) if 0 < i < n]
-
-
-def mean_or_nan(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
