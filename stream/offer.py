@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# the largest websocket message signaling takes (an SDP offer is a few KiB): `serve`'s websocket limit,
+# the cluster proxy's (cluster/proxy_limits.py) and the gateway's
+MAX_SIGNALING_BYTES = 256 * 1024
+
 
 @dataclass
 class OfferLimits:

@@ -3,17 +3,18 @@
 One small message per frame on the data channel, as the fan-out publishes the frame:
 
     {"t": "pose", "i": 120, "f": [yaw, pitch, roll], "h": [yaw, pitch, roll], "w": [yaw/s, pitch/s],
-     "n": 57, "k": [fx/W, fy/H, cx/W, cy/H], "m": [rad/px x, rad/px y]}
+     "n": 57, "k": [fx/W, fy/H, cx/W, cy/H], "m": [rad/px x, rad/px y], "pl": pitch limit}
 
-`f`: the rotation the frame was generated at (radians, controls/camera.py's convention). `h`:
-the rotation the player held when the message was sent (every input the server had, integrated
-to then: `Session.held_pose`), `w`: the turn rate of the input held then (keys, right stick),
-`n`: the number of the newest input message the server had applied (the page numbers what it
-sends), `k`: the frame's intrinsics as fractions of its size, `m`: radians of yaw and pitch per
-pixel of mouse motion. A frame that answers a key press also carries "lat", the server's part of
-that key's latency in ms (wait, plan, generate, decode, queue: `runtime.latency.LatencySplit`),
-and "rt", when it was released on the server's wall clock. A world steered by actions
-(Matrix-Game: `ModelSpec.steering`) adds `"warp": false`: the page shows its video unturned.
+`f`: the rotation the frame was generated at (radians, controls/camera.py's convention). `h`: the
+rotation the player held when the message was sent (every input the server had, integrated to then:
+`Session.held_pose`), `w`: the turn rate of the input held then (keys, right stick), `n`: the number
+of the newest input message the server had applied (the page numbers what it sends), `k`: the
+frame's intrinsics as fractions of its size, `m`: radians of yaw and pitch per pixel of mouse
+motion, `pl`: the pitch limit (radians) the page clamps its view to. A frame that answers a key
+press also carries "lat", the server's part of that key's latency in ms (wait, plan, generate,
+decode, queue: `runtime.latency.LatencySplit`), and "rt", when it was released on the server's wall
+clock. A world steered by actions (Matrix-Game: `ModelSpec.steering`) adds `"warp": false`: the page
+shows its video unturned.
 
 The page turns the frame on screen from `f` to `h` plus what it has sent since `n` plus `w`
 times the time since the message came: the view answers the player at once, and the frames
@@ -49,8 +50,7 @@ def pose_message(frame: Any, session: Any, input_seq: int) -> dict[str, Any]:
     w = integrator.turn_rates(session.inputs.peek())
     H, W = frame.image.shape[:2]
     K = np.asarray(frame.intrinsics, dtype=np.float64)
-    cfg = integrator.cfg
-    per_px = math.radians(cfg.mouse_sensitivity)
+    per_px = integrator.mouse_look(1.0, 1.0)  # (yaw, pitch) radians per pixel right, per pixel down
     msg: dict[str, Any] = {
         "t": "pose",
         "i": int(frame.index),
@@ -59,7 +59,8 @@ def pose_message(frame: Any, session: Any, input_seq: int) -> dict[str, Any]:
         "w": [_r(v) for v in w],
         "n": int(input_seq),
         "k": [_r(K[0, 0] / W), _r(K[1, 1] / H), _r(K[0, 2] / W), _r(K[1, 2] / H)],
-        "m": [_r(per_px), _r(per_px if cfg.invert_mouse_y else -per_px)],
+        "m": [_r(per_px[0]), _r(per_px[1])],
+        "pl": _r(math.radians(integrator.cfg.pitch_limit)),
     }
     if getattr(session.spec, "steering", "camera") == "actions":
         msg["warp"] = False  # an action world's frames have no camera to turn them by: shown as they come

@@ -73,7 +73,7 @@ from .admission import (
     raise_fd_limit,
 )
 from .input_channel import InputChannelConfig, InputGate, InputMessage
-from .offer import BadOffer, OfferLimits, check_offer
+from .offer import MAX_SIGNALING_BYTES, BadOffer, OfferLimits, check_offer
 from .peer import (
     PeerConfig,
     add_video_transceiver,
@@ -90,7 +90,6 @@ from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
 
-MAX_SIGNALING_BYTES = 256 * 1024  # an SDP offer is a few KiB
 
 
 @dataclass

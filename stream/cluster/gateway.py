@@ -52,9 +52,9 @@ from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from worldwalk.stream.admission import Admission
-from worldwalk.stream.offer import BadOffer, check_offer
+from worldwalk.stream.offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
 from worldwalk.stream.peer import is_loopback_host
-from worldwalk.stream.server import MAX_SIGNALING_BYTES, RateLimitedLog
+from worldwalk.stream.server import RateLimitedLog
 from worldwalk.stream.signaling import (
     _SAFE_HOST,
     PAGES,
@@ -67,6 +67,7 @@ from worldwalk.stream.signaling import (
 )
 
 from .config import ClusterConfig
+from .proxy_limits import message_size
 from .security import bind_replica_grpc_to_node_address
 from .snapshots import get_store, watch_id
 
@@ -101,10 +102,9 @@ async def receive_message(ws: WebSocket) -> str | None:
     msg = await ws.receive()
     if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
-    text, data = msg.get("text"), msg.get("bytes")
-    if len(text if text is not None else data or b"") > MAX_SIGNALING_BYTES:
+    if message_size(msg) > MAX_SIGNALING_BYTES:
         raise MessageTooBig()
-    return text
+    return msg.get("text")
 
 
 async def close_too_big(ws: WebSocket) -> None:

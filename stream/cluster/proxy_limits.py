@@ -18,7 +18,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-MAX_SIGNALING_BYTES = 256 * 1024  # stream/server.py's bound on a signaling message (an offer: a few KiB)
+from worldwalk.stream.offer import MAX_SIGNALING_BYTES
+
 TOO_BIG = 1009  # RFC 6455: message too big
 
 Message = MutableMapping[str, Any]

@@ -436,7 +436,7 @@
     const dt = Math.max(0, Math.min(0.25, (until - p.arrival) / 1000));
     let dx = mouseDx, dy = mouseDy;
     for (const m of warp.sentMouse) { dx += m.dx; dy += m.dy; }
-    const limit = 85 * Math.PI / 180;
+    const limit = p.pl;
     const pitch = Math.max(-limit, Math.min(limit, p.h[1] + p.w[1] * dt + p.m[1] * dy));
     return [p.h[0] + p.w[0] * dt + p.m[0] * dx, pitch, p.h[2]];
   }
