@@ -97,14 +97,13 @@ class Admission:
                 self.evicted_connections += 1
             self._connections[key] = client
             self._idle[key] = time.monotonic()
-        if victim is not None and evict is not None:
+        if victim is not None:  # only ever chosen when `evict` was given
             evict(victim)
         return None
 
     def _oldest_idle(self) -> Hashable | None:
-        for key, since in self._idle.items():  # insertion order: oldest first
-            return key if time.monotonic() - since >= self.cfg.evict_idle_after else None
-        return None
+        oldest = next(iter(self._idle.items()), None)  # insertion order: oldest first
+        return oldest[0] if oldest and time.monotonic() - oldest[1] >= self.cfg.evict_idle_after else None
 
     def request_received(self, key: Hashable) -> None:
         """The socket's request is complete: it is no longer idle (nor evictable)."""

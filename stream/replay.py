@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from worldwalk.runtime.safe_files import UnsafeFileError, check_inside, printable
+from worldwalk.runtime.session import _snapshot_bytes
 
 from .log_schema import MAX_PIXELS, MAX_SIDE
 from .session_log import SessionLogError, checkpoint_hash, header_from_world, image_hash, read_log, worldwalk_version
@@ -431,8 +432,7 @@ class KeptBoundaries:
 
     def push(self, chunk_index: int, snapshot: object) -> None:
         """The boundary before chunk `chunk_index` (its snapshot taken there)."""
-        nbytes = getattr(snapshot, "nbytes", None)
-        self._order.append((chunk_index, int(nbytes()) if callable(nbytes) else 0))
+        self._order.append((chunk_index, _snapshot_bytes(snapshot)))
         if chunk_index in self.targets:
             self.snapshots[chunk_index] = snapshot
         while len(self._order) > self.max_snapshots:

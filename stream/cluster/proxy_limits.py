@@ -1,15 +1,15 @@
 """`SignalingMessageBound`: an ASGI middleware for Ray Serve's HTTP proxy that closes a
 websocket at its first message over what signaling needs.
 
-Serve's proxy reads every websocket message whole (uvicorn's limit: 16 MiB) and queues it, with
-no bound on the queue, until the replica asks for it; Serve has no setting for a smaller message
-size. This middleware runs in the proxy (HTTPOptions.middlewares, set by app.start; for `serve
-deploy`, RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=worldwalk.stream.cluster.proxy_limits:middlewares
-on the head's `ray start`): the first message over MAX_SIGNALING_BYTES is dropped, the browser's
-connection is closed (1009, "message too big"), the proxy hears a disconnect (so it reads
-nothing more from that connection) and the gateway hears that the browser left. The proxy still
-reads that one message whole, up to 16 MiB, before this sees it. Cheap to import: the proxy
-imports it.
+Serve's proxy reads every websocket message whole (uvicorn's limit: 16 MiB) and queues it, with no
+bound on the queue, until the replica asks for it; Serve has no setting for a smaller message size.
+This middleware runs in the proxy through
+RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=worldwalk.stream.cluster.proxy_limits:middlewares
+(app.start sets it for the Serve controller and a local Ray; for `serve deploy`, set it on the
+head's `ray start`): the first message over MAX_SIGNALING_BYTES is dropped, the browser's connection
+is closed (1009, "message too big"), the proxy hears a disconnect (so it reads nothing more from
+that connection) and the gateway hears that the browser left. The proxy still reads that one message
+whole, up to 16 MiB, before this sees it. Cheap to import: the proxy imports it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class SignalingMessageBound:
 
 
 def middlewares() -> list[Any]:
-    """RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH's callback (and app.start's list)."""
+    """RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH's callback."""
     from starlette.middleware import Middleware
 
     return [Middleware(SignalingMessageBound)]
