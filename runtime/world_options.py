@@ -104,9 +104,9 @@ class FilePath(Text):
 Rule = Integer | Integers | Choice | Flag | Text | FilePath
 
 
-def check_options(world: str, options: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
-    """Raise WorldOptionError naming the first option of `options` that `rules` does not allow (None is
-    always allowed: it stands for the default)."""
+def check_options(world: str, options: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """The options given (those not None: None stands for the default); WorldOptionError naming the first
+    option of `options` that `rules` does not allow."""
     unknown = sorted(str(k) for k in options if k not in rules)
     if unknown:
         raise WorldOptionError(f"unknown {world} world options {unknown}; known: {sorted(rules)}")
@@ -118,3 +118,4 @@ def check_options(world: str, options: Mapping[str, Any], rules: Mapping[str, Ru
         if problem is not None:
             raise WorldOptionError(f"{world} world option {name!r} {problem}; set it to {rule.span()}, "
                                    "or leave it out for the default")
+    return {k: v for k, v in options.items() if v is not None}

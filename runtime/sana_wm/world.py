@@ -39,8 +39,7 @@ def create(cfg: WorldConfig) -> SanaWM:
             "the sana-wm world needs a checkpoint folder: pass --checkpoint DIR (a local SANA-WM_streaming "
             "download with sana_dit/model.pt and ltx2_causal_vae/, or a diffusers transformer/ + vae/ folder)"
         )
-    check_options("sana-wm", cfg.options, OPTIONS)
-    o = {k: v for k, v in cfg.options.items() if v is not None}
+    o = check_options("sana-wm", cfg.options, OPTIONS)
     cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
     dtype = o.get("dtype", "bfloat16" if cuda else "float32")
     overrides = {k: o[k] for k in ("kv_window",) if k in o}

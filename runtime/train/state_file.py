@@ -48,16 +48,21 @@ def refuse_legacy(path: Path) -> None:
             "load pickles (they can run code). Delete it (or pass --no-resume, or another --work) to go on.")
 
 
-def save_state(path: Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write tensors and JSON-able `meta` to `path` atomically, through a fresh temporary file in the
-    folder (`safe_files.replaced`: a symlink planted at `path` is refused, never written through)."""
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write CPU copies of `tensors` (they load on any device) to `path` atomically, through a fresh
+    temporary file in the folder (`safe_files.replaced`: a symlink planted at `path` is refused, never
+    written through a shared folder)."""
     from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                 metadata={KIND_KEY: kind, "meta": json.dumps(meta)})
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     with replaced(path) as f:
         f.write(data)
+
+
+def save_state(path: Path, kind: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write tensors and JSON-able `meta` to `path` as a state file of `kind` (`write_safetensors`)."""
+    write_safetensors(path, tensors, {KIND_KEY: kind, "meta": json.dumps(meta)})
 
 
 def work_file(path: Path) -> Path:

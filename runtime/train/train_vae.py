@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
-from worldwalk.runtime.safe_files import replaced
 from worldwalk.runtime.worlds.bundled_vae import (
     BundledVAEConfig,
     FrameVAE,
@@ -40,7 +38,15 @@ from worldwalk.runtime.worlds.bundled_vae import (
     vae_config_from_dict,
 )
 
-from .state_file import load_state, pack_optimizer, restoring, save_state, unpack_optimizer, work_file
+from .state_file import (
+    load_state,
+    pack_optimizer,
+    restoring,
+    save_state,
+    unpack_optimizer,
+    work_file,
+    write_safetensors,
+)
 from .train_device import TrainDevice
 from .walks import ClipCache
 
@@ -124,11 +130,7 @@ def latent_stats(vae: torch.nn.Module, frames: np.ndarray, clips: int = 16, n_fr
 def export_vae(vae: torch.nn.Module, path: Path, vcfg: BundledVAEConfig | FrameVAEConfig,
                extra: dict | None = None) -> None:
     meta = {"config": json.dumps(vcfg.to_dict()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    sd = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}  # loads on any device
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = save(sd, metadata=meta)
-    with replaced(path) as f:  # never through a symlink planted in a shared folder
-        f.write(data)
+    write_safetensors(path, vae.state_dict(), meta)
 
 
 def _save_ckpt(path: Path, kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer,

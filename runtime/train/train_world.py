@@ -36,9 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 
-from worldwalk.runtime.safe_files import check_regular, replaced
+from worldwalk.runtime.safe_files import check_regular
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
@@ -53,7 +52,7 @@ from worldwalk.runtime.worlds.bundled_world import (
     relative_poses,
 )
 
-from .state_file import load_state, pack_optimizer, restoring, save_state, unpack_optimizer
+from .state_file import load_state, pack_optimizer, restoring, save_state, unpack_optimizer, write_safetensors
 from .train_device import TrainDevice
 from .walks import ClipCache
 
@@ -161,11 +160,7 @@ def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConf
     meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
             "sampler": json.dumps(asdict(cfg.sampler)),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # loads on any device
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = save(sd, metadata=meta)
-    with replaced(path) as f:  # never through a symlink planted in a shared folder
-        f.write(data)
+    write_safetensors(path, model.state_dict(), meta)
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,

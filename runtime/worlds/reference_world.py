@@ -353,8 +353,7 @@ def _world_uniforms(seed: int) -> dict[str, Any]:
 
 def create(cfg: WorldConfig) -> ReferenceWorld:
     """Entry point of the `reference` world: WorldConfig (+ options such as frames_per_chunk)."""
-    check_options("reference", cfg.options, OPTIONS)
-    options = {k: v for k, v in cfg.options.items() if v is not None}
+    options = check_options("reference", cfg.options, OPTIONS)
     return ReferenceWorld(
         ReferenceWorldConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, seed=cfg.seed, **options)
     )
