@@ -145,10 +145,7 @@ class PathPlanner:
         start at ``committed``, as the box's takes do)."""
         if m < 0:
             raise ValueError(f"plan needs m >= 0 frames, got {m}")
-        if timeline.start < self.committed - 1e-9:
-            timeline = timeline.since(self.committed)
-        if timeline.start > self.committed:  # input skipped between (discarded): held goes on
-            self.exact.follow(InputTimeline.still(self.committed, timeline.start, self._held), [])
+        timeline = self._from_committed(self.exact, timeline, eps=1e-9)
         now = timeline.end
         unchanged = len(timeline.held) == 1 and not timeline.mouse and timeline.held[0][1] == self._held
 
@@ -194,11 +191,8 @@ class PathPlanner:
     def skip(self, timeline: InputTimeline) -> None:
         """Let ``timeline`` pass without walking (a pause): the turns in it still count, as the
         view showed them, but the walk stays where the last frame was, at rest."""
-        if timeline.start < self.committed:
-            timeline = timeline.since(self.committed)
         probe = self.exact.clone()
-        if timeline.start > self.committed:
-            probe.follow(InputTimeline.still(self.committed, timeline.start, self._held), [])
+        timeline = self._from_committed(probe, timeline)
         probe.follow(timeline, [])
         turned = probe.get_state()
         shown = self.shown_pose
@@ -213,6 +207,16 @@ class PathPlanner:
         self._correction = np.zeros(5)
         self._advance_committed(timeline.end, timeline.end, timeline.final)
 
+    def _from_committed(self, integrator: PoseIntegrator, timeline: InputTimeline,
+                        eps: float = 0.0) -> InputTimeline:
+        """`timeline` from `committed` on: what came before it cut off, and a gap before its start
+        (input skipped, discarded) followed by `integrator` holding what was held."""
+        if timeline.start < self.committed - eps:
+            timeline = timeline.since(self.committed)
+        if timeline.start > self.committed:
+            integrator.follow(InputTimeline.still(self.committed, timeline.start, self._held), [])
+        return timeline
+
     def _advance_committed(self, now: float, cursor: float, held: InputState) -> None:
         self.committed = now
         self.cursor = cursor
@@ -224,10 +228,6 @@ class PathPlanner:
         """(yaw, pitch, roll) radians the player holds at ``pending.end``: every input read so far
         and ``pending`` (the box's not-yet-read timeline, which starts at ``committed``)."""
         probe = self.exact.clone()
-        if pending.start < self.committed:
-            pending = pending.since(self.committed)
-        if pending.start > self.committed:
-            probe.follow(InputTimeline.still(self.committed, pending.start, self._held), [])
-        probe.follow(pending, [])
+        probe.follow(self._from_committed(probe, pending), [])
         s = probe.get_state()
         return s.yaw, s.pitch, s.roll
