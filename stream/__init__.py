@@ -1,4 +1,7 @@
-"""worldwalk.stream: what leaves the process: WebRTC, the recorder, replay and `render`.
+"""worldwalk.stream: what leaves the process, in three rooms: `webrtc` (serving browsers), `record`
+(recording and replay) and `cluster` (serving across machines), with the commands at the root
+(`serve`, `render`, the stream benches). The stack runs one way: commands -> cluster -> webrtc ->
+record -> runtime and controls.
 
 Names are imported lazily (PyAV, aiortc and the world registry load only when used), so
 `import worldwalk.stream` stays cheap for the commands that need none of them.
@@ -10,21 +13,21 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "Recorder": "recorder",
-    "RecorderConfig": "recorder",
-    "RecorderError": "recorder",
-    "attach_recorder": "recorder",
-    "SessionLogWriter": "session_log",
-    "SessionHeader": "session_log",
-    "read_log": "session_log",
-    "ReplayPlan": "replay",
-    "ReplayError": "replay",
-    "LogMismatchError": "replay",
-    "plan_from_log": "replay",
-    "plan_from_actions": "replay",
-    "plan_from_path": "replay",
-    "render_frames": "replay",
-    "render_to_file": "replay",
+    "Recorder": "record.recorder",
+    "RecorderConfig": "record.recorder",
+    "RecorderError": "record.recorder",
+    "attach_recorder": "record.recorder",
+    "SessionLogWriter": "record.session_log",
+    "SessionHeader": "record.session_log",
+    "read_log": "record.session_log",
+    "ReplayPlan": "record.replay",
+    "ReplayError": "record.replay",
+    "LogMismatchError": "record.replay",
+    "plan_from_log": "record.replay",
+    "plan_from_actions": "record.replay",
+    "plan_from_path": "record.replay",
+    "render_frames": "record.replay",
+    "render_to_file": "record.replay",
 }
 
 __all__ = sorted(_LAZY)

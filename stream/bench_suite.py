@@ -126,7 +126,7 @@ def browser(ctx: Any) -> None:
     if key.get("to_shown_ms") is not None:
         ctx.add("browser key press -> that frame shown", key["to_shown_ms"], "ms", note)
     split = key.get("split")
-    if split:  # the page's own measure of the press, step by step (stream/web/client.js keyLatency)
+    if split:  # the page's own measure of the press, step by step (stream/webrtc/web/client.js keyLatency)
         steps = {"in": "key message to the server (half the ping)", "wait": "until the next chunk is planned",
                  "plan": "planning to the model", "generate": "the world makes the chunk",
                  "decode": "the world's VAE decode", "queue": "queue, until released at the content rate",

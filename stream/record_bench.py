@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .recorder import Recorder, RecorderConfig, session_header
+from .record.recorder import Recorder, RecorderConfig, session_header
 
 
 class _Timed:

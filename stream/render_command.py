@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.accel.apply import AccelUnavailable
     from worldwalk.runtime.world import UnknownWorldError
 
-    from .recorder import RecorderError
-    from .replay import (
+    from .record.recorder import RecorderError
+    from .record.replay import (
         ReplayError,
         plan_from_actions,
         plan_from_log,
@@ -143,7 +143,7 @@ def encoder_config(header: dict | None, **flags: object) -> object:
     """The recorder config a render encodes with: the log's own encoder settings when rendering a log
     (so a recording replays to the same video), else an offline default (medium preset, all threads);
     the flags given (not None) win."""
-    from .recorder import RecorderConfig
+    from .record.recorder import RecorderConfig
 
     logged = ((header or {}).get("settings") or {}).get("recorder")
     if isinstance(logged, dict):

@@ -71,9 +71,9 @@ def build_config(args: argparse.Namespace) -> Any:
     """A ServeConfig from the config file and the flags (flags win)."""
     from worldwalk.runtime.cli.app_config import AppConfig, build_foreign
 
-    from .peer import IceServerConfig, PeerConfig
-    from .recorder import RecorderConfig
-    from .server import ServeConfig
+    from .webrtc.peer import IceServerConfig, PeerConfig
+    from .record.recorder import RecorderConfig
+    from .webrtc.server import ServeConfig
 
     app = AppConfig.load(args.config)
     table = dict(app.sections.get("server", {}))
@@ -125,7 +125,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 async def serve_until_stopped(cfg: Any) -> None:
-    from .server import StreamServer
+    from .webrtc.server import StreamServer
 
     server = StreamServer(cfg)
     await server.start()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .peer import PeerConfig, gather_with_addresses
+from .webrtc.peer import PeerConfig, gather_with_addresses
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -82,7 +82,7 @@ async def sessions_rss(cfg: Any, sessions: int, frames: int = 3,
                        after: Callable[[], None] | None = None) -> list[float]:
     """RSS (MiB) after each of `sessions` sessions one after another, the collector off throughout.
     `during(server, session id)` runs while each session is live, `after()` once it has been freed."""
-    from .server import StreamServer
+    from .webrtc.server import StreamServer
 
     was_enabled = gc.isenabled()
     gc.disable()
@@ -106,7 +106,7 @@ async def sessions_rss(cfg: Any, sessions: int, frames: int = 3,
 def bench_config(world: str) -> Any:
     from worldwalk.runtime.world import WorldConfig
 
-    from .server import ServeConfig
+    from .webrtc.server import ServeConfig
 
     kw: dict[str, Any] = {"width": 64, "height": 32, "fps": 20.0} if world == "reference" else {"accel": "auto"}
     return ServeConfig(port=0, world=WorldConfig(name=world, **kw), peer=PeerConfig(candidate_addresses=LOOPBACK))

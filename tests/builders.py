@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.peer import PeerConfig
-from worldwalk.stream.server import ServeConfig
-from worldwalk.stream.video_track import FanoutConfig
+from worldwalk.stream.webrtc.peer import PeerConfig
+from worldwalk.stream.webrtc.server import ServeConfig
+from worldwalk.stream.webrtc.video_track import FanoutConfig
 
 TINY_REFERENCE = WorldConfig(name="reference", width=64, height=32, fps=20.0)
 

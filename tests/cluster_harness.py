@@ -27,9 +27,9 @@ from websockets.asyncio.client import connect
 
 from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream import peer
+from worldwalk.stream.webrtc import peer
 from worldwalk.stream.cluster.config import ClusterConfig
-from worldwalk.stream.server import ServeConfig, StreamServer
+from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
 from .builders import wait_for  # noqa: F401 (the harnesses built on this one take it from here)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from worldwalk.stream import peer
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc import peer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import recv_answer, serve_config, wait_for
 

@@ -18,7 +18,7 @@ import os
 import resource
 import sys
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import serve_config
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .serve_harness import in_chromium, open_player, server_config, wait_for, ww
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import math
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .serve_harness import in_chromium, open_player, player_of, server_config, wait_for, ww
 

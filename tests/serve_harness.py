@@ -29,8 +29,8 @@ from playwright.async_api import Page, async_playwright
 
 from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.peer import PeerConfig
-from worldwalk.stream.server import ServeConfig, StreamServer
+from worldwalk.stream.webrtc.peer import PeerConfig
+from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
 from .builders import wait_for  # noqa: F401 (the page harnesses take it from here)

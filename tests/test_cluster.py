@@ -86,7 +86,7 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
     Returns the chunk the walk moved at and the replicas in order."""
     from worldwalk.controls import intrinsics_from_fov
     from worldwalk.runtime.world import WorldConfig, create_world
-    from worldwalk.stream.session_log import image_hash
+    from worldwalk.stream.record.session_log import image_hash
 
     from .cluster_harness import FPS, HEIGHT, WIDTH
 
@@ -169,8 +169,8 @@ def test_a_recorded_walk_that_moved_is_one_recording_that_replays_bit_identicall
     """The same walk was recorded: one video and one log across both moves (continued by each
     replica that took it over), which agree frame for frame, and whose replay makes, bit for bit,
     the frames the replicas made (their hashes in the store's records)."""
-    from worldwalk.stream.replay import plan_from_log, render_frames
-    from worldwalk.stream.session_log import image_hash, read_log
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.session_log import image_hash, read_log
 
     from .test_recording_agrees import check_agree
 

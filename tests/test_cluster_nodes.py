@@ -37,8 +37,8 @@ def nodes_run(tmp_path_factory) -> dict:
 
 
 def test_losing_a_node_moves_only_its_walks_from_the_store_on_the_head(nodes_run):
-    from worldwalk.stream.replay import plan_from_log, render_frames
-    from worldwalk.stream.session_log import image_hash, read_log
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.session_log import image_hash, read_log
 
     from .test_cluster import check_walk_carries_on
     from .test_recording_agrees import check_agree

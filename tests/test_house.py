@@ -175,9 +175,9 @@ def test_gl_reached_through_another_module_is_caught() -> None:
 
 
 def test_runtime_importing_viewer_or_stream_is_caught() -> None:
-    broken = _broken_by({"worldwalk.runtime.synthetic": "def f():\n    from ..stream import recorder\n"})
+    broken = _broken_by({"worldwalk.runtime.synthetic": "def f():\n    from ..stream.record import recorder\n"})
     assert broken == [
-        "worldwalk.runtime.synthetic imports worldwalk.stream.recorder: runtime never imports viewer or stream"
+        "worldwalk.runtime.synthetic imports worldwalk.stream.record.recorder: runtime never imports viewer or stream"
     ]
 
 

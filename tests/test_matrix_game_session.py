@@ -107,7 +107,7 @@ def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
     from types import SimpleNamespace
 
     from worldwalk.runtime.world import WorldConfig, create_world
-    from worldwalk.stream.pose_channel import pose_message
+    from worldwalk.stream.webrtc.pose_channel import pose_message
 
     for world, warp in ((random_world("tiny"), False), (create_world(WorldConfig(name="reference", width=64,
                                                                                  height=32)), None)):
@@ -125,9 +125,9 @@ def test_a_recorded_walk_replays_bit_identically_with_its_actions(tmp_path):
     """The log keeps the actions each chunk was steered by (keys, mouse, a rewind between them); a render
     of the log gives the raw frames the live session made, bit for bit."""
     from worldwalk.runtime.world import WorldConfig
-    from worldwalk.stream.recorder import attach_recorder
-    from worldwalk.stream.replay import plan_from_log, render_frames
-    from worldwalk.stream.session_log import read_log
+    from worldwalk.stream.record.recorder import attach_recorder
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.session_log import read_log
 
     world = random_world("tiny")
     session = Session(world, SessionConfig(seed=3))
@@ -166,7 +166,7 @@ def test_a_recorded_walk_replays_bit_identically_with_its_actions(tmp_path):
 
 
 def test_bad_actions_in_a_log_are_named():
-    from worldwalk.stream.log_schema import SchemaError, check_line
+    from worldwalk.stream.record.log_schema import SchemaError, check_line
 
     line = {"type": "chunk", "index": 0, "poses": [np.eye(4).tolist()] * 2}
     assert check_line({**line, "actions": {"keyboard": [[1, 0], [0, 0]], "mouse": [[0.1, 0], [0, 0]]}}, False)

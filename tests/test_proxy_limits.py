@@ -59,6 +59,6 @@ def test_binary_messages_are_bounded_too_and_http_passes():
 
 
 def test_the_bound_is_serves():
-    from worldwalk.stream.server import MAX_SIGNALING_BYTES as serve_bound
+    from worldwalk.stream.webrtc.server import MAX_SIGNALING_BYTES as serve_bound
 
     assert MAX_SIGNALING_BYTES == serve_bound

@@ -17,8 +17,8 @@ import pytest
 
 from worldwalk.controls import InputState
 from worldwalk.runtime.chunk import Chunk, Frame
-from worldwalk.stream.recorder import Recorder, RecorderConfig
-from worldwalk.stream.session_log import SessionHeader, SessionLogWriter, read_log
+from worldwalk.stream.record.recorder import Recorder, RecorderConfig
+from worldwalk.stream.record.session_log import SessionHeader, SessionLogWriter, read_log
 
 from .conftest import decode_video as decode
 from .conftest import psnr
@@ -130,8 +130,8 @@ CHILD = textwrap.dedent("""
     import signal, sys, time
     import numpy as np
     from worldwalk.runtime.chunk import Chunk, Frame
-    from worldwalk.stream.recorder import Recorder, RecorderConfig
-    from worldwalk.stream.session_log import SessionHeader
+    from worldwalk.stream.record.recorder import Recorder, RecorderConfig
+    from worldwalk.stream.record.session_log import SessionHeader
 
     W, H, FPS = 128, 72, 16
     header = SessionHeader(world="reference", model="reference", fps=FPS, width=W, height=H,
@@ -210,7 +210,7 @@ def test_log_lines_are_json_objects(tmp_path):
 
 
 def test_next_recording_path_gives_one_fresh_name_per_session(tmp_path):
-    from worldwalk.stream.recorder import next_recording_path
+    from worldwalk.stream.record.recorder import next_recording_path
 
     names = {next_recording_path(tmp_path / "recs") for _ in range(3)}
     assert len(names) == 3 and all(p.suffix == ".mp4" and p.parent == tmp_path / "recs" for p in names)

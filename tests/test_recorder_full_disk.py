@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import json, os, sys
 import av, numpy as np
-from worldwalk.stream.recorder import Recorder, RecorderConfig
+from worldwalk.stream.record.recorder import Recorder, RecorderConfig
 
 disk, out = sys.argv[1], []
 for n in range(300, 1000, 3):  # 160x96 of this picture: about 90 bytes a frame, 32 KiB at about 360 frames

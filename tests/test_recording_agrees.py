@@ -31,7 +31,7 @@ def logged_frames(log: Path) -> int:
 def check_agree(video: Path) -> int:
     import av
 
-    from worldwalk.stream.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
 
     log = video.with_suffix(".jsonl")
     with av.open(str(video)) as f:
@@ -79,8 +79,8 @@ def test_serve_recording_and_log_agree(tmp_path):
     from websockets.asyncio.client import connect
 
     from worldwalk.runtime.world import WorldConfig
-    from worldwalk.stream import peer
-    from worldwalk.stream.server import ServeConfig, StreamServer
+    from worldwalk.stream.webrtc import peer
+    from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
     async def client(url: str) -> int:
         async with connect(url) as ws:

@@ -1,5 +1,5 @@
 """A recording goes on in its own files when its walk moves to another process (the cluster's
-failover and drain; stream/recording_resume.py): one video and one log, which agree frame for
+failover and drain; stream/record/recording_resume.py): one video and one log, which agree frame for
 frame, and the log replays bit for bit to the frames the two processes made. No Ray here: the
 move is two sessions in this process, the second resumed from a boundary of the first; the
 cluster test does it across replicas."""
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
-from worldwalk.stream.recorder import attach_recorder
-from worldwalk.stream.recording_resume import ContinuedRecorder, read_recording
-from worldwalk.stream.replay import plan_from_log, render_frames
-from worldwalk.stream.session_log import image_hash, input_state_to_dict, read_log
+from worldwalk.stream.record.recorder import attach_recorder
+from worldwalk.stream.record.recording_resume import ContinuedRecorder, read_recording
+from worldwalk.stream.record.replay import plan_from_log, render_frames
+from worldwalk.stream.record.session_log import image_hash, input_state_to_dict, read_log
 
 from .test_recording_agrees import check_agree
 

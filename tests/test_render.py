@@ -13,8 +13,8 @@ from worldwalk.controls import action_string_to_poses
 from worldwalk.runtime.cli.main import main
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
-from worldwalk.stream.recorder import attach_recorder
-from worldwalk.stream.replay import plan_from_actions, plan_from_log, plan_from_path, render_frames
+from worldwalk.stream.record.recorder import attach_recorder
+from worldwalk.stream.record.replay import plan_from_actions, plan_from_log, plan_from_path, render_frames
 
 from .conftest import decode_video as decode
 from .conftest import psnr
@@ -173,7 +173,7 @@ def test_render_gives_the_bundled_world_plays_camera():
     """A rendered action string sees the bundled world through play's 70-degree camera at the bundled
     frame size (it got the reference world's 256x144 intrinsics: 47 degrees across 160 pixels)."""
     from worldwalk.controls.camera import fov_degrees
-    from worldwalk.stream.replay import iter_render, open_world
+    from worldwalk.stream.record.replay import iter_render, open_world
 
     plan = plan_from_actions("w-4", world="bundled", width=256, height=144)
     world = open_world(plan)

@@ -14,7 +14,7 @@ from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import ModelSpec, WorldConfig
 from worldwalk.runtime.world_options import WorldOptionError
-from worldwalk.stream.replay import ReplayError, ReplayPlan, ReplayStep, iter_render, open_world
+from worldwalk.stream.record.replay import ReplayError, ReplayPlan, ReplayStep, iter_render, open_world
 
 BAD_OPTIONS = {
     # a million 64x64 frames a chunk: 12 GiB of frames

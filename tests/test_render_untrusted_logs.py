@@ -87,7 +87,7 @@ def test_paths_in_a_log_stay_in_its_folder(good_log, tmp_path, capsys):
 
 
 def test_a_huge_line_is_refused_without_reading_it_whole(good_log, tmp_path, capsys):
-    from worldwalk.stream.session_log import read_log
+    from worldwalk.stream.record.session_log import read_log
 
     lines = good_log.read_text().splitlines()
     path = tmp_path / "huge.jsonl"

@@ -8,8 +8,8 @@ import pytest
 
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, create_world
-from worldwalk.stream.recorder import attach_recorder
-from worldwalk.stream.replay import plan_from_log, render_frames
+from worldwalk.stream.record.recorder import attach_recorder
+from worldwalk.stream.record.replay import plan_from_log, render_frames
 
 from .test_render import wait_chunks
 

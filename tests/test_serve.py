@@ -17,10 +17,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from worldwalk.runtime.session import Session
-from worldwalk.stream import peer
-from worldwalk.stream.input_channel import InputChannelConfig, InputGate, InvalidMessage, RateLimiter, parse_message
-from worldwalk.stream.server import ServeConfig, StreamServer, answer_video_codec
-from worldwalk.stream.video_track import read_barcode, stamp_barcode
+from worldwalk.stream.webrtc import peer
+from worldwalk.stream.webrtc.input_channel import InputChannelConfig, InputGate, InvalidMessage, RateLimiter, parse_message
+from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
+from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
 from .server_probe import recv_answer
 from .timed_world import TimedWorld
@@ -371,7 +371,7 @@ def test_message_numbers_are_checked_and_the_gate_remembers_the_newest():
 
 
 def test_a_pose_message_carries_the_frame_and_the_held_rotation():
-    from worldwalk.stream.pose_channel import pose_message
+    from worldwalk.stream.webrtc.pose_channel import pose_message
 
     with Session(TimedWorld(chunk_seconds=0.0, fps=16.0)).start() as session:
         frame = session.frames.get(timeout=10)
@@ -393,7 +393,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
     per-frame actions), a spectator watches, a rewind is asked for, and the recording's log carries
     the actions and replays to the video."""
     from worldwalk.runtime.world import WorldConfig
-    from worldwalk.stream.session_log import read_log
+    from worldwalk.stream.record.session_log import read_log
 
     async def play(ws, channel, out):
         for _ in range(100):
@@ -437,7 +437,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
     # noise-like frames at this size (bit for bit against the raw frames: test_matrix_game_session.py)
     import av
 
-    from worldwalk.stream.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
 
     with av.open(str(video)) as f:
         shown = np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]).astype(np.int16)
@@ -452,7 +452,7 @@ def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
     from .builders import TINY_REFERENCE
 
     server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
-    with caplog.at_level("WARNING", logger="worldwalk.stream.server"):
+    with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.server"):
         for _ in range(2):
             session = server._default_session()
             session.close()

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import OpenWorlds, make_offer, rss_mib, serve_config, wait_for
 

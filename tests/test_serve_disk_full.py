@@ -76,6 +76,6 @@ def test_recordings_start_with_the_first_frame_and_close_every_file(disk_full):
     assert sorted(Path(n).suffix for n in plain) == [".jsonl", ".mp4"] and all(plain.values()), plain
     assert not disk_full["tracebacks"], disk_full["tracebacks"]
     disk_lines = [line for line in disk_full["log"]
-                  if "disk full" in line and line.startswith("worldwalk.stream.server")]
+                  if "disk full" in line and line.startswith("worldwalk.stream.webrtc.server")]
     # each server says it once (two servers met a full disk; the first had two players)
     assert len(disk_lines) == 2, disk_full["log"]

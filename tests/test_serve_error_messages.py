@@ -11,7 +11,7 @@ import logging
 import pytest
 from websockets.asyncio.client import connect
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import make_offer, serve_config
 

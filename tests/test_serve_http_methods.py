@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import serve_config
 

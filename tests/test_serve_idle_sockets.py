@@ -16,8 +16,8 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from worldwalk.stream.admission import Admission, AdmissionConfig
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.admission import Admission, AdmissionConfig
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .loopback_netns import REPO
 from .server_probe import serve_config

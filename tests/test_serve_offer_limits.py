@@ -11,8 +11,8 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from worldwalk.stream import peer
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc import peer
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import OpenWorlds, make_offer, recv_answer, serve_config, wait_for
 
@@ -107,7 +107,7 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
     (lambda s: s + "a=x:" + "y" * 40000 + "\r\n", "larger than"),
 ])
 def test_offer_check_names_the_problem(mutate, reason):
-    from worldwalk.stream import offer as offer_check
+    from worldwalk.stream.webrtc import offer as offer_check
 
     sdp = asyncio.run(make_offer())
     assert offer_check.check_offer(sdp) == sdp

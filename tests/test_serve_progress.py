@@ -14,8 +14,8 @@ from websockets.asyncio.client import connect
 
 from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
-from worldwalk.stream.peer import PeerConfig
-from worldwalk.stream.server import ServeConfig, StreamServer
+from worldwalk.stream.webrtc.peer import PeerConfig
+from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from .server_probe import make_offer
 from .timed_world import TimedWorld

@@ -14,7 +14,7 @@ import weakref
 import pytest
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.server import StreamServer
+from worldwalk.stream.webrtc.server import StreamServer
 from worldwalk.stream.session_memory_bench import play_once, sessions_rss, until_freed
 
 from .server_probe import TINY, serve_config

@@ -47,7 +47,7 @@ def test_max_sessions_default_is_the_plan(monkeypatch):
 
 
 def test_serve_defaults_to_four_sessions_on_the_cpu():
-    from worldwalk.stream.server import ServeConfig
+    from worldwalk.stream.webrtc.server import ServeConfig
 
     assert ServeConfig().max_sessions == 4
     assert ServeConfig(max_sessions=2).max_sessions == 2

@@ -66,7 +66,7 @@ def test_a_fifo_in_a_logs_checkpoint_is_refused_at_once(tmp_path, capsys):
 
 
 def test_a_symlink_in_a_logs_checkpoint_may_not_lead_out_of_its_folder(tmp_path):
-    from worldwalk.stream.replay import ReplayError, plan_from_log
+    from worldwalk.stream.record.replay import ReplayError, plan_from_log
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -86,7 +86,7 @@ def test_a_symlink_in_a_logs_checkpoint_may_not_lead_out_of_its_folder(tmp_path)
 
 
 def test_paths_among_a_logs_world_options_stay_in_its_folder(tmp_path):
-    from worldwalk.stream.replay import ReplayError, plan_from_log
+    from worldwalk.stream.record.replay import ReplayError, plan_from_log
 
     (tmp_path / "elsewhere").mkdir()
     logs = tmp_path / "logs"

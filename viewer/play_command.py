@@ -96,11 +96,11 @@ def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
 
 
 def _open_recorder(session: Any, path: str, world_cfg: Any) -> Any:
-    """The recorder (stream/recorder.py) for --record; imported only when asked for."""
+    """The recorder (stream/record/recorder.py) for --record; imported only when asked for."""
     try:
-        from worldwalk.stream.recorder import attach_recorder
+        from worldwalk.stream.record.recorder import attach_recorder
     except ImportError as e:
-        raise SystemExit(f"worldwalk play: --record needs worldwalk.stream.recorder ({e})") from e
+        raise SystemExit(f"worldwalk play: --record needs worldwalk.stream.record.recorder ({e})") from e
     return attach_recorder(session, path, world_cfg=world_cfg)
 
 
@@ -125,7 +125,7 @@ def _close_recorder(recorder: Any) -> str | None:
     try:
         rec = recorder.close()
     except Exception as e:  # the disk filled (or the folder went) during the walk: what was written is kept
-        from worldwalk.stream.session_recording import describe_failure
+        from worldwalk.stream.record.session_recording import describe_failure
 
         cause = e.__cause__ or e
         note = describe_failure(cause)

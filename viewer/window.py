@@ -418,7 +418,7 @@ class PlayWindow:
         error = getattr(self.recorder, "error", None)
         if error is None or self.view.recording_note is not None:
             return
-        from worldwalk.stream.session_recording import describe_failure
+        from worldwalk.stream.record.session_recording import describe_failure
 
         self.view.recording_note = note = describe_failure(error)
         self.hud.recording = False

@@ -56,7 +56,7 @@ def free_port(host: str) -> int:
 
 
 def page_url(cfg: ClusterConfig, port: int) -> str:
-    from worldwalk.stream.server import page_url as serve_page_url
+    from worldwalk.stream.webrtc.server import page_url as serve_page_url
 
     return serve_page_url(cfg.serve, port)
 

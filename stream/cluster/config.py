@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worldwalk.stream.server import ServeConfig
+from worldwalk.stream.webrtc.server import ServeConfig
 
 APP_NAME = "worldwalk"
 NAMESPACE = "worldwalk"  # Ray namespace of the snapshot store (a detached named actor)

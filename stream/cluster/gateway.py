@@ -51,11 +51,11 @@ from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from worldwalk.stream.admission import Admission
-from worldwalk.stream.offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
-from worldwalk.stream.peer import is_loopback_host
-from worldwalk.stream.server import RateLimitedLog
-from worldwalk.stream.signaling import (
+from worldwalk.stream.webrtc.admission import Admission
+from worldwalk.stream.webrtc.offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
+from worldwalk.stream.webrtc.peer import is_loopback_host
+from worldwalk.stream.webrtc.server import RateLimitedLog
+from worldwalk.stream.webrtc.signaling import (
     _SAFE_HOST,
     PAGES,
     AccessConfig,

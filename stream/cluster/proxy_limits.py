@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from worldwalk.stream.offer import MAX_SIGNALING_BYTES
+from worldwalk.stream.webrtc.offer import MAX_SIGNALING_BYTES
 
 TOO_BIG = 1009  # RFC 6455: message too big
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worldwalk.stream.recording_resume import ContinuedRecorder, read_recording
-from worldwalk.stream.session_recording import RECORDING, SessionRecording
+from worldwalk.stream.record.recording_resume import ContinuedRecorder, read_recording
+from worldwalk.stream.record.session_recording import RECORDING, SessionRecording
 
 log = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ from .peer import (
     new_peer_connection,
 )
 from .pose_channel import pose_loop
-from .recorder import RecorderConfig
+from ..record.recorder import RecorderConfig
 from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
@@ -601,7 +601,7 @@ class StreamServer:
     def _start_recorder(self, session: Session, sid: str) -> Any:
         """Record what the player sees (frames from the fan-out) and the session log beside it;
         attached before session.start() so the log misses no chunk."""
-        from .session_recording import SessionRecording
+        from ..record.session_recording import SessionRecording
 
         assert self.cfg.record_dir is not None
         try:

@@ -45,8 +45,8 @@ PAGES = {
 
 
 def load_web_files() -> dict[str, bytes]:
-    """The page's files from the package data folder `stream/web/`, read once at start."""
-    web = resources.files("worldwalk.stream") / "web"
+    """The page's files from the package data folder `stream/webrtc/web/`, read once at start."""
+    web = resources.files("worldwalk.stream.webrtc") / "web"
     return {name: (web / name).read_bytes() for name, _ in set(PAGES.values())}
 
 
