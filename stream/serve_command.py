@@ -71,8 +71,8 @@ def build_config(args: argparse.Namespace) -> Any:
     """A ServeConfig from the config file and the flags (flags win)."""
     from worldwalk.runtime.cli.app_config import AppConfig, build_foreign
 
-    from .webrtc.peer import IceServerConfig, PeerConfig
     from .record.recorder import RecorderConfig
+    from .webrtc.peer import IceServerConfig, PeerConfig
     from .webrtc.server import ServeConfig
 
     app = AppConfig.load(args.config)

@@ -27,8 +27,8 @@ from websockets.asyncio.client import connect
 
 from worldwalk.runtime.session import SessionConfig
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.webrtc import peer
 from worldwalk.stream.cluster.config import ClusterConfig
+from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders

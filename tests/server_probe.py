@@ -13,9 +13,9 @@ from websockets.asyncio.client import connect
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Session
 from worldwalk.runtime.world import create_world
+from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
 from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import ServeConfig
-from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
 
 from .builders import TINY_REFERENCE, serve_config, wait_for  # noqa: F401 (the serve tests take them from here)
 

@@ -18,7 +18,13 @@ from websockets.exceptions import InvalidStatus
 
 from worldwalk.runtime.session import Session
 from worldwalk.stream.webrtc import peer
-from worldwalk.stream.webrtc.input_channel import InputChannelConfig, InputGate, InvalidMessage, RateLimiter, parse_message
+from worldwalk.stream.webrtc.input_channel import (
+    InputChannelConfig,
+    InputGate,
+    InvalidMessage,
+    RateLimiter,
+    parse_message,
+)
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 

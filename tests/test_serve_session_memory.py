@@ -14,8 +14,8 @@ import weakref
 import pytest
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.stream.webrtc.server import StreamServer
 from worldwalk.stream.session_memory_bench import play_once, sessions_rss, until_freed
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .server_probe import TINY, serve_config
 

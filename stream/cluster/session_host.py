@@ -47,8 +47,8 @@ from ray import serve
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Boundary, Session
-from worldwalk.stream.webrtc.server import StreamServer
 from worldwalk.stream.record.session_log import image_hash, input_state_to_dict
+from worldwalk.stream.webrtc.server import StreamServer
 
 from .config import ClusterConfig
 from .relay import RelaySocket

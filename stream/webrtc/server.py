@@ -64,6 +64,7 @@ from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
 from worldwalk.runtime.world_pool import WorldPool, default_max_sessions
 
+from ..record.recorder import RecorderConfig
 from .admission import (
     Admission,
     AdmissionConfig,
@@ -84,7 +85,6 @@ from .peer import (
     new_peer_connection,
 )
 from .pose_channel import pose_loop
-from ..record.recorder import RecorderConfig
 from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
