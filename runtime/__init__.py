@@ -1,7 +1,7 @@
 """worldwalk.runtime: the engine. The world seam, chunks and frames, the session that drives a world
 chunk by chunk, the bounded frame queue and the pacer. The rooms below hold the rest: `sana_wm/` the
 model, `worlds/` the reference and bundled worlds, `accel/` backends, `train/` training and eval,
-`bench/` benchmarks, `cli/` the command line."""
+`bench/` benchmarks, `cli/` the command line; `args` the arguments and checks every command shares."""
 
 from __future__ import annotations
 

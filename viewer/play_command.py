@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldwalk.runtime.cli.args import (
+from worldwalk.runtime.args import (
     DEFAULT_WORLD_HELP,
     add_accel_argument,
     choose_world,

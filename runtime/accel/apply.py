@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from worldwalk.runtime.cli.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
+from worldwalk.runtime.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
 from worldwalk.runtime.sana_wm.cache import PromptContext
 
 from .announce import announce

@@ -332,7 +332,7 @@ def random_init_figures(ctx, cfg: RandomInitBench) -> None:
 
 def run_random_init(args: argparse.Namespace) -> int:
     """`worldwalk bench --world sana-wm --random-init KIND`: the figures as a table (and JSON)."""
-    from worldwalk.runtime.cli.info import gather
+    from worldwalk.runtime.bench.machine import gather
 
     from .context import BenchConfig, BenchContext, report
 
@@ -368,7 +368,7 @@ def run_random_init(args: argparse.Namespace) -> int:
 
 def _matrix_game(args: argparse.Namespace) -> int:
     """`worldwalk bench --world matrix-game --random-init KIND` (runtime/matrix_game/bench.py)."""
-    from worldwalk.runtime.cli.info import gather
+    from worldwalk.runtime.bench.machine import gather
     from worldwalk.runtime.matrix_game.bench import NotEnoughMemory as MGNotEnoughMemory
     from worldwalk.runtime.matrix_game.bench import random_init_figures as mg_figures
 
