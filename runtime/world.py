@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 # `serve --max-sessions` on the CPU, where compute, not memory, bounds the players (on a GPU the memory
-# plan says: runtime/world_pool.py)
+# plan says: stream/webrtc/admission.py:default_max_sessions)
 CPU_SESSIONS = 4
 
 
