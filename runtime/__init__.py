@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "Chunk": "chunk", "Frame": "chunk", "FrameQueue": "frame_queue", "FramePacer": "pacer",
     "Session": "session", "SessionConfig": "session", "ModelSpec": "world", "WorldConfig": "world",
-    "WorldModel": "world", "create_world": "world", "ChunkTiming": "latency", "LatencySplit": "latency",
+    "WorldModel": "world", "ChunkTiming": "latency", "LatencySplit": "latency",
 }
 
 
@@ -36,5 +36,4 @@ __all__ = [
     "SessionConfig",
     "WorldConfig",
     "WorldModel",
-    "create_world",
 ]

@@ -18,7 +18,8 @@ import numpy as np
 
 def _reference_frames(width: int, height: int, count: int) -> np.ndarray:
     from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     world = create_world(WorldConfig(name="reference", width=width, height=height))
     try:

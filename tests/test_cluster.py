@@ -85,7 +85,8 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
     same, and every frame hash the replicas recorded is what its pose renders to on one world.
     Returns the chunk the walk moved at and the replicas in order."""
     from worldwalk.controls import intrinsics_from_fov
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
     from worldwalk.stream.record.session_log import image_hash
 
     from .cluster_harness import FPS, HEIGHT, WIDTH

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.session import Boundary, Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds import create_world
 
 WORLD = WorldConfig(name="reference", width=64, height=36, fps=16.0)
 

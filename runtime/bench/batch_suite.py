@@ -35,7 +35,8 @@ def walk(world: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def bundled_worlds(n: int) -> list[Any]:
     """`n` bundled worlds on one transformer (the first world's)."""
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     worlds = [create_world(WorldConfig(name="bundled", accel="none")) for _ in range(n)]
     for w in worlds[1:]:

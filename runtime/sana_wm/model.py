@@ -254,22 +254,14 @@ class SanaWM:
         torch.manual_seed(seed)
         return cls(SanaWMStreamingTransformer(model_cfg), SanaWMVAE(AutoencoderKLLTX2Video(**vae_config)), run)
 
-    def accelerate(self, choice: str) -> str:
-        """Run the chunk step and the VAE decode through backend `choice` (runtime/accel) and build its
-        graphs now; returns the backend chosen. The world is left mid-session: reset it before use."""
-        from worldwalk.runtime.accel.apply import apply_accel, warm_up
-
-        chosen = apply_accel(self, choice)
-        if chosen != "none":
-            warm_up(self)
-        return chosen
-
     def backends(self) -> dict[str, str]:
         """What the chunk step and the VAE decode run on now ("onnx", "eager", "eager (onnx failed)"
-        after a fallback): the HUD, the page and the exit figures say it (see runtime/world.py)."""
-        from worldwalk.runtime.accel.apply import backends
-
-        return backends(self)
+        after a fallback): the HUD, the page and the exit figures say it (see runtime/world.py). A
+        stand-in that runtime/accel installed says it as its `runs_on`; the model's own modules run eagerly."""
+        out = {"chunk": getattr(self.stream.backend, "runs_on", "eager")}
+        if hasattr(self.vae, "decode_chunk"):
+            out["decode"] = getattr(self.vae, "runs_on", "eager")
+        return out
 
     def _stream_ctx(self, stream):
         return torch.cuda.stream(stream) if stream is not None else nullcontext()

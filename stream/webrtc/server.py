@@ -62,7 +62,7 @@ from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
-from worldwalk.runtime.world_pool import WorldPool
+from worldwalk.runtime.worlds.world_pool import WorldPool
 
 from ..record.recorder import RecorderConfig
 from .admission import (
@@ -290,7 +290,7 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
-        # one model for every session (runtime/world_pool.py)
+        # one model for every session (runtime/worlds/world_pool.py)
         self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")

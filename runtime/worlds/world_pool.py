@@ -21,7 +21,8 @@ import logging
 import threading
 from typing import Any
 
-from .world import WorldConfig, WorldModel, create_world
+from worldwalk.runtime.world import WorldConfig, WorldModel
+from worldwalk.runtime.worlds import create_world
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class WorldPool:
 
     @staticmethod
     def _batcher(world: Any) -> Any:
-        from .batching import ForwardBatcher
+        from worldwalk.runtime.batching import ForwardBatcher
 
         if getattr(world.stream, "backend", None) is not None:
             log.warning("serve: sessions are not batched: the model's chunk step is accelerated (--accel %s); "
