@@ -90,9 +90,9 @@ def test_the_serve_config_file_names_real_flags_and_builds():
     need_ray()
     import yaml
 
-    from worldwalk.stream.cluster import deploy
+    from worldwalk.stream import cluster_deploy as deploy
 
-    doc = yaml.safe_load((Path(deploy.__file__).parent / "serve_config.yaml").read_text())
+    doc = yaml.safe_load((Path(deploy.__file__).parent / "cluster" / "serve_config.yaml").read_text())
     spec = doc["applications"][0]
     module, name = spec["import_path"].split(":")
     assert module == deploy.__name__ and callable(getattr(deploy, name))
@@ -121,7 +121,7 @@ def test_the_router_never_picks_a_draining_session_host():
 
 def test_bad_cluster_settings_are_named():
     need_ray()
-    from worldwalk.stream.cluster import deploy
+    from worldwalk.stream import cluster_deploy as deploy
     from worldwalk.stream.cluster.config import ClusterConfig
 
     with pytest.raises(ValueError, match="--token"):
