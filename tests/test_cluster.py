@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
 pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a harness file)
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
