@@ -77,8 +77,8 @@ class WorldModel(Protocol):
 class Accelerable(Protocol):
     """A world whose steps `runtime/accel` can run through a faster backend (torch.compile, ONNX
     Runtime, TensorRT, CUDA graphs). It exports them as two attributes that accel reads and replaces:
-    `stream`, holding the chunk-step module (`stream.transformer`) and a slot for a stand-in with the
-    same call signature (`stream.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
+    `rollout`, holding the chunk-step module (`rollout.transformer`) and a slot for a stand-in with the
+    same call signature (`rollout.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
     a wrapper with the same interface may take over. Whoever builds the world applies the backend
     (`create_world` in runtime/worlds/, which builds the graphs at once). An optional `backends()`
     says what each step runs on now ({"chunk": "onnx", "decode": "eager (onnx failed)"}), read through
@@ -87,7 +87,7 @@ class Accelerable(Protocol):
     Worlds never import accel: accel imports the steps it runs, and the builder imports accel.
     """
 
-    stream: Any
+    rollout: Any
     vae: Any
 
 

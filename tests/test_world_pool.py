@@ -73,8 +73,8 @@ def test_sessions_on_one_shared_model_give_their_frames_alone(alone) -> None:
     assert all(w.transformer is worlds[0].transformer and w.vae is worlds[0].vae for w in worlds)
     assert all(w._encoders is pool.shared._encoders for w in worlds)  # one text encoder, made once, for all
     # ...and each its own cache, noise and decoder
-    assert len({id(w.stream) for w in worlds}) == len(WALKS)
-    assert len({id(w.stream.generator) for w in worlds}) == len(WALKS)
+    assert len({id(w.rollout) for w in worlds}) == len(WALKS)
+    assert len({id(w.rollout.generator) for w in worlds}) == len(WALKS)
 
     barrier = threading.Barrier(len(WALKS))
     results: list = [None] * len(WALKS)

@@ -9,8 +9,8 @@ on CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
 eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures them all).
 
 How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
-interface of runtime/world.py: `stream.transformer`, `stream.backend`, `vae`) gets an `AcceleratedStep`
-in `stream.backend` and an `AcceleratedVAE` as its `vae`. `create_world` (runtime/worlds/) calls in here
+interface of runtime/world.py: `rollout.transformer`, `rollout.backend`, `vae`) gets an `AcceleratedStep`
+in `rollout.backend` and an `AcceleratedVAE` as its `vae`. `create_world` (runtime/worlds/) calls in here
 with `WorldConfig.accel` once it has built the world; the world never imports accel. Both
 run the first chunk eagerly (other shapes, once a session; on a GPU the chunk step also runs every chunk
 before its attention window is full eagerly, so no masked graph is built for one chunk a session) and
@@ -415,8 +415,8 @@ def _built(kind: str, t0: float, backend: str) -> float:
 
 
 def _world_parts(world: Any) -> tuple[Any, Any]:
-    """(stream, vae) that `world` exports (the `Accelerable` interface in runtime/world.py), or (None, None)."""
-    stream = getattr(world, "stream", None)
+    """(rollout, vae) that `world` exports (the `Accelerable` interface in runtime/world.py), or (None, None)."""
+    stream = getattr(world, "rollout", None)
     if stream is None or not hasattr(stream, "transformer") or not hasattr(stream, "backend"):
         return None, None
     return stream, getattr(world, "vae", None)

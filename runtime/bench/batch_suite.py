@@ -40,7 +40,7 @@ def bundled_worlds(n: int) -> list[Any]:
 
     worlds = [create_world(WorldConfig(name="bundled", accel="none")) for _ in range(n)]
     for w in worlds[1:]:
-        w.transformer = w.stream.transformer = worlds[0].stream.transformer
+        w.transformer = w.rollout.transformer = worlds[0].rollout.transformer
     return worlds
 
 
@@ -52,7 +52,7 @@ def run_sessions(
     from worldwalk.runtime.batching import ForwardBatcher
 
     frames: list[list] = [[] for _ in worlds]
-    batcher = ForwardBatcher(worlds[0].stream.transformer, window) if mode == "batched" else None
+    batcher = ForwardBatcher(worlds[0].rollout.transformer, window) if mode == "batched" else None
     for w in worlds:
         if batcher is not None:
             batcher.attach(w)

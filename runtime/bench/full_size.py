@@ -172,14 +172,14 @@ class _Clock:
 
 
 class PassTimer:
-    """Wraps the world's chunk step (`stream.backend`) and VAE decode to time each pass of a chunk."""
+    """Wraps the world's chunk step (`rollout.backend`) and VAE decode to time each pass of a chunk."""
 
     def __init__(self, world: SanaWM) -> None:
         cuda = _cuda(world.device)
         self.world = world
         self.model_clock, self.decode_clock = _Clock(cuda), _Clock(cuda)
         self._denoise = 0
-        stream = world.stream
+        stream = world.rollout
         inner = stream.backend or stream.transformer
 
         def step(x, t, text, mask, camera, cache, write):

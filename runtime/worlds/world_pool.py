@@ -71,11 +71,11 @@ class WorldPool:
     def _batcher(world: Any) -> Any:
         from worldwalk.runtime.batching import ForwardBatcher
 
-        if getattr(world.stream, "backend", None) is not None:
+        if getattr(world.rollout, "backend", None) is not None:
             log.warning("serve: sessions are not batched: the model's chunk step is accelerated (--accel %s); "
                         "batching runs eager forwards", getattr(world, "accel", "?"))
             return None
-        return ForwardBatcher(world.stream.transformer)
+        return ForwardBatcher(world.rollout.transformer)
 
     def _whole(self) -> WorldModel:
         world = create_world(self.cfg)
