@@ -1,7 +1,8 @@
 """worldwalk.runtime: the engine. The world seam, chunks and frames, the session that drives a world
-chunk by chunk, the bounded frame queue and the pacer. The rooms below hold the rest: `sana_wm/` the
-model, `worlds/` the reference and bundled worlds, `accel/` backends, `train/` training and eval,
-`bench/` benchmarks, `cli/` the command line."""
+chunk by chunk, the bounded frame queue and the pacer; `args` the arguments and checks every command
+shares. The rooms above it, in layers (a room imports only those below): `sana_wm/` and `matrix_game/`
+the models, `accel/` their backends, `worlds/` the reference and bundled worlds, `create_world` and the
+world pool, `train/` training and eval, `bench/` benchmarks, `cli/` the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "Chunk": "chunk", "Frame": "chunk", "FrameQueue": "frame_queue", "FramePacer": "pacer",
     "Session": "session", "SessionConfig": "session", "ModelSpec": "world", "WorldConfig": "world",
-    "WorldModel": "world", "create_world": "world", "ChunkTiming": "latency", "LatencySplit": "latency",
+    "WorldModel": "world", "ChunkTiming": "latency", "LatencySplit": "latency",
 }
 
 
@@ -36,5 +37,4 @@ __all__ = [
     "SessionConfig",
     "WorldConfig",
     "WorldModel",
-    "create_world",
 ]

@@ -132,7 +132,7 @@ class ForwardBatcher:
     # ---- sessions ----
     def attach(self, world: Any) -> None:
         """Route `world`'s chunk step through this batcher. The world must run on this transformer."""
-        stream = world.stream
+        stream = world.rollout
         if stream.transformer is not self.transformer:
             raise ValueError("a batched session must run on the batcher's transformer: build the worlds on one "
                              "model (ForwardBatcher.share_weights(world) re-points a world with identical weights)")
@@ -145,7 +145,7 @@ class ForwardBatcher:
     def join(self, world: Any) -> Any:
         """For a session host: put a freshly built world on the shared model (same weights), batch it, and
         make its close() leave the batch first. Returns the world."""
-        if world.stream.transformer is not self.transformer:
+        if world.rollout.transformer is not self.transformer:
             self.share_weights(world)
         self.attach(world)
         close = world.close
@@ -158,8 +158,8 @@ class ForwardBatcher:
         return world
 
     def detach(self, world: Any) -> None:
-        if world.stream.backend is self:
-            world.stream.backend = None
+        if world.rollout.backend is self:
+            world.rollout.backend = None
             with self._cond:
                 self._members -= 1
                 self._cond.notify_all()
@@ -172,11 +172,11 @@ class ForwardBatcher:
 
     def share_weights(self, world: Any) -> None:
         """Make `world` run on this batcher's transformer (its own must hold the same weights)."""
-        mine, theirs = self.transformer.state_dict(), world.stream.transformer.state_dict()
+        mine, theirs = self.transformer.state_dict(), world.rollout.transformer.state_dict()
         if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k].to(mine[k].device))
                                                for k in mine):
             raise ValueError("the world's transformer holds other weights than the batcher's")
-        world.transformer = world.stream.transformer = self.transformer
+        world.transformer = world.rollout.transformer = self.transformer
 
     # ---- the chunk step ----
     def __call__(self, x, t, text, mask, camera, cache, write):

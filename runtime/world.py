@@ -2,7 +2,8 @@
 
 A world is anything that turns camera poses into chunks of frames. Worlds register under the
 `worldwalk.worlds` entry-point group (a factory `create(cfg: WorldConfig) -> WorldModel`), so a
-world model from another package plugs in without touching this one.
+world model from another package plugs in without touching this one. `create_world` (runtime/worlds/)
+builds a registered world and applies its `--accel` backend.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 # `serve --max-sessions` on the CPU, where compute, not memory, bounds the players (on a GPU the memory
-# plan says: runtime/world_pool.py)
+# plan says: stream/webrtc/admission.py:default_max_sessions)
 CPU_SESSIONS = 4
 
 
@@ -76,17 +77,18 @@ class WorldModel(Protocol):
 class Accelerable(Protocol):
     """A world whose steps `runtime/accel` can run through a faster backend (torch.compile, ONNX
     Runtime, TensorRT, CUDA graphs). It exports them as two attributes that accel reads and replaces:
-    `stream`, holding the chunk-step module (`stream.transformer`) and a slot for a stand-in with the
-    same call signature (`stream.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
-    a wrapper with the same interface may take over. `accelerate(choice)` applies a backend and
-    builds its graphs; it returns the backend chosen ("none" when it runs eagerly). An optional
-    `backends()` says what each step runs on now ({"chunk": "onnx", "decode": "eager (onnx failed)"}),
-    read through `step_backends` for the HUD, the page and the exit figures: nothing falls back silently.
+    `rollout`, holding the chunk-step module (`rollout.transformer`) and a slot for a stand-in with the
+    same call signature (`rollout.backend`, None = eager), and `vae`, whose `decode_chunk(z, state)`
+    a wrapper with the same interface may take over. Whoever builds the world applies the backend
+    (`create_world` in runtime/worlds/, which builds the graphs at once). An optional `backends()`
+    says what each step runs on now ({"chunk": "onnx", "decode": "eager (onnx failed)"}), read through
+    `step_backends` for the HUD, the page and the exit figures: nothing falls back silently.
 
-    The seam only calls `accelerate`: worlds import accel, never the other way round.
+    Worlds never import accel: accel imports the steps it runs, and the builder imports accel.
     """
 
-    def accelerate(self, choice: str) -> str: ...
+    rollout: Any
+    vae: Any
 
 
 def step_backends(world: Any) -> dict[str, str]:
@@ -123,32 +125,6 @@ class UnknownWorldError(LookupError):
 def available_worlds() -> dict[str, Any]:
     """Registered world factories by name (entry points, loaded lazily)."""
     return {ep.name: ep for ep in entry_points(group="worldwalk.worlds")}
-
-
-def create_world(cfg: WorldConfig) -> WorldModel:
-    worlds = available_worlds()
-    if cfg.name not in worlds:
-        names = ", ".join(sorted(worlds)) or "none"
-        raise UnknownWorldError(
-            f"unknown world {cfg.name!r}; registered worlds: {names}. "
-            "Reinstall the package (pip install -e .) if one you expect is missing."
-        )
-    factory = worlds[cfg.name].load()
-    world = factory(cfg)
-    if cfg.accel != "none":
-        try:
-            if isinstance(world, Accelerable):
-                chosen = world.accelerate(cfg.accel)  # builds the graphs now, not as a stall in play
-            else:
-                if cfg.accel != "auto":
-                    log.warning("--accel %s: %s has no chunk step to accelerate; running it as is",
-                                cfg.accel, type(world).__name__)
-                chosen = "none"
-        except BaseException:
-            world.close()
-            raise
-        world.accel = chosen  # what ran: session logs record it
-    return world
 
 
 def load_world_code(cfg: WorldConfig) -> None:

@@ -1,7 +1,8 @@
 """worldwalk.stream: what leaves the process, in three rooms: `webrtc` (serving browsers), `record`
 (recording and replay) and `cluster` (serving across machines), with the commands at the root
-(`serve`, `render`, the stream benches). The stack runs one way: commands -> cluster -> webrtc ->
-record -> runtime and controls.
+(`serve`, `render`, the cluster's Serve-config app builder, the stream benches and the browser bench's
+walk in a loopback-only namespace). The stack runs one way: commands -> cluster -> webrtc -> record ->
+runtime and controls.
 
 Names are imported lazily (PyAV, aiortc and the world registry load only when used), so
 `import worldwalk.stream` stays cheap for the commands that need none of them.

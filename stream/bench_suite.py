@@ -18,7 +18,8 @@ import numpy as np
 
 def _reference_frames(width: int, height: int, count: int) -> np.ndarray:
     from worldwalk.controls import InputState, PoseIntegrator, intrinsics_from_fov
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     world = create_world(WorldConfig(name="reference", width=width, height=height))
     try:
@@ -79,38 +80,26 @@ def recording(ctx: Any) -> None:
 def browser(ctx: Any) -> None:
     """Server -> browser latency with a real headless Chromium in a loopback-only namespace.
 
-    Runs the browser scenario of the test suite (`tests/serve_harness.py`), so it needs a source
-    checkout, Chromium and root for the namespace; elsewhere it says what is missing.
+    Runs the browser walk (stream/browser_bench.py, which the browser tests run too), so it needs
+    playwright, Chromium and root for the namespace; elsewhere it says what is missing.
     """
     import importlib.util
     import json
-    import os
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+
     if ctx.quick:
         ctx.skip("browser latency", "not in --quick (a browser run takes about a minute)")
         return
-    if not (root / "tests" / "serve_harness.py").exists():
-        ctx.skip("browser latency", "needs a source checkout (tests/serve_harness.py)")
+    if importlib.util.find_spec("playwright") is None:
+        ctx.skip("browser latency", "needs playwright (pip install playwright)")
         return
-    sys.path.insert(0, str(root))
-    try:
-        if importlib.util.find_spec("tests.loopback_netns") is None:
-            ctx.skip("browser latency", "tests package not importable")
-            return
-        from tests.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
-
-        why = netns_unavailable_reason()
-        if why is not None:
-            ctx.skip("browser latency", why)
-            return
-        proc = run_module_in_loopback_netns("tests.serve_harness", ["walk"], timeout=300,
-                                            env={"MALLOC_ARENA_MAX": "2", "PYTHONPATH": str(root)
-                                                 + os.pathsep + os.environ.get("PYTHONPATH", "")})
-    finally:
-        sys.path.remove(str(root))
+    why = netns_unavailable_reason()
+    if why is not None:
+        ctx.skip("browser latency", why)
+        return
+    proc = run_module_in_loopback_netns("worldwalk.stream.browser_bench", ["walk"], timeout=300,
+                                        env={"MALLOC_ARENA_MAX": "2"})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"browser harness failed: {proc.stderr[-500:]}")

@@ -57,7 +57,8 @@ def recording_overhead(
     `control`: an A/A run, nothing recorded in either half: the noise floor of the comparison."""
     from worldwalk.runtime.pacer import FramePacer
     from worldwalk.runtime.session import Session
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     wc = WorldConfig(name="reference", width=width, height=height)
     t_start = time.monotonic()

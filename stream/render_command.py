@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldwalk.runtime.cli.args import (
+from worldwalk.runtime.args import (
     ACCEL_CHOICES,
     ACTION_STRING_HELP,
     BUNDLED_SIZE,

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from worldwalk.runtime.cli.args import DEFAULT_WORLD_HELP, add_accel_argument, choose_world, parse_size, world_problem
+from worldwalk.runtime.args import DEFAULT_WORLD_HELP, add_accel_argument, choose_world, parse_size, world_problem
 
 
 def register(subparsers: Any) -> None:

@@ -452,7 +452,7 @@ async def browser(url: str) -> dict:
     import ray
     from playwright.async_api import async_playwright
 
-    from .loopback_netns import launch_chromium
+    from worldwalk.stream.loopback_netns import launch_chromium
 
     await idle_replicas()
     page_url = url.replace("ws://", "http://").removesuffix("ws")

@@ -18,7 +18,7 @@ import time
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
-from worldwalk.runtime.world import create_world
+from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from .serve_harness import in_chromium, open_player, server_config, wait_for

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Session
-from worldwalk.runtime.world import create_world
+from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
 from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import ServeConfig

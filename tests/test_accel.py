@@ -180,7 +180,7 @@ def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_e
     assert apply_accel(world, choice, shared_exports) == (accel.CPU_DEFAULT if choice == "auto" else choice)
     got = _frames(world, 3)  # chunk 0 eager, chunk 1 builds the graphs, chunk 2 runs on what chunk 1 left
     s = accel.summary(world)
-    passes = len(world.stream.sampler.sigmas)  # the sampler's steps and the cache write, per chunk
+    passes = len(world.rollout.sampler.sigmas)  # the sampler's steps and the cache write, per chunk
     assert s["step"]["accel"] == passes * 2 and s["vae"]["accel"] == 2 and not s["step"]["failed"]
     assert _max_diff(got, ref) <= 2, label
 
@@ -253,11 +253,11 @@ def test_choices_and_messages():
     assert apply_accel(NoStream(), "auto") == "none"
     world = _tiny_world()
     assert apply_accel(world, "flat") == "flat"
-    assert isinstance(world.vae, AcceleratedVAE) and world.stream.backend is not None
+    assert isinstance(world.vae, AcceleratedVAE) and world.rollout.backend is not None
     accel.warm_up(world)
     assert accel.summary(world)["step"]["accel"] == 5  # chunk 1 ran through the fixed-shape step
     assert apply_accel(world, "none") == "none"  # undo
-    assert isinstance(world.vae, SanaWMVAE) and world.stream.backend is None
+    assert isinstance(world.vae, SanaWMVAE) and world.rollout.backend is None
 
 
 def test_snapshot_restore_through_backend(tmp_path):

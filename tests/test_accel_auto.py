@@ -40,7 +40,7 @@ def test_with_tensorrt_the_decoder_runs_on_cuda_graphs(monkeypatch, tmp_path):
     monkeypatch.setattr(accel, "resolve", lambda choice, device, cache_dir=None: "tensorrt")
     world = tiny_world()
     assert accel.apply_accel(world, "tensorrt", tmp_path) == "tensorrt"
-    assert world.stream.backend.backend == "tensorrt" and world.stream.backend.shared
+    assert world.rollout.backend.backend == "tensorrt" and world.rollout.backend.shared
     assert world.vae.backend == "cudagraph"
     assert accel.backends(world) == {"chunk": "tensorrt", "decode": "cudagraph"}
     accel.apply_accel(world, "none")

@@ -95,7 +95,8 @@ def test_a_checkpoint_folder_that_is_not_one_is_named_not_replaced(command, tmp_
     if command[0] == "serve":
         import argparse
 
-        from worldwalk.runtime.world import WorldConfig, create_world
+        from worldwalk.runtime.world import WorldConfig
+        from worldwalk.runtime.worlds import create_world
         from worldwalk.stream.serve_command import build_config, register
 
         parser = argparse.ArgumentParser()

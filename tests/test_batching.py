@@ -30,14 +30,14 @@ def test_two_batched_sessions_make_the_frames_they_make_alone():
 
 def test_batcher_refuses_a_world_on_other_weights():
     a, b = bundled_worlds(1) + bundled_worlds(1)
-    batcher = ForwardBatcher(a.stream.transformer)
+    batcher = ForwardBatcher(a.rollout.transformer)
     with pytest.raises(ValueError, match="batcher's transformer"):
         batcher.attach(b)
     batcher.share_weights(b)  # the same bundled weights: re-pointed
     batcher.attach(b)
-    assert b.stream.backend is batcher
+    assert b.rollout.backend is batcher
     batcher.detach(b)
-    assert b.stream.backend is None
+    assert b.rollout.backend is None
     batcher.close()
     for w in (a, b):
         w.close()
@@ -45,12 +45,12 @@ def test_batcher_refuses_a_world_on_other_weights():
 
 def test_a_host_joins_worlds_and_closing_one_leaves_the_batch():
     a, b = bundled_worlds(1) + bundled_worlds(1)
-    batcher = ForwardBatcher(a.stream.transformer)
+    batcher = ForwardBatcher(a.rollout.transformer)
     for w in (a, b):
-        assert batcher.join(w) is w and w.stream.backend is batcher
+        assert batcher.join(w) is w and w.rollout.backend is batcher
     assert b.transformer is a.transformer  # one copy of the weights
     b.close()
-    assert b.stream.backend is None and batcher._members == 1
+    assert b.rollout.backend is None and batcher._members == 1
     a.close()
     assert batcher._members == 0
     batcher.close()
@@ -60,7 +60,7 @@ def test_stack_and_take_round_trip_a_cache():
     (w,) = bundled_worlds(1)
     w.reset(None, None, seed=1)
     w.generate_chunk(*walk(w, 0, 1))
-    cache = w.stream.cache
+    cache = w.rollout.cache
     both = stack([cache, cache])
     back = take(both, 1, copy=True)
     assert layout(back) == layout(cache) and layout(both) != layout(cache)
@@ -80,7 +80,7 @@ def test_sessions_out_of_step_run_apart_and_stay_exact():
     worlds[1].reset(None, None, seed=2)
     for k in range(2):
         worlds[1].generate_chunk(*walk(worlds[1], k, 2))
-    batcher = ForwardBatcher(worlds[0].stream.transformer, window=30.0)
+    batcher = ForwardBatcher(worlds[0].rollout.transformer, window=30.0)
     for w in worlds:
         batcher.attach(w)
     def ahead():

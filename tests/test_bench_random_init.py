@@ -42,10 +42,10 @@ def test_pass_timer_splits_the_chunk_and_comes_off():
         assert sorted(passes) == ["cache_write", "denoise_1", "denoise_2", "denoise_3", "denoise_4", "vae_decode"]
         model = sum(v for k, v in passes.items() if k != "vae_decode")
         assert 0 < model <= total  # the model thread's passes run one after another inside the chunk
-    assert world.stream.backend is None and "decode_chunk" not in world.vae.__dict__
+    assert world.rollout.backend is None and "decode_chunk" not in world.vae.__dict__
     timer = PassTimer(world)
     timer.remove()
-    assert world.stream.backend is None
+    assert world.rollout.backend is None
     world.close()
 
 

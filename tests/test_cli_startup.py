@@ -61,8 +61,9 @@ def test_unknown_option_prints_the_commands_usage() -> None:
 
 
 def test_help_states_the_real_defaults() -> None:
-    from worldwalk.runtime.cli.args import BUNDLED_SIZE, REFERENCE_SIZE, bundled_weights_installed, choose_world
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.args import BUNDLED_SIZE, REFERENCE_SIZE, bundled_weights_installed, choose_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     assert choose_world(None, None) == ("bundled" if bundled_weights_installed() else "reference")
     assert (WorldConfig(name="reference").width, WorldConfig(name="reference").height) == REFERENCE_SIZE

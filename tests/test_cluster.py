@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
 pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a harness file)
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
@@ -85,7 +85,8 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
     same, and every frame hash the replicas recorded is what its pose renders to on one world.
     Returns the chunk the walk moved at and the replicas in order."""
     from worldwalk.controls import intrinsics_from_fov
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
     from worldwalk.stream.record.session_log import image_hash
 
     from .cluster_harness import FPS, HEIGHT, WIDTH

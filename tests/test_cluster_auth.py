@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
 pytestmark = pytest.mark.cluster
 pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.session import Boundary, Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds import create_world
 
 WORLD = WorldConfig(name="reference", width=64, height=36, fps=16.0)
 
@@ -89,9 +90,9 @@ def test_the_serve_config_file_names_real_flags_and_builds():
     need_ray()
     import yaml
 
-    from worldwalk.stream.cluster import deploy
+    from worldwalk.stream import cluster_deploy as deploy
 
-    doc = yaml.safe_load((Path(deploy.__file__).parent / "serve_config.yaml").read_text())
+    doc = yaml.safe_load((Path(deploy.__file__).parent / "cluster" / "serve_config.yaml").read_text())
     spec = doc["applications"][0]
     module, name = spec["import_path"].split(":")
     assert module == deploy.__name__ and callable(getattr(deploy, name))
@@ -120,7 +121,7 @@ def test_the_router_never_picks_a_draining_session_host():
 
 def test_bad_cluster_settings_are_named():
     need_ray()
-    from worldwalk.stream.cluster import deploy
+    from worldwalk.stream import cluster_deploy as deploy
     from worldwalk.stream.cluster.config import ClusterConfig
 
     with pytest.raises(ValueError, match="--token"):

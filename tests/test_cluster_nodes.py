@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+
 from .test_cluster import ray_processes_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # one xdist worker runs the file (conftest: a harness file)

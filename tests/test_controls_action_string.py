@@ -130,7 +130,7 @@ def test_render_help_lists_every_letter_of_the_action_string():
     import re
 
     from worldwalk.controls.action_string import ACTION_KEYS
-    from worldwalk.runtime.cli.args import ACTION_STRING_HELP
+    from worldwalk.runtime.args import ACTION_STRING_HELP
 
     named = set(re.findall(r"\b([a-z])/([a-z])\b", ACTION_STRING_HELP))
     assert {k for pair in named for k in pair} == set(ACTION_KEYS)

@@ -4,7 +4,13 @@
   browser path, the window and the tests share it without either;
 - `runtime` never imports `viewer` or `stream` (they plug in through entry points);
 - no import circle among our modules anywhere (a circle through an import inside a function still ties
-  the two modules together: neither can be read, tested or replaced alone).
+  the two modules together: neither can be read, tested or replaced alone);
+- no product module imports the tests (what a command runs ships with the package);
+- no circle among rooms either: a room is a sub-package (`runtime.sana_wm`, `stream.webrtc`) or the root
+  modules of a top package (`runtime`, `stream`), and the rooms stand in layers, e.g. runtime <
+  sana_wm, matrix_game < accel < worlds < bench < cli, and record < webrtc < cluster < stream's commands;
+- the viewer imports only `stream.record` of stream; `stream.record` never reaches webrtc or cluster,
+  not even through another module.
 
 Each rule also runs on small synthetic modules that break it, so the checker is seen to fail.
 """
@@ -133,8 +139,44 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
             for m in sorted(graph[name]):
                 if m.startswith(("worldwalk.viewer", "worldwalk.stream")):
                     bad.append(f"{name} imports {m}: runtime never imports viewer or stream")
+        if not name.startswith("worldwalk.tests"):
+            for m in sorted(graph[name]):
+                if m == "tests" or m.startswith("worldwalk.tests"):
+                    bad.append(f"{name} imports {m}: product code never imports the tests")
+        if name.startswith("worldwalk.viewer"):
+            for m in sorted(graph[name]):
+                if m.startswith("worldwalk.stream") and not m.startswith("worldwalk.stream.record"):
+                    bad.append(f"{name} imports {m}: the viewer imports only stream.record of stream")
+        if name.startswith("worldwalk.stream.record"):
+            for m in sorted(reachable(graph, name)):
+                for d in sorted(graph[m]):
+                    if d.startswith(("worldwalk.stream.webrtc", "worldwalk.stream.cluster")):
+                        via = "" if m == name else f" through {m}"
+                        bad.append(f"{name} imports {d}{via}: record never imports webrtc or cluster")
     bad += [f"import circle: {' <-> '.join(c)}" for c in circles(graph)]
+    bad += [f"room circle: {' <-> '.join(c)}" for c in circles(room_graph(graph))]
     return bad
+
+
+def room_of(name: str, packages: set[str]) -> str:
+    """The room a module is in: its innermost package below a top package (`worldwalk.runtime.sana_wm`),
+    else its top package (`worldwalk.runtime` for the runtime's root modules)."""
+    parts = name.split(".")
+    for k in range(len(parts), 2, -1):
+        if ".".join(parts[:k]) in packages:
+            return ".".join(parts[:k])
+    return ".".join(parts[:2])
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Room -> the other rooms its modules import."""
+    packages = {m for m in graph if any(o.startswith(m + ".") for o in graph)}
+    rooms: dict[str, set[str]] = {}
+    for name, deps in graph.items():
+        here = room_of(name, packages)
+        rooms.setdefault(here, set()).update(room_of(d, packages) for d in deps if d in graph)
+        rooms[here].discard(here)
+    return rooms
 
 
 def test_the_tree_keeps_the_house_rules() -> None:
@@ -176,9 +218,9 @@ def test_gl_reached_through_another_module_is_caught() -> None:
 
 def test_runtime_importing_viewer_or_stream_is_caught() -> None:
     broken = _broken_by({"worldwalk.runtime.synthetic": "def f():\n    from ..stream.record import recorder\n"})
-    assert broken == [
+    assert broken[0] == (
         "worldwalk.runtime.synthetic imports worldwalk.stream.record.recorder: runtime never imports viewer or stream"
-    ]
+    )  # (and a room circle: stream.record imports the runtime)
 
 
 def test_a_circle_through_a_lazy_import_is_caught() -> None:
@@ -189,3 +231,31 @@ def test_a_circle_through_a_lazy_import_is_caught() -> None:
     assert broken == [
         "import circle: worldwalk.runtime.synthetic_a <-> worldwalk.runtime.synthetic_b"
     ]
+
+
+def test_a_product_module_importing_the_tests_is_caught() -> None:
+    broken = _broken_by({"worldwalk.stream.synthetic": "def f():\n    from tests.serve_harness import walk\n"})
+    assert broken == ["worldwalk.stream.synthetic imports tests: product code never imports the tests"]
+
+
+def test_a_circle_between_rooms_is_caught() -> None:
+    # no circle between modules: accel.apply imports sana_wm.cache, not the synthetic module
+    broken = _broken_by({
+        "worldwalk.runtime.sana_wm.synthetic": "def f():\n    from worldwalk.runtime.accel import apply\n",
+    })
+    assert broken == ["room circle: worldwalk.runtime.accel <-> worldwalk.runtime.sana_wm"]
+
+
+def test_the_viewer_importing_webrtc_is_caught() -> None:
+    broken = _broken_by({"worldwalk.viewer.synthetic": "from worldwalk.stream.webrtc import offer\n"})
+    assert broken == ["worldwalk.viewer.synthetic imports worldwalk.stream.webrtc.offer: "
+                      "the viewer imports only stream.record of stream"]
+
+
+def test_record_reaching_cluster_through_another_module_is_caught() -> None:
+    broken = _broken_by({
+        "worldwalk.stream.record.synthetic": "from worldwalk.runtime import synthetic_mid\n",
+        "worldwalk.runtime.synthetic_mid": "def f():\n    from worldwalk.stream.cluster import routing\n",
+    })
+    assert ("worldwalk.stream.record.synthetic imports worldwalk.stream.cluster.routing through "
+            "worldwalk.runtime.synthetic_mid: record never imports webrtc or cluster") in broken

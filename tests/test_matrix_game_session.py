@@ -106,7 +106,8 @@ def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
     pose messages say `warp: false` (a camera world's do not)."""
     from types import SimpleNamespace
 
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
     from worldwalk.stream.webrtc.pose_channel import pose_message
 
     for world, warp in ((random_world("tiny"), False), (create_world(WorldConfig(name="reference", width=64,
@@ -180,10 +181,10 @@ def test_bad_actions_in_a_log_are_named():
 
 
 def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
-    """serve's pool (runtime/world_pool.py) builds Matrix-Game once: forks share the DiT, VAE and CLIP
+    """serve's pool (runtime/worlds/world_pool.py) builds Matrix-Game once: forks share the DiT, VAE and CLIP
     weights (one copy) and each makes exactly the frames a world of its own makes."""
     from worldwalk.runtime.world import WorldConfig
-    from worldwalk.runtime.world_pool import WorldPool
+    from worldwalk.runtime.worlds.world_pool import WorldPool
 
     def play(world, keys: list[int]) -> np.ndarray:
         world.reset(None, None, 7)

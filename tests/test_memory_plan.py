@@ -91,7 +91,7 @@ def test_plan_equals_a_small_world_run_for_real():
         poses[:, 2, 3] = 0.05 * np.arange(n)
         world.generate_chunk(poses, np.tile(K, (n, 1, 1)))
         s = world.snapshot()
-        snaps.append((s.stream.cache, s.decode.result()[1] if isinstance(s.decode, Future) else s.decode))
+        snaps.append((s.rollout.cache, s.decode.result()[1] if isinstance(s.decode, Future) else s.decode))
     cache, decode = snaps[-1]
     p = plan.session_bytes
     planned_cache = sum(v for k, v in p.items() if k.startswith(("gdn_", "ffn_", "softmax_")))

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
 _skip = netns_unavailable_reason()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_skip is not None, reason=f"loopback namespace: {_skip}")]

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.recording_resume import ContinuedRecorder, read_recording
 from worldwalk.stream.record.replay import plan_from_log, render_frames

@@ -12,7 +12,8 @@ import pytest
 from worldwalk.controls import action_string_to_poses
 from worldwalk.runtime.cli.main import main
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.replay import plan_from_actions, plan_from_log, plan_from_path, render_frames
 

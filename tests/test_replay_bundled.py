@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, create_world
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.replay import plan_from_log, render_frames
 

@@ -72,8 +72,8 @@ def test_world_state_and_snapshots_hold_what_they_report(choice):
     snaps: list = []
     _walk(world, 4, snaps)
     world._settle()
-    live = (world.stream.cache, world._decode_start)
-    assert held_bytes(world.stream.cache) <= reported_bytes(world.stream.cache)
+    live = (world.rollout.cache, world._decode_start)
+    assert held_bytes(world.rollout.cache) <= reported_bytes(world.rollout.cache)
     assert held_bytes(world._decode_start) <= reported_bytes(world._decode_start)
     for s in snaps:
         extra_held = held_bytes(s, live) - held_bytes(live)

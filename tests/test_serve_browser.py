@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
 SCENARIOS = ["walk", "two_and_busy", "malformed", "token", "gamepad", "cycles"]
 CYCLES_RSS_TOLERANCE_MIB = 12  # over 20 cycles after 3 warm-up ones: a leak of 0.6 MiB a session fails

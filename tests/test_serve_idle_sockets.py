@@ -16,10 +16,10 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from worldwalk.stream.loopback_netns import REPO
 from worldwalk.stream.webrtc.admission import Admission, AdmissionConfig
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .loopback_netns import REPO
 from .server_probe import serve_config
 
 

@@ -44,7 +44,7 @@ def test_snapshots_live_in_reused_arenas_and_restore_bit_exactly(one_torch_threa
     _chunk(world, 0)
     snap = world.snapshot()
     arenas = {lease.arena.untyped_storage().data_ptr() for lease in snap.leases}
-    for t in tensors_in(snap.stream.cache):  # every host tensor lives in the snapshot's arenas (or the sink's)
+    for t in tensors_in(snap.rollout.cache):  # every host tensor lives in the snapshot's arenas (or the sink's)
         assert t.untyped_storage().data_ptr() in arenas | {snap.sink_lease.arena.untyped_storage().data_ptr()}
     assert snap.nbytes() == sum(lease.arena.numel() for lease in snap.leases)  # the rounded bytes it holds
     a = [_chunk(world, 1), _chunk(world, 2)]

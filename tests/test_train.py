@@ -43,7 +43,7 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert resumed["opt"]["param_groups"][0]["lr"] > 0
 
     world = BundledWorld(out)
-    assert world.stream.sampler.cfg.timesteps == (1000, 800, 400, 0)  # trained for these steps: ships with them
+    assert world.rollout.sampler.cfg.timesteps == (1000, 800, 400, 0)  # trained for these steps: ships with them
     poses = action_string_to_poses("w-13")[:13]
     K = np.broadcast_to(intrinsics_from_fov(160, 96, 70.0), (13, 3, 3)).copy()
     chunk = world.generate_chunk(poses, K)

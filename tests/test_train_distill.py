@@ -93,7 +93,7 @@ def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path
     assert meta["step"] == 3 and "opt_fake.0.exp_avg" in tensors and not any(k.startswith("critic.") for k in tensors)
     world = BundledWorld(folder)
     assert world.spec.frames_per_chunk == 4 and world.spec.first_chunk_frames == 5
-    assert world.stream.sampler.cfg.timesteps == (1000, 500, 0)
+    assert world.rollout.sampler.cfg.timesteps == (1000, 500, 0)
     K = np.broadcast_to(np.eye(3), (5, 3, 3)).copy()
     K[:, 0, 0] = K[:, 1, 1] = 100.0
     assert world.generate_chunk(np.broadcast_to(np.eye(4), (5, 4, 4)).copy(), K).frames.shape == (5, 96, 160, 3)

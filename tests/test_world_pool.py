@@ -1,4 +1,4 @@
-"""Sessions on one model (runtime/world_pool.py, `SanaWM.fork`): N sessions over one shared bundled model
+"""Sessions on one model (runtime/worlds/world_pool.py, `SanaWM.fork`): N sessions over one shared bundled model
 give exactly the frames each gives alone, and the N of them hold one copy of the weights."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.runtime.world_pool import WorldPool
 from worldwalk.runtime.worlds.bundled_world import BundledWorld
+from worldwalk.runtime.worlds.world_pool import WorldPool
 
 CHUNKS = 3
 WALKS = ("w-40", "dl-20,w-20", "a-10,s-30")
@@ -73,8 +73,8 @@ def test_sessions_on_one_shared_model_give_their_frames_alone(alone) -> None:
     assert all(w.transformer is worlds[0].transformer and w.vae is worlds[0].vae for w in worlds)
     assert all(w._encoders is pool.shared._encoders for w in worlds)  # one text encoder, made once, for all
     # ...and each its own cache, noise and decoder
-    assert len({id(w.stream) for w in worlds}) == len(WALKS)
-    assert len({id(w.stream.generator) for w in worlds}) == len(WALKS)
+    assert len({id(w.rollout) for w in worlds}) == len(WALKS)
+    assert len({id(w.rollout.generator) for w in worlds}) == len(WALKS)
 
     barrier = threading.Barrier(len(WALKS))
     results: list = [None] * len(WALKS)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldwalk.runtime.cli.args import (
+from worldwalk.runtime.args import (
     DEFAULT_WORLD_HELP,
     add_accel_argument,
     choose_world,
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     from worldwalk.controls import PoseIntegrator
     from worldwalk.runtime.session import Session, SessionConfig
-    from worldwalk.runtime.world import UnknownWorldError, WorldConfig, create_world
+    from worldwalk.runtime.world import UnknownWorldError, WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     wcfg = WorldConfig(name=name, seed=args.seed, checkpoint=args.checkpoint, device=args.device, accel=args.accel,
                        options={"mode": args.mode} if getattr(args, "mode", None) else {})

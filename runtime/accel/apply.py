@@ -9,9 +9,9 @@ on CUDA graphs; on the CPU `CPU_DEFAULT` when its packages are installed, else
 eager (`worldwalk bench`'s accel suite, runtime/bench/accel_suite.py, measures them all).
 
 How it plugs in (`apply_accel(world, choice)`): a world that exports its steps (the `Accelerable`
-interface of runtime/world.py: `stream.transformer`, `stream.backend`, `vae`) gets an `AcceleratedStep`
-in `stream.backend` and an `AcceleratedVAE` as its `vae`. `create_world` asks the world to
-`accelerate(WorldConfig.accel)`; the world calls in here, and nothing here knows a concrete world. Both
+interface of runtime/world.py: `rollout.transformer`, `rollout.backend`, `vae`) gets an `AcceleratedStep`
+in `rollout.backend` and an `AcceleratedVAE` as its `vae`. `create_world` (runtime/worlds/) calls in here
+with `WorldConfig.accel` once it has built the world; the world never imports accel. Both
 run the first chunk eagerly (other shapes, once a session; on a GPU the chunk step also runs every chunk
 before its attention window is full eagerly, so no masked graph is built for one chunk a session) and
 every later chunk through the fixed-shape modules of onnx_export.py, built lazily at the first chunk
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from worldwalk.runtime.cli.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
+from worldwalk.runtime.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
 from worldwalk.runtime.sana_wm.cache import PromptContext
 
 from .announce import announce
@@ -222,6 +222,11 @@ class AcceleratedStep:
         self._prompt: tuple[Any, ...] | None = None  # (text, text_mask, PromptContext) when given raw text
         self._hash: str | None = None
 
+    @property
+    def runs_on(self) -> str:
+        """What this step runs on now: its backend, or "eager (BACKEND failed)" after a fallback (`backends`)."""
+        return _runs_on(self)
+
     def for_session(self) -> AcceleratedStep:
         """The same graphs (runners, layouts, build counts) for another session on the same model: only the
         per-chunk and per-prompt inputs are the session's own (`SanaWM.fork`)."""
@@ -333,6 +338,11 @@ class AcceleratedVAE:
         self._unused: set[tuple] = set()
         self._hash: str | None = None
 
+    @property
+    def runs_on(self) -> str:
+        """What this step runs on now: its backend, or "eager (BACKEND failed)" after a fallback (`backends`)."""
+        return _runs_on(self)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -405,8 +415,8 @@ def _built(kind: str, t0: float, backend: str) -> float:
 
 
 def _world_parts(world: Any) -> tuple[Any, Any]:
-    """(stream, vae) that `world` exports (the `Accelerable` interface in runtime/world.py), or (None, None)."""
-    stream = getattr(world, "stream", None)
+    """(rollout, vae) that `world` exports (the `Accelerable` interface in runtime/world.py), or (None, None)."""
+    stream = getattr(world, "rollout", None)
     if stream is None or not hasattr(stream, "transformer") or not hasattr(stream, "backend"):
         return None, None
     return stream, getattr(world, "vae", None)

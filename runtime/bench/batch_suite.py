@@ -35,11 +35,12 @@ def walk(world: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def bundled_worlds(n: int) -> list[Any]:
     """`n` bundled worlds on one transformer (the first world's)."""
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
 
     worlds = [create_world(WorldConfig(name="bundled", accel="none")) for _ in range(n)]
     for w in worlds[1:]:
-        w.transformer = w.stream.transformer = worlds[0].stream.transformer
+        w.transformer = w.rollout.transformer = worlds[0].rollout.transformer
     return worlds
 
 
@@ -51,7 +52,7 @@ def run_sessions(
     from worldwalk.runtime.batching import ForwardBatcher
 
     frames: list[list] = [[] for _ in worlds]
-    batcher = ForwardBatcher(worlds[0].stream.transformer, window) if mode == "batched" else None
+    batcher = ForwardBatcher(worlds[0].rollout.transformer, window) if mode == "batched" else None
     for w in worlds:
         if batcher is not None:
             batcher.attach(w)

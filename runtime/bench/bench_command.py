@@ -16,8 +16,8 @@ from dataclasses import asdict
 from importlib.metadata import entry_points
 from typing import Any
 
-from worldwalk.runtime.cli.args import add_accel_argument
-from worldwalk.runtime.cli.info import gather
+from worldwalk.runtime.args import add_accel_argument
+from worldwalk.runtime.bench.machine import gather
 
 from .context import BenchConfig, BenchContext, Figure, format_table, median, percentile, report  # noqa: F401 (suites import them from here)
 

@@ -17,7 +17,8 @@ from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.latency import LatencySplit
 from worldwalk.runtime.pacer import FramePacer
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import ModelSpec, WorldConfig, WorldModel, available_worlds, create_world
+from worldwalk.runtime.world import ModelSpec, WorldConfig, WorldModel, available_worlds
+from worldwalk.runtime.worlds import create_world
 
 from .bench_command import BenchContext
 

@@ -172,14 +172,14 @@ class _Clock:
 
 
 class PassTimer:
-    """Wraps the world's chunk step (`stream.backend`) and VAE decode to time each pass of a chunk."""
+    """Wraps the world's chunk step (`rollout.backend`) and VAE decode to time each pass of a chunk."""
 
     def __init__(self, world: SanaWM) -> None:
         cuda = _cuda(world.device)
         self.world = world
         self.model_clock, self.decode_clock = _Clock(cuda), _Clock(cuda)
         self._denoise = 0
-        stream = world.stream
+        stream = world.rollout
         inner = stream.backend or stream.transformer
 
         def step(x, t, text, mask, camera, cache, write):
@@ -332,7 +332,7 @@ def random_init_figures(ctx, cfg: RandomInitBench) -> None:
 
 def run_random_init(args: argparse.Namespace) -> int:
     """`worldwalk bench --world sana-wm --random-init KIND`: the figures as a table (and JSON)."""
-    from worldwalk.runtime.cli.info import gather
+    from worldwalk.runtime.bench.machine import gather
 
     from .context import BenchConfig, BenchContext, report
 
@@ -368,7 +368,7 @@ def run_random_init(args: argparse.Namespace) -> int:
 
 def _matrix_game(args: argparse.Namespace) -> int:
     """`worldwalk bench --world matrix-game --random-init KIND` (runtime/matrix_game/bench.py)."""
-    from worldwalk.runtime.cli.info import gather
+    from worldwalk.runtime.bench.machine import gather
     from worldwalk.runtime.matrix_game.bench import NotEnoughMemory as MGNotEnoughMemory
     from worldwalk.runtime.matrix_game.bench import random_init_figures as mg_figures
 

@@ -104,7 +104,7 @@ class FiniteWatch:
     def __init__(self, world) -> None:
         self.world = world
         self.flags: list[torch.Tensor] = []
-        stream = world.stream
+        stream = world.rollout
         inner = stream.backend or stream.transformer
         decode = world.vae.decode_chunk
 

@@ -196,7 +196,7 @@ class MemoryPlan:
 
     def sessions_fit(self, gpu_bytes: int, snapshots: int, backend: str = "none", shared: bool = True) -> int:
         """Sessions a GPU holds. `shared`: one model (weights, graphs) per device and a light world per
-        session (runtime/world_pool.py); otherwise every session builds the whole world (how `serve` ran
+        session (runtime/worlds/world_pool.py); otherwise every session builds the whole world (how `serve` ran
         before the pool), its own weights, graphs and activation peak."""
         model = self.weights + self.graph_bytes(backend)
         if not shared:

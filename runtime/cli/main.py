@@ -13,7 +13,7 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-from .version import __version__
+from worldwalk.runtime.version import __version__
 
 
 def _broken(name: str, error: BaseException) -> int:

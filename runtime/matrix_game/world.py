@@ -75,7 +75,7 @@ class MatrixGameWorld:
 
     def fork(self) -> MatrixGameWorld:
         """A world for one more session over this one's model: the DiT, VAE and CLIP tower are shared
-        (runtime/world_pool.py), the rollout's caches, noise and actions are its own."""
+        (runtime/worlds/world_pool.py), the rollout's caches, noise and actions are its own."""
         return MatrixGameWorld(self.cfg, self.rollout.dit, self.rollout.vae, self.clip, self.device, self.dtype,
                                self.seed)
 

@@ -69,7 +69,7 @@ class SanaWMRunConfig:
 class SanaWMSnapshot:
     """A chunk boundary, kept where `SnapshotStore` puts it (pinned host memory on CUDA)."""
 
-    stream: RolloutState
+    rollout: RolloutState
     decode: DecodeState | Future  # a Future while the previous chunk's decode is still running
     chunk_index: int
     first_pose_inv: np.ndarray | None
@@ -96,7 +96,7 @@ class SanaWMSnapshot:
                 event.synchronize()
         state = dict(self.__dict__)
         state.update(
-            stream=_on_host(self.stream),
+            rollout=_on_host(self.rollout),
             decode=DecodeState({k: _host_copy(t) for k, t in decode.tails.items()}, decode.started),
             cache_event=None, decode_event=None, leases=[], sink_lease=None,
         )
@@ -213,11 +213,11 @@ class SanaWM:
         self._encoder_lock = threading.Lock()
         self._start_session_state(LatentRollout(transformer, FlowSampler(cfg.sampler), cfg.use_cache))
 
-    def _start_session_state(self, stream: LatentRollout) -> None:
+    def _start_session_state(self, rollout: LatentRollout) -> None:
         """What one session holds for itself over the model: its rollout (cache, noise generator, prompt),
-        streams, decoder thread, snapshot store and position. Everything else (the transformer, the VAE,
+        CUDA streams, decoder thread, snapshot store and position. Everything else (the transformer, the VAE,
         their accelerated graphs or engines, the text encoder) is the model, which `fork` shares."""
-        self.stream = stream
+        self.rollout = rollout
         cuda = _cuda(self.device)
         self._model_stream = torch.cuda.Stream(self.device) if cuda else None
         self._decode_stream = torch.cuda.Stream(self.device) if cuda else None
@@ -237,11 +237,11 @@ class SanaWM:
         hold no per-session state (the per-chunk memo of the transformer is kept per thread). The fork
         starts like a fresh world: reset it (a Session does on start). Closing it frees its own state only."""
         twin = copy.copy(self)  # subclasses' read-only extras (the bundled start frame, configs) come along
-        step = self.stream.backend
-        stream = LatentRollout(self.transformer, self.stream.sampler, self.stream.use_cache)
+        step = self.rollout.backend
+        rollout = LatentRollout(self.transformer, self.rollout.sampler, self.rollout.use_cache)
         if step is not None:
-            stream.backend = step.for_session() if hasattr(step, "for_session") else step
-        twin._start_session_state(stream)
+            rollout.backend = step.for_session() if hasattr(step, "for_session") else step
+        twin._start_session_state(rollout)
         return twin
 
     # ---- construction without a checkpoint (tests, the bundled model) ----
@@ -254,22 +254,14 @@ class SanaWM:
         torch.manual_seed(seed)
         return cls(SanaWMStreamingTransformer(model_cfg), SanaWMVAE(AutoencoderKLLTX2Video(**vae_config)), run)
 
-    def accelerate(self, choice: str) -> str:
-        """Run the chunk step and the VAE decode through backend `choice` (runtime/accel) and build its
-        graphs now; returns the backend chosen. The world is left mid-session: reset it before use."""
-        from worldwalk.runtime.accel.apply import apply_accel, warm_up
-
-        chosen = apply_accel(self, choice)
-        if chosen != "none":
-            warm_up(self)
-        return chosen
-
     def backends(self) -> dict[str, str]:
         """What the chunk step and the VAE decode run on now ("onnx", "eager", "eager (onnx failed)"
-        after a fallback): the HUD, the page and the exit figures say it (see runtime/world.py)."""
-        from worldwalk.runtime.accel.apply import backends
-
-        return backends(self)
+        after a fallback): the HUD, the page and the exit figures say it (see runtime/world.py). A
+        stand-in that runtime/accel installed says it as its `runs_on`; the model's own modules run eagerly."""
+        out = {"chunk": getattr(self.rollout.backend, "runs_on", "eager")}
+        if hasattr(self.vae, "decode_chunk"):
+            out["decode"] = getattr(self.vae, "runs_on", "eager")
+        return out
 
     def _stream_ctx(self, stream):
         return torch.cuda.stream(stream) if stream is not None else nullcontext()
@@ -304,7 +296,7 @@ class SanaWM:
         with self._stream_ctx(self._model_stream):
             self._image_latent = self.vae.encode_image(image).to(self.dtype)
             p = self._prompt(prompt).to(self.device, self.dtype)
-            self.stream.reset(p.embeds, p.mask, seed)
+            self.rollout.reset(p.embeds, p.mask, seed)
         self._decode_start = DecodeState()
         self._snapshots.reset()
         self._chunk_index = 0
@@ -347,7 +339,7 @@ class SanaWM:
 
         with self._stream_ctx(self._model_stream):
             # 3. denoise, reading the cache
-            z = self.stream.denoise(camera, shape, self._image_latent if k == 0 else None, timings)
+            z = self.rollout.denoise(camera, shape, self._image_latent if k == 0 else None, timings)
             # 4. the decoder takes the clean latents (after the denoise, by an event on CUDA) and
             #    runs while the clean pass writes the cache and, pipelined, the next chunk denoises
             ready = None
@@ -360,7 +352,7 @@ class SanaWM:
             if self._decoding is None:
                 start, self._decode_start = self._decode_start, DecodeState()
             self._decoding = self._decoder.submit(self._decode_job, z, ready, self._decoding, n, k, start)
-            self.stream.commit(z, camera, timings)
+            self.rollout.commit(z, camera, timings)
         self._chunk_index += 1
         return PendingChunk(k, poses, intrinsics, timings, t_start, self._decoding)
 
@@ -394,7 +386,7 @@ class SanaWM:
         decode's future when there is one, so a snapshot never stalls the pipeline; once that decode is
         done its state replaces the future (and the frames the future also holds). On CUDA the tensors
         go to pinned host memory on a side stream (`SnapshotStore`)."""
-        st = self.stream.snapshot()
+        st = self.rollout.snapshot()
         cache, cache_bytes, event, leases = self._snapshots.offload_cache(st.cache, self._model_stream)
         snap = SanaWMSnapshot(
             replace(st, cache=cache),
@@ -431,8 +423,8 @@ class SanaWM:
             raise TypeError(f"expected a SanaWMSnapshot from this world's snapshot(), got {type(snapshot).__name__}")
         self._settle()
         with self._stream_ctx(self._model_stream):  # copies back in the model's order (the decode waits for it)
-            cache = self._snapshots.restore_cache(snapshot.stream.cache, snapshot.cache_event, snapshot.sink_lease)
-            self.stream.restore(replace(snapshot.stream, cache=cache))
+            cache = self._snapshots.restore_cache(snapshot.rollout.cache, snapshot.cache_event, snapshot.sink_lease)
+            self.rollout.restore(replace(snapshot.rollout, cache=cache))
             decode = snapshot.decode
             if isinstance(decode, Future):
                 decode = decode.result()[1]  # on the device still
@@ -454,13 +446,13 @@ class SanaWM:
         self._image_latent = None
         self._decode_start = DecodeState()
         self._snapshots.reset()
-        self.stream.cache = self.transformer.new_cache()
-        self.stream.history = []
-        self.stream.prompt = self.stream.text = self.stream.mask = None
+        self.rollout.cache = self.transformer.new_cache()
+        self.rollout.history = []
+        self.rollout.prompt = self.rollout.text = self.rollout.mask = None
         if _cuda(self.device):
             torch.cuda.empty_cache()
 
     # ---- benchmarking hooks ----
     def cache_nbytes(self) -> int:
         """Bytes the streaming state holds (transformer cache or recompute history, plus VAE decode state)."""
-        return self.stream.nbytes() + self._settle().nbytes()
+        return self.rollout.nbytes() + self._settle().nbytes()

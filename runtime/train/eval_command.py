@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     sampler = SamplerConfig(timesteps=args.timesteps) if args.timesteps else None
     world = BundledWorld(Path(args.checkpoint) if args.checkpoint else None, sampler=sampler)
-    print(f"sampler timesteps {', '.join(map(str, world.stream.sampler.cfg.timesteps))}", flush=True)
+    print(f"sampler timesteps {', '.join(map(str, world.rollout.sampler.cfg.timesteps))}", flush=True)
     spec = world.spec
     wcfg = WalkConfig(width=spec.width, height=spec.height, fps=spec.fps)
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         (save / "eval.json").write_text(json.dumps({"table": table, "scripted": scripted, "chunk_seconds": mean_chunk,
                                                     "detail": detail, "landmark": landmark,
                                                     "walks": args.walks, "seed": args.seed, "starts": args.starts,
-                                                    "timesteps": list(world.stream.sampler.cfg.timesteps)},
+                                                    "timesteps": list(world.rollout.sampler.cfg.timesteps)},
                                                    indent=1))
     world.close()
     return 0

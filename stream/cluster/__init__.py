@@ -4,7 +4,7 @@
     session_host.py  the deployment whose replicas run sessions (one long call per session)
     relay.py         a session host's end of a websocket the gateway holds
     snapshots.py     the store of each walk's latest chunk boundary (failover)
-    app.py           the app, its Serve-config builder, start/stop
+    app.py           the app, start/stop (its Serve-config builder: stream/cluster_deploy.py)
     status.py        `worldwalk cluster status`, `drain`, `token`
     security.py      Ray's token authentication required to start or join a cluster
     proxy_limits.py  the middleware in Serve's HTTP proxy that bounds websocket messages

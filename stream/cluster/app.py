@@ -1,7 +1,7 @@
 """The cluster app: a gateway deployment in front of a session-host deployment, and how to run it.
 
     build_app(cfg)      the Ray Serve application (Gateway bound to a SessionHost handle)
-    (deploy.py's app_builder(args) builds it from a Serve config file's `args`)
+    (stream/cluster_deploy.py's app_builder(args) builds it from a Serve config file's `args`)
     run_cluster(cfg)    `worldwalk serve --cluster [ADDRESS]`: start or join Ray, deploy, print
                         the URL, and on Ctrl-C take the app (and a Ray it started) down again
 """

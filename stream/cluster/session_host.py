@@ -11,7 +11,7 @@ for the session's life: Ray Serve places sessions and turns away what does not f
 Video goes from this replica's node straight to the browser (the peer's own candidates, or the
 STUN/TURN servers configured); only signaling passes the gateway.
 
-Each walk's chunk boundaries go to the cluster's `SnapshotStore` (snapshots.py); a call made
+Each walk's chunk boundaries go to the cluster's walk store (snapshots.py); a call made
 with `resume` starts from the walk's latest one instead of the first frame, and continues the
 walk's recording in the same files (recording.py).
 

@@ -2,7 +2,7 @@
 
 A session host ships every `snapshot_every`-th chunk boundary of each walk it runs (the world's
 snapshot, the pose integrator's state, the frame count and the held keys, pickled on the model
-thread so later chunks cannot change it) to one detached named actor, `SnapshotStore`. The store
+thread so later chunks cannot change it) to one detached named actor, `WalkStoreActor`. The store
 `ray.put`s it, so the object lives in Ray's object store owned by the store, not by the replica
 that made it: when a replica dies its walks' snapshots survive, and the replica that takes a walk
 over resumes it there. The store lives on the head node (`get_store`), so losing any other
@@ -77,7 +77,7 @@ def _serve_state(state: Any) -> str:
 
 
 class WalkStore:
-    """The store's state and calls (the actor is `SnapshotStore`, this class made a Ray actor). Ray
+    """The store's state and calls (the actor is `WalkStoreActor`, this class made a Ray actor). Ray
     runs its calls on up to 64 threads at once: what they share is changed under `_lock`."""
 
     def __init__(self, records_kept: int = 256, walks_kept: int = 64, watch_serve: bool = True,
@@ -375,14 +375,14 @@ class WalkStore:
                     "resume_timeout": self.resume_timeout, "mail": self.mail(), "draining": draining}
 
 
-SnapshotStore = ray.remote(num_cpus=0, max_concurrency=64)(WalkStore)
+WalkStoreActor = ray.remote(num_cpus=0, max_concurrency=64)(WalkStore)
 
 
 def get_store(records_kept: int = 256, resume_timeout: float = 60.0) -> Any:
     """The cluster's store, made on first use by whoever comes first. Detached: it outlives whoever
     made it. On the head node: it outlives the loss of any other machine, with the snapshots (objects
     it owns, kept on its node) and the spectator mailboxes; the head's loss ends the cluster anyway."""
-    return SnapshotStore.options(
+    return WalkStoreActor.options(
         name=STORE_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         resources=HEAD_NODE, scheduling_strategy="DEFAULT",  # not in a caller's placement group
     ).remote(records_kept, resume_timeout=resume_timeout)

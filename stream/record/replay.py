@@ -394,8 +394,8 @@ def _steps_from_records(records: list[dict[str, Any]], src: str, scale: np.ndarr
 
 def open_world(plan: ReplayPlan) -> Any:
     """Build the plan's world (its entry point) and check it is the model the log names."""
-    from worldwalk.runtime.world import create_world
     from worldwalk.runtime.world_options import WorldOptionError
+    from worldwalk.runtime.worlds import create_world
 
     try:
         world = create_world(plan.world_config())

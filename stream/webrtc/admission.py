@@ -27,10 +27,28 @@ same way (`StreamServer` here, and the Ray Serve cluster mode's gateway, which r
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+from worldwalk.runtime.world import CPU_SESSIONS, WorldConfig
+
+log = logging.getLogger(__name__)
+
+
+def default_max_sessions(cfg: WorldConfig) -> int:
+    """`serve --max-sessions` when not given: on a GPU what the memory plan fits beside one shared model
+    (its weights, the graphs or engines of `cfg.accel`, a chunk's activations; pinned snapshot memory
+    within the process's budget: runtime/bench/memory_plan.py:planned_sessions); on the CPU, 4."""
+    if not cfg.device.startswith("cuda"):
+        return CPU_SESSIONS  # no torch import for this: the reference world never needs torch
+    from worldwalk.runtime.bench.memory_plan import planned_sessions
+
+    n, why = planned_sessions(cfg)
+    log.info("serve: at most %d sessions (%s)", n, why)
+    return n
 
 
 @dataclass

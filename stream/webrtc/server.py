@@ -62,7 +62,7 @@ from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress, listening
 from worldwalk.runtime.session import Session, SessionConfig
 from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
-from worldwalk.runtime.world_pool import WorldPool, default_max_sessions
+from worldwalk.runtime.worlds.world_pool import WorldPool
 
 from ..record.recorder import RecorderConfig
 from .admission import (
@@ -70,6 +70,7 @@ from .admission import (
     AdmissionConfig,
     SessionSlot,
     connections_within_fds,
+    default_max_sessions,
     open_fds,
     raise_fd_limit,
 )
@@ -101,7 +102,7 @@ class ServeConfig:
     controls: IntegratorConfig = field(default_factory=IntegratorConfig)
     bindings: Bindings = field(default_factory=Bindings)
     # players (worlds) at once, counting those being torn down; one more gets "busy". None: on a GPU what the
-    # memory plan fits beside the shared model (runtime/world_pool.py:default_max_sessions), 4 on the CPU
+    # memory plan fits beside the shared model (admission.py:default_max_sessions), 4 on the CPU
     max_sessions: int | None = None
     max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
     max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
@@ -289,7 +290,7 @@ class StreamServer:
         self.sessions_opened = 0
         self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
-        # one model for every session (runtime/world_pool.py)
+        # one model for every session (runtime/worlds/world_pool.py)
         self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
         self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")

@@ -1,6 +1,6 @@
-"""`app_builder(args)`: the cluster app from a Serve config file's `args` (serve_config.yaml: `serve
-deploy`, KubeRay's RayService); args.flags holds `worldwalk serve` flags. Its own module because it
-parses those flags with serve_command's parser, and serve_command imports app.py for `--cluster`."""
+"""`app_builder(args)`: the cluster app from a Serve config file's `args` (cluster/serve_config.yaml: `serve
+deploy`, KubeRay's RayService); args.flags holds `worldwalk serve` flags. A command beside serve_command,
+not in cluster/: it parses those flags with serve_command's parser, which imports cluster/ for `--cluster`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 from worldwalk.stream.serve_command import build_config, register
 
-from .app import build_app, cluster_config
+from .cluster.app import build_app, cluster_config
 
 
 def app_builder(args: dict[str, Any]) -> Any:
-    """Serve config entry point: `import_path: worldwalk.stream.cluster.deploy:app_builder`."""
+    """Serve config entry point: `import_path: worldwalk.stream.cluster_deploy:app_builder`."""
     parser = argparse.ArgumentParser(prog="worldwalk")
     register(parser.add_subparsers())
     flags = args.get("flags", "")

@@ -4,6 +4,7 @@ WebRTC tests may send traffic to loopback addresses only. `run_in_loopback_netns
 command inside `unshare -n` (as root) with `lo` brought up and nothing else, so neither the
 server nor the browser can reach any other address. Inside, `launch_chromium` starts Debian's
 Chromium through Python playwright (`playwright install` is neither needed nor possible).
+The browser bench (stream/browser_bench.py) and the browser tests run there.
 """
 
 from __future__ import annotations

@@ -21,22 +21,10 @@ import logging
 import threading
 from typing import Any
 
-from .world import CPU_SESSIONS, WorldConfig, WorldModel, create_world
+from worldwalk.runtime.world import WorldConfig, WorldModel
+from worldwalk.runtime.worlds import create_world
 
 log = logging.getLogger(__name__)
-
-
-def default_max_sessions(cfg: WorldConfig) -> int:
-    """`serve --max-sessions` when not given: on a GPU what the memory plan fits beside one shared model
-    (its weights, the graphs or engines of `cfg.accel`, a chunk's activations; pinned snapshot memory
-    within the process's budget: runtime/bench/memory_plan.py:planned_sessions); on the CPU, 4."""
-    if not cfg.device.startswith("cuda"):
-        return CPU_SESSIONS  # no torch import for this: the reference world never needs torch
-    from worldwalk.runtime.bench.memory_plan import planned_sessions
-
-    n, why = planned_sessions(cfg)
-    log.info("serve: at most %d sessions (%s)", n, why)
-    return n
 
 
 class WorldPool:
@@ -81,13 +69,13 @@ class WorldPool:
 
     @staticmethod
     def _batcher(world: Any) -> Any:
-        from .batching import ForwardBatcher
+        from worldwalk.runtime.batching import ForwardBatcher
 
-        if getattr(world.stream, "backend", None) is not None:
+        if getattr(world.rollout, "backend", None) is not None:
             log.warning("serve: sessions are not batched: the model's chunk step is accelerated (--accel %s); "
                         "batching runs eager forwards", getattr(world, "accel", "?"))
             return None
-        return ForwardBatcher(world.stream.transformer)
+        return ForwardBatcher(world.rollout.transformer)
 
     def _whole(self) -> WorldModel:
         world = create_world(self.cfg)
