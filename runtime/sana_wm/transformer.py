@@ -165,7 +165,7 @@ class FinalLayer(nn.Module):
 class ChunkInputs:
     """What every pass of one chunk (its denoising passes and its cache write) reads the same: made at the
     chunk's first pass and held, per thread, until the chunk is written (`LatentRollout.commit`), never across
-    chunks. `nbytes()` is what it holds in flight; the memory plan counts it in the passes' activations.
+    chunks. The memory plan counts what it holds in the passes' activations (runtime/bench/memory_plan.py).
 
     rope (N, D/2) complex; ucpe, cam_rope: the camera branch's transforms (None without a camera);
     pluckers: per block, `plucker_proj` of the embedded Plücker rays (B, N, C), None for a block without one;
@@ -183,11 +183,6 @@ class ChunkInputs:
         if self.reading is not cache:
             self.windows, self.reading = {}, cache
         return self.windows
-
-    def nbytes(self) -> int:
-        from .memory import reported_bytes
-
-        return reported_bytes(self.rope, self.ucpe, self.cam_rope, self.pluckers, self.windows)
 
 
 class SanaWMStreamingTransformer(nn.Module):
