@@ -158,3 +158,37 @@ def test_the_first_snapshots_after_a_build_take_arenas_made_beforehand(one_torch
     assert all(name == "pinned-arena" for name in pool.made_on[made:]), pool.made_on[made:]  # spares only
     session.close()
     models.close()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of torch")
+def test_a_cuda_world_pins_its_snapshot_arenas_before_its_first_session(monkeypatch):
+    """On CUDA the world pool's build pins the arenas (SanaWM.prepare_snapshots); the session's snapshots then
+    live in pinned arenas made beforehand."""
+    from worldwalk.runtime import world_pool
+    from worldwalk.runtime.world import WorldConfig
+
+    pool = PinnedArenas(budget=64 * ARENA_GRANULE)
+
+    def build(cfg):
+        world = tiny_world(device="cuda")
+        world.snapshot_arenas = pool
+        world._snapshots = SnapshotStore(world.device, arenas=pool)
+        return world
+
+    monkeypatch.setattr(world_pool, "create_world", build)
+    models = world_pool.WorldPool(WorldConfig(name="sana-wm", device="cuda"))
+    session = models.session_world()
+    _settled(pool)
+    made = len(pool.made_on)
+    assert made > 0
+    session.reset(None, None, 3)
+    kept: deque = deque(maxlen=1)
+    for k in range(4):
+        kept.append(session.snapshot())
+        _chunk(session, k)
+        session._settle()
+    assert all(lease.arena.is_pinned() for lease in kept[-1].leases) and kept[-1].leases
+    assert all(name == "pinned-arena" for name in pool.made_on[made:]), pool.made_on[made:]
+    session.close()
+    models.close()
