@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from worldwalk.runtime.accel.apply import AcceleratedStep, engine
 from worldwalk.runtime.accel.onnx_export import CacheLayout
@@ -154,14 +155,15 @@ def test_accelerated_step_prepares_a_chunk_once(tmp_path, monkeypatch):
         return flatten(self, cache)
 
     monkeypatch.setattr(CacheLayout, "flatten", counted)
-    embeds = [0]
-    hook = _calls(tr.plucker_embedder, embeds)
+    embeds, projected = [0], [0]
+    hooks = [_calls(tr.plucker_embedder, embeds), _calls(tr.blocks[0].plucker_proj, projected)]
     try:
         _run(stream, tiny_cameras(3))
     finally:
-        hook.remove()
-    # chunks 1 and 2 run the step, chunk 0 is eager (its Plücker embedding made once too)
-    assert step.counts["accel"] == 2 * 5 and flattens[0] == 2 and embeds[0] == 3
+        for h in hooks:
+            h.remove()
+    # chunks 1 and 2 run the step, chunk 0 is eager (its Plücker embedding and projections made once too)
+    assert step.counts["accel"] == 2 * 5 and flattens[0] == 2 and embeds[0] == projected[0] == 3
 
 
 @pytest.mark.parametrize("tail", [False, True])
@@ -202,3 +204,114 @@ def test_the_prompt_context_holds_what_it_reports():
         tr = tiny_transformer(cross_norm=cross_norm)
         prompt = tr.prompt_context(*_prompt(tr, 1, tokens=7))
         assert held_bytes(prompt.kv) == reported_bytes(prompt.kv) == prompt.nbytes() - prompt.mask.numel()
+
+
+def _perturbed(world):
+    """A tiny world whose zero-initialised Plücker and camera paths carry numbers (random init leaves them 0)."""
+    with torch.no_grad():
+        for p in world.stream.transformer.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0.0, 0.2 if p.ndim < 2 else p.shape[-1] ** -0.5, generator=torch.Generator().manual_seed(1))
+    return world
+
+
+def test_plucker_projections_made_once_per_chunk():
+    """Every block's `plucker_proj` runs once a chunk (at its first pass), not in each of its 4 denoising passes
+    and its cache write; the latents and the cache are bit for bit those of projecting in every pass."""
+    tr = tiny_transformer()
+    cams = tiny_cameras(3)
+    text, mask = _prompt(tr, 1)
+    ref = LatentRollout(tr, FlowSampler())
+    ref.reset(text, mask, seed=3)
+    tr.memo_chunk_inputs = False  # the reference projects in every forward
+    want = _run(ref, cams)
+    tr.memo_chunk_inputs = True
+
+    projected = [[0] for b in tr.blocks if hasattr(b, "plucker_proj")]
+    assert projected, "the tiny config has Plücker blocks"
+    hooks = [_calls(b.plucker_proj, n) for b, n in zip([b for b in tr.blocks if hasattr(b, "plucker_proj")],
+                                                        projected, strict=True)]
+    try:
+        stream = LatentRollout(tr, FlowSampler())
+        stream.reset(text, mask, seed=3)
+        got = _run(stream, cams)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [n[0] for n in projected] == [len(cams)] * len(projected), projected
+    assert tr._chunk_memo is None  # released once the chunk is written, not kept across chunks
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+    _same_cache(stream.cache, ref.cache)
+
+
+class _ContextCats(TorchDispatchMode):
+    """Counts concatenations that read one of `storages` (the cached K/V a chunk attends to)."""
+
+    def __init__(self, storages: set[int]) -> None:
+        super().__init__()
+        self.storages, self.count = storages, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.cat.default:
+            if any(t.untyped_storage().data_ptr() in self.storages for t in args[0]):
+                self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_softmax_context_copied_once_per_chunk():
+    """A softmax block's cached K/V (sink and window, main and camera branch) are copied into its attention
+    context once a chunk, not in each of the chunk's 5 forwards; the latents are those of copying every pass."""
+    tr = tiny_transformer()
+    cams = tiny_cameras(4)
+    text, mask = _prompt(tr, 1)
+    ref = LatentRollout(tr, FlowSampler())
+    ref.reset(text, mask, seed=3)
+    tr.memo_chunk_inputs = False
+    want = _run(ref, cams)
+    tr.memo_chunk_inputs = True
+
+    stream = LatentRollout(tr, FlowSampler())
+    stream.reset(text, mask, seed=3)
+    got = _run(stream, cams[:2])
+    softmax = [b for b in stream.cache.blocks if hasattr(b, "recent")]
+    assert softmax and all(b.recent for b in softmax), "chunk 2 reads a sink and a recent chunk"
+    cached = {t.untyped_storage().data_ptr() for b in softmax for kv in b.context()
+              for t in (kv.k, kv.v, kv.cam_k, kv.cam_v)}
+    with _ContextCats(cached) as cats:
+        got += _run(stream, cams[2:3], start=2)
+    assert cats.count == 4 * len(softmax), cats.count  # k, v, camera k, camera v: once each, at the first pass
+    got += _run(stream, cams[3:], start=3)
+    assert tr._chunk_memo is None
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+    _same_cache(stream.cache, ref.cache)
+
+
+def test_frames_of_a_world_unchanged_by_making_chunk_inputs_once():
+    """A tiny world's frames (and the decoded pixels) are bit for bit those of recomputing the Plücker
+    projections and softmax contexts in every pass, on the CPU in fp32."""
+    from .conftest import tiny_world
+
+    def frames(memo: bool) -> list:
+        import numpy as np
+
+        from worldwalk.controls.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+
+        world = _perturbed(tiny_world())
+        world.stream.transformer.memo_chunk_inputs = memo
+        K = intrinsics_from_fov(world.spec.width, world.spec.height, DEFAULT_FOV_DEG)
+        world.reset(None, None, 4)
+        out = []
+        for k in range(4):
+            n = world.spec.chunk_frames(k)
+            poses = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
+            poses[:, 0, 3] = 0.05 * np.arange(k * n, (k + 1) * n)
+            out.append(world.generate_chunk(poses, np.broadcast_to(K, (n, 3, 3)).copy()).frames)
+        world.close()
+        return out
+
+    import numpy as np
+
+    for a, b in zip(frames(True), frames(False), strict=True):
+        assert np.array_equal(a, b)

@@ -35,6 +35,19 @@ def test_sharing_the_model_fits_many_more_sessions_and_graphs_are_counted():
     assert plan.sessions_fit_host(10 * GiB) == 5
 
 
+def test_graphs_count_the_chunk_inputs_as_inputs_not_as_held_activations():
+    """The eager peaks hold a chunk's Plücker projections and softmax contexts (made once for its passes); a
+    graph takes the projections as static inputs and joins the contexts inside, so its pool is the peak less
+    both, and its inputs hold the projections once for the read graph and once for the write graph."""
+    plan = _plan()
+    plan.peak_bytes.update(held_plucker_projections=GiB // 4, held_softmax_contexts=GiB // 2)
+    held = GiB // 4 + GiB // 2
+    read = GiB // 2 + GiB // 4 + (GiB - held)
+    write = GiB + GiB // 4 + (2 * GiB - held)
+    assert plan.graph_bytes("cudagraph") == read + write + (GiB + 3 * GiB)
+    assert plan.graph_bytes("tensorrt") == 5 * GiB + (2 * GiB - held) + (GiB + 3 * GiB)
+
+
 def test_max_sessions_default_is_the_plan(monkeypatch):
     monkeypatch.setattr(memory_plan, "checkpoint_configs", lambda path: memory_plan.full_size_configs())
     monkeypatch.setattr(memory_plan, "plan_memory", lambda *a, **k: _plan())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections import deque
 
 import numpy as np
 import pytest
@@ -110,3 +111,84 @@ def test_a_spare_arena_is_made_off_the_model_thread():
     assert pool.made_on[0] == threading.current_thread().name
     assert pool.made_on[1] == "pinned-arena"
     assert pool.allocated <= pool.budget
+
+
+def _settled(pool: PinnedArenas) -> None:
+    for _ in range(1000):  # the helper thread's spares
+        with pool._lock:
+            if not pool._making:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("the pool's helper thread never finished")
+
+
+def test_the_first_snapshots_after_a_build_take_arenas_made_beforehand(one_torch_thread, monkeypatch):
+    """The world pool makes the snapshot arenas while it builds the model (a throwaway session keeps its chunk
+    boundaries as a Session does), so a session's snapshots of every size (the sink, the cache as the window
+    fills and once full, the decode state), the first of the process included, take arenas made beforehand:
+    none is made on the session's thread (or its decoder's) while its chunks run. (A session that keeps more
+    boundaries takes the spares the pool's helper thread makes ahead.)"""
+    from worldwalk.runtime import world_pool
+    from worldwalk.runtime.world import WorldConfig
+
+    pool = PinnedArenas(budget=64 * ARENA_GRANULE, pin=False)
+
+    def build(cfg):
+        world = tiny_world()
+        world.snapshot_arenas, world.snapshot_copies = pool, True  # what the forks' stores take (CUDA-like)
+        _copying(world, pool)
+        return world
+
+    monkeypatch.setattr(world_pool, "create_world", build)
+    models = world_pool.WorldPool(WorldConfig(name="sana-wm"))
+    session = models.session_world()
+    _settled(pool)
+    made = len(pool.made_on)
+    assert made > 0 and pool.lent == 0  # made while building, all free again
+
+    session.reset(None, None, 3)
+    kept: deque = deque(maxlen=1)  # the last boundary (two live while the next is taken)
+    leases = 0
+    for k in range(4):  # the window fills (chunks 1, 2) and stays full
+        kept.append(session.snapshot())
+        _chunk(session, k)
+        session._settle()
+        leases += len(kept[-1].leases)
+    assert leases > 0  # the session's snapshots live in the pool's arenas
+    assert all(name == "pinned-arena" for name in pool.made_on[made:]), pool.made_on[made:]  # spares only
+    session.close()
+    models.close()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of torch")
+def test_a_cuda_world_pins_its_snapshot_arenas_before_its_first_session(monkeypatch):
+    """On CUDA the world pool's build pins the arenas (SanaWM.prepare_snapshots); the session's snapshots then
+    live in pinned arenas made beforehand."""
+    from worldwalk.runtime import world_pool
+    from worldwalk.runtime.world import WorldConfig
+
+    pool = PinnedArenas(budget=64 * ARENA_GRANULE)
+
+    def build(cfg):
+        world = tiny_world(device="cuda")
+        world.snapshot_arenas = pool
+        world._snapshots = SnapshotStore(world.device, arenas=pool)
+        return world
+
+    monkeypatch.setattr(world_pool, "create_world", build)
+    models = world_pool.WorldPool(WorldConfig(name="sana-wm", device="cuda"))
+    session = models.session_world()
+    _settled(pool)
+    made = len(pool.made_on)
+    assert made > 0
+    session.reset(None, None, 3)
+    kept: deque = deque(maxlen=1)
+    for k in range(4):
+        kept.append(session.snapshot())
+        _chunk(session, k)
+        session._settle()
+    assert all(lease.arena.is_pinned() for lease in kept[-1].leases) and kept[-1].leases
+    assert all(name == "pinned-arena" for name in pool.made_on[made:]), pool.made_on[made:]
+    session.close()
+    models.close()

@@ -56,6 +56,7 @@ from .onnx_export import (
     export_decode_step,
     export_dir,
     module_hash,
+    plucker_names,
     prompt_inputs,
     prompt_names,
     step_inputs,
@@ -280,8 +281,10 @@ class AcceleratedStep:
         if [tuple(t.shape) for t in flat] != [tuple(s) for s in lay.shapes]:  # another cache shape: re-read it
             lay = self._layouts[key] = CacheLayout.from_cache(cache, self.tr, lay.nc)
             flat, mask = lay.flatten(cache)
-        fixed = [*step_inputs(self.tr, latents, timesteps, prompt, camera, cache), mask]
-        flat = [*prompt_inputs(prompt), *flat]  # the graph's inputs after kv_mask: the prompt's K/V, the cache
+        fixed, pluckers = step_inputs(self.tr, latents, timesteps, prompt, camera, cache)
+        fixed.append(mask)
+        # the graph's inputs after kv_mask: the blocks' Plücker projections, the prompt's K/V, the cache
+        flat = [*pluckers, *prompt_inputs(prompt), *flat]
         self._prep = (cache, camera, prompt, fixed, flat, lay)
         return fixed, flat, lay
 
@@ -311,7 +314,7 @@ class AcceleratedStep:
             with _EXPORT_LOCK:
                 t0 = time.perf_counter()
                 step = ChunkStep(self.tr, lay, write, masked).eval()
-                names = [*STEP_INPUTS, *prompt_names(len(self.tr.blocks)), *lay.names]
+                names = [*STEP_INPUTS, *plucker_names(self.tr), *prompt_names(len(self.tr.blocks)), *lay.names]
                 kind = "chunk-write" if write else "chunk-read"
                 self._runners[key] = self.make(
                     kind, step, inputs, names,

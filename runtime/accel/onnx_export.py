@@ -23,8 +23,9 @@ with N_max = N_0 + (kv_window - 1) N_c (N_0 tokens of chunk 0, the sink; N_c of 
 [0, N_0), then the recent chunks oldest first, each N_c long. Slots not yet filled are zeros and masked by
 `kv_mask` (N_max,) (0 = attend, -inf = padding, shared by every softmax block); filled slots sit at the
 end of the recent region, so a write shifts the recent region left by one chunk and appends the new one.
-Tensor names of the graphs: inputs `latents timesteps text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv plucker
-kv_mask` (`plucker`: the chunk's embedded Plücker rays (B, N, C), made once for its passes), the prompt's
+Tensor names of the graphs: inputs `latents timesteps text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv kv_mask`,
+then `b{i}.plucker` per block with a Plücker projection (its `plucker_proj` of the chunk's embedded rays
+(B, N, C), made once for the chunk's passes: transformer.ChunkInputs), the prompt's
 cross-attention K/V `b{i}.cross_k b{i}.cross_v` per block (`PromptContext`, made once a session, so the
 graphs carry no caption embedder and no cross-attention K/V projection), then the cache names; outputs
 `velocity` (+ `new.` + the cache names when writing).
@@ -60,8 +61,7 @@ from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.weights_source import weights_source
 
-STEP_INPUTS = ("latents", "timesteps", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv", "plucker",
-               "kv_mask")
+STEP_INPUTS = ("latents", "timesteps", "text_mask", "rope", "cam_rope", "ucpe_p", "ucpe_pt", "ucpe_pinv", "kv_mask")
 OPSET = 17
 GDN_FIELDS = ("state", "norm_state", "cam_state", "k_tail", "cam_k_tail")
 KV_FIELDS = ("k", "v", "cam_k", "cam_v")
@@ -259,6 +259,11 @@ def real_rope(table: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(table).contiguous()
 
 
+def plucker_names(transformer: SanaWMStreamingTransformer) -> list[str]:
+    """Input names of the blocks' projected Plücker embeddings (after `STEP_INPUTS`)."""
+    return [f"b{i}.plucker" for i, b in enumerate(transformer.blocks) if hasattr(b, "plucker_proj")]
+
+
 def prompt_names(blocks: int) -> list[str]:
     """Input names of the prompt's per-block cross-attention K/V (after `STEP_INPUTS`)."""
     return [f"b{i}.cross_{t}" for i in range(blocks) for t in ("k", "v")]
@@ -276,26 +281,28 @@ def step_inputs(
     prompt: PromptContext,
     camera: CameraInputs,
     cache: StreamingCache,
-) -> list[torch.Tensor]:
-    """The `STEP_INPUTS` tensors of one chunk but kv_mask (the prompt's K/V and the flat cache follow it)."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(the `STEP_INPUTS` tensors of one chunk but kv_mask, the `plucker_names` tensors), which the prompt's K/V
+    and the flat cache follow."""
     cfg = transformer.cfg
     _, _, T, H, W = latents.shape
     p = cfg.patch_size
     h, w = H // p[1], W // p[2]
     dev, dtype = latents.device, transformer.dtype
-    with torch.no_grad():  # the same for the chunk's passes: the Plücker rays embedded here, once, not in the graph
-        rope, u, cam_rope, plucker = transformer._chunk_inputs(camera, cache.frames, T, h, w, dev)  # plucker (B, N, C)
-    return [
+    with torch.no_grad():  # the same for the chunk's passes: the Plücker rays embedded and projected here, once
+        chunk = transformer._chunk_inputs(camera, cache.frames, T, h, w, dev)
+    u = chunk.ucpe
+    fixed = [
         latents.to(dtype).contiguous(),
         timesteps.float().contiguous(),
         prompt.mask.bool().contiguous(),
-        real_rope(rope),
-        real_rope(cam_rope),
+        real_rope(chunk.rope),
+        real_rope(chunk.cam_rope),
         u.P.contiguous(),
         u.P_T.contiguous(),
         u.P_inv.contiguous(),
-        plucker.contiguous(),
     ]
+    return fixed, [t.contiguous() for t in chunk.pluckers if t is not None]
 
 
 def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor], kv_mask, masked: bool = True):
@@ -326,8 +333,9 @@ def _softmax_attention(attn, x, T, rope, ucpe, cam_rope, ctx: list[torch.Tensor]
 class ChunkStep(nn.Module):
     """One transformer forward over a chunk >= 1 with a flat cache (the graph every backend runs).
 
-    forward(latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask, *prompt_kv,
-    *cache) -> velocity, or (velocity, *new_cache) when `write` (prompt_kv: `prompt_inputs`, 2 per block).
+    forward(latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, kv_mask, *pluckers, *prompt_kv,
+    *cache) -> velocity, or (velocity, *new_cache) when `write` (pluckers: one per `plucker_names`, made once a
+    chunk; prompt_kv: `prompt_inputs`, 2 per block).
     Mirrors SanaWMStreamingTransformer.forward and Block.forward; the softmax window is padded and masked, or
     (`masked=False`, for chunks whose window is full) not masked at all: kv_mask is then unused and the
     exported graph drops it.
@@ -342,11 +350,12 @@ class ChunkStep(nn.Module):
         self.write = write
         self.masked = masked
 
-    def forward(self, latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, plucker, kv_mask,
-                *rest):
+    def forward(self, latents, timesteps, text_mask, rope, cam_rope, ucpe_p, ucpe_pt, ucpe_pinv, kv_mask, *rest):
         tr, cfg, lay = self.tr, self.tr.cfg, self.layout
-        n = 2 * len(tr.blocks)
-        prompt_kv, cache = rest[:n], rest[n:]
+        n, n_pl = 2 * len(tr.blocks), sum(hasattr(b, "plucker_proj") for b in tr.blocks)
+        given = iter(rest[:n_pl])  # each block's projected Plücker embedding (step_inputs)
+        pluckers = [next(given) if hasattr(b, "plucker_proj") else None for b in tr.blocks]
+        prompt_kv, cache = rest[n_pl : n_pl + n], rest[n_pl + n :]
         B, _, T, H, W = latents.shape
         p = cfg.patch_size
         grid = (T, H // p[1], W // p[2])
@@ -355,12 +364,12 @@ class ChunkStep(nn.Module):
         t0 = tr.t_block(t_emb).view(B, T, -1)
         t_emb = t_emb.view(B, T, -1)
         ucpe = UcpeTransforms(ucpe_p, ucpe_pt, ucpe_pinv)
-        pl = plucker  # embedded once per chunk (step_inputs)
         entries = dict(zip(lay.names, cache, strict=True))
         new: list[torch.Tensor] = []
         for i, block in enumerate(tr.blocks):
             kv = (prompt_kv[2 * i], prompt_kv[2 * i + 1])
-            x = self._block(i, block, x, kv, text_mask, t0, grid, rope, ucpe, cam_rope, pl, entries, kv_mask, new)
+            x = self._block(i, block, x, kv, text_mask, t0, grid, rope, ucpe, cam_rope, pluckers[i], entries, kv_mask,
+                            new)
         x = tr.final_layer(x, t_emb, T)
         out = x.view(B, T, grid[1], grid[2], p[1], p[2], cfg.in_channels).permute(0, 6, 1, 2, 4, 3, 5)
         out = out.reshape(B, cfg.in_channels, T, H, W)
@@ -387,8 +396,8 @@ class ChunkStep(nn.Module):
             if self.write:
                 new += [getattr(written, f) for f in GDN_FIELDS if f"b{i}.{f}" in entries]
         x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
-        if hasattr(block, "plucker_proj"):
-            x = x + block.plucker_proj(plucker)
+        if plucker is not None:
+            x = x + plucker  # block.plucker_proj of the chunk's rays, made once for its passes
         x = x + block.cross_attn(x, prompt_kv, mask)
         h = (block.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
         h, ffn_tail = block.mlp(h, grid, entries.get(f"b{i}.ffn_tail"))
@@ -570,7 +579,8 @@ def export_chunk_step(step: ChunkStep, inputs: Sequence[torch.Tensor], folder: P
     kind = ("chunk-write" if step.write else "chunk-read") + ("" if step.masked else "-full")
     outs = ["velocity"] + ([f"new.{n}" for n in lay.names] if step.write else [])
     path = folder / cache_key(kind, weights_hash, inputs) / "model.onnx"
-    return export_onnx(step, inputs, [*STEP_INPUTS, *prompt_names(len(step.tr.blocks)), *lay.names], outs, path)
+    names = [*STEP_INPUTS, *plucker_names(step.tr), *prompt_names(len(step.tr.blocks)), *lay.names]
+    return export_onnx(step, inputs, names, outs, path)
 
 
 def export_decode_step(step: DecodeStep, inputs: Sequence[torch.Tensor], folder: Path, weights_hash: str) -> Path:

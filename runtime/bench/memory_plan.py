@@ -11,9 +11,11 @@ tensors the real code makes:
   tensors its chunk wrote);
 - activation peak of one chunk: the largest live-bytes high-water mark of a denoising forward (on
   chunk 0, and at steady state with the full window), of the cache-writing forward, and of the VAE
-  decode, tracked op by op (`LiveBytes`). Softmax attention counts as a fused kernel (output plus
-  log-sum-exp, as flash / memory-efficient SDPA on CUDA), not the (N x M) score matrix that the meta
-  device's reference path would make.
+  decode, tracked op by op (`LiveBytes`). Each pass measured is a chunk's first, so its peak includes
+  what the chunk's passes share and hold until its write (the blocks' Plücker projections and the softmax
+  blocks' attention contexts, transformer.ChunkInputs), also listed on their own. Softmax attention counts
+  as a fused kernel (output plus log-sum-exp, as flash / memory-efficient SDPA on CUDA), not the (N x M)
+  score matrix that the meta device's reference path would make.
 
 Sessions per GPU = (GPU memory - reserve - weights - transformer peak - VAE decode peak) // per-session
 bytes: the sessions' chunks take turns on the GPU, and a pipelined session decodes one chunk while the
@@ -43,6 +45,7 @@ from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported:
 from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.sana_wm.memory import reported_bytes
 from worldwalk.runtime.world import CPU_SESSIONS
 
 GiB = 2**30
@@ -178,9 +181,10 @@ class MemoryPlan:
         """Device memory one model's accelerated graphs or engines hold for good (shared by its sessions).
         An estimate from the plan's parts, not a measurement (`bench --gpu-check` compares):
         - cudagraph: each graph keeps its static inputs and outputs and a private pool as large as its pass's
-          activations: the chunk read (the cache and prompt K/V in; a denoising pass), the chunk write (the
-          cache in and out; the write pass) and the decoder (the tails in and out; a decode). Chunks whose
-          window is not full run eagerly, so there is no masked graph;
+          activations: the chunk read (the cache, the prompt K/V and the blocks' Plücker projections in; a
+          denoising pass), the chunk write (the cache in and out, the projections in; the write pass) and the
+          decoder (the tails in and out; a decode). Chunks whose window is not full run eagerly, so there is
+          no masked graph;
         - tensorrt: the chunk-step engine embeds the transformer's weights (one engine for the reads and the
           write) plus its activation memory; the decoder runs on a CUDA graph (runtime/accel/apply.py);
         - none, compile, onnx: nothing held beyond the eager peak."""
@@ -188,10 +192,15 @@ class MemoryPlan:
         cache = sum(v for k, v in s.items() if k not in ("vae_decode_state", "first_image_latent", "prompt"))
         decode = s.get("vae_decode_state", 0)
         decoder_graph = 2 * decode + p["vae_decode"]
+        # the eager peaks hold the chunk's shared inputs (ChunkInputs); a graph gets the Plücker projections as
+        # inputs (static buffers of a CUDA graph) and joins the softmax contexts inside, one block at a time
+        pluckers = p.get("held_plucker_projections", 0)
+        held = pluckers + p.get("held_softmax_contexts", 0)
+        read, write = p["denoise_steady"] - held, p["cache_write"] - held
         if backend == "cudagraph":
-            return (cache + p["denoise_steady"]) + (2 * cache + p["cache_write"]) + decoder_graph
+            return (cache + pluckers + read) + (2 * cache + pluckers + write) + decoder_graph
         if backend == "tensorrt":
-            return self.weight_bytes["transformer"] + p["cache_write"] + decoder_graph
+            return self.weight_bytes["transformer"] + write + decoder_graph
         return 0
 
     def sessions_fit(self, gpu_bytes: int, snapshots: int, backend: str = "none", shared: bool = True) -> int:
@@ -340,6 +349,7 @@ def plan_memory(
         image_latent = latents(1)
         # chunk 0 (image latent + L frames), then enough chunks to fill the attention window
         first = torch.cat([image_latent, latents(L)], 2)
+        tr._chunk_memo = None
         with tracked() as live:
             tr(first, torch.full((1, L + 1), 960.0, device=dev), text, mask, camera(L + 1), None, False)
         peaks["denoise_first_chunk"] = live.peak
@@ -349,14 +359,22 @@ def plan_memory(
             _, cache = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
             snaps.append(cache)
         # the window is full (chunk 0 has slid out, or sits in the sink): this write is a steady one
+        tr._chunk_memo = None
         with tracked() as live:
             _, cache = tr(latents(L), torch.zeros(1, L, device=dev), text, mask, camera(L), cache, True)
         write_peak = live.peak
         snaps.append(cache)
+        tr._chunk_memo = None  # the chunk's held inputs are made inside the pass measured, so its peak has them
         with tracked() as live:
             tr(latents(L), torch.full((1, L), 960.0, device=dev), text, mask, camera(L), cache, False)
         peaks["denoise_steady"] = live.peak
         peaks["cache_write"] = write_peak
+        # what the chunk's passes share (transformer.ChunkInputs), held from its first pass to its write: part of
+        # the peaks above, listed to show what holding them costs
+        held = tr._chunk_memo[2]
+        peaks["held_plucker_projections"] = reported_bytes(held.pluckers)
+        peaks["held_softmax_contexts"] = reported_bytes(held.windows)
+        tr._chunk_memo = None
         _, d0 = vae.decode_chunk(latents(L + 1), DecodeState())
         _, d1 = vae.decode_chunk(latents(L), d0)
         with tracked() as live:
@@ -439,7 +457,8 @@ def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int, pinned_budget:
     lines += [f"    {k:<31} {gib(v)}" for k, v in plan.session_bytes.items()]
     lines.append(f"  each rewind snapshot adds         {gib(plan.snapshot_bytes)}")
     lines.append(f"  activation peak of one chunk      {gib(plan.chunk_peak)}  (largest model pass + a decode beside)")
-    lines += [f"    {k:<31} {gib(v)}" for k, v in plan.peak_bytes.items()]
+    lines += [f"    {k:<31} {gib(v)}" + ("  (of the passes' peaks: made once a chunk, held to its write)"
+                                           if k.startswith("held_") else "") for k, v in plan.peak_bytes.items()]
     lines += [
         f"  GPU {gpu_bytes / 1e9:.0f} GB: reserve {gib(plan.reserve(gpu_bytes)).strip()}, "
         f"weights + peak {gib(plan.weights + plan.chunk_peak).strip()}",

@@ -25,6 +25,27 @@ from .layers import SelfAttentionParams
 from .rope import apply_rope
 
 
+def joined(window: dict[str, torch.Tensor] | None, name: str, context: list[torch.Tensor], new: torch.Tensor
+           ) -> torch.Tensor:
+    """torch.cat([*context, new], 2) in `new`'s dtype: the keys (or values) a chunk's queries attend to.
+
+    The context (the cached chunks) is the same for every pass of a chunk, so with a `window` (the chunk's,
+    held by transformer.ChunkInputs) it is copied once, at the chunk's first pass, into a buffer with room
+    for the chunk's own N tokens, and each later pass writes only those (N of the N_ctx + N tokens). The
+    buffer is overwritten by the next pass, so whatever reads it must have read it by then (SDPA, at once)."""
+    if not context:
+        return new
+    if window is None:
+        return torch.cat([c.to(new.dtype) for c in context] + [new], 2)
+    n_ctx = sum(c.shape[2] for c in context)
+    buf = window.get(name)
+    if buf is None or buf.dtype != new.dtype or buf.shape[2] != n_ctx + new.shape[2] or buf.shape[:2] != new.shape[:2]:
+        buf = window[name] = torch.cat([c.to(new.dtype) for c in context] + [new], 2)
+        return buf
+    buf[:, :, n_ctx:].copy_(new)
+    return buf
+
+
 class SoftmaxAttention(SelfAttentionParams):
     """One softmax self-attention block (main + camera branch) over one chunk with a K/V window."""
 
@@ -44,8 +65,10 @@ class SoftmaxAttention(SelfAttentionParams):
         cam_rope: torch.Tensor | None,
         cache: SoftmaxCache,
         write: bool,
+        window: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, ChunkKV | None]:
-        """x (B, N, C) -> (B, N, C); returns this chunk's K/V for the cache when `write`."""
+        """x (B, N, C) -> (B, N, C); returns this chunk's K/V for the cache when `write`. `window`: this block's
+        context for the chunk's passes (`joined`), None to concatenate the context in every pass."""
         B, N, C = x.shape
         context = cache.context()
 
@@ -54,8 +77,8 @@ class SoftmaxAttention(SelfAttentionParams):
         q = apply_rope(self.split_heads(self.q_norm(q)), rope)
         k = apply_rope(self.split_heads(self.k_norm(k)), rope)
         q, k, v = (self._sdpa_dtype(t) for t in (q, k, self.split_heads(v)))
-        k_all = torch.cat([c.k.to(k.dtype) for c in context] + [k], 2)
-        v_all = torch.cat([c.v.to(v.dtype) for c in context] + [v], 2)
+        k_all = joined(window, "k", [c.k for c in context], k)
+        v_all = joined(window, "v", [c.v for c in context], v)
         main = F.scaled_dot_product_attention(q, k_all, v_all).to(x.dtype).transpose(1, 2).reshape(B, N, C)
 
         # 2. camera branch: UCPE on q (P^T) and k, v (P^-1), SDPA, back to world space with P
@@ -67,8 +90,8 @@ class SoftmaxAttention(SelfAttentionParams):
             qc = self._sdpa_dtype(apply_ucpe(qc, ucpe.P_T, cam_rope))
             kc = self._sdpa_dtype(apply_ucpe(kc, ucpe.P_inv, cam_rope))
             vc = self._sdpa_dtype(apply_ucpe(vc, ucpe.P_inv, cam_rope))
-            kc_all = torch.cat([c.cam_k.to(kc.dtype) for c in context if c.cam_k is not None] + [kc], 2)
-            vc_all = torch.cat([c.cam_v.to(vc.dtype) for c in context if c.cam_v is not None] + [vc], 2)
+            kc_all = joined(window, "cam_k", [c.cam_k for c in context if c.cam_k is not None], kc)
+            vc_all = joined(window, "cam_v", [c.cam_v for c in context if c.cam_v is not None], vc)
             out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all).to(x.dtype)
             cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
 

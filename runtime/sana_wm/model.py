@@ -23,6 +23,7 @@ import dataclasses
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -41,7 +42,7 @@ from .config import SanaWMConfig
 from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file
 from .rollout import LatentRollout, RolloutState
 from .sampler import FlowSampler, SamplerConfig
-from .snapshots import SnapshotStore
+from .snapshots import PinnedArenas, SnapshotStore
 from .timing import resolve
 from .transformer import SanaWMStreamingTransformer
 from .vae import DecodeState, SanaWMVAE, to_uint8
@@ -164,6 +165,11 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class SanaWM:
+    # where the sessions' snapshot stores take their arenas (None: the process's pool, on CUDA) and whether they
+    # copy (None: on CUDA only); tests run the copying path on the CPU with an unpinned pool of their own
+    snapshot_arenas: PinnedArenas | None = None
+    snapshot_copies: bool | None = None
+
     def __init__(
         self,
         transformer: SanaWMStreamingTransformer,
@@ -225,7 +231,7 @@ class SanaWM:
         self._decode_start = DecodeState()  # the VAE state the running decode chain started from
         self._decoding: Future | None = None  # the last submitted chunk's decode, while it runs
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="sana-wm-decode")
-        self._snapshots = SnapshotStore(self.device)
+        self._snapshots = SnapshotStore(self.device, self.snapshot_arenas, self.snapshot_copies)
         self._decode_bytes = 0  # size of the last decode state a snapshot kept
         self._chunk_index = 0
         self._first_pose_inv: np.ndarray | None = None
@@ -401,14 +407,45 @@ class SanaWM:
         )
         if self._decoding is not None:
             snap.decode = self._decoding
-            self._decoding.add_done_callback(partial(self._keep_decode, snap))
+            # by weak reference: the future keeps its callbacks, and a strong one would make a cycle that holds a
+            # dropped snapshot (and its arenas, which the next snapshots would reuse) until the garbage collector runs
+            self._decoding.add_done_callback(partial(self._keep_decode, weakref.ref(snap)))
         else:
             self._keep_decode_state(snap, self._decode_start)
         return snap
 
-    def _keep_decode(self, snap: SanaWMSnapshot, decoding: Future) -> None:
-        """Done-callback of a decode a snapshot waits for (runs on the decoder thread)."""
-        if not decoding.cancelled() and decoding.exception() is None:
+    def prepare_snapshots(self) -> int:
+        """Make the snapshot arenas a session takes before any session runs (on CUDA: pinned memory, whose
+        `cudaHostRegister` would otherwise stall the first session's first chunks). A throwaway session walks
+        until its attention window is full and keeps a chunk boundary before each chunk, as a `Session` does,
+        dropping each once the next is kept: every arena size a session's snapshots take (the sink, the cache
+        as the window fills and once full, the decode state) is made once here and goes back to the pool,
+        whose helper thread makes a spare of each. The world is left mid-session (the world pool closes it).
+        Returns the arenas made; 0 where snapshots share the live tensors (the CPU)."""
+        from worldwalk.controls.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
+
+        arenas = self._snapshots.arenas
+        if not self._snapshots.copies or arenas is None:
+            return 0
+        made = arenas.allocations
+        spec = self.spec
+        K = intrinsics_from_fov(spec.width, spec.height, DEFAULT_FOV_DEG)
+        self.reset(None, None, 0)
+        kept = None
+        for k in range(self.transformer.cfg.kv_window + 2):  # chunk k reads k chunks: the last two a full window
+            kept = self.snapshot()  # the boundary before chunk k; the one before is dropped, its arenas freed
+            n = spec.chunk_frames(k)
+            self.generate_chunk(np.broadcast_to(np.eye(4), (n, 4, 4)).copy(), np.broadcast_to(K, (n, 3, 3)).copy())
+        kept = self.snapshot()
+        self._settle()  # the last decode's state is offloaded too
+        del kept
+        return arenas.allocations - made
+
+    def _keep_decode(self, ref: weakref.ref, decoding: Future) -> None:
+        """Done-callback of a decode a snapshot waits for (runs on the decoder thread); nothing for a snapshot
+        dropped meanwhile."""
+        snap = ref()
+        if snap is not None and not decoding.cancelled() and decoding.exception() is None:
             self._keep_decode_state(snap, decoding.result()[1])
 
     def _keep_decode_state(self, snap: SanaWMSnapshot, state: DecodeState) -> None:

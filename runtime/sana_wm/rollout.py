@@ -3,7 +3,9 @@
 One `step` is one chunk: denoise it with the few-step sampler while reading the cache, then one
 clean (t = 0) forward writes the cache. What is constant for longer is made once: the prompt's
 cross-attention keys/values per session (`PromptContext`, at `reset`), the camera inputs on the model's
-device per chunk (shared by the chunk's denoising passes and its cache write). With `use_cache=False`
+device per chunk, and what the transformer makes of them and of the cache read (RoPE, UCPE, every block's
+Plücker projection, the softmax blocks' attention contexts: `transformer.ChunkInputs`), shared by the chunk's
+denoising passes and its cache write and dropped once it is written (`commit`). With `use_cache=False`
 the stream keeps the clean latents and camera inputs of every past chunk instead and rebuilds the cache
 from them before each chunk: the same numbers at a cost that grows with the session, for benchmarking
 the cache against recompute.

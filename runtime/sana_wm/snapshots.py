@@ -12,8 +12,9 @@ number of snapshots the same way on both.
 Pinned memory comes from `PinnedArenas`, one pool per process: a snapshot's tensors are carved from one
 arena (its bytes rounded up to 2 MiB, not each of its ~115 tensors to a power of two), arenas return
 to the pool when their snapshot is dropped and are reused by any session, so `cudaHostRegister` runs
-only while the pool grows, and the pool never passes its budget (`WORLDWALK_PINNED_BUDGET`, default
-half of the machine's memory) across all sessions. A snapshot counts the arena bytes it holds.
+only while the pool grows (first while the world pool builds the model, then on a helper thread), and the
+pool never passes its budget (`WORLDWALK_PINNED_BUDGET`, default half of the machine's memory) across all
+sessions. A snapshot counts the arena bytes it holds.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class PinnedArenas:
     A snapshot takes one arena (its tensors are carved from it), so it costs one `cudaHostRegister` the
     first time an arena of its size is needed and none after: arenas go back to the pool when their
     snapshot is dropped, and the next snapshot of any session reuses them; one spare arena of the size last
-    taken is made ahead on a helper thread, so a session's first snapshots do not pin memory on the model
-    thread (only the very first of the process does). `take` returns None when a new
+    taken is made ahead on a helper thread, so a session's snapshots do not pin memory on the model thread;
+    the process's first arenas of each size are made while the world pool builds the model
+    (`SanaWM.prepare_snapshots`), before any session runs. `take` returns None when a new
     arena would pass the budget (free arenas of other sizes are dropped first); the store then copies into
     pageable memory, slower but bounded by the sessions' own snapshot budgets."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .attention import SoftmaxAttention
 from .cache import PromptContext, SoftmaxCache, StreamingCache, owned
-from .camera import CameraInputs, ucpe_transforms
+from .camera import CameraInputs, UcpeTransforms, ucpe_transforms
 from .config import SanaWMConfig
 from .ffn import GLUMBConvTemp
 from .gdn import GDNAttention
@@ -117,17 +117,22 @@ class Block(nn.Module):
         self.mlp = GLUMBConvTemp(d, int(d * cfg.mlp_ratio), cfg.t_kernel_size)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write):
+    def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write, window=None):
+        """`plucker`: this block's `plucker_proj` of the chunk's embedded Plücker rays (B, N, C), made once for
+        the chunk's passes (ChunkInputs), or None; `window`: the softmax block's per-chunk context (attention.py)."""
         B, N, C = x.shape
         T = grid[0]
         mod = (self.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)  # each (B, T, 1, C)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
 
         h = (self.norm1(x).view(B, T, -1, C) * (1 + scale_msa) + shift_msa).view(B, N, C)
-        h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write)
+        if self.softmax:
+            h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write, window)
+        else:
+            h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write)
         x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
-        if plucker is not None and hasattr(self, "plucker_proj"):
-            x = x + self.plucker_proj(plucker)
+        if plucker is not None:
+            x = x + plucker
         x = x + self.cross_attn(x, prompt_kv, mask)
 
         h = (self.norm2(x).view(B, T, -1, C) * (1 + scale_mlp) + shift_mlp).view(B, N, C)
@@ -156,6 +161,30 @@ class FinalLayer(nn.Module):
         return self.linear((self.norm_final(x).view(B, T, -1, C) * (1 + scale) + shift).view(B, N, C))
 
 
+@dataclass
+class ChunkInputs:
+    """What every pass of one chunk (its denoising passes and its cache write) reads the same: made at the
+    chunk's first pass and held, per thread, until the chunk is written (`LatentRollout.commit`), never across
+    chunks. The memory plan counts what it holds in the passes' activations (runtime/bench/memory_plan.py).
+
+    rope (N, D/2) complex; ucpe, cam_rope: the camera branch's transforms (None without a camera);
+    pluckers: per block, `plucker_proj` of the embedded Plücker rays (B, N, C), None for a block without one;
+    windows: per softmax block, its attention context (the cached K/V read, with room for the chunk's own,
+    `attention.joined`), for the cache `reading` (a pass reading another cache starts them afresh)."""
+
+    rope: torch.Tensor
+    ucpe: UcpeTransforms | None
+    cam_rope: torch.Tensor | None
+    pluckers: tuple[torch.Tensor | None, ...]
+    windows: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    reading: StreamingCache | None = None
+
+    def windows_of(self, cache: StreamingCache) -> dict[int, dict[str, torch.Tensor]]:
+        if self.reading is not cache:
+            self.windows, self.reading = {}, cache
+        return self.windows
+
+
 class SanaWMStreamingTransformer(nn.Module):
     def __init__(self, cfg: SanaWMConfig) -> None:
         super().__init__()
@@ -177,15 +206,19 @@ class SanaWMStreamingTransformer(nn.Module):
             b._window, b._sink = cfg.kv_window, cfg.sink
         self.final_layer = FinalLayer(d, p, cfg.in_channels)
         self.rope = Rope3D(cfg.linear_head_dim, cfg.rope_max_seq_len, cfg.rope_theta)
-        self.memo_chunk_inputs = True  # keep a chunk's RoPE / camera inputs across its passes (_chunk_inputs)
+        self.memo_chunk_inputs = True  # keep a chunk's ChunkInputs across its passes (_chunk_inputs)
         # per thread (one session's model thread each): sessions sharing this module keep their own chunk's inputs
         self._chunk_memos: dict[int, tuple] = {}
 
-    def _chunk_inputs(self, camera: CameraInputs | None, frame: int, T: int, h: int, w: int, device: torch.device):
-        """RoPE, UCPE transforms, camera RoPE and the Plücker embedding of a chunk at frame `frame`.
+    def _chunk_inputs(
+        self, camera: CameraInputs | None, frame: int, T: int, h: int, w: int, device: torch.device
+    ) -> ChunkInputs:
+        """RoPE, UCPE transforms, camera RoPE and every block's projected Plücker embedding of a chunk at frame
+        `frame`.
 
         They depend on the chunk's position and camera only, so the chunk's denoising passes (one camera
-        object) compute them once: the last result of each thread is kept while no gradient is recorded."""
+        object) compute them once: the last result of each thread is kept while no gradient is recorded, until
+        the chunk is written (LatentRollout.commit drops it)."""
         key = (frame, T, h, w, device, self.dtype)
         memo = self._chunk_memo
         hit = memo is not None and memo[0] is camera and memo[1] == key
@@ -193,12 +226,16 @@ class SanaWMStreamingTransformer(nn.Module):
             return memo[2]
         p = self.cfg.patch_size
         rope = self.rope(frame, T, h, w, device)
-        ucpe = cam_rope = plucker = None
+        ucpe = cam_rope = None
+        pluckers: tuple[torch.Tensor | None, ...] = (None,) * len(self.blocks)
         if camera is not None:
             ucpe = ucpe_transforms(camera.conditions.to(device), (h, w), (p[1], p[2]))
             cam_rope = self.rope.camera_slice(rope)
-            plucker = self.plucker_embedder(camera.plucker.to(device, self.dtype))
-        out = (rope, ucpe, cam_rope, plucker)
+            plucker = self.plucker_embedder(camera.plucker.to(device, self.dtype))  # (B, N, C)
+            # each block adds its own projection of the same rays: one Linear per block per chunk, not per pass
+            pluckers = tuple(b.plucker_proj(plucker) if hasattr(b, "plucker_proj") else None for b in self.blocks)
+            del plucker  # only the projections are read again
+        out = ChunkInputs(rope, ucpe, cam_rope, pluckers)
         self._chunk_memo = None if (torch.is_grad_enabled() or not self.memo_chunk_inputs) else (camera, key, out)
         return out
 
@@ -264,11 +301,14 @@ class SanaWMStreamingTransformer(nn.Module):
         t_emb = t_emb.view(B, T, -1)
         prompt = text if isinstance(text, PromptContext) else self.prompt_context(text, text_mask)
 
-        rope, ucpe, cam_rope, plucker = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
+        chunk = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
+        windows = chunk.windows_of(cache) if self._chunk_memo is not None and self._chunk_memo[2] is chunk else None
 
         new_blocks = []
-        for block, bc, kv in zip(self.blocks, cache.blocks, prompt.kv, strict=True):
-            x, written = block(x, kv, prompt.mask, t0, grid, rope, ucpe, cam_rope, plucker, bc, write)
+        for i, (block, bc, kv) in enumerate(zip(self.blocks, cache.blocks, prompt.kv, strict=True)):
+            window = None if windows is None or not block.softmax else windows.setdefault(i, {})
+            x, written = block(x, kv, prompt.mask, t0, grid, chunk.rope, chunk.ucpe, chunk.cam_rope,
+                               chunk.pluckers[i], bc, write, window)
             new_blocks.append(written)
 
         x = self.final_layer(x, t_emb, T)

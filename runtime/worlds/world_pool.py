@@ -53,6 +53,7 @@ class WorldPool:
                     self._forks = False
                     return world  # this world is the session's own
                 self._forks = True
+                self._prepare_snapshots(world)
                 try:
                     world.close()  # the warm-up's session state goes; the model stays
                 except Exception:
@@ -66,6 +67,22 @@ class WorldPool:
         if self.batcher is not None:
             self.batcher.join(twin)  # its close() leaves the batch first
         return twin
+
+    @staticmethod
+    def _prepare_snapshots(world: Any) -> None:
+        """Make the pinned arenas of the sessions' snapshots now, while the model is built (SanaWM.prepare_snapshots),
+        so no session's chunk waits on the process's first `cudaHostRegister`; a no-op where snapshots are not
+        copied (the CPU)."""
+        prepare = getattr(world, "prepare_snapshots", None)
+        if not callable(prepare):
+            return
+        try:
+            made = prepare()
+        except Exception:  # an optimisation: sessions still make their own arenas
+            log.exception("preparing the snapshot arenas failed; sessions make their own")
+            return
+        if made:
+            log.info("serve: %d snapshot arena(s) made before the first session", made)
 
     @staticmethod
     def _batcher(world: Any) -> Any:
