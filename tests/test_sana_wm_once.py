@@ -209,7 +209,7 @@ def test_the_prompt_context_holds_what_it_reports():
 def _perturbed(world):
     """A tiny world whose zero-initialised Plücker and camera paths carry numbers (random init leaves them 0)."""
     with torch.no_grad():
-        for p in world.stream.transformer.parameters():
+        for p in world.rollout.transformer.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0.0, 0.2 if p.ndim < 2 else p.shape[-1] ** -0.5, generator=torch.Generator().manual_seed(1))
     return world
@@ -299,7 +299,7 @@ def test_frames_of_a_world_unchanged_by_making_chunk_inputs_once():
         from worldwalk.controls.camera import DEFAULT_FOV_DEG, intrinsics_from_fov
 
         world = _perturbed(tiny_world())
-        world.stream.transformer.memo_chunk_inputs = memo
+        world.rollout.transformer.memo_chunk_inputs = memo
         K = intrinsics_from_fov(world.spec.width, world.spec.height, DEFAULT_FOV_DEG)
         world.reset(None, None, 4)
         out = []

@@ -128,8 +128,8 @@ def test_the_first_snapshots_after_a_build_take_arenas_made_beforehand(one_torch
     fills and once full, the decode state), the first of the process included, take arenas made beforehand:
     none is made on the session's thread (or its decoder's) while its chunks run. (A session that keeps more
     boundaries takes the spares the pool's helper thread makes ahead.)"""
-    from worldwalk.runtime import world_pool
     from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import world_pool
 
     pool = PinnedArenas(budget=64 * ARENA_GRANULE, pin=False)
 
@@ -165,8 +165,8 @@ def test_the_first_snapshots_after_a_build_take_arenas_made_beforehand(one_torch
 def test_a_cuda_world_pins_its_snapshot_arenas_before_its_first_session(monkeypatch):
     """On CUDA the world pool's build pins the arenas (SanaWM.prepare_snapshots); the session's snapshots then
     live in pinned arenas made beforehand."""
-    from worldwalk.runtime import world_pool
     from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import world_pool
 
     pool = PinnedArenas(budget=64 * ARENA_GRANULE)
 
