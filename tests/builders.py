@@ -1,10 +1,13 @@
-"""What the serving tests build again and again, built one way: a loopback `ServeConfig` around a
-small reference world, and a wait for a condition with a deadline that names what it waited for."""
+"""What the tests build again and again, built one way: a loopback `ServeConfig` around a small reference
+world, a wait for a condition with a deadline that names what it waited for (`wait_for` in asyncio,
+`poll_until` in plain threads), and a clock the test moves (`ManualClock`) for the session, the pacer
+and the input box. The aiortc client is tests/webrtc_client.py."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,3 +44,43 @@ async def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+class ManualClock:
+    """A clock that moves only when the test sets `t`. Reads from threads other than the one that made
+    it (a session's model thread) are counted in `reads` and wake `changed`, so a test can wait until
+    that thread has looked at the time it set."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+        self.reads = 0
+        self.changed = threading.Condition()
+        self._owner = threading.get_ident()
+
+    def __call__(self) -> float:
+        if threading.get_ident() != self._owner:
+            with self.changed:
+                self.reads += 1
+                self.changed.notify_all()
+        return self.t
+
+    def settle(self, done: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
+        """Wait (real time, the clock standing still) until `done()`; woken by every read of another
+        thread and rechecked every 10 ms. TimeoutError naming `what` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+                self.changed.wait(0.01)
+
+
+def poll_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
+    """`wait_for` for plain threads: the first truthy value of `pred()`, polled every `interval` seconds;
+    TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := pred()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+    return value

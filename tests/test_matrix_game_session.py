@@ -14,13 +14,7 @@ from worldwalk.runtime.matrix_game.steering import MOUSE_UNITS_PER_PX
 from worldwalk.runtime.matrix_game.world import random_world
 from worldwalk.runtime.session import Session, SessionConfig
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from .builders import ManualClock
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def walk():
         return step(keyboard, mouse)
 
     world.use_input, world.generate_chunk, world.rollout.step = spy_input, gated, spy_step
-    clock = Clock()
+    clock = ManualClock()
     box = InputBox(clock=clock)
     session = Session(world, SessionConfig(just_in_time=False, queue_capacity=4096), inputs=box).start()
     assert asked.acquire(timeout=30)  # chunk 0 planned at t = 0
