@@ -26,12 +26,14 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from worldwalk.runtime.session import SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.cluster.config import ClusterConfig
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
-from .builders import wait_for  # noqa: F401 (the harnesses built on this one take it from here)
+from .builders import (
+    reference_config,
+    wait_for,  # noqa: F401 (the harnesses built on this one take it from here)
+)
 from .webrtc_client import Player
 
 WIDTH, HEIGHT, FPS = 128, 72, 16.0
@@ -40,7 +42,7 @@ RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a
 
 
 def serve_config(**overrides: Any) -> ServeConfig:
-    kw: dict[str, Any] = dict(world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+    kw: dict[str, Any] = dict(world=reference_config(width=WIDTH, height=HEIGHT, fps=FPS),
                               session=SessionConfig(), idle_timeout=60.0)
     kw.update(overrides)
     return builders.serve_config(barcode=True, **kw)

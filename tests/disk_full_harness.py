@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import serve_config, wait_for
+from .builders import serve_config, wait_for
 from .webrtc_client import Player
 
 

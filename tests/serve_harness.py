@@ -28,12 +28,14 @@ import numpy as np
 from playwright.async_api import Page, async_playwright
 
 from worldwalk.runtime.session import SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.webrtc.peer import PeerConfig
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
-from .builders import wait_for  # noqa: F401 (the page harnesses take it from here)
+from .builders import (
+    reference_config,
+    wait_for,  # noqa: F401 (the page harnesses take it from here)
+)
 from .loopback_netns import launch_chromium
 
 WIDTH, HEIGHT, FPS = 256, 144, 20.0
@@ -41,7 +43,7 @@ WALL_MINUS_MONO = time.time() - time.monotonic()  # server monotonic -> wall clo
 
 
 def server_config(**overrides: Any) -> ServeConfig:
-    kw: dict[str, Any] = dict(world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+    kw: dict[str, Any] = dict(world=reference_config(width=WIDTH, height=HEIGHT, fps=FPS),
                               session=SessionConfig(), idle_timeout=60.0)
     kw.update(overrides)
     return builders.serve_config(barcode=True, **kw)

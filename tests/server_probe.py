@@ -16,10 +16,6 @@ from worldwalk.runtime.world import create_world
 from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
 from worldwalk.stream.webrtc.server import ServeConfig
 
-from .builders import TINY_REFERENCE, serve_config, wait_for  # noqa: F401 (the serve tests take them from here)
-
-TINY = TINY_REFERENCE
-
 
 class OpenWorlds:
     """A session factory that builds the server's real world and counts worlds built and not

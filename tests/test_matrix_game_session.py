@@ -14,7 +14,7 @@ from worldwalk.runtime.matrix_game.steering import MOUSE_UNITS_PER_PX
 from worldwalk.runtime.matrix_game.world import random_world
 from worldwalk.runtime.session import Session, SessionConfig
 
-from .builders import ManualClock
+from .builders import ManualClock, matrix_game_config, reference_config
 
 
 @pytest.fixture
@@ -100,10 +100,10 @@ def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
     pose messages say `warp: false` (a camera world's do not)."""
     from types import SimpleNamespace
 
-    from worldwalk.runtime.world import WorldConfig, create_world
+    from worldwalk.runtime.world import create_world
     from worldwalk.stream.webrtc.pose_channel import pose_message
 
-    for world, warp in ((random_world("tiny"), False), (create_world(WorldConfig(name="reference", width=64,
+    for world, warp in ((random_world("tiny"), False), (create_world(reference_config(width=64,
                                                                                  height=32)), None)):
         session = Session(world, SessionConfig())
         try:
@@ -176,7 +176,6 @@ def test_bad_actions_in_a_log_are_named():
 def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
     """serve's pool (runtime/world_pool.py) builds Matrix-Game once: forks share the DiT, VAE and CLIP
     weights (one copy) and each makes exactly the frames a world of its own makes."""
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.runtime.world_pool import WorldPool
 
     def play(world, keys: list[int]) -> np.ndarray:
@@ -190,7 +189,7 @@ def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
             out.append(world.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0)).frames)
         return np.concatenate(out)
 
-    pool = WorldPool(WorldConfig(name="matrix-game", seed=7, options={"random_init": "tiny"}))
+    pool = WorldPool(matrix_game_config(seed=7))
     a, b = pool.session_world(), pool.session_world()
     assert pool.builds == 1 and pool.forks == 2
     assert a.rollout.dit is b.rollout.dit and a.clip is b.clip and a.rollout.vae is b.rollout.vae

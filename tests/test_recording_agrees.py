@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .builders import serve_config
+from .builders import reference_config, serve_config
 from .test_play_window import TOOLS, display, wait_window, xdo  # noqa: F401 (display is a fixture)
 from .webrtc_client import Player
 
@@ -76,7 +76,6 @@ def test_play_recording_and_log_agree(display, tmp_path):  # noqa: F811
 
 @pytest.mark.timeout(90)
 def test_serve_recording_and_log_agree(tmp_path):
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.stream.webrtc.server import StreamServer
 
     async def client(url: str) -> int:
@@ -88,7 +87,7 @@ def test_serve_recording_and_log_agree(tmp_path):
             return received + await player.frames_for(1.5)
 
     async def go() -> int:
-        cfg = serve_config(WorldConfig(name="reference", width=128, height=72, accel="none"),
+        cfg = serve_config(reference_config(width=128, height=72, accel="none"),
                            record_dir=str(tmp_path))
         async with StreamServer(cfg) as server:
             received = await client(f"ws://127.0.0.1:{server.port}/ws")

@@ -28,6 +28,7 @@ from worldwalk.stream.webrtc.input_channel import (
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
+from .builders import TINY_REFERENCE, matrix_game_config
 from .timed_world import TimedWorld
 from .webrtc_client import Player
 
@@ -371,7 +372,6 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
     """The tiny random Matrix-Game world behind `serve`: a player steers it with keys (turned into its
     per-frame actions), a spectator watches, a rewind is asked for, and the recording's log carries
     the actions and replays to the video."""
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.stream.record.session_log import read_log
 
     async def play(player, out):
@@ -384,7 +384,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
         await asyncio.sleep(0.5)
 
     async def go():
-        world = WorldConfig(name="matrix-game", seed=3, options={"random_init": "tiny"})
+        world = matrix_game_config(seed=3)
         cfg = ServeConfig(port=0, world=world, record_dir=str(tmp_path),
                           peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
         async with StreamServer(cfg) as server:
@@ -424,7 +424,6 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
 def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
     from worldwalk.runtime.session import SessionConfig
 
-    from .builders import TINY_REFERENCE
 
     server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
     with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.server"):

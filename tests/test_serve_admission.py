@@ -15,7 +15,8 @@ from websockets.exceptions import InvalidStatus
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import OpenWorlds, rss_mib, serve_config, wait_for
+from .builders import serve_config, wait_for
+from .server_probe import OpenWorlds, rss_mib
 from .webrtc_client import offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)

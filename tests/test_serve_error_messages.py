@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import serve_config
+from .builders import serve_config
 from .webrtc_client import offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)

@@ -19,8 +19,8 @@ from websockets.exceptions import InvalidStatus
 from worldwalk.stream.webrtc.admission import Admission, AdmissionConfig
 from worldwalk.stream.webrtc.server import StreamServer
 
+from .builders import serve_config
 from .loopback_netns import REPO
-from .server_probe import serve_config
 
 
 def run(coro, timeout: float = 60):

@@ -13,7 +13,8 @@ from websockets.asyncio.client import connect
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import OpenWorlds, serve_config, wait_for
+from .builders import serve_config, wait_for
+from .server_probe import OpenWorlds
 from .webrtc_client import Player, offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
