@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from worldwalk.runtime.session import Session
+from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.input_channel import (
     InputChannelConfig,
@@ -28,7 +29,7 @@ from worldwalk.stream.webrtc.input_channel import (
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
-from .builders import TINY_REFERENCE, matrix_game_config
+from .builders import TINY_REFERENCE, matrix_game_config, serve_config
 from .timed_world import TimedWorld
 from .webrtc_client import Player
 
@@ -277,7 +278,7 @@ def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
         await asyncio.sleep(0.3)
 
     async def go():
-        cfg = ServeConfig(port=0, record_dir=str(tmp_path), peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(), record_dir=str(tmp_path))  # the sessions are timed_session's
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", codec, steer)
             for _ in range(100):
@@ -306,7 +307,7 @@ def test_idle_session_is_freed():
         out["ended"] = msg["reason"]
 
     async def go():
-        cfg = ServeConfig(port=0, idle_timeout=1.0, peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(), idle_timeout=1.0)  # the sessions are timed_session's
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, wait_ended)
             assert not server.sessions
@@ -319,7 +320,6 @@ def test_idle_session_is_freed():
 @pytest.mark.timeout(180)
 def test_the_bundled_model_streams_and_walks():
     """The default world of a fresh install, built by the server itself, to a WebRTC client."""
-    from worldwalk.runtime.world import WorldConfig
 
     async def hold_w(player, out):
         await player.key("w", True)
@@ -328,8 +328,7 @@ def test_the_bundled_model_streams_and_walks():
         await asyncio.sleep(0.5)
 
     async def go():
-        cfg = ServeConfig(port=0, world=WorldConfig(name="bundled", accel="auto"),
-                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(name="bundled", accel="auto"))
         async with StreamServer(cfg) as server:
             return await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, hold_w)
 
@@ -385,8 +384,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
 
     async def go():
         world = matrix_game_config(seed=3)
-        cfg = ServeConfig(port=0, world=world, record_dir=str(tmp_path),
-                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(world, record_dir=str(tmp_path))
         async with StreamServer(cfg) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
 

@@ -14,9 +14,10 @@ from websockets.asyncio.client import connect
 
 from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
-from worldwalk.stream.webrtc.peer import PeerConfig
-from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.stream.webrtc.server import StreamServer
 
+from .builders import serve_config
 from .timed_world import TimedWorld
 from .webrtc_client import offer_sdp
 
@@ -33,7 +34,7 @@ def building_session(seconds: float):
 
 
 async def signals_until_answer(build_seconds: float) -> list[dict]:
-    cfg = ServeConfig(port=0, peer=PeerConfig(candidate_addresses=["127.0.0.1"]))
+    cfg = serve_config(WorldConfig())  # the sessions are building_session's
     async with StreamServer(cfg, session_factory=building_session(build_seconds)) as server:
         async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             assert json.loads(await ws.recv())["type"] == "config"
