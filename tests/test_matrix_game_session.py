@@ -14,7 +14,7 @@ from worldwalk.runtime.matrix_game.steering import MOUSE_UNITS_PER_PX
 from worldwalk.runtime.matrix_game.world import random_world
 from worldwalk.runtime.session import Session, SessionConfig
 
-from .builders import ManualClock, matrix_game_config, reference_config
+from .builders import ManualClock, matrix_game_config, poll_until, reference_config
 
 
 @pytest.fixture
@@ -132,13 +132,9 @@ def test_a_recorded_walk_replays_bit_identically_with_its_actions(tmp_path):
     rec.write = lambda frame: (live.append(frame.image.copy()), take(frame))[1]
 
     def chunks(k: int) -> None:
-        import time
-
         target = session.stats()["chunks"] + k
-        deadline = time.monotonic() + 120
-        while session.stats()["chunks"] < target:
-            assert time.monotonic() < deadline and session.error is None, session.error
-            time.sleep(0.01)
+        poll_until(lambda: session.stats()["chunks"] >= target or session.error, 120, f"{k} more chunks")
+        assert session.error is None, session.error
 
     try:
         session.start()
