@@ -556,7 +556,7 @@ async def limits(url: str) -> dict:
         out["before_offer"] = await closed_with(ws, 20)
     p = Client(url)  # and during a walk: the first message over the bound ends the connection
     ans = await p.open()
-    p._signals.cancel()  # closed_with reads the socket from here on
+    p.stop_listening()  # closed_with reads the socket from here on
     out["walk_answer"] = ans["type"]
     await p.ws.send(big)
     out["during_walk"] = await closed_with(p.ws, 10)
@@ -585,7 +585,7 @@ async def proxy_memory(url: str) -> dict:
     out: dict[str, Any] = {"before": {"proxy": rss_mb("ray::ProxyActor"), "gateway": rss_mb("worldwalk:Gateway")}}
     p = Client(url)
     await p.open()
-    p._signals.cancel()
+    p.stop_listening()
     sent = 0
     with contextlib.suppress(Exception):
         for _ in range(20):

@@ -77,6 +77,7 @@ class Player:
         self.first_frame_s: float | None = None  # open() called -> first frame taken
         self._opened_at = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._listening: asyncio.Task | None = None
 
     async def __aenter__(self) -> Player:
         return self
@@ -143,7 +144,13 @@ class Player:
 
     def follow(self) -> None:
         """From now on, take every frame and signaling message in the background."""
-        self._tasks += [asyncio.ensure_future(self._frames()), asyncio.ensure_future(self._signaling())]
+        self._listening = asyncio.ensure_future(self._signaling())
+        self._tasks += [asyncio.ensure_future(self._frames()), self._listening]
+
+    def stop_listening(self) -> None:
+        """Stop taking signaling messages in the background: the caller reads the websocket from here on."""
+        if self._listening is not None:
+            self._listening.cancel()
 
     async def _frames(self) -> None:
         try:
