@@ -9,7 +9,6 @@ velocity (accel_time 0) the expected path is written straight from the timeline:
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import pytest
@@ -27,25 +26,11 @@ from worldwalk.controls import (
 from worldwalk.runtime.session import Session, SessionConfig
 
 from .builders import ManualClock, poll_until
-from .timed_world import TimedWorld
+from .timed_world import GatedWorld
 
 FPS = 16.0
 DT = 1 / FPS
 N = 4  # frames a chunk: 0.25 s
-
-
-class GatedWorld(TimedWorld):
-    """Generates a chunk only when the test opens the gate; tells when it was asked for one."""
-
-    def __init__(self) -> None:
-        super().__init__(chunk_seconds=0.0, frames_per_chunk=N, first_chunk_frames=N, fps=FPS)
-        self.gate = threading.Semaphore(0)
-        self.asked = threading.Semaphore(0)
-
-    def generate_chunk(self, poses, intrinsics):
-        self.asked.release()
-        assert self.gate.acquire(timeout=10), "the test never let the chunk through"
-        return super().generate_chunk(poses, intrinsics)
 
 
 class Walk:
@@ -54,7 +39,7 @@ class Walk:
     def __init__(self, accel_time: float = 0.0, **cfg) -> None:
         self.clock = ManualClock()
         self.box = InputBox(clock=self.clock)
-        self.world = GatedWorld()
+        self.world = GatedWorld(frames_per_chunk=N, first_chunk_frames=N, fps=FPS)
         integrator = PoseIntegrator(IntegratorConfig(accel_time=accel_time))
         self.session = Session(self.world, SessionConfig(just_in_time=False, queue_capacity=4096, **cfg),
                                integrator=integrator, inputs=self.box).start()

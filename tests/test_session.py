@@ -15,7 +15,7 @@ from worldwalk.runtime.pacer import FramePacer, PacerConfig
 from worldwalk.runtime.session import Session, SessionConfig
 
 from .builders import ManualClock, poll_until
-from .timed_world import TimedWorld
+from .timed_world import GatedWorld, TimedWorld
 
 
 def drain(session: Session, count: int, timeout: float = 10.0) -> list:
@@ -210,27 +210,13 @@ def test_pacer_shows_frames_at_the_content_rate():
     assert [t for t, _ in shown] == pytest.approx([i / 20 for i in range(20)], abs=0.0021)
 
 
-class SteppedWorld(TimedWorld):
-    """Makes a chunk when the test lets it through (`asking` is set while it waits for the gate)."""
-
-    def __init__(self, **kw) -> None:
-        super().__init__(chunk_seconds=0.0, **kw)
-        self.asking = threading.Event()
-        self.gate = threading.Semaphore(0)
-
-    def generate_chunk(self, poses, intrinsics):
-        self.asking.set()
-        assert self.gate.acquire(timeout=10), "the test never let the chunk through"
-        return super().generate_chunk(poses, intrinsics)
-
-
 def _queue_wait(just_in_time: bool) -> float:
     """Median time frames wait between their making and a paced consumer taking them, on the test's
     clock: chunks of 20 frames (0.2 s at 100 fps) that take 20 ms each to make, the consumer looking
     every 10 ms. At each step the model thread settles first (asks for a chunk, waits for room in the
     queue, or has looked at the new time and waits for the queue to run low)."""
     clock = ManualClock()
-    world = SteppedWorld(frames_per_chunk=20, first_chunk_frames=20, fps=100.0)
+    world = GatedWorld(frames_per_chunk=20, first_chunk_frames=20, fps=100.0)
     cfg = SessionConfig(queue_capacity=60, just_in_time=just_in_time, jit_slack=0.02)
     waits, making_until = [], None
     with Session(world, cfg, clock=clock).start() as session:
@@ -248,7 +234,6 @@ def _queue_wait(just_in_time: bool) -> float:
             clock.t = round(clock.t + 0.01, 6)
             if making_until is not None and clock.t >= making_until:  # the chunk is made: queued now
                 making_until, put = None, queue.stats.put
-                world.asking.clear()
                 world.gate.release()
                 clock.settle(lambda p=put: queue.stats.put >= p + 20 or len(queue) == queue.capacity,
                              "the chunk's frames to be queued")

@@ -59,3 +59,21 @@ class TimedWorld:
 
     def close(self) -> None:
         self.closed = True
+
+
+class GatedWorld(TimedWorld):
+    """A `TimedWorld` that makes a chunk only when the test lets it through (`gate.release()`). Each time
+    it is asked for one it releases `asked` and sets `asking` (cleared once let through)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**{"chunk_seconds": 0.0, **kw})
+        self.gate = threading.Semaphore(0)
+        self.asked = threading.Semaphore(0)
+        self.asking = threading.Event()
+
+    def generate_chunk(self, poses: np.ndarray, intrinsics: np.ndarray) -> Chunk:
+        self.asking.set()
+        self.asked.release()
+        assert self.gate.acquire(timeout=10), "the test never let the chunk through"
+        self.asking.clear()
+        return super().generate_chunk(poses, intrinsics)
