@@ -180,13 +180,13 @@ class ManualClock:
 
     def settle(self, done: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
         """Wait (real time, the clock standing still) until `done()`; woken by every read of another
-        thread and rechecked every 10 ms. TimeoutError naming `what` after `timeout` seconds."""
+        thread and rechecked every 2 ms. TimeoutError naming `what` after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while not done():
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-                self.changed.wait(0.01)
+                self.changed.wait(0.002)
 
 
 def poll_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:

@@ -224,7 +224,7 @@ def _queue_wait(just_in_time: bool) -> float:
         reads = clock.reads
         while clock.t < 1.0:
             clock.settle(lambda r=reads: world.asking.is_set() or len(queue) == queue.capacity
-                         or clock.reads >= r + 2 or session.error, "the model thread to settle")
+                         or clock.reads > r or session.error, "the model thread to settle")
             assert session.error is None, session.error
             if making_until is None and world.asking.is_set():
                 making_until = clock.t + 0.02
