@@ -30,10 +30,7 @@ from worldwalk.stream.cluster.config import ClusterConfig
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
-from .builders import (
-    reference_config,
-    wait_for,  # noqa: F401 (the harnesses built on this one take it from here)
-)
+from .builders import reference_config, wait_for
 from .webrtc_client import Player
 
 WIDTH, HEIGHT, FPS = 128, 72, 16.0

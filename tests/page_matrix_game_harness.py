@@ -15,8 +15,8 @@ import json
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .builders import matrix_game_config
-from .serve_harness import in_chromium, open_player, server_config, wait_for, ww
+from .builders import matrix_game_config, wait_for
+from .serve_harness import in_chromium, open_player, server_config, ww
 
 
 async def walk(context) -> dict:

@@ -32,10 +32,7 @@ from worldwalk.stream.webrtc.peer import PeerConfig
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
-from .builders import (
-    reference_config,
-    wait_for,  # noqa: F401 (the page harnesses take it from here)
-)
+from .builders import reference_config, wait_for
 from .loopback_netns import launch_chromium
 
 WIDTH, HEIGHT, FPS = 256, 144, 20.0
