@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +34,8 @@ class FrameQueueStats:
 
 
 class FrameQueue:
-    def __init__(self, capacity: int, policy: Policy = "block") -> None:
+    def __init__(self, capacity: int, policy: Policy = "block", clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` stamps `last_taken_at` (tests give a clock of their own); waits are always in real time."""
         if capacity < 1:
             raise ValueError(f"FrameQueue capacity must be at least 1, got {capacity}")
         if policy not in ("block", "drop_oldest"):
@@ -45,8 +47,9 @@ class FrameQueue:
         self._generation = 0
         self._closed = False
         self._cond = threading.Condition()
+        self.clock = clock
         self.last_taken: Frame | None = None  # what a sink took last: the frame on screen
-        self.last_taken_at = 0.0  # time.monotonic() when it was taken
+        self.last_taken_at = 0.0  # clock() when it was taken
 
     def __len__(self) -> int:
         with self._cond:
@@ -98,7 +101,7 @@ class FrameQueue:
                 self._cond.wait(remaining)
             frame = self._frames.popleft()
             self.last_taken = frame
-            self.last_taken_at = time.monotonic()
+            self.last_taken_at = self.clock()
             self.stats.taken += 1
             self._cond.notify_all()
             return frame

@@ -145,12 +145,16 @@ class Session:
         intrinsics: np.ndarray | None = None,
         first_frame: np.ndarray | None = None,
         resume: Boundary | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` is the session's time: frames' `created`, chunk durations, the queue's `last_taken_at`
+        and just-in-time planning read it (tests give a clock they set; the default is real time)."""
         self.world = world
+        self.clock = clock
         self._resume = resume  # start at this boundary instead of the first frame
         self.cfg = cfg or SessionConfig()
         self.spec: ModelSpec = world.spec
-        self.inputs = inputs or InputBox()
+        self.inputs = inputs or InputBox(clock)
         self.integrator = integrator or PoseIntegrator()  # the exact integral of every input read
         self.planner = PathPlanner(self.integrator, PlannerConfig(self.cfg.min_span, self.cfg.catch_up))
         self.first_frame = first_frame
@@ -162,7 +166,7 @@ class Session:
             raise ValueError(f"session intrinsics must be (3, 3), got {self.intrinsics.shape}")
         largest_chunk = max(self.spec.first_chunk_frames, self.spec.frames_per_chunk)
         capacity = self.cfg.queue_capacity or largest_chunk + 4
-        self.frames = FrameQueue(capacity, self.cfg.queue_policy)
+        self.frames = FrameQueue(capacity, self.cfg.queue_policy, clock)
 
         self._lock = threading.Lock()  # guards integrator, generation, commands, stats
         self._wake = threading.Condition(self._lock)
@@ -413,10 +417,10 @@ class Session:
     def _queued_seconds(self) -> float:
         """How long until the frames queued run out: the frames waiting, and what is left of the
         one on screen (a sink that paces takes each frame when it falls due)."""
-        dt = 1.0 / self.spec.fps
+        dt, now = 1.0 / self.spec.fps, self.clock()
         on_screen = 0.0
         if self.frames.last_taken is not None and self.frames.last_taken.generation == self._generation:
-            on_screen = min(dt, max(0.0, self.frames.last_taken_at + dt - time.monotonic()))
+            on_screen = min(dt, max(0.0, self.frames.last_taken_at + dt - now))
         return len(self.frames) * dt + on_screen
 
     def _wait_until_due(self) -> bool:
@@ -510,7 +514,7 @@ class Session:
         #    decode ran while this one was denoised.
         with self._lock:
             self._chunk_index = k + 1
-        job = _Job(k, n, state, generation, path, time.perf_counter(), timeline.end)
+        job = _Job(k, n, state, generation, path, self.clock(), timeline.end)
         use_input = getattr(self.world, "use_input", None)
         if callable(use_input):  # an action world reads the chunk's per-frame input from the path
             use_input(path)
@@ -529,7 +533,7 @@ class Session:
         if len(chunk) != n:
             raise RuntimeError(f"world {self.spec.name!r} returned {len(chunk)} frames for a {n}-frame chunk")
         generated = self.inputs.clock()
-        now_s = time.perf_counter()
+        now_s = self.clock()
         # pipelined, the time between finished chunks is what a chunk costs (stages overlap)
         elapsed = now_s - max(job.t0, self._last_finish) if self._pipelined else now_s - job.t0
         self._last_finish = now_s
@@ -540,7 +544,7 @@ class Session:
             return True
 
         # 6. Stamp the frames and queue them (blocks while the player is a chunk behind).
-        now = time.monotonic()
+        now = self.clock()
         frames = []
         for i in range(n):
             idx = self._frame_index + i

@@ -26,13 +26,12 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from worldwalk.runtime.session import SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.cluster.config import ClusterConfig
-from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
 from . import builders
-from .builders import wait_for  # noqa: F401 (the harnesses built on this one take it from here)
+from .builders import reference_config, wait_for
+from .webrtc_client import Player
 
 WIDTH, HEIGHT, FPS = 128, 72, 16.0
 REPLICA_ACTOR = "SERVE_REPLICA::worldwalk#SessionHost#{}"
@@ -40,7 +39,7 @@ RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a
 
 
 def serve_config(**overrides: Any) -> ServeConfig:
-    kw: dict[str, Any] = dict(world=WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS),
+    kw: dict[str, Any] = dict(world=reference_config(width=WIDTH, height=HEIGHT, fps=FPS),
                               session=SessionConfig(), idle_timeout=60.0)
     kw.update(overrides)
     return builders.serve_config(barcode=True, **kw)
@@ -59,100 +58,23 @@ CLIENT_ERRORS: list[str] = []
 
 
 def _note_client_error(where: str, e: BaseException) -> None:
-    from aiortc.mediastreams import MediaStreamError
-    from websockets.exceptions import ConnectionClosedOK
-
-    if not isinstance(e, (MediaStreamError, ConnectionClosedOK, asyncio.CancelledError)):
-        CLIENT_ERRORS.append(f"{where}: {type(e).__name__}: {e}"[:300])
+    CLIENT_ERRORS.append(f"{where}: {type(e).__name__}: {e}"[:300])
 
 
-class Client:
-    """One player over aiortc, as the page does it: config, offer, answer, frames, input."""
+class Client(Player):
+    """One player over aiortc (tests/webrtc_client.py) whose frames and signaling messages, from the
+    first frame on, are taken in the background."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.frames: list[tuple[float, int, int]] = []  # (monotonic, width, height)
-        self.signals: list[dict] = []
-        self.answer: dict | None = None
-        self.channel: Any = None
-        self.pc: Any = None
-        self.ws: Any = None
-        self.connect_s = self.first_frame_s = self.offer_answer_s = None
-        self.ended: dict | None = None
-        self._task: asyncio.Task | None = None
+        super().__init__(url, on_error=_note_client_error)
 
     async def open(self, query: str = "") -> dict:
         """Connect; returns the first non-config message after the offer (answer, busy, ...)."""
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-        t0 = time.monotonic()
-        self.ws = await connect(self.url + query, open_timeout=20)
-        config = json.loads(await asyncio.wait_for(self.ws.recv(), 20))
-        if config["type"] != "config":
-            self.signals.append(config)
-            return config
-        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("video", direction="recvonly")
-        self.channel = pc.createDataChannel("input")
-        got_track = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda t: got_track.done() or got_track.set_result(t))
-        with peer.gather_with_addresses(["127.0.0.1"]):
-            await pc.setLocalDescription(await pc.createOffer())
-        t_offer = time.monotonic()
-        await self.ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        while True:
-            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
-            self.signals.append(msg)
-            if msg["type"] != "queued":
-                break
-        if msg["type"] != "answer":
-            await pc.close()
-            return msg
-        self.offer_answer_s = time.monotonic() - t_offer
-        self.answer = msg
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
-        track = await asyncio.wait_for(got_track, 20)
-        frame = await asyncio.wait_for(track.recv(), 30)
-        now = time.monotonic()
-        self.first_frame_s = now - t0
-        self.frames.append((now, frame.width, frame.height))
-        self._task = asyncio.ensure_future(self._receive(track))
-        self._signals = asyncio.ensure_future(self._listen())
-        return msg
-
-    async def _receive(self, track: Any) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                self.frames.append((time.monotonic(), frame.width, frame.height))
-        except Exception as e:  # the track ends when the session does: anything else is recorded
-            _note_client_error("video", e)
-
-    async def _listen(self) -> None:
-        try:
-            async for raw in self.ws:
-                msg = json.loads(raw)
-                self.signals.append(msg)
-                if msg["type"] in ("moved", "ended"):
-                    self.ended = msg
-        except Exception as e:
-            _note_client_error("signaling", e)
-
-    async def key(self, key: str, down: bool) -> None:
-        for _ in range(200):
-            if self.channel is not None and self.channel.readyState == "open":
-                break
-            await asyncio.sleep(0.05)
-        self.channel.send(json.dumps({"t": "key", "key": key, "down": down}))
-
-    async def close(self) -> None:
-        for task in (self._task, getattr(self, "_signals", None)):
-            if task is not None:
-                task.cancel()
-        if self.pc is not None:
-            await self.pc.close()
-        if self.ws is not None:
-            await self.ws.close()
+        reply = await super().open(query, timeout=20, answer_timeout=60)
+        if reply["type"] == "answer":
+            await self.frame(timeout=30)
+            self.follow()
+        return reply
 
 
 def store():
@@ -631,7 +553,7 @@ async def limits(url: str) -> dict:
         out["before_offer"] = await closed_with(ws, 20)
     p = Client(url)  # and during a walk: the first message over the bound ends the connection
     ans = await p.open()
-    p._signals.cancel()  # closed_with reads the socket from here on
+    p.stop_listening()  # closed_with reads the socket from here on
     out["walk_answer"] = ans["type"]
     await p.ws.send(big)
     out["during_walk"] = await closed_with(p.ws, 10)
@@ -660,7 +582,7 @@ async def proxy_memory(url: str) -> dict:
     out: dict[str, Any] = {"before": {"proxy": rss_mb("ray::ProxyActor"), "gateway": rss_mb("worldwalk:Gateway")}}
     p = Client(url)
     await p.open()
-    p._signals.cancel()
+    p.stop_listening()
     sent = 0
     with contextlib.suppress(Exception):
         for _ in range(20):

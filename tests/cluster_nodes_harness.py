@@ -26,7 +26,8 @@ from typing import Any
 
 from worldwalk.stream.cluster.config import ClusterConfig
 
-from .cluster_harness import Client, serve_config, store, wait_for
+from .builders import wait_for
+from .cluster_harness import Client, serve_config, store
 
 # a lost node is declared dead after about 5 missed health checks of 1 s (Ray's default: 15 s)
 HEALTH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 5}

@@ -1,6 +1,6 @@
-"""Shared test fixtures and helpers: one tiny SANA-WM (transformer, cameras, world), the headless-GL
-skip, and reading a video file back (`decode_video`, `psnr`). Test modules import the helpers from
-here (`from .conftest import ...`); fixtures arrive by name.
+"""Shared test fixtures and helpers: the headless-GL skip and reading a video file back (`decode_video`,
+`psnr`). Test modules import the helpers from here (`from .conftest import ...`); fixtures arrive by
+name. What tests build (the tiny worlds, a ServeConfig, a clock, waits) is in tests/builders.py.
 
 Markers (registered in pyproject.toml): `slow` (tens of seconds or more), `browser` (headless
 Chromium), `gl` (an EGL/OpenGL context), `cluster` (a local Ray cluster). A fast run:
@@ -45,64 +45,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         name = item.path.stem
         item.add_marker(pytest.mark.xdist_group("harness" if name in HARNESS_FILES else name))
-
-# ---------------------------------------------------------------------------------------------------
-# The tiny SANA-WM: built one way for every test of the model, the stream and the accelerators
-# ---------------------------------------------------------------------------------------------------
-
-STRIDE, CHUNK = 4, 3  # video frames per latent frame; latent frames per chunk
-LATENT_H, LATENT_W = 3, 4  # the tiny transformer's token grid (tiny_transformer / tiny_cameras)
-WORLD_H, WORLD_W = 48, 64  # the tiny world's frames (16x VAE: a 3x4 latent grid)
-
-
-def tiny_transformer(**overrides):
-    """`SanaWMConfig.tiny()` transformer (fp32 softmax), seeded, with the zero-initialised camera and
-    Plücker paths switched on so tests see them."""
-    import torch
-
-    from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
-
-    torch.manual_seed(0)
-    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=6 * STRIDE, **overrides)
-    m = SanaWMStreamingTransformer(cfg).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if p.abs().sum() == 0 or ("norm" in name and name.endswith("weight")):
-                p.normal_(0.0, 0.2 if p.ndim < 2 else p.shape[-1] ** -0.5)
-    return m
-
-
-def tiny_cameras(chunks: int) -> list:
-    """CameraInputs of `chunks` chunks on the tiny token grid: walking forward while turning."""
-    from worldwalk.runtime.sana_wm.camera import build_camera_inputs
-
-    frames = 1 + CHUNK * STRIDE * chunks
-    poses, Ks = {}, {}
-    for f in range(frames):
-        a = 0.04 * f
-        P = np.eye(4)
-        P[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-        P[:3, 3] = [0.03 * f, 0.0, 0.05 * f]
-        poses[f], Ks[f] = P, np.array([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]])
-    out = []
-    for c in range(chunks):
-        lat = list(range(0, 1 + CHUNK)) if c == 0 else list(range(1 + CHUNK * c, 1 + CHUNK * (c + 1)))
-        out.append(build_camera_inputs(poses, Ks, lat, STRIDE, (LATENT_H * 16, LATENT_W * 16), (LATENT_H, LATENT_W)))
-    return out
-
-
-def tiny_world(softmax_bf16: bool = False, **run):
-    """A random-init `SanaWM` of the tiny config with a small LTX-2 VAE: 64x48 frames, 13 then 12 a chunk.
-    The softmax runs in fp32 (fast on a CPU) unless `softmax_bf16`, SANA-WM's own setting, which the
-    checkpoint formats assume."""
-    from worldwalk.runtime.sana_wm import SanaWMConfig
-    from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-    from worldwalk.runtime.sana_wm.vae import small_vae_config
-
-    cfg = SanaWMConfig.tiny(softmax_bf16=softmax_bf16, chunk_plucker_channels=6 * STRIDE, in_channels=8)
-    vae = small_vae_config(temporal_stride=STRIDE, latent_channels=8, width=8)
-    return SanaWM.random_init(cfg, vae, SanaWMRunConfig(width=WORLD_W, height=WORLD_H, **run), seed=0)
-
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

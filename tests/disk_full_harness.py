@@ -15,15 +15,14 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import recv_answer, serve_config, wait_for
+from .builders import serve_config, wait_for
+from .webrtc_client import Player
 
 
 class Records(logging.Handler):
@@ -56,40 +55,16 @@ def files(folder: Path) -> dict[str, int]:
 
 async def play(url: str, seconds: float) -> dict:
     """One player: connect, take frames for `seconds`, return what it saw (stats, frames, errors)."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
     out: dict = {"frames": 0, "recording": []}
-    async with connect(url) as ws:
-        assert json.loads(await ws.recv())["type"] == "config"
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("video", direction="recvonly")
-        channel = pc.createDataChannel("input")
-
-        def on_message(m: str) -> None:
-            msg = json.loads(m)
-            if msg.get("t") == "stats":
-                state = msg.get("recording")
-                if not out["recording"] or out["recording"][-1] != state:
-                    out["recording"].append(state)
-
-        channel.on("message", on_message)
-        got = asyncio.get_running_loop().create_future()
-        pc.on("track", got.set_result)
-        with peer.gather_with_addresses(["127.0.0.1"]):
-            await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = await recv_answer(ws)
+    async with Player(url) as player:
+        answer = await player.open(timeout=10)
         if answer["type"] != "answer":
             out["error"] = answer
-            await pc.close()
             return out
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        track = await asyncio.wait_for(got, 10)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            await asyncio.wait_for(track.recv(), 10)
-            out["frames"] += 1
-        await pc.close()
+        out["frames"] = await player.frames_for(seconds)
+    for state in (m.get("recording") for m in player.messages if m.get("t") == "stats"):
+        if not out["recording"] or out["recording"][-1] != state:
+            out["recording"].append(state)
     return out
 
 

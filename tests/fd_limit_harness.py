@@ -20,7 +20,7 @@ import sys
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import serve_config
+from .builders import serve_config
 
 FILL_SECONDS = 3.0
 

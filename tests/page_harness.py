@@ -21,7 +21,8 @@ from worldwalk.runtime.session import Session
 from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
-from .serve_harness import in_chromium, open_player, server_config, wait_for
+from .builders import wait_for
+from .serve_harness import in_chromium, open_player, server_config
 
 COUNT_LOCKS = """() => {
   window.__locks = 0;

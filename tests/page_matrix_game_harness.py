@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .serve_harness import in_chromium, open_player, server_config, wait_for, ww
+from .builders import matrix_game_config, wait_for
+from .serve_harness import in_chromium, open_player, server_config, ww
 
 
 async def walk(context) -> dict:
     out: dict = {}
-    world = WorldConfig(name="matrix-game", seed=1, options={"random_init": "tiny"})
+    world = matrix_game_config(seed=1)
     async with StreamServer(server_config(world=world)) as server:
         page = await open_player(context, server.url, frames=3, timeout=60)
         vp = page.viewport_size

@@ -17,7 +17,8 @@ import math
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .serve_harness import in_chromium, open_player, player_of, server_config, wait_for, ww
+from .builders import wait_for
+from .serve_harness import in_chromium, open_player, player_of, server_config, ww
 
 
 async def turn(context) -> dict:

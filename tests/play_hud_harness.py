@@ -18,7 +18,7 @@ from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.accel.apply import apply_accel
 from worldwalk.runtime.session import Session
 
-from .conftest import tiny_world
+from .builders import tiny_world
 
 
 def main(export_dir: str, seconds: float) -> dict:

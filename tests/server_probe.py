@@ -1,5 +1,5 @@
 """Helpers shared by the serve tests (test_serve_*.py and others): a real server with a tiny reference
-world whose live worlds are counted, a real aiortc offer, RSS from /proc/self/status."""
+world whose live worlds are counted, RSS from /proc/self/status (the aiortc client is tests/webrtc_client.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,7 @@ from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Session
 from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.session_memory_bench import rss_mib  # noqa: F401 (the serve tests take it from here)
-from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import ServeConfig
-
-from .builders import TINY_REFERENCE, serve_config, wait_for  # noqa: F401 (the serve tests take them from here)
-
-TINY = TINY_REFERENCE
 
 
 class OpenWorlds:
@@ -51,29 +46,6 @@ class OpenWorlds:
 
         world.close = counted_close  # type: ignore[method-assign]
         return Session(world, self.cfg.session, integrator=PoseIntegrator(self.cfg.controls, self.cfg.bindings))
-
-
-async def recv_answer(ws) -> dict:
-    """The server's reply to an offer: an answer or an error, after any {type: progress} messages that a
-    slow first start (a graph build) sends while the client waits."""
-    while True:
-        message = json.loads(await ws.recv())
-        if message.get("type") != "progress":
-            return message
-
-
-async def make_offer(**kw: Any) -> str:
-    """A real browser-like offer (recvonly video + a data channel) from aiortc, 127.0.0.1 only."""
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
-    pc.createDataChannel("input")
-    with peer.gather_with_addresses(["127.0.0.1"]):
-        await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 async def first_message(url: str, then: Callable[[Any], Awaitable[None]] | None = None) -> dict:

@@ -23,18 +23,16 @@ from worldwalk.runtime.accel import apply as accel
 from worldwalk.runtime.accel.apply import AcceleratedStep, AcceleratedVAE, AccelUnavailable, apply_accel, engine
 from worldwalk.runtime.accel.onnx_export import CacheLayout
 from worldwalk.runtime.bench import accel_suite
-from worldwalk.runtime.sana_wm import SanaWMConfig
-from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
-from .conftest import CHUNK
-from .conftest import LATENT_H as H
-from .conftest import LATENT_W as W
-from .conftest import tiny_cameras as _cameras
-from .conftest import tiny_transformer as _transformer
-from .conftest import tiny_world as _tiny_world
+from .builders import CHUNK
+from .builders import LATENT_H as H
+from .builders import LATENT_W as W
+from .builders import tiny_cameras as _cameras
+from .builders import tiny_transformer as _transformer
+from .builders import tiny_world as _tiny_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -187,11 +185,7 @@ def test_bundled_size_world_frames_match_eager(bench_reference, choice, shared_e
 
 @needs_ort
 def test_onnx_refuses_bf16_softmax_and_auto_falls_back(tmp_path):
-    world = SanaWM.random_init(
-        SanaWMConfig.tiny(softmax_bf16=True, chunk_plucker_channels=24, in_channels=8),
-        small_vae_config(temporal_stride=4, latent_channels=8, width=8),
-        SanaWMRunConfig(width=64, height=48),
-    )
+    world = _tiny_world(softmax_bf16=True)
     apply_accel(world, "onnx", tmp_path)
     with pytest.raises(AccelUnavailable, match="bf16"):
         accel_suite.walk_chunks(world, 2)

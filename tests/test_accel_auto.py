@@ -35,7 +35,7 @@ def test_auto_uses_cuda_graphs_until_an_engine_is_on_disk(monkeypatch, tmp_path)
 
 
 def test_with_tensorrt_the_decoder_runs_on_cuda_graphs(monkeypatch, tmp_path):
-    from .conftest import tiny_world
+    from .builders import tiny_world
 
     monkeypatch.setattr(accel, "resolve", lambda choice, device, cache_dir=None: "tensorrt")
     world = tiny_world()

@@ -14,9 +14,12 @@ from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.vae import DecodeState
 
+from .builders import CHUNK
+from .builders import LATENT_H as H
+from .builders import LATENT_W as W
+from .builders import tiny_cameras as _cameras
+from .builders import tiny_transformer as _transformer
 from .test_accel import _vae, needs_ort
-from .test_sana_wm_stream import CHUNK, H, W, _cameras
-from .test_sana_wm_stream import _model as _transformer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -140,9 +143,10 @@ def test_tensorrt_defaults_to_a_strongly_typed_network(monkeypatch):
 def test_summary_names_the_backend_each_part_runs_on(caplog):
     import logging
 
-    from .test_sana_wm_memory import _tiny_world, _walk
+    from .builders import tiny_world
+    from .test_sana_wm_memory import _walk
 
-    world = _tiny_world()
+    world = tiny_world()
     with caplog.at_level(logging.INFO, logger="worldwalk.runtime.accel.apply"):
         assert accel.apply_accel(world, "flat") == "flat"
         _walk(world, 2, [])

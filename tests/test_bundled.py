@@ -51,7 +51,7 @@ def test_shipped_weights_generate_a_chunk(world: BundledWorld) -> None:
 
 
 def test_only_sana_wm_takes_a_prompt(world: BundledWorld) -> None:
-    from .conftest import tiny_world
+    from .builders import tiny_world
 
     assert world.spec.prompt_ignored("a castle") == "--prompt is ignored: the bundled world takes no text prompt"
     assert world.spec.prompt_ignored(None) is None

@@ -19,6 +19,8 @@ import pytest
 
 from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
 
+from .builders import reference_config
+
 pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a harness file)
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
@@ -85,7 +87,6 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
     same, and every frame hash the replicas recorded is what its pose renders to on one world.
     Returns the chunk the walk moved at and the replicas in order."""
     from worldwalk.controls import intrinsics_from_fov
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.runtime.worlds import create_world
     from worldwalk.stream.record.session_log import image_hash
 
@@ -107,7 +108,7 @@ def check_walk_carries_on(records: list[dict]) -> tuple[int, list[str]]:
     # every frame is what its recorded pose renders to, on one world walked from the first frame
     # (the poses come from input timelines the records do not hold: the remade chunks above
     # show the moved walk plans them as the first replica did)
-    world = create_world(WorldConfig(name="reference", width=WIDTH, height=HEIGHT, fps=FPS))
+    world = create_world(reference_config(width=WIDTH, height=HEIGHT, fps=FPS))
     try:
         world.reset(None, None, 0)
         frame = 0

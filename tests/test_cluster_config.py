@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from worldwalk.runtime.session import Boundary, Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds import create_world
 
-WORLD = WorldConfig(name="reference", width=64, height=36, fps=16.0)
+from .builders import reference_config
+
+WORLD = reference_config(width=64, height=36, fps=16.0)
 
 
 def frames_of(session: Session, count: int, timeout: float = 30.0) -> list:

@@ -13,22 +13,16 @@ pytest.importorskip("ray", reason="the cluster extra is not installed: pip insta
 from worldwalk.stream.cluster import snapshots  # noqa: E402
 from worldwalk.stream.cluster.snapshots import WalkStore, watch_id  # noqa: E402
 
+from .builders import ManualClock  # noqa: E402
+
 TIMEOUT = 5.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def store(monkeypatch) -> WalkStore:
     monkeypatch.setattr(snapshots, "ray", SimpleNamespace(put=lambda data: data, get=lambda ref: ref))
     s = WalkStore(watch_serve=False, resume_timeout=TIMEOUT, mail_kept=30.0)
-    s._clock = Clock()
+    s._clock = ManualClock(100.0)
     s.serve_replicas = lambda: {"r1": "RUNNING", "r2": "RUNNING"}  # what Serve's controller would list
     return s
 
@@ -51,10 +45,10 @@ def test_a_walk_nobody_resumes_expires_with_its_snapshot_and_spectator_mail(stor
     assert st["walks"]["walk-a"]["state"] == "moved" and st["walks"]["walk-a"]["resume_s"] == TIMEOUT
     assert st["walks"]["walk-b"]["state"] == "live" and st["moved"] == 1
 
-    store._clock.now += TIMEOUT - 1
+    store._clock.t += TIMEOUT - 1
     assert store.expire() == [] and store.latest("walk-a") is not None
     assert store.status()["walks"]["walk-a"]["resume_s"] == 1.0
-    store._clock.now += 1
+    store._clock.t += 1
     assert store.expire() == ["walk-a"]
     assert store.latest("walk-a") is None and store.resume_recording("walk-a")[0] is None
     assert store.where(watch_id("walk-a")) is None and store.mail() == 0
@@ -65,20 +59,20 @@ def test_a_walk_nobody_resumes_expires_with_its_snapshot_and_spectator_mail(stor
     store.keep("walk-a", b"late", {"chunk": 9, "replica": "r1", "made": 9.0})
     assert store.latest("walk-a") is None
     # the live walk never expires, however long it runs
-    store._clock.now += 1000
+    store._clock.t += 1000
     assert store.expire() == [] and store.latest("walk-b") is not None
 
 
 def test_a_player_coming_back_keeps_its_walk(store):
     walk_on(store, "walk-a", "r1")
     store.unhost("walk-a")  # the gateway saw the replica die
-    store._clock.now += TIMEOUT - 0.5
+    store._clock.t += TIMEOUT - 0.5
     assert store.claim("walk-a") is True  # the player reconnects: a session host has the timeout again
-    store._clock.now += TIMEOUT - 0.5
+    store._clock.t += TIMEOUT - 0.5
     assert store.expire() == []
     store.hosting("walk-a", "r2")  # resumed there
     store.unhost("walk-a", "r1")  # the old replica's late word changes nothing
-    store._clock.now += 10 * TIMEOUT
+    store._clock.t += 10 * TIMEOUT
     assert store.expire() == [] and store.status()["walks"]["walk-a"]["state"] == "live"
 
 
@@ -93,11 +87,11 @@ def test_spectator_mail_nobody_takes_is_dropped(store):
     walk_on(store, "walk-a", "r1")
     store.post("gone-replica", {"id": "s1", "walk": "walk-a", "offer": {}})
     store.reply("s2", [{"type": "close"}])
-    store._clock.now += 29
+    store._clock.t += 29
     store.expire()
     assert store.mail() == 2
     store.reply("s3", [{"type": "send", "text": "{}"}])
-    store._clock.now += 1
+    store._clock.t += 1
     store.expire()
     assert store.mail() == 1 and store.replies("s3", 0) == [{"type": "send", "text": "{}"}]
     assert store.mail() == 0 and not store._inbox and not store._outbox and not store._mail_walk
@@ -125,7 +119,7 @@ def test_a_drain_ends_when_its_walks_have_left(store):
     store.unhost("walk-b", "r1")  # handed off; its player does not come back
     d = store.status()["draining"]["r1"]
     assert (d["state"], d["walks_here"], d["walks_waiting"], d["walks_gone"]) == ("drained", 0, 1, 1)
-    store._clock.now += TIMEOUT
+    store._clock.t += TIMEOUT
     assert store.expire() == ["walk-b"]
     d = store.status()["draining"]["r1"]
     assert (d["state"], d["walks_waiting"], d["walks_gone"]) == ("drained", 0, 2)

@@ -9,8 +9,6 @@ velocity (accel_time 0) the expected path is written straight from the timeline:
 from __future__ import annotations
 
 import math
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -27,42 +25,21 @@ from worldwalk.controls import (
 )
 from worldwalk.runtime.session import Session, SessionConfig
 
-from .timed_world import TimedWorld
+from .builders import ManualClock, poll_until
+from .timed_world import GatedWorld
 
 FPS = 16.0
 DT = 1 / FPS
 N = 4  # frames a chunk: 0.25 s
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class GatedWorld(TimedWorld):
-    """Generates a chunk only when the test opens the gate; tells when it was asked for one."""
-
-    def __init__(self) -> None:
-        super().__init__(chunk_seconds=0.0, frames_per_chunk=N, first_chunk_frames=N, fps=FPS)
-        self.gate = threading.Semaphore(0)
-        self.asked = threading.Semaphore(0)
-
-    def generate_chunk(self, poses, intrinsics):
-        self.asked.release()
-        assert self.gate.acquire(timeout=10), "the test never let the chunk through"
-        return super().generate_chunk(poses, intrinsics)
-
-
 class Walk:
     """A session whose chunks are planned when the test says, at the clock time it sets."""
 
     def __init__(self, accel_time: float = 0.0, **cfg) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.box = InputBox(clock=self.clock)
-        self.world = GatedWorld()
+        self.world = GatedWorld(frames_per_chunk=N, first_chunk_frames=N, fps=FPS)
         integrator = PoseIntegrator(IntegratorConfig(accel_time=accel_time))
         self.session = Session(self.world, SessionConfig(just_in_time=False, queue_capacity=4096, **cfg),
                                integrator=integrator, inputs=self.box).start()
@@ -256,7 +233,7 @@ def chunk_after_plain(w: Walk, t: float) -> None:
 
 
 def test_input_box_records_every_change_between_takes():
-    clock = Clock()
+    clock = ManualClock()
     box = InputBox(clock=clock)
     box.press("w", now=0.1)
     box.release("w", now=0.15)
@@ -329,10 +306,7 @@ def test_a_pause_keeps_the_turns_but_not_the_walk(walk):
     walk.session.set_paused(True)
     walk.clock.t = T1 + 0.1
     walk.world.gate.release()  # the chunk in flight finishes; then the model thread waits
-    deadline = time.monotonic() + 10
-    while not walk.session.standing and time.monotonic() < deadline:
-        threading.Event().wait(0.001)
-    assert walk.session.standing
+    poll_until(lambda: walk.session.standing, 10, "the model thread to stand, paused")
     walk.box.press("w", now=T1 + 0.2)
     walk.box.add_mouse(100.0, 0.0, now=T1 + 0.3)
     walk.clock.t = T1 + 5.0

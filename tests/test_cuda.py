@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from worldwalk.runtime.sana_wm import SanaWMConfig
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-from worldwalk.runtime.sana_wm.vae import small_vae_config
+
+from .builders import STRIDE, tiny_world
+from .builders import WORLD_H as H
+from .builders import WORLD_W as W
 
 DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")
 ON_GPU = DEVICE.startswith("cuda")
@@ -27,17 +29,14 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(ON_GPU and not torch.cuda.is_available(), reason="needs an NVIDIA GPU and CUDA torch"),
 ]
-STRIDE, W, H = 4, 64, 48
 
 
 def _world(device: str, dtype: str, kind: str = "tiny", softmax_bf16: bool = True) -> SanaWM:
     if kind == "tiny":
-        cfg = SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE, softmax_bf16=softmax_bf16)
-        vae = small_vae_config(STRIDE)
-    else:
-        from worldwalk.runtime.bench.model_suite import small_configs
+        return tiny_world(softmax_bf16, vae_width=16, device=device, dtype=dtype)
+    from worldwalk.runtime.bench.model_suite import small_configs
 
-        cfg, vae = small_configs(STRIDE)
+    cfg, vae = small_configs(STRIDE)
     return SanaWM.random_init(cfg, vae, SanaWMRunConfig(width=W, height=H, device=device, dtype=dtype), seed=0)
 
 

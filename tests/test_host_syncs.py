@@ -19,7 +19,7 @@ from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
-from .conftest import CHUNK, LATENT_H, LATENT_W, STRIDE, tiny_cameras, tiny_transformer
+from .builders import CHUNK, LATENT_H, LATENT_W, STRIDE, tiny_cameras, tiny_transformer
 
 SYNCS_A_CHUNK = 3
 
@@ -82,7 +82,7 @@ def test_the_counter_sees_a_host_read():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA syncs")
 def test_at_most_three_blocking_host_syncs_a_chunk():
-    from .conftest import tiny_world
+    from .builders import tiny_world
 
     world = tiny_world(device="cuda", dtype="bfloat16")
     world.reset(None, None, 0)

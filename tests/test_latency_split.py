@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,34 +9,39 @@ import pytest
 from worldwalk.runtime.session import Session
 from worldwalk.viewer.metrics import LatencyMeter, LatencySplit
 
+from .builders import ManualClock, poll_until
 from .timed_world import TimedWorld
+
+CHUNK_S = 0.03125  # what a chunk takes on the test's clock (a power of two: exact differences)
+
+
+def _taken_after(session: Session, press: float):
+    """Take the queued frames up to the first one planned with the press; that one, or None."""
+    while (f := session.frames.get(timeout=0)) is not None:
+        if f.input_time is not None and f.input_time >= press:
+            return f
+    return None
 
 
 def test_the_steps_of_a_chunk_are_stamped_in_order_and_split_the_latency():
-    world = TimedWorld(chunk_seconds=0.02)
-    with Session(world).start() as session:
-        press = time.monotonic()
+    clock = ManualClock(1.0)
+    world = TimedWorld(chunk_seconds=CHUNK_S, clock=clock)  # only the world's chunks move the clock on
+    with Session(world, clock=clock).start() as session:
+        press = clock.t
         session.inputs.press("w", now=press)
-        deadline = press + 10
-        frame = None
-        while time.monotonic() < deadline:
-            f = session.frames.get(timeout=0.1)
-            if f is not None and f.input_time is not None and f.input_time >= press:
-                frame = f
-                break
-        assert frame is not None, session.error
-        taken = time.monotonic()
+        frame = poll_until(lambda: _taken_after(session, press), 10, "a frame planned after the press")
+        taken = clock.t
         timing = session.timing(frame)
     assert timing is not None and timing.chunk_index == frame.chunk_index
     assert press <= timing.planned <= timing.model <= timing.generated <= timing.queued <= taken
-    assert timing.generated - timing.model >= 0.02  # the world's own time is "generate"
+    assert timing.generated - timing.model == CHUNK_S  # the world's own time is "generate"
     meter = LatencyMeter()
     meter.press(press)
     presented = taken + 0.004
     total = meter.presented(frame.input_time, presented, timing, taken=taken)
     split = meter.split_median()
     assert split is not None and split.total == pytest.approx(total)
-    assert split.display == pytest.approx(0.004) and split.generate >= 0.02
+    assert split.display == pytest.approx(0.004) and split.generate == pytest.approx(CHUNK_S)
     assert meter.summary()["median_split_ms"]["display"] == pytest.approx(4.0)
 
 

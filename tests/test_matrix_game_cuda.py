@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests import test_matrix_game_parity as parity
+from tests.builders import tiny_matrix_game_models
 from worldwalk.runtime.matrix_game import ImageCondition, MatrixGameConfig
 from worldwalk.runtime.matrix_game.world import random_world
 
@@ -31,7 +32,7 @@ def test_fp32_on_the_device_replays_upstream() -> None:
     with np.load(parity.GOLDENS) as d:
         gold = {k: d[k] for k in d.files}
     cfg = MatrixGameConfig.tiny()
-    dit, vae = parity.build(cfg)
+    dit, vae = tiny_matrix_game_models(cfg)
     dit, vae = dit.to(DEVICE), vae.to(DEVICE)
     with torch.no_grad():
         condition = ImageCondition(vae, torch.as_tensor(gold["in/image"])[:, :, 0].to(DEVICE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.builders import tiny_matrix_game_models
 from tests.goldens import matrix_game_tiny as tiny
 from worldwalk.runtime.matrix_game import CausalDiT, FlowSchedule, MatrixGameConfig, Rollout, WanVAE, WindowKV
 from worldwalk.runtime.matrix_game.rollout import ImageCondition
@@ -33,9 +34,7 @@ def test_warped_steps() -> None:
 @pytest.mark.parametrize("mode", ["gta_drive", "templerun"])
 def test_modes_run_with_their_windows_steps_and_action_spaces(mode: str) -> None:
     cfg = MatrixGameConfig.tiny(mode)
-    dit, vae = CausalDiT(cfg).eval(), WanVAE(dim=cfg.vae_dim).eval()
-    tiny.fill_weights(dit)
-    tiny.fill_weights(vae)
+    dit, vae = tiny_matrix_game_models(cfg)
     assert dit.blocks[0].action_model.keyboard_embed[0].in_features == {"gta_drive": 2, "templerun": 7}[mode]
     assert hasattr(dit.blocks[0].action_model, "mouse_mlp") == (mode == "gta_drive")
     roll = Rollout(cfg, dit, vae)
@@ -104,8 +103,7 @@ def test_a_session_runs_past_upstreams_1024_frame_table() -> None:
     timeline alike, as if that much had been played) and keeps going: positions are computed, not
     looked up in a 1024-frame table, and old raw actions are dropped as windows move on."""
     cfg = MatrixGameConfig.tiny()
-    dit, vae = CausalDiT(cfg).eval(), WanVAE(dim=cfg.vae_dim).eval()
-    tiny.fill_weights(dit)
+    dit, vae = tiny_matrix_game_models(cfg)
     roll = Rollout(cfg, dit, vae)
     g = torch.Generator().manual_seed(0)
     roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=ReadyCondition(cfg, g))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.builders import tiny_matrix_game_models
 from tests.goldens import matrix_game_tiny as tiny
 from worldwalk.runtime.matrix_game import CausalDiT, ImageCondition, MatrixGameConfig, Rollout, TimeCache, WanVAE
 from worldwalk.runtime.matrix_game import action as action_mod
@@ -37,19 +38,10 @@ def gold() -> dict[str, np.ndarray]:
         return {k: d[k] for k in d.files}
 
 
-def build(cfg: MatrixGameConfig) -> tuple[CausalDiT, WanVAE]:
-    torch.manual_seed(0)
-    dit = CausalDiT(cfg).eval()
-    vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval()
-    tiny.fill_weights(dit)
-    tiny.fill_weights(vae)
-    return dit, vae
-
-
 @pytest.fixture(scope="module")
 def models() -> tuple[MatrixGameConfig, CausalDiT, WanVAE]:
     cfg = MatrixGameConfig.tiny()
-    return (cfg, *build(cfg))
+    return (cfg, *tiny_matrix_game_models(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +204,7 @@ def test_behaviour_changes_are_caught(gold, models, condition, change) -> None:
         ctx = patched(dit_mod, "video_rope", _rope_per_block)
     elif change == "window one frame longer":
         cfg = cfg.with_(local_attn_size=cfg.local_attn_size + 1)
-        dit, vae = build(cfg)
+        dit, vae = tiny_matrix_game_models(cfg)
         ctx = patched(dit_mod, "video_rope", ORIGINAL_ROPE)
     else:
         ctx = patched(Rollout, "step", _step_without_clean_pass)

@@ -14,13 +14,7 @@ from worldwalk.runtime.matrix_game.steering import MOUSE_UNITS_PER_PX
 from worldwalk.runtime.matrix_game.world import random_world
 from worldwalk.runtime.session import Session, SessionConfig
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from .builders import ManualClock, matrix_game_config, poll_until, reference_config
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def walk():
         return step(keyboard, mouse)
 
     world.use_input, world.generate_chunk, world.rollout.step = spy_input, gated, spy_step
-    clock = Clock()
+    clock = ManualClock()
     box = InputBox(clock=clock)
     session = Session(world, SessionConfig(just_in_time=False, queue_capacity=4096), inputs=box).start()
     assert asked.acquire(timeout=30)  # chunk 0 planned at t = 0
@@ -106,11 +100,10 @@ def test_the_page_is_told_not_to_turn_an_action_worlds_frames():
     pose messages say `warp: false` (a camera world's do not)."""
     from types import SimpleNamespace
 
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.runtime.worlds import create_world
     from worldwalk.stream.webrtc.pose_channel import pose_message
 
-    for world, warp in ((random_world("tiny"), False), (create_world(WorldConfig(name="reference", width=64,
+    for world, warp in ((random_world("tiny"), False), (create_world(reference_config(width=64,
                                                                                  height=32)), None)):
         session = Session(world, SessionConfig())
         try:
@@ -139,13 +132,9 @@ def test_a_recorded_walk_replays_bit_identically_with_its_actions(tmp_path):
     rec.write = lambda frame: (live.append(frame.image.copy()), take(frame))[1]
 
     def chunks(k: int) -> None:
-        import time
-
         target = session.stats()["chunks"] + k
-        deadline = time.monotonic() + 120
-        while session.stats()["chunks"] < target:
-            assert time.monotonic() < deadline and session.error is None, session.error
-            time.sleep(0.01)
+        poll_until(lambda: session.stats()["chunks"] >= target or session.error, 120, f"{k} more chunks")
+        assert session.error is None, session.error
 
     try:
         session.start()
@@ -183,7 +172,6 @@ def test_bad_actions_in_a_log_are_named():
 def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
     """serve's pool (runtime/worlds/world_pool.py) builds Matrix-Game once: forks share the DiT, VAE and CLIP
     weights (one copy) and each makes exactly the frames a world of its own makes."""
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.runtime.worlds.world_pool import WorldPool
 
     def play(world, keys: list[int]) -> np.ndarray:
@@ -197,7 +185,7 @@ def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
             out.append(world.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0)).frames)
         return np.concatenate(out)
 
-    pool = WorldPool(WorldConfig(name="matrix-game", seed=7, options={"random_init": "tiny"}))
+    pool = WorldPool(matrix_game_config(seed=7))
     a, b = pool.session_world(), pool.session_world()
     assert pool.builds == 1 and pool.forks == 2
     assert a.rollout.dit is b.rollout.dit and a.clip is b.clip and a.rollout.vae is b.rollout.vae

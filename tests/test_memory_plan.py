@@ -23,17 +23,16 @@ from worldwalk.runtime.bench.memory_plan import (
     plan_memory,
     run_plan,
 )
-from worldwalk.runtime.sana_wm import SanaWMConfig
-from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-from worldwalk.runtime.sana_wm.vae import small_vae_config
 
-STRIDE, H, W = 4, 48, 64
+from .builders import WORLD_H as H
+from .builders import WORLD_W as W
+from .builders import tiny_sana_wm_configs, tiny_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _configs():
-    return SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE), small_vae_config(STRIDE)
+    return tiny_sana_wm_configs(softmax_bf16=True, vae_width=16)
 
 
 def test_live_bytes_counts_new_storages_until_freed():
@@ -76,7 +75,7 @@ def _held(obj) -> int:
 def test_plan_equals_a_small_world_run_for_real():
     model_cfg, vae_cfg = _configs()
     plan = plan_memory(model_cfg, vae_cfg, W, H, torch.float32, device="meta")
-    world = SanaWM.random_init(model_cfg, vae_cfg, SanaWMRunConfig(width=W, height=H), seed=0)
+    world = tiny_world(softmax_bf16=True, vae_width=16)
     modules = (world.transformer, world.vae.vae)
     weights = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
     assert plan.weights == weights

@@ -8,7 +8,7 @@ import torch
 from worldwalk.runtime.sana_wm.layers import SelfAttentionParams
 from worldwalk.runtime.sana_wm.sampler import FlowSampler, SamplerConfig
 
-from .conftest import tiny_transformer
+from .builders import tiny_transformer
 
 
 def _gates(tr) -> list[torch.Tensor]:

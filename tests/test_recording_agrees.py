@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .server_probe import recv_answer
+from .builders import reference_config, serve_config
 from .test_play_window import TOOLS, display, wait_window, xdo  # noqa: F401 (display is a fixture)
+from .webrtc_client import Player
 
 
 def logged_frames(log: Path) -> int:
@@ -75,48 +76,19 @@ def test_play_recording_and_log_agree(display, tmp_path):  # noqa: F811
 
 @pytest.mark.timeout(90)
 def test_serve_recording_and_log_agree(tmp_path):
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from websockets.asyncio.client import connect
-
-    from worldwalk.runtime.world import WorldConfig
-    from worldwalk.stream.webrtc import peer
-    from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
+    from worldwalk.stream.webrtc.server import StreamServer
 
     async def client(url: str) -> int:
-        async with connect(url) as ws:
-            json.loads(await ws.recv())
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTransceiver("video", direction="recvonly")
-            channel = pc.createDataChannel("input")
-            got_track = asyncio.get_running_loop().create_future()
-            pc.on("track", lambda t: got_track.set_result(t))
-            with peer.gather_with_addresses(["127.0.0.1"]):
-                await pc.setLocalDescription(await pc.createOffer())
-            await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-            answer = await recv_answer(ws)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-            track = await asyncio.wait_for(got_track, 10)
-            received = 0
-            for _ in range(200):
-                if channel.readyState == "open":
-                    break
-                await asyncio.sleep(0.05)
-            channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
-            t_end = time.monotonic() + 3.0
-            rewound = False
-            while time.monotonic() < t_end:
-                await asyncio.wait_for(track.recv(), 10)
-                received += 1
-                if not rewound and time.monotonic() > t_end - 1.5:
-                    channel.send(json.dumps({"t": "cmd", "cmd": "rewind"}))
-                    rewound = True
-            await pc.close()
-            return received
+        async with Player(url) as player:
+            assert (await player.open(timeout=10))["type"] == "answer"
+            await player.key("w", True)
+            received = await player.frames_for(1.5)
+            await player.command("rewind")
+            return received + await player.frames_for(1.5)
 
     async def go() -> int:
-        cfg = ServeConfig(port=0, record_dir=str(tmp_path),
-                          world=WorldConfig(name="reference", width=128, height=72, accel="none"),
-                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(reference_config(width=128, height=72, accel="none"),
+                           record_dir=str(tmp_path))
         async with StreamServer(cfg) as server:
             received = await client(f"ws://127.0.0.1:{server.port}/ws")
             for _ in range(200):

@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.recording_resume import ContinuedRecorder, read_recording
 from worldwalk.stream.record.replay import plan_from_log, render_frames
 from worldwalk.stream.record.session_log import image_hash, input_state_to_dict, read_log
 
+from .builders import reference_config
 from .test_recording_agrees import check_agree
 
-WORLD = WorldConfig(name="reference", width=64, height=36, fps=16.0)
+WORLD = reference_config(width=64, height=36, fps=16.0)
 
 
 def made_chunks(session: Session, hashes: dict[int, list[str]], records: dict[int, dict]) -> None:

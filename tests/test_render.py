@@ -12,11 +12,11 @@ import pytest
 from worldwalk.controls import action_string_to_poses
 from worldwalk.runtime.cli.main import main
 from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds import create_world
 from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.replay import plan_from_actions, plan_from_log, plan_from_path, render_frames
 
+from .builders import reference_config
 from .conftest import decode_video as decode
 from .conftest import psnr
 
@@ -42,7 +42,7 @@ def wait_more(session: Session, k: int) -> None:
 
 
 def test_replaying_a_live_session_gives_its_raw_frames_bit_identical(tmp_path):
-    wc = WorldConfig(name="reference", width=W, height=H, seed=5)
+    wc = reference_config(width=W, height=H, seed=5)
     session = Session(create_world(wc), SessionConfig(seed=5))
     rec = attach_recorder(session, tmp_path / "live.mp4", world_cfg=wc, consume=True)
     # the frames the (headless) player took; the log holds exactly these (a chunk a rewind or reset

@@ -20,13 +20,17 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTX2Video
 
-from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
-from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
+from worldwalk.runtime.sana_wm import SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.vae import DecodeState, SanaWMVAE, small_vae_config
 
-from .test_sana_wm_stream import CHUNK, STRIDE, H, W, _cameras, _model
+from .builders import CHUNK, STRIDE, tiny_world
+from .builders import LATENT_H as H
+from .builders import LATENT_W as W
+from .builders import tiny_cameras as _cameras
+from .builders import tiny_transformer as _model
 
 BF16_STREAM_TOL = 1e-3  # measured: 0 (the same bf16 ops in the same order)
 BF16_VS_FP32_TOL = 2e-2  # measured: about 5e-3 on every chunk
@@ -72,8 +76,7 @@ def test_bf16_stream_equals_recompute_and_is_fp32_rounded():
 
 
 def _world(dtype: str = "bfloat16") -> SanaWM:
-    cfg = SanaWMConfig.tiny(chunk_plucker_channels=6 * STRIDE)
-    return SanaWM.random_init(cfg, small_vae_config(STRIDE), SanaWMRunConfig(width=64, height=48, dtype=dtype), seed=0)
+    return tiny_world(softmax_bf16=True, vae_width=16, dtype=dtype)
 
 
 def _inputs(world: SanaWM, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ import torch
 
 from worldwalk.runtime.sana_wm.rope import Rope3D
 
+from .builders import tiny_transformer as _model
 from .test_accel_builds import _stream_after
-from .test_sana_wm_stream import _model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,18 +12,14 @@ import pytest
 import torch
 
 from worldwalk.runtime.accel import apply as accel
-from worldwalk.runtime.sana_wm import SanaWMConfig, SanaWMStreamingTransformer
+from worldwalk.runtime.sana_wm import SanaWMStreamingTransformer
 from worldwalk.runtime.sana_wm.memory import held_bytes, measure_session_state, reported_bytes
-from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
-from worldwalk.runtime.sana_wm.vae import SanaWMVAE, small_vae_config
+from worldwalk.runtime.sana_wm.model import SanaWM
+from worldwalk.runtime.sana_wm.vae import SanaWMVAE
+
+from .builders import tiny_sana_wm_configs, tiny_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _tiny_world() -> SanaWM:
-    cfg = SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=24, in_channels=8)
-    vae = small_vae_config(temporal_stride=4, latent_channels=8, width=8)
-    return SanaWM.random_init(cfg, vae, SanaWMRunConfig(width=64, height=48))
 
 
 def _walk(world: SanaWM, chunks: int, snaps: list) -> None:
@@ -53,8 +49,9 @@ def test_eager_state_holds_what_it_reports():
     from diffusers import AutoencoderKLLTX2Video
 
     torch.manual_seed(0)
-    tr = SanaWMStreamingTransformer(SanaWMConfig.tiny(softmax_bf16=False, chunk_plucker_channels=24, in_channels=8))
-    vae = SanaWMVAE(AutoencoderKLLTX2Video(**small_vae_config(4, latent_channels=8, width=8)))
+    cfg, vae_cfg = tiny_sana_wm_configs()
+    tr = SanaWMStreamingTransformer(cfg)
+    vae = SanaWMVAE(AutoencoderKLLTX2Video(**vae_cfg))
     st = measure_session_state(tr.eval(), vae, 48, 64, chunks=3)
     print(st)
     assert st.cache_reported > 0 and st.decode_reported > 0 and st.snapshot_reported > 0
@@ -67,7 +64,7 @@ def test_eager_state_holds_what_it_reports():
 def test_world_state_and_snapshots_hold_what_they_report(choice):
     """Through the world: the pipelined decode (snapshots hold its future), and the flat fixed-shape
     step every accelerated backend runs (its cache comes back as one padded tensor per entry)."""
-    world = _tiny_world()
+    world = tiny_world()
     accel.apply_accel(world, choice)
     snaps: list = []
     _walk(world, 4, snaps)
@@ -87,7 +84,7 @@ def test_session_keeps_as_many_snapshots_as_its_memory_budget_holds():
 
     from worldwalk.runtime.session import Session, SessionConfig
 
-    world = _tiny_world()
+    world = tiny_world()
     snaps: list = []
     _walk(world, 3, snaps)
     per = snaps[-1].nbytes()  # a steady-state boundary: cache after chunk 1 + its decode state

@@ -11,10 +11,11 @@ from worldwalk.runtime.sana_wm.checkpoint import CheckpointError, from_pretraine
 from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.world import WorldConfig, WorldModel
 
-from .conftest import DEFAULT_FOV_DEG, STRIDE
-from .conftest import WORLD_H as H
-from .conftest import WORLD_W as W
-from .conftest import tiny_world as _world
+from .builders import STRIDE
+from .builders import WORLD_H as H
+from .builders import WORLD_W as W
+from .builders import tiny_world as _world
+from .conftest import DEFAULT_FOV_DEG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,7 +17,7 @@ from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 
-from .conftest import CHUNK, LATENT_H, LATENT_W, tiny_cameras, tiny_transformer
+from .builders import CHUNK, LATENT_H, LATENT_W, tiny_cameras, tiny_transformer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHAPE_T = CHUNK

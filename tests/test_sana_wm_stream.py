@@ -22,11 +22,11 @@ from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.rope import apply_rope
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 
-from .conftest import CHUNK, STRIDE  # noqa: F401 (STRIDE: for the modules that import it from here)
-from .conftest import LATENT_H as H
-from .conftest import LATENT_W as W
-from .conftest import tiny_cameras as _cameras
-from .conftest import tiny_transformer as _model
+from .builders import CHUNK
+from .builders import LATENT_H as H
+from .builders import LATENT_W as W
+from .builders import tiny_cameras as _cameras
+from .builders import tiny_transformer as _model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

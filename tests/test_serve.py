@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from worldwalk.runtime.session import Session
+from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.input_channel import (
     InputChannelConfig,
@@ -28,8 +29,9 @@ from worldwalk.stream.webrtc.input_channel import (
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
-from .server_probe import recv_answer
+from .builders import TINY_REFERENCE, matrix_game_config, serve_config
 from .timed_world import TimedWorld
+from .webrtc_client import Player
 
 REASONS = {"binary", "oversized", "not_json", "not_object", "unknown_kind", "missing_field", "unknown_field",
            "unknown_key", "bad_type", "out_of_range", "unknown_command"}
@@ -250,34 +252,17 @@ def test_busy_beyond_max_sessions_and_bad_offer():
 
 
 async def _aiortc_client(url: str, codec: str | None = None, after_connect=None) -> dict:
-    """Connect like the page does; return what came back. Only 127.0.0.1 candidates, no STUN."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-
-    out: dict = {"frames": [], "stats": [], "signals": []}
-    async with connect(url) as ws:
-        config = json.loads(await ws.recv())
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        transceiver = pc.addTransceiver("video", direction="recvonly")
-        if codec:
-            caps = RTCRtpSender.getCapabilities("video").codecs
-            transceiver.setCodecPreferences([c for c in caps if c.mimeType == codec])
-        channel = pc.createDataChannel("input")
-        channel.on("message", lambda m: out["stats"].append(json.loads(m)))
-        got_track = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda t: got_track.set_result(t))
-        with peer.gather_with_addresses(["127.0.0.1"]):
-            await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = await recv_answer(ws)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        out.update(config=config, answer={k: answer[k] for k in ("session", "codec", "role")})
-        track = await asyncio.wait_for(got_track, 10)
+    """Connect like the page does (tests/webrtc_client.py), take 10 frames, then `after_connect(player,
+    out)`; return what came back."""
+    async with Player(url, codec) as player:
+        answer = await player.open(timeout=10)
+        out: dict = {"config": player.config, "answer": {k: answer[k] for k in ("session", "codec", "role")},
+                     "stats": player.messages, "frames": []}
         for _ in range(10):
-            frame = await asyncio.wait_for(track.recv(), 10)
+            frame = await player.frame()
             out["frames"].append((frame.width, frame.height))
         if after_connect is not None:
-            await after_connect(ws, channel, out)
-        await pc.close()
+            await after_connect(player, out)
     return out
 
 
@@ -285,19 +270,15 @@ async def _aiortc_client(url: str, codec: str | None = None, after_connect=None)
 def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
     import av
 
-    async def steer(ws, channel, out):
-        for _ in range(50):
-            if channel.readyState == "open":
-                break
-            await asyncio.sleep(0.05)
-        channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
-        channel.send("not json")
+    async def steer(player, out):
+        await player.key("w", True)
+        await player.send("not json")
         await asyncio.sleep(0.6)
-        channel.send(json.dumps({"t": "key", "key": "w", "down": False}))
+        await player.key("w", False)
         await asyncio.sleep(0.3)
 
     async def go():
-        cfg = ServeConfig(port=0, record_dir=str(tmp_path), peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(), record_dir=str(tmp_path))  # the sessions are timed_session's
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", codec, steer)
             for _ in range(100):
@@ -320,15 +301,13 @@ def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
 
 
 def test_idle_session_is_freed():
-    async def wait_ended(ws, channel, out):
-        while True:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if msg["type"] == "ended":
-                out["ended"] = msg["reason"]
-                return
+    async def wait_ended(player, out):
+        while (msg := await player.next_signal(10))["type"] != "ended":
+            pass
+        out["ended"] = msg["reason"]
 
     async def go():
-        cfg = ServeConfig(port=0, idle_timeout=1.0, peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(), idle_timeout=1.0)  # the sessions are timed_session's
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, wait_ended)
             assert not server.sessions
@@ -341,21 +320,15 @@ def test_idle_session_is_freed():
 @pytest.mark.timeout(180)
 def test_the_bundled_model_streams_and_walks():
     """The default world of a fresh install, built by the server itself, to a WebRTC client."""
-    from worldwalk.runtime.world import WorldConfig
 
-    async def hold_w(ws, channel, out):
-        for _ in range(100):
-            if channel.readyState == "open":
-                break
-            await asyncio.sleep(0.05)
-        channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
+    async def hold_w(player, out):
+        await player.key("w", True)
         await asyncio.sleep(2.0)
-        channel.send(json.dumps({"t": "key", "key": "w", "down": False}))
+        await player.key("w", False)
         await asyncio.sleep(0.5)
 
     async def go():
-        cfg = ServeConfig(port=0, world=WorldConfig(name="bundled", accel="auto"),
-                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        cfg = serve_config(WorldConfig(name="bundled", accel="auto"))
         async with StreamServer(cfg) as server:
             return await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", None, hold_w)
 
@@ -398,32 +371,26 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
     """The tiny random Matrix-Game world behind `serve`: a player steers it with keys (turned into its
     per-frame actions), a spectator watches, a rewind is asked for, and the recording's log carries
     the actions and replays to the video."""
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.stream.record.session_log import read_log
 
-    async def play(ws, channel, out):
-        for _ in range(100):
-            if channel.readyState == "open":
-                break
-            await asyncio.sleep(0.05)
+    async def play(player, out):
         url = f"{out['url']}?watch={out['answer']['session']}"
-        channel.send(json.dumps({"t": "key", "key": "w", "down": True}))
+        await player.key("w", True)
         out["spectator"] = await _aiortc_client(url)
-        channel.send(json.dumps({"t": "cmd", "cmd": "rewind"}))
+        await player.command("rewind")
         await asyncio.sleep(1.0)
-        channel.send(json.dumps({"t": "key", "key": "w", "down": False}))
+        await player.key("w", False)
         await asyncio.sleep(0.5)
 
     async def go():
-        world = WorldConfig(name="matrix-game", seed=3, options={"random_init": "tiny"})
-        cfg = ServeConfig(port=0, world=world, record_dir=str(tmp_path),
-                          peer=peer.PeerConfig(candidate_addresses=["127.0.0.1"]))
+        world = matrix_game_config(seed=3)
+        cfg = serve_config(world, record_dir=str(tmp_path))
         async with StreamServer(cfg) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
 
-            async def remember_url(ws, channel, out):
+            async def remember_url(player, out):
                 out["url"] = url
-                await play(ws, channel, out)
+                await play(player, out)
 
             out = await _aiortc_client(url, None, remember_url)
             for _ in range(200):
@@ -455,7 +422,6 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
 def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
     from worldwalk.runtime.session import SessionConfig
 
-    from .builders import TINY_REFERENCE
 
     server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
     with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.server"):

@@ -15,7 +15,9 @@ from websockets.exceptions import InvalidStatus
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import OpenWorlds, make_offer, rss_mib, serve_config, wait_for
+from .builders import serve_config, wait_for
+from .server_probe import OpenWorlds, rss_mib
+from .webrtc_client import offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -38,7 +40,7 @@ def test_connect_cycles_build_no_world_before_an_offer_and_stay_bounded():
         worlds = OpenWorlds(cfg)
         async with StreamServer(cfg, session_factory=worlds) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
-            offer = await make_offer()
+            offer = await offer_sdp()
 
             def idle() -> bool:
                 return not server.sessions and not server.viewers and worlds.open == 0

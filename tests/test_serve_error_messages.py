@@ -13,7 +13,8 @@ from websockets.asyncio.client import connect
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import make_offer, serve_config
+from .builders import serve_config
+from .webrtc_client import offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -34,7 +35,7 @@ def test_bad_input_gets_fixed_messages_and_one_log_line_per_kind(caplog):
     async def go():
         async with StreamServer(serve_config(max_sessions=4)) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
-            offer = await make_offer()
+            offer = await offer_sdp()
             deep = "[" * 100_000 + "]" * 100_000
             replies = {"deep": [], "unusable": [], "not_offer": []}
             for _ in range(5):
@@ -68,7 +69,7 @@ def test_a_server_fault_hides_its_text_but_logs_its_traceback(caplog):
     async def go():
         async with StreamServer(serve_config(), session_factory=broken_session) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"
-            return await _reply_to(url, json.dumps({"type": "offer", "sdp": await make_offer()}))
+            return await _reply_to(url, json.dumps({"type": "offer", "sdp": await offer_sdp()}))
 
     with caplog.at_level(logging.INFO, logger="worldwalk"):
         reply = asyncio.run(asyncio.wait_for(go(), 30))

@@ -11,7 +11,7 @@ import pytest
 
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import serve_config
+from .builders import serve_config
 
 
 async def raw_request(port: int, head: str) -> tuple[int, dict[str, str], bytes]:

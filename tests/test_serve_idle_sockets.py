@@ -20,7 +20,7 @@ from worldwalk.stream.loopback_netns import REPO
 from worldwalk.stream.webrtc.admission import Admission, AdmissionConfig
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import serve_config
+from .builders import serve_config
 
 
 def run(coro, timeout: float = 60):

@@ -11,10 +11,11 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from worldwalk.stream.webrtc import peer
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import OpenWorlds, make_offer, recv_answer, serve_config, wait_for
+from .builders import serve_config, wait_for
+from .server_probe import OpenWorlds
+from .webrtc_client import Player, offer_sdp
 
 pytestmark = pytest.mark.gl  # the servers here build reference worlds (EGL)
 
@@ -30,31 +31,17 @@ def flood_offer(sdp: str, n: int = 4000) -> str:
 
 async def _player(url: str, gaps: list[tuple[float, float]], stop: asyncio.Event, ready: asyncio.Event) -> None:
     """A real aiortc player: connects and records (arrival time, gap before it) of each frame."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-    async with connect(url) as ws:
-        assert json.loads(await ws.recv())["type"] == "config"
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("video", direction="recvonly")
-        pc.createDataChannel("input")
-        track_future = asyncio.get_running_loop().create_future()
-        pc.on("track", track_future.set_result)
-        with peer.gather_with_addresses(["127.0.0.1"]):
-            await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        answer = await recv_answer(ws)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        track = await asyncio.wait_for(track_future, 10)
+    async with Player(url) as player:
+        assert (await player.open(timeout=10))["type"] == "answer"
         for _ in range(15):  # settle: the encoder and jitter buffer warm up
-            await asyncio.wait_for(track.recv(), 10)
+            await player.frame()
         ready.set()
         last = time.monotonic()
         while not stop.is_set():
-            await asyncio.wait_for(track.recv(), 10)
+            await player.frame()
             now = time.monotonic()
             gaps.append((now, now - last))
             last = now
-        await pc.close()
 
 
 def test_a_flood_offer_is_refused_fast_and_others_play_on():
@@ -69,7 +56,7 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
             await asyncio.wait_for(ready.wait(), 30)
             await asyncio.sleep(1.2)  # a control window: the stream's own gaps, no offer
             built = worlds.built
-            bad = flood_offer(await make_offer())
+            bad = flood_offer(await offer_sdp())
             async with connect(url, max_size=2**20) as ws:
                 assert json.loads(await ws.recv())["type"] == "config"
                 t0 = time.monotonic()
@@ -109,7 +96,7 @@ def test_a_flood_offer_is_refused_fast_and_others_play_on():
 def test_offer_check_names_the_problem(mutate, reason):
     from worldwalk.stream.webrtc import offer as offer_check
 
-    sdp = asyncio.run(make_offer())
+    sdp = asyncio.run(offer_sdp())
     assert offer_check.check_offer(sdp) == sdp
     with pytest.raises(offer_check.BadOffer, match=reason):
         offer_check.check_offer(mutate(sdp))

@@ -14,11 +14,12 @@ from websockets.asyncio.client import connect
 
 from worldwalk.runtime.accel.announce import announce
 from worldwalk.runtime.session import Session
-from worldwalk.stream.webrtc.peer import PeerConfig
-from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
+from worldwalk.runtime.world import WorldConfig
+from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import make_offer
+from .builders import serve_config
 from .timed_world import TimedWorld
+from .webrtc_client import offer_sdp
 
 
 def building_session(seconds: float):
@@ -33,11 +34,11 @@ def building_session(seconds: float):
 
 
 async def signals_until_answer(build_seconds: float) -> list[dict]:
-    cfg = ServeConfig(port=0, peer=PeerConfig(candidate_addresses=["127.0.0.1"]))
+    cfg = serve_config(WorldConfig())  # the sessions are building_session's
     async with StreamServer(cfg, session_factory=building_session(build_seconds)) as server:
         async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
             assert json.loads(await ws.recv())["type"] == "config"
-            await ws.send(json.dumps({"type": "offer", "sdp": await make_offer()}))
+            await ws.send(json.dumps({"type": "offer", "sdp": await offer_sdp()}))
             got = []
             while not got or got[-1]["type"] == "progress":
                 got.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))

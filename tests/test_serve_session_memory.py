@@ -17,7 +17,7 @@ from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.session_memory_bench import play_once, sessions_rss, until_freed
 from worldwalk.stream.webrtc.server import StreamServer
 
-from .server_probe import TINY, serve_config
+from .builders import TINY_REFERENCE, serve_config
 
 
 def run(coro, timeout: float = 300):
@@ -41,7 +41,7 @@ def _alive(refs: dict[str, weakref.ref]) -> list[str]:
 @pytest.mark.gl  # reference worlds (EGL)
 def test_a_closed_session_is_freed_without_the_collector():
     async def go():
-        cfg = serve_config(world=TINY)
+        cfg = serve_config(world=TINY_REFERENCE)
         left: list[list[str]] = []
         async with StreamServer(cfg) as server:
             url = f"ws://127.0.0.1:{server.port}/ws"

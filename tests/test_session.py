@@ -9,11 +9,13 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from worldwalk.runtime.chunk import Frame
 from worldwalk.runtime.frame_queue import FrameQueue
 from worldwalk.runtime.pacer import FramePacer, PacerConfig
 from worldwalk.runtime.session import Session, SessionConfig
 
-from .timed_world import TimedWorld
+from .builders import ManualClock, poll_until
+from .timed_world import GatedWorld, TimedWorld
 
 
 def drain(session: Session, count: int, timeout: float = 10.0) -> list:
@@ -55,8 +57,7 @@ def test_reset_drops_stale_frames_at_once():
     session = Session(world, SessionConfig(queue_capacity=64)).start()
     try:
         drain(session, 9)
-        time.sleep(0.1)  # let a few chunks pile up in the queue
-        assert len(session.frames) > 0
+        poll_until(lambda: len(session.frames) > 0, 10, "frames to pile up in the queue")
         old_generation = session.generation
         session.reset()
         # nothing of the old walk may come out after the reset returns
@@ -69,22 +70,39 @@ def test_reset_drops_stale_frames_at_once():
         session.close()
 
 
-def test_slow_consumer_never_grows_the_queue_beyond_its_bound():
-    for policy in ("block", "drop_oldest"):
-        world = TimedWorld(chunk_seconds=0.0)
-        session = Session(world, SessionConfig(queue_capacity=7, queue_policy=policy)).start()
+def _taking_nothing(policy: str) -> tuple[Session, TimedWorld, int]:
+    """A session whose player takes nothing, on a clock that stands still, until the model has run on
+    (drop_oldest: 20 chunks) or waits for the player (block: it has looked at the clock 10 times since
+    its first chunk, or the queue is full); the session (closed), its world and the queue's peak length."""
+    clock = ManualClock()
+    world = TimedWorld(chunk_seconds=0.0)
+    session = Session(world, SessionConfig(queue_capacity=7, queue_policy=policy), clock=clock)  # type: ignore[arg-type]
+    peak, put = [0], session.frames.put
+
+    def noted(frame, timeout=None):
         try:
-            peak = 0
-            for _ in range(40):
-                peak = max(peak, len(session.frames))
-                time.sleep(0.005)
-            assert peak <= 7
-            if policy == "drop_oldest":
-                assert session.frames.stats.dropped_full > 0
-            else:
-                assert world.chunk <= 4  # back-pressure: the model waited for the player
+            return put(frame, timeout)
         finally:
-            session.close()
+            peak[0] = max(peak[0], len(session.frames))
+
+    session.frames.put = noted  # type: ignore[method-assign]
+    with session.start():
+        if policy == "drop_oldest":
+            poll_until(lambda: world.chunk >= 20, 10, "20 chunks")
+        else:
+            poll_until(lambda: session.frames.stats.put > 0, 10, "the first frames")
+            reads = clock.reads
+            clock.settle(lambda: clock.reads >= reads + 10 or len(session.frames) == 7, "the model to wait")
+    return session, world, peak[0]
+
+
+def test_slow_consumer_never_grows_the_queue_beyond_its_bound():
+    session, world, peak = _taking_nothing("block")
+    assert peak <= 7
+    assert world.chunk <= 4  # back-pressure: the model waited for the player
+    session, world, peak = _taking_nothing("drop_oldest")
+    assert peak <= 7
+    assert session.frames.stats.dropped_full > 0
 
 
 def test_close_leaves_no_thread_behind_and_frees_the_world():
@@ -101,7 +119,7 @@ def test_close_leaves_no_thread_behind_and_frees_the_world():
 def test_close_unblocks_a_producer_waiting_on_a_full_queue():
     world = TimedWorld(chunk_seconds=0.0)
     session = Session(world, SessionConfig(queue_capacity=2)).start()
-    time.sleep(0.1)  # the model thread is now blocked on the full queue
+    poll_until(lambda: len(session.frames) == 2, 10, "the queue to fill")  # the model thread blocks on it
     t0 = time.monotonic()
     session.close()
     assert time.monotonic() - t0 < 2.0
@@ -140,7 +158,7 @@ def test_pause_stops_generation():
     world = TimedWorld(chunk_seconds=0.0)
     session = Session(world, SessionConfig(start_paused=True)).start()
     try:
-        time.sleep(0.1)
+        poll_until(lambda: session.standing, 10, "the model thread to stand, paused")
         assert world.chunk == 0 and len(session.frames) == 0
         session.set_paused(False)
         drain(session, 5)
@@ -156,10 +174,7 @@ def test_a_failing_world_is_reported_not_hung():
 
     world.generate_chunk = boom
     with Session(world).start() as session:
-        deadline = time.monotonic() + 5
-        while session.error is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert "out of memory" in (session.error or "")
+        assert "out of memory" in poll_until(lambda: session.error, 5, "the error")
 
 
 def test_frame_queue_rejects_bad_configuration():
@@ -169,36 +184,61 @@ def test_frame_queue_rejects_bad_configuration():
         FrameQueue(4, "newest")  # type: ignore[arg-type]
 
 
+def _frame(i: int, chunk: int = 0, fps: float = 20.0) -> Frame:
+    return Frame(image=np.zeros((2, 2, 3), np.uint8), pose=np.eye(4), intrinsics=np.eye(3), index=i,
+                 pts=i / fps, chunk_index=chunk, generation=0, created=0.0)
+
+
 def test_pacer_shows_frames_at_the_content_rate():
-    # 20 fps: a poll loop descheduled for less than a frame (50 ms) on a busy machine still shows every frame
-    world = TimedWorld(chunk_seconds=0.0, fps=20.0)
-    with Session(world).start() as session:
-        pacer = FramePacer(session.frames, fps=20.0)
-        t0 = time.monotonic()
-        shown = []
-        while len(shown) < 20 and time.monotonic() - t0 < 5:
-            f = pacer.poll(time.monotonic())
-            if f is not None:
-                shown.append((time.monotonic(), f))
-            time.sleep(0.002)
+    # 20 fps content arriving in bursts (a chunk of 5 frames, then 4 a chunk, each queued whole when the
+    # last one is on screen), polled every 2 ms of the test's clock: each frame is shown when it falls due
+    queue = FrameQueue(16)
+    pacer = FramePacer(queue, fps=20.0)
+    shown, made, t = [], 0, 0.0
+    while len(shown) < 20 and t < 5:
+        if made < 21 and len(queue) == 0:
+            n = 5 if made == 0 else 4
+            for i in range(made, made + n):
+                queue.put(_frame(i, chunk=made // 4))
+            made += n
+        f = pacer.poll(t)
+        if f is not None:
+            shown.append((t, f))
+        t = round(t + 0.002, 6)
     assert [f.index for _, f in shown] == list(range(20))
-    span = shown[-1][0] - shown[0][0]
-    assert 19 / 20 * 0.8 < span < 19 / 20 * 1.5  # about 0.95 s: paced, not bursted
+    # each at its due time (within a poll step): paced, not bursted
+    assert [t for t, _ in shown] == pytest.approx([i / 20 for i in range(20)], abs=0.0021)
 
 
 def _queue_wait(just_in_time: bool) -> float:
-    """Median time frames wait between their making and a paced consumer taking them."""
-    world = TimedWorld(chunk_seconds=0.02, frames_per_chunk=20, first_chunk_frames=20, fps=100.0)
+    """Median time frames wait between their making and a paced consumer taking them, on the test's
+    clock: chunks of 20 frames (0.2 s at 100 fps) that take 20 ms each to make, the consumer looking
+    every 10 ms. At each step the model thread settles first (asks for a chunk, waits for room in the
+    queue, or has looked at the new time and waits for the queue to run low)."""
+    clock = ManualClock()
+    world = GatedWorld(frames_per_chunk=20, first_chunk_frames=20, fps=100.0)
     cfg = SessionConfig(queue_capacity=60, just_in_time=just_in_time, jit_slack=0.02)
-    waits = []
-    with Session(world, cfg).start() as session:
-        pacer = FramePacer(session.frames, fps=100.0)
-        t_end = time.monotonic() + 1.5
-        while time.monotonic() < t_end:
-            f = pacer.poll(time.monotonic())
+    waits, making_until = [], None
+    with Session(world, cfg, clock=clock).start() as session:
+        queue, pacer = session.frames, FramePacer(session.frames, fps=100.0)
+        reads = clock.reads
+        while clock.t < 1.0:
+            clock.settle(lambda r=reads: world.asking.is_set() or len(queue) == queue.capacity
+                         or clock.reads > r or session.error, "the model thread to settle")
+            assert session.error is None, session.error
+            if making_until is None and world.asking.is_set():
+                making_until = clock.t + 0.02
+            f = pacer.poll(clock.t)
             if f is not None and f.chunk_index >= 2:
-                waits.append(time.monotonic() - f.created)
-            time.sleep(0.002)
+                waits.append(clock.t - f.created)
+            clock.t = round(clock.t + 0.01, 6)
+            if making_until is not None and clock.t >= making_until:  # the chunk is made: queued now
+                making_until, put = None, queue.stats.put
+                world.gate.release()
+                clock.settle(lambda p=put: queue.stats.put >= p + 20 or len(queue) == queue.capacity,
+                             "the chunk's frames to be queued")
+            reads = clock.reads
+        world.gate.release(100)
     return float(np.median(waits))
 
 
@@ -251,16 +291,12 @@ def test_the_world_is_closed_once():
 
 
 def test_pacer_hands_every_frame_to_on_frame_even_the_skipped_ones():
-    from worldwalk.runtime.chunk import Frame
-
     queue = FrameQueue(16)
     for i in range(6):
-        queue.put(Frame(image=np.zeros((2, 2, 3), np.uint8), pose=np.eye(4), intrinsics=np.eye(3), index=i,
-                        pts=i / 50, chunk_index=0, generation=0, created=0.0))
+        queue.put(_frame(i, fps=50.0))
     seen = []
     pacer = FramePacer(queue, fps=50.0, cfg=PacerConfig(jitter_frames=2), on_frame=lambda f: seen.append(f.index))
-    t0 = time.monotonic()
-    pacer.poll(t0)  # anchors the timeline
-    shown = pacer.poll(t0 + 10.0)  # a display that stalled: every frame is due at once
+    pacer.poll(0.0)  # anchors the timeline
+    shown = pacer.poll(10.0)  # a display that stalled: every frame is due at once
     assert shown is not None and shown.index == 5 and pacer.skipped == 5
     assert seen == list(range(6))  # the recorder still gets all of them, in order

@@ -17,7 +17,7 @@ from worldwalk.controls import intrinsics_from_fov
 from worldwalk.runtime.sana_wm.memory import tensors_in
 from worldwalk.runtime.sana_wm.snapshots import ARENA_GRANULE, PinnedArenas, SnapshotStore, arena_size
 
-from .conftest import WORLD_H, WORLD_W, tiny_world
+from .builders import WORLD_H, WORLD_W, tiny_world
 
 
 def _chunk(world, k: int):

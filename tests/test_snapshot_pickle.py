@@ -14,7 +14,7 @@ import torch
 
 from worldwalk.controls import intrinsics_from_fov
 
-from .conftest import WORLD_H, WORLD_W, tiny_world
+from .builders import WORLD_H, WORLD_W, tiny_world
 
 
 def _inputs(world, k: int):

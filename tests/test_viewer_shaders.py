@@ -16,6 +16,7 @@ from worldwalk.viewer.presenter import (  # noqa: E402
     timewarp_homography,
 )
 
+from .builders import reference_config  # noqa: E402
 from .conftest import gl_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.gl
@@ -156,11 +157,10 @@ def test_timewarp_matches_the_world_rendered_at_the_held_pose(ctx, yaw_deg, pitc
     """End to end with our camera convention: reprojecting the reference world's frame rendered
     at the start pose to a turned pose looks like the world rendered at that turned pose."""
     from worldwalk.controls import intrinsics_from_fov, pose_matrix, rotation
-    from worldwalk.runtime.world import WorldConfig
     from worldwalk.runtime.worlds import create_world
 
     try:
-        world = create_world(WorldConfig(name="reference", width=256, height=144))
+        world = create_world(reference_config(width=256, height=144))
     except Exception as e:
         pytest.skip(f"reference world unavailable: {e}")
     try:

@@ -16,7 +16,7 @@ from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.weights_source import mark_weights_source, weights_source
 
-from .conftest import CHUNK, LATENT_H, LATENT_W, tiny_cameras, tiny_transformer
+from .builders import CHUNK, LATENT_H, LATENT_W, tiny_cameras, tiny_transformer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from worldwalk.runtime.world import WorldConfig
 from worldwalk.runtime.worlds.reference_world import create as create_world  # the `reference` entry point
 
+from .builders import TINY_REFERENCE
 from .server_probe import rss_mib
 
 pytestmark = pytest.mark.gl  # every test here builds reference worlds (EGL)
 
 
 def test_500_world_builds_and_closes_keep_rss_flat():
-    cfg = WorldConfig(name="reference", width=64, height=32, fps=20.0)
+    cfg = TINY_REFERENCE
     for _ in range(20):  # warm-up: the GL driver, shader compiler and JIT, allocator pools
         world = create_world(cfg)
         world.generate_chunk(*_one_pose())
