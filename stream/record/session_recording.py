@@ -10,7 +10,7 @@ disk full") for the page and stats, and `on_failure` is called once; the session
 
     rec = SessionRecording(session, folder, stem, world_cfg=cfg.world, on_failure=note)
     fanout.on_frame = rec.write      # the first call opens the files
-    ... rec.log_event("reset") ...
+    ... session.reset() ...          # logged through the session's event listener
     rec.close()                      # at the session's end (any thread)
 """
 
@@ -66,6 +66,7 @@ class SessionRecording:
         self._pending: list[tuple[str, tuple, dict]] = []  # ("chunk"|"event", args, kwargs) before the start
         self._lock = threading.Lock()
         session.add_listener(self._on_chunk)
+        session.add_event_listener(self.log_event)  # resets and rewinds: the session says them
 
     # -- inputs -------------------------------------------------------------------------------
 

@@ -752,13 +752,9 @@ class StreamServer:
         elif msg.kind == "blur":
             inputs.clear(now)
         elif msg.command == "reset":
-            session.reset()
-            if play.recorder is not None:
-                play.recorder.log_event("reset")
+            session.reset()  # the recording logs it through the session's events
         elif msg.command == "rewind":
-            target = session.rewind()
-            if target is not None and play.recorder is not None:
-                play.recorder.log_event("rewind", to_chunk=target)
+            session.rewind()
         elif msg.command in ("pause", "resume"):
             session.set_paused(msg.command == "pause")
 
