@@ -73,7 +73,7 @@ from .admission import (
     open_fds,
     raise_fd_limit,
 )
-from .input_channel import InputChannelConfig, InputGate, InputMessage
+from .input_channel import InputChannelConfig, InputGate, receive
 from .offer import MAX_SIGNALING_BYTES, BadOffer, OfferLimits, check_offer
 from .peer import (
     PeerConfig,
@@ -627,7 +627,9 @@ class StreamServer:
                 channel.close()
                 return
             viewer.channel = channel
-            channel.on("message", partial(self._on_message, viewer))
+            channel.on("message", partial(
+                receive, viewer.gate, reply=partial(self._send, viewer), key_log=viewer.key_log,
+                steered=lambda: viewer.play if viewer.role == "player" else None))
             viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
             # each frame's pose, for the page's timewarp
             viewer.tasks.append(asyncio.ensure_future(pose_loop(
@@ -721,42 +723,6 @@ class StreamServer:
         self.sessions_closed += 1
 
     # ---- the data channel ---------------------------------------------------------------------
-
-    def _on_message(self, viewer: Viewer, raw: object) -> None:
-        """Every data-channel message comes here; nothing in it may raise."""
-        msg = viewer.gate.admit(raw)
-        if msg is None:
-            return
-        try:
-            if msg.kind == "ping":
-                self._send(viewer, {"t": "pong", "id": msg.ping_id, "server_time": time.time()})
-            elif viewer.role != "player" or viewer.play is None:
-                viewer.gate.counters.ignored += 1
-            else:
-                self._apply(viewer, viewer.play, msg)
-        except Exception:  # noqa: BLE001
-            log.exception("input message could not be applied")
-            viewer.gate.counters.reasons["apply_failed"] += 1
-
-    def _apply(self, viewer: Viewer, play: PlaySession, msg: InputMessage) -> None:
-        now = time.monotonic()
-        play.last_input = now
-        session, inputs = play.session, play.session.inputs
-        if msg.kind == "key":
-            (inputs.press if msg.down else inputs.release)(msg.key, now)
-            viewer.key_log.append((msg.key, msg.down, now))
-        elif msg.kind == "mouse":
-            inputs.add_mouse(msg.dx, msg.dy, now)
-        elif msg.kind == "pad":
-            inputs.set_gamepad(msg.left_stick, msg.right_stick, msg.left_trigger, msg.right_trigger, now)
-        elif msg.kind == "blur":
-            inputs.clear(now)
-        elif msg.command == "reset":
-            session.reset()  # the recording logs it through the session's events
-        elif msg.command == "rewind":
-            session.rewind()
-        elif msg.command in ("pause", "resume"):
-            session.set_paused(msg.command == "pause")
 
     def _send(self, viewer: Viewer, obj: dict[str, Any]) -> None:
         ch = viewer.channel
