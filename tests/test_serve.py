@@ -26,6 +26,7 @@ from worldwalk.stream.webrtc.input_channel import (
     parse_message,
 )
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
+from worldwalk.stream.webrtc.sessions import PlayerStart
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
 from .server_probe import recv_answer
@@ -153,7 +154,7 @@ def test_non_loopback_bind_requires_a_token():
 # ---- the HTTP and websocket gate, on 127.0.0.1 ------------------------------------------------
 
 
-def timed_session() -> Session:
+def timed_session(start: PlayerStart | None = None) -> Session:
     return Session(TimedWorld(chunk_seconds=0.01, width=64, height=32, fps=30.0))
 
 
@@ -218,7 +219,7 @@ def test_token_checked_at_signaling():
                 assert e.value.response.status_code == status
             assert (await _first_message(ws + "?token=right-token"))["type"] == "config"
             assert server.url.endswith("?token=right-token")
-            assert server.sessions_opened == 0  # the refused ones never got near a session
+            assert server.players.opened == 0  # the refused ones never got near a session
 
     run(go())
 
@@ -458,9 +459,9 @@ def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
     from .builders import TINY_REFERENCE
 
     server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
-    with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.server"):
+    with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.sessions"):
         for _ in range(2):
-            session = server._default_session()
+            session = server.players.default_session(PlayerStart())
             session.close()
             session.world.close()
     notes = [r.getMessage() for r in caplog.records if "--prompt is ignored" in r.getMessage()]

@@ -62,7 +62,7 @@ def test_bad_input_gets_fixed_messages_and_one_log_line_per_kind(caplog):
 
 
 def test_a_server_fault_hides_its_text_but_logs_its_traceback(caplog):
-    def broken_session():
+    def broken_session(start: object = None):
         raise RuntimeError("secret detail: /srv/private/path")
 
     async def go():

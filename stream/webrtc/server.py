@@ -43,40 +43,33 @@ import contextlib
 import errno
 import json
 import logging
-import secrets
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.heap import release_free_heap
-from worldwalk.runtime.progress import Progress, listening
-from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
-from worldwalk.runtime.world_pool import WorldPool, default_max_sessions
+from worldwalk.runtime.progress import Progress
+from worldwalk.runtime.world import backends_text, load_world_code
+from worldwalk.runtime.world_pool import WorldPool
 
-from ..record.recorder import RecorderConfig
 from .admission import (
     Admission,
-    AdmissionConfig,
-    SessionSlot,
     connections_within_fds,
     open_fds,
     raise_fd_limit,
 )
-from .input_channel import InputChannelConfig, InputGate, receive
-from .offer import MAX_SIGNALING_BYTES, BadOffer, OfferLimits, check_offer
+from .config import ServeConfig
+from .guest import Viewer
+from .input_channel import InputGate, receive
+from .offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
 from .peer import (
-    PeerConfig,
     add_video_transceiver,
     apply_bitrate,
     gather_with_addresses,
@@ -85,95 +78,11 @@ from .peer import (
     new_peer_connection,
 )
 from .pose_channel import pose_loop
+from .sessions import PlayerSessions, PlayerStart, SessionFactory
 from .signaling import AccessConfig, load_web_files, query_param, route_request
-from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
+from .video_track import SessionVideoTrack
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080  # 0: any free port (see StreamServer.port)
-    world: WorldConfig = field(default_factory=WorldConfig)
-    session: SessionConfig = field(default_factory=SessionConfig)
-    controls: IntegratorConfig = field(default_factory=IntegratorConfig)
-    bindings: Bindings = field(default_factory=Bindings)
-    # players (worlds) at once, counting those being torn down; one more gets "busy". None: on a GPU what the
-    # memory plan fits beside the shared model (runtime/world_pool.py:default_max_sessions), 4 on the CPU
-    max_sessions: int | None = None
-    max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
-    max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
-    max_sessions_per_client: int = 2  # players (worlds) at once from one address
-    request_timeout: float = 5.0  # seconds from accept to a complete HTTP request; then the socket is closed
-    max_spectators: int = 8  # per session
-    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
-    idle_timeout: float = 300.0  # seconds without input before a player's session is freed
-    connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
-    token: str | None = None
-    require_token: bool | None = None  # None: required exactly when host is not loopback
-    allowed_origins: list[str] = field(default_factory=list)
-    peer: PeerConfig = field(default_factory=PeerConfig)
-    offer: OfferLimits = field(default_factory=OfferLimits)
-    input: InputChannelConfig = field(default_factory=InputChannelConfig)
-    fanout: FanoutConfig = field(default_factory=FanoutConfig)
-    stats_interval: float = 0.25  # seconds between stats messages on the data channel
-    record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
-    recorder: RecorderConfig = field(default_factory=RecorderConfig)  # how recordings encode ([recorder])
-
-    def __post_init__(self) -> None:
-        if self.max_sessions is None:
-            self.max_sessions = default_max_sessions(self.world)
-        self.admission_config()  # names a bad limit
-        if self.require_token is None:
-            self.require_token = self.token is not None or not is_loopback_host(self.host)
-        if self.require_token and not self.token:
-            self.token = secrets.token_urlsafe(16)
-
-    def admission_config(self) -> AdmissionConfig:
-        return AdmissionConfig(max_sessions=self.max_sessions, max_connections=self.max_connections,
-                               max_connections_per_client=self.max_connections_per_client,
-                               max_sessions_per_client=self.max_sessions_per_client)
-
-
-@dataclass
-class PlaySession:
-    """A player's session and everything the server holds for it."""
-
-    id: str
-    session: Session
-    fanout: FrameFanout
-    recorder: Any = None
-    slot: SessionSlot | None = None  # released once the world is closed
-    ending: bool = False  # being torn down (still listed until its world is closed)
-    player: Viewer | None = None
-    spectators: set[Viewer] = field(default_factory=set)
-    last_input: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Viewer:
-    """One websocket + peer connection: a player or a spectator."""
-
-    ws: ServerConnection
-    role: str  # "player" | "spectator"
-    gate: InputGate
-    play: PlaySession | None = None
-    pc: RTCPeerConnection | None = None
-    track: SessionVideoTrack | None = None
-    channel: RTCDataChannel | None = None
-    codec: str = ""
-    ended: asyncio.Future | None = None  # result: the reason the viewer ends
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    key_log: deque = field(default_factory=lambda: deque(maxlen=256))  # (key, down, monotonic)
-
-    def end(self, reason: str) -> None:
-        if self.ended is not None and not self.ended.done():
-            self.ended.set_result(reason)
-
-    __hash__ = object.__hash__
-    __eq__ = object.__eq__
 
 
 _REFUSED_TEXT = b"worldwalk has too many open connections; try again in a few seconds.\n"
@@ -256,9 +165,6 @@ class SignalingError(Exception):
     """The browser broke the signaling protocol; it has been told and the socket closed."""
 
 
-SessionFactory = Callable[[], Session]
-
-
 def page_url(cfg: ServeConfig, port: int) -> str:
     """The URL a player opens: a wildcard bind is reached on loopback, an IPv6 host in brackets, and
     the token appended when one is required."""
@@ -275,30 +181,30 @@ class StreamServer:
     """The `worldwalk serve` server. `await start()`, then `await close()` (or `async with`)."""
 
     def __init__(self, cfg: ServeConfig | None = None, session_factory: SessionFactory | None = None) -> None:
+        """`session_factory(start)` makes each player's `Session` from its `PlayerStart` (sessions.py);
+        default: a session of the server's world (`PlayerSessions.default_session`)."""
         self.cfg = cfg or ServeConfig()
-        self._session_factory = session_factory or self._default_session
         self.access = AccessConfig(
             token=self.cfg.token,
             require_token=bool(self.cfg.require_token),
             loopback_only=is_loopback_host(self.cfg.host),
             allowed_origins=list(self.cfg.allowed_origins),
         )
-        self.sessions: dict[str, PlaySession] = {}
         self.viewers: set[Viewer] = set()
         self.busy_refusals = 0
-        self.sessions_opened = 0
-        self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
         # one model for every session (runtime/world_pool.py)
         self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
-        self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
+        # players' sessions, built from a PlayerStart by `session_factory` (default: the server's world)
+        self.players = PlayerSessions(self.cfg, self.worlds, session_factory, self.recording_failures.note)
+        self.sessions = self.players.running  # by session id: every player's session, until its world is closed
+        self.bad_input = RateLimitedLog("bad client input")
         self.accept_failures = RateLimitedLog("accepting a connection failed")
         self.fd_limit = 0
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
-        self._prompt_noted = False  # "--prompt is ignored" said once
         self._loop_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -315,10 +221,11 @@ class StreamServer:
             log.debug("the world's code did not import: %s: %s", type(e).__name__, e)
         return self
 
-    async def handle(self, ws: Any) -> None:
+    async def handle(self, ws: Any, start: PlayerStart | None = None) -> None:
         """Run one viewer's whole life on a websocket accepted elsewhere: an object with the
-        `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`)."""
-        await self._handle(ws)
+        `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`).
+        A player's walk begins as `start` says (sessions.py; default: a new walk, new recording)."""
+        await self._handle(ws, start)
 
     async def start(self) -> StreamServer:
         self.prepare()
@@ -388,7 +295,7 @@ class StreamServer:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         for play in list(self.sessions.values()):  # a session whose handler did not finish
-            await self._end_session(play)
+            await self.players.end(play)
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._loop_handler)
@@ -410,8 +317,8 @@ class StreamServer:
             "busy_refusals": self.busy_refusals,
             "refused_connections": self.admission.refused_connections,
             "evicted_idle_connections": self.admission.evicted_connections,
-            "opened": self.sessions_opened,
-            "closed": self.sessions_closed,
+            "opened": self.players.opened,
+            "closed": self.players.closed,
         }
 
     # ---- HTTP ---------------------------------------------------------------------------------
@@ -439,7 +346,7 @@ class StreamServer:
 
     # ---- one websocket ------------------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection, start: PlayerStart | None = None) -> None:
         watch = query_param(ws.request.path, "watch") if ws.request else None
         viewer = Viewer(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
         viewer.ended = asyncio.get_running_loop().create_future()
@@ -452,7 +359,7 @@ class StreamServer:
             if watch:
                 reason = await self._run_spectator(viewer, watch)
             else:
-                reason = await self._run_player(viewer)
+                reason = await self._run_player(viewer, start or PlayerStart())
         except BusyError:
             reason = "busy"
         except SignalingError:
@@ -509,7 +416,7 @@ class StreamServer:
         await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
         raise SignalingError(reason)
 
-    async def _run_player(self, viewer: Viewer) -> str:
+    async def _run_player(self, viewer: Viewer, start: PlayerStart) -> str:
         ws = viewer.ws
         client = _client_address(ws)
         slot = self.admission.try_acquire(client)  # before any work for this player
@@ -521,23 +428,13 @@ class StreamServer:
         try:
             await ws.send(self._config_message(viewer))
             offer = await self._receive_offer(ws)
-            # only now, with the slot held and a valid offer in hand, is the world built; a first start
-            # that builds graphs tells the page how long it has taken so far
-            loop = asyncio.get_running_loop()
-            building = loop.run_in_executor(None, self._build_session, partial(_tell_progress, ws, loop))
-            try:
-                play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
-            except BaseException:
-                # the slot stays held until the world that is still loading has been closed
-                building.add_done_callback(partial(_close_built_session, slot))
-                slot = None
-                raise
-            play.slot, slot = slot, None
-        finally:
-            if slot is not None:
-                slot.release()
-        self.sessions[play.id] = play
-        self.sessions_opened += 1
+        except BaseException:
+            slot.release()
+            raise
+        # only now, with the slot held and a valid offer in hand, is the world built; a first start
+        # that builds graphs tells the page how long it has taken so far
+        progress = partial(_tell_progress, ws, asyncio.get_running_loop())
+        play = await self.players.open(slot, start, progress)  # the slot is the session's now
         play.player = viewer
         viewer.play = play
         play.fanout.start()
@@ -545,7 +442,7 @@ class StreamServer:
             await self._connect(viewer, offer)
             return await self._until_end(viewer)
         finally:
-            await self._end_session(play)
+            await self.players.end(play)
 
     async def _run_spectator(self, viewer: Viewer, session_id: str) -> str:
         ws = viewer.ws
@@ -564,52 +461,6 @@ class StreamServer:
             return viewer.ended.result()
         await self._connect(viewer, offer)
         return await self._until_end(viewer)
-
-    def _build_session(self, progress: Callable[[Progress], None] | None = None) -> PlaySession:
-        """Runs on a worker thread: load the world (telling `progress` of a slow graph build), start its
-        session (and its recording, whose files open with the first frame sent; a recording that fails
-        never fails the session)."""
-        with listening(progress):
-            session = self._session_factory()
-        sid = secrets.token_urlsafe(6)
-        recorder = None
-        try:
-            if self.cfg.record_dir:
-                recorder = self._start_recorder(session, sid)
-            session.start()
-        except BaseException:
-            session.close()
-            if recorder is not None:
-                _close_recorder(recorder)
-            raise
-        fanout = FrameFanout(session.frames, session.spec.fps, self.cfg.fanout)
-        if recorder is not None:
-            fanout.on_frame = recorder.write
-        return PlaySession(id=sid, session=session, fanout=fanout, recorder=recorder)
-
-    def _recording_failed(self, status: str, error: BaseException) -> None:
-        self.recording_failures.note(status, f"{type(error).__name__}: {error}"[:300])
-
-    def _default_session(self) -> Session:
-        world = self.worlds.session_world()
-        if not self._prompt_noted and (note := world.spec.prompt_ignored(self.cfg.session.prompt)):
-            self._prompt_noted = True
-            log.warning("serve: %s", note)  # once: every session of this server would say the same
-        integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
-        return Session(world, self.cfg.session, integrator=integrator)
-
-    def _start_recorder(self, session: Session, sid: str) -> Any:
-        """Record what the player sees (frames from the fan-out) and the session log beside it;
-        attached before session.start() so the log misses no chunk."""
-        from ..record.session_recording import SessionRecording
-
-        assert self.cfg.record_dir is not None
-        try:
-            return SessionRecording(session, self.cfg.record_dir, f"session-{sid}", world_cfg=self.cfg.world,
-                                    recorder_cfg=self.cfg.recorder, on_failure=self._recording_failed)
-        except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
-            self._recording_failed("not recording: the recording could not be set up", e)
-            return None
 
     async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
         """Answer the browser's offer: a send-only video track and the input channel."""
@@ -703,25 +554,6 @@ class StreamServer:
             await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
             await viewer.ws.close(1000, reason[:100])
 
-    async def _end_session(self, play: PlaySession) -> None:
-        """Free a session. It stays in `sessions` (and holds its slot) until its world is closed."""
-        if play.ending or play.id not in self.sessions:
-            return
-        play.ending = True
-        for spectator in list(play.spectators):
-            spectator.end("session_closed")
-        await play.fanout.close()
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, play.session.close)
-            if play.recorder is not None:
-                await loop.run_in_executor(None, _close_recorder, play.recorder)
-        finally:
-            self.sessions.pop(play.id, None)
-            if play.slot is not None:
-                play.slot.release()  # the world is gone: its place may be given again
-        self.sessions_closed += 1
-
     # ---- the data channel ---------------------------------------------------------------------
 
     def _send(self, viewer: Viewer, obj: dict[str, Any]) -> None:
@@ -800,34 +632,6 @@ def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Pro
 
     if not loop.is_closed():
         asyncio.run_coroutine_threadsafe(send(), loop)
-
-
-def _close_recorder(recorder: Any) -> None:
-    """Finalize a recording; a failure is logged with the file's name, never lost silently."""
-    try:
-        recorder.close()
-    except Exception:
-        log.exception("finalizing the recording %s failed", getattr(recorder, "path", "?"))
-
-
-def _close_built_session(slot: SessionSlot, fut: asyncio.Future) -> None:
-    """A session built for a browser that left before it was ready: free it, off the event loop
-    (closing waits for the model thread's chunk to end), then give its slot back."""
-    if fut.cancelled() or fut.exception() is not None:
-        slot.release()
-        return
-    play: PlaySession = fut.result()
-
-    def close() -> None:
-        try:
-            play.session.close()
-            if play.recorder is not None:
-                _close_recorder(play.recorder)
-            release_free_heap()
-        finally:
-            slot.release()
-
-    asyncio.get_running_loop().run_in_executor(None, close)
 
 
 def answer_video_codec(sdp: str) -> str:
