@@ -302,10 +302,10 @@ def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", codec, steer)
             for _ in range(100):
-                if not server.sessions and not server.viewers:
+                if not server.sessions and not server.guests:
                     break
                 await asyncio.sleep(0.05)
-            assert not server.sessions and not server.viewers  # the client left: all freed
+            assert not server.sessions and not server.guests  # the client left: all freed
         return out
 
     out = run(go())
@@ -428,7 +428,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
 
             out = await _aiortc_client(url, None, remember_url)
             for _ in range(200):
-                if not server.sessions and not server.viewers:
+                if not server.sessions and not server.guests:
                     break
                 await asyncio.sleep(0.05)
         return out

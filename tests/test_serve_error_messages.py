@@ -43,7 +43,7 @@ def test_bad_input_gets_fixed_messages_and_one_log_line_per_kind(caplog):
                 replies["unusable"].append(
                     await _reply_to(url, json.dumps({"type": "offer", "sdp": _unusable(offer)})))
                 for _ in range(100):  # the unusable offer's session is freed
-                    if not server.sessions and len(server.viewers) == 0:
+                    if not server.sessions and len(server.guests) == 0:
                         break
                     await asyncio.sleep(0.02)
             return replies

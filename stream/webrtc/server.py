@@ -1,7 +1,8 @@
 """`StreamServer`: browsers walk through their own world over WebRTC.
 
 One `websockets` server serves the page (see `signaling.py`) and carries signaling on `/ws`.
-Each browser that connects as a player gets its own `Session` (its own world and model thread),
+Each browser at the server is a `Guest` (guest.py). One that connects as a player gets its own
+`Session` (its own world and model thread, built from a `PlayerStart` by `PlayerSessions`, sessions.py),
 a `FrameFanout` pacing that session's frames at the content rate, a `SessionVideoTrack`, and a
 data channel for input and stats. Spectators (`/ws?watch=<session id>`) get another track on
 the same fan-out; their input is ignored. A player's websocket is the session's lifeline: when
@@ -33,7 +34,7 @@ ICE, so the browser sends its offer once gathering is complete):
     server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
 
 The data channel (opened by the browser) carries the input messages of `input_channel.py` and
-brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...}.
+brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...} (guest.py).
 """
 
 from __future__ import annotations
@@ -48,15 +49,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, NoReturn
 
-import numpy as np
-from aiortc import RTCDataChannel, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worldwalk.runtime.heap import release_free_heap
 from worldwalk.runtime.progress import Progress
-from worldwalk.runtime.world import backends_text, load_world_code
+from worldwalk.runtime.world import load_world_code
 from worldwalk.runtime.world_pool import WorldPool
 
 from .admission import (
@@ -66,8 +66,8 @@ from .admission import (
     raise_fd_limit,
 )
 from .config import ServeConfig
-from .guest import Viewer
-from .input_channel import InputGate, receive
+from .guest import Guest
+from .input_channel import InputGate
 from .offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
 from .peer import (
     add_video_transceiver,
@@ -77,7 +77,6 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
-from .pose_channel import pose_loop
 from .sessions import PlayerSessions, PlayerStart, SessionFactory
 from .signaling import AccessConfig, load_web_files, query_param, route_request
 from .video_track import SessionVideoTrack
@@ -190,7 +189,7 @@ class StreamServer:
             loopback_only=is_loopback_host(self.cfg.host),
             allowed_origins=list(self.cfg.allowed_origins),
         )
-        self.viewers: set[Viewer] = set()
+        self.guests: set[Guest] = set()
         self.busy_refusals = 0
         self.admission = Admission(self.cfg.admission_config())
         # one model for every session (runtime/world_pool.py)
@@ -222,7 +221,7 @@ class StreamServer:
         return self
 
     async def handle(self, ws: Any, start: PlayerStart | None = None) -> None:
-        """Run one viewer's whole life on a websocket accepted elsewhere: an object with the
+        """Run one guest's whole life on a websocket accepted elsewhere: an object with the
         `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`).
         A player's walk begins as `start` says (sessions.py; default: a new walk, new recording)."""
         await self._handle(ws, start)
@@ -282,15 +281,15 @@ class StreamServer:
     async def close(self) -> None:
         """Close every peer connection and session, then the listening socket."""
         self._closing = True
-        for viewer in list(self.viewers):
-            viewer.end("shutdown")
-            if viewer.pc is None:  # still signaling: nothing to wait for
+        for guest in list(self.guests):
+            guest.end("shutdown")
+            if guest.pc is None:  # still signaling: nothing to wait for
                 with contextlib.suppress(Exception):
-                    await viewer.ws.close(1001, "shutdown")
+                    await guest.ws.close(1001, "shutdown")
         if self._server is not None:
             self._server.close(close_connections=False)
             deadline = time.monotonic() + 10.0
-            while self.viewers and time.monotonic() < deadline:
+            while self.guests and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             self._server.close(close_connections=True)
             await self._server.wait_closed()
@@ -312,7 +311,7 @@ class StreamServer:
             "sessions": len(self.sessions),
             "slots_held": self.admission.slots_held,
             "connections": self.admission.connections,
-            "viewers": len(self.viewers),
+            "guests": len(self.guests),
             "max_sessions": self.cfg.max_sessions,
             "busy_refusals": self.busy_refusals,
             "refused_connections": self.admission.refused_connections,
@@ -348,18 +347,18 @@ class StreamServer:
 
     async def _handle(self, ws: ServerConnection, start: PlayerStart | None = None) -> None:
         watch = query_param(ws.request.path, "watch") if ws.request else None
-        viewer = Viewer(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
-        viewer.ended = asyncio.get_running_loop().create_future()
-        self.viewers.add(viewer)
+        guest = Guest(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
+        guest.ended = asyncio.get_running_loop().create_future()
+        self.guests.add(guest)
         reason = "closed"
         try:
             if self._closing:
                 await self._refuse(ws, "error", "shutting_down", "the server is shutting down")
                 return
             if watch:
-                reason = await self._run_spectator(viewer, watch)
+                reason = await self._run_spectator(guest, watch)
             else:
-                reason = await self._run_player(viewer, start or PlayerStart())
+                reason = await self._run_player(guest, start or PlayerStart())
         except BusyError:
             reason = "busy"
         except SignalingError:
@@ -369,26 +368,26 @@ class StreamServer:
         except ConnectionClosed:
             reason = "websocket_closed"
         except Exception:  # a real server fault: its traceback is logged, the client gets a fixed text
-            log.exception("viewer failed")
+            log.exception("guest failed")
             reason = "error"
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
         finally:
-            had_world = viewer.role == "player" and viewer.play is not None
-            await self._close_viewer(viewer, reason)
+            had_world = guest.role == "player" and guest.play is not None
+            await guest.close(reason)
             if had_world:  # its world, peer and frames are freed by now: give the heap back
                 await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
-            self.viewers.discard(viewer)
+            self.guests.discard(guest)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": kind, "code": code, "message": message}))
             await ws.close(1013 if kind == "busy" else 1008, code)
 
-    def _config_message(self, viewer: Viewer) -> str:
+    def _config_message(self, guest: Guest) -> str:
         return json.dumps({
             "type": "config",
-            "role": viewer.role,
+            "role": guest.role,
             "iceServers": [s.to_browser() for s in self.cfg.peer.ice_servers],
             "barcode": self.cfg.fanout.barcode,
             "maxMessageBytes": self.cfg.input.max_bytes,
@@ -411,13 +410,13 @@ class StreamServer:
         return RTCSessionDescription(sdp=sdp, type="offer")
 
     async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
-        """Tell the client `reason` (a fixed text), log one line per kind, end the viewer."""
+        """Tell the client `reason` (a fixed text), log one line per kind, end the guest."""
         self.bad_input.note(kind, detail or reason)
         await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
         raise SignalingError(reason)
 
-    async def _run_player(self, viewer: Viewer, start: PlayerStart) -> str:
-        ws = viewer.ws
+    async def _run_player(self, guest: Guest, start: PlayerStart) -> str:
+        ws = guest.ws
         client = _client_address(ws)
         slot = self.admission.try_acquire(client)  # before any work for this player
         if slot is None:
@@ -426,7 +425,7 @@ class StreamServer:
             await self._refuse(ws, "busy", "busy", self._busy_message() if full else self._client_busy_message())
             raise BusyError
         try:
-            await ws.send(self._config_message(viewer))
+            await ws.send(self._config_message(guest))
             offer = await self._receive_offer(ws)
         except BaseException:
             slot.release()
@@ -435,17 +434,17 @@ class StreamServer:
         # that builds graphs tells the page how long it has taken so far
         progress = partial(_tell_progress, ws, asyncio.get_running_loop())
         play = await self.players.open(slot, start, progress)  # the slot is the session's now
-        play.player = viewer
-        viewer.play = play
+        play.player = guest
+        guest.play = play
         play.fanout.start()
         try:
-            await self._connect(viewer, offer)
-            return await self._until_end(viewer)
+            await self._connect(guest, offer)
+            return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
         finally:
             await self.players.end(play)
 
-    async def _run_spectator(self, viewer: Viewer, session_id: str) -> str:
-        ws = viewer.ws
+    async def _run_spectator(self, guest: Guest, session_id: str) -> str:
+        ws = guest.ws
         play = self.sessions.get(session_id)
         if play is None or play.ending:
             await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
@@ -453,163 +452,50 @@ class StreamServer:
         if len(play.spectators) >= self.cfg.max_spectators:
             await self._refuse(ws, "busy", "busy", f"session {session_id} has its maximum of spectators")
             return "busy"
-        play.spectators.add(viewer)
-        viewer.play = play
-        await ws.send(self._config_message(viewer))
+        play.spectators.add(guest)
+        guest.play = play
+        await ws.send(self._config_message(guest))
         offer = await self._receive_offer(ws)
-        if viewer.ended is not None and viewer.ended.done():  # the session ended meanwhile
-            return viewer.ended.result()
-        await self._connect(viewer, offer)
-        return await self._until_end(viewer)
+        if guest.ended is not None and guest.ended.done():  # the session ended meanwhile
+            return guest.ended.result()
+        await self._connect(guest, offer)
+        return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
 
-    async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
+    async def _connect(self, guest: Guest, offer: RTCSessionDescription) -> None:
         """Answer the browser's offer: a send-only video track and the input channel."""
-        play = viewer.play
+        play = guest.play
         assert play is not None
         pc = new_peer_connection(self.cfg.peer)
-        viewer.pc = pc
+        guest.pc = pc
         transceiver = add_video_transceiver(pc, self.cfg.peer)
-        viewer.track = SessionVideoTrack(play.fanout)
-        transceiver.sender.replaceTrack(viewer.track)
+        guest.track = SessionVideoTrack(play.fanout)
+        transceiver.sender.replaceTrack(guest.track)
 
-        @pc.on("datachannel")
-        def on_datachannel(channel: RTCDataChannel) -> None:
-            if viewer.channel is not None:  # one input channel per browser
-                channel.close()
-                return
-            viewer.channel = channel
-            channel.on("message", partial(
-                receive, viewer.gate, reply=partial(self._send, viewer), key_log=viewer.key_log,
-                steered=lambda: viewer.play if viewer.role == "player" else None))
-            viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
-            # each frame's pose, for the page's timewarp
-            viewer.tasks.append(asyncio.ensure_future(pose_loop(
-                play.fanout, play.session, partial(self._send, viewer), lambda: viewer.gate.last_seq,
-                viewer.key_log)))
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                viewer.end(f"connection_{pc.connectionState}")
+        pc.on("datachannel", partial(guest.open_channel, stats_interval=self.cfg.stats_interval))
+        pc.on("connectionstatechange", guest.connection_changed)
 
         try:  # an offer that passed check_offer can still be one aiortc cannot use
             await pc.setRemoteDescription(offer)
             answer = await pc.createAnswer()
         except Exception as e:  # noqa: BLE001 - its text is the offer's fault, not ours
-            await self._bad_request(viewer.ws, "unusable_offer", "the offer could not be applied",
+            await self._bad_request(guest.ws, "unusable_offer", "the offer could not be applied",
                                     f"{type(e).__name__}: {e}"[:200])
         with gather_with_addresses(self.cfg.peer.candidate_addresses):
             await pc.setLocalDescription(answer)
-        viewer.codec = answer_video_codec(pc.localDescription.sdp)
-        await viewer.ws.send(json.dumps({
+        guest.codec = answer_video_codec(pc.localDescription.sdp)
+        await guest.ws.send(json.dumps({
             "type": "answer",
             "sdp": pc.localDescription.sdp,
             "session": play.id,
-            "role": viewer.role,
-            "codec": viewer.codec,
+            "role": guest.role,
+            "codec": guest.codec,
         }))
-
-    async def _until_end(self, viewer: Viewer) -> str:
-        """Wait for the first of: websocket closed, peer failed, idle, no connection in time."""
-        assert viewer.ended is not None and viewer.pc is not None
-        reader = asyncio.ensure_future(_drain(viewer.ws))
-        viewer.tasks.append(reader)
-        deadline = time.monotonic() + self.cfg.connect_timeout
-        while True:
-            done, _ = await asyncio.wait({viewer.ended, reader}, timeout=0.5,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if viewer.ended.done():
-                return viewer.ended.result()
-            if reader in done:
-                return "websocket_closed"
-            now = time.monotonic()
-            if viewer.pc.connectionState != "connected" and now > deadline:
-                return "connect_timeout"
-            if viewer.pc.connectionState == "connected":
-                deadline = float("inf")
-            play = viewer.play
-            if viewer.role == "player" and play and now - play.last_input > self.cfg.idle_timeout:
-                return "idle"
-
-    async def _close_viewer(self, viewer: Viewer, reason: str) -> None:
-        for task in viewer.tasks:
-            task.cancel()
-        for task in viewer.tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        viewer.tasks.clear()
-        if viewer.track is not None:
-            viewer.track.stop()
-        if viewer.pc is not None:
-            await viewer.pc.close()
-        if viewer.play is not None:
-            viewer.play.spectators.discard(viewer)
-            if viewer.play.player is viewer:
-                viewer.play.player = None
-        # cut the links to the session and the peer: a viewer and its session refer to each other,
-        # and a closed peer connection is a cycle of aiortc objects; left linked, a closed session
-        # (its world above all) would wait for the cyclic garbage collector, which runs rarely
-        viewer.play = viewer.pc = viewer.track = viewer.channel = None
-        with contextlib.suppress(Exception):
-            await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
-            await viewer.ws.close(1000, reason[:100])
-
-    # ---- the data channel ---------------------------------------------------------------------
-
-    def _send(self, viewer: Viewer, obj: dict[str, Any]) -> None:
-        ch = viewer.channel
-        if ch is not None and ch.readyState == "open":
-            ch.send(json.dumps(obj))
-
-    def stats_for(self, viewer: Viewer) -> dict[str, Any]:
-        play = viewer.play
-        out: dict[str, Any] = {"t": "stats", "role": viewer.role, "codec": viewer.codec,
-                               "server_time": time.time(), "input": viewer.gate.counters.as_dict()}
-        if play is None:
-            return out
-        s = play.session.stats()
-        now = time.monotonic()
-        recent = [f for f in play.fanout.history if f.released > now - 1.0]
-        latest = play.fanout.latest
-        pose = np.asarray(s.pop("pose"), dtype=np.float64)
-        out.update({k: v for k, v in s.items() if isinstance(v, (int, float, str, bool, type(None)))})
-        out.update({
-            "session": play.id,
-            "fps": len(recent),
-            "frame": latest.index if latest is not None else -1,
-            "pose": [round(float(v), 5) for v in pose.reshape(-1)],
-            "position": [round(float(v), 4) for v in pose[:3, 3]],
-            "spectators": len(play.spectators),
-            "sent": viewer.track.sent if viewer.track is not None else 0,
-            "recording": play.recorder.status if play.recorder is not None else None,
-            "backends": backends_text(s.get("backends")),  # "chunk: onnx · decode: eager (onnx failed)"
-        })
-        return out
-
-    async def _stats_loop(self, viewer: Viewer) -> None:
-        logged = False
-        while True:
-            try:
-                self._send(viewer, self.stats_for(viewer))
-            except Exception:  # stats are best effort; say why once, keep the video going
-                if not logged:
-                    log.exception("sending stats failed (logged once per viewer)")
-                    logged = True
-            await asyncio.sleep(self.cfg.stats_interval)
-
 
 def _client_address(ws: Any) -> str | None:
     """The client's IP address, for the per-address session cap; None when not known (a websocket
     relayed from elsewhere, as on the cluster's session hosts)."""
     client = getattr(ws, "client", None)  # AdmittedConnection
     return client if isinstance(client, str) and client != "?" else None
-
-
-async def _drain(ws: ServerConnection) -> None:
-    """Read (and ignore) what the browser sends after the offer, until the socket closes."""
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
 
 
 def progress_message(p: Progress) -> dict[str, Any]:
