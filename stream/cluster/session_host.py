@@ -79,7 +79,7 @@ class WalkShipper:
         self.on_drain = on_drain  # called (on the pool) when the store says this replica drains
         self._boundaries = 0
         self._lock = threading.Lock()
-        self._pending: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
+        self._unsent: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
 
     def on_boundary(self, b: Boundary) -> None:
         """Model thread: note the boundary; it is pickled and sent on the pool. A boundary's world
@@ -90,17 +90,17 @@ class WalkShipper:
             return
         keys = sorted(self.session.inputs.peek().keys)
         with self._lock:
-            first = self._pending is None
-            self._pending = (b, keys)  # an older one not sent yet is superseded
+            first = self._unsent is None
+            self._unsent = (b, keys)  # an older one not sent yet is superseded
         if first:
             self.pool.submit(self._send)
 
     def _send(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
+            unsent, self._unsent = self._unsent, None
+        if unsent is None:
             return
-        if self.send_now(*pending) and self.on_drain is not None:
+        if self.send_now(*unsent) and self.on_drain is not None:
             self.on_drain()
 
     def send_now(self, b: Boundary, keys: list[str]) -> bool:
