@@ -16,6 +16,7 @@ and are carried out by the model thread, which is the only code that touches the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -49,6 +50,8 @@ from .world import ModelSpec, WorldModel, step_backends
 log = logging.getLogger(__name__)
 
 ChunkListener = Callable[[Chunk, InputState, list[Frame]], None]
+# cb(kind, **data): "reset", or "rewind" with to_chunk (the chunk generation resumes at)
+EventListener = Callable[..., None]
 
 
 @dataclass
@@ -187,6 +190,7 @@ class Session:
         self._last_finish = 0.0
         self._listeners: list[ChunkListener] = []
         self._boundary_listeners: list[Callable[[Boundary], None]] = []
+        self._event_listeners: list[EventListener] = []
         self._stats = SessionStats()
         self._timings: deque[ChunkTiming] = deque(maxlen=64)
         self._chunk_times: deque[float] = deque(maxlen=max(1, self.cfg.jit_window))  # seconds a chunk took
@@ -217,6 +221,12 @@ class Session:
         """`cb(chunk, input_state, frames)` runs on the model thread after each chunk is queued."""
         self._listeners.append(cb)
 
+    def add_event_listener(self, cb: EventListener) -> None:
+        """`cb(kind, **data)` runs each time the walk is reset (`"reset"`) or rewound (`"rewind"`,
+        `to_chunk=k`: the chunk generation resumes at), on the thread that asked for it, once the
+        command is queued: a recording logs them in order with the chunks. It must be quick."""
+        self._event_listeners.append(cb)
+
     @property
     def generation(self) -> int:
         return self._generation
@@ -241,6 +251,7 @@ class Session:
     def reset(self) -> None:
         """Back to the first frame; queued frames of the old walk are dropped at once."""
         self._command("reset")
+        self._publish("reset")
 
     def rewind(self) -> int | None:
         """Back to the boundary before the chunk on screen (and further for short chunks, to go
@@ -253,7 +264,17 @@ class Session:
             back = -(-max(1, self.cfg.rewind_frames) // max(1, self.spec.frames_per_chunk))
             target = max(self._shown_chunk() - back, self._boundaries[0].chunk_index)
         self._command("rewind", target)
+        self._publish("rewind", to_chunk=target)
         return target
+
+    def _publish(self, kind: str, **data: Any) -> None:
+        for cb in list(self._event_listeners):
+            try:
+                cb(kind, **data)
+            except Exception:  # a failing sink (a full disk under the log) must not stop the command
+                log.exception("an event listener failed and was detached; the session goes on")
+                with contextlib.suppress(ValueError):  # another thread detached it first
+                    self._event_listeners.remove(cb)
 
     def _command(self, name: str, target: int = 0) -> None:
         with self._wake:

@@ -139,7 +139,7 @@ async def walk(context, **overrides: Any) -> dict:
             # the page's own split of the press (ms): in, wait, plan, generate, decode, queue, out, paint
             "split": (await ww(page, "ww.latency.slice()") or [None])[0],
         }
-        pcs = [v.pc for v in server.viewers]
+        pcs = [v.pc for v in server.guests]
         clock = await ww(page, "ww.clock")
         rtp = await page.evaluate("() => window.worldwalk.inboundVideo()")
         per_frame = {}

@@ -69,9 +69,9 @@ async def play_once(url: str, frames: int = 3, during: Callable[[str], Awaitable
 
 
 async def until_freed(server: Any, timeout: float = 60.0) -> None:
-    """Wait until the server holds no session and no viewer."""
+    """Wait until the server holds no session and no guest."""
     deadline = time.monotonic() + timeout
-    while server.sessions or server.viewers or server.admission.slots_held:
+    while server.sessions or server.guests or server.admission.slots_held:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the server still held {len(server.sessions)} session(s) after {timeout:.0f} s")
         await asyncio.sleep(0.02)

@@ -81,7 +81,7 @@ async def main(full: Path, filling: Path, plain: Path) -> dict:
 
             def idle() -> bool:
                 slots = getattr(getattr(server, "admission", None), "slots_held", 0)
-                return not server.sessions and not server.viewers and not slots
+                return not server.sessions and not server.guests and not slots
 
             await play(url, 0.5)  # warm-up: codecs, GL, executor threads
             await wait_for(idle, 20, "the warm-up session to end")

@@ -46,7 +46,7 @@ WATCH_STATUS = """() => {
 def slow_first_build(cfg: ServeConfig, seconds: float = 1.2):
     """The server's own session, after `seconds` of a build announced like a first start's graph build."""
 
-    def make() -> Session:
+    def make(start: object = None) -> Session:  # a PlayerStart: every one a new walk here
         with announce("accel: building graphs", first_after=0.05, tell_every=0.25):
             time.sleep(seconds)
         return Session(create_world(cfg.world), cfg.session, integrator=PoseIntegrator(cfg.controls, cfg.bindings))

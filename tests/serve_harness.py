@@ -74,7 +74,7 @@ def py_threads_excluding_executor() -> list[str]:
 
 
 async def settle(server: StreamServer, timeout: float = 15.0) -> None:
-    await wait_for(lambda: _true(not server.sessions and not server.viewers), timeout,
+    await wait_for(lambda: _true(not server.sessions and not server.guests), timeout,
                    "the server to free every session")
 
 
@@ -102,7 +102,7 @@ async def two_and_busy(context) -> dict:
         await spec.evaluate("() => window.worldwalk.send(JSON.stringify({t: 'key', key: 'w', down: true}))")
         await asyncio.sleep(0.6)
         pa_spec = server.sessions[sid_a].session.stats()["pose"][:3, 3].copy()
-        spectator_ignored = next(v.gate.counters.ignored for v in server.viewers if v.role == "spectator")
+        spectator_ignored = next(v.gate.counters.ignored for v in server.guests if v.role == "spectator")
         # only A walks
         await a.bring_to_front()
         await a.keyboard.down("w")
@@ -210,7 +210,7 @@ async def malformed(context, n: int = 1000) -> dict:
     async with StreamServer(server_config()) as server:
         page = await open_player(context, server.url, frames=10)
         sid = await ww(page, "ww.session")
-        viewer = player_of(server, sid)
+        guest = player_of(server, sid)
         shown0 = await ww(page, "ww.framesShown")
         junk = junk_messages(n - 3)  # and 3 binary ones below
         sent = await page.evaluate(
@@ -218,7 +218,7 @@ async def malformed(context, n: int = 1000) -> dict:
         binary = await page.evaluate("() => [1, 100, 5000].map(n => window.worldwalk.sendBinary(n))"
                                      ".filter(Boolean).length")
         total = sent + binary
-        await wait_for(lambda: _true(viewer.gate.counters.dropped >= total), 15,
+        await wait_for(lambda: _true(guest.gate.counters.dropped >= total), 15,
                        f"{total} drops to be counted")
         t0 = time.monotonic()
         await asyncio.sleep(1.5)
@@ -237,7 +237,7 @@ async def malformed(context, n: int = 1000) -> dict:
         result = {
             "sent": total,
             "binary": binary,
-            "server_counters": viewer.gate.counters.as_dict(),
+            "server_counters": guest.gate.counters.as_dict(),
             "stats_dropped": stats["input"]["dropped"],
             "frames_shown_during_1_5s_after": after_flood,
             "seconds": time.monotonic() - t0,

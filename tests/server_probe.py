@@ -28,7 +28,7 @@ class OpenWorlds:
         self.max_open = 0
         self.built = 0
 
-    def __call__(self) -> Session:
+    def __call__(self, start: object = None) -> Session:  # a PlayerStart: every one a new walk here
         world = create_world(self.cfg.world)
         with self._lock:
             self.open += 1

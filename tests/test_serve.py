@@ -27,6 +27,7 @@ from worldwalk.stream.webrtc.input_channel import (
     parse_message,
 )
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
+from worldwalk.stream.webrtc.sessions import PlayerStart
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 
 from .builders import TINY_REFERENCE, matrix_game_config, serve_config
@@ -155,7 +156,7 @@ def test_non_loopback_bind_requires_a_token():
 # ---- the HTTP and websocket gate, on 127.0.0.1 ------------------------------------------------
 
 
-def timed_session() -> Session:
+def timed_session(start: PlayerStart | None = None) -> Session:
     return Session(TimedWorld(chunk_seconds=0.01, width=64, height=32, fps=30.0))
 
 
@@ -220,7 +221,7 @@ def test_token_checked_at_signaling():
                 assert e.value.response.status_code == status
             assert (await _first_message(ws + "?token=right-token"))["type"] == "config"
             assert server.url.endswith("?token=right-token")
-            assert server.sessions_opened == 0  # the refused ones never got near a session
+            assert server.players.opened == 0  # the refused ones never got near a session
 
     run(go())
 
@@ -282,10 +283,10 @@ def test_python_client_streams_steers_and_records(tmp_path, codec, expect):
         async with StreamServer(cfg, session_factory=timed_session) as server:
             out = await _aiortc_client(f"ws://127.0.0.1:{server.port}/ws", codec, steer)
             for _ in range(100):
-                if not server.sessions and not server.viewers:
+                if not server.sessions and not server.guests:
                     break
                 await asyncio.sleep(0.05)
-            assert not server.sessions and not server.viewers  # the client left: all freed
+            assert not server.sessions and not server.guests  # the client left: all freed
         return out
 
     out = run(go())
@@ -394,7 +395,7 @@ def test_matrix_game_is_served_to_a_player_and_a_spectator_recorded_and_rewound(
 
             out = await _aiortc_client(url, None, remember_url)
             for _ in range(200):
-                if not server.sessions and not server.viewers:
+                if not server.sessions and not server.guests:
                     break
                 await asyncio.sleep(0.05)
         return out
@@ -424,9 +425,9 @@ def test_a_prompt_the_world_does_not_read_is_said_once(caplog):
 
 
     server = StreamServer(ServeConfig(port=0, session=SessionConfig(prompt="a castle"), world=TINY_REFERENCE))
-    with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.server"):
+    with caplog.at_level("WARNING", logger="worldwalk.stream.webrtc.sessions"):
         for _ in range(2):
-            session = server._default_session()
+            session = server.players.default_session(PlayerStart())
             session.close()
             session.world.close()
     notes = [r.getMessage() for r in caplog.records if "--prompt is ignored" in r.getMessage()]

@@ -43,7 +43,7 @@ def test_connect_cycles_build_no_world_before_an_offer_and_stay_bounded():
             offer = await offer_sdp()
 
             def idle() -> bool:
-                return not server.sessions and not server.viewers and worlds.open == 0
+                return not server.sessions and not server.guests and worlds.open == 0
 
             for _ in range(3):  # warm-up: GL driver, codecs, executor threads
                 await _cycle(url, offer)
@@ -76,7 +76,7 @@ def test_a_bad_offer_builds_no_world():
                 assert json.loads(await ws.recv())["type"] == "config"
                 await ws.send(json.dumps({"type": "offer", "sdp": "v=0\r\nthis is no offer\r\n"}))
                 err = json.loads(await ws.recv())
-            await wait_for(lambda: not server.viewers, 10, "the socket to be freed")
+            await wait_for(lambda: not server.guests, 10, "the socket to be freed")
             await asyncio.sleep(0.3)  # a build started in the background would have counted by now
             return err, worlds.built
 
@@ -115,7 +115,7 @@ def test_open_websockets_are_capped(per_client, total):
             for _, writer in idle:
                 writer.close()
             # closed sockets give their places back
-            await wait_for(lambda: not server.viewers and not server.admission.connections, 10,
+            await wait_for(lambda: not server.guests and not server.admission.connections, 10,
                              "the sockets to be freed")
             async with connect(url):
                 pass

@@ -76,7 +76,7 @@ def test_two_independent_sessions_a_spectator_and_busy(results):
     assert r["busy_state"] == "busy" and "busy" in r["busy_text"]
     assert r["sessions_during_busy"] == 2
     assert r["third_after_b_left"] not in (a, b)
-    assert r["status"]["sessions"] == 0 and r["status"]["viewers"] == 0
+    assert r["status"]["sessions"] == 0 and r["status"]["guests"] == 0
 
 
 def test_malformed_messages_are_dropped_and_counted(results):

@@ -44,7 +44,7 @@ def test_bad_input_gets_fixed_messages_and_one_log_line_per_kind(caplog):
                 replies["unusable"].append(
                     await _reply_to(url, json.dumps({"type": "offer", "sdp": _unusable(offer)})))
                 for _ in range(100):  # the unusable offer's session is freed
-                    if not server.sessions and len(server.viewers) == 0:
+                    if not server.sessions and len(server.guests) == 0:
                         break
                     await asyncio.sleep(0.02)
             return replies
@@ -63,7 +63,7 @@ def test_bad_input_gets_fixed_messages_and_one_log_line_per_kind(caplog):
 
 
 def test_a_server_fault_hides_its_text_but_logs_its_traceback(caplog):
-    def broken_session():
+    def broken_session(start: object = None):
         raise RuntimeError("secret detail: /srv/private/path")
 
     async def go():

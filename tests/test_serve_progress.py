@@ -25,7 +25,7 @@ from .webrtc_client import offer_sdp
 def building_session(seconds: float):
     """A session factory whose world takes `seconds` to build, announced as a graph build is."""
 
-    def make() -> Session:
+    def make(start: object = None) -> Session:  # a PlayerStart: every one a new walk here
         with announce("accel: building graphs", first_after=0.05 if seconds else 2.0, tell_every=0.2):
             time.sleep(seconds)
         return Session(TimedWorld(chunk_seconds=0.01, width=64, height=32, fps=30.0))

@@ -147,7 +147,8 @@ class PlayWindow:
         self.session = session
         self.cfg = cfg or WindowConfig()
         self.bindings = bindings or getattr(session.integrator, "bindings", None) or Bindings()
-        # anything with write(frame), log_event(kind, **data), path; its `error` (if any) stops the recording
+        # anything with write(frame) and path (resets and rewinds reach its log through the session's
+        # events); its `error` (if any) stops the recording
         self.recorder = recorder
         spec = session.spec
         sx, sy, sw, sh = screen_rect()
@@ -231,8 +232,6 @@ class PlayWindow:
         elif symbol == key.R:
             self.session.reset()
             self.latency.cancel()
-            if self.recorder is not None:
-                self.recorder.log_event("reset")
             self.hud.toast("reset to the first frame", now)
         elif symbol == key.T and not self.warp_allowed:
             self.hud.toast("no timewarp for this world: its look actions have no known angle", now)
@@ -266,8 +265,6 @@ class PlayWindow:
         target = self.session.rewind()
         if target is not None:
             self.latency.cancel()
-            if self.recorder is not None:
-                self.recorder.log_event("rewind", to_chunk=target)
             self.hud.toast(f"rewound to chunk {target}", now)
         else:
             self.hud.toast("nothing to rewind to", now)

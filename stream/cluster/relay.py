@@ -1,6 +1,6 @@
 """`RelaySocket`: a session host's end of a browser websocket that the gateway holds.
 
-The single-process server runs a viewer's whole life on a `websockets` connection. In the
+The single-process server runs a guest's whole life on a `websockets` connection. In the
 cluster the browser's websocket ends at the gateway, which relays the signaling messages to a
 session host over one long streaming call. On the host, this object stands in for the
 connection, with the calls `StreamServer.handle` makes on it: what the server sends goes into

@@ -4,7 +4,8 @@ Each replica holds one `StreamServer` that never listens: sessions come to it as
 streaming call per player (`host`), made by the gateway with the browser's offer. The call runs
 the single-process server's whole per-player path (`StreamServer.handle`: the session, its
 world and model thread, the aiortc peer, the recorder) on a `RelaySocket`, and yields what the
-server would have sent on the websocket back to the gateway. The call lasts as long as the
+server would have sent on the websocket back to the gateway. It uses only the server's public
+API: how the walk begins here is one `PlayerStart` (webrtc/sessions.py) given to `handle`. The call lasts as long as the
 session, so it holds one of the replica's `max_ongoing_requests` slots (= sessions per replica)
 for the session's life: Ray Serve places sessions and turns away what does not fit.
 
@@ -12,8 +13,9 @@ Video goes from this replica's node straight to the browser (the peer's own cand
 STUN/TURN servers configured); only signaling passes the gateway.
 
 Each walk's chunk boundaries go to the cluster's walk store (snapshots.py); a call made
-with `resume` starts from the walk's latest one instead of the first frame, and continues the
-walk's recording in the same files (recording.py).
+with `resume` starts from the walk's latest one instead of the first frame, with the keys held
+there, and continues the walk's recording in the same files (a `RecordingPlan`: one recording for
+the whole walk wherever it runs, record/session_recording.py).
 
 Drain: when the store answers a boundary with "drain" (`worldwalk cluster drain`, or Serve
 stopping this replica), every walk here is handed off: its session stops at its next boundary
@@ -40,15 +42,17 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ray
 from ray import serve
 
-from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.session import Boundary, Session
 from worldwalk.stream.record.session_log import image_hash, input_state_to_dict
+from worldwalk.stream.record.session_recording import RecordingPlan
 from worldwalk.stream.webrtc.server import StreamServer
+from worldwalk.stream.webrtc.sessions import PlayerStart
 
 from .config import ClusterConfig
 from .relay import RelaySocket
@@ -75,7 +79,7 @@ class WalkShipper:
         self.on_drain = on_drain  # called (on the pool) when the store says this replica drains
         self._boundaries = 0
         self._lock = threading.Lock()
-        self._pending: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
+        self._unsent: tuple[Boundary, list[str]] | None = None  # the newest boundary not sent yet
 
     def on_boundary(self, b: Boundary) -> None:
         """Model thread: note the boundary; it is pickled and sent on the pool. A boundary's world
@@ -86,17 +90,17 @@ class WalkShipper:
             return
         keys = sorted(self.session.inputs.peek().keys)
         with self._lock:
-            first = self._pending is None
-            self._pending = (b, keys)  # an older one not sent yet is superseded
+            first = self._unsent is None
+            self._unsent = (b, keys)  # an older one not sent yet is superseded
         if first:
             self.pool.submit(self._send)
 
     def _send(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
+            unsent, self._unsent = self._unsent, None
+        if unsent is None:
             return
-        if self.send_now(*pending) and self.on_drain is not None:
+        if self.send_now(*unsent) and self.on_drain is not None:
             self.on_drain()
 
     def send_now(self, b: Boundary, keys: list[str]) -> bool:
@@ -131,30 +135,14 @@ class WalkShipper:
 
 @dataclass
 class HostedWalk:
-    """A walk this replica runs."""
+    """A walk this replica runs (listed from its call's start; `session` is known once it is built)."""
 
-    session: Session
-    shipper: WalkShipper
-    relay: RelaySocket | None = None
+    relay: RelaySocket
+    session: Session | None = None
+    shipper: WalkShipper | None = None
     moving: bool = False  # being handed off (drain)
     relay_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the hand-off let go of the session
     handoff: dict[str, Any] | None = None  # what the hand-off took (for the gateway, figures)
-
-
-class HostServer(StreamServer):
-    """The replica's server: a walk's recording is the walk's own (it goes on where the walk goes);
-    everything else is `worldwalk serve`'s."""
-
-    def __init__(self, cfg: Any, host: SessionHost) -> None:
-        super().__init__(cfg, session_factory=host._make_session)
-        self._host = host
-
-    def _start_recorder(self, session: Session, sid: str) -> Any:
-        try:
-            return self._host._walk_recording(session, sid)
-        except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
-            self._recording_failed("not recording: the recording could not be set up", e)
-            return None
 
 
 class SessionHost:
@@ -163,62 +151,53 @@ class SessionHost:
     def __init__(self, cfg: ClusterConfig) -> None:
         bind_replica_grpc_to_node_address()  # before Serve opens its port, after this returns
         self.cfg = cfg
-        self.server = HostServer(cfg.serve, self).prepare()
+        self.server = StreamServer(cfg.serve).prepare()
         self.store = get_store(cfg.records_kept, cfg.resume_timeout)
         ctx = serve.get_replica_context()
         self.replica = ctx.replica_id.unique_id
         self.actor_name = ctx.replica_id.to_full_id_str()  # ray.get_actor(name, namespace="serve")
         self.node = ray.util.get_node_ip_address()
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="snapshots")
-        self._starting = asyncio.Lock()  # one session starts at a time: the factory reads _pending
-        self._pending: tuple[str, WalkSnapshot | None, tuple] | None = None  # walk, snapshot, its recording
-        self._claimed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.walks: dict[str, HostedWalk] = {}
-        self._recordings: dict[int, tuple[str, WalkSnapshot | None, tuple]] = {}  # id(session) -> walk's
         self.draining = False
         self._mailbox: asyncio.Task | None = None
         self._spectators: dict[str, RelaySocket] = {}  # request id -> the spectator's relay
 
-    def _make_session(self) -> Session:
-        """Runs on a worker thread of the server: the walk's world, from its snapshot if resumed."""
-        assert self._pending is not None and self._loop is not None and self._claimed is not None
-        walk, snap, recording = self._pending
-        claimed, loop = self._claimed, self._loop
-        try:
-            return self._build(walk, snap, recording)
-        finally:
-            loop.call_soon_threadsafe(claimed.set)
+    async def _player_start(self, walk: str, hosted: HostedWalk, resume: bool) -> PlayerStart:
+        """How the walk begins here: from its latest boundary when it resumes (with the keys held there,
+        its recording continued in the walk's files), else from the first frame; its boundaries and
+        chunks are shipped to the store from its first."""
+        snap, recording = None, RecordingPlan()
+        if resume:
+            got = await self.store.latest.remote(walk)
+            if got is not None:
+                snap = WalkSnapshot.from_bytes(got[0])
+        if self.cfg.serve.record_dir:
+            path, records = (await self.store.resume_recording.remote(walk)) if snap is not None else (None, {})
+            recording = RecordingPlan(continue_path=path, at_chunk=snap.boundary.chunk_index if snap else 0,
+                                      records=records, on_open=lambda p: self.store.recording.remote(walk, p))
+        return PlayerStart(resume=snap.boundary if snap is not None else None,
+                           held_keys=tuple(snap.keys) if snap is not None else (), recording=recording,
+                           on_session=partial(self._ship, walk, hosted))
 
-    def _build(self, walk: str, snap: WalkSnapshot | None, recording: tuple) -> Session:
-        cfg = self.cfg.serve
-        world = self.server.worlds.session_world()  # the replica's model, shared by its sessions
-        integrator = PoseIntegrator(cfg.controls, cfg.bindings)
-        session = Session(world, cfg.session, integrator=integrator,
-                          resume=snap.boundary if snap is not None else None)
-        if snap is not None:
-            session.inputs.set_keys(snap.keys)  # the walk goes on with the keys held at the move
+    def _ship(self, walk: str, hosted: HostedWalk, session: Session) -> None:
+        """The server's worker thread, with the walk's session before it starts: its boundaries and
+        chunk records go to the store; the replica lists it as hosted (on the event loop)."""
         shipper = WalkShipper(walk, self.replica, session, self.store, self.cfg.snapshot_every, self.pool,
                               self.cfg.record_frame_hashes, on_drain=self._drain_soon)
         session.add_boundary_listener(shipper.on_boundary)
         session.add_listener(shipper.on_chunk)
-        self.walks[walk] = HostedWalk(session, shipper)
-        if cfg.record_dir:
-            self._recordings[id(session)] = (walk, snap, recording)
-        return session
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._hosting, walk, hosted, session, shipper)
 
-    def _walk_recording(self, session: Session, sid: str) -> Any:
-        """The server's recorder for a session (worker thread, before it starts): the walk's own
-        recording, continued in its files when the walk comes from another replica."""
-        from .recording import WalkRecording
-
-        walk, snap, (path, records) = self._recordings.pop(id(session))
-        cfg = self.cfg.serve
-        assert cfg.record_dir is not None
-        resume = (path, snap.boundary.chunk_index, records) if snap is not None and path else None
-        return WalkRecording(session, cfg.record_dir, f"session-{sid}", world_cfg=cfg.world,
-                             recorder_cfg=cfg.recorder, on_failure=self.server._recording_failed,
-                             on_open=lambda p: self.store.recording.remote(walk, p), resume=resume)
+    def _hosting(self, walk: str, hosted: HostedWalk, session: Session, shipper: WalkShipper) -> None:
+        if self.walks.get(walk) is not hosted:  # its call has ended meanwhile
+            return
+        hosted.session, hosted.shipper = session, shipper
+        self.store.hosting.remote(walk, self.replica)
+        if self.draining:  # a drain came while it started
+            self._drain_now()
 
     async def host(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One player's session for its whole life. request: walk, offer (the browser's message),
@@ -235,34 +214,17 @@ class SessionHost:
                "pid": os.getpid()}
         if self._mailbox is None or self._mailbox.done():
             self._mailbox = background(self._spectator_mailbox())
-        snap, recording = None, (None, {})
-        if request.get("resume"):
-            got = await self.store.latest.remote(walk)
-            if got is not None:
-                snap = WalkSnapshot.from_bytes(got[0])
-                if self.cfg.serve.record_dir:
-                    recording = await self.store.resume_recording.remote(walk)
         relay = RelaySocket(request.get("path", "/ws"), [json.dumps(request["offer"])])
+        hosted = HostedWalk(relay)
+        self.walks[walk] = hosted
         task: asyncio.Future | None = None
         try:
-            async with self._starting:
-                self._pending, self._claimed = (walk, snap, recording), asyncio.Event()
-                task = asyncio.ensure_future(self.server.handle(relay))
-                claimed = asyncio.ensure_future(self._claimed.wait())
-                try:
-                    await asyncio.wait({task, claimed}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    claimed.cancel()
-            hosted = self.walks.get(walk)
-            if hosted is not None:
-                hosted.relay = relay
-                self.store.hosting.remote(walk, self.replica)
-                if self.draining:  # a drain came while it started
-                    self._drain_now()
+            start = await self._player_start(walk, hosted, bool(request.get("resume")))
+            task = asyncio.ensure_future(self.server.handle(relay, start))
             while True:
                 get = asyncio.ensure_future(relay.outgoing.get())
                 await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
-                if hosted is not None and hosted.moving and hosted.relay_gone.is_set():  # handed off
+                if hosted.moving and hosted.relay_gone.is_set():  # handed off
                     get.cancel()
                     await asyncio.shield(task)  # the session and its recording are closed first
                     yield {"type": "moved", **(hosted.handoff or {})}
@@ -283,10 +245,10 @@ class SessionHost:
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(task), 15.0)
-            hosted = self.walks.get(walk)
-            if hosted is not None and hosted.relay is relay:
+            if self.walks.get(walk) is hosted:
                 del self.walks[walk]
-                self.store.unhost.remote(walk, self.replica)
+                if hosted.session is not None:
+                    self.store.unhost.remote(walk, self.replica)
 
     # ---- drain -------------------------------------------------------------------------------
 
@@ -302,7 +264,7 @@ class SessionHost:
     def _drain_now(self) -> None:
         self.draining = True
         for walk, hosted in list(self.walks.items()):
-            if not hosted.moving and hosted.relay is not None:
+            if not hosted.moving and hosted.session is not None:
                 hosted.moving = True
                 background(self._hand_off(walk, hosted))
 
@@ -310,13 +272,14 @@ class SessionHost:
         """Stop the walk at its next boundary, store that boundary, show the frames made before it,
         then end the session here (the call then yields "moved")."""
         t0 = time.perf_counter()
-        session = hosted.session
+        session, shipper = hosted.session, hosted.shipper
+        assert session is not None and shipper is not None
         session.hand_off()
         stopped = await asyncio.to_thread(session.handed_off.wait, 30.0)
         boundary = session.latest_boundary()
         if stopped and boundary is not None:
             keys = sorted(session.inputs.peek().keys)
-            await asyncio.to_thread(hosted.shipper.send_now, boundary, keys)
+            await asyncio.to_thread(shipper.send_now, boundary, keys)
         t_stored = time.perf_counter()
         deadline = time.monotonic() + 10.0
         while len(session.frames) and time.monotonic() < deadline:
@@ -326,7 +289,6 @@ class SessionHost:
                           "store_ms": round(1000 * (t_stored - t0), 1),
                           "handoff_ms": round(1000 * (time.perf_counter() - t0), 1)}
         log.info("walk %s handed off at chunk %s", walk[:8], hosted.handoff["chunk"])
-        assert hosted.relay is not None
         hosted.relay_gone.set()
         hosted.relay.peer_left()
 
@@ -353,7 +315,7 @@ class SessionHost:
         rid = req["id"]
         hosted = self.walks.get(req["walk"])
         play = None
-        if hosted is not None and not hosted.moving:
+        if hosted is not None and hosted.session is not None and not hosted.moving:
             play = next((p for p in self.server.sessions.values() if p.session is hosted.session), None)
         if play is None:
             self.store.reply.remote(rid, [{"type": "gone"}])

@@ -477,7 +477,7 @@ def attach_recorder(
     first_image: np.ndarray | None = None,
     consume: bool = False,
 ) -> Recorder:
-    """Start a Recorder for a session: registers the chunk listener (the log) and returns it.
+    """Start a Recorder for a session: registers the chunk and event listeners (the log) and returns it.
 
     Frames: the presenting sink (window, WebRTC track) calls `recorder.write(frame)` for each
     new frame it presents, once per content frame, so the video is exactly what the player saw.
@@ -491,6 +491,7 @@ def attach_recorder(
         header, first_image = session_header(session, world_cfg)
     rec = Recorder(path, cfg).start(header, first_image)
     session.add_listener(rec.log_chunk)
+    session.add_event_listener(rec.log_event)  # resets and rewinds, in order with the chunks
     if consume:
         threading.Thread(target=_pump, args=(session, rec), name="recorder-pump", daemon=True).start()
     return rec

@@ -10,21 +10,42 @@ disk full") for the page and stats, and `on_failure` is called once; the session
 
     rec = SessionRecording(session, folder, stem, world_cfg=cfg.world, on_failure=note)
     fanout.on_frame = rec.write      # the first call opens the files
-    ... rec.log_event("reset") ...
+    ... session.reset() ...          # logged through the session's event listener
     rec.close()                      # at the session's end (any thread)
+
+A `RecordingPlan` says where the recording goes: new files (the default), or on in the files of a
+walk that moved here from another process (the cluster's failover and drain), from the chunk it
+resumes at (recording_resume.py): one recording for the whole walk wherever it runs. The record
+folder must then be the same folder wherever the walk runs (a shared mount across machines). If the
+old files cannot be continued (gone, unreadable), the walk records on in new files and says why in
+the log; the walk itself never fails over a recording.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 WAITING, RECORDING = "waiting for the first frame", "recording"
 DISK_FULL = "not recording: disk full"
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """Where a walk's recording goes: new files, or on in `continue_path` from chunk `at_chunk`."""
+
+    continue_path: str | None = None  # the walk's video so far; None: new files
+    at_chunk: int = 0  # the chunk boundary the walk resumes at
+    records: Mapping[int, dict[str, Any]] = field(default_factory=dict)  # the walk's chunks by index: input, poses
+    on_open: Callable[[str], None] | None = None  # told the video's path when new files are opened
 
 
 def describe_failure(e: BaseException) -> str:
@@ -53,6 +74,7 @@ class SessionRecording:
         world_cfg: Any = None,
         recorder_cfg: Any = None,
         on_failure: Callable[[str, BaseException], None] | None = None,
+        plan: RecordingPlan | None = None,
     ) -> None:
         from .recorder import session_header
 
@@ -66,6 +88,28 @@ class SessionRecording:
         self._pending: list[tuple[str, tuple, dict]] = []  # ("chunk"|"event", args, kwargs) before the start
         self._lock = threading.Lock()
         session.add_listener(self._on_chunk)
+        session.add_event_listener(self.log_event)  # resets and rewinds: the session says them
+        self.plan = plan or RecordingPlan()
+        self.continued_frames: int | None = None  # frames the old files held, when continued
+        if self.plan.continue_path is not None:
+            self._continue(self.plan)
+
+    def _continue(self, plan: RecordingPlan) -> None:
+        """Go on in the walk's old files: they are read back, cut where they agree, and written on."""
+        from .recording_resume import ContinuedRecorder, read_recording
+
+        assert plan.continue_path is not None
+        try:
+            old = read_recording(plan.continue_path, plan.at_chunk, dict(plan.records))
+            rec = ContinuedRecorder(plan.continue_path, old).start()
+        except Exception as e:  # noqa: BLE001 - a new recording then, never a failed walk
+            log.warning("recording %s cannot be continued (%s: %s); the walk records on in a new file",
+                        plan.continue_path, type(e).__name__, e)
+            return
+        with self._lock:
+            self.path, self.recorder, self.status = Path(plan.continue_path), rec, RECORDING
+            self._pending.clear()
+        self.continued_frames = old.frames
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -133,6 +177,8 @@ class SessionRecording:
             self.recorder, self.status = rec, RECORDING
         if failed is not None:
             self._fail(failed)
+        elif self.plan.on_open is not None:
+            self.plan.on_open(str(self.path))
 
     def _fail(self, e: BaseException) -> None:
         with self._lock:

@@ -14,17 +14,24 @@ pose messages send back so the page knows which of its inputs a pose includes):
     {"t": "blur"}                                   focus lost: release everything
     {"t": "cmd", "cmd": "reset" | "pause" | "resume" | "rewind"}
     {"t": "ping", "id": 7}                          answered with {"t": "pong", "id": 7, ...}
+
+`receive` takes each message from the channel to its end: the gate, then a pong, or the player's
+input carried out on its session (`apply_input`), or, for a spectator, a count of what was ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import string
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Key names a browser may press: letters, digits and the named keys of controls.InputState.
 NAMED_KEYS = frozenset(
@@ -235,3 +242,48 @@ class InputGate:
         self.counters.dropped += 1
         self.counters.reasons[reason] += 1
         return None
+
+
+def receive(gate: InputGate, raw: object, *, reply: Callable[[dict[str, Any]], None],
+            steered: Callable[[], Any], key_log: deque | None = None) -> None:
+    """One data-channel message, start to end; nothing in it may raise. It passes `gate`; a ping is
+    answered on `reply`; anything else steers what `steered()` gives (a player's `PlaySession`: its
+    `session` and `last_input`), or is counted as ignored when that is None (a spectator's input, or
+    a session already gone)."""
+    msg = gate.admit(raw)
+    if msg is None:
+        return
+    try:
+        if msg.kind == "ping":
+            reply({"t": "pong", "id": msg.ping_id, "server_time": time.time()})
+        elif (play := steered()) is None:
+            gate.counters.ignored += 1
+        else:
+            apply_input(play, msg, time.monotonic(), key_log)
+    except Exception:  # noqa: BLE001
+        log.exception("input message could not be applied")
+        gate.counters.reasons["apply_failed"] += 1
+
+
+def apply_input(play: Any, msg: InputMessage, now: float, key_log: deque | None = None) -> None:
+    """A player's message carried out on `play.session`: keys, mouse and pad into its input box,
+    commands on the session (a recording hears of resets and rewinds through the session's events).
+    `play.last_input` (the idle timer) becomes `now`; a key goes into `key_log` (the pose channel's)."""
+    play.last_input = now
+    session, inputs = play.session, play.session.inputs
+    if msg.kind == "key":
+        (inputs.press if msg.down else inputs.release)(msg.key, now)
+        if key_log is not None:
+            key_log.append((msg.key, msg.down, now))
+    elif msg.kind == "mouse":
+        inputs.add_mouse(msg.dx, msg.dy, now)
+    elif msg.kind == "pad":
+        inputs.set_gamepad(msg.left_stick, msg.right_stick, msg.left_trigger, msg.right_trigger, now)
+    elif msg.kind == "blur":
+        inputs.clear(now)
+    elif msg.command == "reset":
+        session.reset()
+    elif msg.command == "rewind":
+        session.rewind()
+    elif msg.command in ("pause", "resume"):
+        session.set_paused(msg.command == "pause")

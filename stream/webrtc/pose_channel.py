@@ -72,7 +72,7 @@ class KeyLatency:
     each key press whose chunk was planned with it (`Frame.input_time` >= the press)."""
 
     def __init__(self, key_log: Any) -> None:
-        self.key_log = key_log  # (key, down, monotonic arrival) of the viewer's key messages
+        self.key_log = key_log  # (key, down, monotonic arrival) of the guest's key messages
         self._seen = 0.0  # arrival of the newest press looked at
         self.pending: float | None = None
 
@@ -118,5 +118,5 @@ async def pose_loop(fanout: Any, session: Any, send: Callable[[dict[str, Any]], 
             send(msg)
         except Exception:  # poses are best effort: the video goes on without the timewarp
             if not logged:
-                log.exception("sending a frame's pose failed (logged once per viewer)")
+                log.exception("sending a frame's pose failed (logged once per guest)")
                 logged = True

@@ -1,7 +1,8 @@
 """`StreamServer`: browsers walk through their own world over WebRTC.
 
 One `websockets` server serves the page (see `signaling.py`) and carries signaling on `/ws`.
-Each browser that connects as a player gets its own `Session` (its own world and model thread),
+Each browser at the server is a `Guest` (guest.py). One that connects as a player gets its own
+`Session` (its own world and model thread, built from a `PlayerStart` by `PlayerSessions`, sessions.py),
 a `FrameFanout` pacing that session's frames at the content rate, a `SessionVideoTrack`, and a
 data channel for input and stats. Spectators (`/ws?watch=<session id>`) get another track on
 the same fan-out; their input is ignored. A player's websocket is the session's lifeline: when
@@ -33,7 +34,7 @@ ICE, so the browser sends its offer once gathering is complete):
     server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
 
 The data channel (opened by the browser) carries the input messages of `input_channel.py` and
-brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...}.
+brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...} (guest.py).
 """
 
 from __future__ import annotations
@@ -43,41 +44,32 @@ import contextlib
 import errno
 import json
 import logging
-import secrets
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NoReturn
 
-import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from worldwalk.controls import Bindings, IntegratorConfig, PoseIntegrator
 from worldwalk.runtime.heap import release_free_heap
-from worldwalk.runtime.progress import Progress, listening
-from worldwalk.runtime.session import Session, SessionConfig
-from worldwalk.runtime.world import WorldConfig, backends_text, load_world_code
+from worldwalk.runtime.progress import Progress
+from worldwalk.runtime.world import load_world_code
 from worldwalk.runtime.worlds.world_pool import WorldPool
 
-from ..record.recorder import RecorderConfig
 from .admission import (
     Admission,
-    AdmissionConfig,
-    SessionSlot,
     connections_within_fds,
-    default_max_sessions,
     open_fds,
     raise_fd_limit,
 )
-from .input_channel import InputChannelConfig, InputGate, InputMessage
-from .offer import MAX_SIGNALING_BYTES, BadOffer, OfferLimits, check_offer
+from .config import ServeConfig
+from .guest import Guest
+from .input_channel import InputGate
+from .offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
 from .peer import (
-    PeerConfig,
     add_video_transceiver,
     apply_bitrate,
     gather_with_addresses,
@@ -85,96 +77,11 @@ from .peer import (
     is_loopback_host,
     new_peer_connection,
 )
-from .pose_channel import pose_loop
+from .sessions import PlayerSessions, PlayerStart, SessionFactory
 from .signaling import AccessConfig, load_web_files, query_param, route_request
-from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
+from .video_track import SessionVideoTrack
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080  # 0: any free port (see StreamServer.port)
-    world: WorldConfig = field(default_factory=WorldConfig)
-    session: SessionConfig = field(default_factory=SessionConfig)
-    controls: IntegratorConfig = field(default_factory=IntegratorConfig)
-    bindings: Bindings = field(default_factory=Bindings)
-    # players (worlds) at once, counting those being torn down; one more gets "busy". None: on a GPU what the
-    # memory plan fits beside the shared model (admission.py:default_max_sessions), 4 on the CPU
-    max_sessions: int | None = None
-    max_connections: int = 64  # TCP connections open at once, idle ones included; more get HTTP 503
-    max_connections_per_client: int = 16  # sockets open at once from one address (a tab: a few)
-    max_sessions_per_client: int = 2  # players (worlds) at once from one address
-    request_timeout: float = 5.0  # seconds from accept to a complete HTTP request; then the socket is closed
-    max_spectators: int = 8  # per session
-    batch_sessions: bool = False  # sessions in step share forwards of the one model (eager only; runtime/batching.py)
-    idle_timeout: float = 300.0  # seconds without input before a player's session is freed
-    connect_timeout: float = 30.0  # seconds from the websocket opening to a connected peer
-    token: str | None = None
-    require_token: bool | None = None  # None: required exactly when host is not loopback
-    allowed_origins: list[str] = field(default_factory=list)
-    peer: PeerConfig = field(default_factory=PeerConfig)
-    offer: OfferLimits = field(default_factory=OfferLimits)
-    input: InputChannelConfig = field(default_factory=InputChannelConfig)
-    fanout: FanoutConfig = field(default_factory=FanoutConfig)
-    stats_interval: float = 0.25  # seconds between stats messages on the data channel
-    record_dir: str | None = None  # record each player's session: <dir>/session-<id>-<time>.mp4
-    recorder: RecorderConfig = field(default_factory=RecorderConfig)  # how recordings encode ([recorder])
-
-    def __post_init__(self) -> None:
-        if self.max_sessions is None:
-            self.max_sessions = default_max_sessions(self.world)
-        self.admission_config()  # names a bad limit
-        if self.require_token is None:
-            self.require_token = self.token is not None or not is_loopback_host(self.host)
-        if self.require_token and not self.token:
-            self.token = secrets.token_urlsafe(16)
-
-    def admission_config(self) -> AdmissionConfig:
-        return AdmissionConfig(max_sessions=self.max_sessions, max_connections=self.max_connections,
-                               max_connections_per_client=self.max_connections_per_client,
-                               max_sessions_per_client=self.max_sessions_per_client)
-
-
-@dataclass
-class PlaySession:
-    """A player's session and everything the server holds for it."""
-
-    id: str
-    session: Session
-    fanout: FrameFanout
-    recorder: Any = None
-    slot: SessionSlot | None = None  # released once the world is closed
-    ending: bool = False  # being torn down (still listed until its world is closed)
-    player: Viewer | None = None
-    spectators: set[Viewer] = field(default_factory=set)
-    last_input: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Viewer:
-    """One websocket + peer connection: a player or a spectator."""
-
-    ws: ServerConnection
-    role: str  # "player" | "spectator"
-    gate: InputGate
-    play: PlaySession | None = None
-    pc: RTCPeerConnection | None = None
-    track: SessionVideoTrack | None = None
-    channel: RTCDataChannel | None = None
-    codec: str = ""
-    ended: asyncio.Future | None = None  # result: the reason the viewer ends
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    key_log: deque = field(default_factory=lambda: deque(maxlen=256))  # (key, down, monotonic)
-
-    def end(self, reason: str) -> None:
-        if self.ended is not None and not self.ended.done():
-            self.ended.set_result(reason)
-
-    __hash__ = object.__hash__
-    __eq__ = object.__eq__
 
 
 _REFUSED_TEXT = b"worldwalk has too many open connections; try again in a few seconds.\n"
@@ -257,9 +164,6 @@ class SignalingError(Exception):
     """The browser broke the signaling protocol; it has been told and the socket closed."""
 
 
-SessionFactory = Callable[[], Session]
-
-
 def page_url(cfg: ServeConfig, port: int) -> str:
     """The URL a player opens: a wildcard bind is reached on loopback, an IPv6 host in brackets, and
     the token appended when one is required."""
@@ -276,30 +180,30 @@ class StreamServer:
     """The `worldwalk serve` server. `await start()`, then `await close()` (or `async with`)."""
 
     def __init__(self, cfg: ServeConfig | None = None, session_factory: SessionFactory | None = None) -> None:
+        """`session_factory(start)` makes each player's `Session` from its `PlayerStart` (sessions.py);
+        default: a session of the server's world (`PlayerSessions.default_session`)."""
         self.cfg = cfg or ServeConfig()
-        self._session_factory = session_factory or self._default_session
         self.access = AccessConfig(
             token=self.cfg.token,
             require_token=bool(self.cfg.require_token),
             loopback_only=is_loopback_host(self.cfg.host),
             allowed_origins=list(self.cfg.allowed_origins),
         )
-        self.sessions: dict[str, PlaySession] = {}
-        self.viewers: set[Viewer] = set()
+        self.guests: set[Guest] = set()
         self.busy_refusals = 0
-        self.sessions_opened = 0
-        self.sessions_closed = 0
         self.admission = Admission(self.cfg.admission_config())
         # one model for every session (runtime/worlds/world_pool.py)
         self.worlds = WorldPool(self.cfg.world, batch=self.cfg.batch_sessions)
-        self.bad_input = RateLimitedLog("bad client input")
         self.recording_failures = RateLimitedLog("recording stopped")
+        # players' sessions, built from a PlayerStart by `session_factory` (default: the server's world)
+        self.players = PlayerSessions(self.cfg, self.worlds, session_factory, self.recording_failures.note)
+        self.sessions = self.players.running  # by session id: every player's session, until its world is closed
+        self.bad_input = RateLimitedLog("bad client input")
         self.accept_failures = RateLimitedLog("accepting a connection failed")
         self.fd_limit = 0
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
-        self._prompt_noted = False  # "--prompt is ignored" said once
         self._loop_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -316,10 +220,11 @@ class StreamServer:
             log.debug("the world's code did not import: %s: %s", type(e).__name__, e)
         return self
 
-    async def handle(self, ws: Any) -> None:
-        """Run one viewer's whole life on a websocket accepted elsewhere: an object with the
-        `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`)."""
-        await self._handle(ws)
+    async def handle(self, ws: Any, start: PlayerStart | None = None) -> None:
+        """Run one guest's whole life on a websocket accepted elsewhere: an object with the
+        `ServerConnection` calls used here (`request.path`, `send`, `recv`, `close`, `async for`).
+        A player's walk begins as `start` says (sessions.py; default: a new walk, new recording)."""
+        await self._handle(ws, start)
 
     async def start(self) -> StreamServer:
         self.prepare()
@@ -376,20 +281,20 @@ class StreamServer:
     async def close(self) -> None:
         """Close every peer connection and session, then the listening socket."""
         self._closing = True
-        for viewer in list(self.viewers):
-            viewer.end("shutdown")
-            if viewer.pc is None:  # still signaling: nothing to wait for
+        for guest in list(self.guests):
+            guest.end("shutdown")
+            if guest.pc is None:  # still signaling: nothing to wait for
                 with contextlib.suppress(Exception):
-                    await viewer.ws.close(1001, "shutdown")
+                    await guest.ws.close(1001, "shutdown")
         if self._server is not None:
             self._server.close(close_connections=False)
             deadline = time.monotonic() + 10.0
-            while self.viewers and time.monotonic() < deadline:
+            while self.guests and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         for play in list(self.sessions.values()):  # a session whose handler did not finish
-            await self._end_session(play)
+            await self.players.end(play)
         loop = asyncio.get_running_loop()
         if loop.get_exception_handler() == self._loop_exception:
             loop.set_exception_handler(self._loop_handler)
@@ -406,13 +311,13 @@ class StreamServer:
             "sessions": len(self.sessions),
             "slots_held": self.admission.slots_held,
             "connections": self.admission.connections,
-            "viewers": len(self.viewers),
+            "guests": len(self.guests),
             "max_sessions": self.cfg.max_sessions,
             "busy_refusals": self.busy_refusals,
             "refused_connections": self.admission.refused_connections,
             "evicted_idle_connections": self.admission.evicted_connections,
-            "opened": self.sessions_opened,
-            "closed": self.sessions_closed,
+            "opened": self.players.opened,
+            "closed": self.players.closed,
         }
 
     # ---- HTTP ---------------------------------------------------------------------------------
@@ -440,20 +345,20 @@ class StreamServer:
 
     # ---- one websocket ------------------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection, start: PlayerStart | None = None) -> None:
         watch = query_param(ws.request.path, "watch") if ws.request else None
-        viewer = Viewer(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
-        viewer.ended = asyncio.get_running_loop().create_future()
-        self.viewers.add(viewer)
+        guest = Guest(ws=ws, role="spectator" if watch else "player", gate=InputGate(self.cfg.input))
+        guest.ended = asyncio.get_running_loop().create_future()
+        self.guests.add(guest)
         reason = "closed"
         try:
             if self._closing:
                 await self._refuse(ws, "error", "shutting_down", "the server is shutting down")
                 return
             if watch:
-                reason = await self._run_spectator(viewer, watch)
+                reason = await self._run_spectator(guest, watch)
             else:
-                reason = await self._run_player(viewer)
+                reason = await self._run_player(guest, start or PlayerStart())
         except BusyError:
             reason = "busy"
         except SignalingError:
@@ -463,26 +368,26 @@ class StreamServer:
         except ConnectionClosed:
             reason = "websocket_closed"
         except Exception:  # a real server fault: its traceback is logged, the client gets a fixed text
-            log.exception("viewer failed")
+            log.exception("guest failed")
             reason = "error"
             with contextlib.suppress(Exception):
                 await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
         finally:
-            had_world = viewer.role == "player" and viewer.play is not None
-            await self._close_viewer(viewer, reason)
+            had_world = guest.role == "player" and guest.play is not None
+            await guest.close(reason)
             if had_world:  # its world, peer and frames are freed by now: give the heap back
                 await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
-            self.viewers.discard(viewer)
+            self.guests.discard(guest)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": kind, "code": code, "message": message}))
             await ws.close(1013 if kind == "busy" else 1008, code)
 
-    def _config_message(self, viewer: Viewer) -> str:
+    def _config_message(self, guest: Guest) -> str:
         return json.dumps({
             "type": "config",
-            "role": viewer.role,
+            "role": guest.role,
             "iceServers": [s.to_browser() for s in self.cfg.peer.ice_servers],
             "barcode": self.cfg.fanout.barcode,
             "maxMessageBytes": self.cfg.input.max_bytes,
@@ -505,13 +410,13 @@ class StreamServer:
         return RTCSessionDescription(sdp=sdp, type="offer")
 
     async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
-        """Tell the client `reason` (a fixed text), log one line per kind, end the viewer."""
+        """Tell the client `reason` (a fixed text), log one line per kind, end the guest."""
         self.bad_input.note(kind, detail or reason)
         await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
         raise SignalingError(reason)
 
-    async def _run_player(self, viewer: Viewer) -> str:
-        ws = viewer.ws
+    async def _run_player(self, guest: Guest, start: PlayerStart) -> str:
+        ws = guest.ws
         client = _client_address(ws)
         slot = self.admission.try_acquire(client)  # before any work for this player
         if slot is None:
@@ -520,36 +425,26 @@ class StreamServer:
             await self._refuse(ws, "busy", "busy", self._busy_message() if full else self._client_busy_message())
             raise BusyError
         try:
-            await ws.send(self._config_message(viewer))
+            await ws.send(self._config_message(guest))
             offer = await self._receive_offer(ws)
-            # only now, with the slot held and a valid offer in hand, is the world built; a first start
-            # that builds graphs tells the page how long it has taken so far
-            loop = asyncio.get_running_loop()
-            building = loop.run_in_executor(None, self._build_session, partial(_tell_progress, ws, loop))
-            try:
-                play = await asyncio.shield(building)  # a cancelled wait must not orphan the session
-            except BaseException:
-                # the slot stays held until the world that is still loading has been closed
-                building.add_done_callback(partial(_close_built_session, slot))
-                slot = None
-                raise
-            play.slot, slot = slot, None
-        finally:
-            if slot is not None:
-                slot.release()
-        self.sessions[play.id] = play
-        self.sessions_opened += 1
-        play.player = viewer
-        viewer.play = play
+        except BaseException:
+            slot.release()
+            raise
+        # only now, with the slot held and a valid offer in hand, is the world built; a first start
+        # that builds graphs tells the page how long it has taken so far
+        progress = partial(_tell_progress, ws, asyncio.get_running_loop())
+        play = await self.players.open(slot, start, progress)  # the slot is the session's now
+        play.player = guest
+        guest.play = play
         play.fanout.start()
         try:
-            await self._connect(viewer, offer)
-            return await self._until_end(viewer)
+            await self._connect(guest, offer)
+            return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
         finally:
-            await self._end_session(play)
+            await self.players.end(play)
 
-    async def _run_spectator(self, viewer: Viewer, session_id: str) -> str:
-        ws = viewer.ws
+    async def _run_spectator(self, guest: Guest, session_id: str) -> str:
+        ws = guest.ws
         play = self.sessions.get(session_id)
         if play is None or play.ending:
             await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
@@ -557,266 +452,50 @@ class StreamServer:
         if len(play.spectators) >= self.cfg.max_spectators:
             await self._refuse(ws, "busy", "busy", f"session {session_id} has its maximum of spectators")
             return "busy"
-        play.spectators.add(viewer)
-        viewer.play = play
-        await ws.send(self._config_message(viewer))
+        play.spectators.add(guest)
+        guest.play = play
+        await ws.send(self._config_message(guest))
         offer = await self._receive_offer(ws)
-        if viewer.ended is not None and viewer.ended.done():  # the session ended meanwhile
-            return viewer.ended.result()
-        await self._connect(viewer, offer)
-        return await self._until_end(viewer)
+        if guest.ended is not None and guest.ended.done():  # the session ended meanwhile
+            return guest.ended.result()
+        await self._connect(guest, offer)
+        return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
 
-    def _build_session(self, progress: Callable[[Progress], None] | None = None) -> PlaySession:
-        """Runs on a worker thread: load the world (telling `progress` of a slow graph build), start its
-        session (and its recording, whose files open with the first frame sent; a recording that fails
-        never fails the session)."""
-        with listening(progress):
-            session = self._session_factory()
-        sid = secrets.token_urlsafe(6)
-        recorder = None
-        try:
-            if self.cfg.record_dir:
-                recorder = self._start_recorder(session, sid)
-            session.start()
-        except BaseException:
-            session.close()
-            if recorder is not None:
-                _close_recorder(recorder)
-            raise
-        fanout = FrameFanout(session.frames, session.spec.fps, self.cfg.fanout)
-        if recorder is not None:
-            fanout.on_frame = recorder.write
-        return PlaySession(id=sid, session=session, fanout=fanout, recorder=recorder)
-
-    def _recording_failed(self, status: str, error: BaseException) -> None:
-        self.recording_failures.note(status, f"{type(error).__name__}: {error}"[:300])
-
-    def _default_session(self) -> Session:
-        world = self.worlds.session_world()
-        if not self._prompt_noted and (note := world.spec.prompt_ignored(self.cfg.session.prompt)):
-            self._prompt_noted = True
-            log.warning("serve: %s", note)  # once: every session of this server would say the same
-        integrator = PoseIntegrator(self.cfg.controls, self.cfg.bindings)
-        return Session(world, self.cfg.session, integrator=integrator)
-
-    def _start_recorder(self, session: Session, sid: str) -> Any:
-        """Record what the player sees (frames from the fan-out) and the session log beside it;
-        attached before session.start() so the log misses no chunk."""
-        from ..record.session_recording import SessionRecording
-
-        assert self.cfg.record_dir is not None
-        try:
-            return SessionRecording(session, self.cfg.record_dir, f"session-{sid}", world_cfg=self.cfg.world,
-                                    recorder_cfg=self.cfg.recorder, on_failure=self._recording_failed)
-        except Exception as e:  # noqa: BLE001 - no recording, but the walk goes on
-            self._recording_failed("not recording: the recording could not be set up", e)
-            return None
-
-    async def _connect(self, viewer: Viewer, offer: RTCSessionDescription) -> None:
+    async def _connect(self, guest: Guest, offer: RTCSessionDescription) -> None:
         """Answer the browser's offer: a send-only video track and the input channel."""
-        play = viewer.play
+        play = guest.play
         assert play is not None
         pc = new_peer_connection(self.cfg.peer)
-        viewer.pc = pc
+        guest.pc = pc
         transceiver = add_video_transceiver(pc, self.cfg.peer)
-        viewer.track = SessionVideoTrack(play.fanout)
-        transceiver.sender.replaceTrack(viewer.track)
+        guest.track = SessionVideoTrack(play.fanout)
+        transceiver.sender.replaceTrack(guest.track)
 
-        @pc.on("datachannel")
-        def on_datachannel(channel: RTCDataChannel) -> None:
-            if viewer.channel is not None:  # one input channel per browser
-                channel.close()
-                return
-            viewer.channel = channel
-            channel.on("message", partial(self._on_message, viewer))
-            viewer.tasks.append(asyncio.ensure_future(self._stats_loop(viewer)))
-            # each frame's pose, for the page's timewarp
-            viewer.tasks.append(asyncio.ensure_future(pose_loop(
-                play.fanout, play.session, partial(self._send, viewer), lambda: viewer.gate.last_seq,
-                viewer.key_log)))
-
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                viewer.end(f"connection_{pc.connectionState}")
+        pc.on("datachannel", partial(guest.open_channel, stats_interval=self.cfg.stats_interval))
+        pc.on("connectionstatechange", guest.connection_changed)
 
         try:  # an offer that passed check_offer can still be one aiortc cannot use
             await pc.setRemoteDescription(offer)
             answer = await pc.createAnswer()
         except Exception as e:  # noqa: BLE001 - its text is the offer's fault, not ours
-            await self._bad_request(viewer.ws, "unusable_offer", "the offer could not be applied",
+            await self._bad_request(guest.ws, "unusable_offer", "the offer could not be applied",
                                     f"{type(e).__name__}: {e}"[:200])
         with gather_with_addresses(self.cfg.peer.candidate_addresses):
             await pc.setLocalDescription(answer)
-        viewer.codec = answer_video_codec(pc.localDescription.sdp)
-        await viewer.ws.send(json.dumps({
+        guest.codec = answer_video_codec(pc.localDescription.sdp)
+        await guest.ws.send(json.dumps({
             "type": "answer",
             "sdp": pc.localDescription.sdp,
             "session": play.id,
-            "role": viewer.role,
-            "codec": viewer.codec,
+            "role": guest.role,
+            "codec": guest.codec,
         }))
-
-    async def _until_end(self, viewer: Viewer) -> str:
-        """Wait for the first of: websocket closed, peer failed, idle, no connection in time."""
-        assert viewer.ended is not None and viewer.pc is not None
-        reader = asyncio.ensure_future(_drain(viewer.ws))
-        viewer.tasks.append(reader)
-        deadline = time.monotonic() + self.cfg.connect_timeout
-        while True:
-            done, _ = await asyncio.wait({viewer.ended, reader}, timeout=0.5,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if viewer.ended.done():
-                return viewer.ended.result()
-            if reader in done:
-                return "websocket_closed"
-            now = time.monotonic()
-            if viewer.pc.connectionState != "connected" and now > deadline:
-                return "connect_timeout"
-            if viewer.pc.connectionState == "connected":
-                deadline = float("inf")
-            play = viewer.play
-            if viewer.role == "player" and play and now - play.last_input > self.cfg.idle_timeout:
-                return "idle"
-
-    async def _close_viewer(self, viewer: Viewer, reason: str) -> None:
-        for task in viewer.tasks:
-            task.cancel()
-        for task in viewer.tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        viewer.tasks.clear()
-        if viewer.track is not None:
-            viewer.track.stop()
-        if viewer.pc is not None:
-            await viewer.pc.close()
-        if viewer.play is not None:
-            viewer.play.spectators.discard(viewer)
-            if viewer.play.player is viewer:
-                viewer.play.player = None
-        # cut the links to the session and the peer: a viewer and its session refer to each other,
-        # and a closed peer connection is a cycle of aiortc objects; left linked, a closed session
-        # (its world above all) would wait for the cyclic garbage collector, which runs rarely
-        viewer.play = viewer.pc = viewer.track = viewer.channel = None
-        with contextlib.suppress(Exception):
-            await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
-            await viewer.ws.close(1000, reason[:100])
-
-    async def _end_session(self, play: PlaySession) -> None:
-        """Free a session. It stays in `sessions` (and holds its slot) until its world is closed."""
-        if play.ending or play.id not in self.sessions:
-            return
-        play.ending = True
-        for spectator in list(play.spectators):
-            spectator.end("session_closed")
-        await play.fanout.close()
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, play.session.close)
-            if play.recorder is not None:
-                await loop.run_in_executor(None, _close_recorder, play.recorder)
-        finally:
-            self.sessions.pop(play.id, None)
-            if play.slot is not None:
-                play.slot.release()  # the world is gone: its place may be given again
-        self.sessions_closed += 1
-
-    # ---- the data channel ---------------------------------------------------------------------
-
-    def _on_message(self, viewer: Viewer, raw: object) -> None:
-        """Every data-channel message comes here; nothing in it may raise."""
-        msg = viewer.gate.admit(raw)
-        if msg is None:
-            return
-        try:
-            if msg.kind == "ping":
-                self._send(viewer, {"t": "pong", "id": msg.ping_id, "server_time": time.time()})
-            elif viewer.role != "player" or viewer.play is None:
-                viewer.gate.counters.ignored += 1
-            else:
-                self._apply(viewer, viewer.play, msg)
-        except Exception:  # noqa: BLE001
-            log.exception("input message could not be applied")
-            viewer.gate.counters.reasons["apply_failed"] += 1
-
-    def _apply(self, viewer: Viewer, play: PlaySession, msg: InputMessage) -> None:
-        now = time.monotonic()
-        play.last_input = now
-        session, inputs = play.session, play.session.inputs
-        if msg.kind == "key":
-            (inputs.press if msg.down else inputs.release)(msg.key, now)
-            viewer.key_log.append((msg.key, msg.down, now))
-        elif msg.kind == "mouse":
-            inputs.add_mouse(msg.dx, msg.dy, now)
-        elif msg.kind == "pad":
-            inputs.set_gamepad(msg.left_stick, msg.right_stick, msg.left_trigger, msg.right_trigger, now)
-        elif msg.kind == "blur":
-            inputs.clear(now)
-        elif msg.command == "reset":
-            session.reset()
-            if play.recorder is not None:
-                play.recorder.log_event("reset")
-        elif msg.command == "rewind":
-            target = session.rewind()
-            if target is not None and play.recorder is not None:
-                play.recorder.log_event("rewind", to_chunk=target)
-        elif msg.command in ("pause", "resume"):
-            session.set_paused(msg.command == "pause")
-
-    def _send(self, viewer: Viewer, obj: dict[str, Any]) -> None:
-        ch = viewer.channel
-        if ch is not None and ch.readyState == "open":
-            ch.send(json.dumps(obj))
-
-    def stats_for(self, viewer: Viewer) -> dict[str, Any]:
-        play = viewer.play
-        out: dict[str, Any] = {"t": "stats", "role": viewer.role, "codec": viewer.codec,
-                               "server_time": time.time(), "input": viewer.gate.counters.as_dict()}
-        if play is None:
-            return out
-        s = play.session.stats()
-        now = time.monotonic()
-        recent = [f for f in play.fanout.history if f.released > now - 1.0]
-        latest = play.fanout.latest
-        pose = np.asarray(s.pop("pose"), dtype=np.float64)
-        out.update({k: v for k, v in s.items() if isinstance(v, (int, float, str, bool, type(None)))})
-        out.update({
-            "session": play.id,
-            "fps": len(recent),
-            "frame": latest.index if latest is not None else -1,
-            "pose": [round(float(v), 5) for v in pose.reshape(-1)],
-            "position": [round(float(v), 4) for v in pose[:3, 3]],
-            "spectators": len(play.spectators),
-            "sent": viewer.track.sent if viewer.track is not None else 0,
-            "recording": play.recorder.status if play.recorder is not None else None,
-            "backends": backends_text(s.get("backends")),  # "chunk: onnx · decode: eager (onnx failed)"
-        })
-        return out
-
-    async def _stats_loop(self, viewer: Viewer) -> None:
-        logged = False
-        while True:
-            try:
-                self._send(viewer, self.stats_for(viewer))
-            except Exception:  # stats are best effort; say why once, keep the video going
-                if not logged:
-                    log.exception("sending stats failed (logged once per viewer)")
-                    logged = True
-            await asyncio.sleep(self.cfg.stats_interval)
-
 
 def _client_address(ws: Any) -> str | None:
     """The client's IP address, for the per-address session cap; None when not known (a websocket
     relayed from elsewhere, as on the cluster's session hosts)."""
     client = getattr(ws, "client", None)  # AdmittedConnection
     return client if isinstance(client, str) and client != "?" else None
-
-
-async def _drain(ws: ServerConnection) -> None:
-    """Read (and ignore) what the browser sends after the offer, until the socket closes."""
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
 
 
 def progress_message(p: Progress) -> dict[str, Any]:
@@ -839,34 +518,6 @@ def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Pro
 
     if not loop.is_closed():
         asyncio.run_coroutine_threadsafe(send(), loop)
-
-
-def _close_recorder(recorder: Any) -> None:
-    """Finalize a recording; a failure is logged with the file's name, never lost silently."""
-    try:
-        recorder.close()
-    except Exception:
-        log.exception("finalizing the recording %s failed", getattr(recorder, "path", "?"))
-
-
-def _close_built_session(slot: SessionSlot, fut: asyncio.Future) -> None:
-    """A session built for a browser that left before it was ready: free it, off the event loop
-    (closing waits for the model thread's chunk to end), then give its slot back."""
-    if fut.cancelled() or fut.exception() is not None:
-        slot.release()
-        return
-    play: PlaySession = fut.result()
-
-    def close() -> None:
-        try:
-            play.session.close()
-            if play.recorder is not None:
-                _close_recorder(play.recorder)
-            release_free_heap()
-        finally:
-            slot.release()
-
-    asyncio.get_running_loop().run_in_executor(None, close)
 
 
 def answer_video_codec(sdp: str) -> str:

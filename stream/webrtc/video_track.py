@@ -1,8 +1,8 @@
-"""A session's frames as WebRTC video: one paced fan-out per session, one track per viewer.
+"""A session's frames as WebRTC video: one paced fan-out per session, one track per guest.
 
 `FrameFanout` takes frames out of the session's `FrameQueue` through a `FramePacer`, so they
 leave at the content frame rate rather than in chunk-sized bursts, and publishes the latest
-one to every subscriber: the player's track and any spectators' tracks. A slow viewer skips to
+one to every subscriber: the player's track and any spectators' tracks. A slow guest skips to
 the newest frame; it never holds the others back. `SessionVideoTrack.recv()` awaits the next
 published frame and stamps `pts`/`time_base` (90 kHz) from the wall time the pacer released it,
 which follows the content timeline and stays monotonic across resets and stalls.
@@ -97,7 +97,7 @@ class FanoutConfig:
 
 
 class FrameFanout:
-    """Paces one session's frames and publishes the latest to all of its viewers."""
+    """Paces one session's frames and publishes the latest to all of its guests."""
 
     def __init__(self, queue: FrameQueue, fps: float, cfg: FanoutConfig | None = None) -> None:
         self.cfg = cfg or FanoutConfig()
