@@ -20,17 +20,8 @@ minute, without a traceback. Clients get short codes and fixed messages;
 bad input is logged once per kind and minute, without a traceback. A recording (`--record-dir`,
 `session_recording.py`) opens its files with the first frame sent and never fails a walk.
 
-Signaling, JSON over the websocket, one offer/answer per connection (aiortc does not trickle
-ICE, so the browser sends its offer once gathering is complete):
-
-    server -> {"type": "config", "role": "player"|"spectator", "iceServers": [...], ...}
-           or {"type": "busy", "message": ...}            then the socket closes (1013)
-           or {"type": "error", "code": ..., "message": ...}   then the socket closes
-    client -> {"type": "offer", "sdp": "..."}
-    server -> {"type": "progress", "stage": "accel-build", "seconds": s, "done": bool, "message": ...}
-                                        every second while a first start builds the world's graphs
-    server -> {"type": "answer", "sdp": "...", "session": "<id>", "codec": "H264"|"VP8"}
-    server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
+Signaling, JSON over the websocket, one offer/answer per connection: every message the page hears
+is made in `signaling.py`, which describes them (the cluster's gateway speaks the same).
 
 The data channel (opened by the browser) carries the input messages of `input_channel.py` and
 brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...}.
@@ -74,7 +65,7 @@ from .admission import (
     raise_fd_limit,
 )
 from .input_channel import InputChannelConfig, InputGate, InputMessage
-from .offer import MAX_SIGNALING_BYTES, BadOffer, OfferLimits, check_offer
+from .offer import MAX_SIGNALING_BYTES, OfferLimits
 from .peer import (
     PeerConfig,
     add_video_transceiver,
@@ -85,7 +76,27 @@ from .peer import (
     new_peer_connection,
 )
 from .pose_channel import pose_loop
-from .signaling import AccessConfig, load_web_files, query_param, route_request
+from .signaling import (
+    SERVER_ERROR,
+    SHUTTING_DOWN,
+    AccessConfig,
+    BadSignaling,
+    Refusal,
+    answer_message,
+    busy,
+    client_busy,
+    config_message,
+    ended_message,
+    load_web_files,
+    no_such_session,
+    progress_message,
+    query_param,
+    read_until_closed,
+    receive_offer,
+    refuse,
+    route_request,
+    spectators_full,
+)
 from .video_track import FanoutConfig, FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -243,9 +254,6 @@ class RateLimitedLog:
         quiet = self._quiet.pop(kind, 0)
         more = f" ({quiet} more since the last such line)" if quiet else ""
         log.warning("%s (%s): %s%s", self.what, kind, detail, more)
-
-
-SERVER_ERROR_MESSAGE = "the server could not run your session; try again later"
 
 
 class BusyError(Exception):
@@ -426,16 +434,11 @@ class StreamServer:
         return AdmittedConnection(self.admission, *args, **kwargs)
 
     def _client_busy_message(self) -> str:
-        n = self.cfg.max_sessions_per_client
-        return (f"worldwalk allows {n} session{'s' if n != 1 else ''} at once from one address, and yours "
-                "are in use. Close one (another tab?) and try again.")
+        return client_busy(self.cfg.max_sessions_per_client).message
 
     def _busy_message(self) -> str:
-        n = self.cfg.max_sessions
-        return (
-            f"worldwalk is busy: all {n} session{'s' if n != 1 else ''} are in use. "
-            "Try again in a little while."
-        )
+        assert self.cfg.max_sessions is not None  # ServeConfig sets it
+        return busy(self.cfg.max_sessions).message
 
     # ---- one websocket ------------------------------------------------------------------------
 
@@ -447,7 +450,7 @@ class StreamServer:
         reason = "closed"
         try:
             if self._closing:
-                await self._refuse(ws, "error", "shutting_down", "the server is shutting down")
+                await refuse(ws, SHUTTING_DOWN)
                 return
             if watch:
                 reason = await self._run_spectator(viewer, watch)
@@ -465,7 +468,7 @@ class StreamServer:
             log.exception("viewer failed")
             reason = "error"
             with contextlib.suppress(Exception):
-                await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
+                await ws.send(SERVER_ERROR.text)
         finally:
             had_world = viewer.role == "player" and viewer.play is not None
             await self._close_viewer(viewer, reason)
@@ -474,39 +477,26 @@ class StreamServer:
             self.viewers.discard(viewer)
 
     async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps({"type": kind, "code": code, "message": message}))
-            await ws.close(1013 if kind == "busy" else 1008, code)
+        await refuse(ws, Refusal(kind, code, message))
 
     def _config_message(self, viewer: Viewer) -> str:
-        return json.dumps({
-            "type": "config",
-            "role": viewer.role,
-            "iceServers": [s.to_browser() for s in self.cfg.peer.ice_servers],
-            "barcode": self.cfg.fanout.barcode,
-            "maxMessageBytes": self.cfg.input.max_bytes,
-            "statsInterval": self.cfg.stats_interval,
-            "idleTimeout": self.cfg.idle_timeout,
-        })
+        return config_message(self.cfg, viewer.role)
 
     async def _receive_offer(self, ws: ServerConnection) -> RTCSessionDescription:
-        """The browser's offer, checked (size, media, candidates) before anything acts on it."""
-        raw = await asyncio.wait_for(ws.recv(), timeout=self.cfg.connect_timeout)
+        """The browser's offer, checked (size, media, candidates) before anything acts on it; a bad
+        one is refused and logged (one line per kind and minute)."""
         try:
-            msg = json.loads(raw)
-            if not (isinstance(msg, dict) and msg.get("type") == "offer"):
-                raise BadOffer("expected {type: offer, sdp}")
-            sdp = check_offer(msg.get("sdp"), self.cfg.offer)
-        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
-            kind, reason = ("bad_offer", e.reason) if isinstance(e, BadOffer) else (
-                "not_json", "the message is not valid JSON")
-            await self._bad_request(ws, kind, reason)
+            sdp = await receive_offer(ws, self.cfg.offer, self.cfg.connect_timeout)
+        except BadSignaling as e:
+            self.bad_input.note(e.kind, e.detail)
+            raise SignalingError(e.reason) from None
         return RTCSessionDescription(sdp=sdp, type="offer")
 
     async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
         """Tell the client `reason` (a fixed text), log one line per kind, end the viewer."""
-        self.bad_input.note(kind, detail or reason)
-        await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
+        bad = BadSignaling(kind, reason, detail)
+        self.bad_input.note(kind, bad.detail)
+        await refuse(ws, bad.refusal)
         raise SignalingError(reason)
 
     async def _run_player(self, viewer: Viewer) -> str:
@@ -551,10 +541,10 @@ class StreamServer:
         ws = viewer.ws
         play = self.sessions.get(session_id)
         if play is None or play.ending:
-            await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
+            await refuse(ws, no_such_session(session_id))
             return "no_such_session"
         if len(play.spectators) >= self.cfg.max_spectators:
-            await self._refuse(ws, "busy", "busy", f"session {session_id} has its maximum of spectators")
+            await refuse(ws, spectators_full(session_id))
             return "busy"
         play.spectators.add(viewer)
         viewer.play = play
@@ -648,18 +638,12 @@ class StreamServer:
         with gather_with_addresses(self.cfg.peer.candidate_addresses):
             await pc.setLocalDescription(answer)
         viewer.codec = answer_video_codec(pc.localDescription.sdp)
-        await viewer.ws.send(json.dumps({
-            "type": "answer",
-            "sdp": pc.localDescription.sdp,
-            "session": play.id,
-            "role": viewer.role,
-            "codec": viewer.codec,
-        }))
+        await viewer.ws.send(answer_message(pc.localDescription.sdp, play.id, viewer.role, viewer.codec))
 
     async def _until_end(self, viewer: Viewer) -> str:
         """Wait for the first of: websocket closed, peer failed, idle, no connection in time."""
         assert viewer.ended is not None and viewer.pc is not None
-        reader = asyncio.ensure_future(_drain(viewer.ws))
+        reader = asyncio.ensure_future(read_until_closed(viewer.ws))
         viewer.tasks.append(reader)
         deadline = time.monotonic() + self.cfg.connect_timeout
         while True:
@@ -698,7 +682,7 @@ class StreamServer:
         # (its world above all) would wait for the cyclic garbage collector, which runs rarely
         viewer.play = viewer.pc = viewer.track = viewer.channel = None
         with contextlib.suppress(Exception):
-            await viewer.ws.send(json.dumps({"type": "ended", "reason": reason}))
+            await viewer.ws.send(ended_message(reason))
             await viewer.ws.close(1000, reason[:100])
 
     async def _end_session(self, play: PlaySession) -> None:
@@ -811,30 +795,12 @@ def _client_address(ws: Any) -> str | None:
     return client if isinstance(client, str) and client != "?" else None
 
 
-async def _drain(ws: ServerConnection) -> None:
-    """Read (and ignore) what the browser sends after the offer, until the socket closes."""
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass
-
-
-def progress_message(p: Progress) -> dict[str, Any]:
-    """What the page is told while its world is prepared: figures and a fixed text (no paths)."""
-    s = round(p.seconds)
-    if p.stage == "accel-build":
-        text = (f"Accelerated graphs ready after {s} s; starting…" if p.done
-                else f"Building the model's accelerated graphs (first start on this server): {s} s so far…")
-    else:
-        text = f"Preparing the world: {s} s so far…"
-    return {"type": "progress", "stage": p.stage, "seconds": round(p.seconds, 1), "done": p.done, "message": text}
-
-
 def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Progress) -> None:
     """From the build's progress thread: queue the message on the event loop (a closed socket drops it)."""
 
     async def send() -> None:
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps(progress_message(p)))
+            await ws.send(progress_message(p))
 
     if not loop.is_closed():
         asyncio.run_coroutine_threadsafe(send(), loop)
