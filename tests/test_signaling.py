@@ -162,3 +162,12 @@ def _http_request(host: str) -> Any:
 
     return Request({"type": "http", "method": "GET", "path": "/", "query_string": b"", "scheme": "http",
                     "headers": [(b"host", host.encode())], "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)})
+
+
+def test_the_gateway_closes_at_a_message_over_the_signaling_bound(monkeypatch):
+    """Where Serve's proxy does not bound messages (proxy_limits.py), the gateway's own read does."""
+    from worldwalk.stream.webrtc.offer import MAX_SIGNALING_BYTES
+
+    gateway = _gateway(serve_config(), monkeypatch)
+    out = asyncio.run(_gateway_exchange(gateway, "x" * (MAX_SIGNALING_BYTES + 1), "127.0.0.1:8000"))
+    assert json.loads(out[0])["type"] == "config" and out[1:] == [(1009, "message too big for signaling")], out

@@ -195,7 +195,7 @@ class Gateway:
         close before accept (HTTP 403)."""
         if "websocket.http.response" in ws.scope.get("extensions", {}):
             with contextlib.suppress(Exception):
-                await ws.send_denial_response(PlainTextResponse(reason + "\n", status_code=503))
+                await ws.send_denial_response(PlainTextResponse(plain_text(reason), status_code=503))
                 return
         await ws.close(code=1013, reason=reason[:120])
 
