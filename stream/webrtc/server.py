@@ -83,11 +83,10 @@ from .signaling import (
     BadSignaling,
     Refusal,
     answer_message,
-    busy,
-    client_busy,
     config_message,
     ended_message,
     load_web_files,
+    no_slot,
     no_such_session,
     progress_message,
     query_param,
@@ -434,11 +433,10 @@ class StreamServer:
         return AdmittedConnection(self.admission, *args, **kwargs)
 
     def _client_busy_message(self) -> str:
-        return client_busy(self.cfg.max_sessions_per_client).message
+        return no_slot(self.cfg, server_full=False).message
 
     def _busy_message(self) -> str:
-        assert self.cfg.max_sessions is not None  # ServeConfig sets it
-        return busy(self.cfg.max_sessions).message
+        return no_slot(self.cfg, server_full=True).message
 
     # ---- one websocket ------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class ServeSettings(Protocol):
     input: InputChannelConfig
     stats_interval: float
     idle_timeout: float
+    max_sessions: int | None  # set by the time a server runs
+    max_sessions_per_client: int
 
 
 def load_web_files() -> dict[str, bytes]:
@@ -323,6 +325,13 @@ def client_busy(per_client: int) -> Refusal:
     """The slots one address may hold are in use."""
     return Refusal("busy", "busy", f"worldwalk allows {_sessions(per_client)} at once from one address, and yours "
                                    "are in use. Close one (another tab?) and try again.")
+
+
+def no_slot(cfg: ServeSettings, server_full: bool) -> Refusal:
+    """A player turned away before any work: every session slot is in use (`server_full`), or
+    every one its address may hold."""
+    assert cfg.max_sessions is not None  # ServeConfig sets it
+    return busy(cfg.max_sessions) if server_full else client_busy(cfg.max_sessions_per_client)
 
 
 def hosts_full(per_replica: int) -> Refusal:
