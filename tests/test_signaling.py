@@ -26,6 +26,7 @@ FLOOD_OFFER = json.dumps({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/
                           "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n" + "".join(
                               f"a=candidate:{i} 1 udp 1 10.0.0.{i} 9 typ host\r\n" for i in range(100))})
 NOT_AN_OFFER = json.dumps({"type": "answer", "sdp": "v=0"})
+EXCHANGES = {"deep": DEEP_JSON, "flood": FLOOD_OFFER, "not_offer": NOT_AN_OFFER, "silent": None}
 
 
 # ---- the source: messages and headers are made in one module -------------------------------------
@@ -79,11 +80,14 @@ def _gateway(cfg: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return obj
 
 
-async def _gateway_exchange(gateway: Any, sent: str, host: str) -> list[Any]:
-    """What the gateway sends a browser that opens /ws and then sends `sent`: texts, then the close."""
+async def _gateway_exchange(gateway: Any, sent: str | None, host: str) -> list[Any]:
+    """What the gateway sends a browser that opens /ws and then sends `sent` (None: nothing): texts,
+    then the close."""
     from starlette.websockets import WebSocket
 
-    incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": sent}]
+    incoming: list[dict] = [{"type": "websocket.connect"}]
+    if sent is not None:
+        incoming.append({"type": "websocket.receive", "text": sent})
     out: list[Any] = []
 
     async def receive() -> dict:
@@ -104,11 +108,12 @@ async def _gateway_exchange(gateway: Any, sent: str, host: str) -> list[Any]:
     return out
 
 
-async def _serve_exchange(url: str, sent: str) -> list[Any]:
+async def _serve_exchange(url: str, sent: str | None) -> list[Any]:
     out: list[Any] = []
     async with connect(url) as ws:
         out.append(await ws.recv())
-        await ws.send(sent)
+        if sent is not None:
+            await ws.send(sent)
         try:
             while True:
                 out.append(await asyncio.wait_for(ws.recv(), 10))
@@ -127,14 +132,14 @@ def _fetch(url: str, host: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_serve_and_the_gateway_answer_alike(monkeypatch):
-    cfg = serve_config()
+    cfg = serve_config(connect_timeout=0.5)  # a browser that sends no offer is refused after it
     gateway = _gateway(cfg, monkeypatch)
 
     async def go() -> dict:
         got: dict[str, Any] = {}
         async with StreamServer(cfg) as server:
             host = f"127.0.0.1:{server.port}"
-            for name, text in (("deep", DEEP_JSON), ("flood", FLOOD_OFFER), ("not_offer", NOT_AN_OFFER)):
+            for name, text in EXCHANGES.items():
                 got[name] = (await _serve_exchange(f"ws://{host}/ws", text),
                              await _gateway_exchange(gateway, text, host))
             got["page"] = await asyncio.to_thread(_fetch, f"http://{host}/", host)
@@ -142,7 +147,7 @@ def test_serve_and_the_gateway_answer_alike(monkeypatch):
         return got
 
     got = asyncio.run(asyncio.wait_for(go(), 60))
-    for name in ("deep", "flood", "not_offer"):
+    for name in EXCHANGES:
         served, relayed = got[name]
         config, gateway_config = json.loads(served[0]), json.loads(relayed[0])
         assert gateway_config.pop("cluster") is True
