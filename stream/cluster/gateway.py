@@ -146,7 +146,7 @@ class Gateway:
     @api.get("/{name:path}")
     async def page(self, name: str, request: Request) -> Response:
         try:
-            check_host(self.access, request.headers)  # type: ignore[arg-type]
+            check_host(self.access, request.headers)
         except AccessDenied as e:
             return PlainTextResponse(plain_text(e.reason), status_code=e.status)
         status, headers, body = page_answer(self.files, "/" + name, request.headers.get("host", ""))
