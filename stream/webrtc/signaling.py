@@ -15,8 +15,8 @@ makes) and decides whether a websocket upgrade on `/ws` may proceed (`check_webs
 - when a token is required (any non-loopback bind), `?token=` must match, compared in
   constant time. A refused upgrade gets 401/403 and never reaches the session code.
 
-Only GET and HEAD are served (anything else: 405 with `Allow`; HEAD: the headers GET would
-send, no body); a request that repeats a header that must appear once (Host, Origin, the
+serve answers only GET and HEAD (anything else: 405 with `Allow`; HEAD: the headers GET would
+send, no body; `route_request`); a request that repeats a header that must appear once (Host, Origin, the
 websocket handshake's own) is malformed: 400, and nothing is logged beyond a debug line.
 
 The websocket: JSON, one offer/answer per connection (aiortc does not trickle ICE, so the
@@ -25,7 +25,7 @@ browser sends its offer once gathering is complete):
     server -> {"type": "config", "role": "player"|"spectator", "iceServers": [...], ...}
                                         (the gateway's adds "cluster": true)
            or {"type": "busy", "code": "busy", "message": ...}     then the socket closes (1013)
-           or {"type": "error", "code": ..., "message": ...}       then the socket closes (1008)
+           or {"type": "error", "code": ..., "message": ...}       then the socket closes (a refusal: 1008)
     client -> {"type": "offer", "sdp": "..."}      checked by `receive_offer` (offer.py's bounds);
                                         a bad one, or none within `connect_timeout`: an error
     server -> {"type": "queued", "ahead": n, "message": ...}      cluster: waiting for a free slot
