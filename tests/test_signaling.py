@@ -178,3 +178,16 @@ def test_the_gateway_closes_at_a_message_over_the_signaling_bound(monkeypatch):
     gateway = _gateway(serve_config(), monkeypatch)
     out = asyncio.run(_gateway_exchange(gateway, "x" * (MAX_SIGNALING_BYTES + 1), "127.0.0.1:8000"))
     assert json.loads(out[0])["type"] == "config" and out[1:] == [(1009, "message too big for signaling")], out
+
+
+def test_the_page_handles_every_message_signaling_sends():
+    import re
+
+    tree = ast.parse((STREAM / "webrtc" / "signaling.py").read_text())
+    sent = {v.value for node in ast.walk(tree) if isinstance(node, ast.Dict)
+            for k, v in zip(node.keys, node.values, strict=True)
+            if isinstance(k, ast.Constant) and k.value == "type" and isinstance(v, ast.Constant)}
+    sent |= {"busy", "error"}  # Refusal.kind
+    handled = set(re.findall(r"msg\.type === '(\w+)'", (STREAM / "webrtc" / "web" / "client.js").read_text()))
+    assert sent - {"offer"} <= handled, f"the page does not handle {sorted(sent - {'offer'} - handled)}"
+    assert {"config", "answer", "ended", "moved", "queued", "progress"} <= sent
