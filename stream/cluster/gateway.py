@@ -1,15 +1,17 @@
 """`Gateway`: the cluster's ingress deployment (Ray Serve + FastAPI): page, signaling, admission.
 
-It serves the page and the signaling websocket with the single-process server's own gate (Host,
-Origin and token checks of `signaling.py`) and connection limits (`admission.py`: at most
-`max_connections` signaling sockets open at once, `max_connections_per_client` from one address;
-over them, refused before the websocket opens), sends the browser its config, takes its offer and
-opens one long streaming call to the session hosts (`SessionHost.host`) for the player's whole
-session. Ray Serve picks a replica with a free slot; the call's first item ("admitted") says it
-got one. No slot within `admission_wait` seconds: the player hears `busy`. With autoscaling the
-player waits in line instead, told its place (`{"type": "queued", "ahead": n}`), while Serve
-adds replicas. Then the gateway relays the host's signaling messages (answer, ended) to the
-browser. Media never passes here: video goes from the replica's node to the browser.
+It speaks the single-process server's page protocol, all of it from `webrtc/signaling.py`: the
+page's files and headers, the gate (Host, Origin and token checks), the config, the offer's checks,
+every refusal and message the page hears; nothing here makes a message of its own. With serve's
+connection limits (`admission.py`: at most `max_connections` signaling sockets open at once,
+`max_connections_per_client` from one address; over them, refused before the websocket opens) it
+sends the browser its config, takes its offer and opens one long streaming call to the session
+hosts (`SessionHost.host`) for the player's whole session. Ray Serve picks a replica with a
+free slot; the call's first item ("admitted") says it got one. No slot within `admission_wait`
+seconds: the player hears `busy`. With autoscaling the player waits in line instead, told its
+place (`{"type": "queued", "ahead": n}`), while Serve adds replicas. Then the gateway relays the
+host's signaling messages (answer, ended) to the browser. Media never passes here: video goes
+from the replica's node to the browser.
 
 When the replica of a walk dies, the call fails: the gateway tells the browser
 `{"type": "moved", "walk": ...}` and closes; the page reconnects with `?resume=<walk>` and the
@@ -39,7 +41,6 @@ FastAPI reads the route handlers' annotations at run time, so this module does n
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -50,20 +51,33 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
 
 from worldwalk.stream.webrtc.admission import Admission
-from worldwalk.stream.webrtc.offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
-from worldwalk.stream.webrtc.peer import is_loopback_host
+from worldwalk.stream.webrtc.offer import MAX_SIGNALING_BYTES
 from worldwalk.stream.webrtc.server import RateLimitedLog
 from worldwalk.stream.webrtc.signaling import (
-    _SAFE_HOST,
-    PAGES,
+    ALL_DRAINING,
+    WALK_RUNNING,
     AccessConfig,
     AccessDenied,
+    BadSignaling,
     check_host,
-    check_origin,
-    check_token,
+    check_websocket,
+    config_message,
+    ended_message,
+    hosts_full,
     load_web_files,
+    moved_message,
+    no_such_session,
+    offer_request,
+    page_answer,
+    plain_text,
+    queued_message,
+    read_until_closed,
+    receive_offer,
+    refuse,
+    relayed,
 )
 
 from .config import ClusterConfig
@@ -79,50 +93,37 @@ DRAINING_RETRIES = 20
 MOVE_WAIT_S = 30.0  # a spectator waits this long for its walk to come up on another replica
 
 
-def page_headers(content_type: str, host: str) -> dict[str, str]:
-    """The headers `serve` sends with its page (signaling.file_response)."""
-    host = host if _SAFE_HOST.fullmatch(host) else ""
-    return {
-        "Content-Type": content_type,
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": f"default-src 'self'; connect-src 'self' ws://{host} wss://{host}; "
-                                   "img-src 'self' data:",
-    }
+class BrowserSocket:
+    """The browser's websocket (FastAPI's) as signaling.py's exchanges use a socket: `send`,
+    `recv`, `close`, and websockets' ConnectionClosed once it is closed. The first message over
+    MAX_SIGNALING_BYTES closes it (1009) before anything reads it, and reads as closed."""
 
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
 
-class MessageTooBig(Exception):
-    """The browser sent a message larger than signaling needs (MAX_SIGNALING_BYTES)."""
+    async def send(self, message: str) -> None:
+        try:
+            await self.ws.send_text(message)
+        except (WebSocketDisconnect, RuntimeError) as e:  # RuntimeError: starlette's "already closed"
+            raise ConnectionClosed(None, None) from e
 
+    async def recv(self) -> str | bytes:
+        try:
+            msg = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError) as e:
+            raise ConnectionClosed(None, None) from e
+        if msg["type"] == "websocket.disconnect":
+            raise ConnectionClosed(None, None)
+        if message_size(msg) > MAX_SIGNALING_BYTES:
+            REFUSALS.note("too_big", f"a message over {MAX_SIGNALING_BYTES} bytes closed its connection")
+            await self.close(1009, "message too big for signaling")
+            raise ConnectionClosed(None, None)
+        text = msg.get("text")
+        return text if text is not None else msg.get("bytes") or b""
 
-async def receive_message(ws: WebSocket) -> str | None:
-    """The browser's next message: its text (None for a binary one). Raises WebSocketDisconnect
-    when it closed, MessageTooBig (before anything reads it) when it is over the bound."""
-    msg = await ws.receive()
-    if msg["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(msg.get("code", 1000))
-    if message_size(msg) > MAX_SIGNALING_BYTES:
-        raise MessageTooBig()
-    return msg.get("text")
-
-
-async def close_too_big(ws: WebSocket) -> None:
-    REFUSALS.note("too_big", f"a message over {MAX_SIGNALING_BYTES} bytes closed its connection")
-    with contextlib.suppress(Exception):
-        await ws.close(code=1009, reason="message too big for signaling")
-
-
-async def _until_closed(ws: WebSocket) -> None:
-    """Read (and ignore) what the browser sends after its offer, until it closes; the first
-    message over the bound closes it."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            try:
-                await receive_message(ws)
-            except MessageTooBig:
-                await close_too_big(ws)
-                return
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, reason=reason[:120])
 
 
 @serve.ingress(api)
@@ -131,11 +132,9 @@ class Gateway:
         bind_replica_grpc_to_node_address()  # before Serve opens its port, after this returns
         self.hosts = hosts  # DeploymentHandle of SessionHost
         self.cfg = cfg
-        s = cfg.serve
-        self.access = AccessConfig(token=s.token, require_token=bool(s.require_token),
-                                   loopback_only=is_loopback_host(s.host), allowed_origins=list(s.allowed_origins))
+        self.access = AccessConfig.of(cfg.serve)
         self.files = load_web_files()
-        self.admission = Admission(s.admission_config())  # its connection limits (sessions: the hosts')
+        self.admission = Admission(cfg.serve.admission_config())  # its connection limits (sessions: the hosts')
         self.store = get_store(cfg.records_kept, cfg.resume_timeout)
         self.line: deque[str] = deque()  # walks waiting for a slot, oldest first
         self.live: set[str] = set()  # walks with a call open from here (one tab per walk)
@@ -147,33 +146,19 @@ class Gateway:
     @api.get("/{name:path}")
     async def page(self, name: str, request: Request) -> Response:
         try:
-            check_host(self.access, request.headers)  # type: ignore[arg-type]
+            check_host(self.access, request.headers)
         except AccessDenied as e:
-            return PlainTextResponse(e.reason + "\n", status_code=e.status)
-        path = "/" + name
-        if path not in PAGES:
-            return PlainTextResponse(f"nothing at {path}\n", status_code=404)
-        file, ctype = PAGES[path]
-        return Response(self.files[file], headers=page_headers(ctype, request.headers.get("host", "")))
+            return PlainTextResponse(plain_text(e.reason), status_code=e.status)
+        status, headers, body = page_answer(self.files, "/" + name, request.headers.get("host", ""))
+        return Response(body, status_code=status, headers=headers)
 
     # ---- signaling ---------------------------------------------------------------------------
-
-    def _config_message(self, role: str = "player") -> str:
-        s = self.cfg.serve
-        return json.dumps({
-            "type": "config", "role": role,
-            "iceServers": [i.to_browser() for i in s.peer.ice_servers],
-            "barcode": s.fanout.barcode, "maxMessageBytes": s.input.max_bytes,
-            "statsInterval": s.stats_interval, "idleTimeout": s.idle_timeout, "cluster": True,
-        })
 
     @api.websocket("/ws")
     async def signaling(self, ws: WebSocket) -> None:
         query = ws.url.query
         try:
-            check_host(self.access, ws.headers)  # type: ignore[arg-type]
-            check_origin(self.access, ws.headers)  # type: ignore[arg-type]
-            check_token(self.access, ws.url.path + ("?" + query if query else ""))
+            check_websocket(self.access, ws.headers, ws.url.path + ("?" + query if query else ""))
         except AccessDenied as e:
             log.warning("signaling refused: %s", e.reason)
             await ws.close(code=1008, reason=e.reason[:120])  # before accept: HTTP 403
@@ -186,21 +171,21 @@ class Gateway:
             return
         try:
             await ws.accept()
-            with contextlib.suppress(WebSocketDisconnect):
+            page = BrowserSocket(ws)
+            # refused offers (BadSignaling, TimeoutError) have been told so by receive_offer
+            with contextlib.suppress(ConnectionClosed, BadSignaling, asyncio.TimeoutError):
                 watch = ws.query_params.get("watch")
                 if watch:
-                    await self._spectate(ws, watch)
+                    await self._spectate(page, watch)
                     return
-                await ws.send_text(self._config_message())
-                offer = await self._receive_offer(ws)
-                if offer is None:
-                    return
+                await page.send(config_message(self.cfg.serve, "player", cluster=True))
+                offer = await self._receive_offer(page)
                 resume = ws.query_params.get("resume")
                 if resume in self.live:
-                    await self._refuse(ws, "error", "walk_running", "this walk is running in another tab")
+                    await refuse(page, WALK_RUNNING)
                     return
                 walk = resume if resume and await self.store.claim.remote(resume) else None
-                await self._run(ws, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
+                await self._run(page, offer, walk or secrets.token_urlsafe(16), resumed=walk is not None)
         finally:
             self.admission.close_connection(key)
 
@@ -210,50 +195,28 @@ class Gateway:
         close before accept (HTTP 403)."""
         if "websocket.http.response" in ws.scope.get("extensions", {}):
             with contextlib.suppress(Exception):
-                await ws.send_denial_response(PlainTextResponse(reason + "\n", status_code=503))
+                await ws.send_denial_response(PlainTextResponse(plain_text(reason), status_code=503))
                 return
         await ws.close(code=1013, reason=reason[:120])
 
-    async def _refuse(self, ws: WebSocket, kind: str, code: str, message: str) -> None:
-        with contextlib.suppress(Exception):
-            await ws.send_text(json.dumps({"type": kind, "code": code, "message": message}))
-            await ws.close(code=1013 if kind == "busy" else 1008, reason=code)
+    async def _receive_offer(self, page: BrowserSocket) -> dict[str, str]:
+        """The offer, checked here with the hosts' own bounds, so a host never spends a slot on an
+        offer it would refuse: the offer message as the host's server reads it."""
+        return offer_request(await receive_offer(page, self.cfg.serve.offer, self.cfg.serve.connect_timeout))
 
-    async def _receive_offer(self, ws: WebSocket) -> dict | None:
-        try:
-            raw = await asyncio.wait_for(receive_message(ws), timeout=self.cfg.serve.connect_timeout)
-        except asyncio.TimeoutError:  # noqa: UP041
-            await self._refuse(ws, "error", "offer_timeout", "no offer came in time")
-            return None
-        except MessageTooBig:
-            await close_too_big(ws)
-            return None
-        msg = None
-        with contextlib.suppress(ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            msg = json.loads(raw) if raw is not None else None
-        if not (isinstance(msg, dict) and msg.get("type") == "offer" and isinstance(msg.get("sdp"), str)):
-            await self._refuse(ws, "error", "bad_request", "bad signaling message: expected {type: offer, sdp}")
-            return None
-        try:  # bounded here too, so a host never spends a slot on an offer it would refuse
-            sdp = check_offer(msg["sdp"])
-        except BadOffer as e:
-            await self._refuse(ws, "error", "bad_request", e.reason)
-            return None
-        return {"type": "offer", "sdp": sdp}
-
-    async def _run(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
+    async def _run(self, page: BrowserSocket, offer: dict[str, str], walk: str, resumed: bool) -> None:
         self.live.add(walk)
         try:
-            await self._relay(ws, offer, walk, resumed)
+            await self._relay(page, offer, walk, resumed)
         finally:
             self.live.discard(walk)
 
-    async def _relay(self, ws: WebSocket, offer: dict, walk: str, resumed: bool) -> None:
+    async def _relay(self, page: BrowserSocket, offer: dict[str, str], walk: str, resumed: bool) -> None:
         t0 = time.perf_counter()
         calls = self.hosts.options(stream=True)
         for attempts in range(1, DRAINING_RETRIES + 1):
             gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
-            admitted = await self._admit(ws, gen, walk)
+            admitted = await self._admit(page, gen, walk)
             if admitted is None:
                 return
             if admitted["type"] != "draining":
@@ -262,10 +225,10 @@ class Gateway:
             self.draining_refusals += 1
             await asyncio.sleep(0.05)  # a replica whose draining the router (routing.py) has not heard of yet
         else:
-            await self._refuse(ws, "busy", "busy", "every session host is draining; try again in a little while")
+            await refuse(page, ALL_DRAINING)
             return
-        reader = asyncio.ensure_future(_until_closed(ws))
-        pump = asyncio.ensure_future(self._pump(ws, gen, walk, resumed, t0, admitted))
+        reader = asyncio.ensure_future(read_until_closed(page))
+        pump = asyncio.ensure_future(self._pump(page, gen, walk, resumed, t0, admitted))
         try:
             done, _ = await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
             if pump not in done:  # the browser left: end the call, which ends the session
@@ -275,9 +238,8 @@ class Gateway:
             try:
                 code, reason, handoff = pump.result()
                 if reason == "moved":  # handed off at a chunk boundary (a drain)
-                    await ws.send_text(json.dumps({
-                        "type": "moved", "walk": walk, "drain": handoff,
-                        "message": "the session host is draining; continuing on another"}))
+                    await page.send(moved_message("the session host is draining; continuing on another",
+                                                  walk=walk, drain=handoff))
                 else:
                     self.store.end.remote(walk)  # the session ended (idle, error): nothing to resume
             except Exception as e:  # the replica died (killed, node lost) or was shut down
@@ -286,17 +248,15 @@ class Gateway:
                     return
                 log.warning("the session host of walk %s stopped (%s); the player moves", walk[:8], type(e).__name__)
                 self.store.unhost.remote(walk)  # its spectators follow it
-                await ws.send_text(json.dumps({"type": "moved", "walk": walk,
-                                               "message": "the session host stopped; continuing on another"}))
+                await page.send(moved_message("the session host stopped; continuing on another", walk=walk))
                 code, reason = 1012, "moved"
-            with contextlib.suppress(Exception):
-                await ws.close(code=code, reason=reason[:120])
+            await page.close(code, reason)
         finally:
             for task in (reader, pump):
                 task.cancel()
             gen.cancel()  # a no-op when the call is over; ends the session when this handler failed
 
-    async def _admit(self, ws: WebSocket, gen: Any, walk: str) -> dict | None:
+    async def _admit(self, page: BrowserSocket, gen: Any, walk: str) -> dict | None:
         """Wait for a replica slot: busy after `admission_wait`, or in line (autoscaling)."""
         first = asyncio.ensure_future(gen.__anext__())
         wait = self.cfg.admission_wait
@@ -305,10 +265,7 @@ class Gateway:
                 done, _ = await asyncio.wait({first}, timeout=wait)
                 if not done:
                     self.busy_refusals += 1
-                    n = self.cfg.sessions_per_replica
-                    await self._refuse(ws, "busy", "busy",
-                                       f"worldwalk is busy: every session host is full ({n} session"
-                                       f"{'s' if n != 1 else ''} each). Try again in a little while.")
+                    await refuse(page, hosts_full(self.cfg.sessions_per_replica))
                     return None
                 return first.result()
             self.line.append(walk)
@@ -317,9 +274,7 @@ class Gateway:
                     done, _ = await asyncio.wait({first}, timeout=1.0)
                     if done:
                         return first.result()
-                    ahead = self.line.index(walk)
-                    await ws.send_text(json.dumps({"type": "queued", "ahead": ahead,
-                                                   "message": f"waiting for a free GPU ({ahead} ahead)"}))
+                    await page.send(queued_message(self.line.index(walk)))
             finally:
                 self.line.remove(walk)
         finally:
@@ -327,7 +282,7 @@ class Gateway:
                 first.cancel()
                 gen.cancel()
 
-    async def _pump(self, ws: WebSocket, gen: Any, walk: str, resumed: bool, t0: float,
+    async def _pump(self, page: BrowserSocket, gen: Any, walk: str, resumed: bool, t0: float,
                     admitted: dict) -> tuple[int, str, dict | None]:
         """Relay the host's messages to the browser until the host closes; (code, reason, what a
         hand-off took when the host handed the walk off)."""
@@ -336,20 +291,16 @@ class Gateway:
                 return int(item["code"]), str(item["reason"]), None
             if item["type"] == "moved":
                 return 1012, "moved", {k: v for k, v in item.items() if k != "type"}
-            text = item["text"]
-            msg = json.loads(text)
-            if msg.get("type") == "config":  # the browser has had the gateway's
-                continue
-            if msg.get("type") == "answer":
-                # signaling_ms: offer in -> answer out here; host_ms: the host's part (session built)
-                msg.update(walk=walk, resumed=resumed, replica=admitted["replica"], node=admitted["node"],
-                           session=watch_id(walk),  # the spectator link's id, the same wherever the walk runs
-                           signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"),
-                           attempts=admitted.get("attempts", 1))
-                text = json.dumps(msg)
-            await ws.send_text(text)
+            # the answer gains where the walk runs; signaling_ms: offer in -> answer out here, host_ms:
+            # the host's part (session built)
+            _, text = relayed(item["text"], walk=walk, resumed=resumed, replica=admitted["replica"],
+                              node=admitted["node"],
+                              session=watch_id(walk),  # the spectator link's id, the same wherever the walk runs
+                              signaling_ms=round(1000 * (time.perf_counter() - t0), 1), host_ms=item.get("host_ms"),
+                              attempts=admitted.get("attempts", 1))
+            if text is not None:
+                await page.send(text)
         return 1000, "closed", None
-
 
     # ---- spectators --------------------------------------------------------------------------
 
@@ -366,23 +317,21 @@ class Gateway:
             await asyncio.sleep(0.2)
         return None
 
-    async def _spectate(self, ws: WebSocket, watch: str) -> None:
+    async def _spectate(self, page: BrowserSocket, watch: str) -> None:
         """A spectator link: signaling to the replica that holds the walk, through the store's mailbox."""
         if await self.store.where.remote(watch) is None:
-            await self._refuse(ws, "error", "no_such_session", f"no session {watch[:40]!r} is running")
+            await refuse(page, no_such_session(watch))
             return
-        await ws.send_text(self._config_message("spectator"))
-        offer = await self._receive_offer(ws)
-        if offer is None:
-            return
+        await page.send(config_message(self.cfg.serve, "spectator", cluster=True))
+        offer = await self._receive_offer(page)
         where = await self._where(watch)
         if where is None:
-            await self._refuse(ws, "error", "no_such_session", f"no session {watch[:40]!r} is running")
+            await refuse(page, no_such_session(watch))
             return
         walk, replica = where
         rid = secrets.token_urlsafe(12)
         self.store.post.remote(replica, {"id": rid, "walk": walk, "offer": offer})
-        reader = asyncio.ensure_future(_until_closed(ws))
+        reader = asyncio.ensure_future(read_until_closed(page))
         ended: str | None = None
         try:
             while ended is None:
@@ -394,15 +343,12 @@ class Gateway:
                 messages = replies.result()
                 for m in messages:
                     if m["type"] == "send":
-                        msg = json.loads(m["text"])
-                        if msg.get("type") == "config":
-                            continue  # the browser has had the gateway's
+                        msg, text = relayed(m["text"], session=watch, replica=replica)
                         if msg.get("type") == "ended":
                             ended = str(msg.get("reason"))
                             break
-                        if msg.get("type") == "answer":
-                            msg.update(session=watch, replica=replica)
-                        await ws.send_text(json.dumps(msg))
+                        if text is not None:
+                            await page.send(text)
                     else:  # "close" (its server is done with it) or "gone" (the walk left that replica)
                         ended = ended or m.get("reason") or m["type"]
                         break
@@ -413,13 +359,13 @@ class Gateway:
             # the spectator's session ended: its own peer failed (say so), or the walk moved (follow
             # it) or ended (say so)
             if ended not in ("session_closed", "moved", "gone", "closed", "websocket_closed"):
-                await ws.send_text(json.dumps({"type": "ended", "reason": ended}))
-                await ws.close(code=1000, reason=ended[:100])
+                await page.send(ended_message(ended))
+                await page.close(1000, ended[:100])
             elif await self._where(watch, not_on=replica) is not None:
-                await ws.send_text(json.dumps({"type": "moved", "message": "the walk moved to another session host"}))
-                await ws.close(code=1012, reason="moved")
+                await page.send(moved_message("the walk moved to another session host"))
+                await page.close(1012, "moved")
             else:
-                await ws.send_text(json.dumps({"type": "ended", "reason": "session_closed"}))
-                await ws.close(code=1000, reason="session_closed")
+                await page.send(ended_message("session_closed"))
+                await page.close(1000, "session_closed")
         finally:
             reader.cancel()

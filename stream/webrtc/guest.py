@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 from worldwalk.runtime.session import Session
 from worldwalk.runtime.world import backends_text
@@ -30,6 +29,7 @@ from worldwalk.runtime.world import backends_text
 from .admission import SessionSlot
 from .input_channel import InputGate, receive
 from .pose_channel import pose_loop
+from .signaling import ended_message, read_until_closed
 from .video_track import FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Guest:
     async def until_end(self, connect_timeout: float, idle_timeout: float) -> str:
         """Wait for the first of: websocket closed, peer failed, idle (a player), no connection in time."""
         assert self.ended is not None and self.pc is not None
-        reader = asyncio.ensure_future(_drain(self.ws))
+        reader = asyncio.ensure_future(read_until_closed(self.ws))
         self.tasks.append(reader)
         deadline = time.monotonic() + connect_timeout
         while True:
@@ -185,12 +185,5 @@ class Guest:
         # (its world above all) would wait for the cyclic garbage collector, which runs rarely
         self.play = self.pc = self.track = self.channel = None
         with contextlib.suppress(Exception):
-            await self.ws.send(json.dumps({"type": "ended", "reason": reason}))
+            await self.ws.send(ended_message(reason))
             await self.ws.close(1000, reason[:100])
-
-
-async def _drain(ws: ServerConnection) -> None:
-    """Read (and ignore) what the browser sends after the offer, until the socket closes."""
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in ws:
-            pass

@@ -21,17 +21,8 @@ minute, without a traceback. Clients get short codes and fixed messages;
 bad input is logged once per kind and minute, without a traceback. A recording (`--record-dir`,
 `session_recording.py`) opens its files with the first frame sent and never fails a walk.
 
-Signaling, JSON over the websocket, one offer/answer per connection (aiortc does not trickle
-ICE, so the browser sends its offer once gathering is complete):
-
-    server -> {"type": "config", "role": "player"|"spectator", "iceServers": [...], ...}
-           or {"type": "busy", "message": ...}            then the socket closes (1013)
-           or {"type": "error", "code": ..., "message": ...}   then the socket closes
-    client -> {"type": "offer", "sdp": "..."}
-    server -> {"type": "progress", "stage": "accel-build", "seconds": s, "done": bool, "message": ...}
-                                        every second while a first start builds the world's graphs
-    server -> {"type": "answer", "sdp": "...", "session": "<id>", "codec": "H264"|"VP8"}
-    server -> {"type": "ended", "reason": "idle"|"shutdown"|"session_closed"|...}   at the end
+Signaling, JSON over the websocket, one offer/answer per connection: every message the page hears
+is made in `signaling.py`, which describes them (the cluster's gateway speaks the same).
 
 The data channel (opened by the browser) carries the input messages of `input_channel.py` and
 brings back {"t": "stats", ...} every `stats_interval` seconds and {"t": "pong", ...} (guest.py).
@@ -42,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -68,17 +58,32 @@ from .admission import (
 from .config import ServeConfig
 from .guest import Guest
 from .input_channel import InputGate
-from .offer import MAX_SIGNALING_BYTES, BadOffer, check_offer
+from .offer import MAX_SIGNALING_BYTES
 from .peer import (
     add_video_transceiver,
     apply_bitrate,
     gather_with_addresses,
     install_candidate_hook,
-    is_loopback_host,
     new_peer_connection,
 )
 from .sessions import PlayerSessions, PlayerStart, SessionFactory
-from .signaling import AccessConfig, load_web_files, query_param, route_request
+from .signaling import (
+    SERVER_ERROR,
+    SHUTTING_DOWN,
+    AccessConfig,
+    BadSignaling,
+    answer_message,
+    config_message,
+    load_web_files,
+    no_slot,
+    no_such_session,
+    progress_message,
+    query_param,
+    receive_offer,
+    refuse,
+    route_request,
+    spectators_full,
+)
 from .video_track import SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -153,9 +158,6 @@ class RateLimitedLog:
         log.warning("%s (%s): %s%s", self.what, kind, detail, more)
 
 
-SERVER_ERROR_MESSAGE = "the server could not run your session; try again later"
-
-
 class BusyError(Exception):
     """A player was turned away: every session slot is in use."""
 
@@ -183,12 +185,7 @@ class StreamServer:
         """`session_factory(start)` makes each player's `Session` from its `PlayerStart` (sessions.py);
         default: a session of the server's world (`PlayerSessions.default_session`)."""
         self.cfg = cfg or ServeConfig()
-        self.access = AccessConfig(
-            token=self.cfg.token,
-            require_token=bool(self.cfg.require_token),
-            loopback_only=is_loopback_host(self.cfg.host),
-            allowed_origins=list(self.cfg.allowed_origins),
-        )
+        self.access = AccessConfig.of(self.cfg)
         self.guests: set[Guest] = set()
         self.busy_refusals = 0
         self.admission = Admission(self.cfg.admission_config())
@@ -331,18 +328,6 @@ class StreamServer:
         """websockets' connection factory: every TCP connection counts against the limits."""
         return AdmittedConnection(self.admission, *args, **kwargs)
 
-    def _client_busy_message(self) -> str:
-        n = self.cfg.max_sessions_per_client
-        return (f"worldwalk allows {n} session{'s' if n != 1 else ''} at once from one address, and yours "
-                "are in use. Close one (another tab?) and try again.")
-
-    def _busy_message(self) -> str:
-        n = self.cfg.max_sessions
-        return (
-            f"worldwalk is busy: all {n} session{'s' if n != 1 else ''} are in use. "
-            "Try again in a little while."
-        )
-
     # ---- one websocket ------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection, start: PlayerStart | None = None) -> None:
@@ -353,7 +338,7 @@ class StreamServer:
         reason = "closed"
         try:
             if self._closing:
-                await self._refuse(ws, "error", "shutting_down", "the server is shutting down")
+                await refuse(ws, SHUTTING_DOWN)
                 return
             if watch:
                 reason = await self._run_spectator(guest, watch)
@@ -371,7 +356,7 @@ class StreamServer:
             log.exception("guest failed")
             reason = "error"
             with contextlib.suppress(Exception):
-                await ws.send(json.dumps({"type": "error", "code": "server_error", "message": SERVER_ERROR_MESSAGE}))
+                await ws.send(SERVER_ERROR.text)
         finally:
             had_world = guest.role == "player" and guest.play is not None
             await guest.close(reason)
@@ -379,40 +364,21 @@ class StreamServer:
                 await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
             self.guests.discard(guest)
 
-    async def _refuse(self, ws: ServerConnection, kind: str, code: str, message: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps({"type": kind, "code": code, "message": message}))
-            await ws.close(1013 if kind == "busy" else 1008, code)
-
-    def _config_message(self, guest: Guest) -> str:
-        return json.dumps({
-            "type": "config",
-            "role": guest.role,
-            "iceServers": [s.to_browser() for s in self.cfg.peer.ice_servers],
-            "barcode": self.cfg.fanout.barcode,
-            "maxMessageBytes": self.cfg.input.max_bytes,
-            "statsInterval": self.cfg.stats_interval,
-            "idleTimeout": self.cfg.idle_timeout,
-        })
-
     async def _receive_offer(self, ws: ServerConnection) -> RTCSessionDescription:
-        """The browser's offer, checked (size, media, candidates) before anything acts on it."""
-        raw = await asyncio.wait_for(ws.recv(), timeout=self.cfg.connect_timeout)
+        """The browser's offer, checked (size, media, candidates) before anything acts on it; a bad
+        one is refused and logged (one line per kind and minute)."""
         try:
-            msg = json.loads(raw)
-            if not (isinstance(msg, dict) and msg.get("type") == "offer"):
-                raise BadOffer("expected {type: offer, sdp}")
-            sdp = check_offer(msg.get("sdp"), self.cfg.offer)
-        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
-            kind, reason = ("bad_offer", e.reason) if isinstance(e, BadOffer) else (
-                "not_json", "the message is not valid JSON")
-            await self._bad_request(ws, kind, reason)
+            sdp = await receive_offer(ws, self.cfg.offer, self.cfg.connect_timeout)
+        except BadSignaling as e:
+            self.bad_input.note(e.kind, e.detail)
+            raise SignalingError(e.reason) from None
         return RTCSessionDescription(sdp=sdp, type="offer")
 
     async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
         """Tell the client `reason` (a fixed text), log one line per kind, end the guest."""
-        self.bad_input.note(kind, detail or reason)
-        await self._refuse(ws, "error", "bad_request", f"bad signaling message: {reason}")
+        bad = BadSignaling(kind, reason, detail)
+        self.bad_input.note(kind, bad.detail)
+        await refuse(ws, bad.refusal)
         raise SignalingError(reason)
 
     async def _run_player(self, guest: Guest, start: PlayerStart) -> str:
@@ -422,10 +388,10 @@ class StreamServer:
         if slot is None:
             self.busy_refusals += 1
             full = self.admission.full or client is None
-            await self._refuse(ws, "busy", "busy", self._busy_message() if full else self._client_busy_message())
+            await refuse(ws, no_slot(self.cfg, server_full=full))
             raise BusyError
         try:
-            await ws.send(self._config_message(guest))
+            await ws.send(config_message(self.cfg, guest.role))
             offer = await self._receive_offer(ws)
         except BaseException:
             slot.release()
@@ -447,14 +413,14 @@ class StreamServer:
         ws = guest.ws
         play = self.sessions.get(session_id)
         if play is None or play.ending:
-            await self._refuse(ws, "error", "no_such_session", f"no session {session_id!r} is running")
+            await refuse(ws, no_such_session(session_id))
             return "no_such_session"
         if len(play.spectators) >= self.cfg.max_spectators:
-            await self._refuse(ws, "busy", "busy", f"session {session_id} has its maximum of spectators")
+            await refuse(ws, spectators_full(session_id))
             return "busy"
         play.spectators.add(guest)
         guest.play = play
-        await ws.send(self._config_message(guest))
+        await ws.send(config_message(self.cfg, guest.role))
         offer = await self._receive_offer(ws)
         if guest.ended is not None and guest.ended.done():  # the session ended meanwhile
             return guest.ended.result()
@@ -483,13 +449,8 @@ class StreamServer:
         with gather_with_addresses(self.cfg.peer.candidate_addresses):
             await pc.setLocalDescription(answer)
         guest.codec = answer_video_codec(pc.localDescription.sdp)
-        await guest.ws.send(json.dumps({
-            "type": "answer",
-            "sdp": pc.localDescription.sdp,
-            "session": play.id,
-            "role": guest.role,
-            "codec": guest.codec,
-        }))
+        await guest.ws.send(answer_message(pc.localDescription.sdp, play.id, guest.role, guest.codec))
+
 
 def _client_address(ws: Any) -> str | None:
     """The client's IP address, for the per-address session cap; None when not known (a websocket
@@ -498,23 +459,12 @@ def _client_address(ws: Any) -> str | None:
     return client if isinstance(client, str) and client != "?" else None
 
 
-def progress_message(p: Progress) -> dict[str, Any]:
-    """What the page is told while its world is prepared: figures and a fixed text (no paths)."""
-    s = round(p.seconds)
-    if p.stage == "accel-build":
-        text = (f"Accelerated graphs ready after {s} s; starting…" if p.done
-                else f"Building the model's accelerated graphs (first start on this server): {s} s so far…")
-    else:
-        text = f"Preparing the world: {s} s so far…"
-    return {"type": "progress", "stage": p.stage, "seconds": round(p.seconds, 1), "done": p.done, "message": text}
-
-
 def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Progress) -> None:
     """From the build's progress thread: queue the message on the event loop (a closed socket drops it)."""
 
     async def send() -> None:
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps(progress_message(p)))
+            await ws.send(progress_message(p))
 
     if not loop.is_closed():
         asyncio.run_coroutine_threadsafe(send(), loop)
