@@ -26,7 +26,8 @@ from worldwalk.stream.webrtc.input_channel import (
     RateLimiter,
     parse_message,
 )
-from worldwalk.stream.webrtc.server import ServeConfig, StreamServer, answer_video_codec
+from worldwalk.stream.webrtc.peer import answer_video_codec
+from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 from worldwalk.stream.webrtc.sessions import PlayerStart
 from worldwalk.stream.webrtc.video_track import read_barcode, stamp_barcode
 

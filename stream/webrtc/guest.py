@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.server import ServerConnection
 
 from worldwalk.runtime.session import Session
@@ -28,8 +28,9 @@ from worldwalk.runtime.world import backends_text
 
 from .admission import SessionSlot
 from .input_channel import InputGate, receive
+from .peer import PeerConfig, add_video_transceiver, answer_video_codec, gather_with_addresses, new_peer_connection
 from .pose_channel import pose_loop
-from .signaling import ended_message, read_until_closed
+from .signaling import BadSignaling, answer_message, ended_message, read_until_closed, refuse
 from .video_track import FrameFanout, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,30 @@ class Guest:
             await asyncio.sleep(interval)
 
     # ---- its life ----------------------------------------------------------------------------
+
+    async def connect(self, offer: str, peer: PeerConfig, stats_interval: float) -> None:
+        """Answer the browser's offer (its checked SDP): a peer connection with a send-only video track of its session's
+        fan-out and the browser's data channel. An offer aiortc cannot use is refused (BadSignaling)."""
+        play = self.play
+        assert play is not None
+        pc = new_peer_connection(peer)
+        self.pc = pc
+        transceiver = add_video_transceiver(pc, peer)
+        self.track = SessionVideoTrack(play.fanout)
+        transceiver.sender.replaceTrack(self.track)
+        pc.on("datachannel", partial(self.open_channel, stats_interval=stats_interval))
+        pc.on("connectionstatechange", self.connection_changed)
+        try:  # an offer that passed check_offer can still be one aiortc cannot use
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            answer = await pc.createAnswer()
+        except Exception as e:  # noqa: BLE001 - its text is the offer's fault, not ours
+            bad = BadSignaling("unusable_offer", "the offer could not be applied", f"{type(e).__name__}: {e}"[:200])
+            await refuse(self.ws, bad.refusal)
+            raise bad from None
+        with gather_with_addresses(peer.candidate_addresses):
+            await pc.setLocalDescription(answer)
+        self.codec = answer_video_codec(pc.localDescription.sdp)
+        await self.ws.send(answer_message(pc.localDescription.sdp, play.id, self.role, self.codec))
 
     def connection_changed(self) -> None:
         """The peer connection's state changed: a failed or closed one ends the guest."""

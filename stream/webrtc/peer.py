@@ -155,3 +155,15 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def answer_video_codec(sdp: str) -> str:
+    """The codec the answer sends video with: the first payload type of its video m-line."""
+    pt = None
+    for line in sdp.splitlines():
+        if line.startswith("m=video"):
+            fields = line.split()
+            pt = fields[3] if len(fields) > 3 else None
+        elif pt is not None and line.startswith(f"a=rtpmap:{pt} "):
+            return line.split()[1].split("/")[0]
+    return ""

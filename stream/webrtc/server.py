@@ -9,7 +9,7 @@ the same fan-out; their input is ignored. A player's websocket is the session's 
 the tab closes (or the peer connection fails, or it idles too long), the session, its model
 thread, its tracks and its peer connection are freed. `close()` ends every one of them.
 
-Admission comes before any work (`admission.py`): every TCP connection counts against a total
+Admission comes before any work (`admission.py`, `connections.py`): every TCP connection counts against a total
 and a per-address limit from accept; one over them is answered HTTP 503 at once and closed, except
 that over the total a newcomer takes the place of a socket that has sent no request for a second.
 A socket that has not sent a complete request within `request_timeout` is closed. A player holds a
@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
-from aiortc import RTCSessionDescription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -49,30 +47,19 @@ from worldwalk.runtime.progress import Progress
 from worldwalk.runtime.world import load_world_code
 from worldwalk.runtime.worlds.world_pool import WorldPool
 
-from .admission import (
-    Admission,
-    connections_within_fds,
-    open_fds,
-    raise_fd_limit,
-)
+from .admission import Admission
 from .config import ServeConfig
+from .connections import Accepting
 from .guest import Guest
 from .input_channel import InputGate
 from .offer import MAX_SIGNALING_BYTES
-from .peer import (
-    add_video_transceiver,
-    apply_bitrate,
-    gather_with_addresses,
-    install_candidate_hook,
-    new_peer_connection,
-)
+from .peer import apply_bitrate, install_candidate_hook
 from .sessions import PlayerSessions, PlayerStart, SessionFactory
 from .signaling import (
     SERVER_ERROR,
     SHUTTING_DOWN,
     AccessConfig,
     BadSignaling,
-    answer_message,
     config_message,
     load_web_files,
     no_slot,
@@ -84,55 +71,9 @@ from .signaling import (
     route_request,
     spectators_full,
 )
-from .video_track import SessionVideoTrack
 
 log = logging.getLogger(__name__)
-
-
-_REFUSED_TEXT = b"worldwalk has too many open connections; try again in a few seconds.\n"
-REFUSED_AT_ACCEPT = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 5\r\n\r\n%s"
-                     % (len(_REFUSED_TEXT), _REFUSED_TEXT))
-
-
-class AdmittedConnection(ServerConnection):
-    """A TCP connection counted against the admission's connection limits from accept to close
-    (sockets that send no request count too, until `request_timeout` closes them). One over a
-    limit is answered 503 and closed at accept: it never becomes a websockets connection."""
-
-    def __init__(self, admission: Admission, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.admission = admission
-        self.refused = False
-        self.client = "?"
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self.client = str(peer[0]) if peer else "?"
-        if self.admission.open_connection(self, self.client, evict=_evict) is not None:
-            self.refused = True
-            transport.write(REFUSED_AT_ACCEPT)  # type: ignore[attr-defined]
-            transport.close()  # after the 503 is written; nothing is read
-            return
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.refused:
-            return
-        super().connection_lost(exc)
-        self.admission.close_connection(self)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.refused:
-            super().data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return None if self.refused else super().eof_received()
-
-
-def _evict(connection: Any) -> None:
-    """An idle socket gives its place to a newcomer: closed now, without a word."""
-    connection.transport.abort()
+T = TypeVar("T")
 
 
 class RateLimitedLog:
@@ -197,11 +138,10 @@ class StreamServer:
         self.sessions = self.players.running  # by session id: every player's session, until its world is closed
         self.bad_input = RateLimitedLog("bad client input")
         self.accept_failures = RateLimitedLog("accepting a connection failed")
-        self.fd_limit = 0
+        self.accepting = Accepting(self.admission, self.accept_failures.note)  # connections counted from accept
         self._files: dict[str, bytes] = {}
         self._server: Server | None = None
         self._closing = False
-        self._loop_handler: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -225,46 +165,20 @@ class StreamServer:
 
     async def start(self) -> StreamServer:
         self.prepare()
-        self._limit_connections_to_fds()
-        loop = asyncio.get_running_loop()
-        self._loop_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_exception)
+        self.accepting.limit_to_fds()
+        self.accepting.watch(asyncio.get_running_loop())
         self._server = await serve(
             self._handle,
             self.cfg.host,
             self.cfg.port,
             process_request=self._process_request,
-            create_connection=self._new_connection,
+            create_connection=self.accepting.connection,
             max_size=MAX_SIGNALING_BYTES,
             open_timeout=self.cfg.request_timeout,  # from accept to the handshake's end
             ping_interval=10,
             ping_timeout=20,
         )
         return self
-
-    def _limit_connections_to_fds(self) -> None:
-        """Raise the open-file limit to its hard limit; keep the connection limit below what is left."""
-        self.fd_limit = raise_fd_limit()
-        limits = self.admission.cfg
-        allowed = connections_within_fds(limits.max_connections, self.fd_limit, open_fds(), limits.max_sessions)
-        if allowed < limits.max_connections:
-            log.warning("the open-file limit is %d: at most %d connections at once (not %d)",
-                        self.fd_limit, allowed, limits.max_connections)
-            limits.max_connections = allowed
-            limits.max_connections_per_client = min(limits.max_connections_per_client, allowed)
-
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """A failing accept (out of descriptors or memory) is said once a minute, without a traceback;
-        asyncio retries the accept by itself. Anything else goes to the loop's usual handler."""
-        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
-            exc = context.get("exception")
-            kind = errno.errorcode.get(getattr(exc, "errno", None) or 0, "error")
-            self.accept_failures.note(kind, f"{exc}; the server waits a second and accepts again")
-            return
-        if self._loop_handler is not None:
-            self._loop_handler(loop, context)
-        else:
-            loop.default_exception_handler(context)
 
     @property
     def port(self) -> int:
@@ -292,9 +206,7 @@ class StreamServer:
             await self._server.wait_closed()
         for play in list(self.sessions.values()):  # a session whose handler did not finish
             await self.players.end(play)
-        loop = asyncio.get_running_loop()
-        if loop.get_exception_handler() == self._loop_exception:
-            loop.set_exception_handler(self._loop_handler)
+        self.accepting.unwatch(asyncio.get_running_loop())
         self.worlds.close()
 
     async def __aenter__(self) -> StreamServer:
@@ -323,10 +235,6 @@ class StreamServer:
         self.admission.request_received(connection)  # no longer idle: its place is its own
         # a full server still serves the page: it connects, hears "busy" and says so clearly
         return route_request(self.access, self._files, connection, request)
-
-    def _new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
-        """websockets' connection factory: every TCP connection counts against the limits."""
-        return AdmittedConnection(self.admission, *args, **kwargs)
 
     # ---- one websocket ------------------------------------------------------------------------
 
@@ -364,22 +272,14 @@ class StreamServer:
                 await asyncio.get_running_loop().run_in_executor(None, release_free_heap)
             self.guests.discard(guest)
 
-    async def _receive_offer(self, ws: ServerConnection) -> RTCSessionDescription:
-        """The browser's offer, checked (size, media, candidates) before anything acts on it; a bad
-        one is refused and logged (one line per kind and minute)."""
+    async def _signaling(self, step: Awaitable[T]) -> T:
+        """One signaling step (signaling.py, guest.py); a browser that broke the protocol has been told
+        and its socket closed: logged here, one line per kind and minute, and the guest ends."""
         try:
-            sdp = await receive_offer(ws, self.cfg.offer, self.cfg.connect_timeout)
+            return await step
         except BadSignaling as e:
             self.bad_input.note(e.kind, e.detail)
             raise SignalingError(e.reason) from None
-        return RTCSessionDescription(sdp=sdp, type="offer")
-
-    async def _bad_request(self, ws: ServerConnection, kind: str, reason: str, detail: str = "") -> NoReturn:
-        """Tell the client `reason` (a fixed text), log one line per kind, end the guest."""
-        bad = BadSignaling(kind, reason, detail)
-        self.bad_input.note(kind, bad.detail)
-        await refuse(ws, bad.refusal)
-        raise SignalingError(reason)
 
     async def _run_player(self, guest: Guest, start: PlayerStart) -> str:
         ws = guest.ws
@@ -392,7 +292,7 @@ class StreamServer:
             raise BusyError
         try:
             await ws.send(config_message(self.cfg, guest.role))
-            offer = await self._receive_offer(ws)
+            offer = await self._signaling(receive_offer(ws, self.cfg.offer, self.cfg.connect_timeout))
         except BaseException:
             slot.release()
             raise
@@ -404,7 +304,7 @@ class StreamServer:
         guest.play = play
         play.fanout.start()
         try:
-            await self._connect(guest, offer)
+            await self._signaling(guest.connect(offer, self.cfg.peer, self.cfg.stats_interval))
             return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
         finally:
             await self.players.end(play)
@@ -421,35 +321,11 @@ class StreamServer:
         play.spectators.add(guest)
         guest.play = play
         await ws.send(config_message(self.cfg, guest.role))
-        offer = await self._receive_offer(ws)
+        offer = await self._signaling(receive_offer(ws, self.cfg.offer, self.cfg.connect_timeout))
         if guest.ended is not None and guest.ended.done():  # the session ended meanwhile
             return guest.ended.result()
-        await self._connect(guest, offer)
+        await self._signaling(guest.connect(offer, self.cfg.peer, self.cfg.stats_interval))
         return await guest.until_end(self.cfg.connect_timeout, self.cfg.idle_timeout)
-
-    async def _connect(self, guest: Guest, offer: RTCSessionDescription) -> None:
-        """Answer the browser's offer: a send-only video track and the input channel."""
-        play = guest.play
-        assert play is not None
-        pc = new_peer_connection(self.cfg.peer)
-        guest.pc = pc
-        transceiver = add_video_transceiver(pc, self.cfg.peer)
-        guest.track = SessionVideoTrack(play.fanout)
-        transceiver.sender.replaceTrack(guest.track)
-
-        pc.on("datachannel", partial(guest.open_channel, stats_interval=self.cfg.stats_interval))
-        pc.on("connectionstatechange", guest.connection_changed)
-
-        try:  # an offer that passed check_offer can still be one aiortc cannot use
-            await pc.setRemoteDescription(offer)
-            answer = await pc.createAnswer()
-        except Exception as e:  # noqa: BLE001 - its text is the offer's fault, not ours
-            await self._bad_request(guest.ws, "unusable_offer", "the offer could not be applied",
-                                    f"{type(e).__name__}: {e}"[:200])
-        with gather_with_addresses(self.cfg.peer.candidate_addresses):
-            await pc.setLocalDescription(answer)
-        guest.codec = answer_video_codec(pc.localDescription.sdp)
-        await guest.ws.send(answer_message(pc.localDescription.sdp, play.id, guest.role, guest.codec))
 
 
 def _client_address(ws: Any) -> str | None:
@@ -468,15 +344,3 @@ def _tell_progress(ws: ServerConnection, loop: asyncio.AbstractEventLoop, p: Pro
 
     if not loop.is_closed():
         asyncio.run_coroutine_threadsafe(send(), loop)
-
-
-def answer_video_codec(sdp: str) -> str:
-    """The codec the answer sends video with: the first payload type of its video m-line."""
-    pt = None
-    for line in sdp.splitlines():
-        if line.startswith("m=video"):
-            fields = line.split()
-            pt = fields[3] if len(fields) > 3 else None
-        elif pt is not None and line.startswith(f"a=rtpmap:{pt} "):
-            return line.split()[1].split("/")[0]
-    return ""
