@@ -8,11 +8,13 @@ Activations are tracked op by op on meta tensors (`LiveBytes` of runtime/bench/m
 SANA-WM plan does; attention counted as a fused kernel: its output and log-sum-exp, not the score
 matrix): the high-water mark of the bytes the code itself allocates
 - in one DiT call at steady state (the self-attention window full, a new block rolling the cache), and
-- in the streaming decode of a steady block (3 latents -> 12 frames, the video it returns included).
-A session runs its DiT calls and its decode one after another, so one session's activation peak is the
-larger of the two (`activation.session`). Sessions of one process share a GPU without taking turns:
-another session's decode may run beside a DiT call, so the sessions-per-GPU figure leaves room for
-both at once, plus the reserve the SANA-WM plan keeps (CUDA context, workspaces, fragmentation).
+- in the streaming decode of a steady block (3 latents -> 12 frames, the video it returns included), and
+- at a session's start (`reset`): the image condition's encoder passes with the time caches they fill and
+  the copy compared, and the CLIP tower.
+A session does these one after another, so one session's activation peak is the largest
+(`activation.session`). Sessions of one process share a GPU without taking turns: another session's
+decode (or start) may run beside a DiT call, so the sessions-per-GPU figure leaves room for both at
+once, plus the reserve the SANA-WM plan keeps (CUDA context, workspaces, fragmentation).
 """
 
 from __future__ import annotations
@@ -39,17 +41,22 @@ def _action_windows(cfg: MatrixGameConfig, dtype: torch.dtype) -> tuple[torch.Te
 
 
 def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
-                vae_dtype: torch.dtype = torch.float16, device: str = "meta") -> dict[str, int]:
+                vae_dtype: torch.dtype = torch.float16, device: str = "meta",
+                clip_cfg: ClipVisionConfig | None = None) -> dict[str, int]:
     """Bytes per item for one session (weights are shared between sessions on a device). `device`
-    "meta" costs nothing; "cpu" runs the same code on real (zero) tensors."""
+    "meta" costs nothing; "cpu" runs the same code on real (zero) tensors. `clip_cfg`: the image
+    encoder (default the released ViT-H/14: 257 tokens)."""
+    clip_cfg = clip_cfg or ClipVisionConfig()
+    tokens = 1 + (clip_cfg.image_size // clip_cfg.patch_size) ** 2
     from worldwalk.runtime.bench.memory_plan import tracked
 
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device(device), torch.no_grad():
         dit = CausalDiT(cfg).to(dtype)
         vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).to(vae_dtype)
-        clip = ClipVision(ClipVisionConfig())
-        cross_k = torch.zeros(1, 257, cfg.num_heads, cfg.head_dim, dtype=dtype)
+        clip = ClipVision(clip_cfg).to(dtype)
+        clip.reset_statistics(device)
+        cross_k = torch.zeros(1, tokens, cfg.num_heads, cfg.head_dim, dtype=dtype)
         from .cache import CrossKV
 
         cache = dit.new_cache(1, dtype, device, CrossKV([cross_k] * cfg.num_layers, [cross_k] * cfg.num_layers))
@@ -79,6 +86,24 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
         with tracked() as live:
             vae.decode_block(z, time_cache)
         decode_peak = live.peak
+
+        # a session's start: the image condition (the encoder on the image, then on zero frames until its
+        # time cache repeats, a copy of the cache kept to compare: ImageCondition's loop, whose rounds are
+        # all alike from the second on) and the CLIP tower
+        image = torch.zeros(1, 3, cfg.height, cfg.width, dtype=vae_dtype)
+        with tracked() as live:
+            enc_cache = TimeCache()
+            latents = [vae.encode_chunk(image[:, :, None], enc_cache)]
+            zeros = torch.zeros_like(image[:, :, None]).expand(-1, -1, cfg.vae_time_ratio, -1, -1)
+            before = None
+            for _ in range(2):
+                latents.append(vae.encode_chunk(zeros, enc_cache))
+                before = enc_cache.clone()
+            del before, latents, enc_cache
+        reset_peak = live.peak
+        with tracked() as live:
+            clip(torch.zeros(1, 3, cfg.height, cfg.width, dtype=dtype))
+        reset_peak = max(reset_peak, live.peak)
     self_kv = sum(layer.self_kv.nbytes() for layer in cache.layers)
     mouse_b = sum(layer.mouse_kv.nbytes() for layer in cache.layers if layer.mouse_kv is not None)
     keyboard_b = sum(layer.keyboard_kv.nbytes() for layer in cache.layers if layer.keyboard_kv is not None)
@@ -95,8 +120,9 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
         "cache.per_session": caches,
         "activation.dit_call": dit_peak,
         "activation.vae_decode": decode_peak,
-        "activation.session": max(dit_peak, decode_peak),
-        "per_session_with_activations": caches + max(dit_peak, decode_peak),
+        "activation.reset": reset_peak,
+        "activation.session": max(dit_peak, decode_peak, reset_peak),
+        "per_session_with_activations": caches + max(dit_peak, decode_peak, reset_peak),
         "_dtype_bytes": size,
     }
 
@@ -106,12 +132,14 @@ def weights(plan: dict[str, int]) -> int:
 
 
 def sessions_fit(plan: dict[str, int], gpu_bytes: int) -> int:
-    """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call and one
-    decode running at once (two sessions' model threads) come first; then each session's caches."""
+    """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call beside one
+    VAE pass (a decode, or a new session's start) at once (two sessions' model threads) come first; then
+    each session's caches."""
     from worldwalk.runtime.bench.memory_plan import RESERVE_BYTES, RESERVE_FRACTION
 
     reserve = RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
-    free = gpu_bytes - reserve - weights(plan) - plan["activation.dit_call"] - plan["activation.vae_decode"]
+    vae_pass = max(plan["activation.vae_decode"], plan["activation.reset"])
+    free = gpu_bytes - reserve - weights(plan) - plan["activation.dit_call"] - vae_pass
     return max(0, free // plan["cache.per_session"]) if plan["cache.per_session"] else 0
 
 
@@ -139,7 +167,7 @@ def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
             lines.append(f"  {key:<28} {value / MiB:10.1f} MiB")
     lines.append(f"  weights (shared)             {weights(plan) / MiB:10.1f} MiB")
     lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {sessions_fit(plan, gpu_bytes)} (weights shared; "
-                 "one DiT call and one decode at once; reserve as for SANA-WM)")
+                 "one DiT call beside one VAE pass at once; reserve as for SANA-WM)")
     return "\n".join(lines)
 
 
