@@ -42,6 +42,8 @@ def test_info_reads_the_mode_off_the_weights_and_refuses_a_contradiction(folder:
     assert main(["info", "--world", "matrix-game", "--checkpoint", gta, "--mode", "universal"]) == 2
     err = capsys.readouterr().err
     assert "--mode universal does not match" in err and "its keyboard takes 2 keys (gta_drive)" in err
+    assert main(["info", "--world", "matrix-game", "--checkpoint", gta, "--random-init", "full"]) == 2
+    assert "pass one of --checkpoint DIR or --random-init" in capsys.readouterr().err
 
 
 def test_bench_runs_the_modes_tiny_model(capsys) -> None:

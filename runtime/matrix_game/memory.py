@@ -180,6 +180,9 @@ def run_info(args) -> int:
     from .checkpoint import CheckpointError, read_config
 
     mode = getattr(args, "mode", None)
+    if args.checkpoint and args.random_init:
+        print("info --world matrix-game: pass one of --checkpoint DIR or --random-init full|small", file=sys.stderr)
+        return 2
     try:
         if args.checkpoint:
             cfg = read_config(args.checkpoint, mode)
