@@ -95,3 +95,19 @@ def test_render_runs_the_modes_tiny_world_and_refuses_another_mode(tmp_path: Pat
     assert main(["render", "--actions", "w-8", "--world", "reference", "--mode", "templerun", "-o",
                  str(tmp_path / "r.mp4"), "--no-progress"]) == 2
     assert "--mode picks a Matrix-Game model" in capsys.readouterr().err
+
+
+def test_a_logs_mode_is_read_off_its_label_or_its_actions() -> None:
+    from types import SimpleNamespace
+
+    from worldwalk.stream.render_command import mode_check
+
+    by_label = SimpleNamespace(world="matrix-game", source="a.jsonl", steps=[],
+                               header={"label": "Matrix-Game 2.0 (templerun)", "world_options": {}})
+    by_actions = SimpleNamespace(world="matrix-game", source="b.jsonl", header=None,
+                                 steps=[SimpleNamespace(actions={"keyboard": np.zeros((12, 2))})])
+    for plan, recorded in ((by_label, "templerun"), (by_actions, "gta_drive")):
+        mode_check(plan, recorded)
+        with pytest.raises(ValueError, match=f"--mode universal contradicts {plan.source}: it was recorded in "
+                                             f"mode {recorded}"):
+            mode_check(plan, "universal")
