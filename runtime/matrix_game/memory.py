@@ -40,6 +40,9 @@ def _action_windows(cfg: MatrixGameConfig, dtype: torch.dtype) -> tuple[torch.Te
     return mouse, torch.zeros(1, f, r, cfg.keyboard_dim, dtype=dtype)
 
 
+_PLANS: dict[str, dict[str, int]] = {}  # planned once per process (a full-size plan is seconds of meta work)
+
+
 def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
                 vae_dtype: torch.dtype = torch.float16, device: str = "meta",
                 clip_cfg: ClipVisionConfig | None = None) -> dict[str, int]:
@@ -47,6 +50,14 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
     "meta" costs nothing; "cpu" runs the same code on real (zero) tensors. `clip_cfg`: the image
     encoder (default the released ViT-H/14: 257 tokens)."""
     clip_cfg = clip_cfg or ClipVisionConfig()
+    key = repr((cfg, dtype, vae_dtype, device, clip_cfg))
+    if key not in _PLANS:
+        _PLANS[key] = _plan(cfg, dtype, vae_dtype, device, clip_cfg)
+    return dict(_PLANS[key])
+
+
+def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, device: str,
+          clip_cfg: ClipVisionConfig) -> dict[str, int]:
     tokens = 1 + (clip_cfg.image_size // clip_cfg.patch_size) ** 2
     from worldwalk.runtime.bench.memory_plan import tracked
 
