@@ -123,3 +123,30 @@ def test_planned_activations_match_the_allocator_on_the_tiny_model() -> None:
     print(f"tiny: DiT call {max(calls)} B, decode {decodes[0]} B, block {step_peak} B, start {start} B (planned "
           f"{plan['activation.dit_call']}, {plan['activation.vae_decode']}, {plan['activation.reset']}); "
           f"CPU kernel workspace up to {workspace} B")
+
+
+def test_a_session_keeps_as_many_snapshots_as_its_memory_budget_holds() -> None:
+    """A boundary holds copies of the caches (2.3 GiB at full size in bf16, on the model's device): its
+    size is told, so the session's budget bounds how many it keeps, instead of one per chunk."""
+    import time
+
+    from worldwalk.runtime.session import Session, SessionConfig
+
+    world = random_world("tiny")
+    world.reset(None, None, 0)
+    for _ in range(2):
+        n = world.rollout.raw_frames_needed()
+        world.generate_chunk(torch.eye(4).repeat(n, 1, 1).numpy(), torch.eye(3).repeat(n, 1, 1).numpy())
+    per = world.snapshot().nbytes()
+    held = world.rollout.cache.nbytes() - world.rollout.cache.cross.nbytes() + world.rollout.vae_cache.nbytes()
+    assert held <= per < held + 8192  # the caches' copies, the action history, the generator's state (5 KB)
+    budget = 2.5 * per
+    session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
+    with session.start():
+        deadline = time.monotonic() + 120
+        while session.stats()["chunks"] < 6:
+            assert time.monotonic() < deadline and session.error is None, session.error
+            session.frames.get(timeout=0.1)
+        kept = list(session._boundaries)
+    assert 2 <= len(kept) <= 3, len(kept)  # not one per chunk: the budget bounds them
+    assert sum(b.world.nbytes() for b in kept) <= budget

@@ -14,6 +14,7 @@ without either the chunk is generated with no key held and the mouse still.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from worldwalk.runtime.world import ModelSpec, WorldConfig
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
-from .rollout import Rollout
+from .rollout import Rollout, RolloutState
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
@@ -49,6 +50,18 @@ def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tenso
         pil = pil.resize((cfg.width, cfg.height), Image.Resampling.BILINEAR)
     x = torch.from_numpy(np.array(pil)).permute(2, 0, 1)[None].float()
     return x.div(255).sub(0.5).div(0.5)
+
+
+@dataclass
+class MatrixGameSnapshot:
+    """A chunk boundary of the world: its rollout's state (copies of the caches, on the model's device)
+    and the chunk count. `nbytes` lets a session bound how many it keeps (`snapshot_budget_mb`)."""
+
+    state: RolloutState
+    chunk: int
+
+    def nbytes(self) -> int:
+        return self.state.nbytes()
 
 
 class MatrixGameWorld:
@@ -129,11 +142,11 @@ class MatrixGameWorld:
         self._chunk += 1
         return chunk
 
-    def snapshot(self) -> object:
-        return (self.rollout.snapshot(), self._chunk)
+    def snapshot(self) -> MatrixGameSnapshot:
+        return MatrixGameSnapshot(self.rollout.snapshot(), self._chunk)
 
-    def restore(self, snapshot: object) -> None:
-        state, self._chunk = snapshot  # type: ignore[misc]
+    def restore(self, snapshot: MatrixGameSnapshot) -> None:
+        state, self._chunk = snapshot.state, snapshot.chunk
         self.rollout.restore(state)
         self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 
