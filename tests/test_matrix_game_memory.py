@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from worldwalk.runtime.matrix_game.clip import ClipVisionConfig
-from worldwalk.runtime.matrix_game.memory import memory_plan
+from worldwalk.runtime.matrix_game.memory import memory_plan, sessions_fit
 from worldwalk.runtime.matrix_game.rollout import ImageCondition
 from worldwalk.runtime.matrix_game.world import random_world
 
@@ -140,6 +140,10 @@ def test_a_session_keeps_as_many_snapshots_as_its_memory_budget_holds() -> None:
     per = world.snapshot().nbytes()
     held = world.rollout.cache.nbytes() - world.rollout.cache.cross.nbytes() + world.rollout.vae_cache.nbytes()
     assert held <= per < held + 8192  # the caches' copies, the action history, the generator's state (5 KB)
+    plan = memory_plan(world.cfg, torch.float32, torch.float32, clip_cfg=ClipVisionConfig.tiny())
+    assert plan["snapshot"] == held  # what the plan counts a kept boundary at
+    gpu = 3 * 2**30 + 100 * plan["cache.per_session"]  # beyond the reserve (2 GiB + 5%)
+    assert sessions_fit(plan, gpu, 3) < sessions_fit(plan, gpu, 1) < sessions_fit(plan, gpu)
     budget = 2.5 * per
     session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
     with session.start():

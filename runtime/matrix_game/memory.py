@@ -134,6 +134,8 @@ def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, dev
         "activation.reset": reset_peak,
         "activation.session": max(dit_peak, decode_peak, reset_peak),
         "per_session_with_activations": caches + max(dit_peak, decode_peak, reset_peak),
+        # a kept chunk boundary (rewind, failover) copies the caches a session changes, on the model's device
+        "snapshot": caches - cache.cross.nbytes(),
         "_dtype_bytes": size,
     }
 
@@ -142,16 +144,25 @@ def weights(plan: dict[str, int]) -> int:
     return sum(v for k, v in plan.items() if k.startswith("weights."))
 
 
-def sessions_fit(plan: dict[str, int], gpu_bytes: int) -> int:
+def kept_snapshots(plan: dict[str, int]) -> int:
+    """Boundaries a session keeps by default (`SessionConfig.snapshot_budget_mb`, at least one)."""
+    from worldwalk.runtime.bench.memory_plan import kept_snapshots as kept
+    from worldwalk.runtime.session import SessionConfig
+
+    return kept(plan["snapshot"], SessionConfig())
+
+
+def sessions_fit(plan: dict[str, int], gpu_bytes: int, snapshots: int = 0) -> int:
     """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call beside one
     VAE pass (a decode, or a new session's start) at once (two sessions' model threads) come first; then
-    each session's caches."""
+    each session's caches and the `snapshots` boundaries it keeps (on the device)."""
     from worldwalk.runtime.bench.memory_plan import RESERVE_BYTES, RESERVE_FRACTION
 
     reserve = RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
     vae_pass = max(plan["activation.vae_decode"], plan["activation.reset"])
     free = gpu_bytes - reserve - weights(plan) - plan["activation.dit_call"] - vae_pass
-    return max(0, free // plan["cache.per_session"]) if plan["cache.per_session"] else 0
+    each = plan["cache.per_session"] + snapshots * plan["snapshot"]
+    return max(0, free // each) if each else 0
 
 
 def mode_lines(cfg: MatrixGameConfig) -> list[str]:
@@ -177,8 +188,12 @@ def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
         if not key.startswith("_"):
             lines.append(f"  {key:<28} {value / MiB:10.1f} MiB")
     lines.append(f"  weights (shared)             {weights(plan) / MiB:10.1f} MiB")
+    kept = kept_snapshots(plan)
     lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {sessions_fit(plan, gpu_bytes)} (weights shared; "
                  "one DiT call beside one VAE pass at once; reserve as for SANA-WM)")
+    lines.append(f"    each keeping 1 snapshot (the latest boundary): {sessions_fit(plan, gpu_bytes, 1)}; each "
+                 f"keeping the {kept} its default snapshot budget holds: {sessions_fit(plan, gpu_bytes, kept)} "
+                 "(snapshots stay on the model's device)")
     return "\n".join(lines)
 
 
