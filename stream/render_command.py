@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from worldwalk.runtime.args import (
     ACCEL_CHOICES,
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--world", help="registered world (default: the log's, else bundled when its weights are "
                    "installed, else reference)")
     p.add_argument("--checkpoint", metavar="DIR", help="model checkpoint (default: the log's)")
+    p.add_argument("--mode", choices=("universal", "gta_drive", "templerun"), default=None,
+                   help="matrix-game: which of the checkpoint's models (default: the log's, else read off the weights)")
     p.add_argument("--seed", type=int, help="seed (default: the log's, else 0)")
     p.add_argument("--size", type=parse_size, metavar="WxH",
                    help="frame size (default: the log's, else the world's: {}x{} for bundled, which always keeps "
@@ -114,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
             kw = dict(world=choose_world(args.world, args.checkpoint), seed=args.seed or 0, width=w, height=h,
                       checkpoint=args.checkpoint, device=args.device or "cpu", accel=args.accel or "auto")
             plan = plan_from_actions(args.actions, **kw) if args.actions else plan_from_path(args.path, **kw)
+        if args.mode:
+            mode_check(plan, args.mode)
+            plan.world_options["mode"] = args.mode
         cfg = encoder_config(plan.header, codec=args.codec, crf=args.crf, preset=args.preset)
         result = render_to_file(plan, out, cfg, progress=not args.no_progress)
     except ActionStringError as e:
@@ -132,6 +138,27 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def mode_check(plan: Any, mode: str) -> None:
+    """`--mode` names a Matrix-Game model; a log replays only in the mode it was recorded in (its label
+    says it; its chunks' keyboard width tells it too). A contradiction is a ValueError naming both."""
+    from worldwalk.runtime.matrix_game.checkpoint import KEYBOARD_WIDTH_MODE
+
+    if plan.world != "matrix-game":
+        raise ValueError(f"--mode picks a Matrix-Game model (--world matrix-game), not a mode of the "
+                         f"{plan.world} world")
+    header = plan.header or {}
+    label = str(header.get("label", ""))
+    recorded = (header.get("world_options") or {}).get("mode")
+    if recorded is None and label.startswith("Matrix-Game") and label.endswith(")"):
+        recorded = label.rsplit("(", 1)[-1].rstrip(")")
+    for step in plan.steps or []:
+        if recorded is None and step.actions is not None:
+            recorded = KEYBOARD_WIDTH_MODE.get(len(step.actions["keyboard"][0]))
+    if recorded is not None and recorded != mode:
+        raise ValueError(f"--mode {mode} contradicts {plan.source}: it was recorded in mode {recorded} "
+                         f"(a log replays in its own mode; drop --mode)")
 
 
 # the encoder settings a session log carries that decide the bits of the video (threads too: x264's

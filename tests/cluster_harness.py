@@ -3,7 +3,8 @@
     unshare -n sh -c 'ip link set lo up && exec python -m tests.cluster_harness walk_busy failover ...'
 
 Starts a local Ray cluster (4 logical CPUs, no dashboard), deploys the cluster app (a gateway and
-two session-host replicas, one session each, the reference world at a small size), and drives
+two session-host replicas, one session each, the reference world at a small size, or with
+WORLDWALK_CLUSTER_WORLD=matrix-game the tiny random Matrix-Game world), and drives
 Python aiortc WebRTC clients (and, for `browser`, headless Chromium) against the gateway on
 127.0.0.1. One JSON object keyed by scenario goes to stdout on the last line (with the Ray session
 folder, so the test can check that no Ray process outlives the run); a scenario that raises
@@ -26,6 +27,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from worldwalk.runtime.session import SessionConfig
+from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.cluster.config import ClusterConfig
 from worldwalk.stream.webrtc.server import ServeConfig, StreamServer
 
@@ -38,8 +40,14 @@ REPLICA_ACTOR = "SERVE_REPLICA::worldwalk#SessionHost#{}"
 RESUME_TIMEOUT_S = 8.0  # a moved walk's player reconnects at once (well under a second here)
 
 
+def world_config() -> WorldConfig:
+    if os.environ.get("WORLDWALK_CLUSTER_WORLD") == "matrix-game":  # steered by actions (test_cluster_matrix_game.py)
+        return builders.matrix_game_config(seed=3)
+    return reference_config(width=WIDTH, height=HEIGHT, fps=FPS)
+
+
 def serve_config(**overrides: Any) -> ServeConfig:
-    kw: dict[str, Any] = dict(world=reference_config(width=WIDTH, height=HEIGHT, fps=FPS),
+    kw: dict[str, Any] = dict(world=world_config(),
                               session=SessionConfig(), idle_timeout=60.0)
     kw.update(overrides)
     return builders.serve_config(barcode=True, **kw)
@@ -206,13 +214,16 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     # a few chunks after the move: counted, not timed (a busy machine makes fewer in a fixed window)
     await wait_for(lambda: len(q.frames) >= 10, 30, "10 frames after the move")
     frames_after = len(q.frames)
+    recording = (await store().resume_recording.remote(walk))[0]  # freed with the walk when its player leaves
     await q.close()
     await asyncio.sleep(0.5)
     records = await store().records.remote(walk)
+    log = Path(recording).with_suffix(".jsonl") if recording else None
+    await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
     return {
         "by": by, "moved": moved, "resumed": ans2.get("resumed"), "replicas": [replica, ans2.get("replica")],
         "gap_s": gap_s, "kill_to_moved_s": t_moved - t_kill, "kill_to_first_s": q.frames[0][0] - t_kill,
-        "frames_after": frames_after, "records": records, "snapshot_meta": meta,
+        "frames_after": frames_after, "records": records, "recording": recording, "snapshot_meta": meta,
         "signaling_after": (ans2["signaling_ms"], ans2["host_ms"]), "spectator": spectator,
     }
 

@@ -30,7 +30,7 @@ T = TypeVar("T")
 HARNESS_FILES = {"test_cluster", "test_cluster_auth", "test_cluster_nodes", "test_serve_disk_full", "test_page",
                  "test_page_matrix_game", "test_page_timewarp", "test_play_hud", "test_play_window",
                  "test_play_window_fit", "test_matrix_game_window", "test_recorder_full_disk", "test_recording_agrees",
-                 "test_serve_browser", "test_install"}
+                 "test_serve_browser", "test_install", "test_cluster_matrix_game"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         from .gpu_check import run_gpu_check
 
         return run_gpu_check(args)
+    if getattr(args, "mode", None) and not (args.world == ["matrix-game"] and getattr(args, "random_init", None)):
+        print("bench: --mode picks a Matrix-Game model: it goes with --world matrix-game --random-init full|small",
+              file=sys.stderr)
+        return 2
     if getattr(args, "random_init", None):  # SANA-WM at its real size, random weights (runtime/bench/full_size.py)
         from .full_size import run_random_init
 
@@ -76,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --world sana-wm: SANA-WM with random weights, the released size on a GPU (full, bf16, "
                    "704x1280) or a small one anywhere; per-pass chunk times, real-time factor, peak memory")
     p.add_argument("--chunks", type=int, help="chunks to measure with --random-init (default 8; full: at least 8)")
+    p.add_argument("--mode", choices=("universal", "gta_drive", "templerun"), default=None,
+                   help="with --world matrix-game --random-init: which of its three models (default universal)")
     p.add_argument("--gpu-check", action="store_true",
                    help="on an NVIDIA GPU: every CUDA-only test, then the full-size bench; one pass/fail table")
     p.set_defaults(func=run)

@@ -376,11 +376,11 @@ def _matrix_game(args: argparse.Namespace) -> int:
 
     chunks = getattr(args, "chunks", None) or (2 if args.random_init == "full" or args.quick else 8)
     ctx = BenchContext(BenchConfig(quick=args.quick, worlds=["matrix-game"], accel="none"))
-    ctx.suite = f"matrix-game random {args.random_init}"
+    ctx.suite = f"matrix-game random {args.random_init} {getattr(args, 'mode', None) or 'universal'}"
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     print(f"[{ctx.suite}]", file=sys.stderr, flush=True)
     try:
-        mg_figures(ctx, args.random_init, chunks)
+        mg_figures(ctx, args.random_init, chunks, mode=getattr(args, "mode", None) or "universal")
     except MGNotEnoughMemory as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2

@@ -537,14 +537,15 @@ def run_plan(args: Any) -> int:
     from worldwalk.runtime.session import SessionConfig
 
     if args.world == "matrix-game":
-        from worldwalk.runtime.matrix_game.config import MatrixGameConfig
-        from worldwalk.runtime.matrix_game.memory import plan_text
+        from worldwalk.runtime.matrix_game.memory import run_info
 
-        cfg = MatrixGameConfig() if args.random_init != "small" else MatrixGameConfig.tiny()
-        print(plan_text(cfg, getattr(torch, args.dtype), parse_bytes(args.gpu_memory)))
-        return 0
+        return run_info(args)
     if args.world != "sana-wm":
         print(f"info: a memory plan exists for --world sana-wm and matrix-game only, not {args.world!r}",
+              file=sys.stderr)
+        return 2
+    if getattr(args, "mode", None):
+        print(f"info: --mode picks a Matrix-Game model (--world matrix-game), not a mode of {args.world!r}",
               file=sys.stderr)
         return 2
     if bool(args.checkpoint) == bool(args.random_init):

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--world", help="print the GPU memory plan of this world (sana-wm) instead of the machine info")
     g.add_argument("--checkpoint", metavar="DIR", help="plan for the model in this local checkpoint folder")
     g.add_argument("--random-init", choices=("full", "small"), help="plan the released size (full) or the small one")
+    g.add_argument("--mode", choices=("universal", "gta_drive", "templerun"), default=None,
+                   help="matrix-game: plan this model (default: read off the checkpoint's weights, else universal)")
     g.add_argument("--size", type=parse_size, metavar="WxH", default=(1280, 704),
                    help="WIDTHxHEIGHT of the video, as everywhere in worldwalk (default 1280x704)")
     g.add_argument("--gpu-memory", default="80GB", help="GPU memory to fit sessions into (default 80GB)")

@@ -46,15 +46,16 @@ def _available_bytes(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(kind: str, device: str, dtype: torch.dtype) -> int:
-    """Bytes the full model needs (weights + one session's caches + 25% for activations); refuses when
-    the device does not have them."""
+def check_memory(kind: str, device: str, dtype: torch.dtype, mode: str = "universal") -> int:
+    """Bytes the full model needs (the memory plan's weights + one session's caches and activations);
+    refuses when the device does not have them."""
     if kind != "full":
         return 0
     from .config import MatrixGameConfig
+    from .memory import weights
 
-    plan = memory_plan(MatrixGameConfig(), dtype=dtype, vae_dtype=dtype)
-    need = int(1.25 * sum(v for k, v in plan.items() if k.startswith("weights.") or k == "cache.per_session"))
+    plan = memory_plan(MatrixGameConfig.for_mode(mode), dtype=dtype, vae_dtype=dtype)
+    need = weights(plan) + plan["per_session_with_activations"]
     have = _available_bytes(device)
     if have < need:
         raise NotEnoughMemory(f"Matrix-Game at full size in {str(dtype)[6:]} needs about {need / 2**30:.1f} GiB on "
@@ -117,14 +118,14 @@ def measure(world: MatrixGameWorld, chunks: int) -> dict[str, Any]:
             "decode": decode_times, "steps": len(roll.steps)}
 
 
-def random_init_figures(ctx, kind: str, chunks: int, device: str = "") -> None:
+def random_init_figures(ctx, kind: str, chunks: int, device: str = "", mode: str = "universal") -> None:
     """Adds the figures to a bench context (`ctx.add`, `ctx.add_timings`)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    need = check_memory(kind, device, dtype)
+    need = check_memory(kind, device, dtype, mode)
     t0 = time.perf_counter()
-    world = random_world("full" if kind == "full" else "tiny", device=device, dtype=dtype)
-    label = f"{kind} {world.spec.height}x{world.spec.width} {str(dtype)[6:]} {device}"
+    world = random_world("full" if kind == "full" else "tiny", mode=mode, device=device, dtype=dtype)
+    label = f"{kind} {mode} {world.spec.height}x{world.spec.width} {str(dtype)[6:]} {device}"
     ctx.add(f"build random {label}", time.perf_counter() - t0, "s",
             f"{sum(p.numel() for p in world.rollout.dit.parameters()) / 1e6:.1f} M DiT parameters"
             + (f"; plan {need / 2**30:.1f} GiB" if need else ""))

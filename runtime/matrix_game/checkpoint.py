@@ -128,6 +128,19 @@ def config_for(model_file: Path, state: dict[str, torch.Tensor], mode: str | Non
     return MatrixGameConfig.for_mode(found, **sizes)
 
 
+def read_config(path: str | Path, mode: str | None = None) -> MatrixGameConfig:
+    """The config of the model `load` would read from `path`, from the file's header only (no tensor is
+    read): the mode off the keyboard embedding's width, refused when `mode` contradicts it."""
+    from safetensors import safe_open
+
+    model_file = find_files(path, mode)[0]
+    with safe_open(str(model_file), framework="pt", device="cpu") as f:
+        key = next((k for k in f.keys() if k.removeprefix("model.") == KEYBOARD_KEY), None)  # noqa: SIM118
+        shape = f.get_slice(key).get_shape() if key is not None else None
+    state = {} if shape is None else {KEYBOARD_KEY: torch.empty(shape, device="meta")}
+    return config_for(model_file, state, mode, None)
+
+
 def _sizes_of(cfg: MatrixGameConfig) -> dict:
     keep = ("dim", "ffn_dim", "num_heads", "num_layers", "action_blocks", "keyboard_embed_dim", "action_hidden",
             "action_heads", "latent_height", "latent_width", "vae_dim")

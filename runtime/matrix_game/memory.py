@@ -1,7 +1,20 @@
 """`memory_plan`: what a Matrix-Game session holds, computed from the shapes (on the meta device, so a
-full-size plan costs no memory): weights, the DiT caches, the VAE decoder's time cache.
+full-size plan costs no memory): weights, the DiT caches, the VAE decoder's time cache, and the
+activations of the streaming code.
 
 Upstream allocates the mouse cache for all 30 blocks; only the 15 action blocks use it, so ours is half.
+
+Activations are tracked op by op on meta tensors (`LiveBytes` of runtime/bench/memory_plan.py, as the
+SANA-WM plan does; attention counted as a fused kernel: its output and log-sum-exp, not the score
+matrix): the high-water mark of the bytes the code itself allocates
+- in one DiT call at steady state (the self-attention window full, a new block rolling the cache), and
+- in the streaming decode of a steady block (3 latents -> 12 frames, the video it returns included), and
+- at a session's start (`reset`): the image condition's encoder passes with the time caches they fill and
+  the copy compared, and the CLIP tower.
+A session does these one after another, so one session's activation peak is the largest
+(`activation.session`). Sessions of one process share a GPU without taking turns: another session's
+decode (or start) may run beside a DiT call, so the sessions-per-GPU figure leaves room for both at
+once, plus the reserve the SANA-WM plan keeps (CUDA context, workspaces, fragmentation).
 """
 
 from __future__ import annotations
@@ -20,48 +33,192 @@ def _bytes(module: torch.nn.Module, dtype: torch.dtype) -> int:
     return sum(p.numel() for p in module.parameters()) * torch.empty((), dtype=dtype).element_size()
 
 
+def _action_windows(cfg: MatrixGameConfig, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A block's raw action windows (B, F, 12, 2) and (B, F, 12, K), as the rollout hands them to a call."""
+    f, r = cfg.frames_per_block, cfg.raw_window
+    mouse = torch.zeros(1, f, r, cfg.mouse_dim, dtype=dtype) if cfg.mouse else None
+    return mouse, torch.zeros(1, f, r, cfg.keyboard_dim, dtype=dtype)
+
+
+_PLANS: dict[str, dict[str, int]] = {}  # planned once per process (a full-size plan is seconds of meta work)
+
+
 def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
-                vae_dtype: torch.dtype = torch.float16) -> dict[str, int]:
-    """Bytes per item for one session (weights are shared between sessions on a device)."""
+                vae_dtype: torch.dtype = torch.float16, device: str = "meta",
+                clip_cfg: ClipVisionConfig | None = None) -> dict[str, int]:
+    """Bytes per item for one session (weights are shared between sessions on a device). `device`
+    "meta" costs nothing; "cpu" runs the same code on real (zero) tensors. `clip_cfg`: the image
+    encoder (default the released ViT-H/14: 257 tokens)."""
+    clip_cfg = clip_cfg or ClipVisionConfig()
+    key = repr((cfg, dtype, vae_dtype, device, clip_cfg))
+    if key not in _PLANS:
+        _PLANS[key] = _plan(cfg, dtype, vae_dtype, device, clip_cfg)
+    return dict(_PLANS[key])
+
+
+def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, device: str,
+          clip_cfg: ClipVisionConfig) -> dict[str, int]:
+    tokens = 1 + (clip_cfg.image_size // clip_cfg.patch_size) ** 2
+    from worldwalk.runtime.bench.memory_plan import tracked
+
     size = torch.empty((), dtype=dtype).element_size()
-    with torch.device("meta"):
-        dit = CausalDiT(cfg)
-        vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim)
-        clip = ClipVision(ClipVisionConfig())
-        cross_k = torch.empty(1, 257, cfg.num_heads, cfg.head_dim, dtype=dtype)
+    with torch.device(device), torch.no_grad():
+        dit = CausalDiT(cfg).to(dtype)
+        vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).to(vae_dtype)
+        clip = ClipVision(clip_cfg).to(dtype)
+        clip.reset_statistics(device)
+        cross_k = torch.zeros(1, tokens, cfg.num_heads, cfg.head_dim, dtype=dtype)
         from .cache import CrossKV
 
-        cache = dit.new_cache(1, dtype, "meta", CrossKV([cross_k] * cfg.num_layers, [cross_k] * cfg.num_layers))
-        vae.reset_statistics("meta")
+        cache = dit.new_cache(1, dtype, device, CrossKV([cross_k] * cfg.num_layers, [cross_k] * cfg.num_layers))
+        vae.reset_statistics(device)
+
+        # the DiT: t=0 calls fill the window block by block; the last block's first call rolls it (the
+        # eviction copies what stays), a repeated call overwrites; both tracked at steady state
+        n = cfg.frames_per_block
+        shape = (1, cfg.out_dim, n, cfg.latent_height, cfg.latent_width)
+        x, cond = torch.zeros(shape, dtype=dtype), torch.zeros(1, cfg.in_dim - cfg.out_dim, *shape[2:], dtype=dtype)
+        mouse, keyboard = _action_windows(cfg, dtype)
+        t = torch.zeros(1, n)
+        blocks = max(2, -(-cfg.local_attn_size // n) + 1)  # the window full, then one block more
+        dit_peak = 0
+        for b in range(blocks):
+            for _ in range(2 if b == blocks - 1 else 1):
+                with tracked() as live:
+                    dit(x, t, cond, cache, b * n, mouse, keyboard)
+                dit_peak = max(dit_peak, live.peak) if b == blocks - 1 else dit_peak
+
+        # the streaming decode: the first block (9 frames), a second (every time slot at its steady
+        # size), then a tracked one
         time_cache = TimeCache()
-        z = torch.empty(1, 2, cfg.out_dim, cfg.latent_height, cfg.latent_width, dtype=vae_dtype)
-        vae.to(vae_dtype).decode_block(z, time_cache)  # two latents: every slot at its steady size
+        z = torch.zeros(1, n, cfg.out_dim, cfg.latent_height, cfg.latent_width, dtype=vae_dtype)
+        for _ in range(2):
+            vae.decode_block(z, time_cache)
+        with tracked() as live:
+            vae.decode_block(z, time_cache)
+        decode_peak = live.peak
+
+        # a session's start: the image condition (the encoder on the image, then on zero frames until its
+        # time cache repeats, a copy of the cache kept to compare: ImageCondition's loop, whose rounds are
+        # all alike from the second on) and the CLIP tower
+        image = torch.zeros(1, 3, cfg.height, cfg.width, dtype=vae_dtype)
+        with tracked() as live:
+            enc_cache = TimeCache()
+            latents = [vae.encode_chunk(image[:, :, None], enc_cache)]
+            zeros = torch.zeros_like(image[:, :, None]).expand(-1, -1, cfg.vae_time_ratio, -1, -1)
+            before = None
+            for _ in range(2):
+                latents.append(vae.encode_chunk(zeros, enc_cache))
+                before = enc_cache.clone()
+            del before, latents, enc_cache
+        reset_peak = live.peak
+        with tracked() as live:
+            clip(torch.zeros(1, 3, cfg.height, cfg.width, dtype=dtype))
+        reset_peak = max(reset_peak, live.peak)
     self_kv = sum(layer.self_kv.nbytes() for layer in cache.layers)
-    mouse = sum(layer.mouse_kv.nbytes() for layer in cache.layers if layer.mouse_kv is not None)
-    keyboard = sum(layer.keyboard_kv.nbytes() for layer in cache.layers if layer.keyboard_kv is not None)
+    mouse_b = sum(layer.mouse_kv.nbytes() for layer in cache.layers if layer.mouse_kv is not None)
+    keyboard_b = sum(layer.keyboard_kv.nbytes() for layer in cache.layers if layer.keyboard_kv is not None)
+    caches = self_kv + mouse_b + keyboard_b + cache.cross.nbytes() + time_cache.nbytes()
     return {
         "weights.dit": _bytes(dit, dtype),
         "weights.vae": _bytes(vae, vae_dtype),
         "weights.clip_visual": _bytes(clip, dtype),
         "cache.self_attention": self_kv,
-        "cache.mouse": mouse,
-        "cache.keyboard": keyboard,
+        "cache.mouse": mouse_b,
+        "cache.keyboard": keyboard_b,
         "cache.cross_attention": cache.cross.nbytes(),
         "cache.vae_decoder": time_cache.nbytes(),
-        "cache.per_session": self_kv + mouse + keyboard + cache.cross.nbytes() + time_cache.nbytes(),
+        "cache.per_session": caches,
+        "activation.dit_call": dit_peak,
+        "activation.vae_decode": decode_peak,
+        "activation.reset": reset_peak,
+        "activation.session": max(dit_peak, decode_peak, reset_peak),
+        "per_session_with_activations": caches + max(dit_peak, decode_peak, reset_peak),
+        # a kept chunk boundary (rewind, failover) copies the caches a session changes, on the model's device
+        "snapshot": caches - cache.cross.nbytes(),
         "_dtype_bytes": size,
     }
+
+
+def weights(plan: dict[str, int]) -> int:
+    return sum(v for k, v in plan.items() if k.startswith("weights."))
+
+
+def kept_snapshots(plan: dict[str, int]) -> int:
+    """Boundaries a session keeps by default (`SessionConfig.snapshot_budget_mb`, at least one)."""
+    from worldwalk.runtime.bench.memory_plan import kept_snapshots as kept
+    from worldwalk.runtime.session import SessionConfig
+
+    return kept(plan["snapshot"], SessionConfig())
+
+
+def sessions_fit(plan: dict[str, int], gpu_bytes: int, snapshots: int = 0) -> int:
+    """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call beside one
+    VAE pass (a decode, or a new session's start) at once (two sessions' model threads) come first; then
+    each session's caches and the `snapshots` boundaries it keeps (on the device)."""
+    from worldwalk.runtime.bench.memory_plan import RESERVE_BYTES, RESERVE_FRACTION
+
+    reserve = RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
+    vae_pass = max(plan["activation.vae_decode"], plan["activation.reset"])
+    free = gpu_bytes - reserve - weights(plan) - plan["activation.dit_call"] - vae_pass
+    each = plan["cache.per_session"] + snapshots * plan["snapshot"]
+    return max(0, free // each) if each else 0
+
+
+def mode_lines(cfg: MatrixGameConfig) -> list[str]:
+    """The mode's action space, cache window and sampler steps, as the plan prints them."""
+    from .steering import KEYBOARD
+
+    keys = ", ".join(name for name, _ in KEYBOARD[cfg.mode])
+    hot = "one-hot" if cfg.mode == "templerun" else "multi-hot"
+    mouse = "mouse [pitch, yaw]" if cfg.mode == "universal" else ("mouse [0, yaw]" if cfg.mouse else "no mouse")
+    return [f"  actions: keyboard {cfg.keyboard_dim} {hot} [{keys}]; {mouse}",
+            f"  window: {cfg.local_attn_size} latent frames in every cache "
+            f"({cfg.local_attn_size * cfg.frame_tokens} self-attention tokens)",
+            f"  steps: {len(cfg.denoising_steps)} {list(cfg.denoising_steps)} + the t=0 cache pass "
+            f"= {len(cfg.denoising_steps) + 1} DiT calls a block"]
 
 
 def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
     """The plan as `worldwalk info --world matrix-game` prints it."""
     plan = memory_plan(cfg, dtype=dtype)
-    weights = sum(v for k, v in plan.items() if k.startswith("weights."))
-    session = plan["cache.per_session"]
-    lines = [f"Matrix-Game 2.0 {cfg.mode}, {cfg.height}x{cfg.width}, DiT {str(dtype)[6:]}, VAE float16"]
+    lines = [f"Matrix-Game 2.0 {cfg.mode}, {cfg.height}x{cfg.width}, DiT {str(dtype)[6:]}, VAE float16",
+             *mode_lines(cfg)]
     for key, value in plan.items():
         if not key.startswith("_"):
-            lines.append(f"  {key:<24} {value / MiB:10.1f} MiB")
-    fit = max(0, (gpu_bytes - weights) // session) if session else 0
-    lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {fit} (weights shared; activations not counted)")
+            lines.append(f"  {key:<28} {value / MiB:10.1f} MiB")
+    lines.append(f"  weights (shared)             {weights(plan) / MiB:10.1f} MiB")
+    kept = kept_snapshots(plan)
+    lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {sessions_fit(plan, gpu_bytes)} (weights shared; "
+                 "one DiT call beside one VAE pass at once; reserve as for SANA-WM)")
+    lines.append(f"    each keeping 1 snapshot (the latest boundary): {sessions_fit(plan, gpu_bytes, 1)}; each "
+                 f"keeping the {kept} its default snapshot budget holds: {sessions_fit(plan, gpu_bytes, kept)} "
+                 "(snapshots stay on the model's device)")
     return "\n".join(lines)
+
+
+def run_info(args) -> int:
+    """`worldwalk info --world matrix-game [--checkpoint DIR | --random-init full|small] [--mode M]`."""
+    import sys
+
+    from worldwalk.runtime.byte_sizes import parse_bytes
+
+    from .checkpoint import CheckpointError, read_config
+
+    mode = getattr(args, "mode", None)
+    if args.checkpoint and args.random_init:
+        print("info --world matrix-game: pass one of --checkpoint DIR or --random-init full|small", file=sys.stderr)
+        return 2
+    try:
+        if args.checkpoint:
+            cfg = read_config(args.checkpoint, mode)
+        elif args.random_init == "small":
+            cfg = MatrixGameConfig.tiny(mode or "universal")
+        else:
+            cfg = MatrixGameConfig.for_mode(mode or "universal")
+        gpu = parse_bytes(args.gpu_memory)
+    except (CheckpointError, ValueError, OSError) as e:
+        print(f"info: {e}", file=sys.stderr)
+        return 2
+    print(plan_text(cfg, getattr(torch, args.dtype), gpu))
+    return 0

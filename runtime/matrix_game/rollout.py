@@ -77,6 +77,12 @@ class RolloutState:
     rng: torch.Tensor
     condition: ImageCondition  # fixed for a session: shared, never copied
 
+    def nbytes(self) -> int:
+        """Bytes this state holds of its own: the caches' copies (not the cross-attention K/V or the image
+        condition, which a session's states share), the action history and the generator's state."""
+        own = sum(layer.nbytes() for layer in self.cache.layers) + self.vae_cache.nbytes()
+        return own + sum(t.numel() * t.element_size() for t in (self.keyboard, self.mouse, self.rng))
+
 
 @dataclass
 class Block:

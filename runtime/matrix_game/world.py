@@ -14,10 +14,10 @@ without either the chunk is generated with no key held and the mouse still.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.world import ModelSpec, WorldConfig
@@ -25,25 +25,43 @@ from worldwalk.runtime.world import ModelSpec, WorldConfig
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
-from .rollout import Rollout
+from .rollout import Rollout, RolloutState
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
 
 def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, h, w) in [-1, 1] at the model's size: centre-cropped to its aspect, then
-    resized (upstream's `_resizecrop` + bilinear resize); None -> a mid-grey frame."""
+    """(H, W, 3) uint8 -> (1, 3, h, w) in [-1, 1] at the model's size, as upstream prepares its image: a
+    centred crop to the model's aspect with PIL (whose crop rounds the box's half-pixel edges to even),
+    PIL's bilinear resize of the 8-bit image (what torchvision's `Resize(antialias=True)` does to a PIL
+    image), then /255, -0.5, /0.5; None -> a mid-grey frame."""
     if image is None:
         return torch.zeros(1, 3, cfg.height, cfg.width)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    h, w = x.shape[-2:]
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    w, h = pil.size
     if h / w > cfg.height / cfg.width:
-        nh, nw = int(w * cfg.height / cfg.width), w
+        nw, nh = w, int(w * cfg.height / cfg.width)
     else:
-        nh, nw = h, int(h * cfg.width / cfg.height)
-    top, left = (h - nh) // 2, (w - nw) // 2
-    x = x[..., top : top + nh, left : left + nw]
-    return F.interpolate(x, size=(cfg.height, cfg.width), mode="bilinear", antialias=True, align_corners=False)
+        nw, nh = int(h * cfg.width / cfg.height), h
+    pil = pil.crop(((w - nw) / 2, (h - nh) / 2, (w + nw) / 2, (h + nh) / 2))
+    if pil.size != (cfg.width, cfg.height):
+        pil = pil.resize((cfg.width, cfg.height), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.array(pil)).permute(2, 0, 1)[None].float()
+    return x.div(255).sub(0.5).div(0.5)
+
+
+@dataclass
+class MatrixGameSnapshot:
+    """A chunk boundary of the world: its rollout's state (copies of the caches, on the model's device)
+    and the chunk count. `nbytes` lets a session bound how many it keeps (`snapshot_budget_mb`)."""
+
+    state: RolloutState
+    chunk: int
+
+    def nbytes(self) -> int:
+        return self.state.nbytes()
 
 
 class MatrixGameWorld:
@@ -124,11 +142,11 @@ class MatrixGameWorld:
         self._chunk += 1
         return chunk
 
-    def snapshot(self) -> object:
-        return (self.rollout.snapshot(), self._chunk)
+    def snapshot(self) -> MatrixGameSnapshot:
+        return MatrixGameSnapshot(self.rollout.snapshot(), self._chunk)
 
-    def restore(self, snapshot: object) -> None:
-        state, self._chunk = snapshot  # type: ignore[misc]
+    def restore(self, snapshot: MatrixGameSnapshot) -> None:
+        state, self._chunk = snapshot.state, snapshot.chunk
         self.rollout.restore(state)
         self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 

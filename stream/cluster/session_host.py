@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import ray
 from ray import serve
 
@@ -130,6 +131,9 @@ class WalkShipper:
             "chunk_ms": round(stats["chunk_ms"], 2),
             "made": time.time(),
         }
+        actions = getattr(chunk, "actions", None)
+        if actions:  # an action world's (small: a dozen frames of keys and mouse): a continued recording needs them
+            record["actions"] = {k: np.asarray(v, np.float64).tolist() for k, v in actions.items() if v is not None}
         self.pool.submit(self.store.record.remote, self.walk, [record])
 
 

@@ -258,8 +258,11 @@ class WalkStore:
         self._recordings[walk] = path
 
     def resume_recording(self, walk: str) -> tuple[str | None, dict[int, dict[str, Any]]]:
-        """The walk's video path (None: not recorded) and its chunk records by index (the newest of each)."""
-        by_chunk = {int(r["chunk"]): {"input": r["input"], "poses": r["poses"]} for r in self._records.get(walk, ())}
+        """The walk's video path (None: not recorded) and its chunk records by index (the newest of each:
+        input, poses, and an action world's actions)."""
+        by_chunk = {int(r["chunk"]): {"input": r["input"], "poses": r["poses"],
+                                      **({"actions": r["actions"]} if r.get("actions") else {})}
+                    for r in self._records.get(walk, ())}
         return self._recordings.get(walk), by_chunk
 
     # ---- spectator mailboxes -----------------------------------------------------------------

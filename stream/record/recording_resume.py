@@ -86,7 +86,7 @@ def _frames_of(line: dict[str, Any]) -> int:
 def read_recording(video: str | os.PathLike, resume_chunk: int,
                    chunk_records: dict[int, dict[str, Any]] | None = None) -> OldRecording:
     """Read a recording left by another process and cut it as the module doc says. `chunk_records`:
-    index -> {"input", "poses"} of chunks the walk made, for those its log did not get to."""
+    index -> {"input", "poses"[, "actions"]} of chunks the walk made, for those its log did not get to."""
     video = Path(video)
     log_path = video.with_suffix(".jsonl")
     if not video.is_file() or not log_path.is_file():
@@ -100,7 +100,10 @@ def read_recording(video: str | os.PathLike, resume_chunk: int,
         rec = (chunk_records or {}).get(k)
         if rec is None:
             raise ResumeError(f"chunk {k} of {video.name} is neither in its log nor in the walk's records")
-        lines.append({"type": "chunk", "index": k, "input": rec.get("input"), "poses": rec["poses"], "keep": 0})
+        line = {"type": "chunk", "index": k, "input": rec.get("input"), "poses": rec["poses"], "keep": 0}
+        if rec.get("actions"):  # an action world is steered by these, not by its input
+            line["actions"] = rec["actions"]
+        lines.append(line)
     remaining = len(packets)
     for line in lines:
         if line["type"] != "chunk":
