@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+from worldwalk.stream.loopback_netns import netns_unavailable_reason, run_module_in_loopback_netns
+
 from .test_cluster import FAILOVER_BOUND_S, ray_processes_of
 
 pytestmark = pytest.mark.cluster  # one xdist worker runs the file (conftest: a harness file)
