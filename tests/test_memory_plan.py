@@ -15,14 +15,13 @@ import pytest
 import torch
 
 from worldwalk.runtime.bench.memory_plan import (
-    GiB,
-    LiveBytes,
     MemoryPlan,
     _storages,
     parse_bytes,
     plan_memory,
     run_plan,
 )
+from worldwalk.runtime.memory_budget import GiB, LiveBytes
 
 from .builders import WORLD_H as H
 from .builders import WORLD_W as W
