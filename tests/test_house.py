@@ -11,6 +11,8 @@
   sana_wm, matrix_game < accel < worlds < bench < cli, and record < webrtc < cluster < stream's commands;
 - the viewer imports only `stream.record` of stream; `stream.record` never reaches webrtc or cluster,
   not even through another module.
+- no class in `stream` has more than 15 methods (those written in its body: a class that big holds more
+  than one thing; split it into parts that each hold one).
 
 Each rule also runs on small synthetic modules that break it, so the checker is seen to fail.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("runtime", "controls", "viewer", "stream", "shaders", "tests")
 NO_TORCH_NO_GL = ("torch", "moderngl", "pyglet")
+MAX_METHODS = 15  # of a class in stream/
 
 
 def _module_name(path: Path) -> str:
@@ -259,3 +262,39 @@ def test_record_reaching_cluster_through_another_module_is_caught() -> None:
     })
     assert ("worldwalk.stream.record.synthetic imports worldwalk.stream.cluster.routing through "
             "worldwalk.runtime.synthetic_mid: record never imports webrtc or cluster") in broken
+
+
+def crowded_classes(tree: dict[str, tuple[str, bool]]) -> list[str]:
+    """Every class in stream/ with more than MAX_METHODS methods in its body, one line each."""
+    bad = []
+    for name, (source, _) in sorted(tree.items()):
+        if not name.startswith("worldwalk.stream"):
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef):
+                k = sum(isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef)) for b in node.body)
+                if k > MAX_METHODS:
+                    bad.append(f"{name}.{node.name} has {k} methods: no class in stream has more than {MAX_METHODS}")
+    return bad
+
+
+def test_no_class_in_stream_has_more_than_15_methods() -> None:
+    tree = read_tree()
+    assert "worldwalk.stream.webrtc.server" in tree
+    assert crowded_classes(tree) == []
+
+
+def test_a_crowded_class_in_stream_is_caught() -> None:
+    def cls(n: int) -> str:
+        methods = (f"    {'async ' * (i % 2)}def m{i}(self):\n        pass\n" for i in range(n))
+        return "class Crowded:\n" + "".join(methods)
+
+    tree = {
+        "worldwalk.stream.webrtc.synthetic": (cls(16), False),
+        "worldwalk.stream.synthetic_fits": (cls(15), False),
+        "worldwalk.runtime.synthetic": (cls(40), False),  # the rule is stream's
+    }
+    assert crowded_classes(tree) == [
+        "worldwalk.stream.webrtc.synthetic.Crowded has 16 methods: no class in stream has more than 15"
+    ]
+

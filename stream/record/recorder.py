@@ -1,7 +1,12 @@
 """The recorder sink: frames the player sees -> a video file, on its own encode thread.
 
-    session (model thread) --log_chunk--> <name>.jsonl   (one line per chunk, flushed per line)
+    session (model thread) --log_chunk--> PendingLines --> <name>.jsonl   (one line per chunk, flushed per line)
     presenting sink        --write------> bounded queue --> encode thread (PyAV) --> <name>.mp4
+
+A `Recorder` is its two halves: the video (`VideoEncoding`, video_encoding.py: the queue, the
+container, the encode thread, timestamps, crash safety) and the session log (`PendingLines`,
+pending_lines.py: each chunk's line waits for its frames, so the log and the video agree frame for
+frame).
 
 `write(frame)` only puts the frame in a queue and returns; the encode thread converts, encodes
 and muxes. The queue is generous (`max_queue_mb`, a few seconds of video at any size) so a
@@ -10,32 +15,13 @@ for longer than that, the newest frame is dropped rather than stalling the playe
 `block_when_full`, as `worldwalk render` uses, `write` waits); drops are counted, and the
 video shows the previous frame for longer because each frame keeps its own timestamp.
 
-The log and the video agree frame for frame. A chunk's log line waits until its frames reach the
-video: when the sink moves on to a later chunk (or a later session generation, after a reset or a
-rewind) or the recording closes, the line is written with `keep` = the frames of it the video holds
-when that is not all of them. Chunks of which the player saw nothing at the end of a walk (the one
-the model made ahead when the player quit or rewound) are left out of the log: the replay never
-needs them, and a replay of the log renders the same frames the video holds.
-
-Timestamps: pts = Frame.pts in a time base of 1/fps (or 1001/30000-style rationals for NTSC
-rates), relative to the first frame. After a rewind or reset the session's pts can go back; the
-recording keeps running forward (the player saw the frames one after another), so a frame whose
-pts would not advance is placed one frame after the previous one and later ones follow it.
-
-The encode thread runs at a lower priority (`nice`, Linux threads have their own) so that on a
-busy CPU the model thread goes first and the encoder works through the queue in the gaps.
-
-Crash safety: MP4 is written fragmented (`frag_keyframe+empty_moov+default_base_moof`) with a
-keyframe every `keyframe_seconds`, and every packet is flushed to the OS (`flush_packets`): a
-process killed with SIGKILL leaves a file that plays up to its last complete fragment. WebM
-(VP9) clusters are flushed the same way. `close()` (also on KeyboardInterrupt through `with`, or
-at interpreter exit) drains the queue, flushes the encoder and finalizes the file.
+`close()` (also on KeyboardInterrupt through `with`, or at interpreter exit) drains the queue,
+flushes the encoder and finalizes the file.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import queue
@@ -43,62 +29,20 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .pending_lines import PendingLines
 from .session_log import SessionHeader, SessionLogWriter, reclaim_lock
+from .video_encoding import STOP, VideoEncoding, codec_for
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
-
-
-@dataclass
-class _Pending:
-    """A log line waiting for the video: a chunk (until its frames are written) or an event."""
-
-    chunk: Any = None  # None: an event
-    input_state: Any = None
-    extra: dict[str, Any] | None = None
-    generation: int = 0
-    size: int = 0  # frames in the chunk
-    offered: int = 0  # frames of it the sink presented
-    written: int = 0  # of those, frames the video took (not dropped)
 
 
 class RecorderError(RuntimeError):
     pass
-
-
-class _WholeWrites:
-    """The video file as the muxer writes it: every write puts all its bytes on disk or raises.
-
-    FFmpeg's own file output takes a short write (the disk filled mid-write) for a whole one: when
-    the last fragment at close is cut short, the muxer never hears of it and a truncated video
-    looked complete. Written through this, the rest of the write fails with ENOSPC and the
-    recording says so. Seekable like the file, so the muxers write the same bytes."""
-
-    def __init__(self, path: Path) -> None:
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close(), after the muxer's own close
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        done = 0
-        while done < len(view):
-            done += self._f.write(view[done:])  # after a short write, the next one raises (ENOSPC)
-        return done
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def close(self) -> None:
-        self._f.close()
 
 
 @dataclass
@@ -128,21 +72,6 @@ class RecorderStats:
     log_path: str | None
 
 
-def _codec_for(path: Path, codec: str) -> tuple[str, str]:
-    """(container format, encoder name) for an output path: .webm -> WebM, .mkv -> Matroska,
-    anything else -> MP4."""
-    suffix = path.suffix.lower()
-    fmt = {".webm": "webm", ".mkv": "matroska"}.get(suffix, "mp4")
-    if codec == "auto":
-        codec = "vp9" if fmt == "webm" else "h264"
-    if codec not in ("h264", "libx264", "vp9", "libvpx-vp9"):
-        raise ValueError(f"unknown recorder codec {codec!r}; use 'h264' (MP4) or 'vp9' (WebM)")
-    encoder = "libx264" if codec in ("h264", "libx264") else "libvpx-vp9"
-    if fmt == "webm" and encoder == "libx264":
-        raise ValueError(f"{path}: WebM cannot hold H.264; name the file .mp4, or record VP9 (codec 'vp9')")
-    return fmt, encoder
-
-
 def next_recording_path(directory: str | os.PathLike, stem: str = "session", suffix: str = ".mp4") -> Path:
     """A fresh file name in `directory` for `serve --record-dir` (one recording per session):
     DIR/session-20250101-120000.mp4, with -2, -3, ... if taken."""
@@ -157,11 +86,7 @@ def next_recording_path(directory: str | os.PathLike, stem: str = "session", suf
     return path
 
 
-def _rate(fps: float) -> Fraction:
-    return Fraction(fps).limit_denominator(1001)
-
-
-class Recorder:
+class Recorder(VideoEncoding):
     """Records frames to a video file and chunks to the session log beside it.
 
     `start(header)` opens both; `write(frame)` from the presenting sink (any thread, never
@@ -172,7 +97,7 @@ class Recorder:
     def __init__(self, path: str | os.PathLike, cfg: RecorderConfig | None = None) -> None:
         self.cfg = cfg or RecorderConfig()
         self.path = Path(path)
-        self.format, self.encoder = _codec_for(self.path, self.cfg.codec)
+        self.format, self.encoder = codec_for(self.path, self.cfg.codec)
         self.log_path = self.path.with_suffix(".jsonl") if self.cfg.write_log else None
         self.frames_written = 0
         self.frames_dropped = 0
@@ -181,11 +106,10 @@ class Recorder:
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._log: SessionLogWriter | None = None
+        self._lines: PendingLines | None = None  # the log's lines waiting for their frames
         self._closed = False
         self._started = False
         self._lock = threading.Lock()
-        self._pending: list[_Pending] = []  # log lines in order, waiting for their frames
-        self._pending_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,6 +138,7 @@ class Recorder:
         if self.log_path is not None:
             assert isinstance(header, SessionHeader)
             self._log = SessionLogWriter(self.log_path)
+            self._lines = PendingLines(self._log)
             header.video = self.path.name
             header.settings = {**header.settings, "recorder": self.cfg}
             self._log.write_header(header, first_image)
@@ -232,12 +157,12 @@ class Recorder:
             self._closed = True
         assert self._queue is not None and self._thread is not None
         reclaim_lock(self._queue.mutex)  # a Ctrl-C inside write() may have left it held
-        self._queue.put(_STOP)  # blocks only while the queue is full: the encoder is draining it
+        self._queue.put(STOP)  # blocks only while the queue is full: the encoder is draining it
         self._thread.join(timeout)
         self.frames_dropped += self._queue.qsize()  # written while closing: never encoded
         if self._log is not None:
-            with self._pending_lock:
-                self._settle(len(self._pending))
+            if self._lines is not None:
+                self._lines.flush()
             self._log.close(frames_written=self.frames_written, frames_dropped=self.frames_dropped)
         _open_recorders.discard(self)
         if self.error is not None:
@@ -268,9 +193,9 @@ class Recorder:
             if self.frames_dropped == 1 or self.frames_dropped % 100 == 0:
                 log.warning("recorder: encoder behind, %d frame(s) dropped so far", self.frames_dropped)
             accepted = False
-        if self._pending:
+        if self._lines is not None and self._lines.waiting():
             try:
-                self._count(frame, accepted)
+                self._lines.presented(frame, accepted)
             except Exception as e:  # the log cannot be written (a full disk): the recording stops, the walk goes on
                 log.error("recorder: writing the log %s failed: %s", self.log_path, e)
                 self.error = self.error or e
@@ -279,62 +204,17 @@ class Recorder:
     def log_chunk(self, chunk: Any, input_state: Any = None, frames: Any = None, **extra: Any) -> None:
         """The session listener `(chunk, input_state, frames)`: one log line for the chunk (called on
         the model thread). With the session's `frames`, the line waits until the sink has presented
-        them (see the module doc); without (render), it is written at once. `extra` adds fields to
+        them (see pending_lines); without (render), it is written at once. `extra` adds fields to
         the line (render writes `keep` for a padded last chunk)."""
-        if self._log is None or self._closed:
+        if self._lines is None or self._closed:
             return
-        if not frames:
-            with self._pending_lock:
-                self._settle(len(self._pending))
-                self._log.write_chunk(chunk, input_state, **extra)
-            return
-        entry = _Pending(chunk, input_state, extra, int(getattr(frames[0], "generation", 0)), len(frames))
-        with self._pending_lock:
-            self._pending.append(entry)
+        self._lines.chunk(chunk, input_state, frames, extra)
 
     def log_event(self, kind: str, **data: Any) -> None:
         """A session event for the replay: "reset" or "rewind" (to_chunk=k), kept in order with the chunks."""
-        if self._log is None or self._closed:
+        if self._lines is None or self._closed:
             return
-        with self._pending_lock:
-            self._pending.append(_Pending(extra={"kind": kind, **data}))
-            if all(p.chunk is None for p in self._pending):
-                self._settle(len(self._pending))
-
-    def _count(self, frame: Any, accepted: bool) -> None:
-        """The sink presented `frame`: count it against its chunk's line; lines the sink has moved past are written."""
-        generation, index = getattr(frame, "generation", None), getattr(frame, "chunk_index", None)
-        with self._pending_lock:
-            for i, p in enumerate(self._pending):
-                if p.chunk is not None and p.generation == generation and p.chunk.index == index:
-                    p.offered += 1
-                    p.written += int(accepted)
-                    self._settle(i + 1 if p.offered >= p.size else i)
-                    return
-
-    def _settle(self, n: int) -> None:
-        """Write the first `n` pending lines (under `_pending_lock`). A chunk line carries `keep` when the
-        video holds only some of its frames; chunks of a generation after whose last presented frame
-        nothing of theirs was presented are dropped (the model made them ahead; the player never saw them)."""
-        head, self._pending = self._pending[:n], self._pending[n:]
-        seen: dict[int, int] = {}  # generation -> position of its last chunk with a presented frame
-        for i, p in enumerate(head):
-            if p.chunk is not None and p.offered:
-                seen[p.generation] = i
-        for i, p in enumerate(head):
-            if p.chunk is None:
-                assert p.extra is not None
-                data = dict(p.extra)
-                self._log.write_event(data.pop("kind"), **data)
-            elif i <= seen.get(p.generation, -1) or self._pending_has(p):
-                extra = dict(p.extra or {})
-                if p.written < p.size:
-                    extra["keep"] = p.written
-                self._log.write_chunk(p.chunk, p.input_state, **extra)
-
-    def _pending_has(self, p: _Pending) -> bool:
-        """Whether a later line of `p`'s generation is still pending (then `p` is not at the end of it)."""
-        return any(q.chunk is not None and q.generation == p.generation and q.offered for q in self._pending)
+        self._lines.event(kind, data)
 
     def stats(self) -> RecorderStats:
         return RecorderStats(
@@ -346,109 +226,6 @@ class Recorder:
             path=str(self.path),
             log_path=str(self.log_path) if self.log_path else None,
         )
-
-    # -- encode thread ---------------------------------------------------------------------
-
-    def _frame_queue(self) -> queue.Queue:
-        """The encoder's queue of frames: at least min_queue_frames, else as many as fit in max_queue_mb."""
-        frame_bytes = self.width * self.height * 3
-        return queue.Queue(maxsize=max(self.cfg.min_queue_frames, int(self.cfg.max_queue_mb * 2**20 // frame_bytes)))
-
-    def _open_container(self) -> None:
-        import av
-
-        cfg = self.cfg
-        options = {"flush_packets": "1"}
-        if self.format == "mp4":
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
-        self._file = _WholeWrites(self.path)
-        try:
-            self._container = av.open(self._file, "w", format=self.format, options=options)
-        except BaseException:
-            self._file.close()
-            raise
-        rate = _rate(self.fps)
-        if self.encoder == "libx264":
-            opts = {"crf": str(20 if cfg.crf is None else cfg.crf), "preset": cfg.preset}
-            if cfg.tune:
-                opts["tune"] = cfg.tune
-        else:
-            opts = {
-                "crf": str(32 if cfg.crf is None else cfg.crf),
-                "b": "0",
-                "deadline": "realtime",
-                "cpu-used": str(cfg.vp9_cpu_used),
-                "lag-in-frames": "0",
-                "row-mt": "1",
-            }
-        stream = self._container.add_stream(self.encoder, rate=rate, options=opts)
-        stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
-        self._time_base = 1 / rate
-        stream.codec_context.time_base = self._time_base
-        stream.codec_context.gop_size = max(1, round(cfg.keyframe_seconds * self.fps))
-        stream.codec_context.thread_count = cfg.threads
-        self._stream = stream
-        self._pts0: float | None = None
-        self._last_pts = -1
-
-    def _pts(self, frame: Any) -> int:
-        """Frame.pts (s) -> stream ticks, relative to the first frame, strictly increasing."""
-        t = float(getattr(frame, "pts", self.frames_written / self.fps))
-        if self._pts0 is None:
-            self._pts0 = t
-        pts = round((t - self._pts0) / self._time_base)
-        if pts <= self._last_pts:  # rewind/reset: continue one frame after the previous
-            pts = self._last_pts + max(1, round(1 / (self.fps * self._time_base)))
-            self._pts0 = t - pts * float(self._time_base)
-        self._last_pts = pts
-        return pts
-
-    def _encode(self, frame: Any) -> None:
-        import av
-
-        image = getattr(frame, "image", frame)  # (H, W, 3) uint8 RGB
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        if (vf.width, vf.height) != (self.width, self.height):
-            vf = vf.reformat(width=self.width, height=self.height)
-        vf.pts = self._pts(frame)
-        vf.time_base = self._time_base
-        for packet in self._stream.encode(vf):
-            self._container.mux(packet)
-        self.frames_written += 1
-
-    def _encode_loop(self) -> None:
-        assert self._queue is not None
-        if self.cfg.nice and hasattr(os, "setpriority"):
-            # Linux nice is per thread: only this thread (and the encoder threads it starts) yields
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                if self.error is None:
-                    try:
-                        t0 = time.thread_time()
-                        self._encode(item)
-                        self.encode_cpu_s += time.thread_time() - t0
-                    except Exception as e:  # keep draining so writers and close() never hang
-                        self.error = e
-                        log.error("recorder: encoding to %s failed: %s", self.path, e)
-        finally:
-            try:
-                if self.error is None:
-                    for packet in self._stream.encode(None):
-                        self._container.mux(packet)
-            except Exception as e:
-                self.error = self.error or e
-            finally:
-                try:  # the file is closed even when its trailer cannot be written (a full disk)
-                    self._container.close()
-                except Exception as e:
-                    self.error = self.error or e
-                finally:
-                    self._file.close()
 
 
 # Recorders still open at interpreter exit are finalized (an uncaught exception, sys.exit).

@@ -6,7 +6,7 @@ failover and drain): the same video and session log, one recording, as `serve --
 
 What the old process left is read back first: the video's frames that reached the file (all of
 them after a drain, which closes the recording; up to the last complete fragment after a kill, see
-recorder.py) and the log's lines. The log is cut to what the video holds: a chunk line of which
+video_encoding.py) and the log's lines. The log is cut to what the video holds: a chunk line of which
 the video has only some frames gets `keep`, one of which it has none gets `keep: 0` (the replay
 still makes it, to reach the next). Chunks made after the last logged one, up to the boundary the
 walk resumes at, are added from `chunk_records` (the cluster's records: index, input, poses) so the
@@ -28,6 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from .pending_lines import PendingLines
 from .recorder import Recorder, RecorderConfig, _open_recorders
 from .session_log import SessionLogWriter, read_log
 
@@ -145,6 +146,7 @@ class ContinuedRecorder(Recorder):
         assert self.log_path is not None
         log_moving = self.log_path.with_suffix(".moving.jsonl")
         self._log = SessionLogWriter(log_moving)
+        self._lines = PendingLines(self._log)
         self._log.write_copied(h, old.lines)
         self._log.write_event("moved", to_chunk=old.resume_chunk, frames=old.frames)
         os.replace(log_moving, self.log_path)  # the writer keeps its open file: the name moves, not the data
@@ -179,4 +181,4 @@ class ContinuedRecorder(Recorder):
             self._container.mux(pkt)
             if pts is not None:
                 last = max(last, round(pts * old.time_base / self._time_base))
-        self._last_pts = last  # the first new frame goes one frame after it (Recorder._pts)
+        self._last_pts = last  # the first new frame goes one frame after it (VideoEncoding._pts)
