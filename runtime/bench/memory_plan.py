@@ -29,19 +29,21 @@ from __future__ import annotations
 
 import functools
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported: info and tests read it here)
+from worldwalk.runtime.device_memory import (  # noqa: F401 (re-exported: the plans of other worlds read them here)
+    RESERVE_BYTES,
+    RESERVE_FRACTION,
+    FusedAttention,
+    LiveBytes,
+    kept_snapshots,
+    tracked,
+)
 from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
@@ -49,8 +51,6 @@ from worldwalk.runtime.sana_wm.memory import reported_bytes
 from worldwalk.runtime.world import CPU_SESSIONS
 
 GiB = 2**30
-RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
-RESERVE_FRACTION = 0.05  # allocator fragmentation
 MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
@@ -70,72 +70,6 @@ def _held(t: torch.Tensor | None, held: set[int] | None = None) -> int:
         return 0
     held.add(s._cdata)
     return s.nbytes()
-
-
-# ---------------------------------------------------------------------------------------------
-# op-by-op live bytes
-# ---------------------------------------------------------------------------------------------
-
-
-class LiveBytes(TorchDispatchMode):
-    """High-water mark of the bytes held by tensors created inside the `with` block.
-
-    Every op output whose storage is not one of the op's inputs' (a view or an in-place result) is a
-    new allocation; it counts until the storage is freed. Tensors made before the block (weights,
-    inputs, the cache read) are not counted. Works on meta tensors, which have storages with sizes.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.now = 0
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        new = {}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                s = t.untyped_storage()
-                if s._cdata not in inputs and s._cdata not in self.live:
-                    new[s._cdata] = s
-        if not new:  # a view or an in-place op: nothing more is held, so the peak cannot move
-            return out
-        self.current()  # drop what was freed since the last allocation (the scan costs: only here)
-        for key, s in new.items():
-            self.live[key] = (StorageWeakRef(s), s.nbytes())
-            self.now += s.nbytes()
-        self.peak = max(self.peak, self.now)
-        return out
-
-    def current(self) -> int:
-        """Bytes still held by tensors made inside the block (drops the freed ones first)."""
-        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-            self.now -= self.live.pop(key)[1]
-        return self.now
-
-
-class FusedAttention(TorchFunctionMode):
-    """`F.scaled_dot_product_attention` as a fused kernel: the output (and an fp32 log-sum-exp) only."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            q, v = args[0], args[2]
-            lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
-            out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
-            del lse  # freed when the kernel returns; the high-water mark has seen it
-            return out
-        return func(*args, **kwargs)
-
-
-@contextmanager
-def tracked():
-    """`with tracked() as live:` then `live.peak` is the bytes high-water mark of the block."""
-    live = LiveBytes()
-    with FusedAttention(), live:
-        yield live
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,13 +368,6 @@ def checkpoint_configs(path: str | Path) -> tuple[SanaWMConfig, dict[str, Any]]:
         raise CheckpointError(f"{root} has no VAE config {vae_file}")
     vae_cfg = {k: v for k, v in json.loads(vae_file.read_text()).items() if not k.startswith("_")}
     return cfg, vae_cfg
-
-
-def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:
-    """How many rewind snapshots a session (its `SessionConfig`) keeps: as many as its memory budget
-    holds, at least one."""
-    fit = int(cfg.snapshot_budget_mb * 1e6 // max(1, snapshot_bytes))
-    return max(1, min(cfg.max_snapshots, fit))
 
 
 def format_plan(plan: MemoryPlan, gpu_bytes: int, snapshots: int, pinned_budget: int = 0) -> str:

@@ -59,7 +59,7 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
 def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, device: str,
           clip_cfg: ClipVisionConfig) -> dict[str, int]:
     tokens = 1 + (clip_cfg.image_size // clip_cfg.patch_size) ** 2
-    from worldwalk.runtime.bench.memory_plan import tracked
+    from worldwalk.runtime.device_memory import tracked
 
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device(device), torch.no_grad():
@@ -146,7 +146,7 @@ def weights(plan: dict[str, int]) -> int:
 
 def kept_snapshots(plan: dict[str, int]) -> int:
     """Boundaries a session keeps by default (`SessionConfig.snapshot_budget_mb`, at least one)."""
-    from worldwalk.runtime.bench.memory_plan import kept_snapshots as kept
+    from worldwalk.runtime.device_memory import kept_snapshots as kept
     from worldwalk.runtime.session import SessionConfig
 
     return kept(plan["snapshot"], SessionConfig())
@@ -156,7 +156,7 @@ def sessions_fit(plan: dict[str, int], gpu_bytes: int, snapshots: int = 0) -> in
     """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call beside one
     VAE pass (a decode, or a new session's start) at once (two sessions' model threads) come first; then
     each session's caches and the `snapshots` boundaries it keeps (on the device)."""
-    from worldwalk.runtime.bench.memory_plan import RESERVE_BYTES, RESERVE_FRACTION
+    from worldwalk.runtime.device_memory import RESERVE_BYTES, RESERVE_FRACTION
 
     reserve = RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
     vae_pass = max(plan["activation.vae_decode"], plan["activation.reset"])
