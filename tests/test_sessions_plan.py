@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from worldwalk.runtime.bench import memory_plan
 from worldwalk.runtime.bench.memory_plan import GiB, MemoryPlan, planned_sessions
-from worldwalk.runtime.sana_wm.snapshots import ARENA_GRANULE
+from worldwalk.runtime.snapshot_memory import ARENA_GRANULE
 from worldwalk.runtime.world import WorldConfig
 
 

@@ -150,8 +150,8 @@ class MemoryPlan:
 
     def pinned_snapshot_bytes(self) -> int:
         """Pinned host memory one kept snapshot takes: its bytes rounded up to the arena (a power of two,
-        as the pinned pool of runtime/sana_wm/snapshots.py allocates them)."""
-        from worldwalk.runtime.sana_wm.snapshots import arena_size
+        as the pinned pool of runtime/snapshot_memory.py allocates them)."""
+        from worldwalk.runtime.snapshot_memory import arena_size
 
         return arena_size(self.snapshot_bytes)
 
@@ -424,7 +424,7 @@ def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | Non
     """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the plan's GPU fit
     for its backend, bounded by the snapshots' pinned budget; at least 1. Worlds the plan cannot size
     (no SANA-WM checkpoint) get the CPU default."""
-    from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+    from worldwalk.runtime.snapshot_memory import pinned_budget
 
     if world.name != "sana-wm" or not world.checkpoint:
         return CPU_SESSIONS, f"no memory plan for world {world.name!r}: the default {CPU_SESSIONS}"
@@ -505,7 +505,7 @@ def run_plan(args: Any) -> int:
                  pinned_snapshot_bytes=plan.pinned_snapshot_bytes())
         print(json.dumps(d, indent=2))
     else:
-        from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+        from worldwalk.runtime.snapshot_memory import pinned_budget
 
         print(format_plan(plan, gpu, snapshots, pinned_budget()))
     return 0
