@@ -118,14 +118,17 @@ class Rollout:
     def _gaussian(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=self.dtype)
 
-    def snapshot(self) -> RolloutState:
-        return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
-                            self.mouse.clone(), self.raw_start, self.generator.get_state(), self.condition)
+    def live_state(self) -> RolloutState:
+        """The state at this block boundary, its tensors the live ones (the next block writes the caches in
+        place: a snapshot copies them, snapshots.py)."""
+        return RolloutState(self.cache, self.vae_cache, self.first_frame, self.keyboard, self.mouse, self.raw_start,
+                            self.generator.get_state(), self.condition)
 
-    def restore(self, state: RolloutState) -> None:
-        self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
+    def adopt(self, state: RolloutState) -> None:
+        """Go on from `state`, whose tensors become the rollout's own (a restore's fresh copies)."""
+        self.cache, self.vae_cache = state.cache, state.vae_cache
         self.first_frame = state.first_frame
-        self.keyboard, self.mouse, self.raw_start = state.keyboard.clone(), state.mouse.clone(), state.raw_start
+        self.keyboard, self.mouse, self.raw_start = state.keyboard, state.mouse, state.raw_start
         self.generator.set_state(state.rng)
         self.condition = state.condition
 

@@ -14,18 +14,19 @@ without either the chunk is generated with no key held and the mouse still.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.snapshot_memory import PinnedArenas
 from worldwalk.runtime.world import ModelSpec, WorldConfig
 
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
-from .rollout import Rollout, RolloutState
+from .rollout import Rollout
+from .snapshots import MatrixGameSnapshot, SnapshotStore
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
@@ -52,22 +53,15 @@ def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tenso
     return x.div(255).sub(0.5).div(0.5)
 
 
-@dataclass
-class MatrixGameSnapshot:
-    """A chunk boundary of the world: its rollout's state (copies of the caches, on the model's device)
-    and the chunk count. `nbytes` lets a session bound how many it keeps (`snapshot_budget_mb`)."""
-
-    state: RolloutState
-    chunk: int
-
-    def nbytes(self) -> int:
-        return self.state.nbytes()
-
-
 class MatrixGameWorld:
     def __init__(self, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, clip: ClipVision,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+                 device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+                 snapshot_arenas: PinnedArenas | None = None) -> None:
+        """`snapshot_arenas`: where snapshots are carved (default: the process's pinned pool on CUDA,
+        pageable memory on the CPU)."""
         self.cfg, self.clip, self.seed = cfg, clip, seed
+        self.snapshot_arenas = snapshot_arenas
+        self._snapshots = SnapshotStore(device, snapshot_arenas)
         self.rollout = Rollout(cfg, dit, vae, device, dtype)
         self.device, self.dtype = device, dtype
         self.spec = ModelSpec(
@@ -95,7 +89,7 @@ class MatrixGameWorld:
         """A world for one more session over this one's model: the DiT, VAE and CLIP tower are shared
         (runtime/worlds/world_pool.py), the rollout's caches, noise and actions are its own."""
         return MatrixGameWorld(self.cfg, self.rollout.dit, self.rollout.vae, self.clip, self.device, self.dtype,
-                               self.seed)
+                               self.seed, self.snapshot_arenas)
 
     def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
         """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
@@ -143,11 +137,15 @@ class MatrixGameWorld:
         return chunk
 
     def snapshot(self) -> MatrixGameSnapshot:
-        return MatrixGameSnapshot(self.rollout.snapshot(), self._chunk)
+        """This chunk boundary in host memory (pinned on CUDA, snapshots.py), copied without blocking."""
+        return self._snapshots.offload(self.rollout.live_state(), self._chunk)
 
-    def restore(self, snapshot: MatrixGameSnapshot) -> None:
-        state, self._chunk = snapshot.state, snapshot.chunk
-        self.rollout.restore(state)
+    def restore(self, snapshot: object) -> None:
+        if not isinstance(snapshot, MatrixGameSnapshot):
+            raise TypeError(f"expected a MatrixGameSnapshot from this world's snapshot(), got "
+                            f"{type(snapshot).__name__}")
+        self.rollout.adopt(self._snapshots.restore(snapshot))
+        self._chunk = snapshot.chunk
         self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 
     def close(self) -> None:
