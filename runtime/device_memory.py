@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_leaves
 GiB = 2**30
 RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
 RESERVE_FRACTION = 0.05  # allocator fragmentation
+MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
 class LiveBytes(TorchDispatchMode):

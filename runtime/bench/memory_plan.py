@@ -37,6 +37,7 @@ import torch
 
 from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported: info and tests read it here)
 from worldwalk.runtime.device_memory import (  # noqa: F401 (re-exported: the plans of other worlds read them here)
+    MIN_SNAPSHOTS,
     RESERVE_BYTES,
     RESERVE_FRACTION,
     FusedAttention,
@@ -51,7 +52,6 @@ from worldwalk.runtime.sana_wm.memory import reported_bytes
 from worldwalk.runtime.world import CPU_SESSIONS
 
 GiB = 2**30
-MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
 def released_vae_config() -> dict[str, Any]:

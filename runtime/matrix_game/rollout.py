@@ -64,6 +64,11 @@ def _same(a: TimeCache, b: TimeCache) -> bool:
     )
 
 
+def first_raw_kept(cfg: MatrixGameConfig, first_frame: int) -> int:
+    """The oldest raw action frame a window of latent frames from `first_frame` on still reads."""
+    return max(0, cfg.vae_time_ratio * first_frame - cfg.raw_window)
+
+
 @dataclass
 class RolloutState:
     """Everything a rollout carries between blocks (for rewind and failover): caches, RNG, position."""
@@ -188,7 +193,7 @@ class Rollout:
         self.decode_s = time.perf_counter() - start
         # 6. advance: positions keep counting; raw actions no later window reads are dropped
         self.first_frame += n
-        keep_from = max(0, cfg.vae_time_ratio * self.first_frame - cfg.raw_window)
+        keep_from = first_raw_kept(cfg, self.first_frame)
         if keep_from > self.raw_start:
             drop = keep_from - self.raw_start
             self.keyboard, self.mouse = self.keyboard[:, drop:].clone(), self.mouse[:, drop:].clone()
