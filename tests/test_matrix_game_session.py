@@ -273,3 +273,26 @@ def test_a_snapshot_lives_in_host_memory_and_restores_the_uninterrupted_walk():
                                      for t in owned_tensors(sent.state))
     del snap
     assert pool.stats()["lent"] == 0  # the arena went back to the pool
+
+
+def test_the_world_pool_makes_the_snapshot_arenas_before_the_first_session(monkeypatch):
+    """serve's pool builds Matrix-Game once and, on CUDA, pins the arenas its sessions' snapshots take then
+    (`prepare_snapshots`): a session's boundaries reuse them and make none while its chunks run."""
+    from worldwalk.runtime.snapshot_memory import PinnedArenas
+    from worldwalk.runtime.worlds import world_pool
+
+    pool = PinnedArenas(budget=64 << 20, pin=False, spare=False)  # unpinned here: the same path
+    monkeypatch.setattr(world_pool, "create_world", lambda cfg: random_world("tiny", snapshot_arenas=pool))
+    models = world_pool.WorldPool(matrix_game_config())
+    world = models.session_world()
+    made = pool.allocations
+    assert made > 0 and pool.stats()["lent"] == 0  # made while building, all back in the pool
+    world.reset(None, None, 3)
+    kept = None
+    for k in range(6):
+        kept = world.snapshot()
+        assert kept.leases  # carved from the pool's arenas
+        _steered_chunk(world, k, k % 4)
+    assert pool.allocations == made
+    del kept
+    models.close()

@@ -140,6 +140,26 @@ class MatrixGameWorld:
         """This chunk boundary in host memory (pinned on CUDA, snapshots.py), copied without blocking."""
         return self._snapshots.offload(self.rollout.live_state(), self._chunk)
 
+    def prepare_snapshots(self) -> int:
+        """Make the arenas a session's snapshots take before any session runs (on CUDA pinned memory, whose
+        `cudaHostRegister` would otherwise stall a session's first chunks): a throwaway walk keeps a boundary
+        before each block until the caches are at their steady size, dropping each once the next is kept, so
+        every size is made once and goes back to the pool. Returns the arenas made (0 without a pool: the
+        CPU). The world is left mid-walk (the world pool closes it)."""
+        arenas = self._snapshots.arenas
+        if arenas is None:
+            return 0
+        made = arenas.allocations
+        self.reset(None, None, 0)
+        kept = None
+        for k in range(3):  # boundaries 0, 1, 2 grow the decoder's time cache; from 3 on they are alike
+            kept = self.snapshot()
+            n = self.spec.chunk_frames(k)
+            self.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0))
+        kept = self.snapshot()
+        del kept
+        return arenas.allocations - made
+
     def restore(self, snapshot: object) -> None:
         if not isinstance(snapshot, MatrixGameSnapshot):
             raise TypeError(f"expected a MatrixGameSnapshot from this world's snapshot(), got "
@@ -153,7 +173,7 @@ class MatrixGameWorld:
 
 
 def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
-                 dtype: torch.dtype = torch.float32) -> MatrixGameWorld:
+                 dtype: torch.dtype = torch.float32, snapshot_arenas: PinnedArenas | None = None) -> MatrixGameWorld:
     """Random weights at the released size ("full") or the test size ("tiny", with a tiny CLIP)."""
     torch.manual_seed(seed)
     if size == "full":
@@ -164,7 +184,7 @@ def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: 
     dit = CausalDiT(cfg).eval().to(device, dtype)
     vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval().to(device, dtype)
     clip = ClipVision(clip_cfg).eval().to(device, dtype)
-    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed)
+    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed, snapshot_arenas)
 
 
 def create(cfg: WorldConfig) -> MatrixGameWorld:
