@@ -287,6 +287,7 @@ def test_the_world_pool_makes_the_snapshot_arenas_before_the_first_session(monke
     world = models.session_world()
     made = pool.allocations
     assert made > 0 and pool.stats()["lent"] == 0  # made while building, all back in the pool
+    assert not hasattr(models._model.rollout, "cache")  # the warm-up walk's caches went with it
     world.reset(None, None, 3)
     kept = None
     for k in range(6):

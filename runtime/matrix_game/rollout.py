@@ -137,6 +137,11 @@ class Rollout:
         self.generator.set_state(state.rng)
         self.condition = state.condition
 
+    def release(self) -> None:
+        """Drop the session's caches and condition (a new session starts with `reset`)."""
+        for name in ("cache", "vae_cache", "condition", "keyboard", "mouse"):
+            self.__dict__.pop(name, None)
+
     def raw_frames_needed(self) -> int:
         """Raw action frames the next block takes: 9 for the first, 12 after."""
         n = self.cfg.frames_per_block

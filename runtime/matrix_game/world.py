@@ -169,7 +169,9 @@ class MatrixGameWorld:
         self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 
     def close(self) -> None:
-        pass
+        """Drop the session's state (its caches on the device); the shared model stays."""
+        self.rollout.release()
+        self._actions = None
 
 
 def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
