@@ -1,7 +1,7 @@
 """What the memory plans of every world share: the op-by-op activation tracker that runs on meta tensors
-(`tracked`), the part of a GPU no session may plan for (`RESERVE_BYTES` + `RESERVE_FRACTION`), and how many
-rewind snapshots a session keeps (`kept_snapshots`). The plans themselves live with their worlds
-(runtime/sana_wm via runtime/bench/memory_plan.py, runtime/matrix_game/memory.py).
+(`tracked`), the part of a GPU no session may plan for (`RESERVE_BYTES` + `RESERVE_FRACTION`), the GPU's
+size (`gpu_total_memory`), and how many rewind snapshots a session keeps (`kept_snapshots`). The plans
+themselves live with their worlds (SANA-WM's in runtime/bench/memory_plan.py, runtime/matrix_game/memory.py).
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def tracked():
     live = LiveBytes()
     with FusedAttention(), live:
         yield live
+
+
+def gpu_total_memory(device: torch.device | str) -> int | None:
+    """The memory of the GPU `device` names, or None when it is no CUDA device of this machine."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:

@@ -42,6 +42,7 @@ from worldwalk.runtime.device_memory import (  # noqa: F401 (re-exported: the pl
     RESERVE_FRACTION,
     FusedAttention,
     LiveBytes,
+    gpu_total_memory,
     kept_snapshots,
     tracked,
 )
@@ -421,20 +422,28 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
 
 
 def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | None = None) -> tuple[int, str]:
-    """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the plan's GPU fit
-    for its backend, bounded by the snapshots' pinned budget; at least 1. Worlds the plan cannot size
-    (no SANA-WM checkpoint) get the CPU default."""
+    """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the world's own plan
+    (SANA-WM's here, for its backend; Matrix-Game's in runtime/matrix_game/memory.py), its GPU fit bounded
+    by the snapshots' pinned budget; at least 1. Worlds no plan can size (no checkpoint, no GPU) get the CPU
+    default."""
     from worldwalk.runtime.snapshot_memory import pinned_budget
 
-    if world.name != "sana-wm" or not world.checkpoint:
+    matrix_game = world.name == "matrix-game" and bool(
+        world.checkpoint or world.options.get("random_init") in ("tiny", "full"))
+    if not matrix_game and (world.name != "sana-wm" or not world.checkpoint):
         return CPU_SESSIONS, f"no memory plan for world {world.name!r}: the default {CPU_SESSIONS}"
-    o = world.options
     device = torch.device(world.device)
-    cuda = device.type == "cuda" and torch.cuda.is_available()
     if gpu_bytes is None:
-        if not cuda:
+        gpu_bytes = gpu_total_memory(device)
+        if gpu_bytes is None:
             return CPU_SESSIONS, f"no GPU: the default {CPU_SESSIONS}"
-        gpu_bytes = torch.cuda.get_device_properties(device).total_memory
+    pinned = pinned_budget() if pinned is None else pinned
+    if matrix_game:
+        from worldwalk.runtime.matrix_game.memory import planned_sessions as matrix_game_sessions
+
+        return matrix_game_sessions(world, gpu_bytes, pinned)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    o = world.options
     dtype = getattr(torch, o.get("dtype", "bfloat16"))
     plan = plan_memory(*checkpoint_configs(world.checkpoint), int(o.get("width", 1280)), int(o.get("height", 704)),
                        dtype)
@@ -445,16 +454,10 @@ def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | Non
     else:
         backend = world.accel
     gpu = plan.sessions_fit(gpu_bytes, 0, backend)
-    pinned = pinned_budget() if pinned is None else pinned
     host = plan.sessions_fit_host(pinned)
     n = max(1, min(gpu, host))
     return n, (f"memory plan: {gpu} fit on {gpu_bytes / 1e9:.0f} GB beside one {backend} model, {host} within "
                f"{pinned / 1e9:.0f} GB of pinned snapshot memory")
-
-
-# ---------------------------------------------------------------------------------------------
-# `worldwalk info --world sana-wm ...`
-# ---------------------------------------------------------------------------------------------
 
 
 def run_plan(args: Any) -> int:

@@ -188,6 +188,32 @@ def sessions_fit_host(plan: dict[str, int], pinned_budget: int, snapshots: int |
     return pinned_budget // max(1, (snapshots or MIN_SNAPSHOTS) * plan["snapshot.pinned"])
 
 
+def world_config(world) -> tuple[MatrixGameConfig, ClipVisionConfig]:
+    """The model a `WorldConfig` of this world builds: read off its checkpoint's header, or the random
+    weights' size (`random_init` full or tiny), in its `mode`."""
+    o = world.options
+    mode = o.get("mode")
+    if world.checkpoint:
+        from .checkpoint import read_config
+
+        return read_config(world.checkpoint, mode), ClipVisionConfig()
+    if o.get("random_init") == "tiny":
+        clip = ClipVisionConfig.tiny()
+        return MatrixGameConfig.tiny(mode or "universal", clip_dim=clip.dim), clip
+    return MatrixGameConfig.for_mode(mode or "universal"), ClipVisionConfig()
+
+
+def planned_sessions(world, gpu_bytes: int, pinned_budget: int) -> tuple[int, str]:
+    """(sessions, why) a GPU of `gpu_bytes` holds for `world` (a WorldConfig) beside one shared model: this
+    plan's GPU fit, bounded by the snapshots' pinned budget; at least 1 (`serve --max-sessions`)."""
+    cfg, clip = world_config(world)
+    plan = memory_plan(cfg, dtype=getattr(torch, world.options.get("dtype", "bfloat16")), clip_cfg=clip)
+    gpu, host = sessions_fit(plan, gpu_bytes), sessions_fit_host(plan, pinned_budget)
+    n = max(1, min(gpu, host))
+    return n, (f"Matrix-Game memory plan ({cfg.mode}): {gpu} fit on {gpu_bytes / 1e9:.0f} GB beside one model, "
+               f"{host} within {pinned_budget / 1e9:.0f} GB of pinned snapshot memory")
+
+
 def mode_lines(cfg: MatrixGameConfig) -> list[str]:
     """The mode's action space, cache window and sampler steps, as the plan prints them."""
     from .steering import KEYBOARD
