@@ -7,14 +7,16 @@ and values of the first image and the image condition never change in a session:
 live ones.
 
 On CUDA the copies land in one pinned arena of the process's pool (runtime/snapshot_memory.py, shared with
-SANA-WM) on a side stream, without blocking the model thread; the caches are written in place by the next
-block, so the model's stream waits (on the GPU, not on the host) for the copies before that block runs. A
-restore waits for them too and copies back into fresh device tensors. On the CPU the same code copies
+SANA-WM) on a side stream, layer by layer, without blocking the model thread; the attention windows are
+written in place by the next block, so each layer's first write waits (on the GPU, not on the host) for
+that layer's copies only, and the copies overlap the layers before it. A restore waits for all of them and
+copies back into fresh device tensors. On the CPU the same code copies
 into pageable memory (or into unpinned arenas when the world is given a pool: tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -30,11 +32,17 @@ def _window(w: WindowKV | None, move: Move) -> WindowKV | None:
     return None if w is None else WindowKV(move(w.k), move(w.v), w.global_end, w.local_end)
 
 
-def moved_state(state: RolloutState, move: Move) -> RolloutState:
-    """`state` with each tensor a snapshot owns passed through `move` (the cross-attention K/V, the image
-    condition and the generator state, already on the host, are kept as they are)."""
-    layers = [LayerCache(_window(c.self_kv, move), _window(c.mouse_kv, move), _window(c.keyboard_kv, move))
-              for c in state.cache.layers]
+def moved_state(state: RolloutState, move: Move, after_layer: Callable[[LayerCache], None] | None = None
+                ) -> RolloutState:
+    """`state` with each tensor a snapshot owns passed through `move`, layer by layer (`after_layer` is
+    called with each layer of `state` once its windows are moved), then the decoder's time cache and the
+    action history. The cross-attention K/V, the image condition and the generator state (already on the
+    host) are kept as they are."""
+    layers = []
+    for c in state.cache.layers:
+        layers.append(LayerCache(_window(c.self_kv, move), _window(c.mouse_kv, move), _window(c.keyboard_kv, move)))
+        if after_layer is not None:
+            after_layer(c)
     slots = [move(s) if isinstance(s, torch.Tensor) else s for s in state.vae_cache.slots]
     return replace(state, cache=DiTCache(layers, state.cache.cross), vae_cache=TimeCache(slots, 0),
                    keyboard=move(state.keyboard), mouse=move(state.mouse))
@@ -98,19 +106,27 @@ class SnapshotStore(HostCopies):
         super().__init__(device, arenas, copies=True)
 
     def offload(self, state: RolloutState, chunk: int) -> MatrixGameSnapshot:
-        """A snapshot of the live `state` (`Rollout.live_state`); on CUDA the current stream (the model's)
-        waits for the copies before it goes on, as the next block writes the caches in place."""
+        """A snapshot of the live `state` (`Rollout.live_state`), copied on the side stream on CUDA; the
+        model's stream goes on, each layer's next write waiting for that layer's copies (`WindowKV.copying`)."""
         tensors = owned_tensors(state)
         lease = self._lease(tensors)
         with self._on_side(None) as info:
-            host = moved_state(state, self._mover(lease))
+            host = moved_state(state, self._mover(lease), self._mark_copying if self.stream is not None else None)
         event = info.get("event")
-        if event is not None:
-            torch.cuda.current_stream(self.device).wait_event(event)
-            if lease is not None:
-                lease.events.append(event)
+        if event is not None and lease is not None:
+            lease.events.append(event)
         nbytes = lease.arena.numel() if lease is not None else sum(t.numel() * t.element_size() for t in tensors)
         return MatrixGameSnapshot(host, chunk, event, nbytes, [] if lease is None else [lease])
+
+    def _mark_copying(self, layer: LayerCache) -> None:
+        """The layer's windows are written in place by the next block: its first write waits (on the GPU)
+        for their copies, recorded here on the side stream. The decoder's time cache and the action history
+        are replaced, never written in place: nothing waits for their copies but a restore."""
+        ev = torch.cuda.Event()
+        ev.record(self.stream)
+        for w in (layer.self_kv, layer.mouse_kv, layer.keyboard_kv):
+            if w is not None:
+                w.copying = ev
 
     def restore(self, snap: MatrixGameSnapshot) -> RolloutState:
         """The snapshot's state in fresh tensors on the device (the snapshot stays as it was: it may be
