@@ -1,8 +1,7 @@
-"""Snapshot memory (runtime/snapshot_memory.py, SANA-WM's layout in runtime/sana_wm/snapshots.py): a snapshot's
-tensors are carved from one arena of a pool
-shared by the process's sessions; arenas are reused, their bytes (rounded to 2 MiB) are what a snapshot
-counts, and the pool never passes its budget. On CUDA the arenas are pinned; here the same copying path
-runs into unpinned ones (`copies=True`)."""
+"""Snapshot memory (runtime/snapshot_memory.py, SANA-WM's layout in runtime/sana_wm/snapshots.py): a
+snapshot's tensors are carved from one arena of a pool shared by the process's sessions; arenas are
+reused, their bytes (rounded to 2 MiB) are what a snapshot counts, and the pool never passes its budget.
+On CUDA the arenas are pinned; here the same copying path runs into unpinned ones (`copies=True`)."""
 
 from __future__ import annotations
 
