@@ -52,3 +52,30 @@ def test_bf16_world_streams_and_restores_exactly() -> None:
     world.restore(snap)
     b = world.generate_chunk(eye, k)
     assert np.array_equal(a.frames, b.frames)
+
+
+def test_snapshots_go_to_pinned_host_memory_and_come_back() -> None:
+    """On the GPU a kept boundary is copied on a side stream into a pinned arena of the process's pool: the
+    device keeps none of it, and a restore copies it back for the same chunk bit for bit."""
+    from worldwalk.runtime.matrix_game.snapshots import owned_tensors
+    from worldwalk.runtime.snapshot_memory import arena_size, carved_bytes
+
+    world = random_world("tiny", device=DEVICE, dtype=torch.bfloat16)
+    world.reset(None, None, seed=2)
+    eye, k = np.repeat(np.eye(4)[None], 12, 0), np.repeat(np.eye(3)[None], 12, 0)
+    for n in (9, 12, 12):
+        world.generate_chunk(eye[:n], k[:n])
+    on_device = torch.cuda.memory_allocated() if ON_GPU else 0
+    snap = world.snapshot()
+    owned = owned_tensors(snap.state)
+    assert all(t.device.type == "cpu" for t in owned)
+    copied = sum(t.numel() * t.element_size() for t in owned)
+    assert snap.nbytes() == (arena_size(carved_bytes(owned)) if ON_GPU else copied)  # the CPU: pageable copies
+    if ON_GPU:
+        assert all(t.is_pinned() for t in owned) and snap.leases  # an arena of the process's pinned pool
+        assert torch.cuda.memory_allocated() - on_device < 2**20  # nothing of it stays on the device
+    a = world.generate_chunk(eye, k)
+    world.restore(snap)
+    assert all(t.device.type == torch.device(DEVICE).type for t in owned_tensors(world.rollout.live_state()))
+    b = world.generate_chunk(eye, k)
+    assert np.array_equal(a.frames, b.frames)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from worldwalk.runtime.matrix_game.clip import ClipVisionConfig
-from worldwalk.runtime.matrix_game.memory import memory_plan, sessions_fit
+from worldwalk.runtime.matrix_game.memory import memory_plan, sessions_fit, sessions_fit_host
 from worldwalk.runtime.matrix_game.rollout import ImageCondition
 from worldwalk.runtime.matrix_game.world import random_world
 
@@ -126,24 +126,29 @@ def test_planned_activations_match_the_allocator_on_the_tiny_model() -> None:
 
 
 def test_a_session_keeps_as_many_snapshots_as_its_memory_budget_holds() -> None:
-    """A boundary holds copies of the caches (2.3 GiB at full size in bf16, on the model's device): its
-    size is told, so the session's budget bounds how many it keeps, instead of one per chunk."""
+    """A boundary holds copies of the caches (2.2 GiB at full size in bf16, in host memory): its size is
+    told, so the session's budget bounds how many it keeps, instead of one per chunk."""
     import time
 
     from worldwalk.runtime.session import Session, SessionConfig
 
     world = random_world("tiny")
     world.reset(None, None, 0)
-    for _ in range(2):
+    for _ in range(3):
         n = world.rollout.raw_frames_needed()
         world.generate_chunk(torch.eye(4).repeat(n, 1, 1).numpy(), torch.eye(3).repeat(n, 1, 1).numpy())
     per = world.snapshot().nbytes()
-    held = world.rollout.cache.nbytes() - world.rollout.cache.cross.nbytes() + world.rollout.vae_cache.nbytes()
-    assert held <= per < held + 8192  # the caches' copies, the action history, the generator's state (5 KB)
+    roll = world.rollout
+    held = roll.cache.nbytes() - roll.cache.cross.nbytes() + roll.vae_cache.nbytes()
+    history = sum(t.numel() * t.element_size() for t in (roll.keyboard, roll.mouse))
+    assert per == held + history  # the caches' copies and the action history, in pageable memory here
     plan = memory_plan(world.cfg, torch.float32, torch.float32, clip_cfg=ClipVisionConfig.tiny())
-    assert plan["snapshot"] == held  # what the plan counts a kept boundary at
+    assert plan["snapshot"] == per  # what the plan counts a kept boundary at
     gpu = 3 * 2**30 + 100 * plan["cache.per_session"]  # beyond the reserve (2 GiB + 5%)
-    assert sessions_fit(plan, gpu, 3) < sessions_fit(plan, gpu, 1) < sessions_fit(plan, gpu)
+    heavy = {**plan, "snapshot": 1000 * plan["snapshot"], "snapshot.pinned": 1000 * plan["snapshot.pinned"]}
+    assert 90 < sessions_fit(heavy, gpu) == sessions_fit(plan, gpu)  # snapshots take no GPU memory
+    assert sessions_fit_host(plan, 7 * plan["snapshot.pinned"]) == 3  # 2 each within the pinned budget
+    assert sessions_fit_host(plan, 7 * plan["snapshot.pinned"], 3) == 2
     budget = 2.5 * per
     session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
     with session.start():

@@ -59,8 +59,9 @@ def test_bench_runs_the_modes_tiny_model(capsys) -> None:
 def _record_tiny(path: Path, mode: str) -> Path:
     """A session of the tiny random world in `mode`, recorded for two chunks with W held."""
     from worldwalk.runtime.session import Session, SessionConfig
-    from worldwalk.runtime.world import WorldConfig, create_world
-    from worldwalk.stream.recorder import attach_recorder
+    from worldwalk.runtime.world import WorldConfig
+    from worldwalk.runtime.worlds import create_world
+    from worldwalk.stream.record.recorder import attach_recorder
 
     wc = WorldConfig(name="matrix-game", seed=3, options={"random_init": "tiny", "mode": mode})
     world = create_world(wc)
@@ -80,7 +81,7 @@ def _record_tiny(path: Path, mode: str) -> Path:
 
 
 def test_render_runs_the_modes_tiny_world_and_refuses_another_mode(tmp_path: Path, capsys) -> None:
-    from worldwalk.stream.session_log import read_log
+    from worldwalk.stream.record.session_log import read_log
 
     log = _record_tiny(tmp_path / "gta.mp4", "gta_drive")
     assert all(np.asarray(c["actions"]["keyboard"]).shape[1] == 2 for c in read_log(log).chunks)

@@ -215,3 +215,85 @@ def test_a_snapshot_pickles_and_goes_on_in_another_world():
     b.reset(None, None, 9)  # another walk's state, replaced by the restore
     b.restore(pickle.loads(blob))
     assert np.array_equal(chunk(b, 1), expected)
+
+
+def _steered_chunk(world, k: int, key: int) -> np.ndarray:
+    n = world.spec.chunk_frames(k)
+    kb = np.zeros((n, world.cfg.keyboard_dim), np.float32)
+    kb[:, key] = 1.0
+    world.set_actions(kb, np.full((n, 2), 0.05 * (key + 1), np.float32))
+    return world.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0)).frames
+
+
+def test_a_snapshot_lives_in_host_memory_and_restores_the_uninterrupted_walk():
+    """A boundary kept mid-session is a copy in host memory, carved from one arena of the pool (pinned on
+    CUDA; unpinned here, the same path), its bytes the plan's; the walk it was taken from goes on writing its
+    caches in place, and restoring it (twice) gives exactly the frames of the walk never interrupted."""
+    import torch
+
+    from worldwalk.runtime.matrix_game.clip import ClipVisionConfig
+    from worldwalk.runtime.matrix_game.memory import memory_plan
+    from worldwalk.runtime.matrix_game.snapshots import owned_tensors
+    from worldwalk.runtime.snapshot_memory import PinnedArenas
+
+    straight = random_world("tiny")
+    straight.reset(None, None, 4)
+    expected = [_steered_chunk(straight, k, k % 4) for k in range(3)]
+    at_boundary = [t.clone() for t in owned_tensors(straight.rollout.live_state())]
+    expected += [_steered_chunk(straight, k, k % 4) for k in range(3, 5)]
+
+    pool = PinnedArenas(budget=64 << 20, pin=False, spare=False)
+    world = random_world("tiny")
+    world.snapshot_arenas = pool
+    world = world.fork()  # a session's world takes its store's arenas from the model's world
+    world.reset(None, None, 4)
+    for k in range(3):
+        _steered_chunk(world, k, k % 4)
+    snap = world.snapshot()
+    plan = memory_plan(world.cfg, torch.float32, torch.float32, clip_cfg=ClipVisionConfig.tiny())
+    assert snap.nbytes() == plan["snapshot.pinned"] == pool.stats()["lent"]
+    owned, live = owned_tensors(snap.state), owned_tensors(world.rollout.live_state())
+    assert sum(t.numel() * t.element_size() for t in owned) == plan["snapshot"]
+    arena = snap.leases[0].arena
+    lo, hi = arena.data_ptr(), arena.data_ptr() + arena.numel()
+    assert all(t.device.type == "cpu" and lo <= t.data_ptr() < hi for t in owned)  # carved from its arena
+    assert not {t.untyped_storage().data_ptr() for t in owned} & {t.untyped_storage().data_ptr() for t in live}
+
+    _steered_chunk(world, 3, 2)  # another walk from the boundary: the live caches are written in place
+    for _ in range(2):
+        world.restore(snap)
+        now = owned_tensors(world.rollout.live_state())
+        assert len(now) == len(at_boundary) and all(map(torch.equal, now, at_boundary))
+        assert np.array_equal(_steered_chunk(world, 3, 3), expected[3])
+        assert np.array_equal(_steered_chunk(world, 4, 0), expected[4])
+    import pickle
+
+    sent = pickle.loads(pickle.dumps(snap))  # the cluster's failover copy: its own compact tensors, no arena
+    assert sent.leases == [] and all(t.untyped_storage().nbytes() == t.numel() * t.element_size()
+                                     for t in owned_tensors(sent.state))
+    del snap
+    assert pool.stats()["lent"] == 0  # the arena went back to the pool
+
+
+def test_the_world_pool_makes_the_snapshot_arenas_before_the_first_session(monkeypatch):
+    """serve's pool builds Matrix-Game once and, on CUDA, pins the arenas its sessions' snapshots take then
+    (`prepare_snapshots`): a session's boundaries reuse them and make none while its chunks run."""
+    from worldwalk.runtime.snapshot_memory import PinnedArenas
+    from worldwalk.runtime.worlds import world_pool
+
+    pool = PinnedArenas(budget=64 << 20, pin=False, spare=False)  # unpinned here: the same path
+    monkeypatch.setattr(world_pool, "create_world", lambda cfg: random_world("tiny", snapshot_arenas=pool))
+    models = world_pool.WorldPool(matrix_game_config())
+    world = models.session_world()
+    made = pool.allocations
+    assert made > 0 and pool.stats()["lent"] == 0  # made while building, all back in the pool
+    assert not hasattr(models._model.rollout, "cache")  # the warm-up walk's caches went with it
+    world.reset(None, None, 3)
+    kept = None
+    for k in range(6):
+        kept = world.snapshot()
+        assert kept.leases  # carved from the pool's arenas
+        _steered_chunk(world, k, k % 4)
+    assert pool.allocations == made
+    del kept
+    models.close()

@@ -21,7 +21,7 @@ from worldwalk.runtime.bench.memory_plan import (
     plan_memory,
     run_plan,
 )
-from worldwalk.runtime.memory_budget import GiB, LiveBytes
+from worldwalk.runtime.device_memory import GiB, LiveBytes
 
 from .builders import WORLD_H as H
 from .builders import WORLD_W as W

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from worldwalk.runtime.bench import memory_plan
 from worldwalk.runtime.bench.memory_plan import GiB, MemoryPlan, planned_sessions
-from worldwalk.runtime.sana_wm.snapshots import ARENA_GRANULE
+from worldwalk.runtime.snapshot_memory import ARENA_GRANULE
 from worldwalk.runtime.world import WorldConfig
 
 
@@ -75,3 +75,28 @@ def test_serve_batch_sessions_flag():
     register(parser.add_subparsers())
     assert build_config(parser.parse_args(["serve", "--batch-sessions"])).batch_sessions is True
     assert build_config(parser.parse_args(["serve"])).batch_sessions is False
+
+
+def test_max_sessions_default_on_a_gpu_is_the_matrix_game_plan_when_serving_matrix_game(monkeypatch):
+    """`serve --world matrix-game` on a GPU: the default is what Matrix-Game's own plan (meta device, full
+    size) fits on the device, bounded by the pinned budget its snapshots take, not SANA-WM's plan."""
+    import torch
+
+    from worldwalk.runtime.matrix_game.config import MatrixGameConfig
+    from worldwalk.runtime.matrix_game.memory import memory_plan as matrix_game_plan
+    from worldwalk.runtime.matrix_game.memory import sessions_fit
+    from worldwalk.stream.webrtc.admission import default_max_sessions
+
+    gpu = {"cuda": 24 * 10**9}
+    monkeypatch.setattr(memory_plan, "gpu_total_memory", lambda device: gpu[torch.device(device).type])
+    monkeypatch.setenv("WORLDWALK_PINNED_BUDGET", "1000GiB")
+    world = WorldConfig(name="matrix-game", device="cuda", options={"random_init": "full"})
+    plan = matrix_game_plan(MatrixGameConfig.for_mode("universal"))
+    assert default_max_sessions(world) == sessions_fit(plan, 24 * 10**9) == 5
+    gpu["cuda"] = 80 * 10**9
+    assert default_max_sessions(world) == sessions_fit(plan, 80 * 10**9) == 27
+    # the pinned budget binds first: 3 sessions' 2 snapshots each
+    monkeypatch.setenv("WORLDWALK_PINNED_BUDGET", str(6 * plan["snapshot.pinned"] + ARENA_GRANULE))
+    n, why = planned_sessions(world)
+    assert n == 3 and "Matrix-Game" in why and "pinned" in why
+    assert default_max_sessions(WorldConfig(name="matrix-game", device="cpu")) == 4  # the CPU: no plan

@@ -1,7 +1,7 @@
-"""Snapshot memory (runtime/sana_wm/snapshots.py): a snapshot's tensors are carved from one arena of a pool
-shared by the process's sessions; arenas are reused, their bytes (rounded to 2 MiB) are what a snapshot
-counts, and the pool never passes its budget. On CUDA the arenas are pinned; here the same copying path
-runs into unpinned ones (`copies=True`)."""
+"""Snapshot memory (runtime/snapshot_memory.py, SANA-WM's layout in runtime/sana_wm/snapshots.py): a
+snapshot's tensors are carved from one arena of a pool shared by the process's sessions; arenas are
+reused, their bytes (rounded to 2 MiB) are what a snapshot counts, and the pool never passes its budget.
+On CUDA the arenas are pinned; here the same copying path runs into unpinned ones (`copies=True`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 
 from worldwalk.controls import intrinsics_from_fov
 from worldwalk.runtime.sana_wm.memory import tensors_in
-from worldwalk.runtime.sana_wm.snapshots import ARENA_GRANULE, PinnedArenas, SnapshotStore, arena_size
+from worldwalk.runtime.sana_wm.snapshots import SnapshotStore
+from worldwalk.runtime.snapshot_memory import ARENA_GRANULE, PinnedArenas, arena_size
 
 from .builders import WORLD_H, WORLD_W, tiny_world
 

@@ -197,7 +197,7 @@ def snapshot_full(w: Worlds) -> tuple[bool, str]:
 
 def snapshot_restore(world) -> tuple[bool, str]:
     """After 4 chunks: snapshot, 2 chunks, restore, the same 2 chunks again: bit-exact."""
-    from worldwalk.runtime.sana_wm.snapshots import process_arenas
+    from worldwalk.runtime.snapshot_memory import process_arenas
 
     cuda = world.device.type == "cuda"
     play(world, 4, seed=1)

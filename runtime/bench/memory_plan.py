@@ -36,14 +36,20 @@ from typing import Any
 import torch
 
 from worldwalk.runtime.byte_sizes import parse_bytes  # noqa: F401 (re-exported: info and tests read it here)
-from worldwalk.runtime.memory_budget import RESERVE_BYTES, RESERVE_FRACTION, GiB, kept_snapshots, tracked
+from worldwalk.runtime.device_memory import (
+    MIN_SNAPSHOTS,
+    RESERVE_BYTES,
+    RESERVE_FRACTION,
+    GiB,
+    gpu_total_memory,
+    kept_snapshots,
+    tracked,
+)
 from worldwalk.runtime.sana_wm.cache import GDNCache, SoftmaxCache, StreamingCache
 from worldwalk.runtime.sana_wm.camera import CameraInputs
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
 from worldwalk.runtime.sana_wm.memory import reported_bytes
 from worldwalk.runtime.world import CPU_SESSIONS
-
-MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
 def released_vae_config() -> dict[str, Any]:
@@ -142,8 +148,8 @@ class MemoryPlan:
 
     def pinned_snapshot_bytes(self) -> int:
         """Pinned host memory one kept snapshot takes: its bytes rounded up to the arena (a power of two,
-        as the pinned pool of runtime/sana_wm/snapshots.py allocates them)."""
-        from worldwalk.runtime.sana_wm.snapshots import arena_size
+        as the pinned pool of runtime/snapshot_memory.py allocates them)."""
+        from worldwalk.runtime.snapshot_memory import arena_size
 
         return arena_size(self.snapshot_bytes)
 
@@ -413,20 +419,28 @@ def full_size_plan(width: int = 1280, height: int = 704, dtype: torch.dtype = to
 
 
 def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | None = None) -> tuple[int, str]:
-    """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the plan's GPU fit
-    for its backend, bounded by the snapshots' pinned budget; at least 1. Worlds the plan cannot size
-    (no SANA-WM checkpoint) get the CPU default."""
-    from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+    """(sessions, why) a device holds for `world` (a WorldConfig) with one shared model: the world's own plan
+    (SANA-WM's here, for its backend; Matrix-Game's in runtime/matrix_game/memory.py), its GPU fit bounded
+    by the snapshots' pinned budget; at least 1. Worlds no plan can size (no checkpoint, no GPU) get the CPU
+    default."""
+    from worldwalk.runtime.snapshot_memory import pinned_budget
 
-    if world.name != "sana-wm" or not world.checkpoint:
+    matrix_game = world.name == "matrix-game" and bool(
+        world.checkpoint or world.options.get("random_init") in ("tiny", "full"))
+    if not matrix_game and (world.name != "sana-wm" or not world.checkpoint):
         return CPU_SESSIONS, f"no memory plan for world {world.name!r}: the default {CPU_SESSIONS}"
-    o = world.options
     device = torch.device(world.device)
-    cuda = device.type == "cuda" and torch.cuda.is_available()
     if gpu_bytes is None:
-        if not cuda:
+        gpu_bytes = gpu_total_memory(device)
+        if gpu_bytes is None:
             return CPU_SESSIONS, f"no GPU: the default {CPU_SESSIONS}"
-        gpu_bytes = torch.cuda.get_device_properties(device).total_memory
+    pinned = pinned_budget() if pinned is None else pinned
+    if matrix_game:
+        from worldwalk.runtime.matrix_game.memory import planned_sessions as matrix_game_sessions
+
+        return matrix_game_sessions(world, gpu_bytes, pinned)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    o = world.options
     dtype = getattr(torch, o.get("dtype", "bfloat16"))
     plan = plan_memory(*checkpoint_configs(world.checkpoint), int(o.get("width", 1280)), int(o.get("height", 704)),
                        dtype)
@@ -437,16 +451,10 @@ def planned_sessions(world: Any, gpu_bytes: int | None = None, pinned: int | Non
     else:
         backend = world.accel
     gpu = plan.sessions_fit(gpu_bytes, 0, backend)
-    pinned = pinned_budget() if pinned is None else pinned
     host = plan.sessions_fit_host(pinned)
     n = max(1, min(gpu, host))
     return n, (f"memory plan: {gpu} fit on {gpu_bytes / 1e9:.0f} GB beside one {backend} model, {host} within "
                f"{pinned / 1e9:.0f} GB of pinned snapshot memory")
-
-
-# ---------------------------------------------------------------------------------------------
-# `worldwalk info --world sana-wm ...`
-# ---------------------------------------------------------------------------------------------
 
 
 def run_plan(args: Any) -> int:
@@ -497,7 +505,7 @@ def run_plan(args: Any) -> int:
                  pinned_snapshot_bytes=plan.pinned_snapshot_bytes())
         print(json.dumps(d, indent=2))
     else:
-        from worldwalk.runtime.sana_wm.snapshots import pinned_budget
+        from worldwalk.runtime.snapshot_memory import pinned_budget
 
         print(format_plan(plan, gpu, snapshots, pinned_budget()))
     return 0

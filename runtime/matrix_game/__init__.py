@@ -5,6 +5,7 @@ config.py   `MatrixGameConfig` (full / per mode / tiny)       cache.py    typed 
 rope.py     3-axis video RoPE and the action RoPE              action.py   mouse + keyboard module
 dit.py      `CausalDiT`, one call per denoising step           sampler.py  warped few-step schedule
 vae.py      Wan 2.1 VAE encoder and streaming decoder          rollout.py  the block loop
+snapshots.py  chunk boundaries kept in (pinned) host memory
 """
 
 from .cache import CrossKV, DiTCache, LayerCache, WindowKV

@@ -21,7 +21,7 @@ out) once; a call repeating a block (later steps, the t=0 pass) overwrites that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,9 @@ class WindowKV:
     v: torch.Tensor
     global_end: int = 0  # units written since the session began (absolute end of the newest write)
     local_end: int = 0  # end of the valid part of `k`/`v`
+    # CUDA event of a snapshot's copies of k/v still running on a side stream (snapshots.py): the next write
+    # waits for it on the GPU, so a layer's copy overlaps the layers before it
+    copying: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def empty(cls, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> WindowKV:
@@ -45,6 +48,9 @@ class WindowKV:
 
     def write(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Stores `k`, `v` for units [start, start + n) and returns the window attention reads."""
+        if self.copying is not None:
+            torch.cuda.current_stream(self.k.device).wait_event(self.copying)
+            self.copying = None
         n, end = k.shape[1], start + k.shape[1]
         local_end = self.local_end + end - self.global_end
         if end > self.global_end and self.local_end + n > self.capacity:

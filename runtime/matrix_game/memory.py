@@ -4,7 +4,7 @@ activations of the streaming code.
 
 Upstream allocates the mouse cache for all 30 blocks; only the 15 action blocks use it, so ours is half.
 
-Activations are tracked op by op on meta tensors (`LiveBytes` of runtime/memory_budget.py, as the
+Activations are tracked op by op on meta tensors (`LiveBytes` of runtime/device_memory.py, as the
 SANA-WM plan does; attention counted as a fused kernel: its output and log-sum-exp, not the score
 matrix): the high-water mark of the bytes the code itself allocates
 - in one DiT call at steady state (the self-attention window full, a new block rolling the cache), and
@@ -15,6 +15,10 @@ A session does these one after another, so one session's activation peak is the 
 (`activation.session`). Sessions of one process share a GPU without taking turns: another session's
 decode (or start) may run beside a DiT call, so the sessions-per-GPU figure leaves room for both at
 once, plus the reserve the SANA-WM plan keeps (CUDA context, workspaces, fragmentation).
+
+Rewind snapshots (kept chunk boundaries) are not on the GPU: each is a copy of the caches a block changes
+and of the action history in host memory, on CUDA one pinned arena of the process's pool
+(snapshots.py), so they count against the pinned budget (`sessions_fit_host`), not the device.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
+from .rollout import RolloutState, first_raw_kept
+from .snapshots import host_bytes
 from .vae import TimeCache, WanVAE
 
 MiB = 2**20
@@ -59,7 +65,7 @@ def memory_plan(cfg: MatrixGameConfig, dtype: torch.dtype = torch.bfloat16,
 def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, device: str,
           clip_cfg: ClipVisionConfig) -> dict[str, int]:
     tokens = 1 + (clip_cfg.image_size // clip_cfg.patch_size) ** 2
-    from worldwalk.runtime.memory_budget import tracked
+    from worldwalk.runtime.device_memory import tracked
 
     size = torch.empty((), dtype=dtype).element_size()
     with torch.device(device), torch.no_grad():
@@ -115,6 +121,13 @@ def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, dev
         with tracked() as live:
             clip(torch.zeros(1, 3, cfg.height, cfg.width, dtype=dtype))
         reset_peak = max(reset_peak, live.peak)
+        # a kept boundary: the caches a block changes, at steady state, and the raw action history
+        ff = 100 * n  # any boundary once the windows are full
+        history = cfg.raw_frames(ff) - first_raw_kept(cfg, ff)
+        state = RolloutState(cache, time_cache, ff, torch.zeros(1, history, cfg.keyboard_dim, dtype=dtype),
+                             torch.zeros(1, history if cfg.mouse else 0, cfg.mouse_dim, dtype=dtype),
+                             first_raw_kept(cfg, ff), torch.empty(0, dtype=torch.uint8), None)
+        snapshot, snapshot_pinned = host_bytes(state)
     self_kv = sum(layer.self_kv.nbytes() for layer in cache.layers)
     mouse_b = sum(layer.mouse_kv.nbytes() for layer in cache.layers if layer.mouse_kv is not None)
     keyboard_b = sum(layer.keyboard_kv.nbytes() for layer in cache.layers if layer.keyboard_kv is not None)
@@ -134,8 +147,10 @@ def _plan(cfg: MatrixGameConfig, dtype: torch.dtype, vae_dtype: torch.dtype, dev
         "activation.reset": reset_peak,
         "activation.session": max(dit_peak, decode_peak, reset_peak),
         "per_session_with_activations": caches + max(dit_peak, decode_peak, reset_peak),
-        # a kept chunk boundary (rewind, failover) copies the caches a session changes, on the model's device
-        "snapshot": caches - cache.cross.nbytes(),
+        # a kept chunk boundary (rewind, failover): copies of the caches a session changes and of its action
+        # history, in host memory (snapshots.py); on CUDA one pinned arena of them, rounded up to 2 MiB
+        "snapshot": snapshot,
+        "snapshot.pinned": snapshot_pinned,
         "_dtype_bytes": size,
     }
 
@@ -146,23 +161,57 @@ def weights(plan: dict[str, int]) -> int:
 
 def kept_snapshots(plan: dict[str, int]) -> int:
     """Boundaries a session keeps by default (`SessionConfig.snapshot_budget_mb`, at least one)."""
-    from worldwalk.runtime.memory_budget import kept_snapshots as kept
+    from worldwalk.runtime.device_memory import kept_snapshots as kept
     from worldwalk.runtime.session import SessionConfig
 
     return kept(plan["snapshot"], SessionConfig())
 
 
-def sessions_fit(plan: dict[str, int], gpu_bytes: int, snapshots: int = 0) -> int:
+def sessions_fit(plan: dict[str, int], gpu_bytes: int) -> int:
     """Sessions a GPU holds beside one shared model: the reserve, the weights, and one DiT call beside one
     VAE pass (a decode, or a new session's start) at once (two sessions' model threads) come first; then
-    each session's caches and the `snapshots` boundaries it keeps (on the device)."""
-    from worldwalk.runtime.memory_budget import RESERVE_BYTES, RESERVE_FRACTION
+    each session's caches. Its rewind snapshots are in host memory (`sessions_fit_host`)."""
+    from worldwalk.runtime.device_memory import RESERVE_BYTES, RESERVE_FRACTION
 
     reserve = RESERVE_BYTES + int(RESERVE_FRACTION * gpu_bytes)
     vae_pass = max(plan["activation.vae_decode"], plan["activation.reset"])
     free = gpu_bytes - reserve - weights(plan) - plan["activation.dit_call"] - vae_pass
-    each = plan["cache.per_session"] + snapshots * plan["snapshot"]
+    each = plan["cache.per_session"]
     return max(0, free // each) if each else 0
+
+
+def sessions_fit_host(plan: dict[str, int], pinned_budget: int, snapshots: int | None = None) -> int:
+    """Sessions whose snapshots (`snapshots` each, default the least a session keeps: the boundary it is at
+    and one to rewind to) fit the process's pinned budget (runtime/snapshot_memory.py)."""
+    from worldwalk.runtime.device_memory import MIN_SNAPSHOTS
+
+    return pinned_budget // max(1, (snapshots or MIN_SNAPSHOTS) * plan["snapshot.pinned"])
+
+
+def world_config(world) -> tuple[MatrixGameConfig, ClipVisionConfig]:
+    """The model a `WorldConfig` of this world builds: read off its checkpoint's header, or the random
+    weights' size (`random_init` full or tiny), in its `mode`."""
+    o = world.options
+    mode = o.get("mode")
+    if world.checkpoint:
+        from .checkpoint import read_config
+
+        return read_config(world.checkpoint, mode), ClipVisionConfig()
+    if o.get("random_init") == "tiny":
+        clip = ClipVisionConfig.tiny()
+        return MatrixGameConfig.tiny(mode or "universal", clip_dim=clip.dim), clip
+    return MatrixGameConfig.for_mode(mode or "universal"), ClipVisionConfig()
+
+
+def planned_sessions(world, gpu_bytes: int, pinned_budget: int) -> tuple[int, str]:
+    """(sessions, why) a GPU of `gpu_bytes` holds for `world` (a WorldConfig) beside one shared model: this
+    plan's GPU fit, bounded by the snapshots' pinned budget; at least 1 (`serve --max-sessions`)."""
+    cfg, clip = world_config(world)
+    plan = memory_plan(cfg, dtype=getattr(torch, world.options.get("dtype", "bfloat16")), clip_cfg=clip)
+    gpu, host = sessions_fit(plan, gpu_bytes), sessions_fit_host(plan, pinned_budget)
+    n = max(1, min(gpu, host))
+    return n, (f"Matrix-Game memory plan ({cfg.mode}): {gpu} fit on {gpu_bytes / 1e9:.0f} GB beside one model, "
+               f"{host} within {pinned_budget / 1e9:.0f} GB of pinned snapshot memory")
 
 
 def mode_lines(cfg: MatrixGameConfig) -> list[str]:
@@ -179,7 +228,13 @@ def mode_lines(cfg: MatrixGameConfig) -> list[str]:
             f"= {len(cfg.denoising_steps) + 1} DiT calls a block"]
 
 
-def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
+def _pinned_budget() -> int:
+    from worldwalk.runtime.snapshot_memory import pinned_budget
+
+    return pinned_budget()
+
+
+def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int, pinned_budget: int | None = None) -> str:
     """The plan as `worldwalk info --world matrix-game` prints it."""
     plan = memory_plan(cfg, dtype=dtype)
     lines = [f"Matrix-Game 2.0 {cfg.mode}, {cfg.height}x{cfg.width}, DiT {str(dtype)[6:]}, VAE float16",
@@ -190,10 +245,13 @@ def plan_text(cfg: MatrixGameConfig, dtype: torch.dtype, gpu_bytes: int) -> str:
     lines.append(f"  weights (shared)             {weights(plan) / MiB:10.1f} MiB")
     kept = kept_snapshots(plan)
     lines.append(f"  sessions in {gpu_bytes / 1e9:.0f} GB: {sessions_fit(plan, gpu_bytes)} (weights shared; "
-                 "one DiT call beside one VAE pass at once; reserve as for SANA-WM)")
-    lines.append(f"    each keeping 1 snapshot (the latest boundary): {sessions_fit(plan, gpu_bytes, 1)}; each "
-                 f"keeping the {kept} its default snapshot budget holds: {sessions_fit(plan, gpu_bytes, kept)} "
-                 "(snapshots stay on the model's device)")
+                 "one DiT call beside one VAE pass at once; reserve as for SANA-WM; snapshots in host memory)")
+    pinned = pinned_budget if pinned_budget is not None else _pinned_budget()
+    lines.append(f"  snapshots in host memory: {plan['snapshot.pinned'] / MiB:.1f} MiB pinned each; a session keeps "
+                 f"{kept} by default ({kept * plan['snapshot.pinned'] / 2**30:.2f} GiB)")
+    lines.append(f"    a pinned budget of {pinned / 2**30:.1f} GiB (WORLDWALK_PINNED_BUDGET) holds the snapshots of "
+                 f"{sessions_fit_host(plan, pinned)} sessions keeping 2, of {sessions_fit_host(plan, pinned, kept)} "
+                 f"keeping {kept} (beyond it they go to pageable memory)")
     return "\n".join(lines)
 
 

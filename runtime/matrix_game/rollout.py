@@ -64,6 +64,11 @@ def _same(a: TimeCache, b: TimeCache) -> bool:
     )
 
 
+def first_raw_kept(cfg: MatrixGameConfig, first_frame: int) -> int:
+    """The oldest raw action frame a window of latent frames from `first_frame` on still reads."""
+    return max(0, cfg.vae_time_ratio * first_frame - cfg.raw_window)
+
+
 @dataclass
 class RolloutState:
     """Everything a rollout carries between blocks (for rewind and failover): caches, RNG, position."""
@@ -118,16 +123,24 @@ class Rollout:
     def _gaussian(self, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=self.dtype)
 
-    def snapshot(self) -> RolloutState:
-        return RolloutState(self.cache.clone(), self.vae_cache.clone(), self.first_frame, self.keyboard.clone(),
-                            self.mouse.clone(), self.raw_start, self.generator.get_state(), self.condition)
+    def live_state(self) -> RolloutState:
+        """The state at this block boundary, its tensors the live ones (the next block writes the caches in
+        place: a snapshot copies them, snapshots.py)."""
+        return RolloutState(self.cache, self.vae_cache, self.first_frame, self.keyboard, self.mouse, self.raw_start,
+                            self.generator.get_state(), self.condition)
 
-    def restore(self, state: RolloutState) -> None:
-        self.cache, self.vae_cache = state.cache.clone(), state.vae_cache.clone()
+    def adopt(self, state: RolloutState) -> None:
+        """Go on from `state`, whose tensors become the rollout's own (a restore's fresh copies)."""
+        self.cache, self.vae_cache = state.cache, state.vae_cache
         self.first_frame = state.first_frame
-        self.keyboard, self.mouse, self.raw_start = state.keyboard.clone(), state.mouse.clone(), state.raw_start
+        self.keyboard, self.mouse, self.raw_start = state.keyboard, state.mouse, state.raw_start
         self.generator.set_state(state.rng)
         self.condition = state.condition
+
+    def release(self) -> None:
+        """Drop the session's caches and condition (a new session starts with `reset`)."""
+        for name in ("cache", "vae_cache", "condition", "keyboard", "mouse"):
+            self.__dict__.pop(name, None)
 
     def raw_frames_needed(self) -> int:
         """Raw action frames the next block takes: 9 for the first, 12 after."""
@@ -185,7 +198,7 @@ class Rollout:
         self.decode_s = time.perf_counter() - start
         # 6. advance: positions keep counting; raw actions no later window reads are dropped
         self.first_frame += n
-        keep_from = max(0, cfg.vae_time_ratio * self.first_frame - cfg.raw_window)
+        keep_from = first_raw_kept(cfg, self.first_frame)
         if keep_from > self.raw_start:
             drop = keep_from - self.raw_start
             self.keyboard, self.mouse = self.keyboard[:, drop:].clone(), self.mouse[:, drop:].clone()

@@ -14,18 +14,19 @@ without either the chunk is generated with no key held and the mouse still.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.snapshot_memory import PinnedArenas
 from worldwalk.runtime.world import ModelSpec, WorldConfig
 
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
-from .rollout import Rollout, RolloutState
+from .rollout import Rollout
+from .snapshots import MatrixGameSnapshot, SnapshotStore
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
@@ -52,22 +53,15 @@ def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tenso
     return x.div(255).sub(0.5).div(0.5)
 
 
-@dataclass
-class MatrixGameSnapshot:
-    """A chunk boundary of the world: its rollout's state (copies of the caches, on the model's device)
-    and the chunk count. `nbytes` lets a session bound how many it keeps (`snapshot_budget_mb`)."""
-
-    state: RolloutState
-    chunk: int
-
-    def nbytes(self) -> int:
-        return self.state.nbytes()
-
-
 class MatrixGameWorld:
     def __init__(self, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, clip: ClipVision,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+                 device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+                 snapshot_arenas: PinnedArenas | None = None) -> None:
+        """`snapshot_arenas`: where snapshots are carved (default: the process's pinned pool on CUDA,
+        pageable memory on the CPU)."""
         self.cfg, self.clip, self.seed = cfg, clip, seed
+        self.snapshot_arenas = snapshot_arenas
+        self._snapshots = SnapshotStore(device, snapshot_arenas)
         self.rollout = Rollout(cfg, dit, vae, device, dtype)
         self.device, self.dtype = device, dtype
         self.spec = ModelSpec(
@@ -95,7 +89,7 @@ class MatrixGameWorld:
         """A world for one more session over this one's model: the DiT, VAE and CLIP tower are shared
         (runtime/worlds/world_pool.py), the rollout's caches, noise and actions are its own."""
         return MatrixGameWorld(self.cfg, self.rollout.dit, self.rollout.vae, self.clip, self.device, self.dtype,
-                               self.seed)
+                               self.seed, self.snapshot_arenas)
 
     def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
         """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
@@ -143,19 +137,45 @@ class MatrixGameWorld:
         return chunk
 
     def snapshot(self) -> MatrixGameSnapshot:
-        return MatrixGameSnapshot(self.rollout.snapshot(), self._chunk)
+        """This chunk boundary in host memory (pinned on CUDA, snapshots.py), copied without blocking."""
+        return self._snapshots.offload(self.rollout.live_state(), self._chunk)
 
-    def restore(self, snapshot: MatrixGameSnapshot) -> None:
-        state, self._chunk = snapshot.state, snapshot.chunk
-        self.rollout.restore(state)
+    def prepare_snapshots(self) -> int:
+        """Make the arenas a session's snapshots take before any session runs (on CUDA pinned memory, whose
+        `cudaHostRegister` would otherwise stall a session's first chunks): a throwaway walk keeps a boundary
+        before each block until the caches are at their steady size, dropping each once the next is kept, so
+        every size is made once and goes back to the pool. Returns the arenas made (0 without a pool: the
+        CPU). The world is left mid-walk (the world pool closes it)."""
+        arenas = self._snapshots.arenas
+        if arenas is None:
+            return 0
+        made = arenas.allocations
+        self.reset(None, None, 0)
+        kept = None
+        for k in range(3):  # boundaries 0, 1, 2 grow the decoder's time cache; from 3 on they are alike
+            kept = self.snapshot()
+            n = self.spec.chunk_frames(k)
+            self.generate_chunk(np.repeat(np.eye(4)[None], n, 0), np.repeat(np.eye(3)[None], n, 0))
+        kept = self.snapshot()
+        del kept
+        return arenas.allocations - made
+
+    def restore(self, snapshot: object) -> None:
+        if not isinstance(snapshot, MatrixGameSnapshot):
+            raise TypeError(f"expected a MatrixGameSnapshot from this world's snapshot(), got "
+                            f"{type(snapshot).__name__}")
+        self.rollout.adopt(self._snapshots.restore(snapshot))
+        self._chunk = snapshot.chunk
         self.mapper.reset()  # look not yet sent belongs to the walk rewound away
 
     def close(self) -> None:
-        pass
+        """Drop the session's state (its caches on the device); the shared model stays."""
+        self.rollout.release()
+        self._actions = None
 
 
 def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
-                 dtype: torch.dtype = torch.float32) -> MatrixGameWorld:
+                 dtype: torch.dtype = torch.float32, snapshot_arenas: PinnedArenas | None = None) -> MatrixGameWorld:
     """Random weights at the released size ("full") or the test size ("tiny", with a tiny CLIP)."""
     torch.manual_seed(seed)
     if size == "full":
@@ -166,7 +186,7 @@ def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: 
     dit = CausalDiT(cfg).eval().to(device, dtype)
     vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval().to(device, dtype)
     clip = ClipVision(clip_cfg).eval().to(device, dtype)
-    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed)
+    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed, snapshot_arenas)
 
 
 def create(cfg: WorldConfig) -> MatrixGameWorld:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from worldwalk.runtime.chunk import Chunk
+from worldwalk.runtime.snapshot_memory import PinnedArenas
 from worldwalk.runtime.threads import use_torch_threads
 from worldwalk.runtime.world import ModelSpec
 
@@ -42,7 +43,7 @@ from .config import SanaWMConfig
 from .prompt import GemmaPromptEncoder, PromptEmbedding, empty_prompt, load_prompt_file
 from .rollout import LatentRollout, RolloutState
 from .sampler import FlowSampler, SamplerConfig
-from .snapshots import PinnedArenas, SnapshotStore
+from .snapshots import SnapshotStore
 from .timing import resolve
 from .transformer import SanaWMStreamingTransformer
 from .vae import DecodeState, SanaWMVAE, to_uint8

@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 
 
 def default_max_sessions(cfg: WorldConfig) -> int:
-    """`serve --max-sessions` when not given: on a GPU what the memory plan fits beside one shared model
-    (its weights, the graphs or engines of `cfg.accel`, a chunk's activations; pinned snapshot memory
-    within the process's budget: runtime/bench/memory_plan.py:planned_sessions); on the CPU, 4."""
+    """`serve --max-sessions` when not given: on a GPU what the world's own memory plan fits beside one
+    shared model (its weights, the graphs or engines of `cfg.accel`, a chunk's activations; pinned snapshot
+    memory within the process's budget: runtime/bench/memory_plan.py:planned_sessions, SANA-WM's plan or
+    Matrix-Game's); on the CPU, 4."""
     if not cfg.device.startswith("cuda"):
         return CPU_SESSIONS  # no torch import for this: the reference world never needs torch
     from worldwalk.runtime.bench.memory_plan import planned_sessions

@@ -1,7 +1,8 @@
-"""What every world's memory plan shares: the op-by-op live-bytes tracker that plans a pass's
-activations on meta tensors, the device memory held back from sessions, and how many rewind snapshots
-a session keeps. The plans themselves live with their models (runtime/bench/memory_plan.py for
-SANA-WM, runtime/matrix_game/memory.py)."""
+"""What the memory plans of every world share: the op-by-op activation tracker that runs on meta tensors
+(`tracked`), the part of a GPU no session may plan for (`RESERVE_BYTES` + `RESERVE_FRACTION`), the GPU's
+size (`gpu_total_memory`), and how many rewind snapshots a session keeps (`kept_snapshots`). The plans
+themselves live with their worlds (SANA-WM's in runtime/bench/memory_plan.py, runtime/matrix_game/memory.py).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch.utils._pytree import tree_leaves
 GiB = 2**30
 RESERVE_BYTES = 2 * GiB  # CUDA context + cuBLAS/cuDNN workspaces
 RESERVE_FRACTION = 0.05  # allocator fragmentation
+MIN_SNAPSHOTS = 2  # snapshots a session must be able to keep: the boundary it is at and one to rewind to
 
 
 class LiveBytes(TorchDispatchMode):
@@ -79,6 +81,14 @@ def tracked():
     live = LiveBytes()
     with FusedAttention(), live:
         yield live
+
+
+def gpu_total_memory(device: torch.device | str) -> int | None:
+    """The memory of the GPU `device` names, or None when it is no CUDA device of this machine."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:
