@@ -40,8 +40,8 @@ def run(tmp_path_factory) -> dict:
 
 
 def test_a_killed_replicas_matrix_game_walk_goes_on_from_its_snapshot_with_its_actions(run):
-    from worldwalk.stream.replay import plan_from_log, render_frames
-    from worldwalk.stream.session_log import image_hash, read_log
+    from worldwalk.stream.record.replay import plan_from_log, render_frames
+    from worldwalk.stream.record.session_log import image_hash, read_log
 
     r = run["failover"]
     assert "error" not in r, r["error"]

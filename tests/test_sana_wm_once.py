@@ -291,7 +291,7 @@ def test_softmax_context_copied_once_per_chunk():
 def test_frames_of_a_world_unchanged_by_making_chunk_inputs_once():
     """A tiny world's frames (and the decoded pixels) are bit for bit those of recomputing the Plücker
     projections and softmax contexts in every pass, on the CPU in fp32."""
-    from .conftest import tiny_world
+    from .builders import tiny_world
 
     def frames(memo: bool) -> list:
         import numpy as np
