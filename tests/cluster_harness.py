@@ -57,7 +57,8 @@ def cluster_config() -> ClusterConfig:
     replicas = int(os.environ.get("WORLDWALK_CLUSTER_REPLICAS", "2"))  # `capacity` runs with more
     record_dir = os.environ.get("WORLDWALK_CLUSTER_RECORD_DIR")  # every walk recorded (`moves` checks one)
     return ClusterConfig(serve=serve_config(record_dir=record_dir), replicas=replicas, sessions_per_replica=1,
-                         num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True, resume_timeout=RESUME_TIMEOUT_S)
+                         num_cpus=0.5, admission_wait=2.0, record_frame_hashes=True, resume_timeout=RESUME_TIMEOUT_S,
+                         records_kept=4096)  # every chunk since a walk's first: the failover checks read all
 
 
 # what the clients' background tasks ended with other than a normal end of the stream or websocket
