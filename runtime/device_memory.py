@@ -91,6 +91,10 @@ def gpu_total_memory(device: torch.device | str) -> int | None:
     return torch.cuda.get_device_properties(device).total_memory
 
 
+class NotEnoughMemory(RuntimeError):
+    """A full-size run that does not fit on the device; the message names what it would take."""
+
+
 def kept_snapshots(snapshot_bytes: int, cfg: Any) -> int:
     """How many rewind snapshots a session (its `SessionConfig`) keeps: as many as its memory budget
     holds, at least one."""

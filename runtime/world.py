@@ -118,6 +118,11 @@ class WorldConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be loaded; the message names what was expected and where it
+    comes from."""
+
+
 class UnknownWorldError(LookupError):
     pass
 

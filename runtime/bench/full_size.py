@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldwalk.runtime.device_memory import NotEnoughMemory
 from worldwalk.runtime.sana_wm.model import SanaWM, SanaWMRunConfig
 
 SIZES = {"full": (1280, 704), "small": (256, 144)}
@@ -44,10 +45,6 @@ class RandomInitBench:
 
     def resolved_device(self) -> torch.device:
         return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-class NotEnoughMemory(RuntimeError):
-    pass
 
 
 def _cuda(device: torch.device) -> bool:
@@ -369,7 +366,6 @@ def run_random_init(args: argparse.Namespace) -> int:
 def _matrix_game(args: argparse.Namespace) -> int:
     """`worldwalk bench --world matrix-game --random-init KIND` (runtime/matrix_game/bench.py)."""
     from worldwalk.runtime.bench.machine import gather
-    from worldwalk.runtime.matrix_game.bench import NotEnoughMemory as MGNotEnoughMemory
     from worldwalk.runtime.matrix_game.bench import random_init_figures as mg_figures
 
     from .context import BenchConfig, BenchContext, report
@@ -381,7 +377,7 @@ def _matrix_game(args: argparse.Namespace) -> int:
     print(f"[{ctx.suite}]", file=sys.stderr, flush=True)
     try:
         mg_figures(ctx, args.random_init, chunks, mode=getattr(args, "mode", None) or "universal")
-    except MGNotEnoughMemory as e:
+    except NotEnoughMemory as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     except Exception as e:

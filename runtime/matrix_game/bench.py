@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldwalk.runtime.device_memory import NotEnoughMemory
+
 from .memory import memory_plan
 from .world import MatrixGameWorld, random_world
-
-
-class NotEnoughMemory(RuntimeError):
-    pass
 
 
 def _sync(device: str) -> None:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldwalk.runtime.world import CheckpointError
+
 from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
@@ -42,10 +44,6 @@ VAE_FILE = "Wan2.1_VAE.pth"
 CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 KEYBOARD_WIDTH_MODE = {4: "universal", 2: "gta_drive", 7: "templerun"}
 KEYBOARD_KEY = "blocks.0.action_model.keyboard_embed.0.weight"
-
-
-class CheckpointError(FileNotFoundError):
-    pass
 
 
 def _where(what: str) -> str:

@@ -98,7 +98,7 @@ class MatrixGameSnapshot:
         return state
 
 
-class SnapshotStore(HostCopies):
+class MatrixGameSnapshots(HostCopies):
     """Copies a Matrix-Game rollout's state off the device and back: always copies (the caches are written
     in place), into the process's pinned arenas on CUDA, `arenas` when given, else pageable memory."""
 

@@ -26,7 +26,7 @@ from .clip import ClipVision, ClipVisionConfig
 from .config import MatrixGameConfig
 from .dit import CausalDiT
 from .rollout import Rollout
-from .snapshots import MatrixGameSnapshot, SnapshotStore
+from .snapshots import MatrixGameSnapshot, MatrixGameSnapshots
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
 
@@ -61,7 +61,7 @@ class MatrixGameWorld:
         pageable memory on the CPU)."""
         self.cfg, self.clip, self.seed = cfg, clip, seed
         self.snapshot_arenas = snapshot_arenas
-        self._snapshots = SnapshotStore(device, snapshot_arenas)
+        self._snapshots = MatrixGameSnapshots(device, snapshot_arenas)
         self.rollout = Rollout(cfg, dit, vae, device, dtype)
         self.device, self.dtype = device, dtype
         self.spec = ModelSpec(

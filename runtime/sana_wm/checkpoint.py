@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from worldwalk.runtime.safe_files import UnsafeFileError, check_regular
 from worldwalk.runtime.weights_source import mark_weights_source
+from worldwalk.runtime.world import CheckpointError
 
 from .config import SanaWMConfig
 from .transformer import SanaWMStreamingTransformer
@@ -29,10 +30,6 @@ from .vae import SanaWMVAE
 OFFICIAL_TO_OURS = {"t_embedder.mlp.0.": "t_embedder.linear_1.", "t_embedder.mlp.2.": "t_embedder.linear_2."}
 DROPPED = ("pos_embed",)
 NULL_CAPTION = "y_embedder.y_embedding"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or file that cannot be loaded; the message names what was expected."""
 
 
 @dataclass

@@ -6,8 +6,9 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
   encode   encode windows of the clips with the trained VAE
   world    train the world model by teacher forcing through the streaming cache (train_world.py)
   rollout  continue it with caches written from its own samples (Self-Forcing in spirit)
-  decoder  sharpen the VAE decoder, encoder frozen (the latents do not change), on true latents and on
-           the world model's own latents along training windows
+  decoder  a new, wider decoder (--decoder-channels) trained beside the frozen encoder (the latents do not
+           change) on true latents and on the world model's own latents along training windows, with a patch
+           critic against the true frames and their edge energy matched (--decoder-adv, --decoder-detail)
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder);
            the teacher-forced world model unless --ship-rollout
 
@@ -82,16 +83,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's 1000,667,333,0; SANA-WM's distilled sampler is 1000,960,889,727,0)")
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
-    p.add_argument("--decoder-minutes", type=float, default=6.0)
-    p.add_argument("--decoder-steps", type=int, default=900)
-    p.add_argument("--decoder-adv", type=float, default=0.0,
+    p.add_argument("--decoder-minutes", type=float, default=80.0)
+    p.add_argument("--decoder-steps", type=int, default=800)
+    p.add_argument("--decoder-adv", type=float, default=0.05,
                    help="decoder: weight of a patch critic against the true frames (0: off; detail, as TAESD's "
                         "decoders are trained)")
-    p.add_argument("--decoder-detail", type=float, default=0.0,
+    p.add_argument("--decoder-detail", type=float, default=1.0,
                    help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
-    p.add_argument("--decoder-channels", type=channels_arg, default=None,
-                   help="decoder: train a new decoder of these widths (e.g. 64,192) beside the frozen encoder "
-                        "instead of tuning the one the VAE has")
+    p.add_argument("--decoder-channels", type=channels_arg, default=(64, 192),
+                   help="decoder: train a new decoder of these widths beside the frozen encoder (the shipped one: "
+                        "64,192); `none` tunes the decoder the VAE has")
     p.add_argument("--decoder-samples", type=int, default=200,
                    help="training windows the world model generates for the decoder stage")
     p.add_argument("--ship-rollout", action="store_true",
@@ -135,8 +136,10 @@ def timesteps_arg(text: str) -> tuple[int, ...]:
     return steps
 
 
-def channels_arg(text: str) -> tuple[int, ...]:
-    """`--decoder-channels 64,192`: widths, multiples of 8 (GroupNorm's groups)."""
+def channels_arg(text: str) -> tuple[int, ...] | None:
+    """`--decoder-channels 64,192`: widths, multiples of 8 (GroupNorm's groups); `none`: no new decoder."""
+    if text.strip().lower() == "none":
+        return None
     try:
         widths = tuple(int(x) for x in text.split(","))
     except ValueError:
