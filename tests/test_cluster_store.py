@@ -123,3 +123,32 @@ def test_a_drain_ends_when_its_walks_have_left(store):
     assert store.expire() == ["walk-b"]
     d = store.status()["draining"]["r1"]
     assert (d["state"], d["walks_waiting"], d["walks_gone"]) == ("drained", 0, 2)
+
+
+def test_records_are_read_whole_while_replicas_append():
+    """Ray runs the store's calls on many threads: reading a walk's chunk records (a resumed recording's,
+    the failover checks') while its replica appends more gives a whole list, never "deque mutated during
+    iteration"."""
+    import threading
+
+    s = WalkStore(records_kept=4096, watch_serve=False)
+    rec = {"chunk": 0, "input": {}, "poses": [], "replica": "r"}
+    s.record("w", [dict(rec, chunk=i) for i in range(4096)])
+    stop = threading.Event()
+
+    def append() -> None:
+        i = 4096
+        while not stop.is_set():
+            s.record("w", [dict(rec, chunk=i)])
+            i += 1
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        for _ in range(200):
+            _, by_chunk = s.resume_recording("w")
+            assert len(by_chunk) == 4096
+            assert len(s.records("w")) == 4096
+    finally:
+        stop.set()
+        writer.join()

@@ -115,7 +115,8 @@ class WalkBoundaries:
         return ray.get(ref), meta
 
     def records(self, walk: str) -> list[dict[str, Any]]:
-        return list(self._records.get(walk, ()))
+        with self._lock:  # the actor's threads append while another reads
+            return list(self._records.get(walk, ()))
 
     def recording(self, walk: str, path: str) -> None:
         self._recordings[walk] = path
@@ -125,7 +126,7 @@ class WalkBoundaries:
         input, poses, and an action world's actions)."""
         by_chunk = {int(r["chunk"]): {"input": r["input"], "poses": r["poses"],
                                       **({"actions": r["actions"]} if r.get("actions") else {})}
-                    for r in self._records.get(walk, ())}
+                    for r in self.records(walk)}
         return self._recordings.get(walk), by_chunk
 
     def _has_snapshot(self, walk: str) -> bool:
