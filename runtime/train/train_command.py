@@ -83,11 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's 1000,667,333,0; SANA-WM's distilled sampler is 1000,960,889,727,0)")
     p.add_argument("--rollout-minutes", type=float, default=8.0)
     p.add_argument("--rollout-steps", type=int, default=80)
-    p.add_argument("--decoder-minutes", type=float, default=80.0)
-    p.add_argument("--decoder-steps", type=int, default=800)
+    p.add_argument("--decoder-minutes", type=float, default=100.0)
+    p.add_argument("--decoder-steps", type=int, default=1300)
     p.add_argument("--decoder-adv", type=float, default=0.05,
                    help="decoder: weight of a patch critic against the true frames (0: off; detail, as TAESD's "
                         "decoders are trained)")
+    p.add_argument("--decoder-adv-steps", type=int, default=800,
+                   help="decoder: the critic stops at this step; the steps after it fit the truth without it "
+                        "(its detail without its grain)")
     p.add_argument("--decoder-detail", type=float, default=1.0,
                    help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
     p.add_argument("--decoder-channels", type=channels_arg, default=(64, 192),
@@ -279,7 +282,8 @@ def _run(args: argparse.Namespace) -> int:
         elif stage == "decoder":
             samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,
-                                     adv_weight=args.decoder_adv, detail_weight=args.decoder_detail,
+                                     adv_weight=args.decoder_adv, adv_stop=args.decoder_adv_steps,
+                                     detail_weight=args.decoder_detail,
                                      decoder_channels=args.decoder_channels)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":

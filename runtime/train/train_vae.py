@@ -220,6 +220,7 @@ class DecoderTuneConfig:
     edge_weight: float = 0.5
     adv_weight: float = 0.0  # a patch critic on the decoded frames against the true ones (hinge); 0: off
     adv_start: int = 100  # steps of reconstruction alone before the critic joins
+    adv_stop: int | None = None  # the critic leaves at this step (the rest sharpens toward the truth alone)
     detail_weight: float = 0.0  # match each frame's edge energy (the eval's detail measure) at 1x and 2x
     decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
     # encoder from scratch (None: tune the decoder the VAE has)
@@ -353,7 +354,7 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         if cfg.detail_weight > 0:
             loss = loss + cfg.detail_weight * _detail_loss(y, x)
-        adv = cfg.adv_weight > 0 and step >= cfg.adv_start
+        adv = cfg.adv_weight > 0 and cfg.adv_start <= step < (cfg.adv_stop or cfg.steps)
         if adv:
             with dev.autocast():
                 g_adv = -critic(_frames(y)).float().mean()
