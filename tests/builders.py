@@ -189,3 +189,32 @@ def poll_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
     return value
+
+
+def pump_frames(session: Any, write: Callable[[Any], Any], stop: threading.Event) -> threading.Thread:
+    """A thread giving every frame of `session` to `write` (a recording's part of the fan-out) until `stop`."""
+
+    def run() -> None:
+        while not stop.is_set():
+            frame = session.frames.get(timeout=0.05)
+            if frame is not None:
+                write(frame)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def kept_within_budget(world: Any, budget: float, chunks: int = 6) -> tuple[list, float]:
+    """The boundaries a session of `world` keeps after `chunks` chunks with a snapshot budget of `budget`
+    bytes (and the budget): what the memory tests of each world family check against its plan."""
+    from worldwalk.runtime.session import Session, SessionConfig
+
+    session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
+    with session.start():
+        deadline = time.monotonic() + 120
+        while session.stats()["chunks"] < chunks:
+            assert time.monotonic() < deadline and session.error is None, session.error
+            session.frames.get(timeout=0.1)
+        kept = list(session._boundaries)
+    return kept, budget

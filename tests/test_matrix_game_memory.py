@@ -19,6 +19,8 @@ from worldwalk.runtime.matrix_game.memory import memory_plan, sessions_fit, sess
 from worldwalk.runtime.matrix_game.rollout import ImageCondition
 from worldwalk.runtime.matrix_game.world import random_world
 
+from .builders import kept_within_budget
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BOUND = 0.02
 
@@ -128,9 +130,7 @@ def test_planned_activations_match_the_allocator_on_the_tiny_model() -> None:
 def test_a_session_keeps_as_many_snapshots_as_its_memory_budget_holds() -> None:
     """A boundary holds copies of the caches (2.2 GiB at full size in bf16, in host memory): its size is
     told, so the session's budget bounds how many it keeps, instead of one per chunk."""
-    import time
 
-    from worldwalk.runtime.session import Session, SessionConfig
 
     world = random_world("tiny")
     world.reset(None, None, 0)
@@ -149,13 +149,6 @@ def test_a_session_keeps_as_many_snapshots_as_its_memory_budget_holds() -> None:
     assert 90 < sessions_fit(heavy, gpu) == sessions_fit(plan, gpu)  # snapshots take no GPU memory
     assert sessions_fit_host(plan, 7 * plan["snapshot.pinned"]) == 3  # 2 each within the pinned budget
     assert sessions_fit_host(plan, 7 * plan["snapshot.pinned"], 3) == 2
-    budget = 2.5 * per
-    session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
-    with session.start():
-        deadline = time.monotonic() + 120
-        while session.stats()["chunks"] < 6:
-            assert time.monotonic() < deadline and session.error is None, session.error
-            session.frames.get(timeout=0.1)
-        kept = list(session._boundaries)
+    kept, budget = kept_within_budget(world, 2.5 * per)
     assert 2 <= len(kept) <= 3, len(kept)  # not one per chunk: the budget bounds them
     assert sum(b.world.nbytes() for b in kept) <= budget

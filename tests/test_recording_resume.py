@@ -18,7 +18,7 @@ from worldwalk.stream.record.recording_resume import ContinuedRecorder, read_rec
 from worldwalk.stream.record.replay import plan_from_log, render_frames
 from worldwalk.stream.record.session_log import image_hash, input_state_to_dict, read_log
 
-from .builders import reference_config
+from .builders import pump_frames, reference_config
 from .test_recording_agrees import check_agree
 
 WORLD = reference_config(width=64, height=36, fps=16.0)
@@ -31,18 +31,6 @@ def made_chunks(session: Session, hashes: dict[int, list[str]], records: dict[in
         records[chunk.index] = {"input": input_state_to_dict(state), "poses": [f.pose.tolist() for f in frames]}
 
     session.add_listener(on_chunk)
-
-
-def pump(session: Session, rec, stop: threading.Event) -> threading.Thread:
-    def run() -> None:
-        while not stop.is_set():
-            frame = session.frames.get(timeout=0.05)
-            if frame is not None:
-                rec.write(frame)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def wait_frames(rec, n: int, timeout: float = 30.0) -> None:
@@ -74,7 +62,7 @@ def test_a_recording_goes_on_in_the_same_files_after_a_kill_and_replays_bit_iden
     stop = threading.Event()
     a.inputs.press("w")
     a.start()
-    worker = pump(a, rec_a, stop)
+    worker = pump_frames(a, rec_a.write, stop)
     try:
         wait_frames(rec_a, 40)
         # what a process killed now leaves on disk: the fragments and lines flushed so far
@@ -99,7 +87,7 @@ def test_a_recording_goes_on_in_the_same_files_after_a_kill_and_replays_bit_iden
     b.inputs.press("w")
     b.start()
     stop = threading.Event()
-    worker = pump(b, rec_b, stop)
+    worker = pump_frames(b, rec_b.write, stop)
     try:
         wait_frames(rec_b, old.frames + 24)
     finally:

@@ -17,7 +17,7 @@ from worldwalk.runtime.sana_wm.memory import held_bytes, measure_session_state, 
 from worldwalk.runtime.sana_wm.model import SanaWM
 from worldwalk.runtime.sana_wm.vae import SanaWMVAE
 
-from .builders import tiny_sana_wm_configs, tiny_world
+from .builders import kept_within_budget, tiny_sana_wm_configs, tiny_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -80,22 +80,13 @@ def test_world_state_and_snapshots_hold_what_they_report(choice):
 
 
 def test_session_keeps_as_many_snapshots_as_its_memory_budget_holds():
-    import time
 
-    from worldwalk.runtime.session import Session, SessionConfig
 
     world = tiny_world()
     snaps: list = []
     _walk(world, 3, snaps)
     per = snaps[-1].nbytes()  # a steady-state boundary: cache after chunk 1 + its decode state
     assert per > 0
-    budget = 2.5 * per
-    session = Session(world, SessionConfig(queue_capacity=400, just_in_time=False, snapshot_budget_mb=budget / 1e6))
-    with session.start():
-        deadline = time.monotonic() + 120
-        while session.stats()["chunks"] < 6:
-            assert time.monotonic() < deadline and session.error is None, session.error
-            session.frames.get(timeout=0.1)
-        kept = list(session._boundaries)
+    kept, budget = kept_within_budget(world, 2.5 * per)
     assert 2 <= len(kept) <= 3, len(kept)  # not one per chunk: the budget bounds them
     assert sum(b.world.nbytes() for b in kept) <= budget

@@ -12,7 +12,7 @@ from worldwalk.stream.record.recorder import attach_recorder
 from worldwalk.stream.record.session_log import read_log
 from worldwalk.stream.record.session_recording import SessionRecording
 
-from .builders import TINY_REFERENCE
+from .builders import TINY_REFERENCE, pump_frames
 
 
 def _more_chunks(session: Session, k: int, timeout: float = 20.0) -> None:
@@ -56,15 +56,7 @@ def test_a_served_recording_logs_the_sessions_resets_and_rewinds(tmp_path):
     session = Session(create_world(TINY_REFERENCE), SessionConfig(seed=1))
     rec = SessionRecording(session, tmp_path, "session-x", world_cfg=TINY_REFERENCE)
     stop = threading.Event()
-
-    def sink() -> None:  # the fan-out's part: every frame to the recording
-        while not stop.is_set():
-            frame = session.frames.get(timeout=0.1)
-            if frame is not None:
-                rec.write(frame)
-
-    pump = threading.Thread(target=sink, daemon=True)
-    pump.start()
+    pump = pump_frames(session, rec.write, stop)  # the fan-out's part: every frame to the recording
     try:
         target = _walk(session)
     finally:
