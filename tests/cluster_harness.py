@@ -305,7 +305,7 @@ async def expire(url: str) -> dict:
     async def walk_state() -> dict:
         return (await store().status.remote())["walks"].get(walk[:8], {})
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 25  # the host lists the walk as moved once its session has closed (slower when busy)
     while (await walk_state()).get("state") != "moved" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     waiting = await asyncio.to_thread(cluster_status)
