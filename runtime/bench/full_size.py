@@ -329,9 +329,7 @@ def random_init_figures(ctx, cfg: RandomInitBench) -> None:
 
 def run_random_init(args: argparse.Namespace) -> int:
     """`worldwalk bench --world sana-wm --random-init KIND`: the figures as a table (and JSON)."""
-    from worldwalk.runtime.bench.machine import gather
-
-    from .context import BenchConfig, BenchContext, report
+    from .context import BenchConfig, BenchContext
 
     worlds = args.world or ["sana-wm"]
     if worlds == ["matrix-game"]:
@@ -345,38 +343,33 @@ def run_random_init(args: argparse.Namespace) -> int:
     cfg = RandomInitBench(kind=args.random_init, chunks=chunks, accel=args.accel or "auto")
     ctx = BenchContext(BenchConfig(quick=args.quick, worlds=worlds, accel=cfg.accel))
     ctx.suite = f"sana-wm random {cfg.kind}"
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    print(f"[{ctx.suite}]", file=sys.stderr, flush=True)
-    try:
-        random_init_figures(ctx, cfg)
-    except NotEnoughMemory as e:
-        print(f"bench: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        ctx.failed.append((ctx.suite, f"{type(e).__name__}: {e}"))
-    result = {
-        "machine": gather(gl=False), "date": started, "quick": cfg.chunks < 8,
-        "figures": [f.__dict__ for f in ctx.figures],
-        "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
-        "failed": [{"suite": n, "error": e} for n, e in ctx.failed],
-    }
-    return report(result, args.json)
+    return _run_and_report(ctx, lambda: random_init_figures(ctx, cfg), cfg.chunks, args.json)
 
 
 def _matrix_game(args: argparse.Namespace) -> int:
     """`worldwalk bench --world matrix-game --random-init KIND` (runtime/matrix_game/bench.py)."""
-    from worldwalk.runtime.bench.machine import gather
     from worldwalk.runtime.matrix_game.bench import random_init_figures as mg_figures
 
-    from .context import BenchConfig, BenchContext, report
+    from .context import BenchConfig, BenchContext
 
     chunks = getattr(args, "chunks", None) or (2 if args.random_init == "full" or args.quick else 8)
     ctx = BenchContext(BenchConfig(quick=args.quick, worlds=["matrix-game"], accel="none"))
     ctx.suite = f"matrix-game random {args.random_init} {getattr(args, 'mode', None) or 'universal'}"
+    return _run_and_report(ctx, lambda: mg_figures(ctx, args.random_init, chunks,
+                                                   mode=getattr(args, "mode", None) or "universal"), chunks, args.json)
+
+
+def _run_and_report(ctx: Any, run: Any, chunks: int, json_path: str | None) -> int:
+    """Run one random-init bench (`run()` fills `ctx`) and print its table (and JSON): 2 when the model does
+    not fit here, a failure is listed in the report."""
+    from worldwalk.runtime.bench.machine import gather
+
+    from .context import report
+
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     print(f"[{ctx.suite}]", file=sys.stderr, flush=True)
     try:
-        mg_figures(ctx, args.random_init, chunks, mode=getattr(args, "mode", None) or "universal")
+        run()
     except NotEnoughMemory as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
@@ -388,4 +381,4 @@ def _matrix_game(args: argparse.Namespace) -> int:
         "skipped": [{"what": w, "why": y} for w, y in ctx.skipped],
         "failed": [{"suite": n, "error": e} for n, e in ctx.failed],
     }
-    return report(result, args.json)
+    return report(result, json_path)
