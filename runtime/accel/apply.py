@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from worldwalk.runtime.args import ACCEL_CHOICES, add_accel_argument  # noqa: F401 (re-exported)
+from worldwalk.runtime.args import ACCEL_CHOICES
 from worldwalk.runtime.sana_wm.cache import PromptContext
 
 from .announce import announce
@@ -530,7 +530,6 @@ __all__ = [
     "AccelUnavailable",
     "AcceleratedStep",
     "AcceleratedVAE",
-    "add_accel_argument",
     "apply_accel",
     "backends",
     "check",

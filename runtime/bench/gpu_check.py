@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .check import FAIL, PASS, SKIP, Check, verdict  # noqa: F401 (re-exported)
+from .check import FAIL, PASS, SKIP, Check, verdict
 
 
 def tests_dir() -> Path | None:

@@ -19,17 +19,11 @@ from dataclasses import fields, replace
 
 import torch
 
-from worldwalk.runtime.snapshot_memory import (  # noqa: F401 (the arena names were first read here)
-    ALIGN,
-    ARENA_GRANULE,
+from worldwalk.runtime.snapshot_memory import (
     HostCopies,
     Lease,
     Move,
     PinnedArenas,
-    arena_size,
-    carved_bytes,
-    pinned_budget,
-    process_arenas,
 )
 
 from .cache import ChunkKV, GDNCache, SoftmaxCache, StreamingCache
