@@ -25,8 +25,9 @@ in its schedule. The shipped world model then continued from those weights for 8
 (`--stage world --world-init <those bundled_world.safetensors> --world-minutes 85 --world-steps 100000
 --world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1`, data rendered with the
 default `--revisit 0.35`), then for 80 more retuned for the 3-step sampler it ships with (`--timesteps
-1000,667,333,0 --world-lr 1.2e-4 --world-rollout 0.3 --world-minutes 80` from the result). `--stage` runs
-one stage or all of them.
+1000,667,333,0 --world-lr 1.2e-4 --world-rollout 0.3 --world-minutes 80` from the result). Its decoder is the
+decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
+busy machine; the model card has the run). `--stage` runs one stage or all of them.
 
 `--device cuda` trains on a GPU (`auto`, the default, picks it when torch sees one) with bf16 autocast
 by default (`--precision`); every stage that trains or runs a model uses it (train_device.py), and the
