@@ -25,7 +25,7 @@ def test_the_training_edge_energy_is_the_evals():
     assert got[1] == 0 and got[0] > 50
 
 
-def test_a_wider_decoder_with_a_critic_trains_beside_the_frozen_encoder_and_resumes(tmp_path, one_torch_thread):
+def _tiny_vae_and_clips(tmp_path) -> tuple[FrameVAE, ClipCache]:
     torch.manual_seed(0)
     vcfg = FrameVAEConfig(channels=(8, 16))
     vae = FrameVAE(vcfg)
@@ -37,6 +37,32 @@ def test_a_wider_decoder_with_a_critic_trains_beside_the_frozen_encoder_and_resu
     np.save(clips / "frames.npy", rng.integers(0, 256, (2, 13, 96, 160, 3), dtype=np.uint8))
     np.save(clips / "poses.npy", np.broadcast_to(np.eye(4), (2, 13, 4, 4)).copy())
     np.save(clips / "intrinsics.npy", np.broadcast_to(np.eye(3), (2, 13, 3, 3)).copy())
+    return vae, ClipCache(clips)
+
+
+def test_the_critic_stops_at_its_step(tmp_path, one_torch_thread, monkeypatch):
+    """`adv_stop` (`--decoder-adv-steps`): the critic judges the steps before it and none after."""
+    from worldwalk.runtime.train import train_vae
+
+    _, clips = _tiny_vae_and_clips(tmp_path)
+    calls = []
+    forward = train_vae.PatchCritic.forward
+    monkeypatch.setattr(train_vae.PatchCritic, "forward", lambda self, x: calls.append(1) or forward(self, x))
+
+    def critic_calls(stop: int | None, work: str) -> int:
+        calls.clear()
+        cfg = DecoderTuneConfig(steps=4, frames=5, batch=1, adv_weight=0.1, adv_start=0, adv_stop=stop)
+        finetune_decoder(cfg, clips, tmp_path / "vae.safetensors", tmp_path / work, tmp_path / work / "out",
+                         progress=False)
+        return len(calls)
+
+    whole, half = critic_calls(None, "a"), critic_calls(2, "b")
+    assert half > 0 and 2 * half == whole, (half, whole)
+
+
+def test_a_wider_decoder_with_a_critic_trains_beside_the_frozen_encoder_and_resumes(tmp_path, one_torch_thread):
+    vae, clips_cache = _tiny_vae_and_clips(tmp_path)
+    clips = clips_cache.folder
     cfg = DecoderTuneConfig(steps=2, frames=5, batch=1, adv_weight=0.1, adv_start=0, detail_weight=1.0,
                             decoder_channels=(16, 24))
     out = tmp_path / "tuned.safetensors"
