@@ -80,7 +80,7 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor, inverse: bool = False) -> t
     """Rotate interleaved channel pairs of x (..., N, D) by table (N, D // 2); computed in fp32.
 
     The table may also be real, (N, D // 2, 2) = (cos, sin) (`torch.view_as_real` of the complex one):
-    the complex-free form ONNX export and TensorRT need (runtime/onnx_export.py); same numbers.
+    the complex-free form ONNX export and TensorRT need (runtime/accel/onnx_export.py); same numbers.
     """
     if not table.is_complex():
         cos, sin = table.float().unbind(-1)  # (N, D // 2) each

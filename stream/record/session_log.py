@@ -263,7 +263,7 @@ class SessionLogWriter:
 
     def write_copied(self, header: Mapping[str, Any], lines: list[dict[str, Any]]) -> None:
         """Start with another log's header and chunk/event lines as they are (a recording that goes
-        on in another process: stream/recording_resume.py); later lines follow them, their `t`
+        on in another process: stream/record/recording_resume.py); later lines follow them, their `t`
         going on from the last one's."""
         self._intrinsics = np.asarray(header["intrinsics"], dtype=np.float64).reshape(3, 3)
         self._line(header)

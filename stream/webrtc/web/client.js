@@ -365,7 +365,7 @@
 
   // ---- timewarp -------------------------------------------------------------------------------
   // The server sends each frame's camera rotation with the frames ({t: "pose"}, see
-  // stream/pose_channel.py): the rotation the frame was made at (f), the one the player held when
+  // stream/webrtc/pose_channel.py): the rotation the frame was made at (f), the one the player held when
   // it was sent (h) with the turn rate held then (w), and the number of the newest input message it
   // had applied (n). The page draws the video through a WebGL canvas, turned from the frame's
   // rotation to the one the player holds now: h, plus the turn rate since the message came, plus
@@ -498,7 +498,7 @@
       warp.gl.uploaded = true;
       warp.newFrame = false;
     }
-    // H = K R_frame^T R_view K^-1, with K in fractions of the picture (stream/pose_channel.py "k")
+    // H = K R_frame^T R_view K^-1, with K in fractions of the picture (stream/webrtc/pose_channel.py "k")
     const [fx, fy, cx, cy] = f.k;
     const K = [fx, 0, cx, 0, fy, cy, 0, 0, 1];
     const Kinv = [1 / fx, 0, -cx / fx, 0, 1 / fy, -cy / fy, 0, 0, 1];
