@@ -231,6 +231,7 @@ class SessionHost:
                 if hosted.moving and hosted.relay_gone.is_set():  # handed off
                     get.cancel()
                     await asyncio.shield(task)  # the session and its recording are closed first
+                    self._release(walk, hosted)  # now, not when the caller closes this stream (it may not read on)
                     yield {"type": "moved", **(hosted.handoff or {})}
                     return
                 if not get.done():
@@ -249,10 +250,15 @@ class SessionHost:
             if task is not None:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(task), 15.0)
-            if self.walks.get(walk) is hosted:
-                del self.walks[walk]
-                if hosted.session is not None:
-                    self.store.unhost.remote(walk, self.replica)
+            self._release(walk, hosted)
+
+    def _release(self, walk: str, hosted: HostedWalk) -> None:
+        """The walk's session here has ended: it is no longer hosted here, and the store lets its player
+        resume it elsewhere (once: the call's end releases it too)."""
+        if self.walks.get(walk) is hosted:
+            del self.walks[walk]
+            if hosted.session is not None:
+                self.store.unhost.remote(walk, self.replica)
 
     # ---- drain -------------------------------------------------------------------------------
 
