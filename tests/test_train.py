@@ -65,6 +65,17 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert (saved / "strip.png").is_file()
     assert "held-out walks" in capsys.readouterr().out
 
+    # short chunks: the world stage carries on at one latent frame a chunk (4 video frames) and ships it
+    assert main(["train", *budget, "--stage", "world", "--world-steps", "3", "--chunk-latents", "1",
+                 "--timesteps", "1000,500,0", "--world-rollout", "1"]) == 0
+    assert main(["train", *budget, "--stage", "ship"]) == 0
+    world = BundledWorld(out)
+    assert world.rollout.sampler.cfg.timesteps == (1000, 500, 0)
+    assert [world.spec.chunk_frames(k) for k in range(3)] == [5, 4, 4]
+    poses = action_string_to_poses("w-13")[:13]
+    frames = [world.generate_chunk(poses[i:j], K[i:j]).frames for i, j in ((0, 5), (5, 9), (9, 13))]
+    assert [f.shape[0] for f in frames] == [5, 4, 4]
+
 
 def test_timesteps_that_do_not_fall_to_zero_are_refused(capsys):
     for command in ("train", "eval"):

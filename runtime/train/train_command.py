@@ -37,6 +37,7 @@ checkpoints are device-independent, so a run may stop on one device and resume o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -79,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of world-stage samples whose cache is written from the model's own chunks")
     p.add_argument("--context-noise", type=float, default=0.0,
                    help="world stage: the cache is written from latents noised up to this level")
+    p.add_argument("--chunk-latents", type=int, default=None,
+                   help="latent frames a chunk of the world model the encode and world stages train (and ship): "
+                        "1 = 4 video frames, 250 ms at 16 fps; default: the model's 3")
     p.add_argument("--timesteps", type=timesteps_arg, default=None,
                    help="the sampler's timesteps the world stage trains for and ships with (default: the shipped "
                         "model's 1000,667,333,0; SANA-WM's distilled sampler is 1000,960,889,727,0)")
@@ -205,6 +209,10 @@ def _run(args: argparse.Namespace) -> int:
     resume = not args.no_resume
     stages = STAGES if args.stage == "all" else (args.stage,)  # an OWN_STAGES stage only when named
     cfg = BundledConfig(sampler=SamplerConfig(timesteps=args.timesteps)) if args.timesteps else BundledConfig()
+    if args.chunk_latents is not None:
+        if args.chunk_latents < 1:
+            raise SystemExit("worldwalk train: --chunk-latents must be at least 1")
+        cfg.transformer = dataclasses.replace(cfg.transformer, chunk_latent_frames=args.chunk_latents)
     clips = ClipCache(work / "clips")
     latents = work / "latents.npz"
     vae_file, world_file = work / VAE_FILE, work / WORLD_FILE
