@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from worldwalk.controls import action_string_to_poses, intrinsics_from_fov
 from worldwalk.runtime.cli.main import main
@@ -67,7 +69,13 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
 
     # short chunks: the world stage carries on at one latent frame a chunk (4 video frames) and ships it
     assert main(["train", *budget, "--stage", "world", "--world-steps", "3", "--chunk-latents", "1",
-                 "--timesteps", "1000,500,0", "--world-rollout", "1"]) == 0
+                 "--timesteps", "1000,500,0", "--world-rollout", "1", "--world-ema", "0.5"]) == 0
+    # with --world-ema the stage exports the moving average it checkpoints, not the last weights
+    tensors, _ = load_state(work / "world_ckpt.safetensors", "world")
+    exported = load_file(str(work / WORLD_FILE))
+    name = "blocks.0.mlp.inverted_conv.conv.weight"
+    assert torch.equal(exported[name], tensors[f"ema.{name}"])
+    assert not torch.equal(exported[name], tensors[f"model.{name}"])
     assert main(["train", *budget, "--stage", "ship"]) == 0
     world = BundledWorld(out)
     assert world.rollout.sampler.cfg.timesteps == (1000, 500, 0)

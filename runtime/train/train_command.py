@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-warmup", type=int, default=50, help="warm-up steps of the world stage")
     p.add_argument("--world-rollout", type=float, default=0.0,
                    help="share of world-stage samples whose cache is written from the model's own chunks")
+    p.add_argument("--world-ema", type=float, default=0.0,
+                   help="world stage: ship a moving average of the weights with this decay (e.g. 0.99; 0: off)")
     p.add_argument("--context-noise", type=float, default=0.0,
                    help="world stage: the cache is written from latents noised up to this level")
     p.add_argument("--chunk-latents", type=int, default=None,
@@ -267,7 +269,8 @@ def _run(args: argparse.Namespace) -> int:
                           f"of --world-chunks: training on {have} (re-encode for longer windows)")
                 tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
-                                        context_noise=args.context_noise, chunks=args.world_chunks)
+                                        context_noise=args.context_noise, chunks=args.world_chunks,
+                                        ema=args.world_ema)
                 init = Path(args.world_init) if args.world_init else None
                 train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init, dev=dev)
             else:

@@ -17,6 +17,11 @@ Optional stage `rollout` (Self-Forcing in spirit, cheap): the cache is written f
 own sampled chunk (no gradient through the sampler) instead of the ground truth, and the next
 chunk is trained against the ground truth, so the model learns to recover from its own drift.
 
+Weight averaging (`ema`): the weights exported are an exponential moving average of the trained
+ones, so what ships does not depend on where the last few updates happened to land: at the learning
+rates a fine-tune uses, what a rollout keeps over seconds (the landmark's area on the walk at it)
+swung between checkpoints 50 steps apart while the loss did not move.
+
 Camera augmentation: with probability `augment`, every pose of a window is moved by one random
 rigid motion (yaw about world y, a horizontal shift), so the Plücker input is seen away from the
 origin as it is late in a long session.
@@ -72,6 +77,7 @@ class TrainWorldConfig:
     augment_shift: float = 3.0  # model units, radius of the random horizontal shift
     rollout_prob: float = 0.0  # share of samples whose cache is written from the model's own chunks
     context_noise: float = 0.0  # the cache is written from x0 noised to a level drawn in [0, context_noise]
+    ema: float = 0.0  # decay of an exponential moving average of the weights, exported instead of them (0: off)
     ckpt_every: int = 50
     seed: int = 0
 
@@ -156,11 +162,38 @@ def _wake_plucker(model: SanaWMStreamingTransformer, seed: int) -> None:
             w.copy_(torch.randn(w.shape, generator=g) * (1.0 / w[0].numel()) ** 0.5)
 
 
-def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None) -> None:
+def export_world(model: SanaWMStreamingTransformer, path: Path, cfg: BundledConfig, extra: dict | None = None,
+                 weights: dict[str, torch.Tensor] | None = None) -> None:
+    """The weights (`model`'s own unless `weights` is given) with the model's config and sampler as metadata."""
     meta = {"config": json.dumps(model.cfg.to_dict()), "translation_scale": json.dumps(cfg.translation_scale),
             "sampler": json.dumps(asdict(cfg.sampler)),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    write_safetensors(path, model.state_dict(), meta)
+    write_safetensors(path, model.state_dict() if weights is None else weights, meta)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights (its other buffers are copied as
+    they are). The decay ramps up as (1 + n) / (10 + n) over the first updates, so the average is not held
+    at its starting point."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.model, self.decay, self.updates = model, decay, 0
+        own = model.state_dict()
+        self.avg = {k: (state[k] if state and k in state else v).detach().clone().to(v.device)
+                    for k, v in own.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                self.avg[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.avg[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.avg.items()}
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,
@@ -183,6 +216,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     spent = 0.0  # seconds of training before this run (a resumed run carries on the schedule)
     init = work / "world_ckpt.safetensors"
     state = None  # a checkpoint's (tensors, meta), read on the CPU whatever device wrote it
+    averaged: dict[str, torch.Tensor] = {}  # the weights' moving average, when resumed with one
     if resume and (ckpt.exists() or ckpt.with_suffix(".pt").exists()):
         state = tensors, meta = load_state(ckpt, "world")
         with restoring(ckpt):
@@ -190,6 +224,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
             step, rng.bit_generator.state = int(meta["step"]), meta["rng"]
             torch.set_rng_state(tensors["torch_rng"])
             spent = float(meta.get("seconds", 0.0))
+            averaged = _strip(tensors, "ema.")
     elif init_weights is not None:  # continue from shipped weights (a new run: fresh optimiser and schedule)
         from safetensors.torch import load_file
 
@@ -200,6 +235,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
             model.load_state_dict(_strip(load_state(init, "world")[0], "model."))
     _wake_plucker(model, tcfg.seed)
     model.to(dev.device)  # fp32 master weights; the optimiser is made on the device and its state loaded there
+    average = WeightAverage(model, tcfg.ema, averaged) if tcfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     if state is not None:
         with restoring(ckpt):
@@ -213,11 +249,13 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     def save() -> None:
         otensors, ometa = pack_optimizer(opt)
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
-                   "torch_rng": torch.get_rng_state(), **dev.rng_state()}
+                   "torch_rng": torch.get_rng_state(), **dev.rng_state(),
+                   **({f"ema.{k}": v for k, v in average.state_dict().items()} if average else {})}
         save_state(ckpt, "world", tensors, {"opt": ometa, "step": step, "seconds": seconds(),
                                             "rng": rng.bit_generator.state, "cfg": asdict(tcfg),
                                             "device": str(dev)})
-        export_world(model, out, cfg, {"step": step, "stage": tag})
+        weights = average.state_dict() if average else model.state_dict()
+        export_world(model, out, cfg, {"step": step, "stage": tag, "ema": tcfg.ema}, weights)
 
     from tqdm import tqdm
 
@@ -247,6 +285,8 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if average:
+            average.update()
         step += 1
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.update(1)
