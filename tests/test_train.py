@@ -5,6 +5,7 @@ eval scores it against the reference world."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -83,6 +84,14 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     poses = action_string_to_poses("w-13")[:13]
     frames = [world.generate_chunk(poses[i:j], K[i:j]).frames for i, j in ((0, 5), (5, 9), (9, 13))]
     assert [f.shape[0] for f in frames] == [5, 4, 4]
+
+    # the encode stage reads a VAE by the config stored with it: the shipped one has the decoder stage's wider decoder
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copytree(work / "clips", again / "clips")
+    shutil.copy(out / VAE_FILE, again / VAE_FILE)
+    assert main(["train", *budget, "--work", str(again), "--stage", "encode", "--chunk-latents", "1"]) == 0
+    assert np.load(again / "latents.npz")["latents"].shape[2] == 1 + 4  # the image and 4 one-latent chunks
 
 
 def test_timesteps_that_do_not_fall_to_zero_are_refused(capsys):

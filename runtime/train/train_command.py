@@ -189,17 +189,16 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from safetensors.torch import load_file
 
     from worldwalk.runtime.safe_files import open_regular, replaced
     from worldwalk.runtime.sana_wm.sampler import SamplerConfig
     from worldwalk.runtime.sana_wm.vae import SanaWMVAE
-    from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream, build_vae
+    from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
 
     from .state_file import default_work, restoring, work_file
     from .train_device import resolve_device
-    from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, train_vae
+    from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, read_vae, train_vae
     from .train_world import TrainWorldConfig, encode_windows, train_world
     from .walks import ClipCache, WalkConfig
 
@@ -246,10 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             if latents.exists() and resume:
                 print(f"{latents} exists; keeping it")
                 continue
-            vae = build_vae(cfg.vae)
-            with restoring(vae_file):
-                vae.load_state_dict(load_file(str(work_file(vae_file))))
-            vae.to(dev.device)
+            vae = read_vae(vae_file)[0].to(dev.device)  # the shipped one, with its wider decoder, as well
             stream = FrameVAEStream(vae.eval()) if isinstance(vae, FrameVAE) else SanaWMVAE(vae.eval())
             clip_frames = clips.load()[0].shape[1]
             if clip_frames < window:

@@ -51,6 +51,7 @@ from .train_device import TrainDevice
 from .walks import ClipCache
 
 __all__ = ["DecoderTuneConfig", "PatchCritic", "TrainVAEConfig", "edge_energy_t", "export_vae", "finetune_decoder",
+           "read_vae",
            "latent_stats", "train_vae", "vae_loss"]
 
 
@@ -276,6 +277,21 @@ def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
     return new
 
 
+def read_vae(vae_file: Path) -> tuple[nn.Module, BundledVAEConfig | FrameVAEConfig]:
+    """(the VAE in `vae_file`, written by export_vae, built from the config stored with it (a wider decoder
+    included), on the CPU; that config)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with restoring(vae_file):
+        with safe_open(str(work_file(vae_file)), "pt") as f:
+            meta = f.metadata() or {}
+        vcfg = vae_config_from_dict(json.loads(meta["config"]))
+        vae = build_vae(vcfg)
+        vae.load_state_dict(load_file(str(work_file(vae_file))))
+    return vae, vcfg
+
+
 def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, work: Path, out: Path,
                      resume: bool = True, progress: bool = True,
                      samples: list[tuple[int, int, torch.Tensor]] | None = None, dev: TrainDevice | None = None
@@ -290,20 +306,11 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     latents, with noise, so reconstruction stays sharp. Runs on `dev` (forwards under its autocast, the
     loss in fp32).
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with restoring(vae_file):  # the stage-1 VAE, written by export_vae
-        with safe_open(str(work_file(vae_file)), "pt") as f:
-            meta = f.metadata() or {}
-        vcfg = vae_config_from_dict(json.loads(meta["config"]))
     dev = dev or TrainDevice()
     work.mkdir(parents=True, exist_ok=True)
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
-    vae = build_vae(vcfg)
-    with restoring(vae_file):
-        vae.load_state_dict(load_file(str(work_file(vae_file))))
+    vae, vcfg = read_vae(vae_file)
     if cfg.decoder_channels and isinstance(vae, FrameVAE) and tuple(cfg.decoder_channels) != vae.cfg.dec_channels:
         vae = _widen_decoder(vae, cfg.decoder_channels)
         vcfg = vae.cfg
