@@ -53,7 +53,7 @@ def test_missing_folder(tmp_path):
 def test_the_sampler_comes_with_the_weights_and_older_weights_keep_sana_wm_s(copy):
     from safetensors import safe_open
 
-    assert load_weights(copy)[0].sampler.timesteps == (1000, 667, 333, 0)  # the shipped model's 3 steps
+    assert load_weights(copy)[0].sampler.timesteps == (1000, 500, 0)  # the shipped model's 2 steps
     with safe_open(str(copy / WORLD_FILE), "pt") as f:
         meta = {k: v for k, v in f.metadata().items() if k != "sampler"}  # written before it was stored
     save_file(load_file(str(copy / WORLD_FILE)), str(copy / WORLD_FILE), metadata=meta)
