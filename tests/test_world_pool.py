@@ -18,20 +18,20 @@ CHUNKS = 3
 WALKS = ("w-40", "dl-20,w-20", "a-10,s-30")
 
 
-def _walk(actions: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Poses and intrinsics of the first CHUNKS chunks (13 frames, then 12 a chunk) of a walk."""
+def _walk(actions: str, spec) -> tuple[list[np.ndarray], list[np.ndarray]]:  # noqa: ANN001
+    """Poses and intrinsics of the first CHUNKS chunks of a walk, as long as `spec`'s chunks."""
     poses = action_string_to_poses(actions)
     K = intrinsics_from_fov(160, 96)
     out, start = [], 0
     for k in range(CHUNKS):
-        n = 13 if k == 0 else 12
+        n = spec.chunk_frames(k)
         out.append(poses[start : start + n])
         start += n
     return out, [np.broadcast_to(K, (len(p), 3, 3)).copy() for p in out]
 
 
 def _play(world, actions: str, seed: int, barrier: threading.Barrier | None = None) -> list[np.ndarray]:
-    poses, Ks = _walk(actions)
+    poses, Ks = _walk(actions, world.spec)
     world.reset(None, None, seed)
     frames = []
     for p, K in zip(poses, Ks, strict=True):
@@ -113,7 +113,7 @@ def test_a_snapshot_moves_between_sessions_of_one_model(alone) -> None:
     """Sessions of one model are interchangeable: a snapshot taken in one restores in another."""
     pool = WorldPool(WorldConfig(name="bundled"))
     a, b = pool.session_world(), pool.session_world()
-    poses, Ks = _walk(WALKS[0])
+    poses, Ks = _walk(WALKS[0], a.spec)
     a.reset(None, None, 10)
     a.generate_chunk(poses[0], Ks[0])
     snap = a.snapshot()
