@@ -138,7 +138,8 @@ def test_batched_sessions_on_the_shared_model_give_their_frames_alone(alone) -> 
         t.start()
     for t in threads:
         t.join(120)
-    assert pool.batcher.batches.get(2, 0) >= 10  # the passes went through as batches of two
+    passes = CHUNKS * len(worlds[0].rollout.sampler.cfg.timesteps)  # each step's pass and the cache write
+    assert pool.batcher.batches.get(2, 0) >= passes - 2  # the passes went through as batches of two
     for i in range(2):
         assert all(np.array_equal(a, b) for a, b in zip(results[i], alone[i], strict=True)), i
     for w in worlds:
