@@ -25,7 +25,11 @@ in its schedule. The shipped world model then continued from those weights for 8
 (`--stage world --world-init <those bundled_world.safetensors> --world-minutes 85 --world-steps 100000
 --world-lr 1.5e-4 --world-warmup 20 --world-rollout 0.25 --context-noise 0.1`, data rendered with the
 default `--revisit 0.35`), then for 80 more retuned for the 3-step sampler it ships with (`--timesteps
-1000,667,333,0 --world-lr 1.2e-4 --world-rollout 0.3 --world-minutes 80` from the result). Its decoder is the
+1000,667,333,0 --world-lr 1.2e-4 --world-rollout 0.3 --world-minutes 80` from the result), and last for 80
+minutes at one latent frame a chunk (4 video frames) on 2 steps, its weights' moving average shipped
+(`--stage encode --chunk-latents 1 --world-chunks 8`, then `--stage world --chunk-latents 1 --world-chunks 8
+--timesteps 1000,500,0 --world-init <the 3-step weights> --world-lr 6e-5 --world-warmup 20 --world-rollout 0.5
+--context-noise 0.1 --world-ema 0.99 --world-minutes 80 --world-steps 100000 --seed 2`). Its decoder is the
 decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
 busy machine; the model card has the run). `--stage` runs one stage or all of them.
 
