@@ -17,7 +17,7 @@ with `fast_conv3d`), but in our CPU budget (15-20 minutes) it did not learn to p
 through its latent: after 800 steps on whole frames two different images decoded to frames that
 differ by 0.009 (of 2), and 1800 steps on crops gave one blurred landscape for every input. The
 frame-group VAE reached 22-25 dB after 300 steps. A temporal stride of 4 (SANA-WM: 8) halves the
-input latency: a chunk of 3 latent frames is 0.75 s of video.
+input latency: a chunk of 1 latent frame (the shipped world's) is 0.25 s of video.
 
 `fast_conv3d` swaps every `nn.Conv3d` for a subclass that calls oneDNN directly: PyTorch's CPU
 heuristic sends small 3D convolutions to its slow reference kernel (`slow_conv3d`), 2-3x slower.

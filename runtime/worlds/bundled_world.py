@@ -1,11 +1,12 @@
 """The bundled world: a small SANA-WM-family model trained on the reference world, shipped in the package.
 
 `BundledWorld` is a `SanaWM` (runtime/sana_wm/model.py): the same chunk loop, chunk-causal cache,
-`FlowSampler` (on the timesteps stored with the weights: 1000, 667, 333, 0 for the shipped ones) and
+`FlowSampler` (on the timesteps stored with the weights: 1000, 500, 0 for the shipped ones) and
 decoder thread, with a small transformer and its own VAE (`FrameVAEStream` behind the `SanaWMVAE`
-interface; see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames, 3 latent
-frames (12 video frames, 0.75 s) per chunk; the first chunk is the first image plus 3 latent frames
-(13 frames).
+interface; see `BundledConfig`): 160x96 video at 16 fps, a latent frame every 4 video frames, and the
+chunk size stored with the weights too: the shipped ones take 1 latent frame (4 video frames, 0.25 s) a
+chunk, the first chunk being the first image plus that latent frame (5 frames); the weights shipped
+before 2026-12-06 took 3 (12 video frames, 0.75 s; 13 in the first chunk).
 
 Camera: poses are taken relative to the session's first frame (the first image's camera) and
 their translations multiplied by `translation_scale` (world units -> model units) before UCPE
