@@ -20,7 +20,7 @@ chunk is trained against the ground truth, so the model learns to recover from i
 Weight averaging (`ema`): the weights exported are an exponential moving average of the trained
 ones, so what ships does not depend on where the last few updates happened to land: at the learning
 rates a fine-tune uses, what a rollout keeps over seconds (the landmark's area on the walk at it)
-swung between checkpoints 50 steps apart while the loss did not move.
+swung between checkpoints 100 steps apart while the loss did not move.
 
 Camera augmentation: with probability `augment`, every pose of a window is moved by one random
 rigid motion (yaw about world y, a horizontal shift), so the Plücker input is seen away from the
