@@ -283,8 +283,17 @@ async def expire(url: str) -> dict:
         kill_replica(left)
     await idle_replicas()
     await wait_for(lambda: _no_drains(), 30, "earlier drains to be forgotten", 0.25)
-    p = Client(url)
-    ans = await p.open()
+    # the killed replica's replacement may still be starting (a player then waits in the queue, or is told
+    # the cluster is busy): ask again until a host answers, and say what came back if none does
+    deadline = time.monotonic() + 30
+    while True:
+        p = Client(url)
+        ans = await p.open()
+        if ans.get("type") == "answer" or time.monotonic() > deadline:
+            break
+        await p.close()
+        await asyncio.sleep(0.5)
+    assert ans.get("type") == "answer", ans
     walk, replica = ans["walk"], ans["replica"]
     await p.key("w", True)
     await wait_for(lambda: len(p.frames) > 20, 30, "20 frames before the drain")
