@@ -248,14 +248,14 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
 
     def save() -> None:
         otensors, ometa = pack_optimizer(opt)
+        mean_weights = average.state_dict() if average else None  # what is exported, when averaged
         tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **otensors,
                    "torch_rng": torch.get_rng_state(), **dev.rng_state(),
-                   **({f"ema.{k}": v for k, v in average.state_dict().items()} if average else {})}
+                   **{f"ema.{k}": v for k, v in (mean_weights or {}).items()}}
         save_state(ckpt, "world", tensors, {"opt": ometa, "step": step, "seconds": seconds(),
                                             "rng": rng.bit_generator.state, "cfg": asdict(tcfg),
                                             "device": str(dev)})
-        weights = average.state_dict() if average else model.state_dict()
-        export_world(model, out, cfg, {"step": step, "stage": tag, "ema": tcfg.ema}, weights)
+        export_world(model, out, cfg, {"step": step, "stage": tag, "ema": tcfg.ema}, mean_weights)
 
     from tqdm import tqdm
 
