@@ -92,6 +92,23 @@ def store():
     return get_store()
 
 
+async def finished_records(walk: str, recording: str | None) -> list[dict]:
+    """The walk's chunk records once its recording is finalized and holds no chunk the store has no record of
+    (a replica sends a chunk's record on a thread pool, after the chunk went out: read at once, the last
+    chunks' records may not have arrived)."""
+    from worldwalk.stream.record.session_log import read_log
+
+    log = Path(recording).with_suffix(".jsonl") if recording else None
+    await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
+    logged = {c["index"] for c in read_log(log).chunks} if log else set()
+    deadline = time.monotonic() + 20
+    while True:
+        records = await asyncio.wait_for(store().records.remote(walk), 20)
+        if logged <= {r["chunk"] for r in records} or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.25)
+
+
 async def idle_replicas(timeout: float = 60.0) -> None:
     """Wait until both session hosts run and hold no session (a killed one has been replaced)."""
     from ray import serve
@@ -217,10 +234,7 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     frames_after = len(q.frames)
     recording = (await store().resume_recording.remote(walk))[0]  # freed with the walk when its player leaves
     await q.close()
-    await asyncio.sleep(0.5)
-    records = await store().records.remote(walk)
-    log = Path(recording).with_suffix(".jsonl") if recording else None
-    await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
+    records = await finished_records(walk, recording)
     return {
         "by": by, "moved": moved, "resumed": ans2.get("resumed"), "replicas": [replica, ans2.get("replica")],
         "gap_s": gap_s, "kill_to_moved_s": t_moved - t_kill, "kill_to_first_s": q.frames[0][0] - t_kill,
@@ -248,10 +262,8 @@ async def moves(url: str) -> dict:
     await wait_for(lambda: len(r.frames) > 20, 30, "20 frames after the drain")
     serve_states = await store().serve_replicas.remote()  # what the drain watcher reads from Serve's controller
     recording = (await store().resume_recording.remote(walk))[0]
-    records = await store().records.remote(walk)
     await r.close()
-    log = Path(recording).with_suffix(".jsonl") if recording else None
-    await wait_for(lambda: log is None or '"type":"end"' in log.read_text(), 20, "the recording to be finalized")
+    records = await finished_records(walk, recording)
     return {"replicas": [first, ans2["replica"], drained["replica"]], "drain": drained, "records": records,
             "recording": recording, "serve_states": serve_states}
 

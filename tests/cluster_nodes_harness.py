@@ -27,7 +27,7 @@ from typing import Any
 from worldwalk.stream.cluster.config import ClusterConfig
 
 from .builders import wait_for
-from .cluster_harness import Client, serve_config, store
+from .cluster_harness import Client, finished_records, serve_config, store
 
 # a lost node is declared dead after about 5 missed health checks of 1 s (Ray's default: 15 s)
 HEALTH = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 5}
@@ -114,9 +114,7 @@ async def lose_nodes(cluster: Any, url: str, nodes: dict[str, Any], out: dict[st
     await wait_for(lambda: len(q.frames) > 30, 30, "30 frames after the move")
     await q.close()
     recording = (await ask("resume_recording", walk))[0]
-    records = await ask("records", walk)
-    log = recording and recording.rsplit(".", 1)[0] + ".jsonl"
-    await wait_for(lambda: log is None or '"type":"end"' in open(log).read(), 20, "the recording to be finalized")
+    records = await finished_records(walk, recording)
     out.update(moved=p.ended, resumed=ans2.get("resumed"), replicas=[ans["replica"], ans2.get("replica")],
                resumed_node=session_hosts().get(ans2.get("replica")) == head,
                last_snapshot_chunk=last[1]["chunk"] if last else None, gap_s=q.frames[0][0] - last_before,
