@@ -35,6 +35,9 @@ def test_a_turn_key_turns_the_page_view_at_once_and_ends_where_it_was_let_go():
     assert r["latency"], r
     split = r["latency"][0]
     steps = ["in", "wait", "plan", "generate", "decode", "queue", "out", "paint"]
-    assert all(split[k] > -5.0 for k in steps), split
+    # the page's clock is set from its best ping, right to within half that round trip ("in"): only
+    # the frame's way out is read across the two clocks
+    assert all(split[k] > -5.0 for k in steps if k != "out"), split
+    assert split["out"] > -(split["in"] + 5.0), split
     assert split["total"] == pytest.approx(sum(split[k] for k in steps)) and 0 < split["total"] < 3000, split
     assert "key " in r["stats_text"] and " + paint " in r["stats_text"], r["stats_text"]
