@@ -23,6 +23,8 @@ BAD_OPTIONS = {
                   ({"march_steps": 10**9}, ["'march_steps'", "1024"])],
     "bundled": [({"threads": 10**6}, ["'threads'", "256"])],
     "sana-wm": [({"width": 100_000}, ["'width'", "2048"]), ({"dtype": "load"}, ["'dtype'", "float32"])],
+    "matrix-game": [({"dtype": "nn"}, ["'dtype'", "float32"]), ({"mode": "doom"}, ["'mode'", "templerun"]),
+                    ({"threads": -1}, ["'threads'", "256"])],
 }
 
 

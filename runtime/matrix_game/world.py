@@ -1,8 +1,9 @@
 """`create(cfg)`: the `matrix-game` entry of the `worldwalk.worlds` registry, and `MatrixGameWorld`.
 
 Needs `cfg.checkpoint` (the official folder, see checkpoint.py), or `options["random_init"]` =
-"tiny" | "full" for random weights (tests, benchmarks). Options: mode (universal, gta_drive,
-templerun; default: read off the weights), dtype.
+"tiny" | "full" for random weights (tests, benchmarks). Options (`OPTIONS`): mode (universal,
+gta_drive, templerun; default: read off the weights), dtype, threads (torch CPU threads, as the
+bundled world's: a session and its replay on the same count make the same bits).
 
 Matrix-Game is steered by per-frame keyboard and mouse actions, not by a camera path
 (`spec.steering == "actions"`): the poses a session hands `generate_chunk` are passed through to
@@ -20,15 +21,25 @@ import torch
 
 from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.snapshot_memory import PinnedArenas
+from worldwalk.runtime.threads import use_torch_threads
 from worldwalk.runtime.world import ModelSpec, WorldConfig
+from worldwalk.runtime.world_options import Choice, Integer, check_options
 
 from .clip import ClipVision, ClipVisionConfig
-from .config import MatrixGameConfig
+from .config import MODES, MatrixGameConfig
 from .dit import CausalDiT
 from .rollout import Rollout
 from .snapshots import MatrixGameSnapshot, MatrixGameSnapshots
 from .steering import ActionMapper, help_lines
 from .vae import WanVAE
+
+# The options `create` reads, and their limits (a session log may carry any).
+OPTIONS = {
+    "mode": Choice(MODES),
+    "dtype": Choice(("float32", "bfloat16", "float16")),
+    "random_init": Choice(("tiny", "full")),
+    "threads": Integer(0, 256, "torch threads (0: the default)"),
+}
 
 
 def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tensor:
@@ -56,10 +67,11 @@ def image_tensor(image: np.ndarray | None, cfg: MatrixGameConfig) -> torch.Tenso
 class MatrixGameWorld:
     def __init__(self, cfg: MatrixGameConfig, dit: CausalDiT, vae: WanVAE, clip: ClipVision,
                  device: str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-                 snapshot_arenas: PinnedArenas | None = None) -> None:
+                 snapshot_arenas: PinnedArenas | None = None, threads: int = 0) -> None:
         """`snapshot_arenas`: where snapshots are carved (default: the process's pinned pool on CUDA,
-        pageable memory on the CPU)."""
-        self.cfg, self.clip, self.seed = cfg, clip, seed
+        pageable memory on the CPU). `threads`: torch's CPU threads on the thread that runs the
+        session (0: `WORLDWALK_TORCH_THREADS` or the cores less one)."""
+        self.cfg, self.clip, self.seed, self.threads = cfg, clip, seed, threads
         self.snapshot_arenas = snapshot_arenas
         self._snapshots = MatrixGameSnapshots(device, snapshot_arenas)
         self.rollout = Rollout(cfg, dit, vae, device, dtype)
@@ -79,6 +91,7 @@ class MatrixGameWorld:
     # -- session --
     @torch.no_grad()
     def reset(self, first_frame: np.ndarray | None, prompt: str | None, seed: int) -> None:
+        use_torch_threads(self.threads)  # on the session's thread, which runs every chunk
         image = image_tensor(first_frame, self.cfg).to(self.device, self.dtype)
         tokens = self.clip(image)  # (1, 257, 1280)
         self.rollout.reset(tokens, image=image, seed=seed)
@@ -89,7 +102,7 @@ class MatrixGameWorld:
         """A world for one more session over this one's model: the DiT, VAE and CLIP tower are shared
         (runtime/worlds/world_pool.py), the rollout's caches, noise and actions are its own."""
         return MatrixGameWorld(self.cfg, self.rollout.dit, self.rollout.vae, self.clip, self.device, self.dtype,
-                               self.seed, self.snapshot_arenas)
+                               self.seed, self.snapshot_arenas, self.threads)
 
     def set_actions(self, keyboard: np.ndarray, mouse: np.ndarray | None = None) -> None:
         """Raw per-frame actions for the next chunk: keyboard (n, K) multi-hot, mouse (n, 2) [pitch, yaw]."""
@@ -126,6 +139,7 @@ class MatrixGameWorld:
         ms = torch.from_numpy(mouse)[None].to(self.device, self.dtype) if self.cfg.mouse and mouse is not None else None
         if self.cfg.mouse and ms is None:
             ms = torch.zeros(1, n, self.cfg.mouse_dim, device=self.device, dtype=self.dtype)
+        use_torch_threads(self.threads)  # a restored walk's next chunk may run on another thread than its reset
         start = time.perf_counter()
         block = self.rollout.step(kb, ms)
         frames = ((block.video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (T, 3, H, W)
@@ -175,7 +189,8 @@ class MatrixGameWorld:
 
 
 def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: int = 0,
-                 dtype: torch.dtype = torch.float32, snapshot_arenas: PinnedArenas | None = None) -> MatrixGameWorld:
+                 dtype: torch.dtype = torch.float32, snapshot_arenas: PinnedArenas | None = None,
+                 threads: int = 0) -> MatrixGameWorld:
     """Random weights at the released size ("full") or the test size ("tiny", with a tiny CLIP)."""
     torch.manual_seed(seed)
     if size == "full":
@@ -186,23 +201,24 @@ def random_world(size: str, mode: str = "universal", device: str = "cpu", seed: 
     dit = CausalDiT(cfg).eval().to(device, dtype)
     vae = WanVAE(dim=cfg.vae_dim, z_dim=cfg.out_dim).eval().to(device, dtype)
     clip = ClipVision(clip_cfg).eval().to(device, dtype)
-    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed, snapshot_arenas)
+    return MatrixGameWorld(cfg, dit, vae, clip, device, dtype, seed, snapshot_arenas, threads)
 
 
 def create(cfg: WorldConfig) -> MatrixGameWorld:
-    o = dict(cfg.options)
-    mode = o.get("mode")
+    o = check_options("matrix-game", cfg.options, OPTIONS)
+    mode, threads = o.get("mode"), int(o.get("threads", 0))
     if cfg.checkpoint:
         from .checkpoint import load
 
         cuda = cfg.device.startswith("cuda") and torch.cuda.is_available()
         dtype = getattr(torch, o.get("dtype", "bfloat16" if cuda else "float32"))
         loaded = load(cfg.checkpoint, mode=mode, device=cfg.device, dtype=dtype)
-        return MatrixGameWorld(loaded.cfg, loaded.dit, loaded.vae, loaded.clip, cfg.device, dtype, cfg.seed)
+        return MatrixGameWorld(loaded.cfg, loaded.dit, loaded.vae, loaded.clip, cfg.device, dtype, cfg.seed,
+                               threads=threads)
     if o.get("random_init") in ("tiny", "full"):
         # the weights are the option's, not the session's: seeded 0 whatever cfg.seed, so a log replays
         # on the same random model (the session's seed still picks the noise, at reset)
-        return random_world(o["random_init"], mode or "universal", cfg.device, 0)
+        return random_world(o["random_init"], mode or "universal", cfg.device, 0, threads=threads)
     raise ValueError(
         "the matrix-game world needs a checkpoint folder: pass --checkpoint DIR with the files of "
         "Skywork/Matrix-Game-2.0 from Hugging Face (base_distilled_model/, Wan2.1_VAE.pth, "
