@@ -272,6 +272,26 @@ def test_encode_samples_and_decoder_stages_in_bf16(tmp_path):
     assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "tuned.safetensors")).values())
 
 
+def test_the_decoders_samples_drift_as_long_whatever_the_chunk(tmp_path):
+    """The world's own latents for the decoder stage span the clip (up to `window_frames` video frames),
+    not a fixed number of chunks: with one-latent chunks they go as far in time as with three."""
+    import dataclasses
+
+    cfg = _cfg()
+    short = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, chunk_latent_frames=1))
+    clips = _clips(tmp_path, cfg, n=1, frames=1 + cfg.stride * 6)  # six latent frames after the first
+    frames, poses, intr = clips.load()
+    torch.manual_seed(0)
+    vae = FrameVAEStream(FrameVAE(cfg.vae).eval())
+    for c, want in ((cfg, 1 + 3 * (6 // 3)), (short, 1 + 6)):
+        model = SanaWMStreamingTransformer(c.transformer)
+        (_, s, z), = sample_windows(model, vae, frames, poses, intr, c, 1, 0, progress=False)
+        assert z.shape[2] == want and s == 0, (c.chunk_latents, z.shape)
+    (_, _, z), = sample_windows(model, vae, frames, poses, intr, short, 1, 0, progress=False,
+                                window_frames=1 + 2 * cfg.stride)
+    assert z.shape[2] == 3
+
+
 def test_device_choice_and_no_cuda_error(tmp_path, capsys):
     assert resolve_device("cpu") == TrainDevice(torch.device("cpu"), "fp32")  # fp32 by default on the CPU
     assert resolve_device("cpu", "bf16").bf16

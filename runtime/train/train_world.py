@@ -357,12 +357,14 @@ def _sample_chunk(model, sampler, cam, cache, text, mask, shape, dev, prefix=Non
 @torch.no_grad()
 def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frames: np.ndarray, poses: np.ndarray,
                    intr: np.ndarray, cfg: BundledConfig, n: int, seed: int, progress: bool = True,
-                   dev: TrainDevice | None = None) -> list[tuple[int, int, torch.Tensor]]:
+                   dev: TrainDevice | None = None, window_frames: int = 49) -> list[tuple[int, int, torch.Tensor]]:
     """The world model's own latents along `n` random training windows, as a session makes them.
 
-    Each window starts from its true first image and follows its poses for 3 chunks; returns
-    (clip, first frame, latents (1, C, 1 + 3 L, h, w) normalised, fp32 on the CPU) per window. The model
-    and the VAE run where they are (`dev`'s device), under its autocast.
+    Each window starts from its true first image and follows its poses for as many chunks as fit in
+    `window_frames` video frames and the clip (49: 3 s, 12 chunks of one latent frame or 4 of three), so
+    the latents drift as far as a session's do in that time whatever the chunk size; returns (clip, first
+    frame, latents (1, C, 1 + n_chunks L, h, w) normalised, fp32 on the CPU) per window. The model and
+    the VAE run where they are (`dev`'s device), under its autocast.
     """
     from tqdm import tqdm
 
@@ -370,7 +372,8 @@ def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frame
     rng = np.random.default_rng(seed)
     stream = LatentRollout(model.eval(), FlowSampler(cfg.sampler))
     text, mask = (dev.put(x) for x in empty_text(cfg))
-    n_chunks, L = 3, cfg.chunk_latents
+    L = cfg.chunk_latents
+    n_chunks = max(1, (min(window_frames, frames.shape[1]) - 1) // (cfg.stride * L))
     window = 1 + cfg.stride * L * n_chunks
     h, w = cfg.vae.latent_hw
     no_augment = TrainWorldConfig(augment=0.0)
@@ -384,5 +387,5 @@ def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frame
         with dev.autocast():
             z = [stream.step(cams[k], (1, cfg.transformer.in_channels, L, h, w),
                              vae.encode_video(image).float() if k == 0 else None) for k in range(n_chunks)]
-        out.append((i, s, torch.cat(z, 2).float().cpu()))  # (1, C, 1 + 3 L, h, w)
+        out.append((i, s, torch.cat(z, 2).float().cpu()))  # (1, C, 1 + n_chunks L, h, w)
     return out
