@@ -39,6 +39,7 @@
     latency: [],          // key -> presented, step by step (ms): in, wait, plan, generate, decode,
                           // queue, out, paint, total
     rtt: null,
+    pongs: 0,             // pings answered (the first eight set the clock)
     clock: null,          // {offset: server wall clock - ours in ms, rtt}
     send: (text) => sendRaw(text),   // a raw data-channel message (tests send malformed ones)
     sendBinary: (n) => sendRaw(new Uint8Array(n)),
@@ -250,6 +251,7 @@
     if (msg.t === 'pong' && pingSent.has(msg.id)) {
       const sent = pingSent.get(msg.id), now = performance.now();
       ww.rtt = now - sent;
+      ww.pongs += 1;
       pingSent.delete(msg.id);
       // server clock minus ours (ms), from the ping with the shortest round trip
       if (ww.clock === null || ww.rtt < ww.clock.rtt) {
