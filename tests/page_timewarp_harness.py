@@ -45,6 +45,8 @@ async def turn(context) -> dict:
         session_id = await ww(page, "ww.session")
         log = [(k, d, t) for k, d, t in player_of(server, session_id).key_log if k == "e"]
         out["held_s"] = log[-1][2] - log[0][2] if len(log) >= 2 else None
+        page_log = [e["wall"] for e in await ww(page, "ww.keyEvents") if e["key"] == "e"]
+        out["page_held_s"] = (page_log[-1] - page_log[0]) / 1000 if len(page_log) >= 2 else None
         for k in ("start", "mid", "released", "end"):
             if out[k][0] is not None:
                 out[k] = [[math.degrees(v) for v in rot] for rot in out[k]]

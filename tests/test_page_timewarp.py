@@ -30,7 +30,10 @@ def test_a_turn_key_turns_the_page_view_at_once_and_ends_where_it_was_let_go():
     expected = 90.0 * r["held_s"]
     assert abs(view_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
     assert abs(frame_end[0] - expected) <= ONE_DISPLAY_FRAME_DEG, r
-    assert abs(r["released"][0][0] - expected) <= ONE_DISPLAY_FRAME_DEG, r  # no overshoot on screen
+    # no overshoot on screen: just after the release the view stops where the page let go, which is
+    # the server's turn give or take how much later the release reached it than the press did
+    jitter_deg = 90.0 * abs(r["page_held_s"] - r["held_s"])
+    assert abs(r["released"][0][0] - expected) <= ONE_DISPLAY_FRAME_DEG + jitter_deg, r
     # the press's latency, step by step: the server's part and the page's own
     assert r["latency"], r
     split = r["latency"][0]

@@ -336,11 +336,21 @@
   // Key -> presented, step by step: the server's part comes with the pose of the frame that
   // answers a press ("lat", "rt"); the page adds the key message's way in (half the ping round
   // trip), the frame's encode and way out (released -> its last packet here) and the page's
-  // decode and paint (last packet -> presented).
+  // decode and paint (last packet -> presented). A busy machine may deliver that pose after its
+  // frame, or two poses between two frames: the press is then timed at the first frame presented
+  // at or after its own.
   function keyLatency(now, meta) {
-    const p = warp.shown;
-    if (!p || !p.lat || p.latDone || !ww.clock) return;
-    p.latDone = true;
+    const shown = warp.shown;
+    if (!shown) return;
+    for (const p of warp.poses) {
+      if (p.lat && !p.latDone && p.i <= shown.i) {
+        p.latDone = true;
+        if (ww.clock) recordLatency(p, now, meta);  // a press before the first pong is not timed
+      }
+    }
+  }
+
+  function recordLatency(p, now, meta) {
     const toServer = (t) => performance.timeOrigin + t + ww.clock.offset;  // ms, server wall clock
     const received = meta.receiveTime !== undefined ? meta.receiveTime : now;
     const split = Object.assign({in: ww.clock.rtt / 2}, p.lat, {
