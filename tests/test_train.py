@@ -34,7 +34,8 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted([START_FILE, VAE_FILE, WORLD_FILE])
     assert load_state(work / "world_ckpt.safetensors", "world")[1]["step"] == 1
     tensors, meta = load_state(work / "decoder_samples.safetensors", "decoder-samples")  # the model's own latents
-    assert len(meta["windows"]) == 1 and tensors["sample.0"].shape == (1, 16, 10, 12, 20)
+    # ... along the whole 49-frame clip: the image latent and 4 chunks of 3
+    assert len(meta["windows"]) == 1 and tensors["sample.0"].shape == (1, 16, 13, 12, 20)
 
     # resume: a larger step budget carries on from the checkpoint instead of starting again, with
     # the newer options (context noise, rollouts) on

@@ -10,7 +10,14 @@ from safetensors.torch import load_file
 
 from worldwalk.runtime.train import goal_metrics as gm
 from worldwalk.runtime.train.state_file import load_state
-from worldwalk.runtime.train.train_vae import DecoderTuneConfig, edge_energy_t, export_vae, finetune_decoder
+from worldwalk.runtime.train.train_vae import (
+    DecoderTuneConfig,
+    _detail_loss,
+    edge_energy_t,
+    export_vae,
+    finetune_decoder,
+    tile_edge_energy_t,
+)
 from worldwalk.runtime.train.walks import ClipCache
 from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEConfig, build_vae, vae_config_from_dict
 
@@ -23,6 +30,24 @@ def test_the_training_edge_energy_is_the_evals():
     got = edge_energy_t(x).numpy()
     np.testing.assert_allclose(got, [gm.edge_energy(f) for f in frames], rtol=1e-9, atol=1e-9)
     assert got[1] == 0 and got[0] > 50
+
+
+def test_the_tiled_detail_loss_wants_edges_where_the_truth_has_them():
+    """Edges drawn in the wrong half (a band across a clear sky) make up for the missing ones over the
+    whole frame, not per tile; one tile over the frame is the whole-frame energy."""
+    rng = np.random.default_rng(4)
+    truth = torch.zeros(1, 3, 1, 32, 32, dtype=torch.float64)
+    truth[..., :, :16] = torch.from_numpy(rng.uniform(-1, 1, (32, 16)))  # detail on the left only
+    moved = torch.zeros_like(truth)
+    moved[..., :, 16:] = truth[..., :, :16]  # the same detail on the right
+    assert _detail_loss(moved, truth) < 0.01 * _detail_loss(moved, truth, tile=8)
+    assert _detail_loss(truth, truth, tile=8) == 0
+    frames = truth[:, :, 0]
+    g = (frames * torch.tensor([0.299, 0.587, 0.114], dtype=frames.dtype).view(1, 3, 1, 1)).sum(1)[0] * 127.5
+    by_hand = ((g[1:, :-1] - g[:-1, :-1]).abs() + (g[:-1, 1:] - g[:-1, :-1]).abs()).mean()
+    one = tile_edge_energy_t(frames, 64)
+    assert one.shape == (1, 1, 1) and torch.isclose(one[0, 0, 0], by_hand)
+    assert tile_edge_energy_t(frames, 8).shape == (1, 4, 4)
 
 
 def _tiny_vae_and_clips(tmp_path) -> tuple[FrameVAE, ClipCache]:

@@ -104,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(its detail without its grain)")
     p.add_argument("--decoder-detail", type=float, default=1.0,
                    help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
+    p.add_argument("--decoder-detail-tile", type=tile_arg, default=0,
+                   help="decoder: match the edge energy per square of this many pixels (e.g. 16), so edges are "
+                        "drawn where the truth has them (0: over the whole frame)")
     p.add_argument("--decoder-channels", type=channels_arg, default=(64, 192),
                    help="decoder: train a new decoder of these widths beside the frozen encoder (the shipped one: "
                         "64,192); `none` tunes the decoder the VAE has")
@@ -161,6 +164,18 @@ def channels_arg(text: str) -> tuple[int, ...] | None:
     if not widths or any(w < 8 or w % 8 for w in widths):
         raise argparse.ArgumentTypeError(f"{text!r}: give widths that are multiples of 8, e.g. 64,192")
     return widths
+
+
+def tile_arg(text: str) -> int:
+    """`--decoder-detail-tile 16`: a square of 2 to 256 pixels, or 0 for the whole frame."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n != 0 and not 2 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a square's side of 2 to 256 pixels (e.g. 16), or 0 for "
+                                         "the whole frame")
+    return n
 
 
 def frame_range_arg(text: str) -> tuple[int, int]:
@@ -295,7 +310,7 @@ def _run(args: argparse.Namespace) -> int:
             samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,
                                      adv_weight=args.decoder_adv, adv_stop=args.decoder_adv_steps,
-                                     detail_weight=args.decoder_detail,
+                                     detail_weight=args.decoder_detail, detail_tile=args.decoder_detail_tile,
                                      decoder_channels=args.decoder_channels)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":

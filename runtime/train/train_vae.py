@@ -223,6 +223,8 @@ class DecoderTuneConfig:
     adv_start: int = 100  # steps of reconstruction alone before the critic joins
     adv_stop: int | None = None  # the critic leaves at this step (the rest sharpens toward the truth alone)
     detail_weight: float = 0.0  # match each frame's edge energy (the eval's detail measure) at 1x and 2x
+    detail_tile: int = 0  # match it per square tile of this many pixels (0: over the whole frame, where edges
+    # drawn anywhere, a band in a clear sky too, make up for edges missing elsewhere)
     decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
     # encoder from scratch (None: tune the decoder the VAE has)
     ckpt_every: int = 100
@@ -258,12 +260,28 @@ def edge_energy_t(y: torch.Tensor) -> torch.Tensor:
     return (g[:, 1:] - g[:, :-1]).abs().mean((1, 2)) + (g[:, :, 1:] - g[:, :, :-1]).abs().mean((1, 2))
 
 
-def _detail_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """|edge energy of y - that of x| / 255 per frame, at full and half resolution."""
+def tile_edge_energy_t(y: torch.Tensor, tile: int) -> torch.Tensor:
+    """Edge energy (as `edge_energy_t`) of each `tile` x `tile` square of (N, 3, H, W) frames in [-1, 1]:
+    (N, ceil((H - 1) / tile), ceil((W - 1) / tile)), over the (H - 1) x (W - 1) pixels that have both
+    neighbours."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    g = (y * w).sum(1, keepdim=True) * 127.5  # (N, 1, H, W)
+    e = (g[:, :, 1:, :-1] - g[:, :, :-1, :-1]).abs() + (g[:, :, :-1, 1:] - g[:, :, :-1, :-1]).abs()
+    return F.avg_pool2d(e, tile, ceil_mode=True)[:, 0]
+
+
+def _detail_loss(y: torch.Tensor, x: torch.Tensor, tile: int = 0) -> torch.Tensor:
+    """|edge energy of y - that of x| / 255 per frame (or per `tile`-pixel square of it), at full and half
+    resolution."""
     fy, fx = _frames(y), _frames(x)
-    loss = (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()
-    fy, fx = F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2)
-    return (loss + (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()) / 255.0
+    loss = torch.zeros((), device=y.device)
+    for _ in range(2):
+        if tile:
+            loss = loss + (tile_edge_energy_t(fy, tile) - tile_edge_energy_t(fx, tile)).abs().mean()
+        else:
+            loss = loss + (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()
+        fy, fx, tile = F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2), max(tile // 2, 1) if tile else 0
+    return loss / 255.0
 
 
 def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
@@ -360,7 +378,7 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         y = y.float()  # the loss in fp32
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         if cfg.detail_weight > 0:
-            loss = loss + cfg.detail_weight * _detail_loss(y, x)
+            loss = loss + cfg.detail_weight * _detail_loss(y, x, cfg.detail_tile)
         adv = cfg.adv_weight > 0 and cfg.adv_start <= step < (cfg.adv_stop or cfg.steps)
         if adv:
             with dev.autocast():
