@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -13,6 +14,7 @@ from worldwalk.runtime.train.state_file import load_state
 from worldwalk.runtime.train.train_vae import (
     DecoderTuneConfig,
     _detail_loss,
+    _profile_loss,
     edge_energy_t,
     export_vae,
     finetune_decoder,
@@ -48,6 +50,19 @@ def test_the_tiled_detail_loss_wants_edges_where_the_truth_has_them():
     one = tile_edge_energy_t(frames, 64)
     assert one.shape == (1, 1, 1) and torch.isclose(one[0, 0, 0], by_hand)
     assert tile_edge_energy_t(frames, 8).shape == (1, 4, 4)
+
+
+def test_the_profile_loss_sees_a_band_that_noise_of_the_same_size_is_not():
+    """A dark band across the frame and errors scattered over every pixel with the same per-pixel L1: the
+    profile loss is the band's, a small part of it for the noise."""
+    rng = np.random.default_rng(5)
+    truth = torch.zeros(1, 3, 1, 96, 160, dtype=torch.float64)
+    band, noise = truth.clone(), truth.clone()
+    band[..., 2:4, :] -= 0.2
+    noise += torch.from_numpy(rng.choice([-0.2, 0.2], truth.shape) * 2 / 96)  # each pixel off a little
+    assert abs(F.l1_loss(band, truth) - F.l1_loss(noise, truth)) < 0.2 * F.l1_loss(band, truth)
+    assert _profile_loss(band, truth) > 5 * _profile_loss(noise, truth)
+    assert _profile_loss(truth, truth) == 0
 
 
 def _tiny_vae_and_clips(tmp_path) -> tuple[FrameVAE, ClipCache]:

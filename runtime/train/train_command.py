@@ -104,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(its detail without its grain)")
     p.add_argument("--decoder-detail", type=float, default=1.0,
                    help="decoder: weight of matching each frame's edge energy to the truth's (the eval's detail)")
+    p.add_argument("--decoder-profile", type=float, default=0.0,
+                   help="decoder: weight of matching each frame's row and column means to the truth's (bands "
+                        "across the frame; 0: off)")
     p.add_argument("--decoder-detail-tile", type=tile_arg, default=0,
                    help="decoder: match the edge energy per square of this many pixels (e.g. 16), so edges are "
                         "drawn where the truth has them (0: over the whole frame)")
@@ -311,6 +314,7 @@ def _run(args: argparse.Namespace) -> int:
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,
                                      adv_weight=args.decoder_adv, adv_stop=args.decoder_adv_steps,
                                      detail_weight=args.decoder_detail, detail_tile=args.decoder_detail_tile,
+                                     profile_weight=args.decoder_profile,
                                      decoder_channels=args.decoder_channels)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":

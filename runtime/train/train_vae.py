@@ -223,6 +223,8 @@ class DecoderTuneConfig:
     adv_start: int = 100  # steps of reconstruction alone before the critic joins
     adv_stop: int | None = None  # the critic leaves at this step (the rest sharpens toward the truth alone)
     detail_weight: float = 0.0  # match each frame's edge energy (the eval's detail measure) at 1x and 2x
+    profile_weight: float = 0.0  # match each frame's row and column means (bands across the frame, which the
+    # per-pixel losses dilute and the whole-frame detail term pays for)
     detail_tile: int = 0  # match it per square tile of this many pixels (0: over the whole frame, where edges
     # drawn anywhere, a band in a clear sky too, make up for edges missing elsewhere)
     decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
@@ -268,6 +270,12 @@ def tile_edge_energy_t(y: torch.Tensor, tile: int) -> torch.Tensor:
     g = (y * w).sum(1, keepdim=True) * 127.5  # (N, 1, H, W)
     e = (g[:, :, 1:, :-1] - g[:, :, :-1, :-1]).abs() + (g[:, :, :-1, 1:] - g[:, :, :-1, :-1]).abs()
     return F.avg_pool2d(e, tile, ceil_mode=True)[:, 0]
+
+
+def _profile_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the row means and between the column means of y and x (B, 3, T, H, W): a band across the
+    frame costs here what it looks like, while a pixel's own error mostly averages out."""
+    return (F.l1_loss(y.mean(-1), x.mean(-1)) + F.l1_loss(y.mean(-2), x.mean(-2))) / 2
 
 
 def _detail_loss(y: torch.Tensor, x: torch.Tensor, tile: int = 0) -> torch.Tensor:
@@ -379,6 +387,8 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
         if cfg.detail_weight > 0:
             loss = loss + cfg.detail_weight * _detail_loss(y, x, cfg.detail_tile)
+        if cfg.profile_weight > 0:
+            loss = loss + cfg.profile_weight * _profile_loss(y, x)
         adv = cfg.adv_weight > 0 and cfg.adv_start <= step < (cfg.adv_stop or cfg.steps)
         if adv:
             with dev.autocast():
