@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Choice", "FilePath", "Flag", "Integer", "Integers", "Text", "WorldOptionError", "check_options"]
+__all__ = ["DTYPE", "Choice", "FilePath", "Flag", "Integer", "Integers", "Text", "WorldOptionError", "check_options"]
 
 
 class WorldOptionError(ValueError):
@@ -69,6 +69,9 @@ class Choice:
 
     def span(self) -> str:
         return f"one of {', '.join(self.values)}"
+
+
+DTYPE = Choice(("float32", "bfloat16", "float16"))  # a world's torch dtype, by name
 
 
 @dataclass(frozen=True)

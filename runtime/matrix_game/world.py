@@ -23,7 +23,7 @@ from worldwalk.runtime.chunk import Chunk
 from worldwalk.runtime.snapshot_memory import PinnedArenas
 from worldwalk.runtime.threads import use_torch_threads
 from worldwalk.runtime.world import ModelSpec, WorldConfig
-from worldwalk.runtime.world_options import Choice, Integer, check_options
+from worldwalk.runtime.world_options import DTYPE, Choice, Integer, check_options
 
 from .clip import ClipVision, ClipVisionConfig
 from .config import MODES, MatrixGameConfig
@@ -36,7 +36,7 @@ from .vae import WanVAE
 # The options `create` reads, and their limits (a session log may carry any).
 OPTIONS = {
     "mode": Choice(MODES),
-    "dtype": Choice(("float32", "bfloat16", "float16")),
+    "dtype": DTYPE,
     "random_init": Choice(("tiny", "full")),
     "threads": Integer(0, 256, "torch threads (0: the default)"),
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from worldwalk.runtime.world import WorldConfig
-from worldwalk.runtime.world_options import Choice, FilePath, Flag, Integer, Integers, check_options
+from worldwalk.runtime.world_options import DTYPE, FilePath, Flag, Integer, Integers, check_options
 
 from .checkpoint import from_pretrained
 from .model import SanaWM, SanaWMRunConfig
@@ -20,7 +20,7 @@ from .sampler import SamplerConfig
 # The options `create` reads, and their limits (a session log may carry any). 2048 a side: 4.5x the native
 # 1280x704 in pixels, where a chunk's cache and snapshots already take tens of GB.
 OPTIONS = {
-    "dtype": Choice(("float32", "bfloat16", "float16")),
+    "dtype": DTYPE,
     "width": Integer(32, 2048, "pixels"),
     "height": Integer(32, 2048, "pixels"),
     "use_cache": Flag(),

@@ -254,11 +254,16 @@ def _frames(y: torch.Tensor) -> torch.Tensor:
     return y.transpose(1, 2).flatten(0, 1)
 
 
+def _grey(y: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> the eval's grey levels of 0-255 (0.299 R + 0.587 G + 0.114 B), (N, H, W)."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
+    return (y * w).sum(1) * 127.5
+
+
 def edge_energy_t(y: torch.Tensor) -> torch.Tensor:
     """The eval's edge energy (goal_metrics.edge_energy) per frame of (N, 3, H, W) in [-1, 1], in grey levels
     of 0-255, differentiable: (N,)."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
-    g = (y * w).sum(1) * 127.5
+    g = _grey(y)
     return (g[:, 1:] - g[:, :-1]).abs().mean((1, 2)) + (g[:, :, 1:] - g[:, :, :-1]).abs().mean((1, 2))
 
 
@@ -266,8 +271,7 @@ def tile_edge_energy_t(y: torch.Tensor, tile: int) -> torch.Tensor:
     """Edge energy (as `edge_energy_t`) of each `tile` x `tile` square of (N, 3, H, W) frames in [-1, 1]:
     (N, ceil((H - 1) / tile), ceil((W - 1) / tile)), over the (H - 1) x (W - 1) pixels that have both
     neighbours."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=y.device, dtype=y.dtype).view(1, 3, 1, 1)
-    g = (y * w).sum(1, keepdim=True) * 127.5  # (N, 1, H, W)
+    g = _grey(y)[:, None]  # (N, 1, H, W)
     e = (g[:, :, 1:, :-1] - g[:, :, :-1, :-1]).abs() + (g[:, :, :-1, 1:] - g[:, :, :-1, :-1]).abs()
     return F.avg_pool2d(e, tile, ceil_mode=True)[:, 0]
 
@@ -281,15 +285,14 @@ def _profile_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _detail_loss(y: torch.Tensor, x: torch.Tensor, tile: int = 0) -> torch.Tensor:
     """|edge energy of y - that of x| / 255 per frame (or per `tile`-pixel square of it), at full and half
     resolution."""
-    fy, fx = _frames(y), _frames(x)
-    loss = torch.zeros((), device=y.device)
-    for _ in range(2):
+    def gap(fy: torch.Tensor, fx: torch.Tensor, tile: int) -> torch.Tensor:
         if tile:
-            loss = loss + (tile_edge_energy_t(fy, tile) - tile_edge_energy_t(fx, tile)).abs().mean()
-        else:
-            loss = loss + (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()
-        fy, fx, tile = F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2), max(tile // 2, 1) if tile else 0
-    return loss / 255.0
+            return (tile_edge_energy_t(fy, tile) - tile_edge_energy_t(fx, tile)).abs().mean()
+        return (edge_energy_t(fy) - edge_energy_t(fx)).abs().mean()
+
+    fy, fx = _frames(y), _frames(x)
+    half = gap(F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2), max(tile // 2, 1) if tile else 0)
+    return (gap(fy, fx, tile) + half) / 255.0
 
 
 def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
