@@ -4,9 +4,9 @@
 
 Opens the player page, clicks into it and holds E (turn right, 90 degrees/s) for half a second.
 Reports the rotation the page's WebGL timewarp shows (`worldwalk.timewarp.view`) and the one of
-the frame on screen (`.frame`), mid-press and once the frames have caught up, and how long the
-server saw the key held (its arrival stamps), and the page's key -> presented split. One JSON
-object on the last line.
+the frame on screen (`.frame`): every display frame from the press on (`trace`), mid-press and
+once the frames have caught up; how long the server saw the key held (its arrival stamps), and the
+page's key -> presented split. One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from worldwalk.stream.webrtc.server import StreamServer
 from .builders import wait_for
 from .serve_harness import in_chromium, open_player, player_of, server_config, ww
 
+# every display frame: (page time ms, the view's yaw, the shown frame's yaw), radians
+TRACE_JS = """() => {
+  const ww = window.worldwalk;
+  ww.trace = [];
+  (function tick() {
+    const t = ww.timewarp;
+    if (t.view && t.frame) ww.trace.push([performance.now(), t.view[0], t.frame[0]]);
+    if (ww.trace.length < 1200) requestAnimationFrame(tick);
+  })();
+}"""
+
 
 async def turn(context) -> dict:
     out: dict = {}
@@ -31,6 +42,7 @@ async def turn(context) -> dict:
         await asyncio.sleep(0.5)
         out["active"] = await ww(page, "ww.timewarp.active")
         out["start"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
+        await page.evaluate(TRACE_JS)
         await page.keyboard.down("e")
         await asyncio.sleep(0.25)
         out["mid"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
@@ -41,6 +53,7 @@ async def turn(context) -> dict:
         await asyncio.sleep(1.5)
         out["end"] = await ww(page, "[ww.timewarp.view, ww.timewarp.frame]")
         out["latency"] = await ww(page, "ww.latency")
+        out["trace"] = [[t, math.degrees(v), math.degrees(f)] for t, v, f in await ww(page, "ww.trace")]
         out["stats_text"] = await page.evaluate("() => document.getElementById('stats').textContent")
         session_id = await ww(page, "ww.session")
         log = [(k, d, t) for k, d, t in player_of(server, session_id).key_log if k == "e"]
