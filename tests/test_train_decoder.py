@@ -15,6 +15,7 @@ from worldwalk.runtime.train.train_vae import (
     DecoderTuneConfig,
     _detail_loss,
     _profile_loss,
+    _repad_decoder,
     edge_energy_t,
     export_vae,
     finetune_decoder,
@@ -132,3 +133,40 @@ def test_vae_files_without_decoder_widths_read_as_before():
     assert "decoder_channels" not in d and vae_config_from_dict(d) == cfg
     wide = FrameVAEConfig(decoder_channels=(64, 160))
     assert vae_config_from_dict(wide.to_dict()) == wide
+    edge = FrameVAEConfig(decoder_padding="replicate")
+    assert "decoder_padding" not in d and vae_config_from_dict(edge.to_dict()) == edge
+
+
+def _spread_over_cells(video: torch.Tensor) -> float:
+    """How much a decoded frame (B, 3, F, H, W) varies between its 2x2 cells (one pixel shuffle's worth)."""
+    cells = video.unfold(3, 2, 2).unfold(4, 2, 2)  # (B, 3, F, H/2, W/2, 2, 2)
+    return (cells - cells[:, :, :, :1, :1]).abs().max().item()
+
+
+def test_a_replicate_padded_decoder_draws_no_border_of_its_own():
+    """A latent the same everywhere decodes to the same 2x2 cell everywhere when the decoder replicates the
+    frame's edge; padded with zeros, the same weights draw a border (the band the sky's top rows showed)."""
+    torch.manual_seed(1)
+    zeros = FrameVAE(FrameVAEConfig(channels=(8, 16)))
+    for p in zeros.decoder.parameters():  # no layer left near zero, so the border shows if it is there
+        p.data += 0.1 * torch.randn_like(p)
+    edge = _repad_decoder(zeros, "replicate")
+    assert edge.cfg.decoder_padding == "replicate"
+    for k, v in zeros.state_dict().items():
+        assert torch.equal(edge.state_dict()[k], v), k
+    z = torch.randn(1, 16, 1, 1, 1).expand(1, 16, 2, 12, 20)
+    with torch.no_grad():
+        flat, bordered = edge.decode(z), zeros.decode(z)
+    assert _spread_over_cells(flat) < 1e-5
+    assert _spread_over_cells(bordered) > 1e-2
+
+
+def test_the_decoder_stage_repads_and_keeps_the_padding_in_the_file(tmp_path, one_torch_thread):
+    _, clips = _tiny_vae_and_clips(tmp_path)
+    out = tmp_path / "tuned.safetensors"
+    cfg = DecoderTuneConfig(steps=1, frames=5, batch=1, decoder_padding="replicate")
+    finetune_decoder(cfg, clips, tmp_path / "vae.safetensors", tmp_path / "w", out, progress=False)
+    with safe_open(str(out), "pt") as f:
+        tuned_cfg = vae_config_from_dict(__import__("json").loads(f.metadata()["config"]))
+    assert tuned_cfg.decoder_padding == "replicate" and tuned_cfg.dec_channels == (8, 16)
+    assert build_vae(tuned_cfg).decoder[0].padding_mode == "replicate"

@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-channels", type=channels_arg, default=(64, 192),
                    help="decoder: train a new decoder of these widths beside the frozen encoder (the shipped one: "
                         "64,192); `none` tunes the decoder the VAE has")
+    p.add_argument("--decoder-padding", choices=("zeros", "replicate", "reflect"), default=None,
+                   help="decoder: how its convolutions pad the frame's edge (replicate gives the border no value "
+                        "of its own to draw; default: the VAE's own)")
     p.add_argument("--decoder-samples", type=int, default=200,
                    help="training windows the world model generates for the decoder stage")
     p.add_argument("--ship-rollout", action="store_true",
@@ -315,7 +318,8 @@ def _run(args: argparse.Namespace) -> int:
                                      adv_weight=args.decoder_adv, adv_stop=args.decoder_adv_steps,
                                      detail_weight=args.decoder_detail, detail_tile=args.decoder_detail_tile,
                                      profile_weight=args.decoder_profile,
-                                     decoder_channels=args.decoder_channels)
+                                     decoder_channels=args.decoder_channels,
+                                     decoder_padding=args.decoder_padding)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)

@@ -229,6 +229,8 @@ class DecoderTuneConfig:
     # drawn anywhere, a band in a clear sky too, make up for edges missing elsewhere)
     decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
     # encoder from scratch (None: tune the decoder the VAE has)
+    decoder_padding: str | None = None  # the decoder's convolutions pad the frame's edge this way from now on
+    # (the weights are kept: a padding mode has none); None keeps the VAE's
     ckpt_every: int = 100
     seed: int = 0
 
@@ -295,6 +297,15 @@ def _detail_loss(y: torch.Tensor, x: torch.Tensor, tile: int = 0) -> torch.Tenso
     return (gap(fy, fx, tile) + half) / 255.0
 
 
+def _repad_decoder(vae: FrameVAE, padding: str) -> FrameVAE:
+    """`vae` with its decoder padding the frame's edge by `padding`, every weight kept."""
+    import dataclasses
+
+    new = FrameVAE(dataclasses.replace(vae.cfg, decoder_padding=padding))
+    new.load_state_dict(vae.state_dict())
+    return new
+
+
 def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
     """A FrameVAE with `vae`'s encoder and latent statistics and a new, randomly initialised decoder."""
     import dataclasses
@@ -340,6 +351,9 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
     frames, _, _ = clips.load()
     torch.manual_seed(cfg.seed)
     vae, vcfg = read_vae(vae_file)
+    if cfg.decoder_padding and isinstance(vae, FrameVAE) and cfg.decoder_padding != vae.cfg.decoder_padding:
+        vae = _repad_decoder(vae, cfg.decoder_padding)
+        vcfg = vae.cfg
     if cfg.decoder_channels and isinstance(vae, FrameVAE) and tuple(cfg.decoder_channels) != vae.cfg.dec_channels:
         vae = _widen_decoder(vae, cfg.decoder_channels)
         vcfg = vae.cfg

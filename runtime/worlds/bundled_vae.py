@@ -164,6 +164,8 @@ class FrameVAEConfig:
     temporal_stride: int = 4
     decoder_channels: tuple[int, ...] | None = None  # the decoder's own widths (None: `channels`); a wider
     # decoder draws more detail from the same latents (train --decoder-channels)
+    decoder_padding: str = "zeros"  # how the decoder's convolutions see past the frame's edge: "replicate"
+    # gives the border no value of its own to draw (zeros made a cheap dark band across the sky's top rows)
 
     @property
     def spatial_stride(self) -> int:
@@ -184,18 +186,27 @@ class FrameVAEConfig:
             d.pop("decoder_channels")  # files from before the field read the same
         else:
             d["decoder_channels"] = list(self.decoder_channels)
+        if self.decoder_padding == "zeros":
+            d.pop("decoder_padding")
         d["kind"] = "frame"
         return d
 
 
+def _conv3x3(c_in: int, c_out: int, padding_mode: str = "zeros", stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, padding_mode=padding_mode)
+
+
 class _Res(nn.Module):
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
-        self.n2, self.c2 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        self.n1, self.c1 = nn.GroupNorm(8, c), _conv3x3(c, c, padding_mode)
+        self.n2, self.c2 = nn.GroupNorm(8, c), _conv3x3(c, c, padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.c2(F.silu(self.n2(self.c1(F.silu(self.n1(x))))))
+
+
+PADDING_MODES = ("zeros", "replicate", "reflect")
 
 
 class FrameVAE(nn.Module):
@@ -205,20 +216,22 @@ class FrameVAE(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or FrameVAEConfig()
         s, ch = cfg.temporal_stride, list(cfg.channels)
-        enc: list[nn.Module] = [nn.PixelUnshuffle(2), nn.Conv2d(3 * s * 4, ch[0], 3, padding=1)]
+        enc: list[nn.Module] = [nn.PixelUnshuffle(2), _conv3x3(3 * s * 4, ch[0])]
         for i, c in enumerate(ch):
             nxt = ch[i + 1] if i + 1 < len(ch) else ch[-1]
-            enc += [_Res(c), nn.Conv2d(c, nxt, 3, stride=2, padding=1)]
-        enc += [_Res(ch[-1]), nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_channels, 3, padding=1)]
+            enc += [_Res(c), _conv3x3(c, nxt, stride=2)]
+        enc += [_Res(ch[-1]), nn.GroupNorm(8, ch[-1]), nn.SiLU(), _conv3x3(ch[-1], cfg.latent_channels)]
         self.encoder = nn.Sequential(*enc)
         if len(cfg.dec_channels) != len(ch):
             raise ValueError(f"decoder_channels {cfg.dec_channels} must have as many levels as channels {ch}")
-        ch = list(cfg.dec_channels)
-        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), _Res(ch[-1])]
+        if cfg.decoder_padding not in PADDING_MODES:
+            raise ValueError(f"decoder_padding {cfg.decoder_padding!r} is not one of {PADDING_MODES}")
+        ch, pad = list(cfg.dec_channels), cfg.decoder_padding
+        dec: list[nn.Module] = [_conv3x3(cfg.latent_channels, ch[-1], pad), _Res(ch[-1], pad)]
         for i in reversed(range(len(ch))):
             prev = ch[i + 1] if i + 1 < len(ch) else ch[-1]
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, ch[i], 3, padding=1), _Res(ch[i])]
-        dec += [nn.GroupNorm(8, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3 * s * 4, 3, padding=1), nn.PixelShuffle(2)]
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), _conv3x3(prev, ch[i], pad), _Res(ch[i], pad)]
+        dec += [nn.GroupNorm(8, ch[0]), nn.SiLU(), _conv3x3(ch[0], 3 * s * 4, pad), nn.PixelShuffle(2)]
         self.decoder = nn.Sequential(*dec)
         self.register_buffer("latents_mean", torch.zeros(cfg.latent_channels))
         self.register_buffer("latents_std", torch.ones(cfg.latent_channels))
