@@ -4,6 +4,7 @@ edge-energy loss that measures what the eval measures."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -13,6 +14,7 @@ from worldwalk.runtime.train import goal_metrics as gm
 from worldwalk.runtime.train.state_file import load_state
 from worldwalk.runtime.train.train_vae import (
     DecoderTuneConfig,
+    _decoder_loss,
     _detail_loss,
     _profile_loss,
     _repad_decoder,
@@ -170,3 +172,19 @@ def test_the_decoder_stage_repads_and_keeps_the_padding_in_the_file(tmp_path, on
         tuned_cfg = vae_config_from_dict(__import__("json").loads(f.metadata()["config"]))
     assert tuned_cfg.decoder_padding == "replicate" and tuned_cfg.dec_channels == (8, 16)
     assert build_vae(tuned_cfg).decoder[0].padding_mode == "replicate"
+
+
+def test_past_the_paired_frames_only_the_frames_statistics_are_matched():
+    """On the world's own latents past `paired_frames` the truth is where the model has drifted from: a true
+    frame mirrored there (the same edge energy, other pixels) changes nothing; over every frame it does."""
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 5, 24, 40)))
+    y = x + 0.05 * torch.from_numpy(rng.standard_normal(x.shape))  # a decode close to the truth
+    mirrored = x.clone()
+    mirrored[:, :, 2:] = x[:, :, 2:].flip(-1)
+    cfg = DecoderTuneConfig(detail_weight=2.0)
+    assert _detail_loss(y, mirrored) == pytest.approx(_detail_loss(y, x).item(), rel=1e-12)
+    assert _decoder_loss(y, mirrored, cfg, paired=2) == pytest.approx(_decoder_loss(y, x, cfg, paired=2).item(),
+                                                                       rel=1e-12)
+    assert _decoder_loss(y, mirrored, cfg) > 5 * _decoder_loss(y, x, cfg)
+    assert _decoder_loss(y, x, cfg, paired=5) == _decoder_loss(y, x, cfg)

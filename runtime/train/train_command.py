@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-channels", type=channels_arg, default=(64, 192),
                    help="decoder: train a new decoder of these widths beside the frozen encoder (the shipped one: "
                         "64,192); `none` tunes the decoder the VAE has")
+    p.add_argument("--decoder-paired-frames", type=int, default=0,
+                   help="decoder: on the world model's own latents, match pixels only in the first N frames of a "
+                        "window (past them only detail and profile; 0: every frame)")
     p.add_argument("--decoder-padding", choices=("zeros", "replicate", "reflect"), default=None,
                    help="decoder: how its convolutions pad the frame's edge (replicate gives the border no value "
                         "of its own to draw; default: the VAE's own)")
@@ -319,6 +322,7 @@ def _run(args: argparse.Namespace) -> int:
                                      detail_weight=args.decoder_detail, detail_tile=args.decoder_detail_tile,
                                      profile_weight=args.decoder_profile,
                                      decoder_channels=args.decoder_channels,
+                                     paired_frames=args.decoder_paired_frames,
                                      decoder_padding=args.decoder_padding)
             finetune_decoder(dcfg, clips, vae_file, work, tuned_file, resume=resume, samples=samples, dev=dev)
         elif stage == "ship":
@@ -355,8 +359,10 @@ def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.N
     frames, poses, intr = clips.load()
     vae.to(dev.device)
     model.to(dev.device)
+    # each window as long as the clips: longer clips (--clip-frames) show the decoder latents as drifted as
+    # a longer session's
     samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5,
-                             dev=dev)
+                             dev=dev, window_frames=frames.shape[1])
     save_state(path, "decoder-samples", {f"sample.{j}": z for j, (_, _, z) in enumerate(samples)},
                {"windows": [[i, s] for i, s, _ in samples]})
     return samples

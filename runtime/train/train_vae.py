@@ -229,6 +229,9 @@ class DecoderTuneConfig:
     # drawn anywhere, a band in a clear sky too, make up for edges missing elsewhere)
     decoder_channels: tuple[int, ...] | None = None  # a new decoder of these widths, trained beside the frozen
     # encoder from scratch (None: tune the decoder the VAE has)
+    paired_frames: int = 0  # on the world model's own latents, the per-pixel losses see only the first this many
+    # frames of a window (0: all); past them the model has drifted from the true frames, and only the frame's
+    # statistics (detail, profile) are matched, so drift teaches no blur and no fading of what it cannot place
     decoder_padding: str | None = None  # the decoder's convolutions pad the frame's edge this way from now on
     # (the weights are kept: a padding mode has none); None keeps the VAE's
     ckpt_every: int = 100
@@ -295,6 +298,18 @@ def _detail_loss(y: torch.Tensor, x: torch.Tensor, tile: int = 0) -> torch.Tenso
     fy, fx = _frames(y), _frames(x)
     half = gap(F.avg_pool2d(fy, 2), F.avg_pool2d(fx, 2), max(tile // 2, 1) if tile else 0)
     return (gap(fy, fx, tile) + half) / 255.0
+
+
+def _decoder_loss(y: torch.Tensor, x: torch.Tensor, cfg: DecoderTuneConfig, paired: int = 0) -> torch.Tensor:
+    """Decoded video y against the true x (B, 3, F, H, W): pixels (L1, MSE, gradients) over the first `paired`
+    frames (0: all), each frame's edge energy and row and column means over all of them."""
+    yp, xp = (y[:, :, :paired], x[:, :, :paired]) if paired else (y, x)
+    loss = F.l1_loss(yp, xp) + F.mse_loss(yp, xp) + cfg.edge_weight * _grad_l1(yp, xp)
+    if cfg.detail_weight > 0:
+        loss = loss + cfg.detail_weight * _detail_loss(y, x, cfg.detail_tile)
+    if cfg.profile_weight > 0:
+        loss = loss + cfg.profile_weight * _profile_loss(y, x)
+    return loss
 
 
 def _repad_decoder(vae: FrameVAE, padding: str) -> FrameVAE:
@@ -393,7 +408,9 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
             x = dev.put(torch.from_numpy(np.array(frames[i, s : s + n])).permute(3, 0, 1, 2)[None]).float()
             x = x / 127.5 - 1.0
             z = dev.put(zn) * std + vae.latents_mean.view(1, -1, 1, 1, 1)
+            paired = cfg.paired_frames
         else:
+            paired = 0
             x = dev.put(_batch(frames, bcfg, rng))  # (B, 3, T, H, W)
             with torch.no_grad(), dev.autocast():
                 z = encode_mean(vae, x).float()
@@ -401,11 +418,7 @@ def finetune_decoder(cfg: DecoderTuneConfig, clips: ClipCache, vae_file: Path, w
         with dev.autocast():
             y = decode_raw(vae, z)
         y = y.float()  # the loss in fp32
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + cfg.edge_weight * _grad_l1(y, x)
-        if cfg.detail_weight > 0:
-            loss = loss + cfg.detail_weight * _detail_loss(y, x, cfg.detail_tile)
-        if cfg.profile_weight > 0:
-            loss = loss + cfg.profile_weight * _profile_loss(y, x)
+        loss = _decoder_loss(y, x, cfg, paired)
         adv = cfg.adv_weight > 0 and cfg.adv_start <= step < (cfg.adv_stop or cfg.steps)
         if adv:
             with dev.autocast():
