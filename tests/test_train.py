@@ -24,7 +24,8 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     work, out = tmp_path / "work", tmp_path / "ship"
     budget = ["--work", str(work), "--out", str(out), "--clips", "2", "--vae-steps", "2", "--world-steps", "1",
               "--rollout-steps", "1", "--decoder-steps", "3", "--decoder-samples", "1", "--threads", "1",
-              "--timesteps", "1000,800,400,0", "--world-chunks", "3", "--revisit-frames", "4,8"]
+              "--timesteps", "1000,800,400,0", "--world-chunks", "3", "--revisit-frames", "4,8",
+              "--clip-frames", "61"]
     assert main(["train", *budget]) == 0
     assert np.load(work / "latents.npz")["latents"].shape[2] == 1 + 3 * 4  # windows of the image and 4 chunks
     for name in ("clips/frames.npy", "latents.npz", "vae_ckpt.safetensors", "world_ckpt.safetensors",
@@ -34,8 +35,8 @@ def test_train_every_stage_resume_and_eval(tmp_path, one_torch_thread, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted([START_FILE, VAE_FILE, WORLD_FILE])
     assert load_state(work / "world_ckpt.safetensors", "world")[1]["step"] == 1
     tensors, meta = load_state(work / "decoder_samples.safetensors", "decoder-samples")  # the model's own latents
-    # ... along the whole 49-frame clip: the image latent and 4 chunks of 3
-    assert len(meta["windows"]) == 1 and tensors["sample.0"].shape == (1, 16, 13, 12, 20)
+    # ... along the whole 61-frame clip: the image latent and 5 chunks of 3
+    assert len(meta["windows"]) == 1 and tensors["sample.0"].shape == (1, 16, 16, 12, 20)
 
     # resume: a larger step budget carries on from the checkpoint instead of starting again, with
     # the newer options (context noise, rollouts) on
