@@ -24,7 +24,13 @@ from worldwalk.runtime.train.train_vae import (
     tile_edge_energy_t,
 )
 from worldwalk.runtime.train.walks import ClipCache
-from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEConfig, build_vae, vae_config_from_dict
+from worldwalk.runtime.worlds.bundled_vae import (
+    PADDING_MODES,
+    FrameVAE,
+    FrameVAEConfig,
+    build_vae,
+    vae_config_from_dict,
+)
 
 
 def test_the_training_edge_energy_is_the_evals():
@@ -188,3 +194,13 @@ def test_past_the_paired_frames_only_the_frames_statistics_are_matched():
                                                                        rel=1e-12)
     assert _decoder_loss(y, mirrored, cfg) > 5 * _decoder_loss(y, x, cfg)
     assert _decoder_loss(y, x, cfg, paired=5) == _decoder_loss(y, x, cfg)
+
+
+def test_the_train_command_offers_the_paddings_the_decoder_builds():
+    """`train --decoder-padding` lists its choices without importing torch; they are the decoder's own."""
+    from worldwalk.runtime.cli.main import build_parser
+
+    parser = build_parser("train")
+    train = parser._subparsers._group_actions[0].choices["train"]
+    (action,) = [a for a in train._actions if a.dest == "decoder_padding"]
+    assert tuple(action.choices) == PADDING_MODES

@@ -359,10 +359,8 @@ def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.N
     frames, poses, intr = clips.load()
     vae.to(dev.device)
     model.to(dev.device)
-    # each window as long as the clips: longer clips (--clip-frames) show the decoder latents as drifted as
-    # a longer session's
     samples = sample_windows(model, FrameVAEStream(vae), frames, poses, intr, cfg, args.decoder_samples, args.seed + 5,
-                             dev=dev, window_frames=frames.shape[1])
+                             dev=dev)
     save_state(path, "decoder-samples", {f"sample.{j}": z for j, (_, _, z) in enumerate(samples)},
                {"windows": [[i, s] for i, s, _ in samples]})
     return samples

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,18 +314,14 @@ def _decoder_loss(y: torch.Tensor, x: torch.Tensor, cfg: DecoderTuneConfig, pair
 
 def _repad_decoder(vae: FrameVAE, padding: str) -> FrameVAE:
     """`vae` with its decoder padding the frame's edge by `padding`, every weight kept."""
-    import dataclasses
-
-    new = FrameVAE(dataclasses.replace(vae.cfg, decoder_padding=padding))
+    new = FrameVAE(replace(vae.cfg, decoder_padding=padding))
     new.load_state_dict(vae.state_dict())
     return new
 
 
 def _widen_decoder(vae: FrameVAE, channels: tuple[int, ...]) -> FrameVAE:
     """A FrameVAE with `vae`'s encoder and latent statistics and a new, randomly initialised decoder."""
-    import dataclasses
-
-    new = FrameVAE(dataclasses.replace(vae.cfg, decoder_channels=tuple(channels)))
+    new = FrameVAE(replace(vae.cfg, decoder_channels=tuple(channels)))
     new.encoder.load_state_dict(vae.encoder.state_dict())
     new.latents_mean.copy_(vae.latents_mean)
     new.latents_std.copy_(vae.latents_std)

@@ -357,12 +357,14 @@ def _sample_chunk(model, sampler, cam, cache, text, mask, shape, dev, prefix=Non
 @torch.no_grad()
 def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frames: np.ndarray, poses: np.ndarray,
                    intr: np.ndarray, cfg: BundledConfig, n: int, seed: int, progress: bool = True,
-                   dev: TrainDevice | None = None, window_frames: int = 49) -> list[tuple[int, int, torch.Tensor]]:
+                   dev: TrainDevice | None = None, window_frames: int | None = None
+                   ) -> list[tuple[int, int, torch.Tensor]]:
     """The world model's own latents along `n` random training windows, as a session makes them.
 
     Each window starts from its true first image and follows its poses for as many chunks as fit in
-    `window_frames` video frames and the clip (49: 3 s, 12 chunks of one latent frame or 4 of three), so
-    the latents drift as far as a session's do in that time whatever the chunk size; returns (clip, first
+    `window_frames` video frames and the clip (None: the whole clip; 49 frames are 3 s, 12 chunks of one
+    latent frame or 4 of three), so the latents drift as far as a session's do in that time whatever the
+    chunk size, and longer clips show longer drift; returns (clip, first
     frame, latents (1, C, 1 + n_chunks L, h, w) normalised, fp32 on the CPU) per window. The model and
     the VAE run where they are (`dev`'s device), under its autocast.
     """
@@ -373,7 +375,7 @@ def sample_windows(model: SanaWMStreamingTransformer, vae: FrameVAEStream, frame
     stream = LatentRollout(model.eval(), FlowSampler(cfg.sampler))
     text, mask = (dev.put(x) for x in empty_text(cfg))
     L = cfg.chunk_latents
-    n_chunks = max(1, (min(window_frames, frames.shape[1]) - 1) // (cfg.stride * L))
+    n_chunks = max(1, (min(window_frames or frames.shape[1], frames.shape[1]) - 1) // (cfg.stride * L))
     window = 1 + cfg.stride * L * n_chunks
     h, w = cfg.vae.latent_hw
     no_augment = TrainWorldConfig(augment=0.0)
