@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from worldwalk.runtime.train.eval_command import _landmark_xz
-from worldwalk.runtime.train.scripted import PATHS, scripted_path, start_poses
+from worldwalk.runtime.train.scripted import PATHS, landmark_ahead, scripted_path, start_poses
 
 
 @pytest.mark.parametrize("name", [n for n in PATHS if n != "toward-landmark"])
@@ -37,7 +36,7 @@ def test_turn_is_a_full_circle_and_look_goes_up():
 
 
 def test_landmark_walk_approaches_the_landmark_ahead():
-    lx, lz = _landmark_xz(0)
+    lx, lz = landmark_ahead(0)
     assert lz > 0 and abs(math.atan2(lx, lz)) < math.radians(30)
     _, toward = start_poses(3, 9001, (lx, lz))
     for start in toward:
@@ -47,3 +46,35 @@ def test_landmark_walk_approaches_the_landmark_ahead():
         to_lm = np.array([lx - poses[-1, 0, 3], 0, lz - poses[-1, 2, 3]])
         cos = poses[-1, :3, 2] @ to_lm / np.linalg.norm(to_lm)
         assert cos > math.cos(math.radians(30)), "the landmark left the view"
+
+
+def test_approach_walks_close_in_on_a_landmark_away_from_the_eval_starts():
+    from worldwalk.runtime.train.scripted import landmark_starts
+    from worldwalk.runtime.train.walks import WalkConfig, approach_walk, render_clips
+    from worldwalk.runtime.worlds.reference_world import landmarks
+
+    held_out = landmark_starts()
+    assert len(held_out) == 3 and held_out[0] == (0.0, 0.0)
+    cfg = WalkConfig(approach_avoid=held_out)
+    ring = landmarks(0).shape
+    for seed in range(40):
+        poses = approach_walk(97, seed, cfg)
+        x, z = poses[0, 0, 3], poses[0, 2, 3]
+        assert min(np.hypot(x - ax, z - az) for ax, az in held_out) >= 4.0
+        assert np.hypot(x, z) <= cfg.home_radius
+        dist = np.hypot(poses[:, 0, 3, None] - ring[:, 0], poses[:, 2, 3, None] - ring[:, 1])  # (F, landmarks)
+        fwd = poses[0, :3, 2]
+        facing = (fwd[0] * (ring[:, 0] - x) + fwd[2] * (ring[:, 1] - z)) / dist[0]  # cos of each's bearing
+        near = (dist[0] >= cfg.approach_distance[0]) & (dist[0] <= cfg.approach_distance[1])
+        target = int(np.argmax(np.where(near, facing, -2.0)))  # the landmark it walks at
+        # 6 s at 2 units/s walks about 12 units, unless it stopped 3 units short of the landmark's side first
+        assert dist[-1, target] < max(dist[0, target] - 8.0, ring[target, 2] + 3.5)
+        assert dist[:, target].min() > ring[target, 2] + 2.0, "walked into the landmark"
+        ahead = np.array([ring[target, 0] - x, 0, ring[target, 1] - z])
+        assert poses[0, :3, 2] @ ahead / np.linalg.norm(ahead) > math.cos(math.radians(8.5))
+    # render_clips walks a share of its clips this way (the frames are not looked at here)
+    blank = type("Blank", (), {"render_many": lambda self, poses, K: np.zeros((len(poses), 2, 2, 3), np.uint8)})()
+    shared = WalkConfig(approach=0.5, approach_avoid=held_out)
+    clips = list(render_clips(12, 5, 3, shared, world=blank))
+    approached = [np.array_equal(c.poses, approach_walk(5, 3 * 1_000_003 + i, shared)) for i, c in enumerate(clips)]
+    assert 0 < sum(approached) < 12

@@ -204,25 +204,14 @@ def _path_names(spec: str) -> list[str]:
     return names
 
 
-def _landmark_xz(seed: int) -> tuple[float, float]:
-    """Where the landmark ahead of the spawn point stands (world x, z): the nearest one within 30 deg of +z."""
-    from worldwalk.runtime.worlds.reference_world import landmarks
-
-    shape = landmarks(seed).shape
-    ahead = [(float(np.hypot(x, z)), x, z) for x, z in shape[:, :2]
-             if z > 0 and abs(math.atan2(x, z)) < math.radians(30) and np.hypot(x, z) < 40]
-    _, x, z = min(ahead)
-    return float(x), float(z)
-
-
 def _scripted(world, ref, names: list[str], args: argparse.Namespace, spec, wcfg, save: Path | None) -> dict:  # noqa: ANN001
     """Scores of every scripted path over `args.starts` starts: {name: {"1s": {...}, "5s": {...}, "return": ...}}."""
-    from .scripted import scripted_path, start_poses
+    from .scripted import landmark_ahead, scripted_path, start_poses
 
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
         (PATH_SECONDS * spec.fps + 1 - spec.first_chunk_frames) / spec.frames_per_chunk)
     K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
-    starts, toward = start_poses(args.starts, args.seed, _landmark_xz(wcfg.world_seed), wcfg)
+    starts, toward = start_poses(args.starts, args.seed, landmark_ahead(wcfg.world_seed), wcfg)
     out: dict[str, dict] = {}
     for name in names:
         acc: dict[str, list[tuple[float, float]]] = {}
@@ -259,13 +248,13 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
     """The landmark and ghosting goals from the three landmark starts (module doc):
     {"area": {"2s": ...}, "iou": {...}, "ghost share": {"model": ..., "frozen first frame": ...},
     "ghost frames": {...}, "starts": 3}."""
-    from .scripted import scripted_path, start_poses
+    from .scripted import LANDMARK_STARTS, landmark_ahead, scripted_path, start_poses
 
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
         (PATH_SECONDS * spec.fps + 1 - spec.first_chunk_frames) / spec.frames_per_chunk)
     K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
-    n_starts = 3
-    _, toward = start_poses(n_starts, args.seed, _landmark_xz(wcfg.world_seed), wcfg)
+    n_starts = LANDMARK_STARTS
+    _, toward = start_poses(n_starts, args.seed, landmark_ahead(wcfg.world_seed), wcfg)
     area: dict[str, list[float]] = {}
     iou: dict[str, list[float]] = {}
     ghost: dict[str, list[float]] = {}

@@ -27,9 +27,11 @@ from worldwalk.controls import InputState, PoseIntegrator, rot_y
 
 from .walks import WalkConfig, random_walk
 
-__all__ = ["PATHS", "ScriptedPath", "scripted_path", "start_poses"]
+__all__ = ["LANDMARK_STARTS", "PATHS", "ScriptedPath", "landmark_ahead", "landmark_starts", "scripted_path",
+           "start_poses"]
 
 PATHS = ("out-and-back", "strafe-right-left", "turn-360", "look-up-down", "toward-landmark")
+LANDMARK_STARTS = 3  # the eval's landmark goals walk at the block from this many starts
 
 
 @dataclass
@@ -96,3 +98,21 @@ def start_poses(n: int, seed: int, landmark_xz: tuple[float, float], cfg: WalkCo
         pose[0, 3], pose[2, 3] = px, pz
         toward.append(pose)
     return starts, toward
+
+
+def landmark_ahead(world_seed: int) -> tuple[float, float]:
+    """Where the landmark ahead of the spawn point stands (world x, z): the nearest one within 30 deg of +z."""
+    from worldwalk.runtime.worlds.reference_world import landmarks
+
+    shape = landmarks(world_seed).shape
+    ahead = [(float(np.hypot(x, z)), x, z) for x, z in shape[:, :2]
+             if z > 0 and abs(math.atan2(x, z)) < math.radians(30) and np.hypot(x, z) < 40]
+    _, x, z = min(ahead)
+    return float(x), float(z)
+
+
+def landmark_starts(cfg: WalkConfig | None = None) -> tuple[tuple[float, float], ...]:
+    """(x, z) of the eval's landmark starts: what training's approach walks keep away from (walks.py)."""
+    cfg = cfg or WalkConfig()
+    _, toward = start_poses(LANDMARK_STARTS, 0, landmark_ahead(cfg.world_seed), cfg)
+    return tuple((float(p[0, 3]), float(p[2, 3])) for p in toward)

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of clips that retrace their path back to the start (teaches the return view)")
     p.add_argument("--revisit-frames", type=frame_range_arg, default=(6, 18),
                    help="frames a retracing clip goes out before it turns back, drawn from LO,HI (default 6,18)")
+    p.add_argument("--approach", type=float, default=0.0,
+                   help="share of clips that walk straight at a landmark (teaches how things grow as you near "
+                        "them; starts near the eval's landmark starts are held out)")
     p.add_argument("--clip-frames", type=int, default=49, help="frames per rendered clip (at least the training "
                    "window: 1 + 12 x (--world-chunks + 1))")
     p.add_argument("--world-chunks", type=int, default=2,
@@ -224,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import START_FILE, VAE_FILE, WEIGHTS, WORLD_FILE, BundledConfig
 
+    from .scripted import landmark_starts
     from .state_file import default_work, restoring, work_file
     from .train_device import resolve_device
     from .train_vae import DecoderTuneConfig, TrainVAEConfig, finetune_decoder, read_vae, train_vae
@@ -261,8 +265,11 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"worldwalk train: --clip-frames {args.clip_frames} is shorter than the training "
                                  f"window of --world-chunks {args.world_chunks} ({window} frames); pass "
                                  f"--clip-frames {window} or more")
+            if not 0.0 <= args.approach <= 1.0:
+                raise SystemExit(f"worldwalk train: --approach is a share of the clips, 0 to 1; got {args.approach}")
             clips.build(args.clips, args.clip_frames, seed=args.seed + 1,
-                        cfg=WalkConfig(revisit=args.revisit, revisit_frames=args.revisit_frames))
+                        cfg=WalkConfig(revisit=args.revisit, revisit_frames=args.revisit_frames,
+                                       approach=args.approach, approach_avoid=landmark_starts()))
         elif stage == "vae":
             # whole frames, not crops: trained on 64x64 crops (4x4 latents, all near a border) the VAE
             # learned border cues and decoded whole frames to nearly the same image whatever the input

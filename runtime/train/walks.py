@@ -12,8 +12,15 @@ a random walk for a few frames, then back along the same poses to the start, and
 triangle wave in time), so the model is taught to bring back what it saw when the camera returns,
 as a player walking out and back, strafing and returning or looking up and down again does.
 
-`WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses; `retrace`
-folds them back on themselves; `render_clips` renders clips (frames, poses, intrinsics);
+Another share (`WalkConfig.approach`) walk straight at a landmark, as a player walks at the thing
+in view: a start 8 to 30 units from one of the ring's landmarks, facing it, "w" held until a few
+units short of it. Random walks almost never do this (3 of 320 clips of 3 s saw the block ahead of
+the spawn point grow twofold, where walking at it for 6 s grows it fivefold), so without these the
+model is never shown how a thing grows as the camera nears it. Starts within `approach_avoid` of
+the eval's landmark starts are drawn again, so those walks stay held out.
+
+`WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses; `approach_walk`
+walks at a landmark; `retrace` folds them back on themselves; `render_clips` renders clips (frames, poses, intrinsics);
 `ClipCache` keeps a pre-rendered set in `.npy` files so training reads frames instead of
 re-rendering them.
 """
@@ -35,11 +42,12 @@ from worldwalk.controls import (
     IntegratorConfig,
     PoseIntegrator,
     intrinsics_from_fov,
+    rot_y,
     yaw_pitch_roll,
 )
 from worldwalk.runtime.safe_files import UnsafeFileError, printable, replaced
 
-__all__ = ["WalkConfig", "Clip", "random_walk", "retrace", "render_clips", "ClipCache", "INTENTS"]
+__all__ = ["WalkConfig", "Clip", "random_walk", "approach_walk", "retrace", "render_clips", "ClipCache", "INTENTS"]
 
 # Intents as held key sets (default bindings) and their sampling weights: mostly walking and
 # turning, as a player does; standing still and looking around are rarer.
@@ -76,6 +84,9 @@ class WalkConfig:
     move_speed: float = 2.0  # units/s (IntegratorConfig.move_speed)
     revisit: float = 0.0  # share of rendered clips that retrace their path (training data; eval walks: 0)
     revisit_frames: tuple[int, int] = (6, 18)  # frames out before turning back, drawn uniformly
+    approach: float = 0.0  # share of rendered clips that walk straight at a landmark (training data)
+    approach_distance: tuple[float, float] = (8.0, 30.0)  # units from the landmark at the start
+    approach_avoid: tuple[tuple[float, float], ...] = ()  # (x, z): no approach starts within 4 units
 
     def intrinsics(self) -> np.ndarray:
         return intrinsics_from_fov(self.width, self.height, self.fov_x)
@@ -139,6 +150,40 @@ def random_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None, start: 
     return poses
 
 
+def approach_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None) -> np.ndarray:
+    """Camera-to-world poses (n_frames, 4, 4) walking straight at one of the ring's landmarks (module doc).
+
+    The start stands within `home_radius` of the spawn point, 4 units or more from every
+    `approach_avoid` point, facing the landmark to within 8 degrees; the camera stops 3 units short of
+    the landmark's side."""
+    from worldwalk.runtime.worlds.reference_world import landmarks
+
+    cfg = cfg or WalkConfig()
+    rng = np.random.default_rng(seed)
+    shape = landmarks(cfg.world_seed).shape
+    ring = shape[np.hypot(shape[:, 0], shape[:, 1]) < 80.0]  # the far tower is not walked to
+    for _ in range(1000):
+        x, z, size, _top = ring[int(rng.integers(len(ring)))]
+        d, bearing = rng.uniform(*cfg.approach_distance), rng.uniform(0, math.tau)
+        px, pz = x + d * math.sin(bearing), z + d * math.cos(bearing)
+        if math.hypot(px, pz) <= cfg.home_radius and all(
+                math.hypot(px - ax, pz - az) >= 4.0 for ax, az in cfg.approach_avoid):
+            break
+    else:
+        raise ValueError("approach_walk: no start outside approach_avoid within home_radius; widen them")
+    start = np.eye(4)
+    start[:3, :3] = rot_y(math.atan2(x - px, z - pz) + math.radians(rng.uniform(-8.0, 8.0)))
+    start[0, 3], start[2, 3] = px, pz
+    integ = PoseIntegrator(cfg.integrator())
+    integ.reset(start)
+    poses = np.empty((n_frames, 4, 4))
+    for i in range(n_frames):
+        poses[i] = integ.pose
+        near = math.hypot(integ.pose[0, 3] - x, integ.pose[2, 3] - z) < size + 3.0
+        integ.tick(1.0 / cfg.fps, InputState(keys=frozenset() if near else frozenset({"w"})))
+    return poses
+
+
 def retrace(poses: np.ndarray, turn: int) -> np.ndarray:
     """Poses (F, 4, 4) that follow `poses` for `turn` frames, come back along them to frame 0, and repeat."""
     if turn < 1:
@@ -161,6 +206,8 @@ def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None 
     try:
         for c in range(n_clips):
             poses = random_walk(n_frames, seed * 1_000_003 + c, cfg)
+            if cfg.approach > 0 and np.random.default_rng((seed, c, 29)).uniform() < cfg.approach:
+                poses = approach_walk(n_frames, seed * 1_000_003 + c, cfg)
             if cfg.revisit > 0:
                 rng = np.random.default_rng((seed, c, 17))
                 if rng.uniform() < cfg.revisit:
