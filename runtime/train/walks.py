@@ -14,9 +14,9 @@ as a player walking out and back, strafing and returning or looking up and down 
 
 Another share (`WalkConfig.approach`) walk straight at a landmark, as a player walks at the thing
 in view: a start 8 to 30 units from one of the ring's landmarks, facing it, "w" held until a few
-units short of it. Random walks almost never do this (3 of 320 clips of 3 s saw the block ahead of
-the spawn point grow twofold, where walking at it for 6 s grows it fivefold), so without these the
-model is never shown how a thing grows as the camera nears it. Starts within `approach_avoid` of
+units short of it. Random walks almost never do this (in 3 of 320 clips of 3 s the eval's blue mask
+grew twofold; walking at the block ahead of the spawn point for 6 s grows it fivefold), so without
+these the model is hardly ever shown how a thing grows as the camera nears it. Starts within `approach_avoid` of
 the eval's landmark starts are drawn again, so those walks stay held out.
 
 `WalkConfig` fixes the frame size, rate and field of view; `random_walk` makes poses; `approach_walk`
