@@ -1,7 +1,8 @@
 """`worldwalk train`: rebuild the bundled model's weights from scratch on the CPU (or a GPU: `--device`).
 
 Stages, in order (each resumes from its checkpoint in --work unless --no-resume):
-  data     render random walks through the reference world to a clip cache (walks.py)
+  data     render random walks through the reference world to a clip cache (walks.py; shares of them retrace
+           their path, --revisit, or walk straight at a landmark, --approach)
   vae      train the frame-group VAE on whole frames of those clips (train_vae.py)
   encode   encode windows of the clips with the trained VAE
   world    train the world model by teacher forcing through the streaming cache (train_world.py)
