@@ -72,6 +72,10 @@ def test_approach_walks_close_in_on_a_landmark_away_from_the_eval_starts():
         assert dist[:, target].min() > ring[target, 2] + 2.0, "walked into the landmark"
         ahead = np.array([ring[target, 0] - x, 0, ring[target, 1] - z])
         assert poses[0, :3, 2] @ ahead / np.linalg.norm(ahead) > math.cos(math.radians(8.5))
+    # a start drawn where an avoided point stands is drawn again
+    first = approach_walk(2, 5, WalkConfig())[0]
+    moved = approach_walk(2, 5, WalkConfig(approach_avoid=((first[0, 3], first[2, 3]),)))[0]
+    assert np.hypot(moved[0, 3] - first[0, 3], moved[2, 3] - first[2, 3]) >= 4.0
     # render_clips walks a share of its clips this way (the frames are not looked at here)
     blank = type("Blank", (), {"render_many": lambda self, poses, K: np.zeros((len(poses), 2, 2, 3), np.uint8)})()
     shared = WalkConfig(approach=0.5, approach_avoid=held_out)
