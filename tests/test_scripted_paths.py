@@ -76,6 +76,11 @@ def test_approach_walks_close_in_on_a_landmark_away_from_the_eval_starts():
     first = approach_walk(2, 5, WalkConfig())[0]
     moved = approach_walk(2, 5, WalkConfig(approach_avoid=((first[0, 3], first[2, 3]),)))[0]
     assert np.hypot(moved[0, 3] - first[0, 3], moved[2, 3] - first[2, 3]) >= 4.0
+    # with approach_turn, the same walk turns away part-way: its first 30 % unchanged, its end facing elsewhere
+    for seed in range(6):
+        straight, turned = approach_walk(49, seed, WalkConfig()), approach_walk(49, seed, WalkConfig(approach_turn=1.0))
+        np.testing.assert_array_equal(turned[:14], straight[:14])
+        assert turned[-1, :3, 2] @ straight[-1, :3, 2] < math.cos(math.radians(45))
     # render_clips walks a share of its clips this way (the frames are not looked at here)
     blank = type("Blank", (), {"render_many": lambda self, poses, K: np.zeros((len(poses), 2, 2, 3), np.uint8)})()
     shared = WalkConfig(approach=0.5, approach_avoid=held_out)

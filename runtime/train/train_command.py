@@ -70,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--approach", type=float, default=0.0,
                    help="share of clips that walk straight at a landmark (teaches how things grow as you near "
                         "them; starts near the eval's landmark starts are held out)")
+    p.add_argument("--approach-turn", type=float, default=0.0,
+                   help="share of those that turn away from the landmark part-way (teaches it to leave the view)")
     p.add_argument("--clip-frames", type=int, default=49, help="frames per rendered clip (at least the training "
                    "window: 1 + 12 x (--world-chunks + 1))")
     p.add_argument("--world-chunks", type=int, default=2,
@@ -266,11 +268,13 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"worldwalk train: --clip-frames {args.clip_frames} is shorter than the training "
                                  f"window of --world-chunks {args.world_chunks} ({window} frames); pass "
                                  f"--clip-frames {window} or more")
-            if not 0.0 <= args.approach <= 1.0:
-                raise SystemExit(f"worldwalk train: --approach is a share of the clips, 0 to 1; got {args.approach}")
+            for flag, share in (("--approach", args.approach), ("--approach-turn", args.approach_turn)):
+                if not 0.0 <= share <= 1.0:
+                    raise SystemExit(f"worldwalk train: {flag} is a share of the clips, 0 to 1; got {share}")
             clips.build(args.clips, args.clip_frames, seed=args.seed + 1,
                         cfg=WalkConfig(revisit=args.revisit, revisit_frames=args.revisit_frames,
-                                       approach=args.approach, approach_avoid=landmark_starts()))
+                                       approach=args.approach, approach_avoid=landmark_starts(),
+                                       approach_turn=args.approach_turn))
         elif stage == "vae":
             # whole frames, not crops: trained on 64x64 crops (4x4 latents, all near a border) the VAE
             # learned border cues and decoded whole frames to nearly the same image whatever the input

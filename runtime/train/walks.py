@@ -87,6 +87,7 @@ class WalkConfig:
     approach: float = 0.0  # share of rendered clips that walk straight at a landmark (training data)
     approach_distance: tuple[float, float] = (8.0, 30.0)  # units from the landmark at the start
     approach_avoid: tuple[tuple[float, float], ...] = ()  # (x, z): no approach starts within 4 units
+    approach_turn: float = 0.0  # share of the approach clips that turn away from the landmark part-way
 
     def intrinsics(self) -> np.ndarray:
         return intrinsics_from_fov(self.width, self.height, self.fov_x)
@@ -155,7 +156,8 @@ def approach_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None) -> np
 
     The start stands within `home_radius` of the spawn point, 4 units or more from every
     `approach_avoid` point, facing the landmark to within 8 degrees; the camera stops 3 units short of
-    the landmark's side."""
+    the landmark's side. A share `approach_turn` of them turn away (left or right, in place) after
+    30 to 60 % of the clip, so the landmark is also seen leaving the view."""
     from worldwalk.runtime.worlds.reference_world import landmarks
 
     cfg = cfg or WalkConfig()
@@ -174,13 +176,18 @@ def approach_walk(n_frames: int, seed: int, cfg: WalkConfig | None = None) -> np
     start = np.eye(4)
     start[:3, :3] = rot_y(math.atan2(x - px, z - pz) + math.radians(rng.uniform(-8.0, 8.0)))
     start[0, 3], start[2, 3] = px, pz
+    turn_rng = np.random.default_rng((seed, 31))  # its own draws: clips that do not turn are as before
+    turn_at, turn = n_frames, frozenset({"left" if turn_rng.uniform() < 0.5 else "right"})
+    if turn_rng.uniform() < cfg.approach_turn:
+        turn_at = int(turn_rng.uniform(0.3, 0.6) * n_frames)
     integ = PoseIntegrator(cfg.integrator())
     integ.reset(start)
     poses = np.empty((n_frames, 4, 4))
     for i in range(n_frames):
         poses[i] = integ.pose
         near = math.hypot(integ.pose[0, 3] - x, integ.pose[2, 3] - z) < size + 3.0
-        integ.tick(1.0 / cfg.fps, InputState(keys=frozenset() if near else frozenset({"w"})))
+        keys = turn if i >= turn_at else frozenset() if near else frozenset({"w"})
+        integ.tick(1.0 / cfg.fps, InputState(keys=keys))
     return poses
 
 
