@@ -212,9 +212,8 @@ def render_clips(n_clips: int, n_frames: int, seed: int, cfg: WalkConfig | None 
     K = np.broadcast_to(cfg.intrinsics(), (n_frames, 3, 3)).copy()
     try:
         for c in range(n_clips):
-            poses = random_walk(n_frames, seed * 1_000_003 + c, cfg)
-            if cfg.approach > 0 and np.random.default_rng((seed, c, 29)).uniform() < cfg.approach:
-                poses = approach_walk(n_frames, seed * 1_000_003 + c, cfg)
+            approach = cfg.approach > 0 and np.random.default_rng((seed, c, 29)).uniform() < cfg.approach
+            poses = (approach_walk if approach else random_walk)(n_frames, seed * 1_000_003 + c, cfg)
             if cfg.revisit > 0:
                 rng = np.random.default_rng((seed, c, 17))
                 if rng.uniform() < cfg.revisit:
