@@ -30,9 +30,15 @@ default `--revisit 0.35`), then for 80 more retuned for the 3-step sampler it sh
 minutes at one latent frame a chunk (4 video frames) on 2 steps, its weights' moving average shipped
 (`--stage encode --chunk-latents 1 --world-chunks 8`, then `--stage world --chunk-latents 1 --world-chunks 8
 --timesteps 1000,500,0 --world-init <the 3-step weights> --world-lr 6e-5 --world-warmup 20 --world-rollout 0.5
---context-noise 0.1 --world-ema 0.99 --world-minutes 80 --world-steps 100000 --seed 2`). Its decoder is the
+--context-noise 0.1 --world-ema 0.99 --world-minutes 80 --world-steps 100000 --seed 2`), then on clips that
+walk at landmarks: the same recipe from those weights for 75 minutes on 480 clips of which 60 % walk straight
+at one (`--stage data --clips 480 --approach 0.6 --seed 4`, then `encode` and `world` as above with
+`--world-minutes 75`), and for 28 more on 480 clips of which half of those turn away part-way (`--approach 0.6
+--approach-turn 0.5 --seed 5`, `--world-minutes 28 --seed 3`). Its decoder is the
 decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
-busy machine; the model card has the run). `--stage` runs one stage or all of them.
+busy machine), then 500 steps retuned on the short-chunk model's latents (`--decoder-adv 0 --decoder-detail 2
+--decoder-profile 5 --decoder-steps 500 --seed 3`, 11 minutes); the model card has every run.
+`--stage` runs one stage or all of them.
 
 `--device cuda` trains on a GPU (`auto`, the default, picks it when torch sees one) with bf16 autocast
 by default (`--precision`); every stage that trains or runs a model uses it (train_device.py), and the
