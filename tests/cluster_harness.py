@@ -345,7 +345,7 @@ async def expire(url: str) -> dict:
     return {"walk": walk[:8], "replica": replica, "drained": drained, "last": last,
             "other_draining": other_draining, "waiting": waiting, "waiting_text": waiting_text,
             "expired_s": expired_s, "after": after, "after_text": after_text,
-            "forgotten": replica not in (await store().status.remote())["draining"]}
+            "forgotten": replica not in (await store().status.remote())["draining"], "player_ended": p.ended}
 
 
 async def serve_stop(url: str) -> dict:

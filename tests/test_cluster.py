@@ -206,7 +206,7 @@ def test_a_walk_nobody_resumes_expires_and_the_last_session_host_is_not_drained(
     assert r["last"][0] == 1 and "last session host taking new players" in r["last"][1], r["last"]
     assert r["other_draining"] is False
     w = r["waiting"]["walks"][r["walk"]]
-    assert w["state"] == "moved" and 0 < w["resume_s"] <= RESUME_TIMEOUT_S, w
+    assert w["state"] == "moved" and 0 < w["resume_s"] <= RESUME_TIMEOUT_S, (w, r["replica"], r["player_ended"])
     assert r["waiting"]["draining"][r["replica"]]["state"] == "drained", r["waiting"]["draining"]
     assert f"walk {r['walk']}  moved, resumable" in r["waiting_text"], r["waiting_text"]
     assert "drained (asked): no walk left here (1 handed-off walk(s) still waiting" in r["waiting_text"]
