@@ -218,6 +218,7 @@ async def failover(url: str, by: str = "ray.kill") -> dict:
     await p.close()
     q = Client(url)
     ans2 = await q.open(f"?resume={moved['walk']}")
+    assert ans2.get("type") == "answer", f"the resume {time.monotonic() - t_moved:.1f} s after `moved` heard {ans2}"
     gap_s = q.frames[0][0] - last_before
     spectator: dict[str, Any] = {}
     if watcher is not None:
