@@ -30,7 +30,8 @@ class ClusterConfig:
     min_replicas: int | None = None  # both set: Ray Serve autoscales the session hosts
     max_replicas: int | None = None
     # seconds a player waits for a free slot before hearing "busy"; None: wait in line (the page
-    # shows its place), as autoscaling adds replicas
+    # shows its place), as autoscaling adds replicas. A player resuming its walk waits in line for up
+    # to resume_timeout instead
     admission_wait: float | None = 3.0
     snapshot_every: int = 1  # chunks between snapshots of a walk sent to the store
     records_kept: int = 256  # chunk records the store keeps per walk (status, failover checks)

@@ -9,7 +9,8 @@ sends the browser its config, takes its offer and opens one long streaming call 
 hosts (`SessionHost.host`) for the player's whole session. Ray Serve picks a replica with a
 free slot; the call's first item ("admitted") says it got one. No slot within `admission_wait`
 seconds: the player hears `busy`. With autoscaling the player waits in line instead, told its
-place (`{"type": "queued", "ahead": n}`), while Serve adds replicas. Then the gateway relays the
+place (`{"type": "queued", "ahead": n}`), while Serve adds replicas; so does a player resuming its
+walk, for up to `resume_timeout`. Then the gateway relays the
 host's signaling messages (answer, ended) to the browser. Media never passes here: video goes
 from the replica's node to the browser.
 
@@ -216,7 +217,7 @@ class Gateway:
         calls = self.hosts.options(stream=True)
         for attempts in range(1, DRAINING_RETRIES + 1):
             gen = calls.host.remote({"walk": walk, "offer": offer, "path": "/ws", "resume": resumed})
-            admitted = await self._admit(page, gen, walk)
+            admitted = await self._admit(page, gen, walk, resumed)
             if admitted is None:
                 return
             if admitted["type"] != "draining":
@@ -256,24 +257,35 @@ class Gateway:
                 task.cancel()
             gen.cancel()  # a no-op when the call is over; ends the session when this handler failed
 
-    async def _admit(self, page: BrowserSocket, gen: Any, walk: str) -> dict | None:
-        """Wait for a replica slot: busy after `admission_wait`, or in line (autoscaling)."""
+    async def _admit(self, page: BrowserSocket, gen: Any, walk: str, resumed: bool = False) -> dict | None:
+        """Wait for a replica slot. A new player hears busy after `admission_wait`, or waits in line
+        (autoscaling). A player whose walk moved is owed its walk: it waits in line, told its place,
+        for up to `resume_timeout` (its walk kept all that time: claimed again each second), since
+        just after a session host died the router may take a while to find the free slot another
+        has; then it hears busy."""
         first = asyncio.ensure_future(gen.__anext__())
         wait = self.cfg.admission_wait
         try:
-            if wait is not None:
+            if wait is not None and not resumed:
                 done, _ = await asyncio.wait({first}, timeout=wait)
                 if not done:
                     self.busy_refusals += 1
                     await refuse(page, hosts_full(self.cfg.sessions_per_replica))
                     return None
                 return first.result()
+            deadline = time.monotonic() + self.cfg.resume_timeout if wait is not None else None
             self.line.append(walk)
             try:
                 while True:
                     done, _ = await asyncio.wait({first}, timeout=1.0)
                     if done:
                         return first.result()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.busy_refusals += 1
+                        await refuse(page, hosts_full(self.cfg.sessions_per_replica))
+                        return None
+                    if resumed:
+                        await self.store.claim.remote(walk)  # its walk waits as long as its player does
                     await page.send(queued_message(self.line.index(walk)))
             finally:
                 self.line.remove(walk)

@@ -1,0 +1,94 @@
+"""The gateway's admission (`Gateway._admit`) on its own: a new player hears busy after
+`admission_wait`; a player resuming its walk waits in line, its walk claimed again each second,
+for up to `resume_timeout`. The host call and the browser are small stand-ins that keep time;
+the cluster scenarios (test_cluster.py) run the same code against Ray Serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+
+from worldwalk.stream.cluster.config import ClusterConfig  # noqa: E402
+from worldwalk.stream.cluster.gateway import Gateway  # noqa: E402
+
+
+class Page:
+    """What the browser hears."""
+
+    def __init__(self) -> None:
+        self.heard: list[dict] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send(self, text: str) -> None:
+        self.heard.append(json.loads(text))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class HostCall:
+    """A streaming call to a session host whose first item ("admitted") comes after `delay` s."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.cancelled = delay, False
+
+    async def __anext__(self) -> dict:
+        await asyncio.sleep(self.delay)
+        return {"type": "admitted", "replica": "r1", "node": "n1"}
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Store:
+    def __init__(self) -> None:
+        self.claims: list[str] = []
+        store = self
+
+        class Claim:
+            @staticmethod
+            async def remote(walk: str) -> bool:
+                store.claims.append(walk)
+                return True
+
+        self.claim = Claim
+
+
+def gateway(admission_wait: float | None, resume_timeout: float) -> SimpleNamespace:
+    """What `Gateway._admit` reads and counts on its gateway (no Serve deployment)."""
+    return SimpleNamespace(cfg=ClusterConfig(admission_wait=admission_wait, resume_timeout=resume_timeout),
+                           line=deque(), busy_refusals=0, store=Store())
+
+
+def admit(gw: SimpleNamespace, call: HostCall, resumed: bool) -> tuple[dict | None, Page]:
+    page = Page()
+    return asyncio.run(Gateway._admit(gw, page, call, "walk-1", resumed)), page
+
+
+def test_a_new_player_hears_busy_after_the_admission_wait():
+    gw, call = gateway(admission_wait=0.2, resume_timeout=10.0), HostCall(delay=2.5)
+    admitted, page = admit(gw, call, resumed=False)
+    assert admitted is None and [m["type"] for m in page.heard] == ["busy"] and page.closed is not None
+    assert call.cancelled and gw.busy_refusals == 1 and gw.store.claims == []
+
+
+def test_a_resuming_player_waits_in_line_past_the_admission_wait_and_keeps_its_walk():
+    gw, call = gateway(admission_wait=0.2, resume_timeout=10.0), HostCall(delay=2.5)
+    admitted, page = admit(gw, call, resumed=True)
+    assert admitted is not None and admitted["type"] == "admitted"
+    assert [m["type"] for m in page.heard] == ["queued", "queued"] and page.heard[0]["ahead"] == 0
+    assert gw.store.claims == ["walk-1", "walk-1"]  # claimed again each second it waited
+    assert not call.cancelled and gw.busy_refusals == 0 and not gw.line and page.closed is None
+
+
+def test_a_resuming_player_hears_busy_once_its_walk_would_expire():
+    gw, call = gateway(admission_wait=0.2, resume_timeout=1.5), HostCall(delay=30.0)
+    admitted, page = admit(gw, call, resumed=True)
+    assert admitted is None and [m["type"] for m in page.heard] == ["queued", "busy"]
+    assert call.cancelled and gw.busy_refusals == 1 and not gw.line
