@@ -179,6 +179,8 @@ class Admission:
 
 FDS_PER_SESSION = 16  # a session's peer (ICE sockets, DTLS), recording files, a world's device files
 FDS_SPARE = 64  # what the process opens besides (libraries, logs, pipes, executor wake-ups)
+ACCEPT_BURST = 32  # the listen backlog: asyncio accepts up to this many sockets at one wake-up, before
+# any is counted, so those over the limit hold a file each until they are answered 503 and closed
 
 
 def raise_fd_limit() -> int:
@@ -208,7 +210,7 @@ def open_fds() -> int:
 
 
 def connections_within_fds(wanted: int, fd_limit: int, in_use: int, max_sessions: int) -> int:
-    """How many sockets may be open at once so that, with `max_sessions` sessions and the files
-    open now, the process stays below `fd_limit` (at least 1)."""
-    room = fd_limit - in_use - FDS_SPARE - FDS_PER_SESSION * max_sessions
+    """How many sockets may be open at once so that, with `max_sessions` sessions, the files open
+    now and a burst of accepts at the limit, the process stays below `fd_limit` (at least 1)."""
+    room = fd_limit - in_use - FDS_SPARE - ACCEPT_BURST - FDS_PER_SESSION * max_sessions
     return max(1, min(wanted, room))

@@ -47,7 +47,7 @@ from worldwalk.runtime.progress import Progress
 from worldwalk.runtime.world import load_world_code
 from worldwalk.runtime.worlds.world_pool import WorldPool
 
-from .admission import Admission
+from .admission import ACCEPT_BURST, Admission
 from .config import ServeConfig
 from .connections import Accepting
 from .guest import Guest
@@ -173,6 +173,7 @@ class StreamServer:
             self.cfg.port,
             process_request=self._process_request,
             create_connection=self.accepting.connection,
+            backlog=ACCEPT_BURST,  # the accepts one wake-up takes: the open-file budget leaves room for them
             max_size=MAX_SIGNALING_BYTES,
             open_timeout=self.cfg.request_timeout,  # from accept to the handshake's end
             ping_interval=10,
