@@ -38,7 +38,7 @@ at one (`--stage data --clips 480 --approach 0.6 --seed 4`, then `encode` and `w
 decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
 busy machine), then 500 steps on the shipped world model's own latents along 80 clips of 10.5 s (`--stage data
 --clips 80 --clip-frames 169 --seed 7`, then `--stage decoder --decoder-adv 0 --decoder-detail 2.5 --decoder-profile 10
---decoder-steps 500 --decoder-samples 120 --decoder-paired-frames 49 --seed 3`, 42 minutes on one core); the
+--decoder-steps 500 --decoder-samples 120 --decoder-paired-frames 49 --seed 3`, 41 minutes on one core); the
 model card has every run.
 `--stage` runs one stage or all of them.
 
