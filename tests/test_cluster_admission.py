@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -47,23 +48,23 @@ class HostCall:
 
 
 class Store:
+    """The snapshot store's `claim`, as an actor handle calls it (`store.claim.remote(walk)`)."""
+
     def __init__(self) -> None:
         self.claims: list[str] = []
-        store = self
+        self.claim = SimpleNamespace(remote=self._claim)
 
-        class Claim:
-            @staticmethod
-            async def remote(walk: str) -> bool:
-                store.claims.append(walk)
-                return True
-
-        self.claim = Claim
+    async def _claim(self, walk: str) -> bool:
+        self.claims.append(walk)
+        return True
 
 
 def gateway(admission_wait: float | None, resume_timeout: float) -> SimpleNamespace:
-    """What `Gateway._admit` reads and counts on its gateway (no Serve deployment)."""
-    return SimpleNamespace(cfg=ClusterConfig(admission_wait=admission_wait, resume_timeout=resume_timeout),
-                           line=deque(), busy_refusals=0, store=Store())
+    """What `Gateway._admit` reads, counts and calls on its gateway (no Serve deployment)."""
+    gw = SimpleNamespace(cfg=ClusterConfig(admission_wait=admission_wait, resume_timeout=resume_timeout),
+                         line=deque(), busy_refusals=0, store=Store())
+    gw._busy = partial(Gateway._busy, gw)
+    return gw
 
 
 def admit(gw: SimpleNamespace, call: HostCall, resumed: bool) -> tuple[dict | None, Page]:

@@ -268,11 +268,7 @@ class Gateway:
         try:
             if wait is not None and not resumed:
                 done, _ = await asyncio.wait({first}, timeout=wait)
-                if not done:
-                    self.busy_refusals += 1
-                    await refuse(page, hosts_full(self.cfg.sessions_per_replica))
-                    return None
-                return first.result()
+                return first.result() if done else await self._busy(page)
             deadline = time.monotonic() + self.cfg.resume_timeout if wait is not None else None
             self.line.append(walk)
             try:
@@ -281,9 +277,7 @@ class Gateway:
                     if done:
                         return first.result()
                     if deadline is not None and time.monotonic() >= deadline:
-                        self.busy_refusals += 1
-                        await refuse(page, hosts_full(self.cfg.sessions_per_replica))
-                        return None
+                        return await self._busy(page)
                     if resumed:
                         await self.store.claim.remote(walk)  # its walk waits as long as its player does
                     await page.send(queued_message(self.line.index(walk)))
@@ -293,6 +287,11 @@ class Gateway:
             if not first.done():
                 first.cancel()
                 gen.cancel()
+
+    async def _busy(self, page: BrowserSocket) -> None:
+        """No slot in time: the player hears busy (counted), and its socket closes."""
+        self.busy_refusals += 1
+        await refuse(page, hosts_full(self.cfg.sessions_per_replica))
 
     async def _pump(self, page: BrowserSocket, gen: Any, walk: str, resumed: bool, t0: float,
                     admitted: dict) -> tuple[int, str, dict | None]:
