@@ -85,6 +85,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-chunks", type=int, default=2,
                    help="chunks after the first in a training window (2: 2.3 s windows; longer ones teach returns "
                         "further back, at a cost per step)")
+    p.add_argument("--world-lead", type=int, default=0,
+                   help="world stage: before the trained chunks the model walks up to this many chunks of the window "
+                        "on its own, without gradients (24 at one latent frame a chunk: up to 6 s of its own drift "
+                        "before the chunks it learns from; the windows grow by as many chunks)")
     p.add_argument("--vae-minutes", type=float, default=25.0)
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--world-minutes", type=float, default=78.0)
@@ -263,7 +267,10 @@ def _run(args: argparse.Namespace) -> int:
     rollout_file, tuned_file = work / "bundled_world_rollout.safetensors", work / "bundled_vae_tuned.safetensors"
     if args.world_chunks < 1:
         raise SystemExit("worldwalk train: --world-chunks must be at least 1")
-    window = 1 + cfg.stride * cfg.chunk_latents * (args.world_chunks + 1)  # the first image and the chunks
+    if args.world_lead < 0:
+        raise SystemExit("worldwalk train: --world-lead is a number of chunks, 0 or more")
+    # the first image, the lead's chunks and the trained ones
+    window = 1 + cfg.stride * cfg.chunk_latents * (args.world_lead + args.world_chunks + 1)
 
     print(f"training on {dev}", flush=True)
     for stage in stages:
@@ -274,8 +281,8 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             if args.clip_frames < window:
                 raise SystemExit(f"worldwalk train: --clip-frames {args.clip_frames} is shorter than the training "
-                                 f"window of --world-chunks {args.world_chunks} ({window} frames); pass "
-                                 f"--clip-frames {window} or more")
+                                 f"window of --world-lead {args.world_lead} and --world-chunks {args.world_chunks} "
+                                 f"({window} frames); pass --clip-frames {window} or more")
             for flag, share in (("--approach", args.approach), ("--approach-turn", args.approach_turn)):
                 if not 0.0 <= share <= 1.0:
                     raise SystemExit(f"worldwalk train: {flag} is a share of the clips, 0 to 1; got {share}")
@@ -298,7 +305,8 @@ def _run(args: argparse.Namespace) -> int:
             clip_frames = clips.load()[0].shape[1]
             if clip_frames < window:
                 raise SystemExit(f"worldwalk train: the clips in {clips.folder} have {clip_frames} frames, fewer than "
-                                 f"the {window}-frame window of --world-chunks {args.world_chunks}; rebuild them "
+                                 f"the {window}-frame window of --world-lead {args.world_lead} and --world-chunks "
+                                 f"{args.world_chunks}; rebuild them "
                                  f"(remove the folder, then --stage data --clip-frames {window})")
             data = encode_windows(stream, clips, window, cfg.stride * cfg.chunk_latents, dev=dev)
             with replaced(latents) as f:
@@ -308,13 +316,14 @@ def _run(args: argparse.Namespace) -> int:
                 data = dict(np.load(work_file(latents)))
             if stage == "world":
                 have = (data["latents"].shape[2] - 1) // cfg.chunk_latents - 1
-                if have < args.world_chunks:
-                    print(f"the windows in {latents} hold {have} chunks after the first, not the {args.world_chunks} "
-                          f"of --world-chunks: training on {have} (re-encode for longer windows)")
+                if have < args.world_lead + args.world_chunks:
+                    print(f"the windows in {latents} hold {have} chunks after the first, not the "
+                          f"{args.world_lead + args.world_chunks} of --world-lead and --world-chunks: training on "
+                          f"{have} (re-encode for longer windows)")
                 tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
                                         context_noise=args.context_noise, chunks=args.world_chunks,
-                                        ema=args.world_ema)
+                                        ema=args.world_ema, lead=args.world_lead)
                 init = Path(args.world_init) if args.world_init else None
                 train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init, dev=dev)
             else:

@@ -17,6 +17,12 @@ Optional stage `rollout` (Self-Forcing in spirit, cheap): the cache is written f
 own sampled chunk (no gradient through the sampler) instead of the ground truth, and the next
 chunk is trained against the ground truth, so the model learns to recover from its own drift.
 
+Optional lead (`lead`, Self-Forcing's horizon at the cost of inference): before the trained chunks, the
+model walks a random 0 to `lead` chunks of the window on its own, as a session does (its sampler, its own
+chunks in the cache, no gradients, no loss), so the trained chunks are met seconds into its own drift while
+their targets stay the truth. A rollout seconds long with gradients costs a backward through every chunk;
+the lead costs only the sampler's forwards, so the drift of 6 s is seen at the price of a few chunks.
+
 Weight averaging (`ema`): the weights exported are an exponential moving average of the trained
 ones, so what ships does not depend on where the last few updates happened to land: at the learning
 rates a fine-tune uses, what a rollout keeps over seconds (the landmark's area on the walk at it)
@@ -77,6 +83,7 @@ class TrainWorldConfig:
     augment_shift: float = 3.0  # model units, radius of the random horizontal shift
     rollout_prob: float = 0.0  # share of samples whose cache is written from the model's own chunks
     context_noise: float = 0.0  # the cache is written from x0 noised to a level drawn in [0, context_noise]
+    lead: int = 0  # at most this many chunks the model walks on its own before the trained ones (0: none)
     ema: float = 0.0  # decay of an exponential moving average of the weights, exported instead of them (0: off)
     ckpt_every: int = 50
     seed: int = 0
@@ -211,7 +218,8 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
     sampler = FlowSampler(cfg.sampler)
     lat, poses, intr = data["latents"], data["poses"], data["intrinsics"]
     n_win, L = lat.shape[0], cfg.chunk_latents
-    n_chunks = min(1 + tcfg.chunks, (lat.shape[2] - 1) // L)
+    n_chunks = min(1 + tcfg.lead + tcfg.chunks, (lat.shape[2] - 1) // L)  # the lead's chunks, then the trained
+    trained = min(1 + tcfg.chunks, n_chunks)
     step, ckpt = 0, work / f"{tag}_ckpt.safetensors"
     spent = 0.0  # seconds of training before this run (a resumed run carries on the schedule)
     init = work / "world_ckpt.safetensors"
@@ -273,14 +281,16 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
             g["lr"] = lr
         # the batch, built on the host and moved to the device once
         idx = rng.integers(0, n_win, B)
-        z = dev.put(torch.from_numpy(lat[idx]))  # (B, C, T, h, w)
-        cams = [_cameras(poses[i], intr[i], n_chunks, cfg, tcfg, rng) for i in idx]
+        lead = int(rng.integers(0, n_chunks - trained + 1)) if n_chunks > trained else 0  # this step's lead
+        chunks = lead + trained
+        z = dev.put(torch.from_numpy(lat[idx, :, : 1 + L * chunks]))  # (B, C, 1 + L chunks, h, w)
+        cams = [_cameras(poses[i], intr[i], chunks, cfg, tcfg, rng) for i in idx]
         cams = [CameraInputs(dev.put(torch.cat([c[k].conditions for c in cams])),
-                             dev.put(torch.cat([c[k].plucker for c in cams]))) for k in range(n_chunks)]
+                             dev.put(torch.cat([c[k].plucker for c in cams]))) for k in range(chunks)]
         rollout = rng.uniform() < tcfg.rollout_prob
-        sigmas = np.stack([_sigmas(rng, B, sampler, tcfg.list_prob) for _ in range(n_chunks)])  # (chunks, B)
+        sigmas = np.stack([_sigmas(rng, B, sampler, tcfg.list_prob) for _ in range(chunks)])  # (chunks, B)
         loss = world_loss(model, sampler, z, cams, dev.put(torch.from_numpy(sigmas).float()), text, mask, L, dev,
-                          rollout, tcfg.context_noise)
+                          rollout, tcfg.context_noise, lead)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -300,12 +310,12 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
 
 def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch.Tensor, cams: list[CameraInputs],
                sigmas: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, L: int, dev: TrainDevice,
-               rollout: bool = False, context_noise: float = 0.0) -> torch.Tensor:
+               rollout: bool = False, context_noise: float = 0.0, lead: int = 0) -> torch.Tensor:
     """The flow-matching loss (fp32 scalar) of one batch through the streaming cache (module doc, steps 1-3).
 
     z (B, C, T, h, w), cams (one per chunk), sigmas (chunks, B) and text/mask all on `dev`; the forwards run
     under its autocast. With `rollout` the cache is written from the model's own samples, otherwise from
-    the truth noised up to `context_noise`.
+    the truth noised up to `context_noise`. The first `lead` chunks are the model's own, untrained (module doc).
     """
     B = z.shape[0]
     cache, losses = None, []
@@ -313,6 +323,14 @@ def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch
         lo = 0 if k == 0 else 1 + L * k
         hi = 1 + L * (k + 1)
         x0 = z[:, :, lo:hi]  # (B, C, T, h, w)
+        if k < lead:  # the model walks this chunk on its own: its sample, then the cache written from it
+            with torch.no_grad():
+                ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, (B, x0.shape[1], L, *x0.shape[3:]),
+                                    dev, x0[:, :, :1] if k == 0 else None)
+                with dev.autocast():
+                    _, cache = model(ctx, torch.zeros(B, x0.shape[2], device=x0.device), text, mask, cams[k],
+                                     cache, True)
+            continue
         sig = sigmas[k].view(B, 1, 1, 1, 1)
         eps = torch.randn_like(x0)
         xt = (1 - sig) * x0 + sig * eps
