@@ -83,8 +83,10 @@ def test_a_resuming_player_waits_in_line_past_the_admission_wait_and_keeps_its_w
     gw, call = gateway(admission_wait=0.2, resume_timeout=10.0), HostCall(delay=2.5)
     admitted, page = admit(gw, call, resumed=True)
     assert admitted is not None and admitted["type"] == "admitted"
-    assert [m["type"] for m in page.heard] == ["queued", "queued"] and page.heard[0]["ahead"] == 0
-    assert gw.store.claims == ["walk-1", "walk-1"]  # claimed again each second it waited
+    # about two 1 s ticks in 2.5 s; a stalled machine may see one more or one fewer
+    heard = [m["type"] for m in page.heard]
+    assert 1 <= len(heard) <= 3 and set(heard) == {"queued"} and page.heard[0]["ahead"] == 0
+    assert gw.store.claims == ["walk-1"] * len(heard)  # its walk claimed again each second it waited
     assert not call.cancelled and gw.busy_refusals == 0 and not gw.line and page.closed is None
 
 
