@@ -89,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="world stage: before the trained chunks the model walks up to this many chunks of the window "
                         "on its own, without gradients (24 at one latent frame a chunk: up to 6 s of its own drift "
                         "before the chunks it learns from; the windows grow by as many chunks)")
+    p.add_argument("--world-motion-weight", type=float, default=0.0,
+                   help="world stage: weight the loss up by this much where the true latents change from the frame "
+                        "before (what walking changes: things growing as they near, parallax; 0: off)")
     p.add_argument("--vae-minutes", type=float, default=25.0)
     p.add_argument("--vae-steps", type=int, default=4500)
     p.add_argument("--world-minutes", type=float, default=78.0)
@@ -323,7 +326,8 @@ def _run(args: argparse.Namespace) -> int:
                 tcfg = TrainWorldConfig(steps=args.world_steps, minutes=args.world_minutes, seed=args.seed,
                                         lr=args.world_lr, warmup=args.world_warmup, rollout_prob=args.world_rollout,
                                         context_noise=args.context_noise, chunks=args.world_chunks,
-                                        ema=args.world_ema, lead=args.world_lead)
+                                        ema=args.world_ema, lead=args.world_lead,
+                                        motion_weight=args.world_motion_weight)
                 init = Path(args.world_init) if args.world_init else None
                 train_world(tcfg, data, work, world_file, cfg, resume=resume, init_weights=init, dev=dev)
             else:

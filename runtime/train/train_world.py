@@ -23,6 +23,12 @@ chunks in the cache, no gradients, no loss), so the trained chunks are met secon
 their targets stay the truth. A rollout seconds long with gradients costs a backward through every chunk;
 the lead costs only the sampler's forwards, so the drift of 6 s is seen at the price of a few chunks.
 
+Optional motion weight (`motion_weight` = a): each latent pixel's squared error is weighted by
+1 + a * c / mean(c), c its true latent's mean absolute change from the frame before (over channels,
+the mean over the sample's frame), then normalised by the weights' mean. Most of a frame (sky, far
+ground) barely changes in a chunk, and there copying the last frame is nearly right; what a walk
+changes (a thing growing as it nears, parallax) is a few percent of the pixels and of the loss.
+
 Weight averaging (`ema`): the weights exported are an exponential moving average of the trained
 ones, so what ships does not depend on where the last few updates happened to land: at the learning
 rates a fine-tune uses, what a rollout keeps over seconds (the landmark's area on the walk at it)
@@ -67,7 +73,8 @@ from .state_file import load_state, pack_optimizer, restoring, save_state, unpac
 from .train_device import TrainDevice
 from .walks import ClipCache
 
-__all__ = ["TrainWorldConfig", "encode_windows", "export_world", "sample_windows", "train_world", "world_loss"]
+__all__ = ["TrainWorldConfig", "encode_windows", "export_world", "motion_weights", "sample_windows", "train_world",
+           "world_loss"]
 
 
 @dataclass
@@ -84,6 +91,7 @@ class TrainWorldConfig:
     rollout_prob: float = 0.0  # share of samples whose cache is written from the model's own chunks
     context_noise: float = 0.0  # the cache is written from x0 noised to a level drawn in [0, context_noise]
     lead: int = 0  # at most this many chunks the model walks on its own before the trained ones (0: none)
+    motion_weight: float = 0.0  # the loss weighted up where the true latents change from the frame before (0: off)
     ema: float = 0.0  # decay of an exponential moving average of the weights, exported instead of them (0: off)
     ckpt_every: int = 50
     seed: int = 0
@@ -290,7 +298,7 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
         rollout = rng.uniform() < tcfg.rollout_prob
         sigmas = np.stack([_sigmas(rng, B, sampler, tcfg.list_prob) for _ in range(chunks)])  # (chunks, B)
         loss = world_loss(model, sampler, z, cams, dev.put(torch.from_numpy(sigmas).float()), text, mask, L, dev,
-                          rollout, tcfg.context_noise, lead)
+                          rollout, tcfg.context_noise, lead, tcfg.motion_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -310,7 +318,8 @@ def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path,
 
 def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch.Tensor, cams: list[CameraInputs],
                sigmas: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, L: int, dev: TrainDevice,
-               rollout: bool = False, context_noise: float = 0.0, lead: int = 0) -> torch.Tensor:
+               rollout: bool = False, context_noise: float = 0.0, lead: int = 0, motion_weight: float = 0.0
+               ) -> torch.Tensor:
     """The flow-matching loss (fp32 scalar) of one batch through the streaming cache (module doc, steps 1-3).
 
     z (B, C, T, h, w), cams (one per chunk), sigmas (chunks, B) and text/mask all on `dev`; the forwards run
@@ -341,7 +350,12 @@ def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch
             v, _ = model(xt, t, text, mask, cams[k], cache, False)
         target = eps - x0
         first = 1 if k == 0 else 0
-        losses.append(F.mse_loss(v[:, :, first:].float(), target[:, :, first:]))
+        if motion_weight > 0:  # where the truth changes from its frame before, weighted up (module doc)
+            err = (v[:, :, first:].float() - target[:, :, first:]) ** 2  # (B, C, T, h, w)
+            w = motion_weights(z, lo + first, hi, motion_weight)  # (B, 1, T, h, w)
+            losses.append((w * err).mean() / w.mean())
+        else:
+            losses.append(F.mse_loss(v[:, :, first:].float(), target[:, :, first:]))
         if k + 1 < len(cams):
             ctx = x0
             if rollout:  # write the cache from the model's own sample of this chunk
@@ -357,6 +371,14 @@ def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch
             with dev.autocast():
                 _, cache = model(ctx, torch.zeros(B, x0.shape[2], device=x0.device), text, mask, cams[k], cache, True)
     return torch.stack(losses).mean()
+
+
+def motion_weights(z: torch.Tensor, lo: int, hi: int, a: float) -> torch.Tensor:
+    """The loss weights (B, 1, hi - lo, h, w) of latent frames lo..hi-1 of z (B, C, T, h, w), lo >= 1:
+    1 + a * c / mean(c), c each pixel's mean absolute change (over channels) from the frame before, the
+    mean over the sample's frames."""
+    change = (z[:, :, lo:hi] - z[:, :, lo - 1 : hi - 1]).abs().mean(1, keepdim=True).float()
+    return 1 + a * change / change.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-6)
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -1,12 +1,17 @@
-"""`worldwalk train --world-lead`: the trained chunks are met after a walk of the model's own.
+"""Two options of the world stage's loss (train_world.world_loss).
 
-The lead's chunks are sampled by the model from the player's first image, their true latents are never
-read, and the loss is the trained chunks' only (train_world.world_loss); `train_world` draws a lead per
-step up to `TrainWorldConfig.lead` and builds the window to hold it.
+`--world-lead`: the trained chunks are met after a walk of the model's own. The lead's chunks are sampled
+by the model from the player's first image, their true latents are never read, and the loss is the
+trained chunks' only; `train_world` draws a lead per step up to `TrainWorldConfig.lead` and builds the
+window to hold it.
+
+`--world-motion-weight`: the loss weighted up where the true latents change from the frame before; a
+window that does not change is weighted evenly (the plain loss).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -19,7 +24,7 @@ from worldwalk.runtime.sana_wm.sampler import FlowSampler, SamplerConfig
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.train import train_world as train_world_module
 from worldwalk.runtime.train.train_device import TrainDevice
-from worldwalk.runtime.train.train_world import TrainWorldConfig, _cameras, train_world, world_loss
+from worldwalk.runtime.train.train_world import TrainWorldConfig, _cameras, motion_weights, train_world, world_loss
 from worldwalk.runtime.worlds.bundled_vae import FrameVAEConfig
 from worldwalk.runtime.worlds.bundled_world import BundledConfig, empty_text
 
@@ -67,11 +72,11 @@ def batch():
     return cfg, model, torch.from_numpy(data["latents"]), cams, sigmas, text, mask
 
 
-def _loss(batch, z: torch.Tensor, lead: int) -> torch.Tensor:
+def _loss(batch, z: torch.Tensor, lead: int, motion_weight: float = 0.0) -> torch.Tensor:
     cfg, model, _, cams, sigmas, text, mask = batch
     torch.manual_seed(5)  # the same noise for the lead's samples and the trained chunks' every call
     return world_loss(model, FlowSampler(cfg.sampler), z, cams, sigmas, text, mask, cfg.chunk_latents,
-                      TrainDevice(), lead=lead)
+                      TrainDevice(), lead=lead, motion_weight=motion_weight)
 
 
 def test_the_lead_is_the_models_own_walk_from_the_first_image(batch):
@@ -106,9 +111,10 @@ def test_train_world_draws_a_lead_each_step_within_the_window(tmp_path, monkeypa
     cfg, data = _cfg(), _data(_cfg())
     seen: list[tuple[int, int, int]] = []
 
-    def recorded(model, sampler, z, cams, *args):  # noqa: ANN001
-        seen.append((args[-1], len(cams), z.shape[2]))
-        return world_loss(model, sampler, z, cams, *args)
+    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003
+        call = inspect.signature(world_loss).bind(*args, **kwargs).arguments
+        seen.append((call["lead"], len(call["cams"]), call["z"].shape[2]))
+        return world_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_world_module, "world_loss", recorded)
     tcfg = TrainWorldConfig(steps=8, batch=2, chunks=0, lead=CHUNKS - 1, warmup=1, ckpt_every=100)
@@ -118,3 +124,23 @@ def test_train_world_draws_a_lead_each_step_within_the_window(tmp_path, monkeypa
         assert 0 <= lead <= CHUNKS - 1 and chunks == lead + 1  # the lead's chunks, then the one trained
         assert frames == 1 + cfg.chunk_latents * chunks  # the batch holds just those chunks
     assert len({lead for lead, _, _ in seen}) > 1, f"every step drew the same lead: {seen}"
+
+
+def test_motion_weights_single_out_what_changes():
+    z = torch.zeros(2, 8, 4, 3, 5)  # (B, C, T, h, w): nothing changes but one pixel of sample 0 in frame 2
+    z[0, :, 2:, 1, 3] = 2.0
+    z[1] = torch.arange(4.0).view(1, 4, 1, 1)  # sample 1: every pixel changes alike
+    w = motion_weights(z, 1, 4, a=3.0)
+    assert w.shape == (2, 1, 3, 3, 5)
+    n = 3 * 3 * 5  # the sample's pixels over its frames: the one that changed holds all of the change
+    assert w[0, 0, 1, 1, 3] == pytest.approx(1 + 3.0 * n)
+    w[0, 0, 1, 1, 3] = 1.0
+    assert torch.equal(w[0], torch.ones_like(w[0]))  # the rest (and the frame after the change) weigh 1
+    assert torch.allclose(w[1], torch.full_like(w[1], 4.0))  # even change: even weights, 1 + a
+
+
+def test_the_motion_weight_is_the_plain_loss_on_a_still_window_and_not_on_a_moving_one(batch):
+    z = batch[2]
+    still = z[:, :, :1].expand_as(z).contiguous()  # every latent frame the first
+    assert torch.allclose(_loss(batch, still, 0, motion_weight=3.0), _loss(batch, still, 0), rtol=1e-6)
+    assert not torch.allclose(_loss(batch, z, 0, motion_weight=3.0), _loss(batch, z, 0), rtol=1e-3)
