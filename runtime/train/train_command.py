@@ -34,7 +34,9 @@ minutes at one latent frame a chunk (4 video frames) on 2 steps, its weights' mo
 walk at landmarks: the same recipe from those weights for 75 minutes on 480 clips of which 60 % walk straight
 at one (`--stage data --clips 480 --approach 0.6 --seed 4`, then `encode` and `world` as above with
 `--world-minutes 75`), and for 28 more on 480 clips of which half of those turn away part-way (`--approach 0.6
---approach-turn 0.5 --seed 5`, `--world-minutes 28 --seed 3`). Its decoder is the
+--approach-turn 0.5 --seed 5`, `--world-minutes 28 --seed 3`), and for 70 more on 300 clips of 7.5 s like those
+with the loss weighted up where the truth changes (`--stage data --clips 300 --clip-frames 121 --approach 0.6
+--approach-turn 0.5 --seed 8`, then `--world-motion-weight 3 --world-minutes 70 --seed 9`). Its decoder is the
 decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
 busy machine), then 500 steps on the shipped world model's own latents along 80 clips of 10.5 s (`--stage data
 --clips 80 --clip-frames 169 --seed 7`, then `--stage decoder --decoder-adv 0 --decoder-detail 2.5 --decoder-profile 10
