@@ -332,33 +332,27 @@ def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch
         lo = 0 if k == 0 else 1 + L * k
         hi = 1 + L * (k + 1)
         x0 = z[:, :, lo:hi]  # (B, C, T, h, w)
-        if k < lead:  # the model walks this chunk on its own: its sample, then the cache written from it
-            with torch.no_grad():
-                ctx = _sample_chunk(model, sampler, cams[k], cache, text, mask, (B, x0.shape[1], L, *x0.shape[3:]),
-                                    dev, x0[:, :, :1] if k == 0 else None)
-                with dev.autocast():
-                    _, cache = model(ctx, torch.zeros(B, x0.shape[2], device=x0.device), text, mask, cams[k],
-                                     cache, True)
-            continue
-        sig = sigmas[k].view(B, 1, 1, 1, 1)
-        eps = torch.randn_like(x0)
-        xt = (1 - sig) * x0 + sig * eps
-        t = (sig.view(B, 1) * 1000).floor().expand(B, x0.shape[2]).clone()
-        if k == 0:  # the image latent is clean, at t = 0
-            xt[:, :, :1], t[:, :1] = x0[:, :, :1], 0.0
-        with dev.autocast():
-            v, _ = model(xt, t, text, mask, cams[k], cache, False)
-        target = eps - x0
-        first = 1 if k == 0 else 0
-        if motion_weight > 0:  # where the truth changes from its frame before, weighted up (module doc)
-            err = (v[:, :, first:].float() - target[:, :, first:]) ** 2  # (B, C, T, h, w)
-            w = motion_weights(z, lo + first, hi, motion_weight)  # (B, 1, T, h, w)
-            losses.append((w * err).mean() / w.mean())
-        else:
-            losses.append(F.mse_loss(v[:, :, first:].float(), target[:, :, first:]))
+        own = k < lead  # the model walks this chunk on its own: no loss, its sample in the cache, no gradients
+        if not own:
+            sig = sigmas[k].view(B, 1, 1, 1, 1)
+            eps = torch.randn_like(x0)
+            xt = (1 - sig) * x0 + sig * eps
+            t = (sig.view(B, 1) * 1000).floor().expand(B, x0.shape[2]).clone()
+            if k == 0:  # the image latent is clean, at t = 0
+                xt[:, :, :1], t[:, :1] = x0[:, :, :1], 0.0
+            with dev.autocast():
+                v, _ = model(xt, t, text, mask, cams[k], cache, False)
+            target = eps - x0
+            first = 1 if k == 0 else 0
+            if motion_weight > 0:  # where the truth changes from its frame before, weighted up (module doc)
+                err = (v[:, :, first:].float() - target[:, :, first:]) ** 2  # (B, C, T, h, w)
+                w = motion_weights(z, lo + first, hi, motion_weight)  # (B, 1, T, h, w)
+                losses.append((w * err).mean() / w.mean())
+            else:
+                losses.append(F.mse_loss(v[:, :, first:].float(), target[:, :, first:]))
         if k + 1 < len(cams):
             ctx = x0
-            if rollout:  # write the cache from the model's own sample of this chunk
+            if rollout or own:  # write the cache from the model's own sample of this chunk
                 with torch.no_grad():
                     prefix = x0[:, :, :1] if k == 0 else None
                     shape = (B, x0.shape[1], L, x0.shape[3], x0.shape[4])
@@ -368,7 +362,7 @@ def world_loss(model: SanaWMStreamingTransformer, sampler: FlowSampler, z: torch
                 ctx = (1 - s_ctx) * x0 + s_ctx * torch.randn_like(x0)
                 if k == 0:
                     ctx[:, :, :1] = x0[:, :, :1]  # the first image is the player's own, exact
-            with dev.autocast():
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not own), dev.autocast():
                 _, cache = model(ctx, torch.zeros(B, x0.shape[2], device=x0.device), text, mask, cams[k], cache, True)
     return torch.stack(losses).mean()
 
