@@ -31,14 +31,14 @@ from worldwalk.runtime.worlds.bundled_world import (
 )
 
 
-def _tiny(folder, seed: int = 0, start: bool = True) -> BundledConfig:
+def _tiny(folder, seed: int = 0, start: bool = True, chunk_latents: int = 3) -> BundledConfig:
     """A tiny teacher (weights and VAE) and 3 random clips of 37 frames in `folder`."""
     torch.manual_seed(seed)
     vcfg = FrameVAEConfig(channels=(8, 16))
     tcfg = SanaWMConfig.small(in_channels=16, num_layers=2, hidden_size=32, num_attention_heads=1,
                               linear_head_dim=32, caption_channels=8, caption_tokens=1, chunk_plucker_channels=24,
                               chunk_plucker_post_attn_blocks=2, mlp_ratio=2.0, rope_max_seq_len=512,
-                              softmax_bf16=False)
+                              softmax_bf16=False, chunk_latent_frames=chunk_latents)
     cfg = BundledConfig(vae=vcfg, transformer=tcfg)
     model = SanaWMStreamingTransformer(tcfg)
     with torch.no_grad():
@@ -110,6 +110,36 @@ def test_distill_phases_run_resume_and_ship_a_world_with_4_frame_chunks(tmp_path
     assert load_state(tmp_path / "distill_ode_ckpt.safetensors", "distill-ode")[1]["step"] == 2
     assert any(not torch.equal(before[k], tensors[k]) for k in before), "the student did not move"
     assert not (tmp_path / "distill_ode_data.safetensors").exists()
+
+
+def test_a_teacher_in_the_students_chunks_skips_the_ode_phases_and_trains_on_longer_windows(
+        tmp_path, one_torch_thread, monkeypatch):
+    """With the teacher already in 1-latent chunks, `--ode-windows 0 --ode-steps 0` starts the dmd phase from
+    the teacher's own weights, and `--distill-window` sets how many of its chunks a rollout walks."""
+    import worldwalk.runtime.train.train_distill as td
+
+    _tiny(tmp_path, chunk_latents=1)
+    teacher = load_weights(tmp_path)[2].state_dict()
+    dcfg = DistillConfig(window_chunks=5, ode_windows=0, ode_steps=0, dmd_steps=0)
+    folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    student = load_weights(folder)[2].state_dict()
+    assert all(torch.equal(student[k], teacher[k]) for k in teacher)  # no ODE step moved it
+    assert not (tmp_path / "distill_ode_data.safetensors").exists()
+
+    shapes = []
+    real_rollout = td.student_rollout
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003
+        z = real_rollout(*args, **kwargs)
+        shapes.append(tuple(z.shape))
+        return z
+
+    monkeypatch.setattr(td, "student_rollout", recording)
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 2, "fake_ratio": 1}), ClipCache(tmp_path / "clips"),
+            tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    assert shapes == [(1, 16, 6, 12, 20)] * 2  # the first image and 5 chunks of one latent frame
+    student = load_weights(folder)[2].state_dict()
+    assert any(not torch.equal(student[k], teacher[k]) for k in teacher), "the dmd phase did not move the student"
 
 
 CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py

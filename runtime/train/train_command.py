@@ -152,6 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
                    help="distill: the student's sampler (default 1000,500,0: two passes a chunk)")
     p.add_argument("--teacher-steps", type=int, default=16, help="distill: Euler steps of the teacher's ODE")
+    p.add_argument("--distill-window", type=int, default=3,
+                   help="distill: a training window is the first image and this many of the teacher's chunks "
+                        "(with 1 latent frame a chunk, 8 are 2 s)")
     p.add_argument("--ode-windows", type=int, default=160, help="distill: teacher trajectories to regress")
     p.add_argument("--ode-steps", type=int, default=400)
     p.add_argument("--ode-minutes", type=float, default=20.0)
@@ -344,7 +347,8 @@ def _run(args: argparse.Namespace) -> int:
                                  "stage first, or copy a bundled_world.safetensors (and its bundled_vae.safetensors, "
                                  "whose latents it was trained on) there")
             dcfg = DistillConfig(chunk_latents=args.distill_chunk, timesteps=args.distill_timesteps,
-                                 teacher_steps=args.teacher_steps, ode_windows=args.ode_windows,
+                                 teacher_steps=args.teacher_steps, window_chunks=args.distill_window,
+                                 ode_windows=args.ode_windows,
                                  ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
                                  ckpt_minutes=args.ckpt_minutes, seed=args.seed)

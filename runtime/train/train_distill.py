@@ -65,6 +65,7 @@ class DistillConfig:
     chunk_latents: int = 1  # the student's latent frames a chunk (1: 4 video frames)
     timesteps: tuple[int, ...] = (1000, 500, 0)  # the student's sampler
     teacher_steps: int = 16  # Euler steps of the teacher's ODE (the student's sigmas are added to the grid)
+    window_chunks: int = 3  # a training window: the first image and this many of the teacher's chunks
     ode_windows: int = 160
     ode_steps: int = 400
     ode_minutes: float = 20.0
@@ -160,7 +161,9 @@ class Windows:
         self.vae, self.window, self.dev = vae, window, dev
         f = self.frames.shape[1]
         if f < window:
-            raise SystemExit(f"worldwalk train: the clips have {f} frames, fewer than the {window}-frame window")
+            raise SystemExit(f"worldwalk train: the clips have {f} frames, fewer than the {window}-frame training "
+                             f"window; make longer clips (`--stage data --clip-frames {window}` or more) or pass a "
+                             "smaller --distill-window")
         self.index = [(i, s) for i in range(self.frames.shape[0]) for s in range(0, f - window + 1, hop)]
 
     def __len__(self) -> int:
@@ -330,9 +333,9 @@ def _lr(base: float, step: int, steps: int, progress_s: float, minutes: float, w
 
 
 def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: bool = True,  # noqa: ANN001
-            dev: TrainDevice | None = None, log=print, teacher_chunks: int = 3) -> Path:  # noqa: ANN001
+            dev: TrainDevice | None = None, log=print) -> Path:  # noqa: ANN001
     """Run (or resume) the three phases on windows of `clips` (a ClipCache) of the first image and
-    `teacher_chunks` teacher chunks; returns the folder of the exported student."""
+    `dcfg.window_chunks` teacher chunks; returns the folder of the exported student."""
     from worldwalk.runtime.worlds.bundled_vae import FrameVAEStream
     from worldwalk.runtime.worlds.bundled_world import load_weights
 
@@ -341,7 +344,7 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     cfg, vae, teacher = load_weights(teacher_file.parent)
     teacher = teacher.to(dev.device).eval().requires_grad_(False)
     scfg = student_config(cfg, dcfg)
-    n_latents = 1 + cfg.chunk_latents * teacher_chunks
+    n_latents = 1 + cfg.chunk_latents * dcfg.window_chunks
     stride = cfg.stride
     data = Windows(clips, FrameVAEStream(vae.to(dev.device).eval()), 1 + stride * (n_latents - 1),
                    stride * cfg.chunk_latents, dev)
