@@ -24,7 +24,9 @@ its true area and the IoU of the two masks at 2, 4 and 6 s of the walk toward it
 start (the spawn point, then 10 units to either side, facing it); ghosting, from the same starts a
 360-degree turn in place, the share of the frame blue in the model's frames where the truth has no
 blue, over the frames turned 90 degrees or more away, and the share of those frames with any ghost
-(more than 0.1% of the frame).
+(more than 0.1% of the frame). Beside the landmark goal, the same walks with the cache written from the
+truth's latents (truth_context.py), throughout and until 4 s: what the model draws one step ahead of the truth,
+against what it keeps building on its own chunks.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ GHOST_MIN = 0.001  # a frame ghosts when more than this share of it is blue wher
 PATH_TIMES = (1.0, 5.0)
 PATH_SECONDS = 6.25  # every scripted path that returns is back at its start and at rest for 4 frames by then
 RETURN_FRAMES = 5  # the memory score: mean over the return frame and the 4 after it
+TRUTH_UNTIL = 4.0  # s: the landmark walk with the cache from the truth until then, the model's own after
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -249,6 +252,7 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
     {"area": {"2s": ...}, "iou": {...}, "ghost share": {"model": ..., "frozen first frame": ...},
     "ghost frames": {...}, "starts": 3}."""
     from .scripted import LANDMARK_STARTS, landmark_ahead, scripted_path, start_poses
+    from .truth_context import truth_context_frames
 
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
         (PATH_SECONDS * spec.fps + 1 - spec.first_chunk_frames) / spec.frames_per_chunk)
@@ -259,16 +263,18 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
     iou: dict[str, list[float]] = {}
     ghost: dict[str, list[float]] = {}
     ghosted: dict[str, list[float]] = {}
+    context_area: dict[str, dict[str, list[float]]] = {}  # the cache from the truth's latents (truth_context.py)
+    context_iou: dict[str, dict[str, list[float]]] = {}
     for j, start in enumerate(toward):
         path = scripted_path("toward-landmark", start, n_frames, wcfg)
         truth = ref.render_many(path.poses, K)
         gen, _ = generate(world, truth[0], path.poses, K, seed=j)
-        for t in LANDMARK_TIMES:
-            for i in gm.window(t, spec.fps, len(gen)):
-                scores = gm.mask_scores(gen[i], truth[i])
-                if scores is not None:
-                    area.setdefault(f"{t:g}s", []).append(scores[0])
-                    iou.setdefault(f"{t:g}s", []).append(scores[1])
+        _mask_scores(gen, truth, spec.fps, area, iou)
+        for row, until in (("throughout", n_frames),
+                           (f"until {TRUTH_UNTIL:g} s, then its own", TRUTH_UNTIL * spec.fps)):
+            chunks = math.ceil(until / spec.frames_per_chunk)
+            forced = truth_context_frames(world, truth, path.poses, K, j, chunks)
+            _mask_scores(forced, truth, spec.fps, context_area.setdefault(row, {}), context_iou.setdefault(row, {}))
         turn = scripted_path("turn-360", start, n_frames, wcfg)
         truth = ref.render_many(turn.poses, K)
         gen, _ = generate(world, truth[0], turn.poses, K, seed=j)
@@ -284,7 +290,20 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
     return {"area": {k: float(np.mean(v)) for k, v in area.items()},
             "iou": {k: float(np.mean(v)) for k, v in iou.items()},
             "ghost share": {k: float(np.mean(v)) for k, v in ghost.items()},
-            "ghost frames": {k: float(np.mean(v)) for k, v in ghosted.items()}, "starts": n_starts}
+            "ghost frames": {k: float(np.mean(v)) for k, v in ghosted.items()}, "starts": n_starts,
+            "context": {row: {"area": {k: float(np.mean(v)) for k, v in context_area[row].items()},
+                              "iou": {k: float(np.mean(v)) for k, v in context_iou[row].items()}}
+                        for row in context_area}}
+
+
+def _mask_scores(frames: np.ndarray, truth: np.ndarray, fps: float, area: dict, iou: dict) -> None:
+    """Append the block's area ratio and IoU of frames against truth near each of LANDMARK_TIMES."""
+    for t in LANDMARK_TIMES:
+        for i in gm.window(t, fps, len(frames)):
+            scores = gm.mask_scores(frames[i], truth[i])
+            if scores is not None:
+                area.setdefault(f"{t:g}s", []).append(scores[0])
+                iou.setdefault(f"{t:g}s", []).append(scores[1])
 
 
 def _print_goals(detail: dict, landmark: dict) -> None:
@@ -299,6 +318,10 @@ def _print_goals(detail: dict, landmark: dict) -> None:
             k = f"{t:g}s"
             a, u = landmark["area"].get(k, math.nan), landmark["iou"].get(k, math.nan)
             print(f"  {t:g} s: area {a:.3f}, IoU {u:.3f}")
+        for row, scores in landmark.get("context", {}).items():
+            cells = ", ".join(f"{t:g} s {scores['area'].get(f'{t:g}s', math.nan):.3f} / "
+                              f"{scores['iou'].get(f'{t:g}s', math.nan):.3f}" for t in LANDMARK_TIMES)
+            print(f"  the cache from the true latents {row}, area / IoU: {cells}")
         g, f = landmark["ghost share"], landmark["ghost frames"]
         print("turned >= 90 deg away from the block (goal: no blue where the truth has none): share of the frame "
               f"blue there {g['model']:.4f} (frozen frame {g['frozen first frame']:.4f}); frames with a ghost "
