@@ -142,6 +142,30 @@ def test_a_teacher_in_the_students_chunks_skips_the_ode_phases_and_trains_on_lon
     assert any(not torch.equal(student[k], teacher[k]) for k in teacher), "the dmd phase did not move the student"
 
 
+def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_thread):
+    """`--distill-ema`: the export is the student's weights' moving average, kept in the checkpoint."""
+    _tiny(tmp_path, chunk_latents=1)
+    teacher = load_weights(tmp_path)[2].state_dict()
+    dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=2, fake_ratio=1, ema=0.5)
+    folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    tensors, _ = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
+    exported = load_weights(folder)[2].state_dict()
+    w = 1 - min(0.5, 2 / 11)  # one student update: the average's decay is still ramping up
+    moved = [k for k in teacher if not torch.equal(tensors[f"student.{k}"], teacher[k])]
+    assert moved, "the dmd phase did not move the student"
+    for k in moved:
+        torch.testing.assert_close(exported[k], teacher[k] + w * (tensors[f"student.{k}"] - teacher[k]))
+        torch.testing.assert_close(tensors[f"student_avg.{k}"], exported[k])
+
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4}), ClipCache(tmp_path / "clips"), tmp_path,
+            tmp_path / WORLD_FILE, log=lambda m: None)
+    after, _ = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
+    w = 1 - min(0.5, 3 / 12)  # the second update, from the average the checkpoint kept
+    for k in moved:
+        torch.testing.assert_close(after[f"student_avg.{k}"], tensors[f"student_avg.{k}"] +
+                                   w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]))
+
+
 CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py
 
 

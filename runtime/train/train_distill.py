@@ -76,6 +76,7 @@ class DistillConfig:
     fake_lr: float = 1e-4
     fake_ratio: int = 2  # fake-score updates per student update (a rollout each)
     gan_weight: float = 0.0  # latent discriminator against the true renders' latents (0: off)
+    ema: float = 0.0  # export a moving average of the student's weights with this decay (0: the student itself)
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
     seed: int = 0
@@ -272,7 +273,8 @@ class _Phase:
 
     def __init__(self, path: Path, kind: str, modules: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
                  rng: np.random.Generator, dev: TrainDevice, optional: tuple[str, ...] = ()) -> None:
-        """`modules` and `opts` share their names; a name in `optional` may be missing from the file."""
+        """`opts` are named as the `modules` they train (a module may have none); a name in `optional` may be
+        missing from the file."""
         self.path, self.kind, self.modules, self.opts, self.rng, self.dev = path, kind, modules, opts, rng, dev
         self.optional = optional
         self.step, self.spent = 0, 0.0
@@ -287,10 +289,11 @@ class _Phase:
             return False
         tensors, meta = load_state(self.path, self.kind)
         for name, m in self.modules.items():
-            if name in self.optional and name not in meta["opt"]:
-                continue  # switched on after the run that wrote the file (the critic): it starts new
+            if name in self.optional and not any(k.startswith(f"{name}.") for k in tensors):
+                continue  # switched on after the run that wrote the file (the critic, the average): it starts new
             m.load_state_dict(_strip(tensors, f"{name}."))
-            unpack_optimizer(self.opts[name], tensors, meta["opt"][name], prefix=f"opt_{name}.")
+            if name in self.opts:  # a module without an optimiser (the student's average) has only weights
+                unpack_optimizer(self.opts[name], tensors, meta["opt"][name], prefix=f"opt_{name}.")
         self.step, self.spent = int(meta["step"]), float(meta.get("seconds", 0.0))
         self.rng.bit_generator.state = meta["rng"]
         torch.set_rng_state(tensors["torch_rng"])
@@ -451,7 +454,12 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     opts = {"student": opt_s, "fake": opt_f}
     if dcfg.gan_weight > 0:
         modules["critic"], opts["critic"] = critic, opt_c
-    ph = _Phase(dmd_file, "distill-dmd", modules, opts, rng, dev, optional=("critic",))
+    average = None  # the student's weights' moving average, what is exported when on
+    if dcfg.ema > 0:
+        average = SanaWMStreamingTransformer(scfg.transformer).to(dev.device).requires_grad_(False)
+        average.load_state_dict(student.state_dict())
+        modules["student_avg"] = average
+    ph = _Phase(dmd_file, "distill-dmd", modules, opts, rng, dev, optional=("critic", "student_avg"))
     if resume and ph.load():
         log(f"distill dmd: resumed at step {ph.step}")
     gen = dev.generator(dcfg.seed + 1000 + ph.step)
@@ -494,6 +502,9 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt_s.step()
+            if average is not None:  # the decay ramps up over the first updates, as the world stage's does
+                n = 1 + ph.step // (dcfg.fake_ratio + 1)
+                _lerp_weights(average, student, 1 - min(dcfg.ema, (1 + n) / (10 + n)))
         # the fake score learns the student's distribution by flow matching on its rollouts (teacher chunking)
         zd = z.detach()
         sig_f = torch.from_numpy(rng.uniform(0.02, 1.0, (t_chunks, 1))).float().to(zd.device)
@@ -519,11 +530,22 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
                 f" ({ph.seconds() / 60:.1f} min)")
         if ph.due(dcfg.ckpt_minutes):
             ph.save({"cfg": _jsonable(dcfg)})
-            _export(student, scfg, work, "dmd", ph.step)
+            _export(average or student, scfg, work, "dmd", ph.step)
     ph.save({"cfg": _jsonable(dcfg)})
-    folder = _export(student, scfg, work, "dmd", ph.step)
+    folder = _export(average or student, scfg, work, "dmd", ph.step)
     log(f"distill dmd: done at step {ph.step}; the student is in {folder}")
     return folder
+
+
+@torch.no_grad()
+def _lerp_weights(average: nn.Module, model: nn.Module, weight: float) -> None:
+    """Move `average`'s floating-point weights toward `model`'s by `weight`; copy its other buffers."""
+    own = model.state_dict()
+    for k, v in average.state_dict().items():
+        if v.is_floating_point():
+            v.lerp_(own[k], weight)
+        else:
+            v.copy_(own[k])
 
 
 def _jsonable(dcfg: DistillConfig) -> dict:
