@@ -166,6 +166,23 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
                                    w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]))
 
 
+def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):
+    from tests.conftest import gl_or_skip
+    from worldwalk.runtime.cli.main import main
+
+    _tiny(tmp_path, chunk_latents=1)
+    out = tmp_path / "out"
+    argv = ["train", "--work", str(tmp_path), "--stage", "ship", "--ship-distilled", "--out", str(out)]
+    with pytest.raises(SystemExit, match="--stage distill"):
+        main(argv)  # no student yet: the error says what to run
+    dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=2, fake_ratio=1)
+    folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    assert gl_or_skip(lambda: main(argv)) == 0  # the ship stage renders the start frame
+    assert (out / WORLD_FILE).read_bytes() == (folder / WORLD_FILE).read_bytes()
+    assert (out / WORLD_FILE).read_bytes() != (tmp_path / WORLD_FILE).read_bytes()
+    assert BundledWorld(out).spec.frames_per_chunk == 4
+
+
 CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py
 
 

@@ -11,7 +11,7 @@ Stages, in order (each resumes from its checkpoint in --work unless --no-resume)
            change) on true latents and on the world model's own latents along training windows, with a patch
            critic against the true frames and their edge energy matched (--decoder-adv, --decoder-detail)
   ship     copy the weights and the start frame to --out (default: the package's weights/ folder);
-           the teacher-forced world model unless --ship-rollout
+           the teacher-forced world model unless --ship-rollout or --ship-distilled (the distill stage's student)
 
 and, run on its own (`--stage distill`, not part of `all` until a distilled model ships):
   distill  a few-step student with short chunks (`--distill-chunk` latent frames, 1 = 4 video frames) distilled
@@ -147,6 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ship-rollout", action="store_true",
                    help="ship the rollout-stage model (the shipped weights are the teacher-forced one: it "
                         "measured better at 1 s and 20 s, worse at 5 s)")
+    p.add_argument("--ship-distilled", action="store_true",
+                   help="ship the distill stage's student (<work>/distill/) as the world model")
     p.add_argument("--distill-chunk", type=int, default=1,
                    help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
@@ -371,12 +373,17 @@ def _run(args: argparse.Namespace) -> int:
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
             best = rollout_file if args.ship_rollout and rollout_file.exists() else world_file
+            if args.ship_distilled:
+                best = work / "distill" / WORLD_FILE
+                if not best.exists():
+                    raise SystemExit(f"worldwalk train: --ship-distilled ships {best}, which is not there: run "
+                                     "`--stage distill` in this work folder first")
             for src, dst in ((tuned_file if tuned_file.exists() else vae_file, VAE_FILE), (best, WORLD_FILE)):
                 with open_regular(work_file(src), follow_symlinks=False) as f, replaced(out / dst) as g:
                     shutil.copyfileobj(f, g)
             with replaced(out / START_FILE) as f:
                 np.save(f, np.ascontiguousarray(_start_frame(cfg)))
-            print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.name}), {START_FILE}")
+            print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.relative_to(work)}), {START_FILE}")
     return 0
 
 
