@@ -166,6 +166,22 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
                                    w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]))
 
 
+def test_the_regression_to_the_truth_changes_the_student_s_update(tmp_path, one_torch_thread):
+    """`--distill-regress`: the same run with the flow-matching loss on the true latents added moves the student
+    elsewhere, and logs that loss."""
+    students, logs = [], {0.0: [], 1.0: []}
+    for weight in logs:
+        work = tmp_path / f"w{weight:g}"
+        work.mkdir()
+        _tiny(work, chunk_latents=1)
+        dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=10, fake_ratio=1,
+                             regress_weight=weight)
+        folder = distill(dcfg, ClipCache(work / "clips"), work, work / WORLD_FILE, log=logs[weight].append)
+        students.append(load_weights(folder)[2].state_dict())
+    assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
+    assert any(" regress " in m for m in logs[1.0]) and not any(" regress " in m for m in logs[0.0])
+
+
 def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):
     from tests.conftest import gl_or_skip
     from worldwalk.runtime.cli.main import main

@@ -168,6 +168,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-ema", type=float, default=0.0,
                    help="distill: export a moving average of the student's weights with this decay (e.g. 0.95; "
                         "0: the student itself)")
+    p.add_argument("--distill-regress", type=float, default=0.0,
+                   help="distill: weight of the world stage's flow-matching loss on the window's true latents, "
+                        "added to the student's (keeps it to the truth where it can know; 0: off)")
     p.add_argument("--ckpt-minutes", type=float, default=4.0, help="distill: minutes between checkpoints")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: auto = cuda when torch sees a GPU, else cpu")
@@ -356,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
                                  ode_windows=args.ode_windows,
                                  ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
-                                 ema=args.distill_ema,
+                                 ema=args.distill_ema, regress_weight=args.distill_regress,
                                  ckpt_minutes=args.ckpt_minutes, seed=args.seed)
             distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
                     log=lambda m: print(m, flush=True))

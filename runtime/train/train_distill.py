@@ -77,6 +77,7 @@ class DistillConfig:
     fake_ratio: int = 2  # fake-score updates per student update (a rollout each)
     gan_weight: float = 0.0  # latent discriminator against the true renders' latents (0: off)
     ema: float = 0.0  # export a moving average of the student's weights with this decay (0: the student itself)
+    regress_weight: float = 0.0  # the world stage's flow-matching loss on the window's true latents, added (0: off)
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
     seed: int = 0
@@ -494,6 +495,13 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
                 target = z.detach() - (fake_x0 - real) * weight
             loss = 0.5 * F.mse_loss(z[:, :, 1:], target[:, :, 1:])
             logs["dmd"] = loss.item()
+            if dcfg.regress_weight > 0:  # anchored to the truth: the same window teacher-forced (slightly noised)
+                true = data.latents(i, n_latents)  # (1, C, n_latents, h, w)
+                sig_r = torch.from_numpy(rng.uniform(0.02, 1.0, (s_chunks, 1))).float().to(true.device)
+                r_loss = world_loss(student, sampler, true, s_cams, sig_r, text, mask, dcfg.chunk_latents, dev,
+                                    context_noise=0.1)
+                loss = loss + dcfg.regress_weight * r_loss
+                logs["regress"] = r_loss.item()
             if dcfg.gan_weight > 0:
                 g_loss = -critic(z[:, :, 1:]).mean()
                 loss = loss + dcfg.gan_weight * g_loss
