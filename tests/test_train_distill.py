@@ -146,7 +146,8 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
     """`--distill-ema`: the export is the student's weights' moving average, kept in the checkpoint."""
     _tiny(tmp_path, chunk_latents=1)
     teacher = load_weights(tmp_path)[2].state_dict()
-    dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=2, fake_ratio=1, ema=0.5)
+    dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=2, fake_ratio=1, ema=0.5,
+                         lr=1e-3)  # steps large enough that an average restarted from the teacher shows
     folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
     tensors, _ = load_state(tmp_path / "distill_dmd_ckpt.safetensors", "distill-dmd")
     exported = load_weights(folder)[2].state_dict()
@@ -163,13 +164,13 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
     w = 1 - min(0.5, 3 / 12)  # the second update, from the average the checkpoint kept
     for k in moved:
         torch.testing.assert_close(after[f"student_avg.{k}"], tensors[f"student_avg.{k}"] +
-                                   w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]))
+                                   w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]), rtol=0, atol=1e-6)
 
 
 def test_the_regression_to_the_truth_changes_the_student_s_update(tmp_path, one_torch_thread):
-    """`--distill-regress`: the same run with the flow-matching loss on the true latents added moves the student
-    elsewhere, and logs that loss."""
-    students, logs = [], {0.0: [], 1.0: []}
+    """`--distill-regress`: the flow-matching loss on the true latents is logged and moves the student: the same
+    run at two weights of it (the same random draws) ends elsewhere."""
+    students, logs = [], {0.0: [], 1.0: [], 3.0: []}
     for weight in logs:
         work = tmp_path / f"w{weight:g}"
         work.mkdir()
@@ -178,7 +179,7 @@ def test_the_regression_to_the_truth_changes_the_student_s_update(tmp_path, one_
                              regress_weight=weight)
         folder = distill(dcfg, ClipCache(work / "clips"), work, work / WORLD_FILE, log=logs[weight].append)
         students.append(load_weights(folder)[2].state_dict())
-    assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
+    assert any(not torch.equal(students[1][k], students[2][k]) for k in students[1])
     assert any(" regress " in m for m in logs[1.0]) and not any(" regress " in m for m in logs[0.0])
 
 
