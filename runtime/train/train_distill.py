@@ -55,7 +55,7 @@ from worldwalk.runtime.worlds.bundled_world import (
 
 from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
-from .train_world import TrainWorldConfig, _cameras, _strip, export_world, world_loss
+from .train_world import TrainWorldConfig, _cameras, _strip, export_world, move_average, ramped_decay, world_loss
 
 __all__ = ["DistillConfig", "distill", "student_config"]
 
@@ -512,7 +512,7 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
             opt_s.step()
             if average is not None:  # the decay ramps up over the first updates, as the world stage's does
                 n = 1 + ph.step // (dcfg.fake_ratio + 1)
-                _lerp_weights(average, student, 1 - min(dcfg.ema, (1 + n) / (10 + n)))
+                move_average(average.state_dict(), student.state_dict(), ramped_decay(dcfg.ema, n))
         # the fake score learns the student's distribution by flow matching on its rollouts (teacher chunking)
         zd = z.detach()
         sig_f = torch.from_numpy(rng.uniform(0.02, 1.0, (t_chunks, 1))).float().to(zd.device)
@@ -543,17 +543,6 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     folder = _export(average or student, scfg, work, "dmd", ph.step)
     log(f"distill dmd: done at step {ph.step}; the student is in {folder}")
     return folder
-
-
-@torch.no_grad()
-def _lerp_weights(average: nn.Module, model: nn.Module, weight: float) -> None:
-    """Move `average`'s floating-point weights toward `model`'s by `weight`; copy its other buffers."""
-    own = model.state_dict()
-    for k, v in average.state_dict().items():
-        if v.is_floating_point():
-            v.lerp_(own[k], weight)
-        else:
-            v.copy_(own[k])
 
 
 def _jsonable(dcfg: DistillConfig) -> dict:

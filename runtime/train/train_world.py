@@ -197,18 +197,28 @@ class WeightAverage:
         self.avg = {k: (state[k] if state and k in state else v).detach().clone().to(v.device)
                     for k, v in own.items()}
 
-    @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in self.model.state_dict().items():
-            if v.is_floating_point():
-                self.avg[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                self.avg[k].copy_(v)
+        move_average(self.avg, self.model.state_dict(), ramped_decay(self.decay, self.updates))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.avg.items()}
+
+
+def ramped_decay(decay: float, updates: int) -> float:
+    """A moving average's decay at its `updates`-th update: (1 + n) / (10 + n) until that reaches `decay`."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+@torch.no_grad()
+def move_average(avg: dict[str, torch.Tensor], own: dict[str, torch.Tensor], decay: float) -> None:
+    """One update of a weights' moving average `avg` (in place) toward a model's state `own`: floating-point
+    weights by `decay`, other buffers copied."""
+    for k, v in own.items():
+        if v.is_floating_point():
+            avg[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+        else:
+            avg[k].copy_(v)
 
 
 def train_world(tcfg: TrainWorldConfig, data: dict[str, np.ndarray], work: Path, out: Path, cfg: BundledConfig,

@@ -16,7 +16,7 @@ import torch
 
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
 from worldwalk.runtime.sana_wm.vae import to_uint8
-from worldwalk.runtime.worlds.bundled_world import BundledWorld, empty_text
+from worldwalk.runtime.worlds.bundled_world import BundledWorld, chunk_latent_indices, empty_text
 
 from .train_world import TrainWorldConfig, _cameras
 
@@ -42,11 +42,11 @@ def truth_context_frames(world: BundledWorld, truth: np.ndarray, poses: np.ndarr
     h, w = true_z.shape[3:]
     out, state = [], None
     for k in range(m):
-        lo, hi = (0, 1 + L) if k == 0 else (1 + L * k, 1 + L * (k + 1))
+        idx = chunk_latent_indices(k, L)
         # 2. the model denoises chunk k reading the cache
         z = stream.denoise(cams[k], (1, true_z.shape[1], L, h, w), true_z[:, :, :1] if k == 0 else None)
         # 3. the cache is written from the truth's latents of the chunk, or from the model's own
-        stream.commit(true_z[:, :, lo:hi] if k < truth_chunks else z, cams[k])
+        stream.commit(true_z[:, :, idx[0] : idx[-1] + 1] if k < truth_chunks else z, cams[k])
         # 4. decoded as a session decodes it
         pixels, state = world.vae.decode_chunk(z, state)
         out.append(to_uint8(pixels))
