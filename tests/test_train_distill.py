@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
 from worldwalk.runtime.sana_wm.rollout import LatentRollout
@@ -15,7 +16,14 @@ from worldwalk.runtime.sana_wm.sampler import FlowSampler
 from worldwalk.runtime.sana_wm.transformer import SanaWMStreamingTransformer
 from worldwalk.runtime.train.state_file import load_state
 from worldwalk.runtime.train.train_device import TrainDevice
-from worldwalk.runtime.train.train_distill import DistillConfig, Windows, distill, student_config, student_rollout
+from worldwalk.runtime.train.train_distill import (
+    DistillConfig,
+    Windows,
+    distill,
+    kept_world,
+    student_config,
+    student_rollout,
+)
 from worldwalk.runtime.train.train_vae import export_vae
 from worldwalk.runtime.train.train_world import export_world
 from worldwalk.runtime.train.walks import ClipCache, WalkConfig, random_walk
@@ -198,6 +206,28 @@ def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):
     assert (out / WORLD_FILE).read_bytes() == (folder / WORLD_FILE).read_bytes()
     assert (out / WORLD_FILE).read_bytes() != (tmp_path / WORLD_FILE).read_bytes()
     assert BundledWorld(out).spec.frames_per_chunk == 4
+
+
+def test_ship_step_ships_a_kept_student(tmp_path, one_torch_thread):
+    from tests.conftest import gl_or_skip
+    from worldwalk.runtime.cli.main import main
+
+    _tiny(tmp_path, chunk_latents=1)
+    out = tmp_path / "out"
+    argv = ["train", "--work", str(tmp_path), "--stage", "ship", "--ship-distilled", "--out", str(out), "--ship-step"]
+    with pytest.raises(SystemExit, match="--distill-keep"):
+        main([*argv, "2"])  # nothing kept yet: the error says how to keep
+    dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=4, fake_ratio=1, keep_every=2)
+    folder = distill(dcfg, ClipCache(tmp_path / "clips"), tmp_path, tmp_path / WORLD_FILE, log=lambda m: None)
+    assert sorted(f.name for f in (folder / "steps").iterdir()) == ["world_000002.safetensors",
+                                                                    "world_000004.safetensors"]
+    last, kept = load_file(folder / WORLD_FILE), load_file(kept_world(tmp_path, 4))
+    assert all(torch.equal(last[k], kept[k]) for k in last)  # the last kept is the last export
+    with pytest.raises(SystemExit, match="the kept steps are 2, 4"):
+        main([*argv, "3"])
+    assert gl_or_skip(lambda: main([*argv, "2"])) == 0
+    assert (out / WORLD_FILE).read_bytes() == kept_world(tmp_path, 2).read_bytes()
+    assert (out / WORLD_FILE).read_bytes() != (folder / WORLD_FILE).read_bytes()  # a student update lies between
 
 
 CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py

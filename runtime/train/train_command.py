@@ -152,6 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "measured better at 1 s and 20 s, worse at 5 s)")
     p.add_argument("--ship-distilled", action="store_true",
                    help="ship the distill stage's student (<work>/distill/) as the world model")
+    p.add_argument("--ship-step", type=int, default=None,
+                   help="with --ship-distilled: ship the student kept at this dmd step (see --distill-keep) "
+                        "instead of the last export")
     p.add_argument("--distill-chunk", type=int, default=1,
                    help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
@@ -174,6 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-regress", type=float, default=0.0,
                    help="distill: weight of the world stage's flow-matching loss on the window's true latents, "
                         "added to the student's (keeps it to the truth where it can know; 0: off)")
+    p.add_argument("--distill-keep", type=int, default=0,
+                   help="distill: also keep the student every N dmd steps in <work>/distill/steps/, to score and "
+                        "ship one with --ship-step (0: only the last export)")
     p.add_argument("--ckpt-minutes", type=float, default=4.0, help="distill: minutes between checkpoints")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train: auto = cuda when torch sees a GPU, else cpu")
@@ -363,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
                                  ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
                                  ema=args.distill_ema, regress_weight=args.distill_regress,
-                                 ckpt_minutes=args.ckpt_minutes, seed=args.seed)
+                                 ckpt_minutes=args.ckpt_minutes, keep_every=args.distill_keep, seed=args.seed)
             distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
                     log=lambda m: print(m, flush=True))
         elif stage == "decoder":
@@ -379,11 +385,21 @@ def _run(args: argparse.Namespace) -> int:
         elif stage == "ship":
             out.mkdir(parents=True, exist_ok=True)
             best = rollout_file if args.ship_rollout and rollout_file.exists() else world_file
+            if args.ship_step is not None and not args.ship_distilled:
+                raise SystemExit("worldwalk train: --ship-step chooses among the distill stage's students: give "
+                                 "--ship-distilled with it")
             if args.ship_distilled:
-                best = work / "distill" / WORLD_FILE
-                if not best.exists():
+                from .train_distill import kept_world
+
+                best = work / "distill" / WORLD_FILE if args.ship_step is None else kept_world(work, args.ship_step)
+                if args.ship_step is None and not best.exists():
                     raise SystemExit(f"worldwalk train: --ship-distilled ships {best}, which is not there: run "
                                      "`--stage distill` in this work folder first")
+                if not best.exists():
+                    kept = sorted(int(f.stem.split("_")[1]) for f in best.parent.glob("world_*.safetensors"))
+                    raise SystemExit(f"worldwalk train: no student was kept at dmd step {args.ship_step}: " + (
+                        f"the kept steps are {', '.join(map(str, kept))}" if kept else
+                        "run `--stage distill` with --distill-keep N to keep one every N steps"))
             for src, dst in ((tuned_file if tuned_file.exists() else vae_file, VAE_FILE), (best, WORLD_FILE)):
                 with open_regular(work_file(src), follow_symlinks=False) as f, replaced(out / dst) as g:
                     shutil.copyfileobj(f, g)

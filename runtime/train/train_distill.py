@@ -57,7 +57,7 @@ from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
 from .train_world import TrainWorldConfig, _cameras, _strip, export_world, move_average, ramped_decay, world_loss
 
-__all__ = ["DistillConfig", "distill", "student_config"]
+__all__ = ["DistillConfig", "distill", "kept_world", "student_config"]
 
 
 @dataclass
@@ -80,6 +80,7 @@ class DistillConfig:
     regress_weight: float = 0.0  # the world stage's flow-matching loss on the window's true latents, added (0: off)
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
+    keep_every: int = 0  # also keep the exported student every N dmd steps in <work>/distill/steps/ (0: off)
     seed: int = 0
 
 
@@ -331,6 +332,11 @@ def _export(student: SanaWMStreamingTransformer, scfg: BundledConfig, work: Path
     return folder
 
 
+def kept_world(work: Path, step: int) -> Path:
+    """Where `keep_every` keeps the student exported at dmd step `step` (the world model only)."""
+    return work / "distill" / "steps" / f"world_{step:06d}.safetensors"
+
+
 def _lr(base: float, step: int, steps: int, progress_s: float, minutes: float, warmup: int = 20) -> float:
     progress = min(1.0, max(step / steps, progress_s / (minutes * 60)))
     return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -536,6 +542,9 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
         if ph.step % 10 == 0:
             log(f"distill dmd: step {ph.step} " + " ".join(f"{k} {v:.4f}" for k, v in ema.items()) +
                 f" ({ph.seconds() / 60:.1f} min)")
+        if dcfg.keep_every and ph.step % dcfg.keep_every == 0:  # the dmd phase swings: keep a history to choose from
+            kept_world(work, ph.step).parent.mkdir(parents=True, exist_ok=True)
+            export_world(average or student, kept_world(work, ph.step), scfg, {"step": ph.step, "stage": "distill-dmd"})
         if ph.due(dcfg.ckpt_minutes):
             ph.save({"cfg": _jsonable(dcfg)})
             _export(average or student, scfg, work, "dmd", ph.step)
