@@ -390,14 +390,14 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit("worldwalk train: --ship-step chooses among the distill stage's students: give "
                                  "--ship-distilled with it")
             if args.ship_distilled:
-                from .train_distill import kept_world
+                from .train_distill import kept_steps, kept_world
 
                 best = work / "distill" / WORLD_FILE if args.ship_step is None else kept_world(work, args.ship_step)
                 if args.ship_step is None and not best.exists():
                     raise SystemExit(f"worldwalk train: --ship-distilled ships {best}, which is not there: run "
                                      "`--stage distill` in this work folder first")
                 if not best.exists():
-                    kept = sorted(int(f.stem.split("_")[1]) for f in best.parent.glob("world_*.safetensors"))
+                    kept = kept_steps(work)
                     raise SystemExit(f"worldwalk train: no student was kept at dmd step {args.ship_step}: " + (
                         f"the kept steps are {', '.join(map(str, kept))}" if kept else
                         "run `--stage distill` with --distill-keep N to keep one every N steps"))

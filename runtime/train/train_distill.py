@@ -57,7 +57,7 @@ from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
 from .train_world import TrainWorldConfig, _cameras, _strip, export_world, move_average, ramped_decay, world_loss
 
-__all__ = ["DistillConfig", "distill", "kept_world", "student_config"]
+__all__ = ["DistillConfig", "distill", "kept_steps", "kept_world", "student_config"]
 
 
 @dataclass
@@ -335,6 +335,11 @@ def _export(student: SanaWMStreamingTransformer, scfg: BundledConfig, work: Path
 def kept_world(work: Path, step: int) -> Path:
     """Where `keep_every` keeps the student exported at dmd step `step` (the world model only)."""
     return work / "distill" / "steps" / f"world_{step:06d}.safetensors"
+
+
+def kept_steps(work: Path) -> list[int]:
+    """The dmd steps at which `keep_every` kept a student in `work`, in order."""
+    return sorted(int(f.stem.removeprefix("world_")) for f in kept_world(work, 0).parent.glob("world_*.safetensors"))
 
 
 def _lr(base: float, step: int, steps: int, progress_s: float, minutes: float, warmup: int = 20) -> float:
