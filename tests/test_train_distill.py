@@ -175,20 +175,22 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
                                    w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]), rtol=0, atol=1e-6)
 
 
-def test_the_regression_to_the_truth_changes_the_student_s_update(tmp_path, one_torch_thread):
-    """`--distill-regress`: the flow-matching loss on the true latents is logged and moves the student: the same
-    run at two weights of it (the same random draws) ends elsewhere."""
+@pytest.mark.parametrize(("option", "logged"), [("regress_weight", "regress"), ("rollout_weight", "rollout")])
+def test_an_anchor_to_the_truth_changes_the_student_s_update(tmp_path, one_torch_thread, option, logged):
+    """`--distill-regress` (the flow-matching loss on the true latents) and `--distill-rollout` (the student's
+    rollout against them): each is logged and moves the student: the same run at two weights of it (the same
+    random draws) ends elsewhere."""
     students, logs = [], {0.0: [], 1.0: [], 3.0: []}
     for weight in logs:
         work = tmp_path / f"w{weight:g}"
         work.mkdir()
         _tiny(work, chunk_latents=1)
         dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=10, fake_ratio=1,
-                             regress_weight=weight)
+                             **{option: weight})
         folder = distill(dcfg, ClipCache(work / "clips"), work, work / WORLD_FILE, log=logs[weight].append)
         students.append(load_weights(folder)[2].state_dict())
     assert any(not torch.equal(students[1][k], students[2][k]) for k in students[1])
-    assert any(" regress " in m for m in logs[1.0]) and not any(" regress " in m for m in logs[0.0])
+    assert any(f" {logged} " in m for m in logs[1.0]) and not any(f" {logged} " in m for m in logs[0.0])
 
 
 def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):

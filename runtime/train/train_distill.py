@@ -16,7 +16,10 @@ view. This stage follows the same recipe at the bundled model's size, in three r
    by the teacher (the "real" score) and by a fake score (a copy of the teacher, trained beside the student by
    flow matching on the student's rollouts). The student moves along (fake - real), normalised as DMD does.
    With `gan_weight` > 0 a small latent discriminator also pushes the student's latents toward the true
-   latents of the reference world's renders (hinge loss).
+   latents of the reference world's renders (hinge loss). Two anchors hold the student to the truth where
+   it can know: `regress_weight` adds the world stage's flow-matching loss on the window's true latents
+   (teacher-forced), `rollout_weight` the distance of its own rollout to them (what a free run drifts from,
+   such as a landmark left behind when the camera turns away).
 
 The student is the teacher's transformer with `chunk_latents` latent frames a chunk (1: 4 video frames at
 the VAE's temporal stride 4, 250 ms at 16 fps; the first chunk is the first image and 1 latent frame) and
@@ -78,6 +81,7 @@ class DistillConfig:
     gan_weight: float = 0.0  # latent discriminator against the true renders' latents (0: off)
     ema: float = 0.0  # export a moving average of the student's weights with this decay (0: the student itself)
     regress_weight: float = 0.0  # the world stage's flow-matching loss on the window's true latents, added (0: off)
+    rollout_weight: float = 0.0  # the student's own rollout against the window's true latents (MSE), added (0: off)
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
     keep_every: int = 0  # also keep the exported student every N dmd steps in <work>/distill/steps/ (0: off)
@@ -506,8 +510,13 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
                 target = z.detach() - (fake_x0 - real) * weight
             loss = 0.5 * F.mse_loss(z[:, :, 1:], target[:, :, 1:])
             logs["dmd"] = loss.item()
-            if dcfg.regress_weight > 0:  # anchored to the truth: the same window teacher-forced (slightly noised)
+            if dcfg.regress_weight > 0 or dcfg.rollout_weight > 0:
                 true = data.latents(i, n_latents)  # (1, C, n_latents, h, w)
+            if dcfg.rollout_weight > 0:  # its own rollout held to the truth: what a free run must still get right
+                o_loss = F.mse_loss(z[:, :, 1:], true[:, :, 1:])
+                loss = loss + dcfg.rollout_weight * o_loss
+                logs["rollout"] = o_loss.item()
+            if dcfg.regress_weight > 0:  # anchored to the truth: the same window teacher-forced (slightly noised)
                 sig_r = torch.from_numpy(rng.uniform(0.02, 1.0, (s_chunks, 1))).float().to(true.device)
                 r_loss = world_loss(student, sampler, true, s_cams, sig_r, text, mask, dcfg.chunk_latents, dev,
                                     context_noise=0.1)
