@@ -24,7 +24,8 @@ its true area and the IoU of the two masks at 2, 4 and 6 s of the walk toward it
 start (the spawn point, then 10 units to either side, facing it); ghosting, from the same starts a
 360-degree turn in place, the share of the frame blue in the model's frames where the truth has no
 blue, over the frames turned 90 degrees or more away, and the share of those frames with any ghost
-(more than 0.1% of the frame). Beside the landmark goal, the same walks with the cache written from the
+(more than 0.1% of the frame), and the same count from six more starts (GHOST_SIDES), where a ghost the
+three starts miss shows. Beside the landmark goal, the same walks with the cache written from the
 truth's latents (truth_context.py), throughout and until 4 s: what the model draws one step ahead of the truth,
 against what it keeps building on its own chunks.
 """
@@ -250,8 +251,8 @@ def _scripted(world, ref, names: list[str], args: argparse.Namespace, spec, wcfg
 def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path | None) -> dict:  # noqa: ANN001
     """The landmark and ghosting goals from the three landmark starts (module doc):
     {"area": {"2s": ...}, "iou": {...}, "ghost share": {"model": ..., "frozen first frame": ...},
-    "ghost frames": {...}, "starts": 3}."""
-    from .scripted import LANDMARK_STARTS, landmark_ahead, scripted_path, start_poses
+    "ghost frames": {...}, "starts": 3, "ghost frames, more starts": {"sides": ..., "frames": n, "ghosted": k}}."""
+    from .scripted import GHOST_SIDES, LANDMARK_STARTS, landmark_ahead, scripted_path, start_poses
     from .truth_context import truth_context_frames
 
     n_frames = spec.first_chunk_frames + spec.frames_per_chunk * math.ceil(
@@ -275,25 +276,51 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
             chunks = math.ceil(until / spec.frames_per_chunk)
             forced = truth_context_frames(world, truth, path.poses, K, j, chunks)
             _mask_scores(forced, truth, spec.fps, context_area.setdefault(row, {}), context_iou.setdefault(row, {}))
-        turn = scripted_path("turn-360", start, n_frames, wcfg)
-        truth = ref.render_many(turn.poses, K)
-        gen, _ = generate(world, truth[0], turn.poses, K, seed=j)
-        away = np.flatnonzero(gm.turned_away(turn.poses[: len(gen)], 90.0))
+        gen, truth, away = _turn_away(world, ref, start, n_frames, K, j, wcfg)
         for row, frames in (("model", gen), ("frozen first frame", np.broadcast_to(truth[0], truth.shape))):
-            shares = [gm.ghost_share(frames[i], truth[i]) for i in away]
+            shares = np.array([gm.ghost_share(frames[i], truth[i]) for i in away])
             ghost.setdefault(row, []).append(float(np.mean(shares)))
-            ghosted.setdefault(row, []).append(float(np.mean([s > GHOST_MIN for s in shares])))
+            ghosted.setdefault(row, []).append(float(np.mean(shares > GHOST_MIN)))
         if save is not None and j == 0:
             _strips(save, {"truth": truth, "model": gen}, spec.fps, (0, 1, 1.5, 2, 3, 4, 4.5, 5, 6),
                     "strip_turn-away.png")
+    ghosted, turned = ghosts_from(world, ref, GHOST_SIDES, n_frames, wcfg)  # a ghost the three starts miss
     print("landmark goals: done", flush=True)
     return {"area": {k: float(np.mean(v)) for k, v in area.items()},
             "iou": {k: float(np.mean(v)) for k, v in iou.items()},
             "ghost share": {k: float(np.mean(v)) for k, v in ghost.items()},
             "ghost frames": {k: float(np.mean(v)) for k, v in ghosted.items()}, "starts": n_starts,
+            "ghost frames, more starts": {"sides": list(GHOST_SIDES), "frames": turned, "ghosted": ghosted},
             "context": {row: {"area": {k: float(np.mean(v)) for k, v in context_area[row].items()},
                               "iou": {k: float(np.mean(v)) for k, v in context_iou[row].items()}}
                         for row in context_area}}
+
+
+def ghosts_from(world, ref, sides: tuple[float, ...], n_frames: int, wcfg) -> tuple[int, int]:  # noqa: ANN001
+    """`turn-360` from `sides` units across the line of sight to the landmark, facing it (seeds 300 on):
+    (frames turned 90 degrees or more away that ghost, frames turned that far)."""
+    from .scripted import facing_landmark, landmark_ahead
+
+    K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
+    ghosted = turned = 0
+    for j, side in enumerate(sides):
+        start = facing_landmark(side, landmark_ahead(wcfg.world_seed))
+        gen, truth, away = _turn_away(world, ref, start, n_frames, K, 300 + j, wcfg)
+        ghosted += sum(gm.ghost_share(gen[i], truth[i]) > GHOST_MIN for i in away)
+        turned += len(away)
+    return int(ghosted), turned
+
+
+def _turn_away(world, ref, start: np.ndarray, n_frames: int, K: np.ndarray, seed: int, wcfg  # noqa: ANN001
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`turn-360` in place from `start`: (the model's frames, the truth's, indices of the frames turned 90
+    degrees or more away from where it started)."""
+    from .scripted import scripted_path
+
+    turn = scripted_path("turn-360", start, n_frames, wcfg)
+    truth = ref.render_many(turn.poses, K)
+    gen, _ = generate(world, truth[0], turn.poses, K, seed=seed)
+    return gen, truth, np.flatnonzero(gm.turned_away(turn.poses[: len(gen)], 90.0))
 
 
 def _mask_scores(frames: np.ndarray, truth: np.ndarray, fps: float, area: dict, iou: dict) -> None:
@@ -326,6 +353,9 @@ def _print_goals(detail: dict, landmark: dict) -> None:
         print("turned >= 90 deg away from the block (goal: no blue where the truth has none): share of the frame "
               f"blue there {g['model']:.4f} (frozen frame {g['frozen first frame']:.4f}); frames with a ghost "
               f"{f['model']:.2f} (frozen frame {f['frozen first frame']:.2f})")
+        m = landmark["ghost frames, more starts"]
+        print(f"  the same turn from {len(m['sides'])} more starts ({', '.join(f'{x:g}' for x in m['sides'])} units "
+              f"across the line of sight; not the goal's): frames with a ghost {m['ghosted']} of {m['frames']}")
 
 
 def _print_scripted(scripted: dict, starts: int) -> None:

@@ -27,11 +27,13 @@ from worldwalk.controls import InputState, PoseIntegrator, rot_y
 
 from .walks import WalkConfig, random_walk
 
-__all__ = ["LANDMARK_STARTS", "PATHS", "ScriptedPath", "landmark_ahead", "landmark_starts", "scripted_path",
-           "start_poses"]
+__all__ = ["GHOST_SIDES", "LANDMARK_STARTS", "PATHS", "ScriptedPath", "facing_landmark", "landmark_ahead",
+           "landmark_starts", "scripted_path", "start_poses"]
 
 PATHS = ("out-and-back", "strafe-right-left", "turn-360", "look-up-down", "toward-landmark")
 LANDMARK_STARTS = 3  # the eval's landmark goals walk at the block from this many starts
+GHOST_SIDES = (8.0, -8.0, 12.0, -12.0, 14.0, -14.0)  # more starts the eval turns from (units across the line of
+# sight, facing the block; beside the landmark starts at 0 and 10, which approach clips keep 4 units away from)
 
 
 @dataclass
@@ -87,17 +89,20 @@ def start_poses(n: int, seed: int, landmark_xz: tuple[float, float], cfg: WalkCo
     The first start is the spawn point (identity) for both lists."""
     cfg = cfg or WalkConfig()
     starts = [np.eye(4)] + [random_walk(1, seed * 7919 + j, cfg)[0] for j in range(1, n)]
-    toward = []
+    toward = [facing_landmark((0.0, 10.0, -10.0)[j % 3] * (1 + j // 3), landmark_xz) for j in range(n)]
+    return starts, toward
+
+
+def facing_landmark(side: float, landmark_xz: tuple[float, float]) -> np.ndarray:
+    """The pose `side` units across the spawn point's line of sight to the landmark (positive: to the right of
+    it looking from the spawn point), facing the landmark."""
     lx, lz = landmark_xz
     dist = math.hypot(lx, lz)
-    for j in range(n):
-        side = (0.0, 10.0, -10.0)[j % 3] * (1 + j // 3)
-        px, pz = (side * lz / dist, -side * lx / dist) if dist > 0 else (side, 0.0)  # across the line of sight
-        pose = np.eye(4)
-        pose[:3, :3] = rot_y(math.atan2(lx - px, lz - pz))
-        pose[0, 3], pose[2, 3] = px, pz
-        toward.append(pose)
-    return starts, toward
+    px, pz = (side * lz / dist, -side * lx / dist) if dist > 0 else (side, 0.0)
+    pose = np.eye(4)
+    pose[:3, :3] = rot_y(math.atan2(lx - px, lz - pz))
+    pose[0, 3], pose[2, 3] = px, pz
+    return pose
 
 
 def landmark_ahead(world_seed: int) -> tuple[float, float]:
