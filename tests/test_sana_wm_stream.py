@@ -193,8 +193,10 @@ def reference_velocity(m, x_all, t_all, cid, cam: CameraInputs, text, mask):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_cached_stream_equals_whole_history_recompute():
-    m = _model()
+@pytest.mark.parametrize(("kv_window", "sink"), [(2, True), (4, True), (3, False)])
+def test_cached_stream_equals_whole_history_recompute(kv_window, sink):
+    """The default window, a window the sink and two chunks do not fill before chunk 4, and one without a sink."""
+    m = _model(kv_window=kv_window, sink=sink)
     cams = _cameras(6)
     text = torch.randn(1, 6, m.cfg.caption_channels, generator=torch.Generator().manual_seed(3))
     mask = torch.ones(1, 6)

@@ -86,7 +86,7 @@ class SoftmaxCache:
             return kv, self.recent
         keep = window - 1 if sink else window
         recent = (*self.recent, kv)
-        return self.sink, recent[len(recent) - keep :] if keep > 0 else ()
+        return self.sink, recent[max(0, len(recent) - keep) :] if keep > 0 else ()
 
     def nbytes(self) -> int:
         return sum(kv.nbytes() for kv in self.context()) + _nbytes(self.ffn_tail)
