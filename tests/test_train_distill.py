@@ -231,6 +231,14 @@ def test_ship_step_ships_a_kept_student(tmp_path, one_torch_thread):
     assert (out / WORLD_FILE).read_bytes() == kept_world(tmp_path, 2).read_bytes()
     assert (out / WORLD_FILE).read_bytes() != (folder / WORLD_FILE).read_bytes()  # a student update lies between
 
+    # --ship-kv-window: the same weights, softmax blocks seeing the first chunk and the last 2 (trained with 1)
+    with pytest.raises(SystemExit):
+        main([*argv, "2", "--ship-kv-window", "0"])
+    assert gl_or_skip(lambda: main([*argv, "2", "--ship-kv-window", "3"])) == 0
+    shipped, kept = load_file(out / WORLD_FILE), load_file(kept_world(tmp_path, 2))
+    assert shipped.keys() == kept.keys() and all(torch.equal(shipped[k], kept[k]) for k in kept)
+    assert load_weights(tmp_path)[2].cfg.kv_window == 2 and load_weights(out)[2].cfg.kv_window == 3
+
 
 CUDA_TESTS_DEVICE = os.environ.get("WORLDWALK_CUDA_TESTS_DEVICE", "cuda")  # as in test_cuda.py
 

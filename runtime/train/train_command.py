@@ -156,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ship-step", type=int, default=None,
                    help="with --ship-distilled: ship the student kept at this dmd step (see --distill-keep) "
                         "instead of the last export")
+    p.add_argument("--ship-kv-window", type=_kv_window_arg, default=None, metavar="N",
+                   help="ship the world with its softmax blocks seeing the first chunk and the last N - 1 chunks "
+                        "(the attention window is the runtime's: the weights do not change; default: as trained)")
     p.add_argument("--distill-chunk", type=int, default=1,
                    help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
@@ -194,6 +197,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch threads (default: every core; on a machine busy with other work 1 is fastest, "
                         "as idle OpenMP threads spin)")
     p.set_defaults(func=run)
+
+
+def _kv_window_arg(text: str) -> int:
+    """`--ship-kv-window 3`: chunks a softmax block sees, the first one counted (1 or more)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of chunks, 1 or more (e.g. 3)")
+    return n
 
 
 def timesteps_arg(text: str) -> tuple[int, ...]:
@@ -408,10 +422,30 @@ def _run(args: argparse.Namespace) -> int:
             for src, dst in ((tuned_file if tuned_file.exists() else vae_file, VAE_FILE), (best, WORLD_FILE)):
                 with open_regular(work_file(src), follow_symlinks=False) as f, replaced(out / dst) as g:
                     shutil.copyfileobj(f, g)
+            if args.ship_kv_window is not None:
+                _set_kv_window(out / WORLD_FILE, args.ship_kv_window)
             with replaced(out / START_FILE) as f:
                 np.save(f, np.ascontiguousarray(_start_frame(cfg)))
             print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.relative_to(work)}), {START_FILE}")
     return 0
+
+
+def _set_kv_window(path: Path, kv_window: int) -> None:
+    """Rewrite a world weights file's config with `kv_window` (SanaWMConfig.kv_window); the weights as they are."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from worldwalk.runtime.sana_wm.config import SanaWMConfig
+
+    from .state_file import write_safetensors
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    cfg = SanaWMConfig.from_dict(json.loads(meta["config"]))
+    meta["config"] = json.dumps(dataclasses.replace(cfg, kv_window=kv_window).to_dict())
+    write_safetensors(path, load_file(str(path)), meta)
 
 
 def _world_samples(path: Path, clips: object, world_file: Path, args: argparse.Namespace, resume: bool,
