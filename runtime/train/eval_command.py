@@ -284,13 +284,13 @@ def _landmark_goals(world, ref, args: argparse.Namespace, spec, wcfg, save: Path
         if save is not None and j == 0:
             _strips(save, {"truth": truth, "model": gen}, spec.fps, (0, 1, 1.5, 2, 3, 4, 4.5, 5, 6),
                     "strip_turn-away.png")
-    ghosted, turned = ghosts_from(world, ref, GHOST_SIDES, n_frames, wcfg)  # a ghost the three starts miss
+    more, turned = ghosts_from(world, ref, GHOST_SIDES, n_frames, wcfg)  # a ghost the three starts miss
     print("landmark goals: done", flush=True)
     return {"area": {k: float(np.mean(v)) for k, v in area.items()},
             "iou": {k: float(np.mean(v)) for k, v in iou.items()},
             "ghost share": {k: float(np.mean(v)) for k, v in ghost.items()},
             "ghost frames": {k: float(np.mean(v)) for k, v in ghosted.items()}, "starts": n_starts,
-            "ghost frames, more starts": {"sides": list(GHOST_SIDES), "frames": turned, "ghosted": ghosted},
+            "ghost frames, more starts": {"sides": list(GHOST_SIDES), "frames": turned, "ghosted": more},
             "context": {row: {"area": {k: float(np.mean(v)) for k, v in context_area[row].items()},
                               "iou": {k: float(np.mean(v)) for k, v in context_iou[row].items()}}
                         for row in context_area}}

@@ -1,7 +1,10 @@
-"""The eval's ghost count from more starts (eval_command.ghosts_from) on the reference world's renders: a world
-that keeps its first frame ghosts in every frame turned away; the shipped weights are counted on the same frames."""
+"""The eval's landmark goals on the shipped weights and the reference world's renders: the eval reports them with
+the ghost count from more starts (eval_command.ghosts_from), where a world that keeps its first frame ghosts in
+every frame turned away."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -62,3 +65,17 @@ def test_a_frozen_world_ghosts_in_every_frame_turned_away_and_the_shipped_one_is
     assert turned == turned_again == 2 * 49  # 3 s of the 6.25 s turn are 90 degrees or more away
     assert frozen == turned  # the block stays in the frozen view, where the truth has none
     assert 0 <= shipped < turned // 2
+
+
+@pytest.mark.slow
+def test_the_eval_reports_the_landmark_goals_and_the_ghost_from_more_starts(tmp_path, one_torch_thread, capsys):
+    from worldwalk.runtime.cli.main import main
+
+    assert gl_or_skip(lambda: main(["eval", "--walks", "1", "--seconds", "1.5", "--paths", "toward-landmark",
+                                    "--starts", "1", "--threads", "1", "--save", str(tmp_path)])) == 0
+    landmark = json.loads((tmp_path / "eval.json").read_text())["landmark"]
+    assert set(landmark["area"]) == set(landmark["iou"]) == {"2s", "4s", "6s"}
+    assert 0 <= landmark["ghost frames"]["model"] <= 1 and landmark["ghost frames"]["frozen first frame"] == 1.0
+    more = landmark["ghost frames, more starts"]
+    assert more["frames"] == 6 * 49 and 0 <= more["ghosted"] < more["frames"] // 2
+    assert f"frames with a ghost {more['ghosted']} of 294" in capsys.readouterr().out
