@@ -18,7 +18,9 @@ and, run on its own (`--stage distill`, not part of `all`; `ship --ship-distille
            from the world stage's model: the teacher's ODE trajectories, ODE regression, then Self-Forcing with
            distribution matching against a fake score trained beside it, optionally with a latent critic against
            the true renders' latents (train_distill.py); exported to <work>/distill/ for `eval --checkpoint`
-           (`--distill-keep N` also keeps the student every N iterations, `ship --ship-step N` ships one)
+           (`--distill-keep N` also keeps the student every N iterations, `ship --ship-step N` ships one;
+           `--distill-regress` and `--distill-rollout` hold it to the true latents; `ship --ship-kv-window N`
+           sets the attention window it plays with)
 
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
