@@ -193,6 +193,23 @@ def test_an_anchor_to_the_truth_changes_the_student_s_update(tmp_path, one_torch
     assert any(f" {logged} " in m for m in logs[1.0]) and not any(f" {logged} " in m for m in logs[0.0])
 
 
+def test_the_distill_window_is_the_one_the_student_plays_with(tmp_path, one_torch_thread):
+    """`--distill-kv-window 3`: the student is exported with that window, and its rollouts and scores see it:
+    the same run at the teacher's window (2) ends elsewhere."""
+    students = []
+    for window in (0, 3):
+        work = tmp_path / f"w{window}"
+        work.mkdir()
+        _tiny(work, chunk_latents=1)
+        dcfg = DistillConfig(window_chunks=4, ode_windows=0, ode_steps=0, dmd_steps=4, fake_ratio=1,
+                             kv_window=window)
+        folder = distill(dcfg, ClipCache(work / "clips"), work, work / WORLD_FILE, log=lambda m: None)
+        students.append(load_weights(folder)[2])
+    assert [m.cfg.kv_window for m in students] == [2, 3]
+    assert any(not torch.equal(a, b) for a, b in zip(students[0].state_dict().values(),
+                                                        students[1].state_dict().values(), strict=True))
+
+
 def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):
     from tests.conftest import gl_or_skip
     from worldwalk.runtime.cli.main import main

@@ -186,6 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-rollout", type=float, default=0.0,
                    help="distill: weight of the student's own rollout against the window's true latents (MSE), "
                         "added to the student's (holds a free run to the truth, e.g. turning away; 0: off)")
+    p.add_argument("--distill-kv-window", type=_kv_window_arg, default=0, metavar="N",
+                   help="distill: the softmax blocks see the first chunk and the last N - 1 chunks, in the teacher, "
+                        "the fake score and the student it exports (default: the teacher's window)")
     p.add_argument("--distill-keep", type=int, default=0,
                    help="distill: also keep the student every N dmd steps in <work>/distill/steps/, to score and "
                         "ship one with --ship-step (0: only the last export)")
@@ -389,7 +392,7 @@ def _run(args: argparse.Namespace) -> int:
                                  ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
                                  ema=args.distill_ema, regress_weight=args.distill_regress,
-                                 rollout_weight=args.distill_rollout,
+                                 rollout_weight=args.distill_rollout, kv_window=args.distill_kv_window,
                                  ckpt_minutes=args.ckpt_minutes, keep_every=args.distill_keep, seed=args.seed)
             distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
                     log=lambda m: print(m, flush=True))

@@ -85,6 +85,7 @@ class DistillConfig:
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
     keep_every: int = 0  # also keep the exported student every N dmd steps in <work>/distill/steps/ (0: off)
+    kv_window: int = 0  # softmax blocks' attention window for teacher, fake score and student (0: the teacher's)
     seed: int = 0
 
 
@@ -361,6 +362,11 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     dev = dev or TrainDevice()
     torch.manual_seed(dcfg.seed)
     cfg, vae, teacher = load_weights(teacher_file.parent)
+    if dcfg.kv_window:  # the window the student will play with: the teacher and the fake score score with it too
+        cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, kv_window=dcfg.kv_window))
+        weights = teacher.state_dict()
+        teacher = SanaWMStreamingTransformer(cfg.transformer)
+        teacher.load_state_dict(weights)
     teacher = teacher.to(dev.device).eval().requires_grad_(False)
     scfg = student_config(cfg, dcfg)
     n_latents = 1 + cfg.chunk_latents * dcfg.window_chunks
