@@ -205,7 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _kv_window_arg(text: str) -> int:
-    """`--ship-kv-window 3`: chunks a softmax block sees, the first one counted (1 or more)."""
+    """`--ship-kv-window 3`, `--distill-kv-window 3`: chunks a softmax block sees, the first counted (1 or more)."""
     try:
         n = int(text)
     except ValueError:
