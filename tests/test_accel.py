@@ -78,7 +78,7 @@ def _run_stream(tr, backend, chunks):
 
 @needs_ort
 @pytest.mark.slow
-@pytest.mark.parametrize("kv_window", [2, 3])
+@pytest.mark.parametrize("kv_window", [2, 3, 4])
 def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     tr = _transformer(kv_window=kv_window)
     ref, ref_cache = _run_stream(tr, None, CHUNKS)
