@@ -302,10 +302,10 @@ def ghosts_from(world, ref, sides: tuple[float, ...], n_frames: int, wcfg) -> tu
     from .scripted import facing_landmark, landmark_ahead
 
     K = np.broadcast_to(wcfg.intrinsics(), (n_frames, 3, 3)).copy()
+    landmark = landmark_ahead(wcfg.world_seed)
     ghosted = turned = 0
     for j, side in enumerate(sides):
-        start = facing_landmark(side, landmark_ahead(wcfg.world_seed))
-        gen, truth, away = _turn_away(world, ref, start, n_frames, K, 300 + j, wcfg)
+        gen, truth, away = _turn_away(world, ref, facing_landmark(side, landmark), n_frames, K, 300 + j, wcfg)
         ghosted += sum(gm.ghost_share(gen[i], truth[i]) > GHOST_MIN for i in away)
         turned += len(away)
     return int(ghosted), turned
