@@ -7,8 +7,11 @@ sessions one after another the server's RSS stays flat."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import statistics
+import threading
+import time
 import weakref
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from worldwalk.runtime.world import WorldConfig
 from worldwalk.stream.session_memory_bench import play_once, sessions_rss, until_freed
 from worldwalk.stream.webrtc.server import StreamServer
+from worldwalk.stream.webrtc.sessions import off_loop
 
 from .builders import TINY_REFERENCE, serve_config
 
@@ -106,3 +110,39 @@ def test_bundled_sessions_one_after_another_keep_rss_flat():
     assert not alive, f"the worlds of sessions {alive} outlived their sessions (collector off)"
     grew = statistics.median(rss[1:]) - rss[0]  # single readings swing by tens of MiB
     assert grew < 100, f"RSS grew {grew:.0f} MiB (median) over {n} sessions: {rss}"
+
+
+class _LingeringPool(concurrent.futures.ThreadPoolExecutor):
+    """A pool whose thread keeps its work item 0.3 s after the call has returned and the await has woken,
+    as a busy machine's pool thread can (the race `off_loop` closes)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        item = [fn, args, kwargs]
+
+        def work() -> None:
+            fut.set_result(item[0](*item[1], **item[2]))
+            time.sleep(0.3)
+            item.clear()
+
+        threading.Thread(target=work, daemon=True).start()
+        return fut
+
+
+def test_a_session_closed_off_the_loop_is_not_kept_by_the_pool_thread():
+    class Closable:
+        def close(self) -> None:
+            pass
+
+    async def go() -> tuple[bool, bool]:
+        asyncio.get_running_loop().set_default_executor(_LingeringPool())
+        bound, boxed = Closable(), Closable()
+        refs = weakref.ref(bound), weakref.ref(boxed)
+        await asyncio.get_running_loop().run_in_executor(None, bound.close)  # the pool still holds it
+        await off_loop(Closable.close, boxed)
+        del bound, boxed
+        return refs[0]() is not None, refs[1]() is not None
+
+    kept_bound, kept_boxed = run(go(), timeout=10)
+    assert kept_bound, "the lingering pool should keep a bound method's object (the test's premise)"
+    assert not kept_boxed, "off_loop's subject outlived the call in the pool thread"

@@ -23,6 +23,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from worldwalk.controls import PoseIntegrator
 from worldwalk.runtime.heap import release_free_heap
@@ -37,6 +38,7 @@ from .guest import PlaySession
 from .video_track import FrameFanout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -143,16 +145,29 @@ class PlayerSessions:
         for spectator in list(play.spectators):
             spectator.end("session_closed")
         await play.fanout.close()
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, play.session.close)
+            await off_loop(Session.close, play.session)
             if play.recorder is not None:
-                await loop.run_in_executor(None, close_recording, play.recorder)
+                await off_loop(close_recording, play.recorder)
         finally:
             self.running.pop(play.id, None)
             if play.slot is not None:
                 play.slot.release()  # the world is gone: its place may be given again
         self.closed += 1
+
+
+async def off_loop(action: Callable[[T], object], subject: T) -> None:
+    """`action(subject)` on the loop's default executor, the pool's thread holding `subject` only for the
+    call. A pool thread keeps its work item (the callable and its arguments) a moment after the await has
+    returned: a session closed as `run_in_executor(None, session.close)` would outlive its end by that
+    moment, and with it its world."""
+    box = [subject]
+    del subject
+    await asyncio.get_running_loop().run_in_executor(None, _call_popped, action, box)
+
+
+def _call_popped(action: Callable[[T], object], box: list[T]) -> None:
+    action(box.pop())
 
 
 def close_recording(recording: SessionRecording) -> None:
