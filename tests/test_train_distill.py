@@ -26,7 +26,7 @@ from worldwalk.runtime.train.train_distill import (
 )
 from worldwalk.runtime.train.train_vae import export_vae
 from worldwalk.runtime.train.train_world import export_world
-from worldwalk.runtime.train.walks import ClipCache, WalkConfig, random_walk
+from worldwalk.runtime.train.walks import ClipCache, WalkConfig, random_walk, retrace
 from worldwalk.runtime.worlds.bundled_vae import FrameVAE, FrameVAEConfig, FrameVAEStream
 from worldwalk.runtime.worlds.bundled_world import (
     START_FILE,
@@ -39,8 +39,9 @@ from worldwalk.runtime.worlds.bundled_world import (
 )
 
 
-def _tiny(folder, seed: int = 0, start: bool = True, chunk_latents: int = 3) -> BundledConfig:
-    """A tiny teacher (weights and VAE) and 3 random clips of 37 frames in `folder`."""
+def _tiny(folder, seed: int = 0, start: bool = True, chunk_latents: int = 3, retrace_at: int = 0) -> BundledConfig:
+    """A tiny teacher (weights and VAE) and 3 random clips of 37 frames in `folder` (with `retrace_at`, each
+    goes back along its path after that many frames)."""
     torch.manual_seed(seed)
     vcfg = FrameVAEConfig(channels=(8, 16))
     tcfg = SanaWMConfig.small(in_channels=16, num_layers=2, hidden_size=32, num_attention_heads=1,
@@ -59,7 +60,8 @@ def _tiny(folder, seed: int = 0, start: bool = True, chunk_latents: int = 3) -> 
     clips.mkdir(parents=True)
     np.save(clips / "frames.npy", rng.integers(0, 256, (3, 37, 96, 160, 3), dtype=np.uint8))
     wc = WalkConfig()
-    np.save(clips / "poses.npy", np.stack([random_walk(37, s, wc) for s in range(3)]))
+    walks = [random_walk(37, s, wc) for s in range(3)]
+    np.save(clips / "poses.npy", np.stack([retrace(w, retrace_at) if retrace_at else w for w in walks]))
     np.save(clips / "intrinsics.npy", np.broadcast_to(wc.intrinsics(), (3, 37, 3, 3)).copy())
     if start:
         np.save(folder / START_FILE, rng.integers(0, 256, (96, 160, 3), dtype=np.uint8))
@@ -175,22 +177,46 @@ def test_the_student_s_average_is_exported_and_resumed(tmp_path, one_torch_threa
                                    w * (after[f"student.{k}"] - tensors[f"student_avg.{k}"]), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize(("option", "logged"), [("regress_weight", "regress"), ("rollout_weight", "rollout")])
+@pytest.mark.parametrize(("option", "logged"), [("regress_weight", "regress"), ("rollout_weight", "rollout"),
+                                                ("return_weight", "return")])
 def test_an_anchor_to_the_truth_changes_the_student_s_update(tmp_path, one_torch_thread, option, logged):
-    """`--distill-regress` (the flow-matching loss on the true latents) and `--distill-rollout` (the student's
-    rollout against them): each is logged and moves the student: the same run at two weights of it (the same
-    random draws) ends elsewhere."""
+    """`--distill-regress` (the flow-matching loss on the true latents), `--distill-rollout` (the student's
+    rollout against them) and `--distill-return` (the same where the walk is back at its first view, on
+    clips that retrace their path): each is logged and moves the student: the same run at two weights of it
+    (the same random draws) ends elsewhere."""
     students, logs = [], {0.0: [], 1.0: [], 3.0: []}
     for weight in logs:
         work = tmp_path / f"w{weight:g}"
         work.mkdir()
-        _tiny(work, chunk_latents=1)
-        dcfg = DistillConfig(window_chunks=2, ode_windows=0, ode_steps=0, dmd_steps=10, fake_ratio=1,
+        _tiny(work, chunk_latents=1, retrace_at=8 if option == "return_weight" else 0)
+        dcfg = DistillConfig(window_chunks=4, ode_windows=0, ode_steps=0, dmd_steps=10, fake_ratio=1,
                              **{option: weight})
         folder = distill(dcfg, ClipCache(work / "clips"), work, work / WORLD_FILE, log=logs[weight].append)
         students.append(load_weights(folder)[2].state_dict())
     assert any(not torch.equal(students[1][k], students[2][k]) for k in students[1])
     assert any(f" {logged} " in m for m in logs[1.0]) and not any(f" {logged} " in m for m in logs[0.0])
+
+
+def test_a_window_s_return_latents_are_those_back_at_its_first_view():
+    """`Windows.returns`: a walk 8 frames straight out and back along the line is back at frame 16 (and at 32);
+    within 0.2 units are frames 15-17 and 31-32, which latents 4, 5 and 8 hold (latent k: frames 4k - 3 to 4k).
+    The frames near the start before it left do not count."""
+    out = np.repeat(np.eye(4)[None], 33, axis=0)
+    out[:, 2, 3] = -0.125 * np.minimum(np.arange(33) % 16, 16 - np.arange(33) % 16)  # 0.125 units a frame
+    frames = np.zeros((1, 33, 2, 2, 3), dtype=np.uint8)
+    intr = np.broadcast_to(np.eye(3), (1, 33, 3, 3))
+
+    class Clips:
+        def load(self):  # noqa: ANN202
+            return frames, out[None], intr
+
+    class Vae:
+        temporal_stride = 4
+
+    win = Windows(Clips(), Vae(), window=33, hop=33, dev=None)
+    assert win.returns(0, 9, 4).nonzero()[0].tolist() == [4, 5, 8]
+    out[9:, 0, 3] = 1.0  # comes back a unit to the side: never at its first view
+    assert not win.returns(0, 9, 4).any()
 
 
 def test_the_distill_window_is_the_one_the_student_plays_with(tmp_path, one_torch_thread):

@@ -19,8 +19,8 @@ and, run on its own (`--stage distill`, not part of `all`; `ship --ship-distille
            distribution matching against a fake score trained beside it, optionally with a latent critic against
            the true renders' latents (train_distill.py); exported to <work>/distill/ for `eval --checkpoint`
            (`--distill-keep N` also keeps the student every N iterations, `ship --ship-step N` ships one;
-           `--distill-regress` and `--distill-rollout` hold it to the true latents; `ship --ship-kv-window N`
-           sets the attention window it plays with)
+           `--distill-regress`, `--distill-rollout` and `--distill-return` hold it to the true latents;
+           `ship --ship-kv-window N` sets the attention window it plays with)
 
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
@@ -186,6 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-rollout", type=float, default=0.0,
                    help="distill: weight of the student's own rollout against the window's true latents (MSE), "
                         "added to the student's (holds a free run to the truth, e.g. turning away; 0: off)")
+    p.add_argument("--distill-return", type=float, default=0.0,
+                   help="distill: the same, only on the latents back at the window's first view (retraced walks "
+                        "come back to it; 0: off)")
     p.add_argument("--distill-kv-window", type=_kv_window_arg, default=0, metavar="N",
                    help="distill: the softmax blocks see the first chunk and the last N - 1 chunks, in the teacher, "
                         "the fake score and the student it exports (default: the teacher's window)")
@@ -392,7 +395,8 @@ def _run(args: argparse.Namespace) -> int:
                                  ode_steps=args.ode_steps, ode_minutes=args.ode_minutes, dmd_steps=args.dmd_steps,
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
                                  ema=args.distill_ema, regress_weight=args.distill_regress,
-                                 rollout_weight=args.distill_rollout, kv_window=args.distill_kv_window,
+                                 rollout_weight=args.distill_rollout, return_weight=args.distill_return,
+                                 kv_window=args.distill_kv_window,
                                  ckpt_minutes=args.ckpt_minutes, keep_every=args.distill_keep, seed=args.seed)
             distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
                     log=lambda m: print(m, flush=True))

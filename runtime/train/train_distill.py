@@ -82,6 +82,7 @@ class DistillConfig:
     ema: float = 0.0  # export a moving average of the student's weights with this decay (0: the student itself)
     regress_weight: float = 0.0  # the world stage's flow-matching loss on the window's true latents, added (0: off)
     rollout_weight: float = 0.0  # the student's own rollout against the window's true latents (MSE), added (0: off)
+    return_weight: float = 0.0  # the same, only on latents back at the window's first view (what the sink holds)
     sigma_range: tuple[float, float] = (0.02, 0.98)  # noise levels the scores are taken at
     ckpt_minutes: float = 4.0
     keep_every: int = 0  # also keep the exported student every N dmd steps in <work>/distill/steps/ (0: off)
@@ -185,6 +186,22 @@ class Windows:
         x = torch.from_numpy(np.array(self.frames[i, s : s + 1 + stride * (n - 1)])).permute(3, 0, 1, 2)[None]
         x = self.dev.put(x).float() / 127.5 - 1.0
         return self.vae.encode_video(x).float()
+
+    def returns(self, j: int, n: int, stride: int, near: float = 0.2, degrees: float = 6.0) -> np.ndarray:
+        """Which of window j's first `n` latents (bool (n,); latent k >= 1 holds frames (k - 1) stride + 1 ..
+        k stride) hold a frame back at the first frame's view: within `near` units and `degrees` of it, after the walk
+        went three times as far from it."""
+        i, s = self.index[j]
+        poses = np.asarray(self.poses[i, s : s + 1 + stride * (n - 1)], dtype=np.float64)  # (F, 4, 4)
+        dist = np.linalg.norm(poses[:, :3, 3] - poses[0, :3, 3], axis=1)
+        cos = (np.einsum("fij,ij->f", poses[:, :3, :3], poses[0, :3, :3]) - 1.0) / 2.0
+        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+        gone = np.maximum.accumulate((dist > 3 * near) | (angle > 3 * degrees))  # it left the view first
+        back = gone & (dist <= near) & (angle <= degrees)
+        out = np.zeros(n, dtype=bool)
+        for k in range(1, n):
+            out[k] = bool(back[(k - 1) * stride + 1 : k * stride + 1].any())
+        return out
 
     def cameras(self, j: int, n_chunks: int, cfg: BundledConfig) -> list:
         i, s = self.index[j]
@@ -516,12 +533,18 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
                 target = z.detach() - (fake_x0 - real) * weight
             loss = 0.5 * F.mse_loss(z[:, :, 1:], target[:, :, 1:])
             logs["dmd"] = loss.item()
-            if dcfg.regress_weight > 0 or dcfg.rollout_weight > 0:
+            if dcfg.regress_weight > 0 or dcfg.rollout_weight > 0 or dcfg.return_weight > 0:
                 true = data.latents(i, n_latents)  # (1, C, n_latents, h, w)
             if dcfg.rollout_weight > 0:  # its own rollout held to the truth: what a free run must still get right
                 o_loss = F.mse_loss(z[:, :, 1:], true[:, :, 1:])
                 loss = loss + dcfg.rollout_weight * o_loss
                 logs["rollout"] = o_loss.item()
+            if dcfg.return_weight > 0:  # back at the first view the free run can know the frame: the sink holds it
+                back = torch.from_numpy(data.returns(i, n_latents, data.vae.temporal_stride)).to(z.device)
+                if back.any():
+                    b_loss = F.mse_loss(z[:, :, back], true[:, :, back])
+                    loss = loss + dcfg.return_weight * b_loss
+                    logs["return"] = b_loss.item()
             if dcfg.regress_weight > 0:  # anchored to the truth: the same window teacher-forced (slightly noised)
                 sig_r = torch.from_numpy(rng.uniform(0.02, 1.0, (s_chunks, 1))).float().to(true.device)
                 r_loss = world_loss(student, sampler, true, s_cams, sig_r, text, mask, dcfg.chunk_latents, dev,
