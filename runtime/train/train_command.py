@@ -40,9 +40,11 @@ at one (`--stage data --clips 480 --approach 0.6 --seed 4`, then `encode` and `w
 --approach-turn 0.5 --seed 5`, `--world-minutes 28 --seed 3`), and for 70 more on 300 clips of 7.5 s like those
 with the loss weighted up where the truth changes (`--stage data --clips 300 --clip-frames 121 --approach 0.6
 --approach-turn 0.5 --seed 8`, then `--world-motion-weight 3 --world-minutes 70 --seed 9`); last, that world
-model was distilled on its own 3 s rollouts in the same work folder and its student ships (`--stage distill
+model was distilled on its own 3 s rollouts in the same work folder (`--stage distill
 --distill-window 12 --distill-ema 0.95 --distill-regress 1 --ode-windows 0 --ode-steps 0 --dmd-steps 100000
---dmd-minutes 48 --distill-lr 5e-5 --seed 13`, then `--stage ship --ship-distilled`). Its decoder is the
+--dmd-minutes 48 --distill-lr 5e-5 --seed 13`), then continued with the attention window it plays with (`--stage
+distill --distill-regress 8 --distill-kv-window 3 --dmd-minutes 108 --distill-keep 15`, the rest as before), and
+its student at iteration 300 ships (`--stage ship --ship-distilled --ship-step 300`). Its decoder is the
 decoder stage's defaults (1300 steps, the critic for the first 800: about 57 minutes on one core, more on a
 busy machine), then 500 steps on the shipped world model's own latents along 80 clips of 10.5 s (`--stage data
 --clips 80 --clip-frames 169 --seed 7`, then `--stage decoder --decoder-adv 0 --decoder-detail 2.5 --decoder-profile 10
