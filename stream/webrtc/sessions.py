@@ -23,6 +23,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import methodcaller
 from typing import TypeVar
 
 from worldwalk.controls import PoseIntegrator
@@ -146,7 +147,7 @@ class PlayerSessions:
             spectator.end("session_closed")
         await play.fanout.close()
         try:
-            await off_loop(Session.close, play.session)
+            await off_loop(methodcaller("close"), play.session)
             if play.recorder is not None:
                 await off_loop(close_recording, play.recorder)
         finally:
