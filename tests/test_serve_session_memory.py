@@ -146,3 +146,44 @@ def test_a_session_closed_off_the_loop_is_not_kept_by_the_pool_thread():
     kept_bound, kept_boxed = run(go(), timeout=10)
     assert kept_bound, "the lingering pool should keep a bound method's object (the test's premise)"
     assert not kept_boxed, "off_loop's subject outlived the call in the pool thread"
+
+
+def test_a_session_nobody_claimed_is_gone_before_its_slot_is_given_back():
+    """A session built for a browser that left before it was ready (`_close_unclaimed`) is closed off the
+    loop, and the pool's thread no longer holds it when the slot is released."""
+    from worldwalk.stream.webrtc.sessions import _close_unclaimed
+
+    class Session:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    class Play:
+        def __init__(self) -> None:
+            self.session, self.recorder = Session(), None
+
+    class Slot:
+        def __init__(self, ref: weakref.ref) -> None:
+            self.ref, self.freed, self.play_alive = ref, threading.Event(), None
+
+        def release(self) -> None:
+            self.play_alive = self.ref() is not None
+            self.freed.set()
+
+    async def go() -> tuple[bool, bool | None]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(_LingeringPool())
+        play = Play()
+        session, slot = play.session, Slot(weakref.ref(play))
+        fut = loop.create_future()
+        fut.set_result(play)
+        del play
+        _close_unclaimed(slot, fut)
+        del fut
+        assert await asyncio.to_thread(slot.freed.wait, 5)
+        return session.closed, slot.play_alive
+
+    closed, alive = run(go(), timeout=10)
+    assert closed, "the unclaimed session was not closed"
+    assert alive is False, "the pool's thread still held the session when its slot was given back"

@@ -23,7 +23,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import methodcaller
 from typing import TypeVar
 
 from worldwalk.controls import PoseIntegrator
@@ -147,9 +146,7 @@ class PlayerSessions:
             spectator.end("session_closed")
         await play.fanout.close()
         try:
-            await off_loop(methodcaller("close"), play.session)
-            if play.recorder is not None:
-                await off_loop(close_recording, play.recorder)
+            await off_loop(_close_play, play)
         finally:
             self.running.pop(play.id, None)
             if play.slot is not None:
@@ -171,6 +168,14 @@ def _call_popped(action: Callable[[T], object], box: list[T]) -> None:
     action(box.pop())
 
 
+def _close_play(play: PlaySession) -> None:
+    """On a worker thread (closing waits for the model thread's chunk to end): close the session, its world
+    with it, then finalize its recording."""
+    play.session.close()
+    if play.recorder is not None:
+        close_recording(play.recorder)
+
+
 def close_recording(recording: SessionRecording) -> None:
     """Finalize a recording; a failure is logged with the file's name, never lost silently."""
     try:
@@ -185,13 +190,11 @@ def _close_unclaimed(slot: SessionSlot, fut: asyncio.Future) -> None:
     if fut.cancelled() or fut.exception() is not None:
         slot.release()
         return
-    play: PlaySession = fut.result()
+    box = [fut.result()]  # the pool's thread holds the session only while it closes it (see off_loop)
 
     def close() -> None:
         try:
-            play.session.close()
-            if play.recorder is not None:
-                close_recording(play.recorder)
+            _call_popped(_close_play, box)
             release_free_heap()
         finally:
             slot.release()
