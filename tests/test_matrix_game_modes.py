@@ -10,7 +10,7 @@ from tests.goldens import matrix_game_tiny as tiny
 from worldwalk.runtime.matrix_game import CausalDiT, FlowSchedule, MatrixGameConfig, Rollout, WanVAE, WindowKV
 from worldwalk.runtime.matrix_game.rollout import ImageCondition
 from worldwalk.runtime.matrix_game.rope import action_rope, video_rope
-from worldwalk.runtime.matrix_game.timing import ReadyCondition
+from worldwalk.runtime.matrix_game.timing import random_condition
 
 
 def test_full_size_parameter_counts_match_upstream() -> None:
@@ -41,7 +41,7 @@ def test_modes_run_with_their_windows_steps_and_action_spaces(mode: str) -> None
     calls: list[int] = []
     roll.observer = lambda c: calls.append(c["first_frame"])
     g = torch.Generator().manual_seed(0)
-    roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=ReadyCondition(cfg, g))  # no encoder run
+    roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=random_condition(cfg, g))  # no encoder run
     frames = []
     for _ in range(3):
         n = roll.raw_frames_needed()
@@ -106,7 +106,7 @@ def test_a_session_runs_past_upstreams_1024_frame_table() -> None:
     dit, vae = tiny_matrix_game_models(cfg)
     roll = Rollout(cfg, dit, vae)
     g = torch.Generator().manual_seed(0)
-    roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=ReadyCondition(cfg, g))
+    roll.reset(torch.randn(1, 5, cfg.clip_dim, generator=g), condition=random_condition(cfg, g))
     starts: list[int] = []
     roll.observer = lambda c: starts.append(c["first_frame"])
 

@@ -196,7 +196,9 @@ def test_sessions_share_one_matrix_game_model_and_make_their_own_frames():
 
 def test_a_snapshot_pickles_and_goes_on_in_another_world():
     """What the cluster sends to its store at a chunk boundary: pickled, restored into another process's
-    world (here: another world object), the walk goes on with the same frames."""
+    world (here: another world object), the walk goes on with the same frames. The restored world takes
+    the snapshot's image condition: its reset before the restore never runs the VAE encoder (a failover's
+    first frame would otherwise wait for it)."""
     import pickle
 
     def chunk(world, k: int) -> np.ndarray:
@@ -212,9 +214,16 @@ def test_a_snapshot_pickles_and_goes_on_in_another_world():
     blob = pickle.dumps(a.snapshot())
     expected = chunk(a, 1)
     b = random_world("tiny")
+    encodes = []
+    encode_chunk = b.rollout.vae.encode_chunk
+    b.rollout.vae.encode_chunk = lambda *a, **k: encodes.append(1) or encode_chunk(*a, **k)
     b.reset(None, None, 9)  # another walk's state, replaced by the restore
     b.restore(pickle.loads(blob))
     assert np.array_equal(chunk(b, 1), expected)
+    assert encodes == [], f"the restored world ran the encoder {len(encodes)} times"
+    b.reset(None, None, 9)  # a walk of its own encodes its first image (at its first block or snapshot)
+    chunk(b, 0)
+    assert len(encodes) > 1
 
 
 def _steered_chunk(world, k: int, key: int) -> np.ndarray:

@@ -96,6 +96,7 @@ def measure(world: MatrixGameWorld, chunks: int) -> dict[str, Any]:
         image = (np.random.default_rng(0).random((world.spec.height, world.spec.width, 3)) * 255).astype(np.uint8)
         t0 = time.perf_counter()
         world.reset(image, None, seed=0)
+        world.rollout.condition.encode()  # a new walk's first block would (a resumed one takes its snapshot's)
         _sync(device)
         reset = time.perf_counter() - t0
         chunk_times: list[float] = []

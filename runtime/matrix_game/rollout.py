@@ -29,24 +29,51 @@ CallObserver = Callable[[dict], None]
 
 
 class ImageCondition:
-    """Per latent frame, the 20 condition channels: 4 mask channels + the 16-channel image latent."""
+    """Per latent frame, the 20 condition channels: 4 mask channels + the 16-channel image latent.
+
+    Encoded when its latents are first read, on the thread that reads them (the session's: a block, or
+    a snapshot, which `Rollout.live_state` makes ready): a walk resumed from a snapshot adopts the
+    snapshot's condition, so the reset before it never runs the encoder."""
 
     MAX_CHUNKS = 64
 
     def __init__(self, vae: WanVAE, image: torch.Tensor) -> None:
         """image (B, 3, H, W) in [-1, 1]."""
+        self._source: tuple[WanVAE, torch.Tensor] | None = (vae, image)
+        self._latents: list[torch.Tensor] = []
+
+    @classmethod
+    def ready(cls, latents: list[torch.Tensor]) -> ImageCondition:
+        """A condition whose latents are known (a snapshot's, moved between devices)."""
+        made = cls.__new__(cls)
+        made._source, made._latents = None, latents
+        return made
+
+    @property
+    def latents(self) -> list[torch.Tensor]:
+        """(B, 16, 1, h, w) per latent frame up to the encoder's fixed point; encoded on first read."""
+        return self.encode()
+
+    def encode(self) -> list[torch.Tensor]:
+        """Run the encoder now if it has not run (`latents` does on first read)."""
+        if self._source is not None:
+            self._latents = self._encode(*self._source)
+            self._source = None
+        return self._latents
+
+    @staticmethod
+    def _encode(vae: WanVAE, image: torch.Tensor) -> list[torch.Tensor]:
         cache = TimeCache()
         frames = image[:, :, None]  # (B, 3, 1, H, W)
-        self.latents = [vae.encode_chunk(frames, cache)]  # (B, 16, 1, h, w) each
+        latents = [vae.encode_chunk(frames, cache)]  # (B, 16, 1, h, w) each
         zeros = torch.zeros_like(frames).expand(-1, -1, 4, -1, -1)
         before = None
-        for _ in range(self.MAX_CHUNKS):
-            self.latents.append(vae.encode_chunk(zeros, cache))
+        for _ in range(ImageCondition.MAX_CHUNKS):
+            latents.append(vae.encode_chunk(zeros, cache))
             if before is not None and _same(before, cache):
-                break  # the encoder reached its fixed point: every later latent equals the last one
+                return latents  # the encoder reached its fixed point: every later latent equals the last one
             before = cache.clone()
-        else:
-            raise RuntimeError("the VAE encoder did not settle on zero frames")
+        raise RuntimeError("the VAE encoder did not settle on zero frames")
 
     def block(self, first: int, frames: int) -> torch.Tensor:
         """(B, 20, frames, h, w) for latent frames [first, first + frames)."""
@@ -125,7 +152,9 @@ class Rollout:
 
     def live_state(self) -> RolloutState:
         """The state at this block boundary, its tensors the live ones (the next block writes the caches in
-        place: a snapshot copies them, snapshots.py)."""
+        place: a snapshot copies them, snapshots.py), the image condition encoded (here, on the session's
+        thread, not where the snapshot is later read)."""
+        self.condition.encode()
         return RolloutState(self.cache, self.vae_cache, self.first_frame, self.keyboard, self.mouse, self.raw_start,
                             self.generator.get_state(), self.condition)
 

@@ -90,8 +90,7 @@ class MatrixGameSnapshot:
         compact = moved_state(self.state, lambda t: None if t is None else t.detach().to("cpu", copy=True))
         cross = compact.cache.cross
         cross = type(cross)([t.cpu() for t in cross.k], [t.cpu() for t in cross.v])
-        condition = ImageCondition.__new__(ImageCondition)
-        condition.latents = [t.cpu() for t in self.state.condition.latents]
+        condition = ImageCondition.ready([t.cpu() for t in self.state.condition.latents])
         state = dict(self.__dict__)
         state.update(state=replace(compact, cache=DiTCache(compact.cache.layers, cross), condition=condition),
                      event=None, leases=[])
@@ -142,6 +141,5 @@ class MatrixGameSnapshots(HostCopies):
             cross = type(cross)([t.to(self.device) for t in cross.k], [t.to(self.device) for t in cross.v])
         condition = state.condition
         if condition.latents and condition.latents[0].device != self.device:
-            condition = ImageCondition.__new__(ImageCondition)
-            condition.latents = [t.to(self.device) for t in state.condition.latents]
+            condition = ImageCondition.ready([t.to(self.device) for t in state.condition.latents])
         return replace(state, cache=DiTCache(state.cache.layers, cross), condition=condition)

@@ -17,22 +17,14 @@ import torch
 
 from .config import MatrixGameConfig
 from .dit import CausalDiT
-from .rollout import Rollout
+from .rollout import ImageCondition, Rollout
 from .vae import TimeCache, WanVAE
 
 
-class ReadyCondition:
-    """A stand-in `ImageCondition` with fixed random latents (for timing only)."""
-
-    def __init__(self, cfg: MatrixGameConfig, generator: torch.Generator) -> None:
-        self.latent = torch.randn(1, cfg.out_dim, 1, cfg.latent_height, cfg.latent_width, generator=generator)
-
-    def block(self, first: int, frames: int) -> torch.Tensor:
-        lat = self.latent.expand(-1, -1, frames, -1, -1)
-        mask = torch.zeros_like(lat[:, :4])
-        if first == 0:
-            mask[:, :, 0] = 1
-        return torch.cat([mask, lat], dim=1)
+def random_condition(cfg: MatrixGameConfig, generator: torch.Generator) -> ImageCondition:
+    """A first-image condition of one random latent, repeated (no encoder run: for timing and tests)."""
+    return ImageCondition.ready([torch.randn(1, cfg.out_dim, 1, cfg.latent_height, cfg.latent_width,
+                                             generator=generator)])
 
 
 def peak_rss_gib() -> float:
@@ -74,7 +66,7 @@ def main() -> None:
         stamps.append(now)
 
     roll.observer = observe
-    roll.reset(torch.randn(1, 257, cfg.clip_dim, generator=g), condition=ReadyCondition(cfg, g))  # type: ignore[arg-type]
+    roll.reset(torch.randn(1, 257, cfg.clip_dim, generator=g), condition=random_condition(cfg, g))
     for b in range(args.blocks):
         n = roll.raw_frames_needed()
         kb = (torch.rand(1, n, cfg.keyboard_dim, generator=g) < 0.3).float()
