@@ -80,7 +80,7 @@ def test_planned_activations_match_the_allocator_on_the_tiny_model() -> None:
     plan = memory_plan(cfg, torch.float32, torch.float32, clip_cfg=ClipVisionConfig.tiny())
     # a session's start: the image condition (the encoder until it settles) and the CLIP tower
     image = torch.rand(1, 3, cfg.height, cfg.width) * 2 - 1
-    start = max(allocator_peak(lambda: ImageCondition(roll.vae, image))[0],
+    start = max(allocator_peak(lambda: ImageCondition(roll.vae, image).encode())[0],
                 allocator_peak(lambda: world.clip(image))[0])
     assert start == pytest.approx(plan["activation.reset"], rel=BOUND), (start, plan)
     world.reset(None, None, 0)

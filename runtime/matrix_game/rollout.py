@@ -62,6 +62,7 @@ class ImageCondition:
         return self._latents
 
     @staticmethod
+    @torch.no_grad()
     def _encode(vae: WanVAE, image: torch.Tensor) -> list[torch.Tensor]:
         cache = TimeCache()
         frames = image[:, :, None]  # (B, 3, 1, H, W)
