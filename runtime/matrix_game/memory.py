@@ -9,8 +9,8 @@ SANA-WM plan does; attention counted as a fused kernel: its output and log-sum-e
 matrix): the high-water mark of the bytes the code itself allocates
 - in one DiT call at steady state (the self-attention window full, a new block rolling the cache), and
 - in the streaming decode of a steady block (3 latents -> 12 frames, the video it returns included), and
-- at a session's start (`reset`): the image condition's encoder passes with the time caches they fill and
-  the copy compared, and the CLIP tower.
+- at a session's start (`reset`, and before its first block): the CLIP tower, and the image condition's
+  encoder passes with the time caches they fill and the copy compared.
 A session does these one after another, so one session's activation peak is the largest
 (`activation.session`). Sessions of one process share a GPU without taking turns: another session's
 decode (or start) may run beside a DiT call, so the sessions-per-GPU figure leaves room for both at
