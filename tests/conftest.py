@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
@@ -80,8 +82,18 @@ def gl_or_skip(make: Callable[[], T]) -> T:
 # ---------------------------------------------------------------------------------------------------
 
 
-def decode_video(path: Path | str) -> tuple[list[np.ndarray], list[float], object]:
-    """(RGB frames, presentation times in seconds, the video stream) of a file, read with PyAV."""
+@dataclass(frozen=True)
+class VideoStreamInfo:
+    """What a test checks of a file's video stream, read while the file was open (PyAV 18.1.1 on refuses a
+    closed container's stream)."""
+
+    width: int
+    height: int
+    average_rate: Fraction | None
+
+
+def decode_video(path: Path | str) -> tuple[list[np.ndarray], list[float], VideoStreamInfo]:
+    """(RGB frames, presentation times in seconds, the video stream's size and rate) of a file, read with PyAV."""
     import av
 
     with av.open(str(path)) as c:
@@ -90,7 +102,7 @@ def decode_video(path: Path | str) -> tuple[list[np.ndarray], list[float], objec
         for f in c.decode(video=0):
             images.append(f.to_ndarray(format="rgb24"))
             times.append(float(f.pts * f.time_base))
-        return images, times, stream
+        return images, times, VideoStreamInfo(stream.width, stream.height, stream.average_rate)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
