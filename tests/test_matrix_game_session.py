@@ -216,7 +216,7 @@ def test_a_snapshot_pickles_and_goes_on_in_another_world():
     b = random_world("tiny")
     encodes = []
     encode_chunk = b.rollout.vae.encode_chunk
-    b.rollout.vae.encode_chunk = lambda *a, **k: encodes.append(1) or encode_chunk(*a, **k)
+    b.rollout.vae.encode_chunk = lambda *args, **kw: encodes.append(1) or encode_chunk(*args, **kw)
     b.reset(None, None, 9)  # another walk's state, replaced by the restore
     b.restore(pickle.loads(blob))
     assert np.array_equal(chunk(b, 1), expected)
