@@ -236,6 +236,44 @@ def test_the_distill_window_is_the_one_the_student_plays_with(tmp_path, one_torc
                                                         students[1].state_dict().values(), strict=True))
 
 
+def test_a_grown_student_starts_as_its_start_and_trains_its_new_blocks(tmp_path, one_torch_thread):
+    """`--distill-student FILE --distill-grow 1`: the student is the given world with one block appended. At
+    first it rolls out exactly what that world does (the new block is the identity); the dmd phase then moves
+    the new block, faster than the old ones (`--distill-grow-lr`). A file that is not a world is refused."""
+    teacher_dir, start_dir = tmp_path / "teacher", tmp_path / "start"
+    teacher_dir.mkdir()
+    start_dir.mkdir()
+    _tiny(teacher_dir, chunk_latents=1)
+    scfg = _tiny(start_dir, seed=1, chunk_latents=1)  # the student's start: another world of the same shape
+    start = load_weights(start_dir)[2]
+    dcfg = DistillConfig(window_chunks=3, ode_windows=0, ode_steps=0, dmd_steps=0, fake_ratio=1,
+                         student_init=str(start_dir / WORLD_FILE), grow_blocks=1)
+    folder = distill(dcfg, ClipCache(teacher_dir / "clips"), teacher_dir, teacher_dir / WORLD_FILE,
+                     log=lambda m: None)
+    grown = load_weights(folder)[2]
+    assert grown.cfg.num_layers == 3
+    assert all(torch.equal(grown.state_dict()[k], v) for k, v in start.state_dict().items())
+
+    dev = TrainDevice()
+    data = Windows(ClipCache(teacher_dir / "clips"), FrameVAEStream(load_weights(start_dir)[1]), 37, 12, dev)
+    image, cams = data.latents(2), data.cameras(2, 3, scfg)
+    with torch.no_grad():
+        z = [student_rollout(m.eval(), FlowSampler(student_config(scfg, dcfg).sampler), image, cams, 4,
+                             torch.Generator().manual_seed(3), dev, grad=False) for m in (start, grown)]
+    torch.testing.assert_close(z[1], z[0], rtol=0, atol=1e-6)
+
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 4, "lr": 1e-4}), ClipCache(teacher_dir / "clips"),
+            teacher_dir, teacher_dir / WORLD_FILE, log=lambda m: None)
+    trained = load_weights(folder)[2].state_dict()
+    new = trained["blocks.2.attn.proj.weight"]
+    old = trained["blocks.1.attn.proj.weight"] - start.state_dict()["blocks.1.attn.proj.weight"]
+    assert new.abs().max() > 5 * old.abs().max() > 0, "the new block did not learn at its own rate"
+
+    with pytest.raises(ValueError, match="holds no transformer blocks"):
+        distill(DistillConfig(**{**dcfg.__dict__, "student_init": str(start_dir / VAE_FILE)}),
+                ClipCache(teacher_dir / "clips"), tmp_path / "other", teacher_dir / WORLD_FILE, log=lambda m: None)
+
+
 def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):
     from tests.conftest import gl_or_skip
     from worldwalk.runtime.cli.main import main

@@ -194,6 +194,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-kv-window", type=_kv_window_arg, default=0, metavar="N",
                    help="distill: the softmax blocks see the first chunk and the last N - 1 chunks, in the teacher, "
                         "the fake score and the student it exports (default: the teacher's window)")
+    p.add_argument("--distill-student", default="", metavar="FILE",
+                   help="distill: a bundled_world.safetensors the student starts from (default: the teacher's copy)")
+    p.add_argument("--distill-grow", type=int, default=0, metavar="N",
+                   help="distill: append N blocks to the student, each starting as the identity (a larger student)")
+    p.add_argument("--distill-grow-lr", type=float, default=10.0, metavar="X",
+                   help="distill: the appended blocks' learning rate over the student's")
     p.add_argument("--distill-keep", type=int, default=0,
                    help="distill: also keep the student every N dmd steps in <work>/distill/steps/, to score and "
                         "ship one with --ship-step (0: only the last export)")
@@ -391,6 +397,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"worldwalk train: the distill stage needs a teacher in {world_file}: run the world "
                                  "stage first, or copy a bundled_world.safetensors (and its bundled_vae.safetensors, "
                                  "whose latents it was trained on) there")
+            if args.distill_grow < 0 or args.distill_grow_lr <= 0:
+                raise SystemExit("worldwalk train: --distill-grow is a number of blocks, 0 or more, and "
+                                 "--distill-grow-lr a positive factor")
             dcfg = DistillConfig(chunk_latents=args.distill_chunk, timesteps=args.distill_timesteps,
                                  teacher_steps=args.teacher_steps, window_chunks=args.distill_window,
                                  ode_windows=args.ode_windows,
@@ -398,7 +407,8 @@ def _run(args: argparse.Namespace) -> int:
                                  dmd_minutes=args.dmd_minutes, lr=args.distill_lr, gan_weight=args.distill_gan,
                                  ema=args.distill_ema, regress_weight=args.distill_regress,
                                  rollout_weight=args.distill_rollout, return_weight=args.distill_return,
-                                 kv_window=args.distill_kv_window,
+                                 kv_window=args.distill_kv_window, student_init=args.distill_student,
+                                 grow_blocks=args.distill_grow, grow_lr=args.distill_grow_lr,
                                  ckpt_minutes=args.ckpt_minutes, keep_every=args.distill_keep, seed=args.seed)
             distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
                     log=lambda m: print(m, flush=True))

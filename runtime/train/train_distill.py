@@ -60,7 +60,7 @@ from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
 from .train_world import TrainWorldConfig, _cameras, _strip, export_world, move_average, ramped_decay, world_loss
 
-__all__ = ["DistillConfig", "distill", "kept_steps", "kept_world", "student_config"]
+__all__ = ["DistillConfig", "distill", "grown_student", "kept_steps", "kept_world", "student_config"]
 
 
 @dataclass
@@ -87,6 +87,9 @@ class DistillConfig:
     ckpt_minutes: float = 4.0
     keep_every: int = 0  # also keep the exported student every N dmd steps in <work>/distill/steps/ (0: off)
     kv_window: int = 0  # softmax blocks' attention window for teacher, fake score and student (0: the teacher's)
+    student_init: str = ""  # a world file the student starts from ("": the teacher's weights)
+    grow_blocks: int = 0  # blocks appended to the student, each starting as the identity (a larger student)
+    grow_lr: float = 10.0  # the appended blocks' learning rate over the student's (their outputs start at zero)
     seed: int = 0
 
 
@@ -94,6 +97,62 @@ def student_config(cfg: BundledConfig, dcfg: DistillConfig) -> BundledConfig:
     """The teacher's config with the student's chunk size and sampler."""
     tr = dataclasses.replace(cfg.transformer, chunk_latent_frames=dcfg.chunk_latents)
     return dataclasses.replace(cfg, transformer=tr, sampler=SamplerConfig(timesteps=tuple(dcfg.timesteps)))
+
+
+def grown_student(start: dict[str, torch.Tensor], scfg: BundledConfig, grow: int
+                  ) -> tuple[SanaWMStreamingTransformer, BundledConfig, list[int]]:
+    """The student from the weights `start` with `grow` blocks appended: (student, its config, the new blocks'
+    indices). A new block is a copy of the last block of its kind (GDN or softmax) with its attention,
+    cross-attention and FFN outputs zeroed: the residual stream passes it unchanged, so the grown student
+    computes what `start` does, and its inner layers are trained ones from the first update (a new block at
+    its initial weights would read zero keys: the short conv starts at zero). `scfg` gives everything but
+    the number of blocks."""
+    have = 1 + max(int(k.split(".")[1]) for k in start if k.startswith("blocks."))
+    tr = dataclasses.replace(scfg.transformer, num_layers=have + grow)
+    scfg = dataclasses.replace(scfg, transformer=tr)
+    student = SanaWMStreamingTransformer(tr)
+    new = list(range(have, have + grow))
+    try:
+        missing, unexpected = student.load_state_dict(start, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"the student's start does not fit the teacher's transformer (width, heads, channels "
+                         f"must match; only the number of blocks may differ): {e}") from None
+    missing = [k for k in missing if not any(k.startswith(f"blocks.{i}.") for i in new)]
+    if missing or unexpected:
+        raise ValueError(f"the student's start does not fit the teacher's transformer: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    with torch.no_grad():
+        for i in new:
+            block = student.blocks[i]
+            source = max(j for j in range(have) if student.blocks[j].softmax == block.softmax)
+            own = block.state_dict()
+            block.load_state_dict({k: v for k, v in student.blocks[source].state_dict().items() if k in own},
+                                  strict=False)
+            for out in (block.attn.proj, block.cross_attn.proj, block.mlp.point_conv.conv):
+                out.weight.zero_()
+                if out.bias is not None:
+                    out.bias.zero_()
+    return student, scfg, new
+
+
+def _read_world(path: Path) -> dict[str, torch.Tensor]:
+    """A world file's transformer weights (a `bundled_world.safetensors`), with a clear error when it is not one."""
+    from safetensors.torch import load_file
+
+    from worldwalk.runtime.safe_files import check_regular
+
+    if not path.is_file():
+        raise FileNotFoundError(f"the student's start {path} does not exist; give --distill-student a "
+                                "bundled_world.safetensors file")
+    check_regular(path)
+    try:
+        weights = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
+        raise ValueError(f"the student's start {path} is not a safetensors world file ({e}); give "
+                         "--distill-student a bundled_world.safetensors file") from None
+    if not any(k.startswith("blocks.") for k in weights):
+        raise ValueError(f"the student's start {path} holds no transformer blocks: is it a world file (not the VAE)?")
+    return weights
 
 
 def _chunks(n_latents: int, L: int) -> list[tuple[int, int]]:
@@ -400,9 +459,13 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
         f"{dcfg.chunk_latents} a chunk on {', '.join(map(str, dcfg.timesteps))}; windows of {n_latents} latent "
         f"frames; teacher ODE on {len(grid) - 1} steps")
 
-    student = SanaWMStreamingTransformer(scfg.transformer)
-    student.load_state_dict(teacher.state_dict())
+    start = _read_world(Path(dcfg.student_init)) if dcfg.student_init else teacher.state_dict()
+    student, scfg, new_blocks = grown_student(start, scfg, dcfg.grow_blocks)
     student.to(dev.device)
+    if dcfg.student_init or new_blocks:
+        grown = f" ({len(new_blocks)} appended, learning at {dcfg.grow_lr:g}x)" if new_blocks else ""
+        log(f"distill: the student starts from {dcfg.student_init or 'the teacher'} with "
+            f"{scfg.transformer.num_layers} blocks{grown}")
 
     dmd_file = work / "distill_dmd_ckpt.safetensors"
     if resume and dmd_file.exists():
@@ -485,7 +548,11 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     fake.load_state_dict(teacher.state_dict())
     fake.to(dev.device)
     critic = LatentCritic(cfg.transformer.in_channels).to(dev.device)
-    opt_s = torch.optim.AdamW(student.parameters(), lr=dcfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
+    new_params = [p for i in new_blocks for p in student.blocks[i].parameters()]
+    old_params = [p for p in student.parameters() if all(p is not q for q in new_params)]
+    groups = [{"params": old_params, "scale": 1.0}] + ([{"params": new_params, "scale": dcfg.grow_lr}]
+                                                       if new_params else [])
+    opt_s = torch.optim.AdamW(groups, lr=dcfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
     opt_f = torch.optim.AdamW(fake.parameters(), lr=dcfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
     opt_c = torch.optim.AdamW(critic.parameters(), lr=dcfg.fake_lr, weight_decay=0.0, betas=(0.0, 0.99))
     rng = np.random.default_rng(dcfg.seed + 51)
@@ -511,7 +578,7 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     while ph.step < dcfg.dmd_steps and ph.seconds() < dcfg.dmd_minutes * 60:
         for o, base in ((opt_s, dcfg.lr), (opt_f, dcfg.fake_lr), (opt_c, dcfg.fake_lr)):
             for g in o.param_groups:
-                g["lr"] = _lr(base, ph.step, dcfg.dmd_steps, ph.seconds(), dcfg.dmd_minutes)
+                g["lr"] = _lr(base, ph.step, dcfg.dmd_steps, ph.seconds(), dcfg.dmd_minutes) * g.get("scale", 1.0)
         i = int(rng.integers(len(data)))
         image = data.latents(i)
         s_cams = data.cameras(i, s_chunks, scfg)
