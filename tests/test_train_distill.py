@@ -268,6 +268,10 @@ def test_a_grown_student_starts_as_its_start_and_trains_its_new_blocks(tmp_path,
     new = trained["blocks.2.attn.proj.weight"]
     old = trained["blocks.1.attn.proj.weight"] - start.state_dict()["blocks.1.attn.proj.weight"]
     assert new.abs().max() > 5 * old.abs().max() > 0, "the new block did not learn at its own rate"
+    distill(DistillConfig(**{**dcfg.__dict__, "dmd_steps": 5, "grow_lr": 30.0}), ClipCache(teacher_dir / "clips"),
+            teacher_dir, teacher_dir / WORLD_FILE, log=lambda m: None)  # resumed: the rate asked now holds
+    groups = load_state(teacher_dir / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]["opt"]["student"]
+    assert [g["scale"] for g in groups["param_groups"]] == [1.0, 30.0]
 
     with pytest.raises(ValueError, match="holds no transformer blocks"):
         distill(DistillConfig(**{**dcfg.__dict__, "student_init": str(start_dir / VAE_FILE)}),

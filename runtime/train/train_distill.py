@@ -568,6 +568,8 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     ph = _Phase(dmd_file, "distill-dmd", modules, opts, rng, dev, optional=("critic", "student_avg"))
     if resume and ph.load():
         log(f"distill dmd: resumed at step {ph.step}")
+        for g in opt_s.param_groups[1:]:  # the appended blocks learn at the rate asked now, not the one saved
+            g["scale"] = dcfg.grow_lr
     gen = dev.generator(dcfg.seed + 1000 + ph.step)
     teacher_sampler = FlowSampler(cfg.sampler)
     text, mask = (dev.put(x) for x in empty_text(cfg))
