@@ -273,9 +273,14 @@ def test_a_grown_student_starts_as_its_start_and_trains_its_new_blocks(tmp_path,
     groups = load_state(teacher_dir / "distill_dmd_ckpt.safetensors", "distill-dmd")[1]["opt"]["student"]
     assert [g["scale"] for g in groups["param_groups"]] == [1.0, 30.0]
 
-    with pytest.raises(ValueError, match="holds no transformer blocks"):
-        distill(DistillConfig(**{**dcfg.__dict__, "student_init": str(start_dir / VAE_FILE)}),
-                ClipCache(teacher_dir / "clips"), tmp_path / "other", teacher_dir / WORLD_FILE, log=lambda m: None)
+    from worldwalk.runtime.cli.main import main
+
+    argv = ["train", "--work", str(teacher_dir), "--stage", "distill", "--no-resume", "--ode-windows", "0",
+            "--ode-steps", "0", "--dmd-steps", "0", "--distill-window", "2", "--threads", "1", "--distill-student"]
+    with pytest.raises(SystemExit, match="holds no transformer blocks"):
+        main([*argv, str(start_dir / VAE_FILE)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        main([*argv, str(start_dir / "nothing.safetensors")])
 
 
 def test_ship_distilled_ships_the_student(tmp_path, one_torch_thread):

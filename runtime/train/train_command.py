@@ -391,7 +391,7 @@ def _run(args: argparse.Namespace) -> int:
                                         lr=1.5e-4, warmup=10, rollout_prob=1.0)
                 train_world(tcfg, data, work, rollout_file, cfg, resume=resume, tag="rollout", dev=dev)
         elif stage == "distill":
-            from .train_distill import DistillConfig, distill
+            from .train_distill import DistillConfig, StudentStartError, distill
 
             if not world_file.exists():
                 raise SystemExit(f"worldwalk train: the distill stage needs a teacher in {world_file}: run the world "
@@ -410,8 +410,11 @@ def _run(args: argparse.Namespace) -> int:
                                  kv_window=args.distill_kv_window, student_init=args.distill_student,
                                  grow_blocks=args.distill_grow, grow_lr=args.distill_grow_lr,
                                  ckpt_minutes=args.ckpt_minutes, keep_every=args.distill_keep, seed=args.seed)
-            distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
-                    log=lambda m: print(m, flush=True))
+            try:
+                distill(dcfg, clips, work, world_file, resume=resume, dev=dev,
+                        log=lambda m: print(m, flush=True))
+            except StudentStartError as e:
+                raise SystemExit(f"worldwalk train: {e}") from None
         elif stage == "decoder":
             samples = _world_samples(work / "decoder_samples.safetensors", clips, world_file, args, resume, dev)
             dcfg = DecoderTuneConfig(steps=args.decoder_steps, minutes=args.decoder_minutes, seed=args.seed,

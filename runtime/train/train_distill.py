@@ -60,7 +60,8 @@ from .state_file import load_state, pack_optimizer, save_state, unpack_optimizer
 from .train_device import TrainDevice
 from .train_world import TrainWorldConfig, _cameras, _strip, export_world, move_average, ramped_decay, world_loss
 
-__all__ = ["DistillConfig", "distill", "grown_student", "kept_steps", "kept_world", "student_config"]
+__all__ = ["DistillConfig", "StudentStartError", "distill", "grown_student", "kept_steps", "kept_world",
+           "student_config"]
 
 
 @dataclass
@@ -99,6 +100,10 @@ def student_config(cfg: BundledConfig, dcfg: DistillConfig) -> BundledConfig:
     return dataclasses.replace(cfg, transformer=tr, sampler=SamplerConfig(timesteps=tuple(dcfg.timesteps)))
 
 
+class StudentStartError(ValueError):
+    """The student's start (`--distill-student`) is missing or is not a world of the teacher's shape."""
+
+
 def grown_student(start: dict[str, torch.Tensor], scfg: BundledConfig, grow: int
                   ) -> tuple[SanaWMStreamingTransformer, BundledConfig, list[int]]:
     """The student from the weights `start` with `grow` blocks appended: (student, its config, the new blocks'
@@ -115,11 +120,11 @@ def grown_student(start: dict[str, torch.Tensor], scfg: BundledConfig, grow: int
     try:
         missing, unexpected = student.load_state_dict(start, strict=False)
     except RuntimeError as e:
-        raise ValueError(f"the student's start does not fit the teacher's transformer (width, heads, channels "
+        raise StudentStartError(f"the student's start does not fit the teacher's transformer (width, heads, channels "
                          f"must match; only the number of blocks may differ): {e}") from None
     missing = [k for k in missing if not any(k.startswith(f"blocks.{i}.") for i in new)]
     if missing or unexpected:
-        raise ValueError(f"the student's start does not fit the teacher's transformer: missing {missing[:4]}, "
+        raise StudentStartError(f"the student's start does not fit the teacher's transformer: missing {missing[:4]}, "
                          f"unexpected {unexpected[:4]}")
     with torch.no_grad():
         for i in new:
@@ -142,16 +147,17 @@ def _read_world(path: Path) -> dict[str, torch.Tensor]:
     from worldwalk.runtime.safe_files import check_regular
 
     if not path.is_file():
-        raise FileNotFoundError(f"the student's start {path} does not exist; give --distill-student a "
+        raise StudentStartError(f"the student's start {path} does not exist; give --distill-student a "
                                 "bundled_world.safetensors file")
     check_regular(path)
     try:
         weights = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
-        raise ValueError(f"the student's start {path} is not a safetensors world file ({e}); give "
+        raise StudentStartError(f"the student's start {path} is not a safetensors world file ({e}); give "
                          "--distill-student a bundled_world.safetensors file") from None
     if not any(k.startswith("blocks.") for k in weights):
-        raise ValueError(f"the student's start {path} holds no transformer blocks: is it a world file (not the VAE)?")
+        raise StudentStartError(f"the student's start {path} holds no transformer blocks: give --distill-student a "
+                                "world file (bundled_world.safetensors, not the VAE)")
     return weights
 
 
