@@ -120,12 +120,12 @@ def grown_student(start: dict[str, torch.Tensor], scfg: BundledConfig, grow: int
     try:
         missing, unexpected = student.load_state_dict(start, strict=False)
     except RuntimeError as e:
-        raise StudentStartError(f"the student's start does not fit the teacher's transformer (width, heads, channels "
-                         f"must match; only the number of blocks may differ): {e}") from None
+        raise StudentStartError(f"the student's start does not fit the teacher's transformer (width, heads, "
+                                f"channels must match; only the number of blocks may differ): {e}") from None
     missing = [k for k in missing if not any(k.startswith(f"blocks.{i}.") for i in new)]
     if missing or unexpected:
-        raise StudentStartError(f"the student's start does not fit the teacher's transformer: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}")
+        raise StudentStartError(f"the student's start does not fit the teacher's transformer: missing "
+                                f"{missing[:4]}, unexpected {unexpected[:4]}")
     with torch.no_grad():
         for i in new:
             block = student.blocks[i]
@@ -154,7 +154,7 @@ def _read_world(path: Path) -> dict[str, torch.Tensor]:
         weights = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
         raise StudentStartError(f"the student's start {path} is not a safetensors world file ({e}); give "
-                         "--distill-student a bundled_world.safetensors file") from None
+                                "--distill-student a bundled_world.safetensors file") from None
     if not any(k.startswith("blocks.") for k in weights):
         raise StudentStartError(f"the student's start {path} holds no transformer blocks: give --distill-student a "
                                 "world file (bundled_world.safetensors, not the VAE)")
@@ -555,7 +555,8 @@ def distill(dcfg: DistillConfig, clips, work: Path, teacher_file: Path, resume: 
     fake.to(dev.device)
     critic = LatentCritic(cfg.transformer.in_channels).to(dev.device)
     new_params = [p for i in new_blocks for p in student.blocks[i].parameters()]
-    old_params = [p for p in student.parameters() if all(p is not q for q in new_params)]
+    new_ids = {id(p) for p in new_params}
+    old_params = [p for p in student.parameters() if id(p) not in new_ids]
     groups = [{"params": old_params, "scale": 1.0}] + ([{"params": new_params, "scale": dcfg.grow_lr}]
                                                        if new_params else [])
     opt_s = torch.optim.AdamW(groups, lr=dcfg.lr, weight_decay=0.0, betas=(0.0, 0.99))
