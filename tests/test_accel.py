@@ -13,6 +13,7 @@ TensorRT and CUDA graphs run only where CUDA (and the tensorrt package) exist.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -64,15 +65,17 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
     return err
 
 
-def _run_stream(tr, backend, chunks):
+def _run_stream(tr, backend, chunks, home: tuple[int, ...] = ()):
+    """`home`: the chunks whose camera is marked back at the first view (SanaWMConfig.home_radius)."""
     dev = next(tr.parameters()).device  # the prompt, its mask and the image where the model is (a CUDA model too)
     stream = LatentRollout(tr, FlowSampler())
     stream.backend = backend
     text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
     stream.reset(text.to(dev), torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool, device=dev), seed=3)
     image = torch.randn(1, tr.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(2)).to(dev)
+    cams = [dataclasses.replace(c, at_home=True) if k in home else c for k, c in enumerate(_cameras(chunks))]
     out = [stream.step(cam, (1, tr.cfg.in_channels, CHUNK, H, W), image if k == 0 else None)
-           for k, cam in enumerate(_cameras(chunks))]
+           for k, cam in enumerate(cams)]
     return out, stream.cache
 
 
@@ -104,6 +107,21 @@ def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
     again, _ = _run_stream(tr, AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path), 2)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
     _close(again[1], ref[1], 1e-4)
+
+
+@needs_ort
+def test_a_chunk_back_at_the_first_view_runs_eagerly_and_matches(tmp_path):
+    """The graph reads the whole window: a chunk at home, which reads the sink alone, runs eagerly, and the
+    chunks after it go through the graph again on the cache it wrote."""
+    tr = _transformer(kv_window=3)
+    ref, _ = _run_stream(tr, None, CHUNKS, home=(3,))
+    step = AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path)
+    got, _ = _run_stream(tr, step, CHUNKS, home=(3,))
+    assert step.counts == {"eager": 5 * 2, "accel": 5 * (CHUNKS - 2)}  # chunks 0 and 3 eager
+    for a, b in zip(got, ref, strict=True):
+        _close(a, b, 1e-4)
+    away, _ = _run_stream(tr, None, CHUNKS)
+    assert (away[3] - ref[3]).abs().max() > 1e-5  # chunk 3 did read otherwise at home
 
 
 def test_cache_layout_masks_unfilled_window():

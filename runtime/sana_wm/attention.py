@@ -66,11 +66,13 @@ class SoftmaxAttention(SelfAttentionParams):
         cache: SoftmaxCache,
         write: bool,
         window: dict[str, torch.Tensor] | None = None,
+        home: bool = False,
     ) -> tuple[torch.Tensor, ChunkKV | None]:
         """x (B, N, C) -> (B, N, C); returns this chunk's K/V for the cache when `write`. `window`: this block's
-        context for the chunk's passes (`joined`), None to concatenate the context in every pass."""
+        context for the chunk's passes (`joined`), None to concatenate the context in every pass; `home`: the
+        chunk is back at the first view and reads the sink alone (`SoftmaxCache.context`)."""
         B, N, C = x.shape
-        context = cache.context()
+        context = cache.context(home)
 
         # 1. main branch: qkv -> RMSNorm -> RoPE at absolute positions -> SDPA over [cache, chunk]
         q, k, v = self.qkv(x).chunk(3, dim=-1)

@@ -76,8 +76,11 @@ class SoftmaxCache:
     recent: tuple[ChunkKV, ...] = ()
     ffn_tail: torch.Tensor | None = None
 
-    def context(self) -> list[ChunkKV]:
-        """Cached chunks a new chunk attends to, oldest first."""
+    def context(self, home: bool = False) -> list[ChunkKV]:
+        """Cached chunks a new chunk attends to, oldest first; the sink alone for a chunk back at the first view
+        (`home`, SanaWMConfig.home_radius). The recent chunks stay cached either way."""
+        if home and self.sink is not None:
+            return [self.sink]
         return ([self.sink] if self.sink is not None else []) + list(self.recent)
 
     def pushed(self, kv: ChunkKV, window: int, sink: bool) -> tuple[ChunkKV | None, tuple[ChunkKV, ...]]:

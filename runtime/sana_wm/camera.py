@@ -60,6 +60,13 @@ def pose_inverse(pose: np.ndarray) -> np.ndarray:
     return out
 
 
+def is_home(pose_rel: np.ndarray, radius: float, angle_deg: float) -> bool:
+    """Whether a pose relative to the first frame (4, 4) is back at its view: within `radius` of its position
+    and `angle_deg` of its view direction (the cameras' z axes)."""
+    cos = float(np.clip(pose_rel[2, 2], -1.0, 1.0))  # z of the first frame's axes . this camera's z axis
+    return float(np.linalg.norm(pose_rel[:3, 3])) < radius and math.degrees(math.acos(cos)) < angle_deg
+
+
 def latent_frame_sources(latent_index: int, stride: int) -> tuple[int, list[int]]:
     """Video frames feeding latent frame j: (the UCPE frame, the `stride` Plücker frames)."""
     if latent_index == 0:
@@ -72,18 +79,21 @@ def latent_frame_sources(latent_index: int, stride: int) -> tuple[int, list[int]
 class CameraInputs:
     conditions: torch.Tensor  # (B, T, 20): flattened relative c2w + fx, fy, cx, cy on the token grid
     plucker: torch.Tensor  # (B, 6 * s, T, h, w)
+    at_home: bool = False  # the chunk ends back at the first frame's view (SanaWMConfig.home_radius)
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> CameraInputs:
         dev = torch.device(device)
         if dev.type == "cuda" and torch.cuda.is_available():
             # cast on the host, pin, copy without blocking: a pageable copy makes the host wait for the model's
             # stream (two waits a chunk), so it could not queue the next chunk while this one runs
-            return CameraInputs(_to_cuda(self.conditions, dev, torch.float32), _to_cuda(self.plucker, dev, dtype))
-        return CameraInputs(self.conditions.to(device, torch.float32), self.plucker.to(device, dtype))
+            return CameraInputs(_to_cuda(self.conditions, dev, torch.float32), _to_cuda(self.plucker, dev, dtype),
+                                self.at_home)
+        return CameraInputs(self.conditions.to(device, torch.float32), self.plucker.to(device, dtype), self.at_home)
 
     @staticmethod
     def cat(parts: list[CameraInputs]) -> CameraInputs:
-        return CameraInputs(torch.cat([p.conditions for p in parts], 1), torch.cat([p.plucker for p in parts], 2))
+        return CameraInputs(torch.cat([p.conditions for p in parts], 1), torch.cat([p.plucker for p in parts], 2),
+                            parts[-1].at_home)
 
 
 def _to_cuda(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -112,12 +122,14 @@ def build_camera_inputs(
     stride: int,
     image_size: tuple[int, int],
     grid: tuple[int, int],
+    home: tuple[float, float] | None = None,
 ) -> CameraInputs:
     """Camera tensors for the given latent frames.
 
     poses_rel / intrinsics_px map video frame index -> relative c2w (4, 4) / pixel K (3, 3); a Plücker
     frame past the last available one repeats the last one (the official padding).
-    image_size is (height, width) of the video, grid (h, w) of the token grid.
+    image_size is (height, width) of the video, grid (h, w) of the token grid. `home` (radius, degrees):
+    mark the inputs `at_home` when the last latent frame's pose is that close to the first frame's (`is_home`).
     """
     H, W = image_size
     h, w = grid
@@ -138,7 +150,8 @@ def build_camera_inputs(
         pl.append(plucker_rays(K4, c2w, h, w).reshape(-1, h, w))  # (6 * s, h, w), frame-major
     conditions = torch.from_numpy(np.stack(cond)).float()[None]
     plucker = torch.stack(pl, 1)[None]
-    return CameraInputs(conditions, plucker)
+    last = poses_rel[min(latent_frame_sources(latent_indices[-1], stride)[0], avail)]
+    return CameraInputs(conditions, plucker, home is not None and is_home(last, *home))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -338,10 +338,12 @@ class SanaWM:
         rel = {first_video + i: p for i, p in enumerate(rel_poses)}
         Ks = {first_video + i: K for i, K in enumerate(intrinsics)}
 
-        # 2. camera inputs of this chunk's latent frames
+        # 2. camera inputs of this chunk's latent frames, marked when it ends back at the first view
         first_latent = 0 if k == 0 else 1 + L * k
         latents = list(range(first_latent, 1 + L * (k + 1)))
-        camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw)
+        tcfg = self.transformer.cfg
+        home = (tcfg.home_radius, tcfg.home_angle_deg) if tcfg.home_radius > 0 else None
+        camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw, home)
         shape = (1, self.vae.latent_channels, L, *self.latent_hw)
 
         with self._stream_ctx(self._model_stream):

@@ -117,9 +117,11 @@ class Block(nn.Module):
         self.mlp = GLUMBConvTemp(d, int(d * cfg.mlp_ratio), cfg.t_kernel_size)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write, window=None):
+    def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write, window=None,
+                home=False):
         """`plucker`: this block's `plucker_proj` of the chunk's embedded Plücker rays (B, N, C), made once for
-        the chunk's passes (ChunkInputs), or None; `window`: the softmax block's per-chunk context (attention.py)."""
+        the chunk's passes (ChunkInputs), or None; `window`: the softmax block's per-chunk context (attention.py);
+        `home`: the chunk is back at the first view (CameraInputs.at_home), a softmax block reads the sink alone."""
         B, N, C = x.shape
         T = grid[0]
         mod = (self.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)  # each (B, T, 1, C)
@@ -127,7 +129,7 @@ class Block(nn.Module):
 
         h = (self.norm1(x).view(B, T, -1, C) * (1 + scale_msa) + shift_msa).view(B, N, C)
         if self.softmax:
-            h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write, window)
+            h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write, window, home)
         else:
             h, written = self.attn(h, T, rope, ucpe, cam_rope, cache, write)
         x = x + (gate_msa * h.view(B, T, -1, C)).view(B, N, C)
@@ -303,12 +305,13 @@ class SanaWMStreamingTransformer(nn.Module):
 
         chunk = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
         windows = chunk.windows_of(cache) if self._chunk_memo is not None and self._chunk_memo[2] is chunk else None
+        home = camera is not None and camera.at_home  # softmax blocks read the sink alone
 
         new_blocks = []
         for i, (block, bc, kv) in enumerate(zip(self.blocks, cache.blocks, prompt.kv, strict=True)):
             window = None if windows is None or not block.softmax else windows.setdefault(i, {})
             x, written = block(x, kv, prompt.mask, t0, grid, chunk.rope, chunk.ucpe, chunk.cam_rope,
-                               chunk.pluckers[i], bc, write, window)
+                               chunk.pluckers[i], bc, write, window, home)
             new_blocks.append(written)
 
         x = self.final_layer(x, t_emb, T)

@@ -20,7 +20,8 @@ and, run on its own (`--stage distill`, not part of `all`; `ship --ship-distille
            the true renders' latents (train_distill.py); exported to <work>/distill/ for `eval --checkpoint`
            (`--distill-keep N` also keeps the student every N iterations, `ship --ship-step N` ships one;
            `--distill-regress`, `--distill-rollout` and `--distill-return` hold it to the true latents;
-           `ship --ship-kv-window N` sets the attention window it plays with)
+           `ship --ship-kv-window N` sets the attention window it plays with, `--ship-home-view R,DEG` has a
+           chunk back at the first view read only that view)
 
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
 weights: about 110 minutes on an otherwise idle 2-core CPU with two torch threads, plus 6 minutes to
@@ -163,6 +164,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ship-kv-window", type=_kv_window_arg, default=None, metavar="N",
                    help="ship the world with its softmax blocks seeing the first chunk and the last N - 1 chunks "
                         "(the attention window is the runtime's: the weights do not change; default: as trained)")
+    p.add_argument("--ship-home-view", type=_home_view_arg, default=None, metavar="RADIUS,DEGREES",
+                   help="ship the world so that a chunk whose camera ends within RADIUS (camera units: 0.1 is one "
+                        "world unit, half a second's walk) and DEGREES of the first frame's view reads only the "
+                        "first chunk in its softmax blocks (the weights do not change; 0,20 turns it off; "
+                        "default: as trained, off)")
     p.add_argument("--distill-chunk", type=int, default=1,
                    help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
@@ -213,6 +219,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch threads (default: every core; on a machine busy with other work 1 is fastest, "
                         "as idle OpenMP threads spin)")
     p.set_defaults(func=run)
+
+
+def _home_view_arg(text: str) -> tuple[float, float]:
+    """`--ship-home-view 0.1,20`: (SanaWMConfig.home_radius, home_angle_deg)."""
+    try:
+        radius, degrees = (float(v) for v in text.split(","))
+    except ValueError:
+        radius, degrees = -1.0, 0.0
+    if not (radius >= 0 and 0 < degrees <= 180):
+        raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES with RADIUS >= 0 and DEGREES in (0, 180] "
+                                         "(e.g. 0.1,20)")
+    return radius, degrees
 
 
 def _kv_window_arg(text: str) -> int:
@@ -446,16 +464,20 @@ def _run(args: argparse.Namespace) -> int:
             for src, dst in ((tuned_file if tuned_file.exists() else vae_file, VAE_FILE), (best, WORLD_FILE)):
                 with open_regular(work_file(src), follow_symlinks=False) as f, replaced(out / dst) as g:
                     shutil.copyfileobj(f, g)
-            if args.ship_kv_window is not None:
-                _set_kv_window(out / WORLD_FILE, args.ship_kv_window)
+            played = {} if args.ship_kv_window is None else {"kv_window": args.ship_kv_window}
+            if args.ship_home_view is not None:
+                played.update(home_radius=args.ship_home_view[0], home_angle_deg=args.ship_home_view[1])
+            if played:
+                _set_played_config(out / WORLD_FILE, **played)
             with replaced(out / START_FILE) as f:
                 np.save(f, np.ascontiguousarray(_start_frame(cfg)))
             print(f"weights in {out}: {VAE_FILE}, {WORLD_FILE} (from {best.relative_to(work)}), {START_FILE}")
     return 0
 
 
-def _set_kv_window(path: Path, kv_window: int) -> None:
-    """Rewrite a world weights file's config with `kv_window` (SanaWMConfig.kv_window); the weights as they are."""
+def _set_played_config(path: Path, **played: object) -> None:
+    """Rewrite a world weights file's config with how it plays (SanaWMConfig fields: `kv_window`, `home_radius`,
+    `home_angle_deg`); the weights as they are."""
     import json
 
     from safetensors import safe_open
@@ -468,7 +490,7 @@ def _set_kv_window(path: Path, kv_window: int) -> None:
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata())
     cfg = SanaWMConfig.from_dict(json.loads(meta["config"]))
-    meta["config"] = json.dumps(dataclasses.replace(cfg, kv_window=kv_window).to_dict())
+    meta["config"] = json.dumps(dataclasses.replace(cfg, **played).to_dict())
     write_safetensors(path, load_file(str(path)), meta)
 
 
