@@ -65,15 +65,15 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
     return err
 
 
-def _run_stream(tr, backend, chunks, home: tuple[int, ...] = ()):
-    """`home`: the chunks whose camera is marked back at the first view (SanaWMConfig.home_radius)."""
+def _run_stream(tr, backend, chunks, home: dict[int, float] | None = None):
+    """`home`: chunk -> its camera's `home` (SanaWMConfig.home_radius), 0 for the chunks not named."""
     dev = next(tr.parameters()).device  # the prompt, its mask and the image where the model is (a CUDA model too)
     stream = LatentRollout(tr, FlowSampler())
     stream.backend = backend
     text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
     stream.reset(text.to(dev), torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool, device=dev), seed=3)
     image = torch.randn(1, tr.cfg.in_channels, 1, H, W, generator=torch.Generator().manual_seed(2)).to(dev)
-    cams = [dataclasses.replace(c, at_home=True) if k in home else c for k, c in enumerate(_cameras(chunks))]
+    cams = [dataclasses.replace(c, home=(home or {}).get(k, 0.0)) for k, c in enumerate(_cameras(chunks))]
     out = [stream.step(cam, (1, tr.cfg.in_channels, CHUNK, H, W), image if k == 0 else None)
            for k, cam in enumerate(cams)]
     return out, stream.cache
@@ -111,17 +111,19 @@ def test_onnx_chunk_step_matches_eager_over_five_chunks(tmp_path, kv_window):
 
 @needs_ort
 def test_a_chunk_back_at_the_first_view_runs_eagerly_and_matches(tmp_path):
-    """The graph reads the whole window: a chunk at home, which reads the sink alone, runs eagerly, and the
-    chunks after it go through the graph again on the cache it wrote."""
+    """The graph reads the whole window: a chunk near home (its recent chunks faded) or at home (the sink
+    alone) runs eagerly, and the chunks after them go through the graph again on the cache they wrote."""
     tr = _transformer(kv_window=3)
-    ref, _ = _run_stream(tr, None, CHUNKS, home=(3,))
+    home = {2: 0.5, 3: 1.0}
+    ref, _ = _run_stream(tr, None, CHUNKS, home)
     step = AcceleratedStep(tr, engine("onnx", torch.device("cpu")), tmp_path)
-    got, _ = _run_stream(tr, step, CHUNKS, home=(3,))
-    assert step.counts == {"eager": 5 * 2, "accel": 5 * (CHUNKS - 2)}  # chunks 0 and 3 eager
+    got, _ = _run_stream(tr, step, CHUNKS, home)
+    assert step.counts == {"eager": 5 * 3, "accel": 5 * (CHUNKS - 3)}  # chunks 0, 2 and 3 eager
     for a, b in zip(got, ref, strict=True):
         _close(a, b, 1e-4)
     away, _ = _run_stream(tr, None, CHUNKS)
-    assert (away[3] - ref[3]).abs().max() > 1e-5  # chunk 3 did read otherwise at home
+    for k in home:
+        assert (away[k] - ref[k]).abs().max() > 1e-5  # the chunk did read otherwise near home
 
 
 def test_cache_layout_masks_unfilled_window():

@@ -330,14 +330,14 @@ def test_ship_step_ships_a_kept_student(tmp_path, one_torch_thread):
     assert load_weights(tmp_path)[2].cfg.kv_window == 2 and load_weights(out)[2].cfg.kv_window == 3
 
     # --ship-home-view: the same weights again, a chunk back at the first view reading only the first chunk
-    for bad in ("0.1", "-1,20", "0.1,0", "a,b"):
+    for bad in ("0.1,20", "-1,20,3", "0.1,0,3", "0.1,20,-1", "a,b,c"):
         with pytest.raises(SystemExit):
             main([*argv, "2", "--ship-home-view", bad])
-    assert gl_or_skip(lambda: main([*argv, "2", "--ship-kv-window", "3", "--ship-home-view", "0.1,20"])) == 0
+    assert gl_or_skip(lambda: main([*argv, "2", "--ship-kv-window", "3", "--ship-home-view", "0.1,20,3"])) == 0
     shipped = load_file(out / WORLD_FILE)
     assert shipped.keys() == kept.keys() and all(torch.equal(shipped[k], kept[k]) for k in kept)
     cfg = load_weights(out)[2].cfg
-    assert (cfg.kv_window, cfg.home_radius, cfg.home_angle_deg) == (3, 0.1, 20.0)
+    assert (cfg.kv_window, cfg.home_radius, cfg.home_angle_deg, cfg.home_fade) == (3, 0.1, 20.0, 3.0)
     assert load_weights(tmp_path)[2].cfg.home_radius == 0.0  # off unless shipped so
 
 

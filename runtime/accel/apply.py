@@ -236,11 +236,11 @@ class AcceleratedStep:
         return twin
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
-        # eager: chunk 0 (other shapes), a chunk back at the first view (it reads the sink alone), and on a GPU
+        # eager: chunk 0 (other shapes), a chunk at or near the first view (it reads the window otherwise), on a GPU
         # every chunk before the window is full (chunk 1 with the default window), as its masked graphs, engines
         # or pools would be built and held for one chunk a session
         full_only = latents.is_cuda if self.full_window_only is None else self.full_window_only
-        if (self.failed or cache is None or cache.chunks == 0 or camera is None or camera.at_home
+        if (self.failed or cache is None or cache.chunks == 0 or camera is None or camera.home > 0
                 or (full_only and not _window_full(cache, self.tr.cfg.kv_window - 1))):
             self.counts["eager"] += 1
             return self.tr(latents, timesteps, text, text_mask, camera, cache, write)

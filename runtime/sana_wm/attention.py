@@ -16,6 +16,8 @@ For head dims of 32, 64, 128 or 256 the two agree.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -66,13 +68,16 @@ class SoftmaxAttention(SelfAttentionParams):
         cache: SoftmaxCache,
         write: bool,
         window: dict[str, torch.Tensor] | None = None,
-        home: bool = False,
+        home: float = 0.0,
     ) -> tuple[torch.Tensor, ChunkKV | None]:
         """x (B, N, C) -> (B, N, C); returns this chunk's K/V for the cache when `write`. `window`: this block's
-        context for the chunk's passes (`joined`), None to concatenate the context in every pass; `home`: the
-        chunk is back at the first view and reads the sink alone (`SoftmaxCache.context`)."""
+        context for the chunk's passes (`joined`), None to concatenate the context in every pass; `home`: how
+        far the chunk is back at the first view (SanaWMConfig.home_radius): at 1 it reads the sink alone
+        (`SoftmaxCache.context`), between 0 and 1 the recent chunks' attention weights are scaled by
+        (1 - home)^2 (squared: less left to fade in the last steps home, where a weight's last part shows most)."""
         B, N, C = x.shape
-        context = cache.context(home)
+        context = cache.context(home >= 1.0)
+        bias = _recent_bias(context, cache.sink is not None, N, home)  # (1, S) or None
 
         # 1. main branch: qkv -> RMSNorm -> RoPE at absolute positions -> SDPA over [cache, chunk]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
@@ -81,7 +86,9 @@ class SoftmaxAttention(SelfAttentionParams):
         q, k, v = (self._sdpa_dtype(t) for t in (q, k, self.split_heads(v)))
         k_all = joined(window, "k", [c.k for c in context], k)
         v_all = joined(window, "v", [c.v for c in context], v)
-        main = F.scaled_dot_product_attention(q, k_all, v_all).to(x.dtype).transpose(1, 2).reshape(B, N, C)
+        mask = None if bias is None else bias.to(k_all.dtype)
+        main = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask).to(x.dtype)
+        main = main.transpose(1, 2).reshape(B, N, C)
 
         # 2. camera branch: UCPE on q (P^T) and k, v (P^-1), SDPA, back to world space with P
         cam, kc, vc = None, None, None
@@ -94,9 +101,23 @@ class SoftmaxAttention(SelfAttentionParams):
             vc = self._sdpa_dtype(apply_ucpe(vc, ucpe.P_inv, cam_rope))
             kc_all = joined(window, "cam_k", [c.cam_k for c in context if c.cam_k is not None], kc)
             vc_all = joined(window, "cam_v", [c.cam_v for c in context if c.cam_v is not None], vc)
-            out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all).to(x.dtype)
+            mask = None if bias is None else bias.to(kc_all.dtype)
+            out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all, attn_mask=mask).to(x.dtype)
             cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
 
         out = self.finish(main, cam, x)
         # v (and, without a dtype cast, k) may be views of the whole qkv output: store copies
         return out, (ChunkKV(owned(k), owned(v), owned(kc), owned(vc)) if write else None)
+
+
+def _recent_bias(context: list[ChunkKV], sink: bool, N: int, home: float) -> torch.Tensor | None:
+    """The additive attention bias (1, S) over [context, chunk] that scales the recent chunks' weights by
+    (1 - home)^2 (0 < home < 1), or None: nothing to scale."""
+    recent = context[1:] if sink else context
+    if not 0.0 < home < 1.0 or not recent:
+        return None
+    n_sink = context[0].k.shape[2] if sink else 0
+    n_recent = sum(c.k.shape[2] for c in recent)
+    bias = torch.zeros(1, n_sink + n_recent + N, device=recent[0].k.device)
+    bias[:, n_sink : n_sink + n_recent] = 2 * math.log1p(-home)
+    return bias

@@ -60,11 +60,16 @@ def pose_inverse(pose: np.ndarray) -> np.ndarray:
     return out
 
 
-def is_home(pose_rel: np.ndarray, radius: float, angle_deg: float) -> bool:
-    """Whether a pose relative to the first frame (4, 4) is back at its view: within `radius` of its position
-    and `angle_deg` of its view direction (the cameras' z axes)."""
+def home_weight(pose_rel: np.ndarray, radius: float, angle_deg: float, fade: float = 0.0) -> float:
+    """How far a pose relative to the first frame (4, 4) is back at its view, 0 to 1: 1 within `radius` of its
+    position and `angle_deg` of its view direction (the cameras' z axes), falling linearly to 0 at (1 + `fade`)
+    times each (at once without a fade); the product of the two."""
     cos = float(np.clip(pose_rel[2, 2], -1.0, 1.0))  # z of the first frame's axes . this camera's z axis
-    return float(np.linalg.norm(pose_rel[:3, 3])) < radius and math.degrees(math.acos(cos)) < angle_deg
+    w = 1.0
+    for value, inner in ((float(np.linalg.norm(pose_rel[:3, 3])), radius), (math.degrees(math.acos(cos)), angle_deg)):
+        if value >= inner:
+            w *= max(0.0, 1.0 - (value - inner) / (fade * inner)) if fade > 0 and inner > 0 else 0.0
+    return w
 
 
 def latent_frame_sources(latent_index: int, stride: int) -> tuple[int, list[int]]:
@@ -79,7 +84,7 @@ def latent_frame_sources(latent_index: int, stride: int) -> tuple[int, list[int]
 class CameraInputs:
     conditions: torch.Tensor  # (B, T, 20): flattened relative c2w + fx, fy, cx, cy on the token grid
     plucker: torch.Tensor  # (B, 6 * s, T, h, w)
-    at_home: bool = False  # the chunk ends back at the first frame's view (SanaWMConfig.home_radius)
+    home: float = 0.0  # 1: the chunk ends back at the first frame's view, 0: away (camera.home_weight)
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> CameraInputs:
         dev = torch.device(device)
@@ -87,13 +92,13 @@ class CameraInputs:
             # cast on the host, pin, copy without blocking: a pageable copy makes the host wait for the model's
             # stream (two waits a chunk), so it could not queue the next chunk while this one runs
             return CameraInputs(_to_cuda(self.conditions, dev, torch.float32), _to_cuda(self.plucker, dev, dtype),
-                                self.at_home)
-        return CameraInputs(self.conditions.to(device, torch.float32), self.plucker.to(device, dtype), self.at_home)
+                                self.home)
+        return CameraInputs(self.conditions.to(device, torch.float32), self.plucker.to(device, dtype), self.home)
 
     @staticmethod
     def cat(parts: list[CameraInputs]) -> CameraInputs:
         return CameraInputs(torch.cat([p.conditions for p in parts], 1), torch.cat([p.plucker for p in parts], 2),
-                            parts[-1].at_home)
+                            parts[-1].home)
 
 
 def _to_cuda(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -122,14 +127,14 @@ def build_camera_inputs(
     stride: int,
     image_size: tuple[int, int],
     grid: tuple[int, int],
-    home: tuple[float, float] | None = None,
+    home: tuple[float, float, float] | None = None,
 ) -> CameraInputs:
     """Camera tensors for the given latent frames.
 
     poses_rel / intrinsics_px map video frame index -> relative c2w (4, 4) / pixel K (3, 3); a Plücker
     frame past the last available one repeats the last one (the official padding).
-    image_size is (height, width) of the video, grid (h, w) of the token grid. `home` (radius, degrees):
-    mark the inputs `at_home` when the last latent frame's pose is that close to the first frame's (`is_home`).
+    image_size is (height, width) of the video, grid (h, w) of the token grid. `home` (radius, degrees,
+    fade): the inputs' `home` is the last latent frame's `home_weight` (0 without).
     """
     H, W = image_size
     h, w = grid
@@ -151,7 +156,7 @@ def build_camera_inputs(
     conditions = torch.from_numpy(np.stack(cond)).float()[None]
     plucker = torch.stack(pl, 1)[None]
     last = poses_rel[min(latent_frame_sources(latent_indices[-1], stride)[0], avail)]
-    return CameraInputs(conditions, plucker, home is not None and is_home(last, *home))
+    return CameraInputs(conditions, plucker, 0.0 if home is None else home_weight(last, *home))
 
 
 # ---------------------------------------------------------------------------------------------

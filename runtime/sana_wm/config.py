@@ -40,11 +40,13 @@ class SanaWMConfig:
     chunk_latent_frames: int = 3  # latent frames generated per chunk (the first chunk adds the image latent)
     kv_window: int = 2  # official `num_cached_blocks`: softmax blocks see the sink + the last kv_window-1 chunks
     sink: bool = True  # keep chunk 0 as a permanent attention sink in softmax blocks
-    # A chunk whose camera ends back at the session's first view (within `home_radius` in the camera inputs'
-    # translation units and `home_angle_deg` between the view directions) reads only the sink in softmax
-    # blocks: the first view is what is there. 0: off, as in the official model.
+    # The home view: a chunk whose camera ends back at the session's first view (within `home_radius` in the
+    # camera inputs' translation units and `home_angle_deg` between the view directions) reads only the sink
+    # in its softmax blocks, as the first view is what is there; on the way in, from (1 + home_fade) times
+    # those, the recent chunks' attention fades out (camera.home_weight). home_radius 0: off, as officially.
     home_radius: float = 0.0
     home_angle_deg: float = 20.0
+    home_fade: float = 0.0
     softmax_bf16: bool = True  # run softmax SDPA (and keep its K/V cache) in bf16, as the official code does
     caption_tokens: int = 300  # prompt length the official empty-prompt embedding has
 
@@ -70,9 +72,9 @@ class SanaWMConfig:
             )
         if self.kv_window < 1:
             raise ValueError(f"kv_window must be >= 1, got {self.kv_window}")
-        if not (self.home_radius >= 0 and 0 < self.home_angle_deg <= 180):
-            raise ValueError(f"home_radius must be >= 0 and home_angle_deg in (0, 180]; got {self.home_radius}, "
-                             f"{self.home_angle_deg}")
+        if not (self.home_radius >= 0 and 0 < self.home_angle_deg <= 180 and self.home_fade >= 0):
+            raise ValueError(f"home_radius and home_fade must be >= 0 and home_angle_deg in (0, 180]; got "
+                             f"{self.home_radius}, {self.home_fade}, {self.home_angle_deg}")
         if self.home_radius > 0 and not self.sink:
             raise ValueError("home_radius > 0 needs sink=True: a chunk back at the first view reads the sink")
 

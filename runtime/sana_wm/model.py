@@ -342,7 +342,7 @@ class SanaWM:
         first_latent = 0 if k == 0 else 1 + L * k
         latents = list(range(first_latent, 1 + L * (k + 1)))
         tcfg = self.transformer.cfg
-        home = (tcfg.home_radius, tcfg.home_angle_deg) if tcfg.home_radius > 0 else None
+        home = (tcfg.home_radius, tcfg.home_angle_deg, tcfg.home_fade) if tcfg.home_radius > 0 else None
         camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw, home)
         shape = (1, self.vae.latent_channels, L, *self.latent_hw)
 

@@ -118,10 +118,10 @@ class Block(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
     def forward(self, x, prompt_kv, mask, t0, grid, rope, ucpe, cam_rope, plucker, cache, write, window=None,
-                home=False):
+                home=0.0):
         """`plucker`: this block's `plucker_proj` of the chunk's embedded Plücker rays (B, N, C), made once for
         the chunk's passes (ChunkInputs), or None; `window`: the softmax block's per-chunk context (attention.py);
-        `home`: the chunk is back at the first view (CameraInputs.at_home), a softmax block reads the sink alone."""
+        `home`: how far the chunk is back at the first view (CameraInputs.home), read by a softmax block."""
         B, N, C = x.shape
         T = grid[0]
         mod = (self.scale_shift_table[None, None] + t0.reshape(B, T, 6, C)).chunk(6, dim=2)  # each (B, T, 1, C)
@@ -305,7 +305,7 @@ class SanaWMStreamingTransformer(nn.Module):
 
         chunk = self._chunk_inputs(camera, cache.frames, T, h, w, latents.device)
         windows = chunk.windows_of(cache) if self._chunk_memo is not None and self._chunk_memo[2] is chunk else None
-        home = camera is not None and camera.at_home  # softmax blocks read the sink alone
+        home = camera.home if camera is not None else 0.0  # softmax blocks read less than the window near 1
 
         new_blocks = []
         for i, (block, bc, kv) in enumerate(zip(self.blocks, cache.blocks, prompt.kv, strict=True)):

@@ -20,7 +20,7 @@ and, run on its own (`--stage distill`, not part of `all`; `ship --ship-distille
            the true renders' latents (train_distill.py); exported to <work>/distill/ for `eval --checkpoint`
            (`--distill-keep N` also keeps the student every N iterations, `ship --ship-step N` ships one;
            `--distill-regress`, `--distill-rollout` and `--distill-return` hold it to the true latents;
-           `ship --ship-kv-window N` sets the attention window it plays with, `--ship-home-view R,DEG` has a
+           `ship --ship-kv-window N` sets the attention window it plays with, `--ship-home-view R,DEG,FADE` has a
            chunk back at the first view read only that view)
 
 Budgets are wall-clock minutes per stage besides step counts (the defaults are what made the shipped
@@ -164,11 +164,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ship-kv-window", type=_kv_window_arg, default=None, metavar="N",
                    help="ship the world with its softmax blocks seeing the first chunk and the last N - 1 chunks "
                         "(the attention window is the runtime's: the weights do not change; default: as trained)")
-    p.add_argument("--ship-home-view", type=_home_view_arg, default=None, metavar="RADIUS,DEGREES",
+    p.add_argument("--ship-home-view", type=_home_view_arg, default=None, metavar="RADIUS,DEGREES,FADE",
                    help="ship the world so that a chunk whose camera ends within RADIUS (camera units: 0.1 is one "
                         "world unit, half a second's walk) and DEGREES of the first frame's view reads only the "
-                        "first chunk in its softmax blocks (the weights do not change; 0,20 turns it off; "
-                        "default: as trained, off)")
+                        "first chunk in its softmax blocks, the other chunks fading out from 1 + FADE times those "
+                        "(the weights do not change; 0,20,0 turns it off; default: as trained, off)")
     p.add_argument("--distill-chunk", type=int, default=1,
                    help="distill: the student's latent frames a chunk (1: 4 video frames, 250 ms at 16 fps)")
     p.add_argument("--distill-timesteps", type=timesteps_arg, default=(1000, 500, 0),
@@ -221,16 +221,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _home_view_arg(text: str) -> tuple[float, float]:
-    """`--ship-home-view 0.1,20`: (SanaWMConfig.home_radius, home_angle_deg)."""
+def _home_view_arg(text: str) -> tuple[float, float, float]:
+    """`--ship-home-view 0.1,20,3`: (SanaWMConfig.home_radius, home_angle_deg, home_fade)."""
     try:
-        radius, degrees = (float(v) for v in text.split(","))
+        radius, degrees, fade = (float(v) for v in text.split(","))
     except ValueError:
-        radius, degrees = -1.0, 0.0
-    if not (radius >= 0 and 0 < degrees <= 180):
-        raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES with RADIUS >= 0 and DEGREES in (0, 180] "
-                                         "(e.g. 0.1,20)")
-    return radius, degrees
+        radius, degrees, fade = -1.0, 0.0, 0.0
+    if not (radius >= 0 and 0 < degrees <= 180 and fade >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES,FADE with RADIUS and FADE >= 0 and DEGREES "
+                                         "in (0, 180] (e.g. 0.1,20,3)")
+    return radius, degrees, fade
 
 
 def _kv_window_arg(text: str) -> int:
@@ -466,7 +466,8 @@ def _run(args: argparse.Namespace) -> int:
                     shutil.copyfileobj(f, g)
             played = {} if args.ship_kv_window is None else {"kv_window": args.ship_kv_window}
             if args.ship_home_view is not None:
-                played.update(home_radius=args.ship_home_view[0], home_angle_deg=args.ship_home_view[1])
+                radius, degrees, fade = args.ship_home_view
+                played.update(home_radius=radius, home_angle_deg=degrees, home_fade=fade)
             if played:
                 _set_played_config(out / WORLD_FILE, **played)
             with replaced(out / START_FILE) as f:
@@ -477,7 +478,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _set_played_config(path: Path, **played: object) -> None:
     """Rewrite a world weights file's config with how it plays (SanaWMConfig fields: `kv_window`, `home_radius`,
-    `home_angle_deg`); the weights as they are."""
+    `home_angle_deg`, `home_fade`); the weights as they are."""
     import json
 
     from safetensors import safe_open
