@@ -179,9 +179,20 @@ def test_fd_limit_raised_and_connections_kept_below_it():
             # request timeout (counted from accept, so no socket it closes is counted)
             until = first + serve_config().request_timeout - 0.5
             wait = max(0.1, until - asyncio.get_running_loop().time())
-            closed = await asyncio.gather(*(read_until_closed(reader, wait) for reader, _ in held))
+            loop = asyncio.get_running_loop()
+
+            async def closed_at(reader):  # (what the server sent, when the close was seen) or None
+                got = await read_until_closed(reader, wait)
+                return None if got is None else (got, loop.time())
+
+            closed = await asyncio.gather(*(closed_at(reader) for reader, _ in held))
             refused = sum(c is not None for c in closed)
-            # the held ones have been idle over a second: a player gets in
+            # past the limit every accept closes a socket (refused, or idle and evicted), so the sockets still
+            # open were all accepted by the last close: a second after it, all have been idle over a second (on
+            # a starved machine the server may still have been working through its backlog at the wait's end)
+            # and a player gets in, taking an idle one's place (their request timeouts are seconds away still)
+            last = max(c[1] for c in closed if c is not None)
+            await asyncio.sleep(max(0.0, last + 1.2 - loop.time()))
             player = await first_message(f"ws://127.0.0.1:{info['port']}/ws", "127.0.3.1")
             if player[1] is not None:  # refused: the status is what the assertion below reports
                 await player[1].close()

@@ -236,12 +236,13 @@ class AcceleratedStep:
         return twin
 
     def __call__(self, latents, timesteps, text, text_mask, camera, cache=None, write=False):
-        # eager: chunk 0 (other shapes), a chunk at or near the first view (it reads the window otherwise), on a GPU
-        # every chunk before the window is full (chunk 1 with the default window), as its masked graphs, engines
-        # or pools would be built and held for one chunk a session
+        # eager: chunk 0 (other shapes), and on a GPU every chunk before the window is full (chunk 1 with the
+        # default window) or near the first view (its recent chunks faded, SanaWMConfig.home_radius), as its
+        # masked graphs, engines or pools would be built and held for a few chunks a session; the CPU's masked
+        # graph takes both through its mask
         full_only = latents.is_cuda if self.full_window_only is None else self.full_window_only
-        if (self.failed or cache is None or cache.chunks == 0 or camera is None or camera.home > 0
-                or (full_only and not _window_full(cache, self.tr.cfg.kv_window - 1))):
+        if (self.failed or cache is None or cache.chunks == 0 or camera is None
+                or (full_only and (camera.home > 0 or not _window_full(cache, self.tr.cfg.kv_window - 1)))):
             self.counts["eager"] += 1
             return self.tr(latents, timesteps, text, text_mask, camera, cache, write)
         try:
@@ -278,10 +279,10 @@ class AcceleratedStep:
             ps = self.tr.cfg.patch_size
             self._layouts[key] = CacheLayout.from_cache(cache, self.tr, T * (h // ps[1]) * (w // ps[2]))
         lay = self._layouts[key]
-        flat, mask = lay.flatten(cache)
+        flat, mask = lay.flatten(cache, camera.home)
         if [tuple(t.shape) for t in flat] != [tuple(s) for s in lay.shapes]:  # another cache shape: re-read it
             lay = self._layouts[key] = CacheLayout.from_cache(cache, self.tr, lay.nc)
-            flat, mask = lay.flatten(cache)
+            flat, mask = lay.flatten(cache, camera.home)
         fixed, pluckers = step_inputs(self.tr, latents, timesteps, prompt, camera, cache)
         fixed.append(mask)
         # the graph's inputs after kv_mask: the blocks' Plücker projections, the prompt's K/V, the cache

@@ -21,7 +21,8 @@ Flat cache layout (`CacheLayout`), per block in order, only the entries the conf
     softmax block  b{i}.k, b{i}.v, b{i}.cam_k, b{i}.cam_v (B,H,N_max,D), b{i}.ffn_tail (B,C,P,S)
 with N_max = N_0 + (kv_window - 1) N_c (N_0 tokens of chunk 0, the sink; N_c of later chunks): the sink in
 [0, N_0), then the recent chunks oldest first, each N_c long. Slots not yet filled are zeros and masked by
-`kv_mask` (N_max,) (0 = attend, -inf = padding, shared by every softmax block); filled slots sit at the
+`kv_mask` (N_max,) (0 = attend, -inf = padding, shared by every softmax block; near the first view the recent
+chunks' slots carry the home view's fade, attention.recent_bias); filled slots sit at the
 end of the recent region, so a write shifts the recent region left by one chunk and appends the new one.
 Tensor names of the graphs: inputs `latents timesteps text_mask rope cam_rope ucpe_p ucpe_pt ucpe_pinv kv_mask`,
 then `b{i}.plucker` per block with a Plücker projection (its `plucker_proj` of the chunk's embedded rays
@@ -54,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from worldwalk.runtime.sana_wm.attention import recent_bias
 from worldwalk.runtime.sana_wm.cache import ChunkKV, GDNCache, PromptContext, SoftmaxCache, StreamingCache, owned
 from worldwalk.runtime.sana_wm.camera import CameraInputs, UcpeTransforms, apply_ucpe
 from worldwalk.runtime.sana_wm.layers import TemporalShortConv
@@ -207,8 +209,9 @@ class CacheLayout:
                 dtypes.append(b.ffn_tail.dtype)
         return CacheLayout(names, shapes, dtypes, soft, n0, chunk_tokens, keep)
 
-    def flatten(self, cache: StreamingCache) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(flat tensors in `names` order, kv_mask (N_max,)) of a cache written by chunks 0..k-1."""
+    def flatten(self, cache: StreamingCache, home: float = 0.0) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(flat tensors in `names` order, kv_mask (N_max,)) of a cache written by chunks 0..k-1; `home`
+        (CameraInputs.home) fades the recent chunks as the eager attention does (attention.recent_bias)."""
         flat: list[torch.Tensor] = []
         recent = 0
         for b in cache.blocks:
@@ -228,6 +231,8 @@ class CacheLayout:
         dev = flat[0].device
         mask = torch.zeros(self.n_max, device=dev)
         mask[self.n0 : self.n0 + (self.keep - recent) * self.nc] = float("-inf")
+        if home > 0 and recent:
+            mask[self.n_max - recent * self.nc :] = recent_bias(home)
         return [t.contiguous() for t in flat], mask
 
     def unflatten(self, flat: Sequence[torch.Tensor], before: StreamingCache, frames: int) -> StreamingCache:

@@ -74,7 +74,7 @@ class SoftmaxAttention(SelfAttentionParams):
         context for the chunk's passes (`joined`), None to concatenate the context in every pass; `home`: how
         far the chunk is back at the first view (SanaWMConfig.home_radius): at 1 it reads the sink alone
         (`SoftmaxCache.context`), between 0 and 1 the recent chunks' attention weights are scaled by
-        (1 - home)^2 (squared: less left to fade in the last steps home, where a weight's last part shows most)."""
+        (1 - home)^2 (`recent_bias`; squared: less left to fade in the last steps home, where it shows most)."""
         B, N, C = x.shape
         context = cache.context(home >= 1.0)
         bias = _recent_bias(context, cache.sink is not None, N, home)  # (1, S) or None
@@ -110,14 +110,18 @@ class SoftmaxAttention(SelfAttentionParams):
         return out, (ChunkKV(owned(k), owned(v), owned(kc), owned(vc)) if write else None)
 
 
+def recent_bias(home: float) -> float:
+    """The additive attention bias that scales the recent chunks' weights by (1 - home)^2 (-inf at home >= 1)."""
+    return 2.0 * math.log1p(-home) if home < 1.0 else float("-inf")
+
+
 def _recent_bias(context: list[ChunkKV], sink: bool, N: int, home: float) -> torch.Tensor | None:
-    """The additive attention bias (1, S) over [context, chunk] that scales the recent chunks' weights by
-    (1 - home)^2 (0 < home < 1), or None: nothing to scale."""
+    """`recent_bias` over [context, chunk] (1, S) for 0 < home < 1, or None: nothing to scale."""
     recent = context[1:] if sink else context
     if not 0.0 < home < 1.0 or not recent:
         return None
     n_sink = context[0].k.shape[2] if sink else 0
     n_recent = sum(c.k.shape[2] for c in recent)
     bias = torch.zeros(1, n_sink + n_recent + N, device=recent[0].k.device)
-    bias[:, n_sink : n_sink + n_recent] = 2 * math.log1p(-home)
+    bias[:, n_sink : n_sink + n_recent] = recent_bias(home)
     return bias
