@@ -150,9 +150,9 @@ def test_accelerated_step_prepares_a_chunk_once(tmp_path, monkeypatch):
     flattens = [0]
     flatten = CacheLayout.flatten
 
-    def counted(self, cache):
+    def counted(self, cache, home=0.0):
         flattens[0] += 1
-        return flatten(self, cache)
+        return flatten(self, cache, home)
 
     monkeypatch.setattr(CacheLayout, "flatten", counted)
     embeds, projected = [0], [0]
