@@ -338,7 +338,7 @@ class SanaWM:
         rel = {first_video + i: p for i, p in enumerate(rel_poses)}
         Ks = {first_video + i: K for i, K in enumerate(intrinsics)}
 
-        # 2. camera inputs of this chunk's latent frames, marked when it ends back at the first view
+        # 2. camera inputs of this chunk's latent frames, with how far it ends back at the first view (home view)
         first_latent = 0 if k == 0 else 1 + L * k
         latents = list(range(first_latent, 1 + L * (k + 1)))
         tcfg = self.transformer.cfg

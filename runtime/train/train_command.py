@@ -222,14 +222,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _home_view_arg(text: str) -> tuple[float, float, float]:
-    """`--ship-home-view 0.1,20,3`: (SanaWMConfig.home_radius, home_angle_deg, home_fade)."""
+    """`--ship-home-view 0.1,20,2`: (SanaWMConfig.home_radius, home_angle_deg, home_fade)."""
     try:
         radius, degrees, fade = (float(v) for v in text.split(","))
     except ValueError:
         radius, degrees, fade = -1.0, 0.0, 0.0
     if not (radius >= 0 and 0 < degrees <= 180 and fade >= 0):
         raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES,FADE with RADIUS and FADE >= 0 and DEGREES "
-                                         "in (0, 180] (e.g. 0.1,20,3)")
+                                         "in (0, 180] (e.g. 0.1,20,2)")
     return radius, degrees, fade
 
 
