@@ -14,6 +14,7 @@ TensorRT and CUDA graphs run only where CUDA (and the tensorrt package) exist.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -138,6 +139,11 @@ def test_cache_layout_masks_unfilled_window():
     n0, nc = (1 + CHUNK) * H * W, CHUNK * H * W
     assert lay.n_max == n0 + 2 * nc and mask.shape == (lay.n_max,)
     assert (mask[:n0] == 0).all() and torch.isinf(mask[n0 : n0 + nc]).all() and (mask[n0 + nc :] == 0).all()
+    # near the first view the filled recent slots carry the home view's fade, at it they are masked out
+    for home, bias in ((0.5, 2 * math.log(0.5)), (1.0, float("-inf"))):
+        _, near = lay.flatten(cache, home)
+        assert (near[:n0] == 0).all() and torch.isinf(near[n0 : n0 + nc]).all()
+        assert torch.equal(near[n0 + nc :], torch.full((nc,), bias)), home
     back = lay.unflatten(flat, cache, 0)  # same flat tensors -> same typed cache (one more chunk counted)
     for b0, b1 in zip(cache.blocks, back.blocks, strict=True):
         if hasattr(b0, "recent"):

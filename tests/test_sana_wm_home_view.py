@@ -132,3 +132,22 @@ def test_the_world_reads_the_first_view_only_once_it_is_back_there():
         for k in range(first, 6):
             assert np.abs(got[k].astype(int) - off[k].astype(int)).max() > 0, k
     assert np.abs(faded[3].astype(int) - on[3].astype(int)).max() > 0
+
+
+@torch.no_grad()
+def test_the_fade_holds_for_a_cache_written_without_a_camera():
+    """The camera branch reads only the chunks written with a camera: its fade is sized by those."""
+    tr = tiny_transformer(kv_window=3)
+    cams = tiny_cameras(3)
+    T = tr.cfg.chunk_latent_frames
+    text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
+    prompt = tr.prompt_context(text, torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(3)
+    _, cache = tr(torch.randn(1, tr.cfg.in_channels, T + 1, 3, 4, generator=gen), torch.zeros(1, T + 1), prompt, None,
+                  None, None, True)  # chunk 0 without a camera: no camera K/V in the sink
+    _, cache = tr(torch.randn(1, tr.cfg.in_channels, T, 3, 4, generator=gen), torch.zeros(1, T), prompt, None,
+                  cams[1], cache, True)
+    x, t = torch.randn(1, tr.cfg.in_channels, T, 3, 4, generator=gen), torch.full((1, T), 500.0)
+    outs = [tr(x, t, prompt, None, dataclasses.replace(cams[2], home=h), cache, False)[0] for h in (0.0, 0.5, 1.0)]
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert (outs[1] - outs[0]).abs().max() > 1e-5 and (outs[1] - outs[2]).abs().max() > 1e-5

@@ -190,8 +190,8 @@ def test_fd_limit_raised_and_connections_kept_below_it():
             # past the limit every accept closes a socket (refused, or idle and evicted), so the sockets still
             # open were all accepted by the last close: a second after it, all have been idle over a second (on
             # a starved machine the server may still have been working through its backlog at the wait's end)
-            # and a player gets in, taking an idle one's place (their request timeouts are seconds away still)
-            last = max(c[1] for c in closed if c is not None)
+            # and a player gets in, taking an idle one's place (or one the request timeout freed)
+            last = max((c[1] for c in closed if c is not None), default=loop.time())
             await asyncio.sleep(max(0.0, last + 1.2 - loop.time()))
             player = await first_message(f"ws://127.0.0.1:{info['port']}/ws", "127.0.3.1")
             if player[1] is not None:  # refused: the status is what the assertion below reports

@@ -77,7 +77,8 @@ class SoftmaxAttention(SelfAttentionParams):
         (1 - home)^2 (`recent_bias`; squared: less left to fade in the last steps home, where it shows most)."""
         B, N, C = x.shape
         context = cache.context(home >= 1.0)
-        bias = _recent_bias(context, cache.sink is not None, N, home)  # (1, S) or None
+        sink = cache.sink is not None
+        bias = _recent_bias([c.k for c in context], sink, N, home)  # (1, S) or None
 
         # 1. main branch: qkv -> RMSNorm -> RoPE at absolute positions -> SDPA over [cache, chunk]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
@@ -99,9 +100,11 @@ class SoftmaxAttention(SelfAttentionParams):
             qc = self._sdpa_dtype(apply_ucpe(qc, ucpe.P_T, cam_rope))
             kc = self._sdpa_dtype(apply_ucpe(kc, ucpe.P_inv, cam_rope))
             vc = self._sdpa_dtype(apply_ucpe(vc, ucpe.P_inv, cam_rope))
-            kc_all = joined(window, "cam_k", [c.cam_k for c in context if c.cam_k is not None], kc)
+            cam_ks = [c.cam_k for c in context if c.cam_k is not None]  # chunks written with a camera
+            kc_all = joined(window, "cam_k", cam_ks, kc)
             vc_all = joined(window, "cam_v", [c.cam_v for c in context if c.cam_v is not None], vc)
-            mask = None if bias is None else bias.to(kc_all.dtype)
+            cam_bias = _recent_bias(cam_ks, sink and cache.sink.cam_k is not None, N, home)
+            mask = None if cam_bias is None else cam_bias.to(kc_all.dtype)
             out_c = F.scaled_dot_product_attention(qc, kc_all, vc_all, attn_mask=mask).to(x.dtype)
             cam = apply_ucpe(out_c, ucpe.P, cam_rope, inverse_rope=True).transpose(1, 2).reshape(B, N, C)
 
@@ -115,13 +118,14 @@ def recent_bias(home: float) -> float:
     return 2.0 * math.log1p(-home) if home < 1.0 else float("-inf")
 
 
-def _recent_bias(context: list[ChunkKV], sink: bool, N: int, home: float) -> torch.Tensor | None:
-    """`recent_bias` over [context, chunk] (1, S) for 0 < home < 1, or None: nothing to scale."""
-    recent = context[1:] if sink else context
+def _recent_bias(keys: list[torch.Tensor], sink: bool, N: int, home: float) -> torch.Tensor | None:
+    """`recent_bias` over [cached keys (B, H, n, D) each, the sink first when `sink`; the chunk's N] as (1, S)
+    for 0 < home < 1, or None: nothing to scale."""
+    recent = keys[1:] if sink else keys
     if not 0.0 < home < 1.0 or not recent:
         return None
-    n_sink = context[0].k.shape[2] if sink else 0
-    n_recent = sum(c.k.shape[2] for c in recent)
-    bias = torch.zeros(1, n_sink + n_recent + N, device=recent[0].k.device)
+    n_sink = keys[0].shape[2] if sink else 0
+    n_recent = sum(k.shape[2] for k in recent)
+    bias = torch.zeros(1, n_sink + n_recent + N, device=recent[0].device)
     bias[:, n_sink : n_sink + n_recent] = recent_bias(home)
     return bias
