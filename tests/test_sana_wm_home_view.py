@@ -55,18 +55,20 @@ def test_home_is_near_the_first_frames_position_and_view():
         SanaWMConfig.tiny(home_radius=0.1, sink=False)
 
 
-@torch.no_grad()
-def test_a_chunk_at_home_reads_the_sink_alone_and_the_window_slides_as_before():
+def _window_3(seed: int):
+    """The tiny transformer with a window of 3, its prompt context, and seeded latents (1, C, t, 3, 4) by `t`."""
     tr = tiny_transformer(kv_window=3)
-    cams = tiny_cameras(5)
-    T = tr.cfg.chunk_latent_frames
     text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
     prompt = tr.prompt_context(text, torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool))
-    gen = torch.Generator().manual_seed(2)
+    gen = torch.Generator().manual_seed(seed)
+    return tr, prompt, lambda t: torch.randn(1, tr.cfg.in_channels, t, 3, 4, generator=gen)
 
-    def latents(t: int) -> torch.Tensor:
-        return torch.randn(1, tr.cfg.in_channels, t, 3, 4, generator=gen)
 
+@torch.no_grad()
+def test_a_chunk_at_home_reads_the_sink_alone_and_the_window_slides_as_before():
+    tr, prompt, latents = _window_3(seed=2)
+    cams = tiny_cameras(5)
+    T = tr.cfg.chunk_latent_frames
     cache = tr.new_cache()
     _, cache = tr(latents(T + 1), torch.zeros(1, T + 1), prompt, None, cams[0], cache, True)
     for cam in cams[1:3]:
@@ -137,17 +139,12 @@ def test_the_world_reads_the_first_view_only_once_it_is_back_there():
 @torch.no_grad()
 def test_the_fade_holds_for_a_cache_written_without_a_camera():
     """The camera branch reads only the chunks written with a camera: its fade is sized by those."""
-    tr = tiny_transformer(kv_window=3)
+    tr, prompt, latents = _window_3(seed=3)
     cams = tiny_cameras(3)
     T = tr.cfg.chunk_latent_frames
-    text = torch.randn(1, tr.cfg.caption_tokens, tr.cfg.caption_channels, generator=torch.Generator().manual_seed(1))
-    prompt = tr.prompt_context(text, torch.ones(1, tr.cfg.caption_tokens, dtype=torch.bool))
-    gen = torch.Generator().manual_seed(3)
-    _, cache = tr(torch.randn(1, tr.cfg.in_channels, T + 1, 3, 4, generator=gen), torch.zeros(1, T + 1), prompt, None,
-                  None, None, True)  # chunk 0 without a camera: no camera K/V in the sink
-    _, cache = tr(torch.randn(1, tr.cfg.in_channels, T, 3, 4, generator=gen), torch.zeros(1, T), prompt, None,
-                  cams[1], cache, True)
-    x, t = torch.randn(1, tr.cfg.in_channels, T, 3, 4, generator=gen), torch.full((1, T), 500.0)
+    _, cache = tr(latents(T + 1), torch.zeros(1, T + 1), prompt, None, None, None, True)  # no camera K/V in the sink
+    _, cache = tr(latents(T), torch.zeros(1, T), prompt, None, cams[1], cache, True)
+    x, t = latents(T), torch.full((1, T), 500.0)
     outs = [tr(x, t, prompt, None, dataclasses.replace(cams[2], home=h), cache, False)[0] for h in (0.0, 0.5, 1.0)]
     assert all(torch.isfinite(o).all() for o in outs)
     assert (outs[1] - outs[0]).abs().max() > 1e-5 and (outs[1] - outs[2]).abs().max() > 1e-5
