@@ -72,13 +72,16 @@ class SanaWMConfig:
             )
         if self.kv_window < 1:
             raise ValueError(f"kv_window must be >= 1, got {self.kv_window}")
-        if not (self.home_radius >= 0 and 0 < self.home_angle_deg <= 180 and self.home_fade >= 0):
-            raise ValueError(f"home_radius and home_fade must be >= 0 and home_angle_deg in (0, 180]; got "
-                             f"{self.home_radius}, {self.home_fade}, {self.home_angle_deg}")
+        check_home_view(self.home_radius, self.home_angle_deg, self.home_fade)
         if self.home_radius > 0 and not self.sink:
             raise ValueError("home_radius > 0 needs sink=True: a chunk back at the first view reads the sink")
 
     # ---- derived sizes ----
+    @property
+    def home_view(self) -> tuple[float, float, float] | None:
+        """(home_radius, home_angle_deg, home_fade) for `camera.build_camera_inputs`, None when off."""
+        return (self.home_radius, self.home_angle_deg, self.home_fade) if self.home_radius > 0 else None
+
     @property
     def num_heads(self) -> int:
         """Self-attention heads (GDN and softmax blocks)."""
@@ -196,3 +199,10 @@ class SanaWMConfig:
         if unknown:
             raise ValueError(f"unknown SanaWMConfig fields {unknown}; known: {sorted(names)}")
         return cls(**d)
+
+
+def check_home_view(radius: float, angle_deg: float, fade: float) -> None:
+    """Raise ValueError unless the home view's radius and fade are >= 0 and its angle in (0, 180] degrees."""
+    if not (radius >= 0 and 0 < angle_deg <= 180 and fade >= 0):
+        raise ValueError(f"home_radius and home_fade must be >= 0 and home_angle_deg in (0, 180]; got "
+                         f"{radius}, {fade}, {angle_deg}")

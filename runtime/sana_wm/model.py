@@ -341,9 +341,8 @@ class SanaWM:
         # 2. camera inputs of this chunk's latent frames, with how far it ends back at the first view (home view)
         first_latent = 0 if k == 0 else 1 + L * k
         latents = list(range(first_latent, 1 + L * (k + 1)))
-        tcfg = self.transformer.cfg
-        home = (tcfg.home_radius, tcfg.home_angle_deg, tcfg.home_fade) if tcfg.home_radius > 0 else None
-        camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw, home)
+        camera = build_camera_inputs(rel, Ks, latents, s, (self.cfg.height, self.cfg.width), self.latent_hw,
+                                     self.transformer.cfg.home_view)
         shape = (1, self.vae.latent_channels, L, *self.latent_hw)
 
         with self._stream_ctx(self._model_stream):

@@ -223,13 +223,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _home_view_arg(text: str) -> tuple[float, float, float]:
     """`--ship-home-view 0.1,20,2`: (SanaWMConfig.home_radius, home_angle_deg, home_fade)."""
+    from worldwalk.runtime.sana_wm.config import check_home_view
+
     try:
         radius, degrees, fade = (float(v) for v in text.split(","))
-    except ValueError:
-        radius, degrees, fade = -1.0, 0.0, 0.0
-    if not (radius >= 0 and 0 < degrees <= 180 and fade >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES,FADE with RADIUS and FADE >= 0 and DEGREES "
-                                         "in (0, 180] (e.g. 0.1,20,2)")
+        check_home_view(radius, degrees, fade)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: give RADIUS,DEGREES,FADE (e.g. 0.1,20,2): {e}") from None
     return radius, degrees, fade
 
 

@@ -111,9 +111,9 @@ def camera_inputs(poses_rel: dict[int, np.ndarray], intrinsics: dict[int, np.nda
                   cfg: BundledConfig) -> CameraInputs:
     """UCPE conditions and Plücker rays for latent frames `latents` from relative, scaled poses, with the home
     view's weight as a session has it (SanaWMConfig.home_radius; training batches rebuild the inputs without)."""
-    v, t = cfg.vae, cfg.transformer
-    home = (t.home_radius, t.home_angle_deg, t.home_fade) if t.home_radius > 0 else None
-    return build_camera_inputs(poses_rel, intrinsics, latents, cfg.stride, (v.height, v.width), v.latent_hw, home)
+    v = cfg.vae
+    return build_camera_inputs(poses_rel, intrinsics, latents, cfg.stride, (v.height, v.width), v.latent_hw,
+                               cfg.transformer.home_view)
 
 
 def empty_text(cfg: BundledConfig, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
