@@ -14,6 +14,7 @@ from tests.builders import STRIDE, WORLD_H, WORLD_W, tiny_cameras, tiny_sana_wm_
 from worldwalk.runtime.sana_wm.cache import SoftmaxCache
 from worldwalk.runtime.sana_wm.camera import build_camera_inputs, home_weight
 from worldwalk.runtime.sana_wm.config import SanaWMConfig
+from worldwalk.runtime.train.eval_command import generate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,13 +102,11 @@ def test_a_chunk_at_home_reads_the_sink_alone_and_the_window_slides_as_before():
 
 
 def _walk(world, poses: np.ndarray, K: np.ndarray) -> list[np.ndarray]:
-    world.reset(np.random.default_rng(0).integers(0, 255, (WORLD_H, WORLD_W, 3), np.uint8), None, seed=4)
-    out, i, k = [], 0, 0
-    while i + world.spec.chunk_frames(k) <= len(poses):
-        n = world.spec.chunk_frames(k)
-        out.append(world.generate_chunk(poses[i : i + n], K[i : i + n]).frames)
-        i, k = i + n, k + 1
-    return out
+    """The eval's chunk loop (`eval_command.generate`) from a seeded random first frame, its frames split by chunk."""
+    first = np.random.default_rng(0).integers(0, 255, (WORLD_H, WORLD_W, 3), np.uint8)
+    frames, _ = generate(world, first, poses, K, seed=4)
+    n0, n = world.spec.chunk_frames(0), world.spec.chunk_frames(1)
+    return np.split(frames, range(n0, len(frames), n))
 
 
 def test_the_world_reads_the_first_view_only_once_it_is_back_there():
